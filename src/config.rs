@@ -1,0 +1,195 @@
+//! The plain, documented settings of one run (or of an `--interval` loop): no clap, no HTTP types.
+//!
+//! `cli.rs` builds a [`Config`] from flags and environment; every other module reads the part of
+//! it that concerns it. Defaults live here, next to the field they belong to.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where Marathon's state comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarathonSource {
+    /// A Marathon base URL such as `http://marathon.mesos:8080` (no trailing `/v2`).
+    Url(String),
+    /// A directory holding a saved snapshot: `apps.json` (`GET /v2/apps`) and `tasks.json`
+    /// (`GET /v2/tasks`), the layout of the compatibility corpus.
+    Snapshot(PathBuf),
+}
+
+/// HTTP basic-auth credentials for Marathon.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never let a password reach a log line through `{:?}`.
+        write!(f, "Credentials({}:***)", self.user)
+    }
+}
+
+/// How to reach Marathon.
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// Tried in order; a source that refuses, times out or answers 5xx passes the turn to the
+    /// next. At least one.
+    pub sources: Vec<MarathonSource>,
+    /// Basic-auth credentials sent to every URL source. Default: none.
+    pub credentials: Option<Credentials>,
+    /// Extra PEM CA bundle trusted for `https://` sources, on top of the system roots.
+    /// TLS is always verified. Default: none.
+    pub ca_cert: Option<PathBuf>,
+    /// Connect + read timeout of one HTTP request. Default: 10 s.
+    pub request_timeout: Duration,
+    /// Largest response body accepted, in bytes. Default: 256 MiB.
+    pub max_body_bytes: u64,
+}
+
+/// What marathon-lb calls its generation flags: which services are rendered and how.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    /// `--strict-mode`: only services with `HAPROXY_{n}_ENABLED=true` are rendered.
+    pub strict_mode: bool,
+    /// `--health-check`: drop tasks of health-checked apps unless a check result is alive.
+    pub health_check: bool,
+    /// Range for service ports auto-assigned to IP-per-task apps that declare none.
+    /// Default 10050..=10100; `0, 0` disables auto-assignment.
+    pub min_serv_port_ip_per_task: u32,
+    pub max_serv_port_ip_per_task: u32,
+    /// `FRAMEWORK_NAME` from the environment: the app `/<name>` (the load balancer itself) is
+    /// skipped. Default: none.
+    pub framework_name: Option<String>,
+}
+
+/// How the configuration text is produced.
+#[derive(Debug, Clone)]
+pub struct RenderConfig {
+    /// `--group`: only services in one of these groups are rendered; `*` takes every service.
+    pub groups: Vec<String>,
+    /// `--templates DIR`: per-section overrides, looked up before the embedded defaults.
+    pub templates_dir: Option<PathBuf>,
+    /// `HAPROXY_<TEMPLATE>` variables from the environment (the value's two characters `\n`
+    /// stand for a newline); they win over files in `templates_dir`.
+    pub template_env: BTreeMap<String, String>,
+    /// `HAPROXY_GLOBAL_DEFAULT_OPTIONS` (comma-separated `option` names for the default head).
+    /// Default: `redispatch,http-server-close,dontlognull`.
+    pub global_default_options: Option<String>,
+    /// `--ssl-certs`: certificates for the :443 frontend, in order. Default `/etc/ssl/cert.pem`.
+    pub ssl_certs: Vec<String>,
+    /// False with `--dont-bind-http-https`: no :80 / :443 frontends.
+    pub bind_http_https: bool,
+    /// `--group-https-by-vhost`: :443 in tcp mode with one SNI-routed frontend per vhost.
+    pub group_https_by_vhost: bool,
+    /// `--haproxy-map`: route vhosts and app ids through map files where possible.
+    pub haproxy_map: bool,
+    /// The live config's path; map files live in its directory and are named from it.
+    pub haproxy_config: PathBuf,
+    /// `--no-label-templates`: ignore raw template labels (`HAPROXY_{n}_BACKEND_HEAD`, ...).
+    pub label_templates: bool,
+}
+
+/// How a rendered candidate is put in place.
+#[derive(Debug, Clone)]
+pub struct ApplyConfig {
+    /// The live configuration file. Default `/etc/haproxy/haproxy.cfg`.
+    pub haproxy_config: PathBuf,
+    /// Exclusive lock held from reading the live file to the end of the reload.
+    /// Default `<haproxy_config>.lock`.
+    pub lock_file: PathBuf,
+    /// How long to wait for the lock before giving up. Default 30 s.
+    pub lock_timeout: Duration,
+    /// `haproxy` binary used for `-c` validation. Default `haproxy` (from `PATH`).
+    pub haproxy_bin: PathBuf,
+    /// `--skip-validation`: do not run `haproxy -c` on the candidate.
+    pub skip_validation: bool,
+    /// Reload command, run with `sh -c`. Default `systemctl reload haproxy`.
+    pub reload_command: String,
+    /// Longest a validation or reload command may run before it is killed. Default 30 s.
+    pub command_timeout: Duration,
+    /// Previous live configs kept as `<config>.1` (newest) .. `<config>.N`. Default 5; 0 keeps
+    /// none.
+    pub archive_versions: usize,
+    /// `--dry-run`: change nothing; print the candidate (or, with `diff`, the diff) to stdout.
+    pub dry_run: bool,
+    /// `--diff`: print a unified diff live → candidate (of what was applied, on a real run).
+    pub diff: bool,
+}
+
+/// Everything one run needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub fetch: FetchConfig,
+    pub model: ModelConfig,
+    pub render: RenderConfig,
+    pub apply: ApplyConfig,
+    /// Hard deadline for one whole run, so a cron run never overlaps the next. Default 50 s.
+    pub run_deadline: Duration,
+    /// `--interval`: run again every period until SIGTERM/SIGINT. Default: run once.
+    pub interval: Option<Duration>,
+}
+
+pub const DEFAULT_HAPROXY_CONFIG: &str = "/etc/haproxy/haproxy.cfg";
+pub const DEFAULT_RELOAD_COMMAND: &str = "systemctl reload haproxy";
+pub const DEFAULT_SSL_CERT: &str = "/etc/ssl/cert.pem";
+pub const DEFAULT_MIN_SERV_PORT_IP_PER_TASK: u32 = 10050;
+pub const DEFAULT_MAX_SERV_PORT_IP_PER_TASK: u32 = 10100;
+
+impl Config {
+    /// A config with every default, reading Marathon from `sources` and writing `haproxy_config`.
+    /// Tests and the CLI start from here.
+    pub fn new(sources: Vec<MarathonSource>, haproxy_config: PathBuf) -> Config {
+        let lock_file = default_lock_file(&haproxy_config);
+        Config {
+            fetch: FetchConfig {
+                sources,
+                credentials: None,
+                ca_cert: None,
+                request_timeout: Duration::from_secs(10),
+                max_body_bytes: 256 * 1024 * 1024,
+            },
+            model: ModelConfig {
+                strict_mode: false,
+                health_check: false,
+                min_serv_port_ip_per_task: DEFAULT_MIN_SERV_PORT_IP_PER_TASK,
+                max_serv_port_ip_per_task: DEFAULT_MAX_SERV_PORT_IP_PER_TASK,
+                framework_name: None,
+            },
+            render: RenderConfig {
+                groups: vec!["external".to_string()],
+                templates_dir: None,
+                template_env: BTreeMap::new(),
+                global_default_options: None,
+                ssl_certs: vec![DEFAULT_SSL_CERT.to_string()],
+                bind_http_https: true,
+                group_https_by_vhost: false,
+                haproxy_map: false,
+                haproxy_config: haproxy_config.clone(),
+                label_templates: true,
+            },
+            apply: ApplyConfig {
+                haproxy_config,
+                lock_file,
+                lock_timeout: Duration::from_secs(30),
+                haproxy_bin: PathBuf::from("haproxy"),
+                skip_validation: false,
+                reload_command: DEFAULT_RELOAD_COMMAND.to_string(),
+                command_timeout: Duration::from_secs(30),
+                archive_versions: 5,
+                dry_run: false,
+                diff: false,
+            },
+            run_deadline: Duration::from_secs(50),
+            interval: None,
+        }
+    }
+}
+
+/// `<config>.lock` beside the config: a stable inode, unlike the config that renames replace.
+pub fn default_lock_file(haproxy_config: &std::path::Path) -> PathBuf {
+    let mut name = haproxy_config.as_os_str().to_os_string();
+    name.push(".lock");
+    PathBuf::from(name)
+}

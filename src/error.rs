@@ -1,0 +1,40 @@
+//! The kinds of failure a caller branches on (main maps them to exit codes). Producers attach
+//! one as context at the point of failure: `.context(Failure::ValidationFailed)`.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No Marathon source answered usefully (down, slow, 5xx, auth refused, bad JSON).
+    MarathonUnavailable,
+    /// A template could not be loaded or rendered.
+    Template,
+    /// Another run held the lock past `--lock-timeout`.
+    LockTimeout,
+    /// `haproxy -c` rejected the candidate; the live config is untouched.
+    ValidationFailed,
+    /// Writing or renaming a file failed; the live config is untouched.
+    WriteFailed,
+    /// The reload command failed; the previous config was put back.
+    ReloadFailed,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Failure::MarathonUnavailable => "could not read Marathon's state",
+            Failure::Template => "could not render the configuration",
+            Failure::LockTimeout => "timed out waiting for the lock",
+            Failure::ValidationFailed => "haproxy rejected the candidate configuration",
+            Failure::WriteFailed => "could not write the configuration",
+            Failure::ReloadFailed => "reloading haproxy failed; the previous configuration was restored",
+        })
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// The first [`Failure`] attached anywhere in the error's chain.
+pub fn classify(error: &anyhow::Error) -> Option<Failure> {
+    error.chain().find_map(|cause| cause.downcast_ref::<Failure>().copied())
+}
