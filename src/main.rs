@@ -1,1 +1,66 @@
-fn main() {}
+//! The binary: parse the command line, run once or on an interval, and map the outcome to an
+//! exit code. The only place that knows exit codes.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use clap::Parser;
+use haproxy_marathon_sync::cli::Args;
+use haproxy_marathon_sync::error::{classify, Failure};
+
+/// Exit statuses, documented in the README and the man page (EXIT STATUS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Exit {
+    /// Applied, unchanged, or dry run done.
+    Ok = 0,
+    /// Any failure not listed below (bad flag value, unreadable file, ...).
+    Error = 1,
+    /// Command-line usage error (clap exits with this itself).
+    #[allow(dead_code)]
+    Usage = 2,
+    /// No Marathon source answered usefully.
+    MarathonUnavailable = 3,
+    /// A template failed to load or render.
+    Template = 4,
+    /// Another run held the lock past --lock-timeout.
+    LockTimeout = 5,
+    /// `haproxy -c` rejected the candidate; nothing changed.
+    ValidationFailed = 6,
+    /// Writing the new configuration failed; nothing changed.
+    WriteFailed = 7,
+    /// The reload failed; the previous configuration was restored and reloaded.
+    ReloadFailed = 8,
+}
+
+fn exit_for(failure: Option<Failure>) -> Exit {
+    match failure {
+        None => Exit::Error,
+        Some(Failure::MarathonUnavailable) => Exit::MarathonUnavailable,
+        Some(Failure::Template) => Exit::Template,
+        Some(Failure::LockTimeout) => Exit::LockTimeout,
+        Some(Failure::ValidationFailed) => Exit::ValidationFailed,
+        Some(Failure::WriteFailed) => Exit::WriteFailed,
+        Some(Failure::ReloadFailed) => Exit::ReloadFailed,
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    for flag in args.ignored_flags() {
+        eprintln!(
+            "haproxy-marathon-sync: note: marathon-lb's {flag} has no effect here and is ignored"
+        );
+    }
+    let environment: BTreeMap<String, String> = std::env::vars().collect();
+    let result = args
+        .into_config(&environment)
+        .and_then(|config| haproxy_marathon_sync::run(&config));
+    match result {
+        Ok(()) => ExitCode::from(Exit::Ok as u8),
+        Err(error) => {
+            eprintln!("haproxy-marathon-sync: error: {error:#}");
+            ExitCode::from(exit_for(classify(&error)) as u8)
+        }
+    }
+}

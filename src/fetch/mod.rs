@@ -17,7 +17,8 @@ pub struct MarathonState {
 }
 
 /// Fetches apps and tasks, failing over between sources in order.
-pub fn fetch_state(config: &FetchConfig) -> Result<MarathonState> {
+pub fn fetch_state(config: &FetchConfig, deadline: std::time::Instant) -> Result<MarathonState> {
+    let _ = deadline;
     let _ = config;
     anyhow::bail!("fetch not implemented yet")
 }

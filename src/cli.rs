@@ -1,0 +1,622 @@
+//! The command line: clap definitions (their doc comments are `--help`) and their conversion
+//! into a plain [`Config`]. The only file that knows clap.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use crate::config::{self, Config, Credentials, MarathonSource};
+
+/// Keeps HAProxy's configuration in step with the apps Marathon runs.
+///
+/// Each run fetches /v2/apps and /v2/tasks from Marathon, renders haproxy.cfg with marathon-lb's
+/// label and template semantics and, only when it changed, validates it with `haproxy -c`,
+/// renames it into place atomically and reloads HAProxy, putting the previous configuration back
+/// when anything fails. Flags shared with marathon-lb keep marathon-lb's names and meaning.
+/// Every flag can also be set through the environment variable shown, so a systemd
+/// EnvironmentFile= or /etc/default/haproxy-marathon-sync can carry them.
+#[derive(Debug, Parser)]
+#[command(name = "haproxy-marathon-sync", version, max_term_width = 100)]
+pub struct Args {
+    /// Marathon base URL, or a directory holding a saved snapshot (apps.json + tasks.json).
+    /// Repeat the flag or separate with commas; tried in order, the next one is used when one
+    /// refuses, times out or answers 5xx.
+    #[arg(
+        short = 'm',
+        long = "marathon",
+        value_name = "URL|DIR",
+        env = "HAPROXY_MARATHON_SYNC_MARATHON",
+        value_delimiter = ',',
+        default_value = "http://master.mesos:8080"
+    )]
+    pub marathon: Vec<String>,
+
+    /// Render only services in this HAProxy group (HAPROXY_GROUP / HAPROXY_{n}_GROUP label).
+    /// Repeatable or comma-separated; '*' renders every service, grouped or not.
+    #[arg(
+        long = "group",
+        value_name = "NAME",
+        env = "HAPROXY_MARATHON_SYNC_GROUP",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub group: Vec<String>,
+
+    /// The live HAProxy configuration file this tool owns. Map files (--haproxy-map) and the
+    /// archive of previous versions live beside it.
+    #[arg(
+        long = "haproxy-config",
+        value_name = "PATH",
+        env = "HAPROXY_MARATHON_SYNC_HAPROXY_CONFIG",
+        default_value = config::DEFAULT_HAPROXY_CONFIG
+    )]
+    pub haproxy_config: PathBuf,
+
+    /// Directory of template overrides: a file named like a section (HAPROXY_BACKEND_HEAD) in
+    /// marathon-lb's {placeholder} format, or NAME.j2 in Jinja, replaces that section.
+    #[arg(
+        long = "templates",
+        value_name = "DIR",
+        env = "HAPROXY_MARATHON_SYNC_TEMPLATES"
+    )]
+    pub templates: Option<PathBuf>,
+
+    /// Render only services whose HAPROXY_{n}_ENABLED label is true.
+    #[arg(long = "strict-mode", env = "HAPROXY_MARATHON_SYNC_STRICT_MODE")]
+    pub strict_mode: bool,
+
+    /// Route only to tasks that pass their Marathon health checks (apps with health checks).
+    #[arg(
+        short = 'H',
+        long = "health-check",
+        env = "HAPROXY_MARATHON_SYNC_HEALTH_CHECK"
+    )]
+    pub health_check: bool,
+
+    /// Certificates for the :443 frontend, comma-separated, in order.
+    #[arg(
+        long = "ssl-certs",
+        value_name = "LIST",
+        env = "HAPROXY_MARATHON_SYNC_SSL_CERTS",
+        default_value = config::DEFAULT_SSL_CERT
+    )]
+    pub ssl_certs: String,
+
+    /// Do not generate the :80 and :443 frontends.
+    #[arg(
+        long = "dont-bind-http-https",
+        env = "HAPROXY_MARATHON_SYNC_DONT_BIND_HTTP_HTTPS"
+    )]
+    pub dont_bind_http_https: bool,
+
+    /// Serve :443 in tcp mode with one SNI-routed frontend per vhost.
+    #[arg(
+        long = "group-https-by-vhost",
+        env = "HAPROXY_MARATHON_SYNC_GROUP_HTTPS_BY_VHOST"
+    )]
+    pub group_https_by_vhost: bool,
+
+    /// Route vhosts and app ids through domain2backend.map and app2backend.map (beside the
+    /// config) instead of one ACL per app, where possible.
+    #[arg(long = "haproxy-map", env = "HAPROXY_MARATHON_SYNC_HAPROXY_MAP")]
+    pub haproxy_map: bool,
+
+    /// Lowest service port auto-assigned to IP-per-task apps that declare none.
+    #[arg(
+        long = "min-serv-port-ip-per-task",
+        value_name = "PORT",
+        env = "HAPROXY_MARATHON_SYNC_MIN_SERV_PORT_IP_PER_TASK",
+        default_value_t = config::DEFAULT_MIN_SERV_PORT_IP_PER_TASK
+    )]
+    pub min_serv_port_ip_per_task: u32,
+
+    /// Highest auto-assigned service port; with the minimum also 0, auto-assignment is off.
+    #[arg(
+        long = "max-serv-port-ip-per-task",
+        value_name = "PORT",
+        env = "HAPROXY_MARATHON_SYNC_MAX_SERV_PORT_IP_PER_TASK",
+        default_value_t = config::DEFAULT_MAX_SERV_PORT_IP_PER_TASK
+    )]
+    pub max_serv_port_ip_per_task: u32,
+
+    /// Ignore raw template labels (HAPROXY_{n}_BACKEND_HEAD, ...) so app owners cannot inject
+    /// configuration text; semantic labels (VHOST, PATH, ...) still apply.
+    #[arg(
+        long = "no-label-templates",
+        env = "HAPROXY_MARATHON_SYNC_NO_LABEL_TEMPLATES"
+    )]
+    pub no_label_templates: bool,
+
+    /// Change nothing: print the rendered configuration to stdout (with --diff, the diff).
+    #[arg(
+        short = 'd',
+        long = "dry-run",
+        visible_alias = "dry",
+        env = "HAPROXY_MARATHON_SYNC_DRY_RUN"
+    )]
+    pub dry_run: bool,
+
+    /// Print a unified diff live → candidate: instead of the config with --dry-run, or of what
+    /// was applied on a real run. Prints nothing when they are equal.
+    #[arg(long = "diff", env = "HAPROXY_MARATHON_SYNC_DIFF")]
+    pub diff: bool,
+
+    /// Command that reloads HAProxy, run with `sh -c` after the new config is in place.
+    #[arg(
+        short = 'c',
+        long = "reload-command",
+        visible_alias = "command",
+        value_name = "CMD",
+        env = "HAPROXY_MARATHON_SYNC_RELOAD_COMMAND",
+        default_value = config::DEFAULT_RELOAD_COMMAND
+    )]
+    pub reload_command: String,
+
+    /// HAProxy binary used to validate a candidate with `-c`.
+    #[arg(
+        long = "haproxy-bin",
+        value_name = "PATH",
+        env = "HAPROXY_MARATHON_SYNC_HAPROXY_BIN",
+        default_value = "haproxy"
+    )]
+    pub haproxy_bin: PathBuf,
+
+    /// Do not validate the candidate with `haproxy -c` before putting it in place.
+    #[arg(
+        long = "skip-validation",
+        env = "HAPROXY_MARATHON_SYNC_SKIP_VALIDATION"
+    )]
+    pub skip_validation: bool,
+
+    /// Lock file serialising runs. Default: the config path with `.lock` appended.
+    #[arg(
+        long = "lock-file",
+        value_name = "PATH",
+        env = "HAPROXY_MARATHON_SYNC_LOCK_FILE"
+    )]
+    pub lock_file: Option<PathBuf>,
+
+    /// Seconds to wait for another run's lock before giving up.
+    #[arg(
+        long = "lock-timeout",
+        value_name = "SECS",
+        env = "HAPROXY_MARATHON_SYNC_LOCK_TIMEOUT",
+        default_value = "30"
+    )]
+    pub lock_timeout: String,
+
+    /// Seconds one HTTP request to Marathon may take (connect and read).
+    #[arg(
+        long = "timeout",
+        value_name = "SECS",
+        env = "HAPROXY_MARATHON_SYNC_TIMEOUT",
+        default_value = "10"
+    )]
+    pub timeout: String,
+
+    /// Seconds one whole run may take, Marathon failover included, so a cron run never
+    /// overlaps the next.
+    #[arg(
+        long = "run-timeout",
+        value_name = "SECS",
+        env = "HAPROXY_MARATHON_SYNC_RUN_TIMEOUT",
+        default_value = "50"
+    )]
+    pub run_timeout: String,
+
+    /// Seconds `haproxy -c` or the reload command may run before it is killed.
+    #[arg(
+        long = "command-timeout",
+        value_name = "SECS",
+        env = "HAPROXY_MARATHON_SYNC_COMMAND_TIMEOUT",
+        default_value = "30"
+    )]
+    pub command_timeout: String,
+
+    /// Marathon basic-auth credentials as user:password. Prefer the file or the environment
+    /// variable: a flag shows in `ps`.
+    #[arg(
+        long = "auth-credentials",
+        value_name = "USER:PASS",
+        env = "HAPROXY_MARATHON_SYNC_AUTH_CREDENTIALS",
+        hide_env_values = true
+    )]
+    pub auth_credentials: Option<String>,
+
+    /// File whose first line is user:password for Marathon basic auth.
+    #[arg(
+        long = "marathon-auth-credential-file",
+        value_name = "FILE",
+        env = "HAPROXY_MARATHON_SYNC_MARATHON_AUTH_CREDENTIAL_FILE"
+    )]
+    pub marathon_auth_credential_file: Option<PathBuf>,
+
+    /// PEM CA bundle to trust for https:// Marathon URLs, on top of the system roots. TLS is
+    /// always verified.
+    #[arg(
+        long = "marathon-ca-cert",
+        value_name = "FILE",
+        env = "HAPROXY_MARATHON_SYNC_MARATHON_CA_CERT"
+    )]
+    pub marathon_ca_cert: Option<PathBuf>,
+
+    /// Keep running: one run every DURATION (e.g. 5s, 1m). Errors are logged and the loop goes
+    /// on; SIGTERM or SIGINT ends it between runs.
+    #[arg(
+        long = "interval",
+        value_name = "DURATION",
+        env = "HAPROXY_MARATHON_SYNC_INTERVAL"
+    )]
+    pub interval: Option<String>,
+
+    /// How many previous live configs to keep as <config>.1 (newest) .. <config>.N.
+    #[arg(
+        long = "archive-versions",
+        value_name = "N",
+        env = "HAPROXY_MARATHON_SYNC_ARCHIVE_VERSIONS",
+        default_value_t = 5
+    )]
+    pub archive_versions: usize,
+
+    /// marathon-lb flags that do not apply to a cron-style updater. Accepted so existing
+    /// command lines keep working; each is reported once and ignored.
+    #[arg(long = "sse", short = 's', hide = true)]
+    pub ignored_sse: bool,
+    #[arg(long = "skip-config-cleanup", hide = true)]
+    pub ignored_skip_config_cleanup: bool,
+    #[arg(long = "max-reload-retries", hide = true, value_name = "N")]
+    pub ignored_max_reload_retries: Option<String>,
+    #[arg(long = "reload-interval", hide = true, value_name = "SECS")]
+    pub ignored_reload_interval: Option<String>,
+    #[arg(long = "lru-cache-capacity", hide = true, value_name = "N")]
+    pub ignored_lru_cache_capacity: Option<String>,
+    #[arg(long = "max-backoff", hide = true, value_name = "SECS")]
+    pub ignored_max_backoff: Option<String>,
+    #[arg(long = "syslog-socket", hide = true, value_name = "PATH")]
+    pub ignored_syslog_socket: Option<String>,
+    #[arg(long = "log-format", hide = true, value_name = "FORMAT")]
+    pub ignored_log_format: Option<String>,
+    #[arg(long = "log-level", hide = true, value_name = "LEVEL")]
+    pub ignored_log_level: Option<String>,
+}
+
+impl Args {
+    /// marathon-lb flags given on this command line that we accept but ignore.
+    pub fn ignored_flags(&self) -> Vec<&'static str> {
+        let given = [
+            (self.ignored_sse, "--sse"),
+            (self.ignored_skip_config_cleanup, "--skip-config-cleanup"),
+            (
+                self.ignored_max_reload_retries.is_some(),
+                "--max-reload-retries",
+            ),
+            (self.ignored_reload_interval.is_some(), "--reload-interval"),
+            (
+                self.ignored_lru_cache_capacity.is_some(),
+                "--lru-cache-capacity",
+            ),
+            (self.ignored_max_backoff.is_some(), "--max-backoff"),
+            (self.ignored_syslog_socket.is_some(), "--syslog-socket"),
+            (self.ignored_log_format.is_some(), "--log-format"),
+            (self.ignored_log_level.is_some(), "--log-level"),
+        ];
+        given
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, flag)| *flag)
+            .collect()
+    }
+
+    /// Converts the parsed flags and the process environment into a [`Config`].
+    pub fn into_config(self, environment: &BTreeMap<String, String>) -> Result<Config> {
+        let sources = self
+            .marathon
+            .iter()
+            .map(|value| value.trim())
+            .filter(|value| !value.is_empty())
+            .map(marathon_source)
+            .collect::<Vec<_>>();
+        if sources.is_empty() {
+            bail!("--marathon: give at least one Marathon URL or snapshot directory");
+        }
+        let groups: Vec<String> = self
+            .group
+            .iter()
+            .map(|group| group.to_string())
+            .filter(|group| !group.is_empty())
+            .collect();
+        if groups.is_empty() {
+            bail!("--group: give at least one group ('*' for every service)");
+        }
+
+        let mut config = Config::new(sources, self.haproxy_config.clone());
+        config.fetch.credentials = credentials(
+            self.auth_credentials.as_deref(),
+            self.marathon_auth_credential_file.as_deref(),
+        )?;
+        config.fetch.ca_cert = self.marathon_ca_cert;
+        config.fetch.request_timeout = parse_duration(&self.timeout).context("--timeout")?;
+        config.run_deadline = parse_duration(&self.run_timeout).context("--run-timeout")?;
+        config.interval = match &self.interval {
+            Some(value) => Some(parse_duration(value).context("--interval")?),
+            None => None,
+        };
+        if config.interval == Some(Duration::ZERO) {
+            bail!("--interval: must be longer than zero");
+        }
+
+        config.model.strict_mode = self.strict_mode;
+        config.model.health_check = self.health_check;
+        config.model.min_serv_port_ip_per_task = self.min_serv_port_ip_per_task;
+        config.model.max_serv_port_ip_per_task = self.max_serv_port_ip_per_task;
+        config.model.framework_name = environment.get("FRAMEWORK_NAME").cloned();
+
+        config.render.groups = groups;
+        config.render.templates_dir = self.templates;
+        config.render.template_env = environment
+            .iter()
+            .filter(|(name, _)| name.starts_with("HAPROXY_"))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        config.render.global_default_options =
+            environment.get("HAPROXY_GLOBAL_DEFAULT_OPTIONS").cloned();
+        config.render.ssl_certs = self
+            .ssl_certs
+            .split(',')
+            .map(str::to_string)
+            .filter(|cert| !cert.is_empty())
+            .collect();
+        config.render.bind_http_https = !self.dont_bind_http_https;
+        config.render.group_https_by_vhost = self.group_https_by_vhost;
+        config.render.haproxy_map = self.haproxy_map;
+        config.render.label_templates = !self.no_label_templates;
+
+        if let Some(lock_file) = self.lock_file {
+            config.apply.lock_file = lock_file;
+        }
+        config.apply.lock_timeout = parse_duration(&self.lock_timeout).context("--lock-timeout")?;
+        config.apply.haproxy_bin = self.haproxy_bin;
+        config.apply.skip_validation = self.skip_validation;
+        config.apply.reload_command = self.reload_command;
+        config.apply.command_timeout =
+            parse_duration(&self.command_timeout).context("--command-timeout")?;
+        config.apply.archive_versions = self.archive_versions;
+        config.apply.dry_run = self.dry_run;
+        config.apply.diff = self.diff;
+        Ok(config)
+    }
+}
+
+/// A URL has a scheme; anything else is a snapshot directory.
+fn marathon_source(value: &str) -> MarathonSource {
+    if value.contains("://") {
+        MarathonSource::Url(value.trim_end_matches('/').to_string())
+    } else {
+        MarathonSource::Snapshot(PathBuf::from(value))
+    }
+}
+
+fn credentials(flag: Option<&str>, file: Option<&Path>) -> Result<Option<Credentials>> {
+    let text = match (flag, file) {
+        (Some(_), Some(_)) => {
+            bail!("give either --auth-credentials or --marathon-auth-credential-file, not both")
+        }
+        (Some(value), None) => value.to_string(),
+        (None, Some(path)) => {
+            let content = std::fs::read_to_string(path)
+                .with_context(|| format!("reading Marathon credentials from {}", path.display()))?;
+            content
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        }
+        (None, None) => return Ok(None),
+    };
+    match text.split_once(':') {
+        Some((user, password)) if !user.is_empty() => Ok(Some(Credentials {
+            user: user.to_string(),
+            password: password.to_string(),
+        })),
+        _ => bail!("Marathon credentials must look like user:password"),
+    }
+}
+
+/// `90`, `90s`, `500ms`, `5m`, `1h`: a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().with_context(|| {
+        format!("'{text}' is not a duration (examples: 30, 30s, 500ms, 5m, 1h)")
+    })?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => bail!("'{text}': unknown unit '{other}' (use ms, s, m or h)"),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        bail!("'{text}' is not a duration");
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config> {
+        let mut argv = vec!["haproxy-marathon-sync"];
+        argv.extend_from_slice(args);
+        Args::try_parse_from(argv)?.into_config(&BTreeMap::new())
+    }
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        let cases = [
+            ("30", Duration::from_secs(30)),
+            ("5s", Duration::from_secs(5)),
+            ("500ms", Duration::from_millis(500)),
+            ("2m", Duration::from_secs(120)),
+            ("1h", Duration::from_secs(3600)),
+            ("1.5", Duration::from_millis(1500)),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_duration(text).unwrap(), expected, "{text}");
+        }
+        for bad in ["", "s", "5 minutes", "-1", "1d"] {
+            assert!(parse_duration(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn marathon_flag_is_repeatable_and_comma_separated() {
+        let config = parse(&[
+            "--group",
+            "external",
+            "-m",
+            "http://a:8080/,http://b:8080",
+            "--marathon",
+            "/srv/snap",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.fetch.sources,
+            vec![
+                MarathonSource::Url("http://a:8080".into()),
+                MarathonSource::Url("http://b:8080".into()),
+                MarathonSource::Snapshot("/srv/snap".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn marathon_lb_flag_names_map_onto_the_config() {
+        let config = parse(&[
+            "--group",
+            "external",
+            "--group",
+            "internal",
+            "--strict-mode",
+            "-H",
+            "--ssl-certs",
+            "/a.pem,/b.pem",
+            "--dont-bind-http-https",
+            "--group-https-by-vhost",
+            "--haproxy-map",
+            "--min-serv-port-ip-per-task",
+            "0",
+            "--max-serv-port-ip-per-task",
+            "0",
+            "--haproxy-config",
+            "/tmp/x/haproxy.cfg",
+            "--command",
+            "true",
+            "--dry",
+            "--archive-versions",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(config.render.groups, vec!["external", "internal"]);
+        assert!(config.model.strict_mode && config.model.health_check);
+        assert_eq!(config.render.ssl_certs, vec!["/a.pem", "/b.pem"]);
+        assert!(!config.render.bind_http_https);
+        assert!(config.render.group_https_by_vhost && config.render.haproxy_map);
+        assert_eq!(config.model.min_serv_port_ip_per_task, 0);
+        assert_eq!(
+            config.apply.haproxy_config,
+            PathBuf::from("/tmp/x/haproxy.cfg")
+        );
+        assert_eq!(
+            config.render.haproxy_config,
+            PathBuf::from("/tmp/x/haproxy.cfg")
+        );
+        assert_eq!(
+            config.apply.lock_file,
+            PathBuf::from("/tmp/x/haproxy.cfg.lock")
+        );
+        assert_eq!(config.apply.reload_command, "true");
+        assert!(config.apply.dry_run);
+        assert_eq!(config.apply.archive_versions, 2);
+    }
+
+    #[test]
+    fn group_is_required() {
+        assert!(parse(&["--marathon", "http://a:8080"]).is_err());
+    }
+
+    #[test]
+    fn credentials_need_a_user_and_one_source() {
+        let ok = parse(&["--group", "g", "--auth-credentials", "ops:s3:cret"]).unwrap();
+        let creds = ok.fetch.credentials.unwrap();
+        assert_eq!(
+            (creds.user.as_str(), creds.password.as_str()),
+            ("ops", "s3:cret")
+        );
+        assert!(
+            !format!("{creds:?}").contains("s3"),
+            "Debug must hide the password"
+        );
+        assert!(parse(&["--group", "g", "--auth-credentials", "nocolon"]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("creds");
+        std::fs::write(&file, "svc:pw\n").unwrap();
+        let from_file = parse(&[
+            "--group",
+            "g",
+            "--marathon-auth-credential-file",
+            file.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(from_file.fetch.credentials.unwrap().password, "pw");
+        let both = parse(&[
+            "--group",
+            "g",
+            "--auth-credentials",
+            "a:b",
+            "--marathon-auth-credential-file",
+            file.to_str().unwrap(),
+        ]);
+        assert!(both.is_err());
+    }
+
+    #[test]
+    fn ignored_marathon_lb_flags_are_accepted_and_listed() {
+        let argv = ["x", "--group", "g", "--sse", "--max-reload-retries", "3"];
+        let args = Args::try_parse_from(argv).unwrap();
+        assert_eq!(args.ignored_flags(), vec!["--sse", "--max-reload-retries"]);
+    }
+
+    #[test]
+    fn environment_feeds_templates_and_framework_name() {
+        let env: BTreeMap<String, String> = [
+            ("HAPROXY_BACKEND_HEAD", "x"),
+            ("FRAMEWORK_NAME", "marathon-lb"),
+            ("HAPROXY_GLOBAL_DEFAULT_OPTIONS", "httplog"),
+            ("PATH", "/bin"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let args = Args::try_parse_from(["x", "--group", "g"]).unwrap();
+        let config = args.into_config(&env).unwrap();
+        assert_eq!(config.model.framework_name.as_deref(), Some("marathon-lb"));
+        assert_eq!(
+            config.render.global_default_options.as_deref(),
+            Some("httplog")
+        );
+        assert!(config
+            .render
+            .template_env
+            .contains_key("HAPROXY_BACKEND_HEAD"));
+        assert!(!config.render.template_env.contains_key("PATH"));
+    }
+}
