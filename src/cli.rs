@@ -34,7 +34,7 @@ pub struct Args {
     )]
     pub marathon: Vec<String>,
 
-    /// Render only services in this HAProxy group (HAPROXY_GROUP / HAPROXY_{n}_GROUP label).
+    /// Render only services in this HAProxy group (HAPROXY_GROUP / HAPROXY_<n>_GROUP label).
     /// Repeatable or comma-separated; '*' renders every service, grouped or not.
     #[arg(
         long = "group",
@@ -64,7 +64,7 @@ pub struct Args {
     )]
     pub templates: Option<PathBuf>,
 
-    /// Render only services whose HAPROXY_{n}_ENABLED label is true.
+    /// Render only services whose HAPROXY_<n>_ENABLED label is true.
     #[arg(long = "strict-mode", env = "HAPROXY_MARATHON_SYNC_STRICT_MODE")]
     pub strict_mode: bool,
 
@@ -122,7 +122,7 @@ pub struct Args {
     )]
     pub max_serv_port_ip_per_task: u32,
 
-    /// Ignore raw template labels (HAPROXY_{n}_BACKEND_HEAD, ...) so app owners cannot inject
+    /// Ignore raw template labels (HAPROXY_<n>_BACKEND_HEAD, ...) so app owners cannot inject
     /// configuration text; semantic labels (VHOST, PATH, ...) still apply.
     #[arg(
         long = "no-label-templates",
