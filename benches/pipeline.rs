@@ -1,0 +1,189 @@
+//! Benchmark of one run's CPU work on synthetic clusters: parse + model + render + diff, with
+//! wall time and peak heap. `cargo bench --bench pipeline`; the README quotes its figures.
+//! Target: 10,000 apps × 3 tasks in under 300 ms and 200 MB on one core.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use haproxy_marathon_sync::config::{Config, MarathonSource};
+use haproxy_marathon_sync::fetch::api::{AppList, TaskList};
+use haproxy_marathon_sync::{model, render};
+
+/// Counts live heap bytes and remembers the peak, so the benchmark can report memory.
+struct PeakAlloc;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for PeakAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = System.alloc(layout);
+        if !ptr.is_null() {
+            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        ptr
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: PeakAlloc = PeakAlloc;
+
+/// A cluster of `apps` apps × 3 tasks: a third HTTP vhost apps with HTTP health checks on host
+/// networking, a third two-port TCP apps with TCP checks, a third bridge (1.5) apps with a vhost
+/// and a path.
+fn synthetic_cluster(apps: usize) -> (String, String) {
+    let mut app_json = Vec::with_capacity(apps);
+    let mut task_json = Vec::with_capacity(apps * 3);
+    for i in 0..apps {
+        let id = format!("/team{}/svc{}", i % 50, i);
+        let port = 10000 + (i as u32 % 50000);
+        let health = |protocol: &str| {
+            format!(
+                r#"{{"protocol":"{protocol}","path":"/health","portIndex":0,"gracePeriodSeconds":30,"intervalSeconds":10,"timeoutSeconds":5,"maxConsecutiveFailures":3}}"#
+            )
+        };
+        let (body, ports_per_task) = match i % 3 {
+            0 => (
+                format!(
+                    r#""labels":{{"HAPROXY_GROUP":"external","HAPROXY_0_VHOST":"svc{i}.example.com"}},"networks":[{{"mode":"host"}}],"portDefinitions":[{{"port":{port},"protocol":"tcp"}}],"healthChecks":[{}]"#,
+                    health("HTTP")
+                ),
+                1,
+            ),
+            1 => (
+                format!(
+                    r#""labels":{{"HAPROXY_GROUP":"external"}},"networks":[{{"mode":"host"}}],"portDefinitions":[{{"port":{port},"protocol":"tcp"}},{{"port":{},"protocol":"tcp"}}],"healthChecks":[{}]"#,
+                    port + 50000,
+                    health("TCP")
+                ),
+                2,
+            ),
+            _ => (
+                format!(
+                    r#""labels":{{"HAPROXY_GROUP":"external","HAPROXY_0_VHOST":"shared{}.example.com","HAPROXY_0_PATH":"/svc{i}"}},"networks":[{{"mode":"container/bridge"}}],"container":{{"type":"DOCKER","docker":{{"image":"img"}},"portMappings":[{{"containerPort":8080,"hostPort":0,"servicePort":{port},"protocol":"tcp"}}]}},"healthChecks":[]"#,
+                    i % 20
+                ),
+                1,
+            ),
+        };
+        app_json.push(format!(
+            r#"{{"id":"{id}","instances":3,{body},"versionInfo":{{"lastScalingAt":"2026-11-20T10:00:00.000Z"}}}}"#
+        ));
+        for t in 0..3 {
+            let host = format!(
+                "10.{}.{}.{}",
+                (i / 60000) % 250,
+                (i / 250) % 250,
+                1 + t * 80 + (i % 60)
+            );
+            let ports: Vec<String> = (0..ports_per_task)
+                .map(|p| (31000 + (i * 7 + t * 3 + p) % 1000).to_string())
+                .collect();
+            task_json.push(format!(
+                r#"{{"id":"{}.task{t}","appId":"{id}","host":"{host}","ports":[{}],"state":"TASK_RUNNING","healthCheckResults":[{{"alive":true}}]}}"#,
+                id.trim_start_matches('/').replace('/', "_"),
+                ports.join(",")
+            ));
+        }
+    }
+    (
+        format!(r#"{{"apps":[{}]}}"#, app_json.join(",")),
+        format!(r#"{{"tasks":[{}]}}"#, task_json.join(",")),
+    )
+}
+
+struct Measured {
+    parse: Duration,
+    model: Duration,
+    render: Duration,
+    diff: Duration,
+    peak_bytes: usize,
+    config_bytes: usize,
+    services: usize,
+}
+
+fn measure(apps_json: &str, tasks_json: &str, previous: &str, config: &Config) -> Measured {
+    let baseline = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(baseline, Ordering::Relaxed);
+
+    let started = Instant::now();
+    let apps: AppList = serde_json::from_str(apps_json).expect("synthetic apps parse");
+    let tasks: TaskList = serde_json::from_str(tasks_json).expect("synthetic tasks parse");
+    let parsed = Instant::now();
+    let (model, _warnings) =
+        model::build(&apps.apps, &tasks.tasks, &config.model, &|_host: &str| None);
+    let modelled = Instant::now();
+    let templates = render::Templates::load(&config.render).expect("default templates load");
+    let rendered = render::render(&model, &templates, &config.render).expect("render");
+    let rendered_at = Instant::now();
+    let diff = similar::TextDiff::from_lines(previous, rendered.config.as_str())
+        .unified_diff()
+        .header("live", "candidate")
+        .to_string();
+    let diffed = Instant::now();
+
+    let peak_bytes = PEAK.load(Ordering::Relaxed).saturating_sub(baseline);
+    std::hint::black_box(&diff);
+    Measured {
+        parse: parsed - started,
+        model: modelled - parsed,
+        render: rendered_at - modelled,
+        diff: diffed - rendered_at,
+        peak_bytes,
+        config_bytes: rendered.config.len(),
+        services: model.services.len(),
+    }
+}
+
+fn main() {
+    let config = Config::new(
+        vec![MarathonSource::Snapshot("unused".into())],
+        "/etc/haproxy/haproxy.cfg".into(),
+    );
+    let rounds = 5;
+    println!(
+        "pipeline benchmark: parse + model + render + diff, best of {rounds} rounds, one thread"
+    );
+    println!(
+        "{:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9}",
+        "apps", "parse", "model", "render", "diff", "total", "peak heap", "config", "services"
+    );
+    for apps in [1_000usize, 10_000] {
+        let (apps_json, tasks_json) = synthetic_cluster(apps);
+        // The diff compares against a previous state where one app in ten has moved tasks.
+        let (old_apps, old_tasks) = synthetic_cluster(apps);
+        let old_tasks = old_tasks.replacen("\"ports\":[31", "\"ports\":[32", apps / 10);
+        let previous = {
+            let old: AppList = serde_json::from_str(&old_apps).unwrap();
+            let tasks: TaskList = serde_json::from_str(&old_tasks).unwrap();
+            let (model, _) = model::build(&old.apps, &tasks.tasks, &config.model, &|_h: &str| None);
+            let templates = render::Templates::load(&config.render).unwrap();
+            render::render(&model, &templates, &config.render)
+                .unwrap()
+                .config
+        };
+        let best = (0..rounds)
+            .map(|_| measure(&apps_json, &tasks_json, &previous, &config))
+            .min_by_key(|m| m.parse + m.model + m.render + m.diff)
+            .unwrap();
+        let ms = |d: Duration| format!("{:.1}ms", d.as_secs_f64() * 1000.0);
+        println!(
+            "{:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8.1}MB {:>8.1}MB {:>9}",
+            apps,
+            ms(best.parse),
+            ms(best.model),
+            ms(best.render),
+            ms(best.diff),
+            ms(best.parse + best.model + best.render + best.diff),
+            best.peak_bytes as f64 / 1e6,
+            best.config_bytes as f64 / 1e6,
+            best.services,
+        );
+    }
+}
