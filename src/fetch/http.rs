@@ -185,9 +185,8 @@ impl RequestBudget {
 fn describe_transport_error(error: &ureq::Error, budget: &RequestBudget) -> String {
     use std::io::ErrorKind;
     match error {
-        ureq::Error::Timeout(phase) => {
-            format!("timed out after {} ({phase})", budget.describe())
-        }
+        // The phase ureq names is whichever of our equal limits fired first; it adds nothing.
+        ureq::Error::Timeout(_) => format!("timed out after {}", budget.describe()),
         ureq::Error::Io(io) => match io.kind() {
             ErrorKind::ConnectionRefused => "connection refused".to_string(),
             ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => {
@@ -229,7 +228,7 @@ fn describe_status(
         text.push(' ');
         text.push_str(reason);
     }
-    let redirected = final_uri.to_string() != requested;
+    let redirected = *final_uri != requested;
     if redirected {
         text.push_str(&format!(" (after a redirect to {final_uri})"));
     }
