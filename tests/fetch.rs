@@ -196,10 +196,11 @@ fn fails_over_when_the_first_closes_without_answering() {
     let first = serving_sample();
     first.set_behaviour(Behaviour::CloseEarly);
     let second = serving_sample();
-    let config = fetch_config(vec![url(&first), url(&second)]);
-    let state = fetch(&config);
-    assert_sample(&state);
-    assert_eq!(state.source, second.url());
+    assert_failed_over(
+        &first,
+        &second,
+        "the connection closed before the whole answer arrived",
+    );
 }
 
 #[test]
@@ -285,6 +286,7 @@ fn missing_credentials_say_authentication_and_name_the_flags() {
     assert!(message.contains("HTTP 401 Unauthorized"), "{message}");
     assert!(message.contains("authentication failed"), "{message}");
     assert!(message.contains("--auth-credentials"), "{message}");
+    assert!(!message.contains("redirect"), "{message}");
 }
 
 #[test]
@@ -538,4 +540,163 @@ fn an_empty_source_list_fails_cleanly() {
         message.contains("no Marathon source was given"),
         "{message}"
     );
+}
+
+/// An HTTPS Marathon: `openssl s_server -WWW` serving the sample from a temp dir with a leaf
+/// certificate for 127.0.0.1 signed by a throwaway CA. Killed (by its own PID) on drop.
+struct TlsMarathon {
+    child: std::process::Child,
+    url: String,
+    ca_pem: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TlsMarathon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `None` (the test is skipped) when `openssl` is not installed.
+fn start_tls_marathon() -> Option<TlsMarathon> {
+    let probe = std::process::Command::new("openssl")
+        .arg("version")
+        .output();
+    if !probe.is_ok_and(|output| output.status.success()) {
+        eprintln!("skipped: openssl is not installed");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca = [
+        &["req", "-x509"][..],
+        &ec,
+        &["-keyout", "ca.key", "-out", "ca.pem"],
+    ]
+    .concat();
+    openssl(
+        path,
+        &[&ca[..], &["-days", "2", "-subj", "/CN=fetch-test-ca"]].concat(),
+    );
+    let csr = [
+        &["req"][..],
+        &ec,
+        &["-keyout", "leaf.key", "-out", "leaf.csr"],
+    ]
+    .concat();
+    openssl(path, &[&csr[..], &["-subj", "/CN=127.0.0.1"]].concat());
+    std::fs::write(
+        path.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        path,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+        ],
+    );
+    // `-WWW` serves files relative to its working directory: GET /v2/apps reads `v2/apps`.
+    let root = path.join("root");
+    std::fs::create_dir_all(root.join("v2")).unwrap();
+    std::fs::write(root.join("v2/apps"), APPS).unwrap();
+    std::fs::write(root.join("v2/tasks"), TASKS).unwrap();
+
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut child = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-WWW", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(path.join("leaf.pem"))
+        .arg("-key")
+        .arg(path.join("leaf.key"))
+        .current_dir(&root)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting openssl s_server");
+    // Ready once it accepts connections; bounded, and failing loudly if it died.
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let exited = child.try_wait().unwrap();
+        if exited.is_some() || Instant::now() > ready_by {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("openssl s_server did not start on port {port} ({exited:?})");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(TlsMarathon {
+        child,
+        url: format!("https://127.0.0.1:{port}"),
+        ca_pem: path.join("ca.pem"),
+        _dir: dir,
+    })
+}
+
+#[test]
+fn https_with_an_untrusted_certificate_is_refused_clearly() {
+    let Some(server) = start_tls_marathon() else {
+        return;
+    };
+    let config = fetch_config(vec![MarathonSource::Url(server.url.clone())]);
+    let message = fetch_error(&config);
+    assert!(
+        message.contains(&format!("{}: GET /v2/apps: TLS failed", server.url)),
+        "{message}"
+    );
+    assert!(message.contains("certificate"), "{message}");
+    assert!(message.contains("--marathon-ca-cert"), "{message}");
+}
+
+#[test]
+fn https_trusted_through_the_ca_bundle_is_fetched() {
+    let Some(server) = start_tls_marathon() else {
+        return;
+    };
+    let mut config = fetch_config(vec![MarathonSource::Url(server.url.clone())]);
+    config.ca_cert = Some(server.ca_pem.clone());
+    let state = fetch(&config);
+    assert_sample(&state);
+    assert_eq!(state.source, server.url);
 }

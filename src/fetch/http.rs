@@ -183,22 +183,12 @@ impl RequestBudget {
 
 /// A transport failure (no usable answer) in words.
 fn describe_transport_error(error: &ureq::Error, budget: &RequestBudget) -> String {
-    use std::io::ErrorKind;
     match error {
         // The phase ureq names is whichever of our equal limits fired first; it adds nothing.
         ureq::Error::Timeout(_) => format!("timed out after {}", budget.describe()),
-        ureq::Error::Io(io) => match io.kind() {
-            ErrorKind::ConnectionRefused => "connection refused".to_string(),
-            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => {
-                "connection reset by the server".to_string()
-            }
-            ErrorKind::UnexpectedEof => {
-                "the connection closed before the whole answer arrived".to_string()
-            }
-            ErrorKind::TimedOut | ErrorKind::WouldBlock => {
-                format!("timed out after {}", budget.describe())
-            }
-            _ => format!("network error: {io}"),
+        ureq::Error::Io(io) => match tls_failure(io) {
+            Some(tls) => describe_tls_failure(tls),
+            None => describe_io_error(io, budget),
         },
         ureq::Error::HostNotFound => "host not found (DNS lookup failed)".to_string(),
         ureq::Error::BodyExceedsLimit(limit) => {
@@ -207,12 +197,40 @@ fn describe_transport_error(error: &ureq::Error, budget: &RequestBudget) -> Stri
         ureq::Error::TooManyRedirects => format!("more than {MAX_REDIRECTS} redirects"),
         ureq::Error::BadUri(uri) => format!("not a usable URL: {uri}"),
         ureq::Error::Protocol(protocol) => format!("not a valid HTTP answer: {protocol}"),
-        ureq::Error::Rustls(tls) => format!(
-            "TLS failed: {tls}; the server's certificate must chain to a trusted root \
-             (the built-in Mozilla roots, or the CA bundle given with --marathon-ca-cert)"
-        ),
+        ureq::Error::Rustls(tls) => describe_tls_failure(tls),
         other => other.to_string(),
     }
+}
+
+fn describe_io_error(io: &std::io::Error, budget: &RequestBudget) -> String {
+    use std::io::ErrorKind;
+    match io.kind() {
+        ErrorKind::ConnectionRefused => "connection refused".to_string(),
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => {
+            "connection reset by the server".to_string()
+        }
+        ErrorKind::UnexpectedEof => "the connection closed before the whole answer arrived".into(),
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => {
+            format!("timed out after {}", budget.describe())
+        }
+        _ => format!("network error: {io}"),
+    }
+}
+
+/// The rustls error ureq may carry inside an I/O error (a failed handshake reads as one).
+fn tls_failure(io: &std::io::Error) -> Option<&rustls::Error> {
+    io.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+fn describe_tls_failure(tls: &rustls::Error) -> String {
+    let mut text = format!("TLS failed: {tls}");
+    if matches!(tls, rustls::Error::InvalidCertificate(_)) {
+        text.push_str(
+            "; the server's certificate must chain to a trusted root: the built-in Mozilla \
+             roots, or the CA bundle given with --marathon-ca-cert",
+        );
+    }
+    text
 }
 
 /// An HTTP status answer in words, with Marathon's own message when it sent one.
