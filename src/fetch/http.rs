@@ -293,3 +293,58 @@ fn marathon_message(body: ureq::Body) -> Option<String> {
     let message: String = message.split_whitespace().collect::<Vec<_>>().join(" ");
     Some(message.chars().take(200).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_authorization_follows_rfc_7617() {
+        let credentials = Credentials {
+            user: "Aladdin".to_string(),
+            password: "open sesame".to_string(),
+        };
+        assert_eq!(
+            basic_authorization(&credentials),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+    }
+
+    #[test]
+    fn the_budget_is_the_timeout_unless_the_deadline_is_nearer() {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let budget = RequestBudget::new(Duration::from_secs(10), far).unwrap();
+        assert_eq!(budget.limit, Duration::from_secs(10));
+        assert_eq!(budget.describe(), "10s (--timeout)");
+
+        let near = Instant::now() + Duration::from_secs(2);
+        let budget = RequestBudget::new(Duration::from_secs(10), near).unwrap();
+        assert!(budget.limit <= Duration::from_secs(2));
+        assert!(budget.describe().contains("the run's deadline"));
+
+        let passed = Instant::now();
+        assert!(RequestBudget::new(Duration::from_secs(10), passed).is_err());
+    }
+
+    #[test]
+    fn status_messages_name_auth_and_keep_marathons_message() {
+        let uri: Uri = "http://m:8080/v2/apps".parse().unwrap();
+        let requested = "http://m:8080/v2/apps";
+        let text = describe_status(StatusCode::UNAUTHORIZED, None, &uri, requested, false);
+        assert!(text.starts_with("HTTP 401 Unauthorized: authentication failed"));
+        let text = describe_status(StatusCode::FORBIDDEN, None, &uri, requested, true);
+        assert!(text.starts_with("HTTP 403 Forbidden: authorization failed"));
+        let message = Some("leader unknown".to_string());
+        let text = describe_status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            message,
+            &uri,
+            requested,
+            false,
+        );
+        assert_eq!(
+            text,
+            "HTTP 503 Service Unavailable (Marathon says: leader unknown)"
+        );
+    }
+}
