@@ -51,6 +51,7 @@ impl Client {
             // down to http: a redirect target is chosen by the server, not by the operator.
             .redirect_auth_headers(RedirectAuthHeaders::SameHost)
             .user_agent(USER_AGENT)
+            .accept("application/json")
             .tls_config(TlsConfig::builder().root_certs(roots).build())
             .build()
             .new_agent();
@@ -85,7 +86,7 @@ impl Client {
     /// One bounded GET; the successful body, or an error saying what the server did.
     fn get(&self, url: &str, deadline: Instant) -> Result<Vec<u8>> {
         let budget = RequestBudget::new(self.request_timeout, deadline)?;
-        let mut request = self.agent.get(url).header("Accept", "application/json");
+        let mut request = self.agent.get(url);
         if let Some(authorization) = &self.authorization {
             request = request.header("Authorization", authorization);
         }

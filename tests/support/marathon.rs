@@ -382,7 +382,11 @@ fn read_request(stream: &TcpStream) -> std::io::Result<Option<RecordedRequest>> 
             if name.eq_ignore_ascii_case("authorization") {
                 request.authorization = Some(value);
             } else if name.eq_ignore_ascii_case("accept") {
-                request.accept = Some(value);
+                // Repeated headers are kept comma-joined, so a duplicate shows in assertions.
+                request.accept = Some(match request.accept.take() {
+                    Some(earlier) => format!("{earlier}, {value}"),
+                    None => value,
+                });
             }
         }
     }
