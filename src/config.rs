@@ -34,15 +34,17 @@ impl std::fmt::Debug for Credentials {
 /// How to reach Marathon.
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
-    /// Tried in order; a source that refuses, times out or answers 5xx passes the turn to the
-    /// next. At least one.
+    /// Tried in order; a source that refuses, times out, answers anything but 2xx or sends a
+    /// truncated, oversized or unparsable body passes the turn to the next. At least one.
     pub sources: Vec<MarathonSource>,
     /// Basic-auth credentials sent to every URL source. Default: none.
     pub credentials: Option<Credentials>,
-    /// Extra PEM CA bundle trusted for `https://` sources, on top of the system roots.
-    /// TLS is always verified. Default: none.
+    /// PEM CA bundle trusted for `https://` sources instead of the built-in Mozilla roots (as
+    /// `curl --cacert` and marathon-lb's `--marathon-ca-cert` do). TLS is always verified.
+    /// Default: none (the Mozilla roots compiled into the binary).
     pub ca_cert: Option<PathBuf>,
-    /// Connect + read timeout of one HTTP request. Default: 10 s.
+    /// Longest one HTTP request may take, connect and whole body included (a stalled body
+    /// cannot hold a run); cut shorter when the run's deadline is nearer. Default: 10 s.
     pub request_timeout: Duration,
     /// Largest response body accepted, in bytes. Default: 256 MiB.
     pub max_body_bytes: u64,

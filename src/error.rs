@@ -38,7 +38,11 @@ impl std::error::Error for Failure {}
 
 /// The first [`Failure`] attached anywhere in the error's chain.
 pub fn classify(error: &anyhow::Error) -> Option<Failure> {
-    error
-        .chain()
-        .find_map(|cause| cause.downcast_ref::<Failure>().copied())
+    // A `Failure` attached with `.context(..)` shows up in `chain()` only as an opaque context
+    // wrapper; `anyhow::Error::downcast_ref` is what sees contexts at any depth.
+    error.downcast_ref::<Failure>().copied().or_else(|| {
+        error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<Failure>().copied())
+    })
 }

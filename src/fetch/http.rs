@@ -1,0 +1,351 @@
+//! `GET /v2/apps` and `GET /v2/tasks` over HTTP(S) with ureq: hard timeouts, a body size cap,
+//! basic auth, verified TLS, a few redirects. Turns every failure into one line an operator can
+//! act on, keeping HTTP status answers apart from transport failures.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine as _;
+use serde::de::DeserializeOwned;
+use ureq::config::RedirectAuthHeaders;
+use ureq::http::{StatusCode, Uri};
+use ureq::tls::{PemItem, RootCerts, TlsConfig};
+use ureq::{Agent, ResponseExt};
+
+use super::api::{AppList, TaskList};
+use super::parse_json;
+use crate::config::{Credentials, FetchConfig};
+
+/// Redirects followed per request. Marathon non-leaders may redirect to the leader (one hop);
+/// a little slack covers a load balancer in front, while a loop still ends quickly.
+const MAX_REDIRECTS: u32 = 3;
+
+/// How much of an error answer is read to find Marathon's `{"message": ...}`.
+const ERROR_BODY_LIMIT: u64 = 4096;
+
+const USER_AGENT: &str = concat!("haproxy-marathon-sync/", env!("CARGO_PKG_VERSION"));
+
+/// One ureq agent and the per-request settings shared by every URL source of a fetch.
+pub(super) struct Client {
+    agent: Agent,
+    authorization: Option<String>,
+    request_timeout: Duration,
+    max_body_bytes: u64,
+}
+
+impl Client {
+    pub(super) fn new(config: &FetchConfig) -> Result<Client> {
+        let roots = match &config.ca_cert {
+            Some(path) => load_ca_bundle(path)?,
+            // Mozilla's roots compiled into the binary: the same trust on every host and in
+            // minimal containers without a CA store.
+            None => RootCerts::WebPki,
+        };
+        let agent = Agent::config_builder()
+            // Statuses are answers, not transport errors: we read them ourselves so a 401 can
+            // say "authentication" and a 503 can carry Marathon's message.
+            .http_status_as_error(false)
+            .max_redirects(MAX_REDIRECTS)
+            // Basic auth goes along on a redirect only to the same host, and never from https
+            // down to http: a redirect target is chosen by the server, not by the operator.
+            .redirect_auth_headers(RedirectAuthHeaders::SameHost)
+            .user_agent(USER_AGENT)
+            .accept("application/json")
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
+            .build()
+            .new_agent();
+        Ok(Client {
+            agent,
+            authorization: config.credentials.as_ref().map(basic_authorization),
+            request_timeout: config.request_timeout,
+            max_body_bytes: config.max_body_bytes,
+        })
+    }
+
+    /// Fetches both documents from one Marathon; `base` is e.g. `http://marathon:8080`.
+    pub(super) fn fetch(&self, base: &str, deadline: Instant) -> Result<(AppList, TaskList)> {
+        let base = base.trim_end_matches('/');
+        let apps = self.get_json(base, "/v2/apps", deadline)?;
+        let tasks = self.get_json(base, "/v2/tasks", deadline)?;
+        Ok((apps, tasks))
+    }
+
+    fn get_json<T: DeserializeOwned>(
+        &self,
+        base: &str,
+        path: &str,
+        deadline: Instant,
+    ) -> Result<T> {
+        let body = self
+            .get(&format!("{base}{path}"), deadline)
+            .with_context(|| format!("GET {path}"))?;
+        parse_json(&body).with_context(|| format!("GET {path}"))
+    }
+
+    /// One bounded GET; the successful body, or an error saying what the server did.
+    fn get(&self, url: &str, deadline: Instant) -> Result<Vec<u8>> {
+        let budget = RequestBudget::new(self.request_timeout, deadline)?;
+        let mut request = self.agent.get(url);
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization);
+        }
+        // ureq sets no timeouts by default. The global one bounds the whole exchange, body
+        // included, so a server that sends headers and then stalls cannot hold us.
+        let response = request
+            .config()
+            .timeout_global(Some(budget.limit))
+            .timeout_connect(Some(budget.limit))
+            .timeout_per_read(Some(budget.limit))
+            .build()
+            .call()
+            .map_err(|error| anyhow!(describe_transport_error(&error, &budget)))?;
+
+        let status = response.status();
+        let final_uri = response.get_uri().clone();
+        if !status.is_success() {
+            let message = marathon_message(response.into_body());
+            bail!(describe_status(
+                status,
+                message,
+                &final_uri,
+                url,
+                self.authorization.is_some()
+            ));
+        }
+        response
+            .into_body()
+            .with_config()
+            .limit(self.max_body_bytes)
+            .read_to_vec()
+            .map_err(|error| anyhow!(describe_transport_error(&error, &budget)))
+    }
+}
+
+/// `Basic base64(user:password)`. The value is only ever put in a header, never in a message.
+fn basic_authorization(credentials: &Credentials) -> String {
+    let pair = format!("{}:{}", credentials.user, credentials.password);
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// The PEM CA bundle to trust instead of the built-in roots, as `curl --cacert` does.
+fn load_ca_bundle(path: &Path) -> Result<RootCerts> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading the Marathon CA bundle {}", path.display()))?;
+    let mut certificates = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(certificate)) => certificates.push(certificate),
+            Ok(_) => {} // Keys and other PEM sections are not roots; skip them.
+            Err(error) => bail!(
+                "the Marathon CA bundle {} is not valid PEM: {error}",
+                path.display()
+            ),
+        }
+    }
+    if certificates.is_empty() {
+        bail!(
+            "the Marathon CA bundle {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        );
+    }
+    Ok(RootCerts::new_with_certs(&certificates))
+}
+
+/// How long one request may take: the per-request timeout, cut short by the run's deadline.
+struct RequestBudget {
+    limit: Duration,
+    cut_by_deadline: bool,
+}
+
+impl RequestBudget {
+    fn new(request_timeout: Duration, deadline: Instant) -> Result<RequestBudget> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("not asked, the run's deadline had passed");
+        }
+        Ok(RequestBudget {
+            limit: request_timeout.min(left),
+            cut_by_deadline: left < request_timeout,
+        })
+    }
+
+    fn describe(&self) -> String {
+        if self.cut_by_deadline {
+            format!("{:?}, the time left before the run's deadline", self.limit)
+        } else {
+            format!("{:?} (--timeout)", self.limit)
+        }
+    }
+}
+
+/// A transport failure (no usable answer) in words.
+fn describe_transport_error(error: &ureq::Error, budget: &RequestBudget) -> String {
+    match error {
+        // The phase ureq names is whichever of our equal limits fired first; it adds nothing.
+        ureq::Error::Timeout(_) => format!("timed out after {}", budget.describe()),
+        ureq::Error::Io(io) => match tls_failure(io) {
+            Some(tls) => describe_tls_failure(tls),
+            None => describe_io_error(io, budget),
+        },
+        ureq::Error::HostNotFound => "host not found (DNS lookup failed)".to_string(),
+        ureq::Error::BodyExceedsLimit(limit) => {
+            format!("the answer is larger than the limit of {limit} bytes")
+        }
+        ureq::Error::TooManyRedirects => format!("more than {MAX_REDIRECTS} redirects"),
+        ureq::Error::BadUri(uri) => format!("not a usable URL: {uri}"),
+        ureq::Error::Protocol(protocol) => format!("not a valid HTTP answer: {protocol}"),
+        ureq::Error::Rustls(tls) => describe_tls_failure(tls),
+        other => other.to_string(),
+    }
+}
+
+fn describe_io_error(io: &std::io::Error, budget: &RequestBudget) -> String {
+    use std::io::ErrorKind;
+    match io.kind() {
+        ErrorKind::ConnectionRefused => "connection refused".to_string(),
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => {
+            "connection reset by the server".to_string()
+        }
+        ErrorKind::UnexpectedEof => "the connection closed before the whole answer arrived".into(),
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => {
+            format!("timed out after {}", budget.describe())
+        }
+        _ => format!("network error: {io}"),
+    }
+}
+
+/// The rustls error ureq may carry inside an I/O error (a failed handshake reads as one).
+fn tls_failure(io: &std::io::Error) -> Option<&rustls::Error> {
+    io.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+fn describe_tls_failure(tls: &rustls::Error) -> String {
+    let mut text = format!("TLS failed: {tls}");
+    if matches!(tls, rustls::Error::InvalidCertificate(_)) {
+        text.push_str(
+            "; the server's certificate must chain to a trusted root: the built-in Mozilla \
+             roots, or the CA bundle given with --marathon-ca-cert",
+        );
+    }
+    text
+}
+
+/// An HTTP status answer in words, with Marathon's own message when it sent one.
+fn describe_status(
+    status: StatusCode,
+    marathon_message: Option<String>,
+    final_uri: &Uri,
+    requested: &str,
+    credentials_given: bool,
+) -> String {
+    let mut text = format!("HTTP {}", status.as_u16());
+    if let Some(reason) = status.canonical_reason() {
+        text.push(' ');
+        text.push_str(reason);
+    }
+    let redirected = *final_uri != requested;
+    if redirected {
+        text.push_str(&format!(" (after a redirect to {final_uri})"));
+    }
+    match status.as_u16() {
+        401 if !credentials_given => text.push_str(
+            ": authentication failed: Marathon wants credentials; give them with \
+             --auth-credentials or --marathon-auth-credential-file",
+        ),
+        401 => {
+            text.push_str(
+                ": authentication failed: Marathon refused the credentials from \
+                 --auth-credentials / --marathon-auth-credential-file",
+            );
+            if redirected {
+                text.push_str(" (credentials are re-sent on a redirect only to the same host)");
+            }
+        }
+        403 => text.push_str(
+            ": authorization failed: the credentials from --auth-credentials / \
+             --marathon-auth-credential-file may not read apps and tasks",
+        ),
+        _ => {}
+    }
+    if let Some(message) = marathon_message {
+        text.push_str(&format!(" (Marathon says: {message})"));
+    }
+    text
+}
+
+/// Marathon explains errors as `{"message": "..."}`; read a little of the body to find it.
+fn marathon_message(body: ureq::Body) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        message: String,
+    }
+    let mut body = body;
+    let bytes = body
+        .with_config()
+        .limit(ERROR_BODY_LIMIT)
+        .read_to_vec()
+        .ok()?;
+    let message = serde_json::from_slice::<ErrorBody>(&bytes).ok()?.message;
+    // One line, bounded, whatever the server sent.
+    let message: String = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    Some(message.chars().take(200).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_authorization_follows_rfc_7617() {
+        let credentials = Credentials {
+            user: "Aladdin".to_string(),
+            password: "open sesame".to_string(),
+        };
+        assert_eq!(
+            basic_authorization(&credentials),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+    }
+
+    #[test]
+    fn the_budget_is_the_timeout_unless_the_deadline_is_nearer() {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let budget = RequestBudget::new(Duration::from_secs(10), far).unwrap();
+        assert_eq!(budget.limit, Duration::from_secs(10));
+        assert_eq!(budget.describe(), "10s (--timeout)");
+
+        let near = Instant::now() + Duration::from_secs(2);
+        let budget = RequestBudget::new(Duration::from_secs(10), near).unwrap();
+        assert!(budget.limit <= Duration::from_secs(2));
+        assert!(budget.describe().contains("the run's deadline"));
+
+        let passed = Instant::now();
+        assert!(RequestBudget::new(Duration::from_secs(10), passed).is_err());
+    }
+
+    #[test]
+    fn status_messages_name_auth_and_keep_marathons_message() {
+        let uri: Uri = "http://m:8080/v2/apps".parse().unwrap();
+        let requested = "http://m:8080/v2/apps";
+        let text = describe_status(StatusCode::UNAUTHORIZED, None, &uri, requested, false);
+        assert!(text.starts_with("HTTP 401 Unauthorized: authentication failed"));
+        let text = describe_status(StatusCode::FORBIDDEN, None, &uri, requested, true);
+        assert!(text.starts_with("HTTP 403 Forbidden: authorization failed"));
+        let message = Some("leader unknown".to_string());
+        let text = describe_status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            message,
+            &uri,
+            requested,
+            false,
+        );
+        assert_eq!(
+            text,
+            "HTTP 503 Service Unavailable (Marathon says: leader unknown)"
+        );
+    }
+}
