@@ -234,8 +234,8 @@ pub struct Args {
     )]
     pub marathon_auth_credential_file: Option<PathBuf>,
 
-    /// PEM CA bundle to trust for https:// Marathon URLs, on top of the system roots. TLS is
-    /// always verified.
+    /// PEM CA bundle to trust for https:// Marathon URLs instead of the built-in Mozilla roots
+    /// (as curl --cacert does). TLS is always verified.
     #[arg(
         long = "marathon-ca-cert",
         value_name = "FILE",

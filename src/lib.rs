@@ -69,6 +69,14 @@ pub fn run_once(config: &Config, out: &mut dyn Write, log: &mut dyn Write) -> Re
     };
     let outcome = apply::apply(&candidate, &config.apply, out)?;
     if outcome != Outcome::Unchanged {
+        for failed in &state.failed_sources {
+            writeln!(
+                log,
+                "haproxy-marathon-sync: warning: Marathon {failed}; used {}",
+                state.source
+            )
+            .ok();
+        }
         for warning in &warnings {
             writeln!(log, "haproxy-marathon-sync: warning: {warning}").ok();
         }
