@@ -38,7 +38,12 @@ impl std::error::Error for Failure {}
 
 /// The first [`Failure`] attached anywhere in the error's chain.
 pub fn classify(error: &anyhow::Error) -> Option<Failure> {
-    error
-        .chain()
-        .find_map(|cause| cause.downcast_ref::<Failure>().copied())
+    // `anyhow::Error::downcast_ref` sees through every `.context(..)` layer; the chain's items
+    // do not (a context layer is anyhow's own wrapper type), so they only catch a `Failure`
+    // that is some other error's source.
+    error.downcast_ref::<Failure>().copied().or_else(|| {
+        error
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<Failure>().copied())
+    })
 }
