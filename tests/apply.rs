@@ -201,10 +201,9 @@ fn rejected_candidate_leaves_live_untouched_and_is_kept() {
     assert!(message.contains("unknown keyword 'bogus'"), "{message}");
     assert!(message.contains(" haproxy -c stderr "), "{message}");
     let rejected = rejected_path(fixture.live());
-    assert!(
-        message.contains(&rejected.display().to_string()),
-        "{message}"
-    );
+    // HAProxy's file:line points at the kept copy, not at the temp file that is gone.
+    let at_line = format!("parsing [{}:4]", rejected.display());
+    assert!(message.contains(&at_line), "{message}");
     assert_eq!(fixture.read_live(), OLD);
     assert_eq!(fs::read_to_string(&rejected).unwrap(), NEW);
     assert_eq!(fixture.reloads(), 0);
@@ -267,6 +266,13 @@ fn failed_reload_puts_the_old_config_back_and_the_next_run_retries() {
         message.contains("Job for haproxy.service failed"),
         "{message}"
     );
+    // The command fails every time, so the rollback's reload failed too, and says so apart.
+    assert!(
+        message.contains("then rolling back failed too"),
+        "{message}"
+    );
+    assert!(message.contains(" rollback reload stderr "), "{message}");
+    assert!(message.contains(" reload command stderr "), "{message}");
     assert_eq!(fixture.read_live(), OLD);
     assert_eq!(fixture.reloads(), 2, "the reload and the rollback's reload");
     assert!(!rejected_path(fixture.live()).exists());
@@ -522,6 +528,38 @@ fn diff_on_a_real_run_prints_what_was_applied() {
     );
     assert!(diff.contains("\n+  server c 10.0.0.3:31000\n"), "{diff}");
     assert_eq!(fixture.read_live(), NEW);
+
+    // Companions are diffed too; nothing is printed for what did not change.
+    let mut out = Vec::new();
+    apply::apply(&with_maps(&fixture, NEW, "new"), &fixture.config, &mut out).unwrap();
+    let diff = String::from_utf8(out).unwrap();
+    let domain_map = fixture.path("etc/domain2backend.map").display().to_string();
+    let app_map = fixture.path("etc/app2backend.map").display().to_string();
+    assert!(
+        diff.starts_with(&format!("--- {domain_map} (previous)\n")),
+        "{diff}"
+    );
+    assert!(
+        diff.contains(&format!(
+            "--- {app_map} (previous)\n+++ {app_map} (applied)\n"
+        )),
+        "{diff}"
+    );
+    assert!(diff.contains("\n+/web new\n"), "{diff}");
+    assert!(!diff.contains("haproxy.cfg"), "{diff}");
+}
+
+#[test]
+fn leftovers_of_a_killed_run_are_removed_by_the_next_change() {
+    let fixture = Fixture::new();
+    fixture.write_live(OLD);
+    let leftover = fixture.path("etc/.haproxy.cfg.Ab3dE9.tmp");
+    fs::write(&leftover, "half a config").unwrap();
+    let unrelated = fixture.path("etc/.haproxy.cfg.tmp");
+    fs::write(&unrelated, "not one of ours").unwrap();
+    fixture.apply(&candidate(NEW)).unwrap();
+    assert!(!leftover.exists());
+    assert!(unrelated.exists());
 }
 
 /// A candidate with two map files: one changed, one new.
@@ -637,6 +675,9 @@ fn real_haproxy_accepts_a_valid_config_and_shows_why_it_rejects_a_broken_one() {
         message.contains("unknown keyword 'bogus_keyword'"),
         "{message}"
     );
+    let line = 1 + broken.lines().position(|l| l.contains("bogus")).unwrap();
+    let at_line = format!("[{}:{line}]", rejected_path(fixture.live()).display());
+    assert!(message.contains(&at_line), "{message}");
     assert_eq!(fixture.read_live(), valid);
     assert_eq!(
         fs::read_to_string(rejected_path(fixture.live())).unwrap(),

@@ -64,17 +64,20 @@ pub fn apply(candidate: &Candidate, config: &ApplyConfig, out: &mut dyn Write) -
         return Ok(Outcome::Unchanged);
     }
     let old_config = live.config.text();
+    // Rendered now, printed only once the change is in place and reloaded.
+    let mut applied_diff = Vec::new();
+    if config.diff {
+        live.write_diffs(candidate, ("previous", "applied"), &mut applied_diff)
+            .context("rendering the diff")?;
+    }
     let companions_changed = install_and_reload(candidate, config, live)?;
 
     let path = &config.haproxy_config;
     // A rejected candidate from an earlier run is stale once a newer one went live.
     let _ = std::fs::remove_file(rejected_path(path));
     let summary = summary::applied_line(path, &old_config, &candidate.config, companions_changed);
-    if config.diff {
-        let (old_name, new_name) = (named(path, "previous"), named(path, "applied"));
-        summary::write_diff(out, &old_config, &candidate.config, &old_name, &new_name)
-            .context("printing the diff of what was applied (the change itself is in place)")?;
-    }
+    out.write_all(&applied_diff)
+        .context("printing the diff of what was applied (the change itself is in place)")?;
     Ok(Outcome::Applied { summary })
 }
 
@@ -86,7 +89,7 @@ pub fn apply(candidate: &Candidate, config: &ApplyConfig, out: &mut dyn Write) -
 fn preview(candidate: &Candidate, config: &ApplyConfig, out: &mut dyn Write) -> Result<Outcome> {
     let live = Live::read(candidate, &config.haproxy_config)?;
     let printed = if config.diff {
-        live.write_diffs(candidate, out)
+        live.write_diffs(candidate, ("live", "candidate"), out)
     } else {
         out.write_all(candidate.config.as_bytes())
     };
@@ -121,14 +124,21 @@ impl Live {
                 .all(|(live, (_, wanted))| live.holds(wanted.as_bytes()))
     }
 
-    fn write_diffs(&self, candidate: &Candidate, out: &mut dyn Write) -> std::io::Result<()> {
+    /// Diffs of the config and every companion, headers `PATH (old)` / `PATH (new)` from
+    /// `labels`; nothing for a file that is equal.
+    fn write_diffs(
+        &self,
+        candidate: &Candidate,
+        labels: (&str, &str),
+        out: &mut dyn Write,
+    ) -> std::io::Result<()> {
         let files = std::iter::once((&self.config, &candidate.config)).chain(
             self.companions
                 .iter()
                 .zip(candidate.companions.iter().map(|(_, c)| c)),
         );
         for (live, wanted) in files {
-            let (old_name, new_name) = (named(&live.path, "live"), named(&live.path, "candidate"));
+            let (old_name, new_name) = (named(&live.path, labels.0), named(&live.path, labels.1));
             summary::write_diff(out, &live.text(), wanted, &old_name, &new_name)?;
         }
         Ok(())
@@ -144,6 +154,11 @@ fn named(path: &Path, what: &str) -> String {
 /// everything back. Returns how many companion files changed.
 fn install_and_reload(candidate: &Candidate, config: &ApplyConfig, live: Live) -> Result<usize> {
     let path = &config.haproxy_config;
+    // Under the lock no other apply is running: temp files beside our targets are leftovers of
+    // a run that was killed mid-way.
+    for target in std::iter::once(path).chain(candidate.companions.iter().map(|(p, _)| p)) {
+        write::remove_leftover_temp_files(target);
+    }
     let staged = write::stage(
         path,
         candidate.config.as_bytes(),
@@ -166,8 +181,8 @@ fn install_and_reload(candidate: &Candidate, config: &ApplyConfig, live: Live) -
     }
 
     if !config.skip_validation {
-        if let Err(e) = validate(config, staged.path()) {
-            let kept = keep_rejected(staged, path);
+        if let Err(mut e) = validate(config, staged.path()) {
+            let kept = keep_rejected(staged, path, &mut e);
             let e = anyhow::Error::new(e).context(format!(
                 "checking the candidate for {}; {kept}",
                 path.display()
@@ -183,16 +198,20 @@ fn install_and_reload(candidate: &Candidate, config: &ApplyConfig, live: Live) -
         return Err(undo(e, &mut swap).context(Failure::WriteFailed));
     }
 
-    if let Err(e) = reload(config) {
-        let rolled_back = roll_back(config, &live.config, &mut swap);
-        let what = match rolled_back {
-            Ok(()) => "the previous configuration was put back and reloaded".to_string(),
-            Err(rollback) => format!("then rolling back failed: {rollback:#}"),
+    if let Err(e) = reload(config, "reload command") {
+        let e = match roll_back(config, &live.config, &mut swap) {
+            Ok(()) => anyhow::Error::new(e).context(format!(
+                "the reload after installing {} failed; the previous configuration was put back \
+                 and reloaded",
+                path.display()
+            )),
+            // Two failures, each with its own framed output: the reload's, then the rollback's.
+            Err(rollback) => anyhow::anyhow!("{e}\nthen rolling back failed too: {rollback:#}")
+                .context(format!(
+                    "the reload after installing {} failed, and so did the rollback",
+                    path.display()
+                )),
         };
-        let e = anyhow::Error::new(e).context(format!(
-            "reloading after installing {}; {what}",
-            path.display()
-        ));
         return Err(e.context(Failure::ReloadFailed));
     }
     Ok(swap.len())
@@ -206,17 +225,30 @@ fn validate(config: &ApplyConfig, candidate: &Path) -> Result<(), CommandError> 
 }
 
 /// The reload command through `sh -c`, bounded by the command timeout.
-fn reload(config: &ApplyConfig) -> Result<(), CommandError> {
+/// `name` tells the first reload from the rollback's in messages.
+fn reload(config: &ApplyConfig, name: &str) -> Result<(), CommandError> {
     let mut shell = Command::new("sh");
     shell.arg("-c").arg(&config.reload_command);
-    command::run(shell, "reload command", config.command_timeout)
+    command::run(shell, name, config.command_timeout)
 }
 
 /// Moves a rejected candidate to `<config>.rejected`; says where it went (or why not).
-fn keep_rejected(staged: tempfile::NamedTempFile, haproxy_config: &Path) -> String {
+/// HAProxy's messages name the temp file, which is gone by the time anyone reads them: once
+/// the candidate is kept, they are made to name the kept copy, so `file:line` leads to it.
+fn keep_rejected(
+    staged: tempfile::NamedTempFile,
+    haproxy_config: &Path,
+    failure: &mut CommandError,
+) -> String {
     let rejected = rejected_path(haproxy_config);
+    let checked = staged.path().display().to_string();
     match staged.persist(&rejected) {
-        Ok(_) => format!("the rejected candidate is kept at {}", rejected.display()),
+        Ok(_) => {
+            let kept = rejected.display().to_string();
+            failure.stderr = failure.stderr.replace(&checked, &kept);
+            failure.stdout = failure.stdout.replace(&checked, &kept);
+            format!("the rejected candidate is kept at {kept}")
+        }
         // The temp file is removed when the error drops it.
         Err(e) => format!(
             "could not keep the rejected candidate at {}: {}",
@@ -243,6 +275,6 @@ fn roll_back(config: &ApplyConfig, previous: &LiveFile, swap: &mut CompanionSwap
     let companions_back = swap.restore();
     config_back.with_context(|| format!("restoring {}", previous.path.display()))?;
     companions_back.context("restoring the companion files")?;
-    reload(config).context("reloading the previous configuration")?;
+    reload(config, "rollback reload").context("reloading the previous configuration")?;
     Ok(())
 }

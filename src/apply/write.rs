@@ -83,17 +83,40 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Writes `content` to a new temp file in `target`'s directory, with `like`'s mode and owner
-/// (or [`NEW_FILE_MODE`]), and fsyncs it. Dropping the result removes the file.
-pub fn stage(target: &Path, content: &[u8], like: Option<&Metadata>) -> Result<NamedTempFile> {
-    let dir = parent_dir(target);
+/// The temp-file name parts [`stage`] uses for `target`: `.<name>.<random>.tmp`.
+fn temp_affixes(target: &Path) -> (String, &'static str) {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
+    (format!(".{name}."), ".tmp")
+}
+
+/// Removes temp files that [`stage`] made for `target` and a killed run left behind. Only call
+/// it under the lock. Best effort: a file that cannot be removed is left for the next run.
+pub fn remove_leftover_temp_files(target: &Path) {
+    let (prefix, suffix) = temp_affixes(target);
+    let Ok(entries) = fs::read_dir(parent_dir(target)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let random_part = name.len() > prefix.len() + suffix.len();
+        if random_part && name.starts_with(&prefix) && name.ends_with(suffix) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Writes `content` to a new temp file in `target`'s directory, with `like`'s mode and owner
+/// (or [`NEW_FILE_MODE`]), and fsyncs it. Dropping the result removes the file.
+pub fn stage(target: &Path, content: &[u8], like: Option<&Metadata>) -> Result<NamedTempFile> {
+    let dir = parent_dir(target);
+    let (prefix, suffix) = temp_affixes(target);
     let mut file = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
+        .prefix(&prefix)
+        .suffix(suffix)
         .tempfile_in(dir)
         .with_context(|| format!("creating a temp file in {}", dir.display()))?;
     let written = (|| -> io::Result<()> {
