@@ -745,4 +745,10 @@ fn real_haproxy_follows_applied_changes_and_is_not_reloaded_when_unchanged() {
     assert_eq!(fixture.reloads(), 2);
     assert_eq!(haproxy.reloads(), Some(2), "{}", haproxy.show_proc());
     assert!(matches!(http_get(port, "/"), Ok((200, body)) if body == "B"));
+    assert!(b.served() >= 1);
+
+    // The helper's own reload, through the master CLI, keeps serving what is on disk.
+    haproxy.reload();
+    assert!(haproxy.wait_for_reloads(3), "{}", haproxy.show_proc());
+    assert!(routed_to(port, "B"), "lost B after a master CLI reload");
 }
