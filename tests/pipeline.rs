@@ -38,7 +38,6 @@ fn web_app(service_port: u16, task_ports: &[u16]) -> (String, String) {
 /// paths (no /dev/log, no /run/haproxy), as a test must.
 struct Workspace {
     dir: tempfile::TempDir,
-    appid_port: u16,
 }
 
 impl Workspace {
@@ -55,10 +54,12 @@ impl Workspace {
         let appid_port = free_port();
         fs::write(
             templates.join("HAPROXY_HTTP_FRONTEND_APPID_HEAD"),
-            format!("\nfrontend marathon_http_appid_in\n  bind 127.0.0.1:{appid_port}\n  mode http\n"),
+            format!(
+                "\nfrontend marathon_http_appid_in\n  bind 127.0.0.1:{appid_port}\n  mode http\n"
+            ),
         )
         .unwrap();
-        Workspace { dir, appid_port }
+        Workspace { dir }
     }
 
     fn config(&self) -> PathBuf {
@@ -70,21 +71,44 @@ impl Workspace {
     }
 
     fn reload_count(&self) -> usize {
-        fs::read_to_string(self.reload_log()).map(|text| text.lines().count()).unwrap_or(0)
+        fs::read_to_string(self.reload_log())
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
     }
 
     /// Runs the binary once against `marathon` with `reload` as the reload command.
     fn run(&self, marathon: &str, reload: &str, extra: &[&str]) -> Output {
-        let reload = format!("echo reload >> '{}' && {reload}", self.reload_log().display());
+        let reload = format!(
+            "echo reload >> '{}' && {reload}",
+            self.reload_log().display()
+        );
         let mut command = Command::new(BIN);
         command
-            .args(["--marathon", marathon, "--group", "external", "--dont-bind-http-https"])
+            .args([
+                "--marathon",
+                marathon,
+                "--group",
+                "external",
+                "--dont-bind-http-https",
+            ])
             .arg("--haproxy-config")
             .arg(self.config())
             .arg("--templates")
             .arg(self.dir.path().join("templates"))
-            .args(["--haproxy-bin", support::haproxy::HAPROXY_BIN, "--reload-command", &reload])
-            .args(["--timeout", "2", "--lock-timeout", "2", "--command-timeout", "10"])
+            .args([
+                "--haproxy-bin",
+                support::haproxy::HAPROXY_BIN,
+                "--reload-command",
+                &reload,
+            ])
+            .args([
+                "--timeout",
+                "2",
+                "--lock-timeout",
+                "2",
+                "--command-timeout",
+                "10",
+            ])
             .args(extra)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
@@ -109,9 +133,10 @@ fn assert_exit(output: &Output, code: i32) {
 
 /// Waits (bounded) until a request through HAProxy on `port` is answered by `name`.
 fn traffic_reaches(port: u16, name: &str) -> bool {
-    wait_for(Duration::from_secs(15), || {
-        matches!(http_get(port, "/"), Ok((200, body)) if body == name)
-    })
+    wait_for(
+        Duration::from_secs(15),
+        || matches!(http_get(port, "/"), Ok((200, body)) if body == name),
+    )
 }
 
 #[test]
@@ -126,9 +151,21 @@ fn traffic_follows_marathon_across_reloads_and_an_unchanged_run_does_nothing() {
     // First run: nothing live yet, so the config is written; HAProxy is not running yet.
     let first = workspace.run(&marathon.url(), "true", &[]);
     assert_exit(&first, 0);
-    assert!(text(&first.stderr).contains("applied"), "summary line: {}", text(&first.stderr));
-    let haproxy = Haproxy::start(&workspace.config(), &workspace.dir.path().join("run"), service_port);
-    assert!(traffic_reaches(service_port, "task-a"), "{}", haproxy.log_text());
+    assert!(
+        text(&first.stderr).contains("applied"),
+        "summary line: {}",
+        text(&first.stderr)
+    );
+    let haproxy = Haproxy::start(
+        &workspace.config(),
+        &workspace.dir.path().join("run"),
+        service_port,
+    );
+    assert!(
+        traffic_reaches(service_port, "task-a"),
+        "{}",
+        haproxy.log_text()
+    );
 
     // Marathon moves the task: the next run rewrites, reloads, and traffic follows.
     let (apps, tasks) = web_app(service_port, &[b.port]);
@@ -138,19 +175,36 @@ fn traffic_follows_marathon_across_reloads_and_an_unchanged_run_does_nothing() {
     assert_exit(&second, 0);
     assert_eq!(workspace.reload_count(), before + 1);
     assert!(haproxy.wait_for_reloads(1), "{}", haproxy.show_proc());
-    assert!(traffic_reaches(service_port, "task-b"), "{}", haproxy.log_text());
+    assert!(
+        traffic_reaches(service_port, "task-b"),
+        "{}",
+        haproxy.log_text()
+    );
     let config = fs::read_to_string(workspace.config()).unwrap();
     assert!(config.contains(&format!("127.0.0.1:{}", b.port)));
     assert!(!config.contains(&format!("127.0.0.1:{}", a.port)));
 
     // Same state again: nothing written, nothing reloaded, nothing printed.
-    let modified = fs::metadata(workspace.config()).unwrap().modified().unwrap();
+    let modified = fs::metadata(workspace.config())
+        .unwrap()
+        .modified()
+        .unwrap();
     let third = workspace.run(&marathon.url(), &haproxy.reload_shell_command(), &[]);
     assert_exit(&third, 0);
     assert_eq!(text(&third.stdout), "");
     assert_eq!(text(&third.stderr), "");
-    assert_eq!(workspace.reload_count(), before + 1, "an unchanged run must not reload");
-    assert_eq!(fs::metadata(workspace.config()).unwrap().modified().unwrap(), modified);
+    assert_eq!(
+        workspace.reload_count(),
+        before + 1,
+        "an unchanged run must not reload"
+    );
+    assert_eq!(
+        fs::metadata(workspace.config())
+            .unwrap()
+            .modified()
+            .unwrap(),
+        modified
+    );
     assert!(traffic_reaches(service_port, "task-b"));
 }
 
@@ -177,7 +231,10 @@ fn marathon_down_exits_3_and_leaves_the_live_config_alone() {
     let output = workspace.run(&marathon.url(), "true", &[]);
     assert_exit(&output, 3);
     let stderr = text(&output.stderr);
-    assert!(stderr.contains(&marathon.url()) && stderr.contains("503"), "{stderr}");
+    assert!(
+        stderr.contains(&marathon.url()) && stderr.contains("503"),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     assert_eq!(fs::read(workspace.config()).unwrap(), live);
 }
@@ -192,12 +249,18 @@ fn a_candidate_haproxy_rejects_exits_6_keeps_live_and_shows_haproxys_error() {
     let live = live_config(&workspace, &marathon);
 
     // A balance algorithm HAProxy does not know passes our label parsing but not `haproxy -c`.
-    let bad_apps = apps.replace(r#""HAPROXY_0_MODE":"http""#, r#""HAPROXY_0_MODE":"http","HAPROXY_0_BALANCE":"nosuchalgo""#);
+    let bad_apps = apps.replace(
+        r#""HAPROXY_0_MODE":"http""#,
+        r#""HAPROXY_0_MODE":"http","HAPROXY_0_BALANCE":"nosuchalgo""#,
+    );
     marathon.set_state(&bad_apps, &tasks);
     let output = workspace.run(&marathon.url(), "true", &[]);
     assert_exit(&output, 6);
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("nosuchalgo"), "haproxy's complaint is shown: {stderr}");
+    assert!(
+        stderr.contains("nosuchalgo"),
+        "haproxy's complaint is shown: {stderr}"
+    );
     assert_eq!(fs::read(workspace.config()).unwrap(), live);
     assert!(workspace.config().with_extension("cfg.rejected").exists());
     assert_eq!(workspace.reload_count(), 1, "only the first run reloaded");
@@ -215,7 +278,11 @@ fn a_failing_reload_exits_8_and_restores_the_previous_config() {
     moved_state(&marathon, service_port);
     let output = workspace.run(&marathon.url(), "echo reload refused >&2; exit 1", &[]);
     assert_exit(&output, 8);
-    assert!(text(&output.stderr).contains("reload refused"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("reload refused"),
+        "{}",
+        text(&output.stderr)
+    );
     assert_eq!(fs::read(workspace.config()).unwrap(), live);
 
     // The next run does not mistake the restored file for "unchanged": it retries the change.
@@ -236,11 +303,20 @@ fn a_held_lock_exits_5_and_changes_nothing() {
 
     moved_state(&marathon, service_port);
     let lock_path = PathBuf::from(format!("{}.lock", workspace.config().display()));
-    let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).unwrap();
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
     lock.lock_exclusive().unwrap();
     let output = workspace.run(&marathon.url(), "true", &["--lock-timeout", "0.3"]);
     assert_exit(&output, 5);
-    assert!(text(&output.stderr).contains(&lock_path.display().to_string()), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains(&lock_path.display().to_string()),
+        "{}",
+        text(&output.stderr)
+    );
     assert_eq!(fs::read(workspace.config()).unwrap(), live);
     FileExt::unlock(&lock).unwrap();
 }
@@ -264,7 +340,11 @@ fn dry_run_diff_prints_the_change_and_writes_nothing() {
     let output = workspace.run(&marathon.url(), "true", &["--dry-run", "--diff"]);
     assert_exit(&output, 0);
     let diff = text(&output.stdout);
-    assert!(diff.lines().any(|l| l.starts_with('+') && l.contains(&new_port.to_string())), "{diff}");
+    assert!(
+        diff.lines()
+            .any(|l| l.starts_with('+') && l.contains(&new_port.to_string())),
+        "{diff}"
+    );
     assert_eq!(fs::read(workspace.config()).unwrap(), live);
     assert_eq!(workspace.reload_count(), 1);
 }
@@ -279,12 +359,24 @@ fn interval_mode_survives_a_marathon_outage_and_applies_when_it_is_back() {
 
     let reload = format!("echo reload >> '{}'", workspace.reload_log().display());
     let mut child = Command::new(BIN)
-        .args(["--marathon", &marathon.url(), "--group", "external", "--dont-bind-http-https"])
+        .args([
+            "--marathon",
+            &marathon.url(),
+            "--group",
+            "external",
+            "--dont-bind-http-https",
+        ])
         .arg("--haproxy-config")
         .arg(workspace.config())
         .arg("--templates")
         .arg(workspace.dir.path().join("templates"))
-        .args(["--skip-validation", "--reload-command", &reload, "--interval", "100ms"])
+        .args([
+            "--skip-validation",
+            "--reload-command",
+            &reload,
+            "--interval",
+            "100ms",
+        ])
         .args(["--timeout", "2"])
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
@@ -297,20 +389,34 @@ fn interval_mode_survives_a_marathon_outage_and_applies_when_it_is_back() {
     let stop = |child: &mut std::process::Child| {
         // SAFETY: signalling the child this test started, by its PID.
         unsafe { libc::kill(pid, libc::SIGTERM) };
-        wait_for(Duration::from_secs(10), || child.try_wait().map(|s| s.is_some()).unwrap_or(true))
+        wait_for(Duration::from_secs(10), || {
+            child.try_wait().map(|s| s.is_some()).unwrap_or(true)
+        })
     };
 
-    let failed_twice = marathon.wait_for_requests(support::marathon::APPS_PATH, 2, Duration::from_secs(10));
-    assert!(!workspace.config().exists(), "nothing is written while Marathon fails");
+    let failed_twice =
+        marathon.wait_for_requests(support::marathon::APPS_PATH, 2, Duration::from_secs(10));
+    assert!(
+        !workspace.config().exists(),
+        "nothing is written while Marathon fails"
+    );
     marathon.clear_behaviours();
     let applied = wait_for(Duration::from_secs(10), || workspace.reload_count() == 1);
     let stopped = stop(&mut child);
     let status = child.wait().unwrap();
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(failed_twice, "the loop kept polling through the outage: {stderr}");
+    assert!(
+        failed_twice,
+        "the loop kept polling through the outage: {stderr}"
+    );
     assert!(applied, "applied once Marathon was back: {stderr}");
-    assert!(stopped && status.success(), "SIGTERM ends the loop cleanly: {status:?} {stderr}");
+    assert!(
+        stopped && status.success(),
+        "SIGTERM ends the loop cleanly: {status:?} {stderr}"
+    );
     assert!(stderr.contains("503"), "the outage was logged: {stderr}");
-    assert!(fs::read_to_string(workspace.config()).unwrap().contains("backend web_"));
+    assert!(fs::read_to_string(workspace.config())
+        .unwrap()
+        .contains("backend web_"));
 }
