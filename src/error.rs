@@ -27,7 +27,9 @@ impl fmt::Display for Failure {
             Failure::LockTimeout => "timed out waiting for the lock",
             Failure::ValidationFailed => "haproxy rejected the candidate configuration",
             Failure::WriteFailed => "could not write the configuration",
-            Failure::ReloadFailed => "reloading haproxy failed; the previous configuration was restored",
+            Failure::ReloadFailed => {
+                "reloading haproxy failed; the previous configuration was restored"
+            }
         })
     }
 }
@@ -36,5 +38,7 @@ impl std::error::Error for Failure {}
 
 /// The first [`Failure`] attached anywhere in the error's chain.
 pub fn classify(error: &anyhow::Error) -> Option<Failure> {
-    error.chain().find_map(|cause| cause.downcast_ref::<Failure>().copied())
+    error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<Failure>().copied())
 }
