@@ -691,3 +691,6 @@ impl CheckFacts {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests;
