@@ -88,3 +88,154 @@ fn every_corpus_case_renders_byte_identical() {
         failing.join(", ")
     );
 }
+
+/// The four sections marathon-lb's text is handed in for; our defaults replace them.
+const MODERN_SECTIONS: [&str; 4] = [
+    "HAPROXY_HEAD",
+    "HAPROXY_BACKEND_HSTS_OPTIONS",
+    "HAPROXY_HTTP_BACKEND_PROXYPASS_GLUE",
+    "HAPROXY_HTTP_BACKEND_REVPROXY_GLUE",
+];
+
+fn haproxy_binary() -> Option<std::path::PathBuf> {
+    ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|path| path.is_file())
+}
+
+/// A throwaway self-signed certificate and key in one PEM, or `None` without `openssl`.
+fn self_signed_pem(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let key = dir.join("key.pem");
+    let cert = dir.join("cert.pem");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    let pem = dir.join("test.pem");
+    let joined = std::fs::read_to_string(&cert).ok()? + &std::fs::read_to_string(&key).ok()?;
+    std::fs::write(&pem, joined).ok()?;
+    Some(pem)
+}
+
+/// Renders the case with our defaults for the four modern sections (the case's other template
+/// files and environment still apply), every certificate pointed at `pem`, into `dir`.
+fn render_with_our_defaults(
+    case: &Case,
+    dir: &std::path::Path,
+    pem: &std::path::Path,
+) -> Result<std::path::PathBuf, String> {
+    let apps: AppList =
+        serde_json::from_str(&case.apps_json).map_err(|err| format!("apps.json: {err}"))?;
+    let tasks: TaskList =
+        serde_json::from_str(&case.tasks_json).map_err(|err| format!("tasks.json: {err}"))?;
+    let resolve = |host: &str| case.resolve(host);
+    let (mut model, _warnings) =
+        model::build(&apps.apps, &tasks.tasks, &case.model_config(), &resolve);
+    for service in &mut model.services {
+        if service.ssl_cert.is_some() {
+            service.ssl_cert = Some(pem.display().to_string());
+        }
+    }
+    let templates_dir = dir.join("templates");
+    std::fs::create_dir_all(&templates_dir).map_err(|err| err.to_string())?;
+    if let Some(case_templates) = &case.templates_dir {
+        for entry in std::fs::read_dir(case_templates).map_err(|err| err.to_string())? {
+            let entry = entry.map_err(|err| err.to_string())?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !MODERN_SECTIONS.contains(&name.as_str()) {
+                std::fs::copy(entry.path(), templates_dir.join(&name))
+                    .map_err(|err| err.to_string())?;
+            }
+        }
+    }
+    let mut render_config = case.render_config();
+    render_config.templates_dir = Some(templates_dir);
+    render_config
+        .template_env
+        .retain(|key, _| !MODERN_SECTIONS.contains(&key.as_str()));
+    render_config.ssl_certs = vec![pem.display().to_string()];
+    let config_path = dir.join("haproxy.cfg");
+    render_config.haproxy_config = config_path.clone();
+    let templates = Templates::load(&render_config).map_err(|err| format!("{err:#}"))?;
+    let rendered =
+        render::render(&model, &templates, &render_config).map_err(|err| format!("{err:#}"))?;
+    std::fs::write(&config_path, &rendered.config).map_err(|err| err.to_string())?;
+    for map in &rendered.maps {
+        std::fs::write(dir.join(&map.file_name), &map.content).map_err(|err| err.to_string())?;
+    }
+    Ok(config_path)
+}
+
+#[test]
+fn our_defaults_render_every_corpus_state_into_a_config_haproxy_accepts() {
+    let cases = corpus::load_cases();
+    if cases.is_empty() {
+        eprintln!("note: no compatibility corpus at ../shared/compat/cases; skipping");
+        return;
+    }
+    let Some(haproxy) = haproxy_binary() else {
+        eprintln!("note: haproxy is not installed; skipping the haproxy -c check");
+        return;
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let Some(pem) = self_signed_pem(scratch.path()) else {
+        eprintln!("note: openssl is not available to make a test certificate; skipping the haproxy -c check");
+        return;
+    };
+    let mut failing = Vec::new();
+    for case in &cases {
+        let dir = scratch.path().join(&case.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = match render_with_our_defaults(case, &dir, &pem) {
+            Ok(path) => path,
+            Err(err) => {
+                eprintln!("=== case {}: render failed: {err}", case.name);
+                failing.push(case.name.clone());
+                continue;
+            }
+        };
+        let output = std::process::Command::new(&haproxy)
+            .arg("-c")
+            .arg("-f")
+            .arg(&config_path)
+            .output()
+            .expect("running haproxy -c");
+        if !output.status.success() {
+            eprintln!(
+                "=== case {}: haproxy -c rejected our config ({}):\n{}{}",
+                case.name,
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            failing.push(case.name.clone());
+        }
+    }
+    assert!(
+        failing.is_empty(),
+        "haproxy -c rejected our rendering of {} of {} corpus states: {}",
+        failing.len(),
+        cases.len(),
+        failing.join(", ")
+    );
+}
