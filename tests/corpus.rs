@@ -151,9 +151,23 @@ fn render_with_our_defaults(
     let resolve = |host: &str| case.resolve(host);
     let (mut model, _warnings) =
         model::build(&apps.apps, &tasks.tasks, &case.model_config(), &resolve);
+    // Certificate and CA files named by labels do not exist here: point them at the test PEM.
     for service in &mut model.services {
         if service.ssl_cert.is_some() {
             service.ssl_cert = Some(pem.display().to_string());
+        }
+        if let Some(options) = &mut service.bind_options {
+            *options = options
+                .split(' ')
+                .map(|word| {
+                    if word.ends_with(".pem") {
+                        pem.to_str().unwrap()
+                    } else {
+                        word
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
         }
     }
     let templates_dir = dir.join("templates");
@@ -185,6 +199,20 @@ fn render_with_our_defaults(
     }
     Ok(config_path)
 }
+
+/// Corpus states HAProxy rejects whatever the four sections say, because of the input itself;
+/// marathon-lb's own output for them is rejected for the same reason. Each must still fail, so
+/// this list cannot go stale.
+const INVALID_FOR_HAPROXY: [(&str, &str); 2] = [
+    (
+        "balance-and-mode",
+        "HAPROXY_0_MODE=TCP on a vhost app: marathon-lb routes the http frontends to a tcp backend",
+    ),
+    (
+        "templates-dir-backend",
+        "the case's HAPROXY_BACKEND_SERVER_OPTIONS names a `resolvers dns` section no head defines",
+    ),
+];
 
 #[test]
 fn our_defaults_render_every_corpus_state_into_a_config_haproxy_accepts() {
@@ -220,6 +248,19 @@ fn our_defaults_render_every_corpus_state_into_a_config_haproxy_accepts() {
             .arg(&config_path)
             .output()
             .expect("running haproxy -c");
+        let known_invalid = INVALID_FOR_HAPROXY
+            .iter()
+            .find(|(name, _)| *name == case.name);
+        if let Some((_, why)) = known_invalid {
+            if output.status.success() {
+                eprintln!(
+                    "=== case {}: listed as invalid ({why}) but haproxy -c accepts it",
+                    case.name
+                );
+                failing.push(case.name.clone());
+            }
+            continue;
+        }
         if !output.status.success() {
             eprintln!(
                 "=== case {}: haproxy -c rejected our config ({}):\n{}{}",

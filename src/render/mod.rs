@@ -647,16 +647,17 @@ struct CheckFacts {
 
 impl From<&HealthCheck> for CheckFacts {
     fn from(check: &HealthCheck) -> CheckFacts {
-        // Marathon fills these in on every app it returns; its defaults stand in when absent.
+        // Marathon fills these in on every app it returns (marathon-lb would crash without
+        // them); Marathon's own defaults stand in for a hand-written snapshot that lacks them.
         CheckFacts {
             protocol: check.protocol.clone(),
-            path: None,
-            port_index: None,
-            port: None,
-            timeout_seconds: Value::Int(20),
-            interval_seconds: Value::Int(60),
-            grace_period_seconds: Value::Int(300),
-            max_consecutive_failures: 3,
+            path: check.path.clone(),
+            port_index: check.port_index,
+            port: check.port,
+            timeout_seconds: Value::Int(check.timeout_seconds.unwrap_or(20)),
+            interval_seconds: Value::Int(check.interval_seconds.unwrap_or(60)),
+            grace_period_seconds: Value::Int(check.grace_period_seconds.unwrap_or(300)),
+            max_consecutive_failures: check.max_consecutive_failures.unwrap_or(3),
         }
     }
 }
