@@ -240,7 +240,7 @@ fn apply_spec(value: &Value, spec: &str) -> Result<String, String> {
         _ => return Err(format!("unsupported format spec {spec:?} for this value")),
     };
     let pad = width.saturating_sub(text.chars().count());
-    let fill_str = |count: usize| std::iter::repeat_n(fill, count).collect::<String>();
+    let fill_str = |count: usize| std::iter::repeat(fill).take(count).collect::<String>();
     Ok(match align.unwrap_or(default_align) {
         '<' => text + &fill_str(pad),
         '^' => fill_str(pad / 2) + &text + &fill_str(pad - pad / 2),

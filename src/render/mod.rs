@@ -598,7 +598,7 @@ impl<'a> Renderer<'a> {
 /// Largest weight first; equal weights keep their generation order (Python's stable sort with
 /// `reverse=True`).
 fn sort_by_weight(entries: &mut [(i64, String)]) {
-    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    entries.sort_by_key(|entry| std::cmp::Reverse(entry.0));
 }
 
 fn map_text(lines: &[(String, String)]) -> String {

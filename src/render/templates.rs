@@ -227,6 +227,8 @@ enum Origin {
     File(PathBuf),
 }
 
+static LABEL_ORIGIN: Origin = Origin::Label;
+
 #[derive(Debug, Clone)]
 struct Section {
     text: String,
@@ -321,11 +323,11 @@ impl Templates {
                 }
                 format::format(&format!(" {trimmed}"), vars)
                     .map_err(anyhow::Error::new)
-                    .with_context(|| describe_for(name.def(), &origin, service))
+                    .with_context(|| describe_for(name.def(), origin, service))
                     .context(Failure::Template)?
             }
             Syntax::Jinja => {
-                let out = self.render_jinja(name, &origin, Some(service), vars)?;
+                let out = self.render_jinja(name, origin, Some(service), vars)?;
                 let trimmed = out.trim();
                 if trimmed.is_empty() {
                     String::new()
@@ -364,11 +366,11 @@ impl Templates {
             (Syntax::Format, Use::Formatted) => format::format(text, vars)
                 .map_err(anyhow::Error::new)
                 .with_context(|| match service {
-                    Some(service) => describe_for(name.def(), &origin, service),
-                    None => format!("template {}", describe(name.def(), &origin)),
+                    Some(service) => describe_for(name.def(), origin, service),
+                    None => format!("template {}", describe(name.def(), origin)),
                 })
                 .context(Failure::Template),
-            (Syntax::Jinja, _) => self.render_jinja(name, &origin, service, vars),
+            (Syntax::Jinja, _) => self.render_jinja(name, origin, service, vars),
         }
     }
 
@@ -400,15 +402,15 @@ impl Templates {
         &'a self,
         name: Name,
         service: Option<&'a Service>,
-    ) -> (&'a str, Syntax, Origin) {
+    ) -> (&'a str, Syntax, &'a Origin) {
         let def = name.def();
         if let (Some(label), Some(service), true) = (def.label, service, self.label_templates) {
             if let Some(text) = service.template_labels.get(label) {
-                return (text, Syntax::Format, Origin::Label);
+                return (text, Syntax::Format, &LABEL_ORIGIN);
             }
         }
         let section = &self.sections[name as usize];
-        (&section.text, section.syntax, section.origin.clone())
+        (&section.text, section.syntax, &section.origin)
     }
 }
 
