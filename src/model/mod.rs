@@ -576,3 +576,6 @@ fn is_alive(task: &Task) -> bool {
 
 #[cfg(test)]
 mod corpus_tests;
+
+#[cfg(test)]
+mod tests;
