@@ -17,7 +17,9 @@ use anyhow::Result;
 
 pub use format::{format as format_placeholders, FormatError, Value};
 pub use server_id::{cookie_value, server_id, server_name};
-pub use templates::{is_plain_file_name, Name, Syntax, TemplateDef, Templates, Use, TEMPLATES};
+pub use templates::{
+    is_plain_file_name, reference_markdown, Name, Syntax, TemplateDef, Templates, Use, TEMPLATES,
+};
 
 use crate::config::{RenderConfig, DEFAULT_SSL_CERT};
 use crate::fetch::api::HealthCheck;

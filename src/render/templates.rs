@@ -155,7 +155,7 @@ template_table! {
     HttpFrontendRoutingOnlyWithPathAndAuth: "HTTP_FRONTEND_ROUTING_ONLY_WITH_PATH_AND_AUTH", file "HAPROXY_HTTP_FRONTEND_ROUTING_ONLY_WITH_PATH_AND_AUTH", label Some("HTTP_FRONTEND_ROUTING_ONLY_WITH_PATH_AND_AUTH"), Formatted,
         ["cleanedUpHostname", "realm", "backend"], "Auth and use_backend on host and path ACLs, for several vhosts.";
     HttpsFrontendRoutingOnlyWithPathAndAuth: "HTTPS_FRONTEND_ROUTING_ONLY_WITH_PATH_AND_AUTH", file "HAPROXY_HTTPS_FRONTEND_ROUTING_ONLY_WITH_PATH_AND_AUTH", label GLOBAL, Formatted,
-        [], "Defined by marathon-lb but never used; kept so its name stays valid.";
+        ["cleanedUpHostname", "realm", "backend"], "Defined by marathon-lb but never used; kept so its name stays valid.";
     HttpFrontendAppidAcl: "HTTP_FRONTEND_APPID_ACL", file "HAPROXY_HTTP_FRONTEND_APPID_ACL", label Some("HTTP_FRONTEND_APPID_ACL"), Formatted,
         ["cleanedUpAppId", "hostname", "appId", "backend"], "App-id ACL and use_backend in the :9091 frontend.";
     MapHttpFrontendAppidAcl: "MAP_HTTP_FRONTEND_APPID_ACL", file "HAPROXY_MAP_HTTP_FRONTEND_APPID_ACL", label Some("HTTP_FRONTEND_APPID_ACL"), Formatted,
@@ -167,9 +167,9 @@ template_table! {
     HttpsFrontendAclWithAuth: "HTTPS_FRONTEND_ACL_WITH_AUTH", file "HAPROXY_HTTPS_FRONTEND_ACL_WITH_AUTH", label Some("HTTPS_FRONTEND_ACL_WITH_AUTH"), Formatted,
         ["cleanedUpHostname", "hostname", "appId", "realm", "backend"], "SNI use_backend with basic auth in the :443 frontend.";
     HttpsFrontendAuthAclOnly: "HTTPS_FRONTEND_AUTH_ACL_ONLY", file "HAPROXY_HTTPS_FRONTEND_AUTH_ACL_ONLY", label GLOBAL, Formatted,
-        [], "Defined by marathon-lb but never used; kept so its name stays valid.";
+        ["cleanedUpHostname", "backend"], "Defined by marathon-lb but never used; kept so its name stays valid.";
     HttpsFrontendAuthRequestOnly: "HTTPS_FRONTEND_AUTH_REQUEST_ONLY", file "HAPROXY_HTTPS_FRONTEND_AUTH_REQUEST_ONLY", label GLOBAL, Formatted,
-        [], "Defined by marathon-lb but never used; kept so its name stays valid.";
+        ["realm", "hostname", "cleanedUpHostname"], "Defined by marathon-lb but never used; kept so its name stays valid.";
     HttpsFrontendAclWithPath: "HTTPS_FRONTEND_ACL_WITH_PATH", file "HAPROXY_HTTPS_FRONTEND_ACL_WITH_PATH", label Some("HTTPS_FRONTEND_ACL_WITH_PATH"), Formatted,
         ["cleanedUpHostname", "hostname", "appId", "backend"], "SNI and path use_backend in the :443 frontend.";
     HttpsFrontendAclWithAuthAndPath: "HTTPS_FRONTEND_ACL_WITH_AUTH_AND_PATH", file "HAPROXY_HTTPS_FRONTEND_ACL_WITH_AUTH_AND_PATH", label Some("HTTPS_FRONTEND_ACL_WITH_AUTH_AND_PATH"), Formatted,
@@ -546,4 +546,31 @@ fn jinja_value(value: &Value) -> minijinja::Value {
         Value::Int(number) => minijinja::Value::from(*number),
         Value::None => minijinja::Value::from(()),
     }
+}
+
+/// The template reference as Markdown, generated from [`TEMPLATES`] (for the docs and the man
+/// page, and for tests that check those against the table).
+pub fn reference_markdown() -> String {
+    let mut out = String::new();
+    for def in TEMPLATES {
+        out += &format!("### `{}`\n\n{}\n\n", def.full_name(), def.description);
+        out += &match def.label {
+            Some(label) => {
+                format!("Overridable per service port with the label `HAPROXY_{{n}}_{label}`.\n\n")
+            }
+            None => "Global only.\n\n".to_string(),
+        };
+        if def.usage == Use::Verbatim {
+            out += "marathon-lb pastes this section verbatim; a `.j2` file is rendered.\n\n";
+        }
+        if !def.placeholders.is_empty() {
+            let names: Vec<String> = def.placeholders.iter().map(|p| format!("`{p}`")).collect();
+            out += &format!("Placeholders: {}.\n\n", names.join(", "));
+        }
+        out += &format!(
+            "Default (`templates/{}`):\n\n```\n{}```\n\n",
+            def.default_file, def.default_text
+        );
+    }
+    out
 }

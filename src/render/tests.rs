@@ -361,3 +361,68 @@ fn services_outside_the_groups_or_disabled_or_empty_are_skipped() {
         assert!(!out.contains(skipped), "{skipped} rendered");
     }
 }
+
+/// The table's placeholder lists cover every shipped default, so docs generated from the table
+/// name every variable a default uses.
+#[test]
+fn every_default_renders_with_only_its_documented_placeholders() {
+    let templates = Templates::load(&render_config(None)).unwrap();
+    for def in TEMPLATES {
+        let vars: Vec<(&'static str, Value)> = def
+            .placeholders
+            .iter()
+            .map(|name| (*name, Value::str("x")))
+            .collect();
+        let rendered = match def.usage {
+            Use::Formatted => templates.format(def.name, None, &vars),
+            Use::Verbatim => templates.verbatim(def.name, None, &vars),
+        };
+        if let Err(err) = rendered {
+            panic!("{}: {err:#}", def.full_name());
+        }
+    }
+}
+
+#[test]
+fn jinja_server_section_renders_in_a_full_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("HAPROXY_BACKEND_SERVER_OPTIONS.j2"),
+        "  server {{ serverName }} {{ host_ipv4 }}:{{ port }} id {{ serverId }}{% if port > 30000 %} weight 10{% endif %}\n",
+    )
+    .unwrap();
+    let config = render_config(Some(dir.path()));
+    let templates = Templates::load(&config).unwrap();
+    let model = Model {
+        services: vec![service()],
+    };
+    let out = render(&model, &templates, &config).unwrap().config;
+    let id = server_id(
+        &server_name("10.0.0.1", "10.0.0.1", 31000),
+        &mut Default::default(),
+    );
+    assert!(
+        out.ends_with(&format!(
+            "  server 10_0_0_1_31000 10.0.0.1:31000 id {id} weight 10\n"
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn redirect_path_label_is_not_a_template_override() {
+    // In marathon-lb `HAPROXY_{n}_HTTP_BACKEND_REDIR` is the redirect path, never the section.
+    assert!(Name::HttpBackendRedir.def().label.is_none());
+    assert_eq!(
+        Name::MapHttpsFrontendAcl.def().label,
+        Some("HTTPS_FRONTEND_ACL")
+    );
+}
+
+#[test]
+fn reference_lists_every_section() {
+    let reference = reference_markdown();
+    for def in TEMPLATES {
+        assert!(reference.contains(&format!("### `{}`", def.full_name())));
+    }
+}
