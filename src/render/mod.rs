@@ -77,6 +77,14 @@ fn python_dirname(path: &str) -> &str {
     }
 }
 
+/// Python's `app_id[1:]`: the id without its leading `/` (or whatever its first character is).
+fn without_first_char(app_id: &str) -> &str {
+    app_id
+        .char_indices()
+        .nth(1)
+        .map_or("", |(at, _)| &app_id[at..])
+}
+
 /// `service` as the rendering needs it, after marathon-lb's defaults are applied.
 struct Prepared<'a> {
     service: &'a Service,
@@ -216,7 +224,7 @@ impl<'a> Renderer<'a> {
             service,
             backend: format!(
                 "{}_{}",
-                service.app_id.get(1..).unwrap_or("").replace('/', "_"),
+                without_first_char(&service.app_id).replace('/', "_"),
                 service.service_port
             ),
             mode: match &service.mode {

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use minijinja::{Environment, UndefinedBehavior};
 
 use super::format::{self, Value, Vars};
@@ -499,10 +499,11 @@ fn refuse_unknown_jinja_files(dir: &Path) -> Result<()> {
         if let Some(stem) = file_name.strip_suffix(".j2") {
             let known = TEMPLATES.iter().any(|def| def.full_name() == stem);
             if stem.starts_with("HAPROXY_") && !known {
-                bail!(
+                return Err(anyhow!(
                     "{}: no template section is named {stem}; see the template table for the names",
                     entry.path().display()
-                );
+                ))
+                .context(Failure::Template);
             }
         }
     }

@@ -3,13 +3,14 @@
 //! per-vhost SNI table of `--group-https-by-vhost`. Every branch mirrors marathon-lb's, since
 //! the order and choice of templates decide the bytes of the output.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use anyhow::Result;
 
 use super::format::Value;
 use super::server_id::sanitize;
 use super::templates::{Name, Templates};
+use super::without_first_char;
 use crate::model::Service;
 
 /// What one vhost gathers under `--group-https-by-vhost`.
@@ -46,8 +47,12 @@ fn insert_unique(set: &mut Vec<String>, value: String) {
 /// which map `use_backend` lines were already emitted (each is emitted once).
 #[derive(Debug, Default)]
 pub struct MapState {
+    /// `domain2backend.map` lines in generation order, each (host, backend) pair once.
     pub domains: Vec<(String, String)>,
+    /// `app2backend.map` lines in generation order, each (app id, backend) pair once.
     pub apps: Vec<(String, String)>,
+    seen_domains: HashSet<(String, String)>,
+    seen_apps: HashSet<(String, String)>,
     pub http_acl_emitted: bool,
     pub https_acl_emitted: bool,
     pub appid_acl_emitted: bool,
@@ -55,17 +60,24 @@ pub struct MapState {
 
 impl MapState {
     pub fn add_domain(&mut self, host: &str, backend: &str) {
-        add_unique(&mut self.domains, host, backend);
+        add_unique(&mut self.domains, &mut self.seen_domains, host, backend);
     }
 
     pub fn add_app(&mut self, app_id: &str, backend: &str) {
-        add_unique(&mut self.apps, app_id, backend);
+        add_unique(&mut self.apps, &mut self.seen_apps, app_id, backend);
     }
 }
 
-fn add_unique(lines: &mut Vec<(String, String)>, key: &str, backend: &str) {
-    if !lines.iter().any(|(k, b)| k == key && b == backend) {
-        lines.push((key.to_string(), backend.to_string()));
+/// marathon-lb keeps a list of one-entry dicts and appends one unless an equal one is there.
+fn add_unique(
+    lines: &mut Vec<(String, String)>,
+    seen: &mut HashSet<(String, String)>,
+    key: &str,
+    backend: &str,
+) {
+    let line = (key.to_string(), backend.to_string());
+    if seen.insert(line.clone()) {
+        lines.push(line);
     }
 }
 
@@ -135,7 +147,7 @@ fn s(text: &str) -> Value {
 /// Builds the service's routing in the shared frontends.
 pub fn vhost_acls(input: &VhostInput<'_>, map: &mut MapState) -> Result<VhostAcls> {
     let service = input.service;
-    let app_path = service.app_id.get(1..).unwrap_or("").replace('/', "_");
+    let app_path = without_first_char(&service.app_id).replace('/', "_");
     let first_host = input.hostname.split(',').next().unwrap_or("");
     let mut builder = Builder {
         input,
