@@ -536,7 +536,14 @@ impl<'c> Pass<'c> {
                 continue;
             };
             let Some(port) = task_port.and_then(|port| u32::try_from(port).ok()) else {
-                let message = format!("task {} has no usable port {task_port:?}; skipped", task.id);
+                let what = match task_port {
+                    Some(port) => format!("port {port} is out of range"),
+                    None => "port is null".to_string(),
+                };
+                let message = format!(
+                    "task {}: {what}; not a server of port {service_port}",
+                    task.id
+                );
                 self.warn(candidate, None, message);
                 continue;
             };
