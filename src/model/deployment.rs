@@ -103,7 +103,11 @@ pub fn merge<'a>(
     } else {
         instances(&new)?
     };
-    let maximum_drainable = (healthy_new_instances + instances(&old)? - target_instances).max(0);
+    // Saturating: absurd instance counts must not overflow (Python's integers do not).
+    let maximum_drainable = healthy_new_instances
+        .saturating_add(instances(&old)?)
+        .saturating_sub(target_instances)
+        .max(0);
     // Sorted so that the same old tasks are drained run after run.
     let mut old_tasks = std::mem::take(&mut old.tasks);
     old_tasks.sort_by(|a, b| a.task.id.cmp(&b.task.id));

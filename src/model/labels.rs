@@ -302,6 +302,40 @@ pub const LABELS: &[LabelSpec] = &[
     ),
 ];
 
+/// App-level labels (no port index), with what they do. `HAPROXY_DEPLOYMENT_ALT_PORT` and
+/// `HAPROXY_DEPLOYMENT_COLOUR` are zdd.py's bookkeeping and do not change the output.
+pub const APP_LABELS: &[(&str, &str)] = &[
+    (
+        "HAPROXY_GROUP",
+        "Comma-separated groups of every port of the app.",
+    ),
+    (
+        "HAPROXY_DEPLOYMENT_GROUP",
+        "Blue/green: apps sharing it merge into one app named /<group>.",
+    ),
+    (
+        "HAPROXY_DEPLOYMENT_STARTED_AT",
+        "Blue/green: ISO-8601 start of the deployment; the later app is the new one.",
+    ),
+    (
+        "HAPROXY_DEPLOYMENT_NEW_INSTANCES",
+        "Blue/green: when present (any value), the new app is the one scaled last and \
+         HAPROXY_DEPLOYMENT_TARGET_INSTANCES applies.",
+    ),
+    (
+        "HAPROXY_DEPLOYMENT_TARGET_INSTANCES",
+        "Blue/green: instance count sought; old tasks beyond it drain.",
+    ),
+    (
+        "HAPROXY_DEPLOYMENT_ALT_PORT",
+        "Blue/green: zdd.py's alternate service port.",
+    ),
+    (
+        "HAPROXY_DEPLOYMENT_COLOUR",
+        "Blue/green: zdd.py's deployment colour.",
+    ),
+];
+
 /// A label value that does not parse; the app is left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabelError {

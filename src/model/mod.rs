@@ -1,6 +1,27 @@
 //! The service model: Marathon apps + tasks → services with their backends, with marathon-lb's
 //! label semantics. Pure: no I/O (name resolution is handed in as a function); never aborts on
 //! one bad app or label, it leaves that app out and records a [`Warning`] naming app and label.
+//!
+//! It follows marathon-lb's `get_apps` (marathon_lb.py), its label setters (config.py) and its
+//! networking helpers (utils.py) rule for rule; `labels`, `networking` and `deployment` hold
+//! the parts. Where it departs, on purpose:
+//! - An app marathon-lb would abort the whole run over is left out with a warning, and the rest
+//!   is built as marathon-lb would build it without that app: a `HAPROXY_{n}_PORT`,
+//!   `_BACKEND_WEIGHT` or `_BACKEND_HEALTHCHECK_PORT_INDEX` that is not an integer (or a port
+//!   outside `0..=u32::MAX`), an `_AUTH` that is not three `:` fields, an empty
+//!   `HAPROXY_DEPLOYMENT_GROUP`, a blue/green merge that cannot be done (a start date or
+//!   `versionInfo.lastScalingAt` that does not parse, or one with a time zone compared to one
+//!   without, `HAPROXY_DEPLOYMENT_TARGET_INSTANCES` missing or not an integer while
+//!   `_NEW_INSTANCES` is set, no `instances`), a health check used without a `protocol`.
+//! - Timestamps are read as ISO-8601 only (dateutil guesses at more); integers as ASCII digits
+//!   within `i64` (Python takes any Unicode digit, any size).
+//! - Fields marathon-lb would crash on when missing read as empty: an app's `labels`, a task's
+//!   `host` (the task is skipped), a health result's `alive` (not alive). A label value that is
+//!   not a string is read as its JSON text. `null` elements of object lists are dropped.
+//! - A task port that is `null` or out of range gives no server (marathon-lb writes `None`), with
+//!   a warning.
+//! - Health-check results are not remembered between runs: each run starts like a freshly
+//!   started marathon-lb, which drops a checked app's tasks that have no results yet.
 
 mod deployment;
 pub mod labels;
@@ -536,7 +557,14 @@ impl<'c> Pass<'c> {
                 continue;
             };
             let Some(port) = task_port.and_then(|port| u32::try_from(port).ok()) else {
-                let message = format!("task {} has no usable port {task_port:?}; skipped", task.id);
+                let what = match task_port {
+                    Some(port) => format!("port {port} is out of range"),
+                    None => "port is null".to_string(),
+                };
+                let message = format!(
+                    "task {}: {what}; not a server of port {service_port}",
+                    task.id
+                );
                 self.warn(candidate, None, message);
                 continue;
             };

@@ -872,3 +872,38 @@ fn new_instances_counts_by_presence_only() {
     // healthy = green's 2 instances; drainable = 2 + 3 - 3 = 2.
     assert_eq!(service.backends.iter().filter(|b| b.draining).count(), 2);
 }
+
+#[test]
+fn odd_values_never_panic() {
+    let apps = r#"[
+        {"id": "", "portDefinitions": [{"port": -1}],
+         "labels": {"HAPROXY_0_PORT": "99999999999", "HAPROXY_0_BACKEND_WEIGHT": "-9223372036854775808"}},
+        {"id": "/big", "ports": [4294967296]},
+        {"id": "/é", "portDefinitions": [{"port": 1}],
+         "labels": {"HAPROXY_0_VHOST": "ÉCOLE.fr", "HAPROXY_0_AUTH": "::", "HAPROXY_0_PORT": "٣"}},
+        {"id": "/g1", "instances": 9223372036854775807,
+         "labels": {"HAPROXY_DEPLOYMENT_GROUP": "g", "HAPROXY_DEPLOYMENT_STARTED_AT": "2019-06-03T10:00:00.é"}},
+        {"id": "/g2", "instances": 9223372036854775807,
+         "versionInfo": {"lastScalingAt": "2019-06-03T10:00:00+99:99"},
+         "labels": {"HAPROXY_DEPLOYMENT_GROUP": "g", "HAPROXY_DEPLOYMENT_NEW_INSTANCES": "1",
+                    "HAPROXY_DEPLOYMENT_TARGET_INSTANCES": "-9223372036854775808"}},
+        {"id": "/g3", "instances": -9223372036854775808, "portDefinitions": [{"port": 2}],
+         "labels": {"HAPROXY_DEPLOYMENT_GROUP": "/g"}},
+        {"id": "/g4", "portDefinitions": [{"port": 2}], "labels": {"HAPROXY_DEPLOYMENT_GROUP": "/g"}},
+        {"id": "/hc", "portDefinitions": [{"port": 3}],
+         "labels": {"HAPROXY_0_BACKEND_HEALTHCHECK_PORT_INDEX": "-9223372036854775808"},
+         "healthChecks": [{"protocol": "TCP", "portIndex": -9223372036854775808}]}
+    ]"#;
+    let tasks = r#"[
+        {"id": "x", "appId": "/é", "host": "10.0.0.1", "ports": [-5]},
+        {"id": "y", "appId": "/é", "host": "10.0.0.1", "ports": [70000, 1]},
+        {"id": "z", "appId": "/g3", "host": "10.0.0.1", "ports": [null]},
+        {"id": "w", "appId": "/hc", "host": "10.0.0.1", "ports": [4294967296]}
+    ]"#;
+    let (model, warnings) = build_json(apps, tasks);
+    assert!(!warnings.is_empty());
+    for warning in &warnings {
+        assert!(!warning.message.is_empty());
+    }
+    let _ = model;
+}
