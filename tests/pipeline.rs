@@ -101,14 +101,7 @@ impl Workspace {
                 "--reload-command",
                 &reload,
             ])
-            .args([
-                "--timeout",
-                "2",
-                "--lock-timeout",
-                "2",
-                "--command-timeout",
-                "10",
-            ])
+            .args(["--timeout", "2", "--command-timeout", "10"])
             .args(extra)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
@@ -248,18 +241,23 @@ fn a_candidate_haproxy_rejects_exits_6_keeps_live_and_shows_haproxys_error() {
     marathon.set_state(&apps, &tasks);
     let live = live_config(&workspace, &marathon);
 
-    // A balance algorithm HAProxy does not know passes our label parsing but not `haproxy -c`.
-    let bad_apps = apps.replace(
-        r#""HAPROXY_0_MODE":"http""#,
-        r#""HAPROXY_0_MODE":"http","HAPROXY_0_BALANCE":"nosuchalgo""#,
-    );
-    marathon.set_state(&bad_apps, &tasks);
+    // An operator's template override with a typo renders fine but HAProxy refuses it.
+    fs::write(
+        workspace.dir.path().join("templates/HAPROXY_BACKEND_HEAD"),
+        "\nbackend {backend}\n  balance {balance}\n  mode {mode}\n  no-such-directive on\n",
+    )
+    .unwrap();
+    moved_state(&marathon, service_port);
     let output = workspace.run(&marathon.url(), "true", &[]);
     assert_exit(&output, 6);
     let stderr = text(&output.stderr);
     assert!(
-        stderr.contains("nosuchalgo"),
+        stderr.contains("no-such-directive"),
         "haproxy's complaint is shown: {stderr}"
+    );
+    assert!(
+        stderr.contains("haproxy.cfg.rejected:"),
+        "the complaint points at the kept copy: {stderr}"
     );
     assert_eq!(fs::read(workspace.config()).unwrap(), live);
     assert!(workspace.config().with_extension("cfg.rejected").exists());
