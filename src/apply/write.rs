@@ -17,7 +17,7 @@ const NEW_FILE_MODE: u32 = 0o644;
 #[derive(Debug)]
 pub struct LiveFile {
     pub path: PathBuf,
-    /// `None` when the file does not exist (which counts as empty when comparing).
+    /// `None` when the file does not exist (shown as empty in diffs).
     pub content: Option<Vec<u8>>,
     pub metadata: Option<Metadata>,
 }
@@ -45,9 +45,10 @@ impl LiveFile {
         }
     }
 
-    /// True when the file holds exactly `wanted` (a missing file holds nothing).
+    /// True when the file exists and holds exactly `wanted`. A missing file never does, not
+    /// even an empty candidate: an empty map file must still exist for HAProxy to load it.
     pub fn holds(&self, wanted: &[u8]) -> bool {
-        self.content.as_deref().unwrap_or_default() == wanted
+        self.content.as_deref() == Some(wanted)
     }
 
     /// The content as text for diffs and summaries (missing = empty).

@@ -3,5 +3,6 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod corpus;
 pub mod haproxy;
 pub mod marathon;
