@@ -7,6 +7,7 @@ use std::cmp::Ordering;
 
 use crate::fetch::api::{App, Task};
 
+use super::health;
 use super::labels::python_int;
 
 pub const GROUP_LABEL: &str = "HAPROXY_DEPLOYMENT_GROUP";
@@ -98,7 +99,7 @@ pub fn merge<'a>(
     let healthy_new_instances = if cur_has_health_checks {
         new.tasks
             .iter()
-            .filter(|t| has_alive_result(t.task))
+            .filter(|t| health::alive(t.task) == Some(true))
             .count() as i64
     } else {
         instances(&new)?
@@ -123,11 +124,6 @@ pub fn merge<'a>(
         tasks: old_tasks,
         ..old
     })
-}
-
-fn has_alive_result(task: &Task) -> bool {
-    let results = task.health_check_results.as_deref().unwrap_or(&[]);
-    results.iter().any(|result| result.alive == Some(true))
 }
 
 fn instances(candidate: &Candidate<'_>) -> Result<i64, MergeFault> {

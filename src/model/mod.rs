@@ -24,6 +24,7 @@
 //!   started marathon-lb, which drops a checked app's tasks that have no results yet.
 
 mod deployment;
+mod health;
 pub mod labels;
 mod networking;
 
@@ -258,6 +259,7 @@ struct Pass<'c> {
     faults: Vec<Fault>,
     /// (app id, host) pairs already warned about, so a dead agent is named once per app.
     unresolvable: HashSet<(String, String)>,
+    health_results: health::ResultCache,
 }
 
 impl<'c> Pass<'c> {
@@ -279,6 +281,7 @@ impl<'c> Pass<'c> {
             warnings: Vec::new(),
             faults: Vec::new(),
             unresolvable: HashSet::new(),
+            health_results: health::ResultCache::default(),
         };
         let candidates = pass.merge_deployment_groups(apps, tasks_by_app, excluded);
         for candidate in &candidates {
@@ -439,7 +442,7 @@ impl<'c> Pass<'c> {
             });
             return None;
         };
-        let health_check = health_check_for(candidate.app, index as i64);
+        let health_check = health::check_for_port(candidate.app, index as i64);
         let mut mode = None;
         if let Some(check) = health_check {
             if check.protocol.is_empty() {
@@ -486,7 +489,7 @@ impl<'c> Pass<'c> {
         else {
             return;
         };
-        let Some(check) = health_check_for(candidate.app, port_index) else {
+        let Some(check) = health::check_for_port(candidate.app, port_index) else {
             return;
         };
         if check.protocol.is_empty() {
@@ -529,7 +532,8 @@ impl<'c> Pass<'c> {
         {
             return;
         }
-        if self.config.health_check && !candidate.app.health_checks.is_empty() && !is_alive(task) {
+        let checked = self.config.health_check && !candidate.app.health_checks.is_empty();
+        if checked && !self.health_results.admits(task) {
             return;
         }
         let ip = match networking::task_ip(task, mode, self.resolve) {
@@ -584,22 +588,6 @@ impl<'c> Pass<'c> {
             message,
         });
     }
-}
-
-/// marathon-lb's `get_health_check`: the first check with a non-zero `port` (it applies to every
-/// port), or with `portIndex` equal to `port_index`.
-fn health_check_for(app: &App, port_index: i64) -> Option<&HealthCheck> {
-    app.health_checks.iter().find(|check| {
-        check.port.is_some_and(|port| port != 0) || check.port_index == Some(port_index)
-    })
-}
-
-/// `--health-check`: a task counts when one of its results is alive. A task without results
-/// has not been checked yet (marathon-lb would consult results remembered from an earlier run;
-/// each of our runs starts from nothing, like a fresh marathon-lb).
-fn is_alive(task: &Task) -> bool {
-    let results = task.health_check_results.as_deref().unwrap_or(&[]);
-    results.iter().any(|result| result.alive == Some(true))
 }
 
 #[cfg(test)]
