@@ -202,8 +202,9 @@ pub struct Args {
     )]
     pub timeout: String,
 
-    /// Seconds one whole run may take, Marathon failover included, so a cron run never
-    /// overlaps the next.
+    /// Seconds one whole run may take to fetch from Marathon (failover included) and get the
+    /// lock, so a cron run never overlaps the next. Validation and reload have their own
+    /// --command-timeout.
     #[arg(
         long = "run-timeout",
         value_name = "SECS",
