@@ -201,10 +201,31 @@ fn traffic_follows_marathon_across_reloads_and_an_unchanged_run_does_nothing() {
     assert!(traffic_reaches(service_port, "task-b"));
 }
 
-/// Runs the binary once to make a live config, then returns its bytes.
-fn live_config(workspace: &Workspace, marathon: &FakeMarathon) -> Vec<u8> {
-    assert_exit(&workspace.run(&marathon.url(), "true", &[]), 0);
-    fs::read(workspace.config()).unwrap()
+/// A workspace whose live config was written by a first run against a one-task `/web` app.
+struct Live {
+    workspace: Workspace,
+    marathon: FakeMarathon,
+    service_port: u16,
+    /// The live config's bytes after the first run.
+    config: Vec<u8>,
+}
+
+impl Live {
+    fn new() -> Live {
+        let workspace = Workspace::new();
+        let marathon = FakeMarathon::start();
+        let service_port = free_port();
+        let (apps, tasks) = web_app(service_port, &[free_port()]);
+        marathon.set_state(&apps, &tasks);
+        assert_exit(&workspace.run(&marathon.url(), "true", &[]), 0);
+        let config = fs::read(workspace.config()).unwrap();
+        Live {
+            workspace,
+            marathon,
+            service_port,
+            config,
+        }
+    }
 }
 
 fn moved_state(marathon: &FakeMarathon, service_port: u16) {
@@ -214,11 +235,12 @@ fn moved_state(marathon: &FakeMarathon, service_port: u16) {
 
 #[test]
 fn marathon_down_exits_3_and_leaves_the_live_config_alone() {
-    let workspace = Workspace::new();
-    let marathon = FakeMarathon::start();
-    let (apps, tasks) = web_app(free_port(), &[free_port()]);
-    marathon.set_state(&apps, &tasks);
-    let live = live_config(&workspace, &marathon);
+    let Live {
+        workspace,
+        marathon,
+        config: live,
+        ..
+    } = Live::new();
 
     marathon.set_behaviour(Behaviour::Status(503));
     let output = workspace.run(&marathon.url(), "true", &[]);
@@ -234,12 +256,12 @@ fn marathon_down_exits_3_and_leaves_the_live_config_alone() {
 
 #[test]
 fn a_candidate_haproxy_rejects_exits_6_keeps_live_and_shows_haproxys_error() {
-    let workspace = Workspace::new();
-    let marathon = FakeMarathon::start();
-    let service_port = free_port();
-    let (apps, tasks) = web_app(service_port, &[free_port()]);
-    marathon.set_state(&apps, &tasks);
-    let live = live_config(&workspace, &marathon);
+    let Live {
+        workspace,
+        marathon,
+        service_port,
+        config: live,
+    } = Live::new();
 
     // An operator's template override with a typo renders fine but HAProxy refuses it.
     fs::write(
@@ -266,12 +288,12 @@ fn a_candidate_haproxy_rejects_exits_6_keeps_live_and_shows_haproxys_error() {
 
 #[test]
 fn a_failing_reload_exits_8_and_restores_the_previous_config() {
-    let workspace = Workspace::new();
-    let marathon = FakeMarathon::start();
-    let service_port = free_port();
-    let (apps, tasks) = web_app(service_port, &[free_port()]);
-    marathon.set_state(&apps, &tasks);
-    let live = live_config(&workspace, &marathon);
+    let Live {
+        workspace,
+        marathon,
+        service_port,
+        config: live,
+    } = Live::new();
 
     moved_state(&marathon, service_port);
     let output = workspace.run(&marathon.url(), "echo reload refused >&2; exit 1", &[]);
@@ -292,12 +314,12 @@ fn a_failing_reload_exits_8_and_restores_the_previous_config() {
 #[test]
 fn a_held_lock_exits_5_and_changes_nothing() {
     use fs2::FileExt;
-    let workspace = Workspace::new();
-    let marathon = FakeMarathon::start();
-    let service_port = free_port();
-    let (apps, tasks) = web_app(service_port, &[free_port()]);
-    marathon.set_state(&apps, &tasks);
-    let live = live_config(&workspace, &marathon);
+    let Live {
+        workspace,
+        marathon,
+        service_port,
+        config: live,
+    } = Live::new();
 
     moved_state(&marathon, service_port);
     let lock_path = PathBuf::from(format!("{}.lock", workspace.config().display()));
@@ -321,12 +343,12 @@ fn a_held_lock_exits_5_and_changes_nothing() {
 
 #[test]
 fn dry_run_diff_prints_the_change_and_writes_nothing() {
-    let workspace = Workspace::new();
-    let marathon = FakeMarathon::start();
-    let service_port = free_port();
-    let (apps, tasks) = web_app(service_port, &[free_port()]);
-    marathon.set_state(&apps, &tasks);
-    let live = live_config(&workspace, &marathon);
+    let Live {
+        workspace,
+        marathon,
+        service_port,
+        config: live,
+    } = Live::new();
 
     let unchanged = workspace.run(&marathon.url(), "true", &["--dry-run", "--diff"]);
     assert_exit(&unchanged, 0);
