@@ -403,6 +403,7 @@ pub fn apply(
         label: format!("HAPROXY_{index}_{}", spec.name),
         message,
     };
+    super::safety::check(spec.kind, value).map_err(error)?;
     match spec.kind {
         LabelKind::Auth => {
             let fields: Vec<&str> = value.split(':').collect();

@@ -27,6 +27,7 @@ mod deployment;
 mod health;
 pub mod labels;
 mod networking;
+mod safety;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
