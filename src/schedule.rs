@@ -283,6 +283,8 @@ fn humanize(duration: Duration) -> String {
     let millis = duration.as_millis();
     if millis % 1000 != 0 {
         format!("{millis}ms")
+    } else if millis >= 3_600_000 && millis % 3_600_000 == 0 {
+        format!("{}h", millis / 3_600_000)
     } else if millis >= 60_000 && millis % 60_000 == 0 {
         format!("{}m", millis / 60_000)
     } else {

@@ -1,0 +1,468 @@
+//! The `--sse` loop (`schedule::run_on_events_until`) over real HTTP against the stand-in
+//! Marathon's `/v2/events`, with a run closure that only reports each run on a channel: the
+//! events it reacts to, debounce, filtering, reconnects after a drop or a silence, the polling
+//! fallback, auth and redirects, and a bounded shutdown.
+//!
+//! Waits are bounded and wait for a condition. "No further run" can only be checked by watching
+//! for a while: [`QUIET`] is several debounce ceilings, after which any run the loop still owed
+//! would have started.
+
+mod support;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use haproxy_marathon_sync::config::{
+    Config, Credentials, EventsConfig, FetchConfig, MarathonSource,
+};
+use haproxy_marathon_sync::fetch::events::{events_path_and_query, RELEVANT_EVENTS};
+use haproxy_marathon_sync::schedule::run_on_events_until;
+use support::marathon::{refused_url, Behaviour, FakeMarathon, LineEnding, EVENTS_PATH};
+
+/// Longest any expected thing may take before the test fails.
+const PATIENCE: Duration = Duration::from_secs(10);
+/// How long "no further run" is watched for: three debounce ceilings.
+const QUIET: Duration = Duration::from_millis(900);
+/// A resync period no test reaches, unless it sets its own.
+const NEVER: Duration = Duration::from_secs(3600);
+const HEARTBEAT: Duration = Duration::from_millis(50);
+
+fn events_config() -> EventsConfig {
+    EventsConfig {
+        debounce: Duration::from_millis(50),
+        debounce_max: Duration::from_millis(300),
+        stream_timeout: Duration::from_secs(2),
+        reconnect_min: Duration::from_millis(20),
+        reconnect_max: Duration::from_millis(200),
+    }
+}
+
+fn fetch_config(sources: Vec<MarathonSource>) -> FetchConfig {
+    let mut config = Config::new(sources, PathBuf::from("/nonexistent/haproxy.cfg")).fetch;
+    config.request_timeout = Duration::from_secs(2);
+    config
+}
+
+fn url(marathon: &FakeMarathon) -> MarathonSource {
+    MarathonSource::Url(marathon.url())
+}
+
+/// A stand-in Marathon streaming heartbeats every [`HEARTBEAT`].
+fn marathon() -> FakeMarathon {
+    let marathon = FakeMarathon::start();
+    marathon.set_heartbeat(Some(HEARTBEAT));
+    marathon
+}
+
+/// The log the loop writes, shared with the test.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Log {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+    fn count(&self, needle: &str) -> usize {
+        self.text().matches(needle).count()
+    }
+}
+
+/// The loop running in a thread, each run reported on `runs`.
+struct Loop {
+    runs: mpsc::Receiver<Instant>,
+    seen: usize,
+    stop: mpsc::Sender<String>,
+    done: mpsc::Receiver<Result<()>>,
+    log: Log,
+}
+
+impl Loop {
+    fn start(fetch: FetchConfig, events: EventsConfig, interval: Duration) -> Loop {
+        let (runs_tx, runs) = mpsc::channel();
+        let (stop, stop_rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        let log = Log::default();
+        let mut loop_log = log.clone();
+        thread::spawn(move || {
+            let result =
+                run_on_events_until(&fetch, &events, interval, stop_rx, &mut loop_log, || {
+                    runs_tx.send(Instant::now()).ok();
+                    Ok(())
+                });
+            done_tx.send(result).ok();
+        });
+        Loop {
+            runs,
+            seen: 0,
+            stop,
+            done,
+            log,
+        }
+    }
+
+    /// Waits for the next run; returns when it started.
+    fn expect_run(&mut self, what: &str) -> Instant {
+        match self.runs.recv_timeout(PATIENCE) {
+            Ok(at) => {
+                self.seen += 1;
+                at
+            }
+            Err(_) => panic!(
+                "no run {} ({what}) within {PATIENCE:?}; log:\n{}",
+                self.seen + 1,
+                self.log.text()
+            ),
+        }
+    }
+
+    fn expect_no_run(&mut self, after: &str) {
+        if self.runs.recv_timeout(QUIET).is_ok() {
+            panic!(
+                "an extra run (number {}) after {after}; log:\n{}",
+                self.seen + 1,
+                self.log.text()
+            );
+        }
+    }
+
+    /// Asks the loop to stop and waits (bounded) for it to return; returns the log.
+    fn stop(self) -> String {
+        self.stop.send("test over".to_string()).unwrap();
+        match self.done.recv_timeout(PATIENCE) {
+            Ok(result) => result.unwrap_or_else(|e| panic!("the loop failed: {e:#}")),
+            Err(_) => panic!("the loop did not stop; log:\n{}", self.log.text()),
+        }
+        self.log.text()
+    }
+}
+
+fn wait_for_streams(marathon: &FakeMarathon, count: usize, log: &Log) {
+    assert!(
+        marathon.wait_for_streams_opened(count, PATIENCE),
+        "stream {count} was not opened; log:\n{}",
+        log.text()
+    );
+}
+
+/// Waits until `condition` holds, at most [`PATIENCE`].
+fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::yield_now();
+    }
+}
+
+#[test]
+fn one_event_is_one_run_with_crlf_and_with_lf() {
+    for ending in [LineEnding::Crlf, LineEnding::Lf] {
+        let marathon = marathon();
+        marathon.set_line_ending(ending);
+        let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events_config(), NEVER);
+        lp.expect_run("the first run");
+        wait_for_streams(&marathon, 1, &lp.log);
+        // The stream opening before the first run does not cause a second one.
+        lp.expect_no_run("the first run");
+
+        let data =
+            r#"{"eventType":"status_update_event","taskId":"web.1","taskStatus":"TASK_RUNNING"}"#;
+        assert_eq!(marathon.push_event("status_update_event", data), 1);
+        lp.expect_run("a status_update_event");
+        lp.expect_no_run("the event's run");
+        assert_eq!(marathon.streams_opened(), 1, "{ending:?}");
+
+        let log = lp.stop();
+        let stream_url = format!("{}{EVENTS_PATH}", marathon.url());
+        assert!(
+            log.contains(&format!(
+                "listening to Marathon's events at {stream_url}; full resync every 1h"
+            )),
+            "{log}"
+        );
+        assert!(log.contains("test over, stopping"), "{log}");
+    }
+}
+
+#[test]
+fn the_request_asks_for_an_event_stream_of_relevant_types_only() {
+    let marathon = marathon();
+    let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events_config(), NEVER);
+    lp.expect_run("the first run");
+    wait_for_streams(&marathon, 1, &lp.log);
+    let request = marathon
+        .requests()
+        .into_iter()
+        .find(|r| r.path == EVENTS_PATH)
+        .unwrap();
+    assert_eq!(request.method, "GET");
+    assert_eq!(request.accept.as_deref(), Some("text/event-stream"));
+    let query = request.query.unwrap();
+    assert_eq!(format!("{EVENTS_PATH}?{query}"), events_path_and_query());
+    let types: Vec<&str> = query
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("event_type="))
+        .collect();
+    assert_eq!(types, RELEVANT_EVENTS);
+    for expected in [
+        "status_update_event",
+        "health_status_changed_event",
+        "api_post_event",
+        "app_terminated_event",
+        "deployment_success",
+        "deployment_failed",
+    ] {
+        assert!(types.contains(&expected), "{expected} missing from {query}");
+    }
+    assert!(!types.contains(&"framework_message_event"));
+    lp.stop();
+}
+
+#[test]
+fn a_burst_of_events_is_one_run() {
+    let marathon = marathon();
+    let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events_config(), NEVER);
+    lp.expect_run("the first run");
+    wait_for_streams(&marathon, 1, &lp.log);
+
+    // A deployment's worth of events, some in one write and some one by one.
+    let mut block = String::new();
+    for n in 0..20 {
+        block.push_str(&format!(
+            "event: status_update_event\r\ndata: {{\"taskId\":\"web.{n}\"}}\r\n\r\n"
+        ));
+    }
+    marathon.push_raw(block.as_bytes());
+    for event_type in RELEVANT_EVENTS {
+        marathon.push_event(event_type, "{}");
+    }
+    lp.expect_run("the burst");
+    lp.expect_no_run("the burst's run");
+    lp.stop();
+}
+
+#[test]
+fn irrelevant_events_comments_and_heartbeats_do_not_run() {
+    let marathon = marathon();
+    let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events_config(), NEVER);
+    lp.expect_run("the first run");
+    wait_for_streams(&marathon, 1, &lp.log);
+
+    // What a Marathon that ignores `event_type=` would still send.
+    marathon.push_event("event_stream_attached", r#"{"remoteAddress":"127.0.0.1"}"#);
+    marathon.push_event("framework_message_event", "{}");
+    marathon.push_raw(b": a comment\r\n\r\n\r\n\r\n");
+    marathon.push_raw(b"data: {\"eventType\":\"deployment_info\"}\r\n\r\n");
+    lp.expect_no_run("irrelevant events");
+
+    // The stream was live all along: a relevant event without `event:` still counts.
+    marathon.push_raw(b"data: {\"eventType\":\"api_post_event\"}\r\n\r\n");
+    lp.expect_run("an untyped api_post_event");
+    lp.stop();
+}
+
+#[test]
+fn a_dropped_or_ended_stream_is_reopened_with_a_resync_run() {
+    let marathon = marathon();
+    let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events_config(), NEVER);
+    lp.expect_run("the first run");
+    wait_for_streams(&marathon, 1, &lp.log);
+
+    marathon.drop_streams();
+    lp.expect_run("the reopening after a drop");
+    wait_for_streams(&marathon, 2, &lp.log);
+
+    marathon.end_streams();
+    lp.expect_run("the reopening after a clean end");
+    wait_for_streams(&marathon, 3, &lp.log);
+
+    // Still reacting to events on the new stream.
+    marathon.push_event("health_status_changed_event", "{}");
+    lp.expect_run("an event on the reopened stream");
+    lp.expect_no_run("the event's run");
+
+    let log = lp.stop();
+    assert_eq!(
+        log.matches("Marathon's event stream ended").count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("Marathon's event stream is back").count(),
+        2,
+        "{log}"
+    );
+}
+
+#[test]
+fn a_silent_stream_is_detected_by_the_read_timeout_and_reopened() {
+    let marathon = marathon();
+    let events = EventsConfig {
+        stream_timeout: Duration::from_millis(400),
+        ..events_config()
+    };
+    let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events, NEVER);
+    lp.expect_run("the first run");
+    wait_for_streams(&marathon, 1, &lp.log);
+    // Heartbeats every 50 ms keep a 400 ms timeout from firing: no reopening, no run.
+    lp.expect_no_run("heartbeats alone");
+    assert_eq!(marathon.streams_opened(), 1);
+
+    marathon.silence_streams();
+    lp.expect_run("the reopening after the silence");
+    wait_for_streams(&marathon, 2, &lp.log);
+    let log = lp.stop();
+    assert!(
+        log.contains("no event and no heartbeat for 400ms (--sse-timeout)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_stream_that_never_opens_falls_back_to_polling_at_the_interval() {
+    let marathon = marathon();
+    marathon.set_path_behaviour(EVENTS_PATH, Behaviour::Status(503));
+    let interval = Duration::from_millis(300);
+    let mut lp = Loop::start(
+        fetch_config(vec![url(&marathon)]),
+        events_config(),
+        interval,
+    );
+    let mut runs = vec![lp.expect_run("the first run")];
+    for n in 2..=4 {
+        runs.push(lp.expect_run(&format!("polling run {n}")));
+    }
+    for pair in runs.windows(2) {
+        // Polling, not a tight loop: no run comes much before its interval.
+        assert!(pair[1] - pair[0] >= interval / 2, "{:?}", pair[1] - pair[0]);
+    }
+    assert!(
+        marathon.request_count(EVENTS_PATH) >= 2,
+        "the stream is retried"
+    );
+    let failures = "cannot open Marathon's event stream";
+    assert_eq!(lp.log.count(failures), 1, "said once:\n{}", lp.log.text());
+    assert!(lp.log.text().contains("HTTP 503"), "{}", lp.log.text());
+    assert!(
+        lp.log.text().contains("polling every 300ms"),
+        "{}",
+        lp.log.text()
+    );
+
+    // Marathon recovers: the stream opens, says so once, and that is a run.
+    marathon.clear_behaviours();
+    wait_for_streams(&marathon, 1, &lp.log);
+    wait_until("the log says the stream is back", || {
+        lp.log.count("event stream is back") == 1
+    });
+    let log = lp.stop();
+    assert_eq!(log.matches(failures).count(), 1, "{log}");
+}
+
+#[test]
+fn a_refused_source_passes_the_turn_to_the_next() {
+    let marathon = marathon();
+    let sources = vec![MarathonSource::Url(refused_url()), url(&marathon)];
+    let mut lp = Loop::start(fetch_config(sources), events_config(), NEVER);
+    lp.expect_run("the first run");
+    wait_for_streams(&marathon, 1, &lp.log);
+    marathon.push_event("app_terminated_event", "{}");
+    lp.expect_run("an event from the second source");
+    let log = lp.stop();
+    assert!(!log.contains("cannot open"), "{log}");
+}
+
+#[test]
+fn credentials_are_sent_and_follow_a_redirect_to_the_leader_on_the_same_host() {
+    let leader = marathon();
+    leader.require_basic_auth("lb", "s3cret");
+    let follower = FakeMarathon::start();
+    follower.set_path_behaviour(EVENTS_PATH, Behaviour::Redirect(leader.url()));
+    let mut fetch = fetch_config(vec![url(&follower)]);
+    fetch.credentials = Some(Credentials {
+        user: "lb".to_string(),
+        password: "s3cret".to_string(),
+    });
+    let mut lp = Loop::start(fetch, events_config(), NEVER);
+    lp.expect_run("the first run");
+    wait_for_streams(&leader, 1, &lp.log);
+    let expected = format!("Basic {}", support::marathon::base64_encode(b"lb:s3cret"));
+    for server in [&follower, &leader] {
+        let request = server
+            .requests()
+            .into_iter()
+            .find(|r| r.path == EVENTS_PATH);
+        assert_eq!(
+            request.and_then(|r| r.authorization).as_deref(),
+            Some(expected.as_str())
+        );
+    }
+    leader.push_event("deployment_success", "{}");
+    lp.expect_run("an event from the leader");
+    let log = lp.stop();
+    let leader_stream = format!("{}{EVENTS_PATH}", leader.url());
+    assert!(
+        log.contains(&format!("events at {leader_stream};")),
+        "{log}"
+    );
+}
+
+#[test]
+fn refused_credentials_are_named_and_the_loop_polls() {
+    let marathon = marathon();
+    marathon.require_basic_auth("lb", "right");
+    let mut fetch = fetch_config(vec![url(&marathon)]);
+    fetch.credentials = Some(Credentials {
+        user: "lb".to_string(),
+        password: "wrong".to_string(),
+    });
+    let mut lp = Loop::start(fetch, events_config(), Duration::from_millis(200));
+    lp.expect_run("the first run");
+    lp.expect_run("a polling run");
+    let log = lp.stop();
+    assert!(log.contains("HTTP 401"), "{log}");
+    assert!(log.contains("authentication failed"), "{log}");
+}
+
+#[test]
+fn stopping_ends_the_loop_at_once_and_the_reader_soon_after() {
+    let marathon = marathon();
+    let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events_config(), NEVER);
+    lp.expect_run("the first run");
+    wait_for_streams(&marathon, 1, &lp.log);
+    lp.stop();
+    // The reader notices at its next read (a heartbeat here) and closes its connection.
+    wait_until("the reader closed its stream", || {
+        marathon.open_streams() == 0
+    });
+}
+
+#[test]
+fn a_snapshot_directory_has_no_event_stream() {
+    let fetch = fetch_config(vec![MarathonSource::Snapshot(PathBuf::from("/srv/snap"))]);
+    let (_stop, stop_rx) = mpsc::channel();
+    let result = run_on_events_until(
+        &fetch,
+        &events_config(),
+        NEVER,
+        stop_rx,
+        &mut Log::default(),
+        || panic!("no run without a stream source"),
+    );
+    let error = format!("{:#}", result.unwrap_err());
+    assert!(error.contains("needs a Marathon URL"), "{error}");
+}
