@@ -31,6 +31,8 @@ const QUIET: Duration = Duration::from_millis(900);
 /// A resync period no test reaches, unless it sets its own.
 const NEVER: Duration = Duration::from_secs(3600);
 const HEARTBEAT: Duration = Duration::from_millis(50);
+/// How often a polled condition is checked.
+const POLL: Duration = Duration::from_millis(5);
 
 fn events_config() -> EventsConfig {
     EventsConfig {
@@ -159,12 +161,12 @@ fn wait_for_streams(marathon: &FakeMarathon, count: usize, log: &Log) {
     );
 }
 
-/// Waits until `condition` holds, at most [`PATIENCE`].
+/// Waits until `condition` holds, checking every [`POLL`], at most [`PATIENCE`].
 fn wait_until(what: &str, condition: impl Fn() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::yield_now();
+        thread::sleep(POLL);
     }
 }
 
@@ -465,4 +467,84 @@ fn a_snapshot_directory_has_no_event_stream() {
     );
     let error = format!("{:#}", result.unwrap_err());
     assert!(error.contains("needs a Marathon URL"), "{error}");
+}
+
+#[test]
+fn a_flood_of_events_cannot_postpone_the_run_past_the_ceiling() {
+    let marathon = marathon();
+    // The quiet period never comes while the flood lasts; only the ceiling can start a run.
+    let events = EventsConfig {
+        debounce: Duration::from_secs(3600),
+        debounce_max: Duration::from_millis(200),
+        ..events_config()
+    };
+    let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events, NEVER);
+    lp.expect_run("the first run");
+    wait_for_streams(&marathon, 1, &lp.log);
+    let deadline = Instant::now() + PATIENCE;
+    let mut pushed = 0;
+    loop {
+        marathon.push_event("status_update_event", r#"{"taskStatus":"TASK_RUNNING"}"#);
+        pushed += 1;
+        if lp.runs.try_recv().is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no run during a flood of {pushed} events; log:\n{}",
+            lp.log.text()
+        );
+    }
+    lp.seen += 1;
+    assert!(pushed > 1, "the flood was under way when the run started");
+    lp.stop();
+}
+
+/// The binary in `--sse` mode: SIGTERM ends it promptly even while the reader is blocked on a
+/// stream that sends nothing (no heartbeats, a 60 s read timeout).
+#[test]
+fn the_binary_stops_on_sigterm_while_the_stream_is_idle() {
+    let marathon = FakeMarathon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("haproxy.cfg");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_haproxy-marathon-sync"))
+        .args([
+            "--marathon",
+            &marathon.url(),
+            "--group",
+            "external",
+            "--sse",
+        ])
+        .args(["--sse-timeout", "60s", "--dry-run", "--haproxy-config"])
+        .arg(&config)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let opened = marathon.wait_for_streams_opened(1, PATIENCE);
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            child.kill().ok();
+            child.wait().ok();
+            break None;
+        }
+        thread::sleep(POLL);
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(opened, "the binary never opened the stream:\n{stderr}");
+    let status = status.unwrap_or_else(|| panic!("still running after SIGTERM:\n{stderr}"));
+    assert!(status.success(), "{status}:\n{stderr}");
+    assert!(stderr.contains("signal 15 received, stopping"), "{stderr}");
 }
