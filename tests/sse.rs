@@ -133,7 +133,11 @@ impl Loop {
     }
 
     fn expect_no_run(&mut self, after: &str) {
-        if self.runs.recv_timeout(QUIET).is_ok() {
+        self.expect_no_run_for(QUIET, after);
+    }
+
+    fn expect_no_run_for(&mut self, window: Duration, after: &str) {
+        if self.runs.recv_timeout(window).is_ok() {
             panic!(
                 "an extra run (number {}) after {after}; log:\n{}",
                 self.seen + 1,
@@ -314,14 +318,15 @@ fn a_dropped_or_ended_stream_is_reopened_with_a_resync_run() {
 fn a_silent_stream_is_detected_by_the_read_timeout_and_reopened() {
     let marathon = marathon();
     let events = EventsConfig {
-        stream_timeout: Duration::from_millis(400),
+        stream_timeout: Duration::from_millis(600),
         ..events_config()
     };
     let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events, NEVER);
     lp.expect_run("the first run");
     wait_for_streams(&marathon, 1, &lp.log);
-    // Heartbeats every 50 ms keep a 400 ms timeout from firing: no reopening, no run.
-    lp.expect_no_run("heartbeats alone");
+    // Heartbeats every 50 ms keep a 600 ms timeout from firing for three times that: no
+    // reopening, no run.
+    lp.expect_no_run_for(Duration::from_millis(1800), "heartbeats alone");
     assert_eq!(marathon.streams_opened(), 1);
 
     marathon.silence_streams();
@@ -329,7 +334,7 @@ fn a_silent_stream_is_detected_by_the_read_timeout_and_reopened() {
     wait_for_streams(&marathon, 2, &lp.log);
     let log = lp.stop();
     assert!(
-        log.contains("no event and no heartbeat for 400ms (--sse-timeout)"),
+        log.contains("no event and no heartbeat for 600ms (--sse-timeout)"),
         "{log}"
     );
 }
@@ -547,4 +552,18 @@ fn the_binary_stops_on_sigterm_while_the_stream_is_idle() {
     let status = status.unwrap_or_else(|| panic!("still running after SIGTERM:\n{stderr}"));
     assert!(status.success(), "{status}:\n{stderr}");
     assert!(stderr.contains("signal 15 received, stopping"), "{stderr}");
+}
+
+#[test]
+fn only_one_redirect_is_followed() {
+    let leader = marathon();
+    let second = FakeMarathon::start();
+    second.set_path_behaviour(EVENTS_PATH, Behaviour::Redirect(leader.url()));
+    let first = FakeMarathon::start();
+    first.set_path_behaviour(EVENTS_PATH, Behaviour::Redirect(second.url()));
+    let mut lp = Loop::start(fetch_config(vec![url(&first)]), events_config(), NEVER);
+    lp.expect_run("the first run");
+    let log = lp.stop();
+    assert!(log.contains("redirected more than once"), "{log}");
+    assert_eq!(leader.request_count(EVENTS_PATH), 0);
 }

@@ -216,7 +216,13 @@ impl Reader {
             .timeout_per_read(Some(self.settings.stream_timeout))
             .build()
             .call()
-            .map_err(|error| anyhow!(http::describe_transport_error(&error, &budget)))
+            .map_err(|error| match error {
+                ureq::Error::TooManyRedirects => anyhow!(
+                    "redirected more than once (a Marathon that is not the leader redirects \
+                     once, to the leader)"
+                ),
+                other => anyhow!(http::describe_transport_error(&other, &budget)),
+            })
             .context("GET /v2/events")?;
         let status = response.status();
         let final_uri = response.get_uri().clone();
