@@ -1,5 +1,6 @@
 //! Benchmark of one run's CPU work on synthetic clusters: parse + model + render + diff, with
-//! wall time and peak heap. `cargo bench --bench pipeline`; the README quotes its figures.
+//! wall time and peak heap (allocated during the run, on top of the input JSON text, which the
+//! `input` column reports). `cargo bench --bench pipeline`; the README quotes its figures.
 //! Target: 10,000 apps × 3 tasks in under 300 ms and 200 MB on one core.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -151,8 +152,17 @@ fn main() {
         "pipeline benchmark: parse + model + render + diff, best of {rounds} rounds, one thread"
     );
     println!(
-        "{:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9}",
-        "apps", "parse", "model", "render", "diff", "total", "peak heap", "config", "services"
+        "{:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}",
+        "apps",
+        "parse",
+        "model",
+        "render",
+        "diff",
+        "total",
+        "input",
+        "peak heap",
+        "config",
+        "services"
     );
     for apps in [1_000usize, 10_000] {
         let (apps_json, tasks_json) = synthetic_cluster(apps);
@@ -174,13 +184,14 @@ fn main() {
             .unwrap();
         let ms = |d: Duration| format!("{:.1}ms", d.as_secs_f64() * 1000.0);
         println!(
-            "{:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8.1}MB {:>8.1}MB {:>9}",
+            "{:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8.1}MB {:>8.1}MB {:>8.1}MB {:>9}",
             apps,
             ms(best.parse),
             ms(best.model),
             ms(best.render),
             ms(best.diff),
             ms(best.parse + best.model + best.render + best.diff),
+            (apps_json.len() + tasks_json.len()) as f64 / 1e6,
             best.peak_bytes as f64 / 1e6,
             best.config_bytes as f64 / 1e6,
             best.services,

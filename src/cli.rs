@@ -19,7 +19,12 @@ use crate::config::{self, Config, Credentials, EventsConfig, MarathonSource};
 /// Every flag can also be set through the environment variable shown, so a systemd
 /// EnvironmentFile= or /etc/default/haproxy-marathon-sync can carry them.
 #[derive(Debug, Parser)]
-#[command(name = "haproxy-marathon-sync", version, max_term_width = 100)]
+#[command(
+    name = "haproxy-marathon-sync",
+    version,
+    max_term_width = 100,
+    args_override_self = true
+)]
 pub struct Args {
     /// Marathon base URL, or a directory holding a saved snapshot (apps.json + tasks.json).
     /// Repeat the flag or separate with commas; tried in order, the next one is used when one
@@ -197,8 +202,9 @@ pub struct Args {
     )]
     pub timeout: String,
 
-    /// Seconds one whole run may take, Marathon failover included, so a cron run never
-    /// overlaps the next.
+    /// Seconds one whole run may take to fetch from Marathon (failover included) and get the
+    /// lock, so a cron run never overlaps the next. Validation and reload have their own
+    /// --command-timeout.
     #[arg(
         long = "run-timeout",
         value_name = "SECS",
@@ -612,6 +618,26 @@ mod tests {
         assert_eq!(config.apply.reload_command, "true");
         assert!(config.apply.dry_run);
         assert_eq!(config.apply.archive_versions, 2);
+    }
+
+    #[test]
+    fn a_later_single_valued_flag_overrides_an_earlier_one() {
+        // A wrapper script's defaults stay overridable from its command line.
+        let config = parse(&[
+            "--group",
+            "g",
+            "--haproxy-config",
+            "/a/haproxy.cfg",
+            "--haproxy-config",
+            "/b/haproxy.cfg",
+            "--lock-timeout",
+            "2",
+            "--lock-timeout",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(config.apply.haproxy_config, PathBuf::from("/b/haproxy.cfg"));
+        assert_eq!(config.apply.lock_timeout, Duration::from_millis(500));
     }
 
     #[test]

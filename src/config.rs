@@ -160,7 +160,8 @@ pub struct Config {
     pub model: ModelConfig,
     pub render: RenderConfig,
     pub apply: ApplyConfig,
-    /// Hard deadline for one whole run, so a cron run never overlaps the next. Default 50 s.
+    /// Deadline for fetching and taking the lock in one run, so a cron run never overlaps the
+    /// next (validation and reload are bounded by `ApplyConfig::command_timeout`). Default 50 s.
     pub run_deadline: Duration,
     /// `--interval`: run again every period until SIGTERM/SIGINT. Default: run once; with
     /// `events`, [`DEFAULT_SSE_RESYNC_INTERVAL`].

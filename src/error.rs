@@ -46,3 +46,23 @@ pub fn classify(error: &anyhow::Error) -> Option<Failure> {
             .find_map(|cause| cause.downcast_ref::<Failure>().copied())
     })
 }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn classify_sees_a_failure_under_further_context() {
+        let error = Err::<(), _>(std::io::Error::other("disk full"))
+            .context("writing /etc/haproxy/haproxy.cfg")
+            .context(Failure::WriteFailed)
+            .context("applying")
+            .unwrap_err();
+        assert_eq!(classify(&error), Some(Failure::WriteFailed));
+        assert_eq!(classify(&anyhow::anyhow!("plain")), None);
+        assert_eq!(
+            classify(&anyhow::Error::new(Failure::LockTimeout)),
+            Some(Failure::LockTimeout)
+        );
+    }
+}

@@ -68,7 +68,11 @@ pub fn run_once(config: &Config, out: &mut dyn Write, log: &mut dyn Write) -> Re
             .map(|map| (config_dir.join(map.file_name), map.content))
             .collect(),
     };
-    let outcome = apply::apply(&candidate, &config.apply, out)?;
+    // Waiting for another run's lock must not carry this run past its deadline either.
+    let mut apply_config = config.apply.clone();
+    let time_left = deadline.saturating_duration_since(Instant::now());
+    apply_config.lock_timeout = apply_config.lock_timeout.min(time_left);
+    let outcome = apply::apply(&candidate, &apply_config, out)?;
     if outcome != Outcome::Unchanged {
         for failed in &state.failed_sources {
             writeln!(

@@ -1,0 +1,265 @@
+//! Runs a validation or reload command with a deadline and captures what it printed. Owns the
+//! process handling: own process group, output to unnamed temp files, kill the group on timeout.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longest stretch of one output stream kept for an error message: HAProxy can print thousands
+/// of warnings, and the end is where the reason usually is.
+const KEPT_OUTPUT_BYTES: u64 = 64 * 1024;
+
+/// Why a command did not succeed, with everything it printed, framed for an operator
+/// (ripgrep's `CommandError` shape).
+#[derive(Debug)]
+pub struct CommandError {
+    /// Short name for the frame, e.g. `haproxy -c` or `reload command`.
+    pub name: String,
+    /// The command line as run.
+    pub command_line: String,
+    pub kind: FailureKind,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[derive(Debug)]
+pub enum FailureKind {
+    /// It could not be started (missing binary, not executable, ...).
+    Spawn(io::Error),
+    /// It ran and ended unsuccessfully.
+    Exit(ExitStatus),
+    /// It ran past the deadline; its whole process group was killed.
+    TimedOut(Duration),
+    /// Waiting for it or reading its output failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            FailureKind::Spawn(err) => {
+                return write!(f, "could not run `{}`: {err}", self.command_line);
+            }
+            FailureKind::Io(err) => write!(f, "`{}` failed: {err}", self.command_line)?,
+            FailureKind::Exit(status) => write!(f, "`{}` failed ({status})", self.command_line)?,
+            FailureKind::TimedOut(limit) => write!(
+                f,
+                "`{}` did not finish within {:?} and was killed",
+                self.command_line, limit
+            )?,
+        }
+        write_framed(f, &format!(" {} stderr ", self.name), &self.stderr)?;
+        if !self.stdout.trim().is_empty() {
+            write_framed(f, &format!(" {} stdout ", self.name), &self.stdout)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+fn write_framed(f: &mut fmt::Formatter<'_>, title: &str, text: &str) -> fmt::Result {
+    let text = text.trim_end();
+    let text = if text.is_empty() { "<empty>" } else { text };
+    write!(f, "\n{title:-^79}\n{text}\n{:-^79}", "")
+}
+
+/// Runs `command` (stdin closed) and waits at most `timeout`. What a successful command printed
+/// is dropped (HAProxy's warnings on a valid config are not ours to repeat on every run); a
+/// failure carries both streams. On timeout the command's whole
+/// process group is killed, so a shell's children die with it.
+///
+/// Output goes to unnamed temp files rather than pipes: a daemon started by a reload command
+/// may keep its inherited stdout open forever, and reading a pipe would then never end.
+pub fn run(mut command: Command, name: &str, timeout: Duration) -> Result<(), CommandError> {
+    let command_line = describe(&command);
+    let fail = |kind, stdout: String, stderr: String| CommandError {
+        name: name.to_string(),
+        command_line: command_line.clone(),
+        kind,
+        stdout,
+        stderr,
+    };
+    let (mut stdout_file, mut stderr_file) = match (tempfile::tempfile(), tempfile::tempfile()) {
+        (Ok(out), Ok(err)) => (out, err),
+        (Err(e), _) | (_, Err(e)) => {
+            return Err(fail(FailureKind::Io(e), String::new(), String::new()))
+        }
+    };
+    let streams = stdout_file
+        .try_clone()
+        .and_then(|out| Ok((out, stderr_file.try_clone()?)));
+    let (child_out, child_err) = match streams {
+        Ok(streams) => streams,
+        Err(e) => return Err(fail(FailureKind::Io(e), String::new(), String::new())),
+    };
+    command
+        .stdin(Stdio::null())
+        .stdout(child_out)
+        .stderr(child_err)
+        .process_group(0);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => return Err(fail(FailureKind::Spawn(e), String::new(), String::new())),
+    };
+    drop(command); // closes our copies of the child's output files
+
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    let ended = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                // The child is not reaped yet, so its pid (= its group id) cannot have been
+                // reused: killing the group hits only what this command started.
+                kill_process_group(child.id());
+                let _ = child.wait();
+                break Err(FailureKind::TimedOut(timeout));
+            }
+            Ok(None) => {
+                thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => {
+                kill_process_group(child.id());
+                let _ = child.wait();
+                break Err(FailureKind::Io(e));
+            }
+        }
+    };
+    let stdout = read_tail(&mut stdout_file);
+    let stderr = read_tail(&mut stderr_file);
+    match ended {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(fail(FailureKind::Exit(status), stdout, stderr)),
+        Err(kind) => Err(fail(kind, stdout, stderr)),
+    }
+}
+
+fn kill_process_group(leader: u32) {
+    // SAFETY: plain syscall with no memory arguments; the group was created by `process_group(0)`
+    // for this child alone.
+    unsafe {
+        libc::kill(-(leader as libc::pid_t), libc::SIGKILL);
+    }
+}
+
+/// The last [`KEPT_OUTPUT_BYTES`] of a captured stream, as text.
+fn read_tail(file: &mut File) -> String {
+    let Ok(len) = file.seek(SeekFrom::End(0)) else {
+        return String::new();
+    };
+    let start = len.saturating_sub(KEPT_OUTPUT_BYTES);
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return String::from("<output could not be read>");
+    }
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    if start > 0 {
+        format!("<{start} earlier bytes left out>\n{text}")
+    } else {
+        text
+    }
+}
+
+/// `program arg arg` for messages; arguments with spaces are quoted.
+fn describe(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| {
+            let part = part.to_string_lossy();
+            if part.is_empty() || part.contains(char::is_whitespace) {
+                format!("'{}'", part.replace('\'', r"'\''"))
+            } else {
+                part.into_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shell(script: &str) -> Command {
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(script);
+        command
+    }
+
+    #[test]
+    fn failure_captures_both_streams() {
+        let err = run(
+            shell("echo out; echo err >&2; false"),
+            "t",
+            Duration::from_secs(10),
+        )
+        .unwrap_err();
+        assert_eq!(err.stdout, "out\n");
+        assert_eq!(err.stderr, "err\n");
+        assert!(run(shell("echo fine"), "t", Duration::from_secs(10)).is_ok());
+    }
+
+    #[test]
+    fn failure_frames_stderr_and_names_the_command() {
+        let err = run(
+            shell("echo broken line >&2; exit 3"),
+            "check",
+            Duration::from_secs(10),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err.kind, FailureKind::Exit(_)), "{text}");
+        assert!(
+            text.contains("sh -c 'echo broken line >&2; exit 3'"),
+            "{text}"
+        );
+        assert!(text.contains(" check stderr "), "{text}");
+        assert!(text.contains("broken line"), "{text}");
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("grandchild.pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        let started = Instant::now();
+        let err = run(shell(&script), "t", Duration::from_millis(1000)).unwrap_err();
+        assert!(matches!(err.kind, FailureKind::TimedOut(_)), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let grandchild = std::fs::read_to_string(&pid_file).unwrap();
+        let stat = format!("/proc/{}/stat", grandchild.trim());
+        // Gone, or a zombie waiting for init to reap it: either way no longer running.
+        let dead = || match std::fs::read_to_string(&stat) {
+            Err(_) => true,
+            Ok(text) => text
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z'),
+        };
+        let until = Instant::now() + Duration::from_secs(5);
+        while !dead() && Instant::now() < until {
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(dead(), "the shell's child survived the kill");
+    }
+
+    #[test]
+    fn missing_program_is_a_spawn_failure() {
+        let err = run(
+            Command::new("/nonexistent/haproxy"),
+            "t",
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(matches!(err.kind, FailureKind::Spawn(_)));
+        assert!(err.to_string().contains("/nonexistent/haproxy"));
+    }
+}

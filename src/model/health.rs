@@ -1,0 +1,126 @@
+//! Health checks as marathon-lb reads them: which of an app's checks a service port uses, and
+//! which tasks `--health-check` lets through. Pure.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::fetch::api::{App, HealthCheck, Task};
+
+/// marathon-lb's `get_health_check`: the first check with a non-zero `port` (it applies to every
+/// port), or with `portIndex` equal to `port_index`.
+pub fn check_for_port(app: &App, port_index: i64) -> Option<&HealthCheck> {
+    app.health_checks.iter().find(|check| {
+        check.port.is_some_and(|port| port != 0) || check.port_index == Some(port_index)
+    })
+}
+
+/// Whether one of the task's results is alive (`None` when it has no results).
+pub fn alive(task: &Task) -> Option<bool> {
+    let results = task.health_check_results.as_deref()?;
+    Some(results.iter().any(|result| result.alive == Some(true)))
+}
+
+/// marathon-lb remembers the last verdict per task id in a 100-entry LRU and uses it for a task
+/// that comes without results. Each of our runs starts empty, as a fresh marathon-lb does, so
+/// it only matters when one run lists a task id twice; kept so that even then we agree.
+#[derive(Debug, Default)]
+pub struct ResultCache {
+    verdicts: HashMap<String, (bool, u64)>,
+    by_age: BTreeMap<u64, String>,
+    clock: u64,
+}
+
+const CACHE_CAPACITY: usize = 100;
+
+impl ResultCache {
+    /// `--health-check`: whether the task may serve, remembering what its results said.
+    pub fn admits(&mut self, task: &Task) -> bool {
+        match alive(task) {
+            Some(verdict) => {
+                self.remember(&task.id, verdict);
+                verdict
+            }
+            None => self.recall(&task.id),
+        }
+    }
+
+    fn recall(&mut self, id: &str) -> bool {
+        let Some((verdict, age)) = self.verdicts.get(id).copied() else {
+            return false;
+        };
+        self.by_age.remove(&age);
+        self.touch(id, verdict);
+        verdict
+    }
+
+    fn remember(&mut self, id: &str, verdict: bool) {
+        if let Some((_, age)) = self.verdicts.get(id).copied() {
+            self.by_age.remove(&age);
+        } else if self.verdicts.len() >= CACHE_CAPACITY {
+            if let Some((_, oldest)) = self.by_age.pop_first() {
+                self.verdicts.remove(&oldest);
+            }
+        }
+        self.touch(id, verdict);
+    }
+
+    fn touch(&mut self, id: &str, verdict: bool) {
+        self.clock += 1;
+        self.verdicts.insert(id.to_string(), (verdict, self.clock));
+        self.by_age.insert(self.clock, id.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(json: &str) -> Task {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn verdicts_from_results() {
+        let mut cache = ResultCache::default();
+        assert!(cache.admits(&task(
+            r#"{"id": "a", "healthCheckResults": [{"alive": false}, {"alive": true}]}"#
+        )));
+        assert!(!cache.admits(&task(
+            r#"{"id": "b", "healthCheckResults": [{"alive": false}]}"#
+        )));
+        assert!(!cache.admits(&task(r#"{"id": "c", "healthCheckResults": []}"#)));
+        assert!(!cache.admits(&task(r#"{"id": "d"}"#)));
+    }
+
+    #[test]
+    fn a_repeated_task_id_without_results_takes_the_remembered_verdict() {
+        let mut cache = ResultCache::default();
+        assert!(cache.admits(&task(
+            r#"{"id": "a", "healthCheckResults": [{"alive": true}]}"#
+        )));
+        assert!(cache.admits(&task(r#"{"id": "a"}"#)));
+        // The oldest of more than 100 verdicts is forgotten.
+        for n in 0..100 {
+            cache.admits(&task(&format!(
+                r#"{{"id": "t{n}", "healthCheckResults": []}}"#
+            )));
+        }
+        assert!(!cache.admits(&task(r#"{"id": "a"}"#)));
+    }
+
+    #[test]
+    fn recalling_refreshes_an_entry() {
+        let mut cache = ResultCache::default();
+        cache.admits(&task(
+            r#"{"id": "a", "healthCheckResults": [{"alive": true}]}"#,
+        ));
+        for n in 0..99 {
+            cache.admits(&task(&format!(
+                r#"{{"id": "t{n}", "healthCheckResults": []}}"#
+            )));
+        }
+        assert!(cache.admits(&task(r#"{"id": "a"}"#)));
+        cache.admits(&task(r#"{"id": "new", "healthCheckResults": []}"#));
+        // "t0" was the oldest after "a" was recalled, so it went instead of "a".
+        assert!(cache.admits(&task(r#"{"id": "a"}"#)));
+    }
+}

@@ -1,0 +1,707 @@
+//! Model → configuration text (and `--haproxy-map` files), reproducing marathon-lb's `config()`
+//! byte for byte: which services are rendered, in which order, through which template sections.
+//! Reads template files only through its loader (`templates.rs`) and never writes anything.
+//!
+//! Submodules: `templates` (the table and the loader), `format` (marathon-lb's `{placeholder}`
+//! formatting), `vhost` (routing in the shared :80/:443 frontends), `server_id` (server names,
+//! ids and cookies).
+
+mod format;
+mod server_id;
+mod templates;
+mod vhost;
+
+use std::collections::{BTreeMap, HashSet};
+
+use anyhow::Result;
+
+pub use format::{format as format_placeholders, FormatError, Value};
+pub use server_id::{cookie_value, server_id, server_name};
+pub use templates::{
+    is_plain_file_name, reference_markdown, Name, Syntax, TemplateDef, Templates, Use, TEMPLATES,
+};
+
+use crate::config::{RenderConfig, DEFAULT_SSL_CERT};
+use crate::fetch::api::HealthCheck;
+use crate::model::{Model, Service};
+use server_id::sanitize;
+use vhost::{GroupedVhost, MapState, VhostInput};
+
+/// A companion file written next to the config (the `--haproxy-map` files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapFile {
+    /// File name inside the config's directory, e.g. `domain2backend.map`.
+    pub file_name: String,
+    pub content: String,
+}
+
+/// The rendered candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub config: String,
+    /// Present (possibly empty) exactly when `--haproxy-map` is on.
+    pub maps: Vec<MapFile>,
+}
+
+pub const DOMAIN_MAP_FILE: &str = "domain2backend.map";
+pub const APP_MAP_FILE: &str = "app2backend.map";
+
+/// marathon-lb's default `HAPROXY_GLOBAL_DEFAULT_OPTIONS`.
+pub const DEFAULT_GLOBAL_OPTIONS: &str = "redispatch,http-server-close,dontlognull";
+
+/// The `option` lines of the default head: one per comma-separated name, sorted and
+/// deduplicated (marathon-lb builds them as a sorted set).
+pub fn global_default_options(options: Option<&str>) -> String {
+    let options = options.unwrap_or(DEFAULT_GLOBAL_OPTIONS);
+    let lines: std::collections::BTreeSet<String> = options
+        .split(',')
+        .map(|option| format!("  option            {}\n", option.trim()))
+        .collect();
+    lines.into_iter().collect()
+}
+
+/// Python's `os.path.dirname`: everything before the last `/`, trailing slashes dropped
+/// unless the head is all slashes. Map paths in the config are built from it.
+fn python_dirname(path: &str) -> &str {
+    match path.rfind('/') {
+        None => "",
+        Some(last) => {
+            let head = &path[..=last];
+            let trimmed = head.trim_end_matches('/');
+            if trimmed.is_empty() {
+                head
+            } else {
+                trimmed
+            }
+        }
+    }
+}
+
+/// Python's `app_id[1:]`: the id without its leading `/` (or whatever its first character is).
+fn without_first_char(app_id: &str) -> &str {
+    app_id
+        .char_indices()
+        .nth(1)
+        .map_or("", |(at, _)| &app_id[at..])
+}
+
+/// `service` as the rendering needs it, after marathon-lb's defaults are applied.
+struct Prepared<'a> {
+    service: &'a Service,
+    backend: String,
+    mode: String,
+    hostname: Option<&'a str>,
+}
+
+/// Renders the model into the candidate config and map files.
+pub fn render(model: &Model, templates: &Templates, config: &RenderConfig) -> Result<Rendered> {
+    Renderer::new(model, templates, config).run()
+}
+
+struct Renderer<'a> {
+    model: &'a Model,
+    templates: &'a Templates,
+    config: &'a RenderConfig,
+    haproxy_dir: String,
+    ssl_certs: Vec<String>,
+    userlists: String,
+    frontends: String,
+    backends: String,
+    http_appid_frontends: String,
+    apps_with_appid_backend: HashSet<&'a str>,
+    http_vhosts: Vec<(i64, String)>,
+    https_vhosts: Vec<(i64, String)>,
+    grouped: BTreeMap<String, GroupedVhost>,
+    maps: MapState,
+}
+
+fn s(text: &str) -> Value {
+    Value::str(text)
+}
+
+impl<'a> Renderer<'a> {
+    fn new(model: &'a Model, templates: &'a Templates, config: &'a RenderConfig) -> Renderer<'a> {
+        let haproxy_config = config.haproxy_config.to_string_lossy();
+        let ssl_certs = if config.ssl_certs.is_empty() {
+            vec![DEFAULT_SSL_CERT.to_string()]
+        } else {
+            config.ssl_certs.clone()
+        };
+        Renderer {
+            model,
+            templates,
+            config,
+            haproxy_dir: python_dirname(&haproxy_config).to_string(),
+            ssl_certs,
+            userlists: String::new(),
+            frontends: String::new(),
+            backends: String::new(),
+            http_appid_frontends: String::new(),
+            apps_with_appid_backend: HashSet::new(),
+            http_vhosts: Vec::new(),
+            https_vhosts: Vec::new(),
+            grouped: BTreeMap::new(),
+            maps: MapState::default(),
+        }
+    }
+
+    fn run(mut self) -> Result<Rendered> {
+        let config = self.config;
+        let head = self.templates.verbatim(
+            Name::Head,
+            None,
+            &[(
+                "global_default_options",
+                Value::Str(global_default_options(
+                    config.global_default_options.as_deref(),
+                )),
+            )],
+        )?;
+        self.http_appid_frontends =
+            self.templates
+                .verbatim(Name::HttpFrontendAppidHead, None, &[])?;
+
+        let mut services: Vec<&Service> = self.model.services.iter().collect();
+        services.sort_by(|a, b| (&a.app_id, a.service_port).cmp(&(&b.app_id, b.service_port)));
+        for service in services {
+            if !self.is_selected(service) {
+                continue;
+            }
+            self.render_service(service)?;
+        }
+
+        let mut out = head;
+        out += &self.userlists;
+        if config.bind_http_https {
+            out += &self.templates.verbatim(Name::HttpFrontendHead, None, &[])?;
+            sort_by_weight(&mut self.http_vhosts);
+            for (_, text) in &self.http_vhosts {
+                out += text;
+            }
+        }
+        out += &self.http_appid_frontends;
+        if config.bind_http_https {
+            out += &self.https_frontends()?;
+        }
+        out += &self.frontends;
+        out += &self.backends;
+
+        let maps = if config.haproxy_map {
+            vec![
+                MapFile {
+                    file_name: DOMAIN_MAP_FILE.to_string(),
+                    content: map_text(&self.maps.domains),
+                },
+                MapFile {
+                    file_name: APP_MAP_FILE.to_string(),
+                    content: map_text(&self.maps.apps),
+                },
+            ]
+        } else {
+            Vec::new()
+        };
+        Ok(Rendered { config: out, maps })
+    }
+
+    /// Group membership (per-port groups replace the app's), `enabled`, and at least one
+    /// backend: marathon-lb skips everything else.
+    fn is_selected(&self, service: &Service) -> bool {
+        let service_groups = if service.haproxy_groups.is_empty() {
+            &service.groups
+        } else {
+            &service.haproxy_groups
+        };
+        let groups = &self.config.groups;
+        let in_group = groups.iter().any(|group| group == "*")
+            || service_groups.iter().any(|group| groups.contains(group));
+        in_group && service.enabled && !service.backends.is_empty()
+    }
+
+    fn render_service(&mut self, service: &'a Service) -> Result<()> {
+        let templates = self.templates;
+        let hostname = service.hostname.as_deref().filter(|host| !host.is_empty());
+        let prepared = Prepared {
+            service,
+            backend: format!(
+                "{}_{}",
+                without_first_char(&service.app_id).replace('/', "_"),
+                service.service_port
+            ),
+            mode: match &service.mode {
+                Some(mode) => mode.clone(),
+                None if hostname.is_some() => "http".to_string(),
+                None => "tcp".to_string(),
+            },
+            hostname,
+        };
+        let backend = prepared.backend.as_str();
+        let mode = prepared.mode.as_str();
+
+        if let Some(auth) = service.auth.as_ref().filter(|auth| !auth.user.is_empty()) {
+            self.userlists += &templates.format(
+                Name::UserlistHead,
+                Some(service),
+                &[
+                    ("backend", s(backend)),
+                    ("user", s(&auth.user)),
+                    ("passwd", s(&auth.password)),
+                ],
+            )?;
+        }
+
+        self.frontends += &templates.format(
+            Name::FrontendHead,
+            Some(service),
+            &[
+                ("bindAddr", s(&service.bind_addr)),
+                ("backend", s(backend)),
+                ("servicePort", Value::Int(service.service_port.into())),
+                ("mode", s(mode)),
+                (
+                    "sslCert",
+                    s(&prefixed(" ssl crt ", service.ssl_cert.as_deref())),
+                ),
+                (
+                    "bindOptions",
+                    s(&prefixed(" ", service.bind_options.as_deref())),
+                ),
+            ],
+        )?;
+        self.backends += &templates.format(
+            Name::BackendHead,
+            Some(service),
+            &[
+                ("backend", s(backend)),
+                ("balance", s(&service.balance)),
+                ("mode", s(mode)),
+            ],
+        )?;
+
+        if let (true, Some(hostname)) = (self.config.bind_http_https, hostname) {
+            let acls = vhost::vhost_acls(
+                &VhostInput {
+                    templates,
+                    service,
+                    hostname,
+                    backend,
+                    haproxy_map: self.config.haproxy_map,
+                    haproxy_dir: &self.haproxy_dir,
+                },
+                &mut self.maps,
+            )?;
+            self.http_vhosts.push((acls.weight, acls.http));
+            self.https_vhosts.push((acls.weight, acls.https));
+            if self.config.group_https_by_vhost {
+                for (host, entry) in acls.grouped {
+                    self.grouped.entry(host).or_default().merge(entry);
+                }
+            }
+        }
+
+        if mode == "http" && self.apps_with_appid_backend.insert(&service.app_id) {
+            self.appid_routing(&prepared)?;
+        }
+        if mode == "http" {
+            self.http_backend_options(&prepared)?;
+        }
+        self.network_allowed(&prepared)?;
+        if service.sticky {
+            self.backends += &templates.verbatim(
+                Name::BackendStickyOptions,
+                Some(service),
+                &backend_vars(&prepared),
+            )?;
+        }
+        self.frontends += &templates.format(
+            Name::FrontendBackendGlue,
+            Some(service),
+            &[("backend", s(backend))],
+        )?;
+        self.servers(&prepared)
+    }
+
+    /// The :9091 frontend routes on `X-Marathon-App-Id` to the app's first http service.
+    fn appid_routing(&mut self, prepared: &Prepared<'_>) -> Result<()> {
+        let service = prepared.service;
+        if self.config.haproxy_map {
+            if !self.maps.appid_acl_emitted {
+                self.http_appid_frontends += &self.templates.format(
+                    Name::MapHttpFrontendAppidAcl,
+                    Some(service),
+                    &[("haproxy_dir", s(&self.haproxy_dir))],
+                )?;
+                self.maps.appid_acl_emitted = true;
+            }
+            self.maps.add_app(&service.app_id, &prepared.backend);
+        } else {
+            self.http_appid_frontends += &self.templates.format(
+                Name::HttpFrontendAppidAcl,
+                Some(service),
+                &[
+                    ("cleanedUpAppId", s(&sanitize(&service.app_id))),
+                    ("hostname", Value::opt_str(service.hostname.as_deref())),
+                    ("appId", s(&service.app_id)),
+                    ("backend", s(&prepared.backend)),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn http_backend_options(&mut self, prepared: &Prepared<'_>) -> Result<()> {
+        let service = prepared.service;
+        let templates = self.templates;
+        let hostname = Value::opt_str(service.hostname.as_deref());
+        if service.use_hsts {
+            self.backends += &templates.verbatim(
+                Name::BackendHstsOptions,
+                Some(service),
+                &backend_vars(prepared),
+            )?;
+        }
+        self.backends += &templates.verbatim(
+            Name::BackendHttpOptions,
+            Some(service),
+            &backend_vars(prepared),
+        )?;
+        if let Some(proxypath) = non_empty(&service.proxypath) {
+            self.backends += &templates.format(
+                Name::HttpBackendProxypassGlue,
+                Some(service),
+                &[("hostname", hostname.clone()), ("proxypath", s(proxypath))],
+            )?;
+        }
+        if let Some(rootpath) = non_empty(&service.revproxypath) {
+            self.backends += &templates.format(
+                Name::HttpBackendRevproxyGlue,
+                Some(service),
+                &[("hostname", hostname.clone()), ("rootpath", s(rootpath))],
+            )?;
+        }
+        if let Some(redirpath) = non_empty(&service.redirpath) {
+            self.backends += &templates.format(
+                Name::HttpBackendRedir,
+                Some(service),
+                &[("hostname", hostname), ("redirpath", s(redirpath))],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn network_allowed(&mut self, prepared: &Prepared<'_>) -> Result<()> {
+        let service = prepared.service;
+        let Some(networks) = non_empty(&service.network_allowed) else {
+            return Ok(());
+        };
+        let (acl, allow_deny) = match prepared.mode.as_str() {
+            "http" => (
+                Name::HttpBackendNetworkAllowedAcl,
+                Name::HttpBackendAclAllowDeny,
+            ),
+            "tcp" => (
+                Name::TcpBackendNetworkAllowedAcl,
+                Name::TcpBackendAclAllowDeny,
+            ),
+            _ => return Ok(()),
+        };
+        for network in networks.split_whitespace() {
+            self.backends +=
+                &self
+                    .templates
+                    .format(acl, Some(service), &[("network_allowed", s(network))])?;
+        }
+        self.backends += &self
+            .templates
+            .verbatim(allow_deny, None, &backend_vars(prepared))?;
+        Ok(())
+    }
+
+    fn servers(&mut self, prepared: &Prepared<'_>) -> Result<()> {
+        let service = prepared.service;
+        let templates = self.templates;
+        let mut backends: Vec<&crate::model::Backend> = service.backends.iter().collect();
+        backends.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+        let check = service.health_check.as_ref().map(CheckFacts::from);
+        // A tcp-mode service, or a TCP check, uses the tcp sections; else an http-mode one.
+        let check_kind = check.as_ref().and_then(|check| {
+            if prepared.mode == "tcp" || check.protocol == "TCP" || check.protocol == "MESOS_TCP" {
+                Some((
+                    Name::BackendTcpHealthcheckOptions,
+                    Name::BackendServerTcpHealthcheckOptions,
+                ))
+            } else if prepared.mode == "http" {
+                Some((
+                    Name::BackendHttpHealthcheckOptions,
+                    Name::BackendServerHttpHealthcheckOptions,
+                ))
+            } else {
+                None
+            }
+        });
+
+        if let (Some(check), Some((backend_section, _))) = (&check, check_kind) {
+            if !templates.is_empty(backend_section, Some(service)) {
+                let port = self.backend_port(service, &backends, 0);
+                self.backends +=
+                    &templates.format(backend_section, Some(service), &check.vars(Some(port)))?;
+            }
+        }
+
+        let mut taken_ids = HashSet::new();
+        for (index, server) in backends.iter().enumerate() {
+            let name = server_name(&server.host, &server.ip, server.port);
+            let id = server_id(&name, &mut taken_ids);
+            let check_options = match (&check, check_kind) {
+                (Some(check), Some((_, server_section))) => {
+                    let port = match service.healthcheck_port_index {
+                        Some(_) => Some(self.backend_port(service, &backends, index)),
+                        None => check.port,
+                    };
+                    templates.server_check_options(server_section, service, &check.vars(port))?
+                }
+                _ => String::new(),
+            };
+            let cookie = if service.sticky {
+                format!(" check cookie {}", cookie_value(&name))
+            } else {
+                String::new()
+            };
+            self.backends += &templates.format(
+                Name::BackendServerOptions,
+                Some(service),
+                &[
+                    ("host", s(&server.host)),
+                    ("host_ipv4", s(&server.ip)),
+                    ("port", Value::Int(server.port.into())),
+                    ("serverName", s(&name)),
+                    ("serverId", Value::Int(id.into())),
+                    ("cookieOptions", s(&cookie)),
+                    ("healthCheckOptions", s(&check_options)),
+                    (
+                        "otherOptions",
+                        s(if server.draining { " disabled" } else { "" }),
+                    ),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// marathon-lb's `get_backend_port`: the port of the `index`-th (sorted) backend of the
+    /// sibling service named by `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX` (siblings: the
+    /// app's services that have backends, ordered by service port; Python indexing, so a
+    /// negative index counts from the end), else of the service itself.
+    ///
+    /// Where marathon-lb would crash on an index error (the index equals the sibling count, or
+    /// the sibling has fewer backends), we use the service's own port instead of failing the
+    /// whole run.
+    fn backend_port(&self, service: &Service, own: &[&crate::model::Backend], index: usize) -> i64 {
+        let own_port = i64::from(own[index].port);
+        let Some(port_index) = service.healthcheck_port_index else {
+            return own_port;
+        };
+        let mut siblings: Vec<&Service> = self
+            .model
+            .services
+            .iter()
+            .filter(|other| other.app_id == service.app_id && !other.backends.is_empty())
+            .collect();
+        let count = siblings.len() as i64;
+        if port_index.abs() > count {
+            return own_port;
+        }
+        siblings.sort_by_key(|other| other.service_port);
+        let position = if port_index < 0 {
+            count + port_index
+        } else {
+            port_index
+        };
+        let Some(sibling) = usize::try_from(position)
+            .ok()
+            .and_then(|at| siblings.get(at))
+        else {
+            return own_port;
+        };
+        let mut ports: Vec<(&str, u32)> = sibling
+            .backends
+            .iter()
+            .map(|b| (b.host.as_str(), b.port))
+            .collect();
+        ports.sort();
+        ports
+            .get(index)
+            .map_or(own_port, |&(_, port)| i64::from(port))
+    }
+
+    fn https_frontends(&mut self) -> Result<String> {
+        let templates = self.templates;
+        let certs_line = |certs: &[String]| {
+            certs
+                .iter()
+                .map(|cert| format!("crt {cert}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        if !self.config.group_https_by_vhost {
+            let mut out = templates.format(
+                Name::HttpsFrontendHead,
+                None,
+                &[("sslCerts", s(&certs_line(&self.ssl_certs)))],
+            )?;
+            sort_by_weight(&mut self.https_vhosts);
+            for (_, text) in &self.https_vhosts {
+                out += text;
+            }
+            return Ok(out);
+        }
+
+        let mut out = templates.verbatim(Name::HttpsGroupedFrontendHead, None, &[])?;
+        for vhost in self.grouped.keys() {
+            out += &templates.format(
+                Name::HttpsGroupedVhostFrontendAcl,
+                None,
+                &[("backend", s(&sanitize(vhost))), ("host", s(vhost))],
+            )?;
+        }
+        let mut default_certs = Vec::new();
+        for cert in &self.ssl_certs {
+            if !default_certs.contains(cert) {
+                default_certs.push(cert.clone());
+            }
+        }
+        for (vhost, entry) in &mut self.grouped {
+            let name = sanitize(vhost);
+            out += &templates.format(
+                Name::HttpsGroupedVhostBackendHead,
+                None,
+                &[("name", s(&name))],
+            )?;
+            let certs = if entry.certs.is_empty() {
+                &default_certs
+            } else {
+                &entry.certs
+            };
+            // marathon-lb joins " opt" pieces with a space, so several options get two spaces.
+            let bind_options: Vec<String> = entry
+                .bind_options
+                .iter()
+                .map(|options| format!(" {options}"))
+                .collect();
+            out += &templates.format(
+                Name::HttpsGroupedVhostFrontendHead,
+                None,
+                &[
+                    ("name", s(&name)),
+                    ("sslCerts", s(&certs_line(certs))),
+                    ("bindOpts", s(&bind_options.join(" "))),
+                ],
+            )?;
+            sort_by_weight(&mut entry.acls);
+            for (_, text) in &entry.acls {
+                out += text;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Largest weight first; equal weights keep their generation order (Python's stable sort with
+/// `reverse=True`).
+fn sort_by_weight(entries: &mut [(i64, String)]) {
+    entries.sort_by_key(|entry| std::cmp::Reverse(entry.0));
+}
+
+fn map_text(lines: &[(String, String)]) -> String {
+    lines
+        .iter()
+        .map(|(key, backend)| format!("{key} {backend}\n"))
+        .collect()
+}
+
+fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|text| !text.is_empty())
+}
+
+fn prefixed(prefix: &str, value: Option<&str>) -> String {
+    match value.filter(|text| !text.is_empty()) {
+        Some(text) => format!("{prefix}{text}"),
+        None => String::new(),
+    }
+}
+
+/// Variables offered to `.j2` versions of sections marathon-lb pastes verbatim.
+fn backend_vars(prepared: &Prepared<'_>) -> Vec<(&'static str, Value)> {
+    vec![
+        ("backend", s(&prepared.backend)),
+        ("appId", s(&prepared.service.app_id)),
+        (
+            "servicePort",
+            Value::Int(prepared.service.service_port.into()),
+        ),
+        ("mode", s(&prepared.mode)),
+        ("hostname", Value::opt_str(prepared.hostname)),
+    ]
+}
+
+/// The parts of a Marathon health check the check sections can show.
+struct CheckFacts {
+    protocol: String,
+    path: Option<String>,
+    port_index: Option<i64>,
+    port: Option<i64>,
+    timeout_seconds: Value,
+    interval_seconds: Value,
+    grace_period_seconds: Value,
+    max_consecutive_failures: i64,
+}
+
+impl From<&HealthCheck> for CheckFacts {
+    fn from(check: &HealthCheck) -> CheckFacts {
+        // Marathon fills these in on every app it returns (marathon-lb would crash without
+        // them); Marathon's own defaults stand in for a hand-written snapshot that lacks them.
+        CheckFacts {
+            protocol: check.protocol.clone(),
+            path: check.path.clone(),
+            port_index: check.port_index,
+            port: check.port,
+            timeout_seconds: Value::Int(check.timeout_seconds.unwrap_or(20)),
+            interval_seconds: Value::Int(check.interval_seconds.unwrap_or(60)),
+            grace_period_seconds: Value::Int(check.grace_period_seconds.unwrap_or(300)),
+            max_consecutive_failures: check.max_consecutive_failures.unwrap_or(3),
+        }
+    }
+}
+
+impl CheckFacts {
+    /// The variables of marathon-lb's `_get_health_check_options`.
+    fn vars(&self, port: Option<i64>) -> Vec<(&'static str, Value)> {
+        let port_options = match port {
+            Some(port) if port != 0 => format!(" port {port}"),
+            _ => String::new(),
+        };
+        vec![
+            ("healthCheckPortIndex", Value::opt_int(self.port_index)),
+            ("healthCheckPort", Value::opt_int(port)),
+            ("healthCheckProtocol", s(&self.protocol)),
+            ("healthCheckPath", s(self.path.as_deref().unwrap_or("/"))),
+            ("healthCheckTimeoutSeconds", self.timeout_seconds.clone()),
+            ("healthCheckIntervalSeconds", self.interval_seconds.clone()),
+            (
+                "healthCheckGracePeriodSeconds",
+                self.grace_period_seconds.clone(),
+            ),
+            (
+                "healthCheckMaxConsecutiveFailures",
+                Value::Int(self.max_consecutive_failures),
+            ),
+            (
+                "healthCheckFalls",
+                Value::Int(self.max_consecutive_failures + 1),
+            ),
+            ("healthCheckPortOptions", s(&port_options)),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests;

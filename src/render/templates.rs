@@ -1,0 +1,577 @@
+//! The template table (every section by marathon-lb's name, with its shipped default, whether a
+//! per-service label may override it, and what it is for) and the loader that resolves each
+//! section: label `HAPROXY_{n}_<NAME>` > environment `HAPROXY_<NAME>` > file in the templates
+//! directory > the default embedded from `templates/`. Reads template files; writes nothing.
+//!
+//! Two syntaxes: marathon-lb's `{placeholder}` (`str.format`, see `format.rs`) for bare file
+//! names, environment values and labels, so existing marathon-lb setups work unchanged; and
+//! minijinja for files named `<NAME>.j2`, with the same variables, strict about undefined ones.
+//! When both `<NAME>` and `<NAME>.j2` are in the directory, the `.j2` file wins: it can only
+//! have been put there on purpose for this tool, while the bare file may be a leftover from a
+//! marathon-lb setup.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use minijinja::{Environment, UndefinedBehavior};
+
+use super::format::{self, Value, Vars};
+use crate::config::RenderConfig;
+use crate::error::Failure;
+use crate::model::Service;
+
+/// How a section's text is turned into output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    /// marathon-lb's `str.format` placeholders (or the text verbatim, where marathon-lb uses
+    /// the section verbatim).
+    Format,
+    /// minijinja, always rendered with the section's variables.
+    Jinja,
+}
+
+/// Whether marathon-lb runs the section through `str.format` or pastes it verbatim. A verbatim
+/// section may contain single braces (`{ ssl_fc }`), so formatting it would break it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    Formatted,
+    Verbatim,
+}
+
+/// One row of the template table.
+#[derive(Debug)]
+pub struct TemplateDef {
+    pub name: Name,
+    /// marathon-lb's name without the `HAPROXY_` prefix, e.g. `BACKEND_HEAD`.
+    pub short_name: &'static str,
+    /// File name of the shipped default in `templates/`; a `.j2` suffix means minijinja.
+    pub default_file: &'static str,
+    pub default_text: &'static str,
+    /// The label suffix that overrides this section per service (`HAPROXY_{n}_<label>`), or
+    /// `None` for global-only sections. The map variants answer to the plain ACL's label, as
+    /// in marathon-lb.
+    pub label: Option<&'static str>,
+    pub usage: Use,
+    /// Placeholders every rendering of this section can use; some call sites offer more.
+    pub placeholders: &'static [&'static str],
+    pub description: &'static str,
+}
+
+impl TemplateDef {
+    /// `HAPROXY_<NAME>`: the environment variable and the file name.
+    pub fn full_name(&self) -> String {
+        format!("HAPROXY_{}", self.short_name)
+    }
+
+    pub fn overridable_per_service(&self) -> bool {
+        self.label.is_some()
+    }
+}
+
+macro_rules! template_table {
+    ($(
+        $variant:ident: $short:literal, file $file:literal, label $label:expr, $usage:ident,
+        [$($placeholder:literal),*], $description:literal;
+    )*) => {
+        /// Every template section, in table order; `Name as usize` indexes [`TEMPLATES`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Name { $($variant),* }
+
+        /// The one table of template sections: docs are generated from and checked against it.
+        pub static TEMPLATES: &[TemplateDef] = &[$(
+            TemplateDef {
+                name: Name::$variant,
+                short_name: $short,
+                default_file: $file,
+                default_text: include_str!(concat!("../../templates/", $file)),
+                label: $label,
+                usage: Use::$usage,
+                placeholders: &[$($placeholder),*],
+                description: $description,
+            }
+        ),*];
+    };
+}
+
+/// Global-only sections: no per-service label overrides them.
+const GLOBAL: Option<&str> = None;
+
+template_table! {
+    Head: "HEAD", file "HAPROXY_HEAD.j2", label GLOBAL, Verbatim, ["global_default_options"],
+        "The global and defaults sections and the stats listener on :9090.";
+    UserlistHead: "USERLIST_HEAD", file "HAPROXY_USERLIST_HEAD", label Some("USERLIST_HEAD"), Formatted,
+        ["backend", "user", "passwd"], "The userlist of a service with HTTP basic auth.";
+    HttpFrontendHead: "HTTP_FRONTEND_HEAD", file "HAPROXY_HTTP_FRONTEND_HEAD", label GLOBAL, Verbatim, [],
+        "The :80 frontend that gathers every virtual host.";
+    HttpFrontendAppidHead: "HTTP_FRONTEND_APPID_HEAD", file "HAPROXY_HTTP_FRONTEND_APPID_HEAD", label GLOBAL, Verbatim, [],
+        "The :9091 frontend routing on the X-Marathon-App-Id header to every http-mode service.";
+    HttpsFrontendHead: "HTTPS_FRONTEND_HEAD", file "HAPROXY_HTTPS_FRONTEND_HEAD", label GLOBAL, Formatted, ["sslCerts"],
+        "The :443 frontend terminating TLS for every virtual host.";
+    HttpsGroupedFrontendHead: "HTTPS_GROUPED_FRONTEND_HEAD", file "HAPROXY_HTTPS_GROUPED_FRONTEND_HEAD", label GLOBAL, Verbatim, [],
+        "With --group-https-by-vhost: the :443 frontend in tcp mode routing on SNI.";
+    HttpsGroupedVhostFrontendHead: "HTTPS_GROUPED_VHOST_FRONTEND_HEAD", file "HAPROXY_HTTPS_GROUPED_VHOST_FRONTEND_HEAD", label GLOBAL, Formatted,
+        ["name", "sslCerts", "bindOpts"], "With --group-https-by-vhost: the TLS-terminating frontend of one vhost.";
+    HttpsGroupedVhostBackendHead: "HTTPS_GROUPED_VHOST_BACKEND_HEAD", file "HAPROXY_HTTPS_GROUPED_VHOST_BACKEND_HEAD", label GLOBAL, Formatted,
+        ["name"], "With --group-https-by-vhost: the loopback backend feeding one vhost's frontend.";
+    HttpsGroupedVhostFrontendAcl: "HTTPS_GROUPED_VHOST_FRONTEND_ACL", file "HAPROXY_HTTPS_GROUPED_VHOST_FRONTEND_ACL", label GLOBAL, Formatted,
+        ["backend", "host"], "With --group-https-by-vhost: the SNI rule sending one vhost to its backend.";
+    FrontendHead: "FRONTEND_HEAD", file "HAPROXY_FRONTEND_HEAD", label Some("FRONTEND_HEAD"), Formatted,
+        ["bindAddr", "backend", "servicePort", "mode", "sslCert", "bindOptions"], "The service's own frontend on its service port.";
+    BackendHead: "BACKEND_HEAD", file "HAPROXY_BACKEND_HEAD", label Some("BACKEND_HEAD"), Formatted,
+        ["backend", "balance", "mode"], "The start of a service's backend: balance algorithm and mode.";
+    BackendRedirectHttpToHttps: "BACKEND_REDIRECT_HTTP_TO_HTTPS", file "HAPROXY_BACKEND_REDIRECT_HTTP_TO_HTTPS", label Some("BACKEND_REDIRECT_HTTP_TO_HTTPS"), Formatted,
+        ["bindAddr", "cleanedUpHostname"], "Redirect to https for HAPROXY_{n}_REDIRECT_TO_HTTPS.";
+    BackendRedirectHttpToHttpsWithPath: "BACKEND_REDIRECT_HTTP_TO_HTTPS_WITH_PATH", file "HAPROXY_BACKEND_REDIRECT_HTTP_TO_HTTPS_WITH_PATH", label Some("BACKEND_REDIRECT_HTTP_TO_HTTPS_WITH_PATH"), Formatted,
+        ["bindAddr", "cleanedUpHostname", "backend"], "Redirect to https, for a service with a path.";
+    BackendHstsOptions: "BACKEND_HSTS_OPTIONS", file "HAPROXY_BACKEND_HSTS_OPTIONS", label Some("BACKEND_HSTS_OPTIONS"), Verbatim,
+        [], "The HSTS response header for HAPROXY_{n}_USE_HSTS (ours: http-response set-header).";
+    HttpFrontendAcl: "HTTP_FRONTEND_ACL", file "HAPROXY_HTTP_FRONTEND_ACL", label Some("HTTP_FRONTEND_ACL"), Formatted,
+        ["cleanedUpHostname", "hostname", "backend"], "Host ACL and use_backend in the :80 frontend.";
+    MapHttpFrontendAcl: "MAP_HTTP_FRONTEND_ACL", file "HAPROXY_MAP_HTTP_FRONTEND_ACL", label Some("HTTP_FRONTEND_ACL"), Formatted,
+        ["haproxy_dir"], "With --haproxy-map: the :80 use_backend through domain2backend.map.";
+    HttpFrontendAclWithAuth: "HTTP_FRONTEND_ACL_WITH_AUTH", file "HAPROXY_HTTP_FRONTEND_ACL_WITH_AUTH", label Some("HTTP_FRONTEND_ACL_WITH_AUTH"), Formatted,
+        ["cleanedUpHostname", "hostname", "appId", "realm", "backend"], "Host ACL with basic auth in the :80 frontend.";
+    HttpFrontendAclOnly: "HTTP_FRONTEND_ACL_ONLY", file "HAPROXY_HTTP_FRONTEND_ACL_ONLY", label Some("HTTP_FRONTEND_ACL_ONLY"), Formatted,
+        ["cleanedUpHostname", "hostname"], "Host ACL only, for a service with several vhosts.";
+    MapHttpFrontendAclOnly: "MAP_HTTP_FRONTEND_ACL_ONLY", file "HAPROXY_MAP_HTTP_FRONTEND_ACL_ONLY", label Some("HTTP_FRONTEND_ACL_ONLY"), Formatted,
+        ["haproxy_dir"], "With --haproxy-map: the map use_backend, for a service with several vhosts.";
+    HttpFrontendRoutingOnly: "HTTP_FRONTEND_ROUTING_ONLY", file "HAPROXY_HTTP_FRONTEND_ROUTING_ONLY", label Some("HTTP_FRONTEND_ROUTING_ONLY"), Formatted,
+        ["cleanedUpHostname", "backend"], "use_backend on the host ACL, for a service with several vhosts.";
+    HttpFrontendRoutingOnlyWithAuth: "HTTP_FRONTEND_ROUTING_ONLY_WITH_AUTH", file "HAPROXY_HTTP_FRONTEND_ROUTING_ONLY_WITH_AUTH", label Some("HTTP_FRONTEND_ROUTING_ONLY_WITH_AUTH"), Formatted,
+        ["cleanedUpHostname", "realm", "backend"], "Auth and use_backend, for a service with several vhosts.";
+    HttpFrontendAclWithPath: "HTTP_FRONTEND_ACL_WITH_PATH", file "HAPROXY_HTTP_FRONTEND_ACL_WITH_PATH", label Some("HTTP_FRONTEND_ACL_WITH_PATH"), Formatted,
+        ["cleanedUpHostname", "hostname", "path", "appId", "backend"], "Host and path ACLs with use_backend in the :80 frontend.";
+    HttpFrontendAclWithAuthAndPath: "HTTP_FRONTEND_ACL_WITH_AUTH_AND_PATH", file "HAPROXY_HTTP_FRONTEND_ACL_WITH_AUTH_AND_PATH", label Some("HTTP_FRONTEND_ACL_WITH_AUTH_AND_PATH"), Formatted,
+        ["cleanedUpHostname", "hostname", "path", "appId", "realm", "backend"], "Host and path ACLs with basic auth in the :80 frontend.";
+    HttpFrontendAclOnlyWithPath: "HTTP_FRONTEND_ACL_ONLY_WITH_PATH", file "HAPROXY_HTTP_FRONTEND_ACL_ONLY_WITH_PATH", label Some("HTTP_FRONTEND_ACL_ONLY_WITH_PATH"), Formatted,
+        ["path", "backend"], "The path ACL only.";
+    HttpFrontendAclOnlyWithPathAndAuth: "HTTP_FRONTEND_ACL_ONLY_WITH_PATH_AND_AUTH", file "HAPROXY_HTTP_FRONTEND_ACL_ONLY_WITH_PATH_AND_AUTH", label Some("HTTP_FRONTEND_ACL_ONLY_WITH_PATH_AND_AUTH"), Formatted,
+        ["path", "cleanedUpHostname", "hostname", "realm", "backend"], "Path and auth ACLs only, for a service with several vhosts.";
+    HttpsFrontendAclOnlyWithPath: "HTTPS_FRONTEND_ACL_ONLY_WITH_PATH", file "HAPROXY_HTTPS_FRONTEND_ACL_ONLY_WITH_PATH", label Some("HTTPS_FRONTEND_ACL_ONLY_WITH_PATH"), Formatted,
+        ["path", "backend"], "The path ACL only, in the :443 frontend.";
+    HttpFrontendRoutingOnlyWithPath: "HTTP_FRONTEND_ROUTING_ONLY_WITH_PATH", file "HAPROXY_HTTP_FRONTEND_ROUTING_ONLY_WITH_PATH", label Some("HTTP_FRONTEND_ROUTING_ONLY_WITH_PATH"), Formatted,
+        ["cleanedUpHostname", "backend"], "use_backend on host and path ACLs, for a service with several vhosts.";
+    HttpFrontendRoutingOnlyWithPathAndAuth: "HTTP_FRONTEND_ROUTING_ONLY_WITH_PATH_AND_AUTH", file "HAPROXY_HTTP_FRONTEND_ROUTING_ONLY_WITH_PATH_AND_AUTH", label Some("HTTP_FRONTEND_ROUTING_ONLY_WITH_PATH_AND_AUTH"), Formatted,
+        ["cleanedUpHostname", "realm", "backend"], "Auth and use_backend on host and path ACLs, for several vhosts.";
+    HttpsFrontendRoutingOnlyWithPathAndAuth: "HTTPS_FRONTEND_ROUTING_ONLY_WITH_PATH_AND_AUTH", file "HAPROXY_HTTPS_FRONTEND_ROUTING_ONLY_WITH_PATH_AND_AUTH", label GLOBAL, Formatted,
+        ["cleanedUpHostname", "realm", "backend"], "Defined by marathon-lb but never used; kept so its name stays valid.";
+    HttpFrontendAppidAcl: "HTTP_FRONTEND_APPID_ACL", file "HAPROXY_HTTP_FRONTEND_APPID_ACL", label Some("HTTP_FRONTEND_APPID_ACL"), Formatted,
+        ["cleanedUpAppId", "hostname", "appId", "backend"], "App-id ACL and use_backend in the :9091 frontend.";
+    MapHttpFrontendAppidAcl: "MAP_HTTP_FRONTEND_APPID_ACL", file "HAPROXY_MAP_HTTP_FRONTEND_APPID_ACL", label Some("HTTP_FRONTEND_APPID_ACL"), Formatted,
+        ["haproxy_dir"], "With --haproxy-map: the :9091 use_backend through app2backend.map.";
+    HttpsFrontendAcl: "HTTPS_FRONTEND_ACL", file "HAPROXY_HTTPS_FRONTEND_ACL", label Some("HTTPS_FRONTEND_ACL"), Formatted,
+        ["cleanedUpHostname", "hostname", "appId", "backend"], "SNI use_backend in the :443 frontend.";
+    MapHttpsFrontendAcl: "MAP_HTTPS_FRONTEND_ACL", file "HAPROXY_MAP_HTTPS_FRONTEND_ACL", label Some("HTTPS_FRONTEND_ACL"), Formatted,
+        ["hostname", "haproxy_dir"], "With --haproxy-map: the :443 use_backend through domain2backend.map.";
+    HttpsFrontendAclWithAuth: "HTTPS_FRONTEND_ACL_WITH_AUTH", file "HAPROXY_HTTPS_FRONTEND_ACL_WITH_AUTH", label Some("HTTPS_FRONTEND_ACL_WITH_AUTH"), Formatted,
+        ["cleanedUpHostname", "hostname", "appId", "realm", "backend"], "SNI use_backend with basic auth in the :443 frontend.";
+    HttpsFrontendAuthAclOnly: "HTTPS_FRONTEND_AUTH_ACL_ONLY", file "HAPROXY_HTTPS_FRONTEND_AUTH_ACL_ONLY", label GLOBAL, Formatted,
+        ["cleanedUpHostname", "backend"], "Defined by marathon-lb but never used; kept so its name stays valid.";
+    HttpsFrontendAuthRequestOnly: "HTTPS_FRONTEND_AUTH_REQUEST_ONLY", file "HAPROXY_HTTPS_FRONTEND_AUTH_REQUEST_ONLY", label GLOBAL, Formatted,
+        ["realm", "hostname", "cleanedUpHostname"], "Defined by marathon-lb but never used; kept so its name stays valid.";
+    HttpsFrontendAclWithPath: "HTTPS_FRONTEND_ACL_WITH_PATH", file "HAPROXY_HTTPS_FRONTEND_ACL_WITH_PATH", label Some("HTTPS_FRONTEND_ACL_WITH_PATH"), Formatted,
+        ["cleanedUpHostname", "hostname", "appId", "backend"], "SNI and path use_backend in the :443 frontend.";
+    HttpsFrontendAclWithAuthAndPath: "HTTPS_FRONTEND_ACL_WITH_AUTH_AND_PATH", file "HAPROXY_HTTPS_FRONTEND_ACL_WITH_AUTH_AND_PATH", label Some("HTTPS_FRONTEND_ACL_WITH_AUTH_AND_PATH"), Formatted,
+        ["cleanedUpHostname", "hostname", "appId", "realm", "backend"], "SNI and path use_backend with basic auth in the :443 frontend.";
+    BackendHttpOptions: "BACKEND_HTTP_OPTIONS", file "HAPROXY_BACKEND_HTTP_OPTIONS", label Some("BACKEND_HTTP_OPTIONS"), Verbatim,
+        [], "Forwarding headers of an http-mode backend.";
+    HttpBackendProxypassGlue: "HTTP_BACKEND_PROXYPASS_GLUE", file "HAPROXY_HTTP_BACKEND_PROXYPASS_GLUE", label Some("HTTP_BACKEND_PROXYPASS_GLUE"), Formatted,
+        ["hostname", "proxypath"], "Path-prefix stripping for HAPROXY_{n}_HTTP_BACKEND_PROXYPASS_PATH (ours: http-request replace-path).";
+    HttpBackendRevproxyGlue: "HTTP_BACKEND_REVPROXY_GLUE", file "HAPROXY_HTTP_BACKEND_REVPROXY_GLUE", label Some("HTTP_BACKEND_REVPROXY_GLUE"), Formatted,
+        ["hostname", "rootpath"], "Location rewriting for HAPROXY_{n}_HTTP_BACKEND_REVPROXY_PATH (ours: http-response replace-header).";
+    // No label: `HAPROXY_{n}_HTTP_BACKEND_REDIR` is the redirect path itself in marathon-lb.
+    HttpBackendRedir: "HTTP_BACKEND_REDIR", file "HAPROXY_HTTP_BACKEND_REDIR", label GLOBAL, Formatted,
+        ["hostname", "redirpath"], "Redirect of the domain root for HAPROXY_{n}_HTTP_BACKEND_REDIR.";
+    BackendHttpHealthcheckOptions: "BACKEND_HTTP_HEALTHCHECK_OPTIONS", file "HAPROXY_BACKEND_HTTP_HEALTHCHECK_OPTIONS", label Some("BACKEND_HTTP_HEALTHCHECK_OPTIONS"), Formatted,
+        ["healthCheckPortIndex", "healthCheckPort", "healthCheckProtocol", "healthCheckPath", "healthCheckTimeoutSeconds", "healthCheckIntervalSeconds", "healthCheckGracePeriodSeconds", "healthCheckMaxConsecutiveFailures", "healthCheckFalls", "healthCheckPortOptions"],
+        "Backend health-check options of an http-mode service with an HTTP health check.";
+    BackendTcpHealthcheckOptions: "BACKEND_TCP_HEALTHCHECK_OPTIONS", file "HAPROXY_BACKEND_TCP_HEALTHCHECK_OPTIONS", label Some("BACKEND_TCP_HEALTHCHECK_OPTIONS"), Formatted,
+        ["healthCheckPortIndex", "healthCheckPort", "healthCheckProtocol", "healthCheckPath", "healthCheckTimeoutSeconds", "healthCheckIntervalSeconds", "healthCheckGracePeriodSeconds", "healthCheckMaxConsecutiveFailures", "healthCheckFalls", "healthCheckPortOptions"],
+        "Backend health-check options of a tcp-mode service (empty by default).";
+    BackendStickyOptions: "BACKEND_STICKY_OPTIONS", file "HAPROXY_BACKEND_STICKY_OPTIONS", label Some("BACKEND_STICKY_OPTIONS"), Verbatim,
+        [], "The sticky-session cookie for HAPROXY_{n}_STICKY.";
+    BackendServerOptions: "BACKEND_SERVER_OPTIONS", file "HAPROXY_BACKEND_SERVER_OPTIONS", label Some("BACKEND_SERVER_OPTIONS"), Formatted,
+        ["host", "host_ipv4", "port", "serverName", "serverId", "cookieOptions", "healthCheckOptions", "otherOptions"], "One server line per task.";
+    BackendServerHttpHealthcheckOptions: "BACKEND_SERVER_HTTP_HEALTHCHECK_OPTIONS", file "HAPROXY_BACKEND_SERVER_HTTP_HEALTHCHECK_OPTIONS", label Some("BACKEND_SERVER_HTTP_HEALTHCHECK_OPTIONS"), Formatted,
+        ["healthCheckPortIndex", "healthCheckPort", "healthCheckProtocol", "healthCheckPath", "healthCheckTimeoutSeconds", "healthCheckIntervalSeconds", "healthCheckGracePeriodSeconds", "healthCheckMaxConsecutiveFailures", "healthCheckFalls", "healthCheckPortOptions"],
+        "Check options on each server line of an http-mode service (stripped, then one leading space).";
+    BackendServerTcpHealthcheckOptions: "BACKEND_SERVER_TCP_HEALTHCHECK_OPTIONS", file "HAPROXY_BACKEND_SERVER_TCP_HEALTHCHECK_OPTIONS", label Some("BACKEND_SERVER_TCP_HEALTHCHECK_OPTIONS"), Formatted,
+        ["healthCheckPortIndex", "healthCheckPort", "healthCheckProtocol", "healthCheckPath", "healthCheckTimeoutSeconds", "healthCheckIntervalSeconds", "healthCheckGracePeriodSeconds", "healthCheckMaxConsecutiveFailures", "healthCheckFalls", "healthCheckPortOptions"],
+        "Check options on each server line of a tcp-mode service (stripped, then one leading space).";
+    FrontendBackendGlue: "FRONTEND_BACKEND_GLUE", file "HAPROXY_FRONTEND_BACKEND_GLUE", label Some("FRONTEND_BACKEND_GLUE"), Formatted,
+        ["backend"], "Sends the service's own frontend to its backend.";
+    HttpBackendNetworkAllowedAcl: "HTTP_BACKEND_NETWORK_ALLOWED_ACL", file "HAPROXY_HTTP_BACKEND_NETWORK_ALLOWED_ACL", label Some("HTTP_BACKEND_NETWORK_ALLOWED_ACL"), Formatted,
+        ["network_allowed"], "One allowed network of HAPROXY_{n}_BACKEND_NETWORK_ALLOWED_ACL (http mode).";
+    HttpBackendAclAllowDeny: "HTTP_BACKEND_ACL_ALLOW_DENY", file "HAPROXY_HTTP_BACKEND_ACL_ALLOW_DENY", label GLOBAL, Verbatim,
+        [], "Allows the allowed networks and denies the rest (http mode).";
+    TcpBackendNetworkAllowedAcl: "TCP_BACKEND_NETWORK_ALLOWED_ACL", file "HAPROXY_TCP_BACKEND_NETWORK_ALLOWED_ACL", label Some("TCP_BACKEND_NETWORK_ALLOWED_ACL"), Formatted,
+        ["network_allowed"], "One allowed network of HAPROXY_{n}_BACKEND_NETWORK_ALLOWED_ACL (tcp mode).";
+    TcpBackendAclAllowDeny: "TCP_BACKEND_ACL_ALLOW_DENY", file "HAPROXY_TCP_BACKEND_ACL_ALLOW_DENY", label GLOBAL, Verbatim,
+        [], "Accepts the allowed networks and rejects the rest (tcp mode).";
+}
+
+impl Name {
+    pub fn def(self) -> &'static TemplateDef {
+        &TEMPLATES[self as usize]
+    }
+}
+
+/// Where a section's text came from, for error messages.
+#[derive(Debug, Clone)]
+enum Origin {
+    Embedded,
+    /// A `HAPROXY_{n}_<NAME>` label of the service being rendered.
+    Label,
+    Environment,
+    File(PathBuf),
+}
+
+static LABEL_ORIGIN: Origin = Origin::Label;
+
+#[derive(Debug, Clone)]
+struct Section {
+    text: String,
+    syntax: Syntax,
+    origin: Origin,
+    /// The minijinja template name, for `Syntax::Jinja`.
+    jinja_name: String,
+}
+
+/// Every section resolved to its global source (label overrides are per service and looked up
+/// at render time), plus the minijinja environment holding the `.j2` sections.
+#[derive(Debug)]
+pub struct Templates {
+    sections: Vec<Section>,
+    jinja: Environment<'static>,
+    label_templates: bool,
+}
+
+impl Templates {
+    /// Loads every section: a non-empty `HAPROXY_<NAME>` environment value (`\n` escapes become
+    /// newlines), else `<NAME>.j2` or `<NAME>` in the templates directory, else the embedded
+    /// default. A `.j2` file that names no known section is refused, as it is most likely a typo.
+    pub fn load(config: &RenderConfig) -> Result<Templates> {
+        let mut jinja = new_jinja_environment(config.templates_dir.clone());
+        let mut sections = Vec::with_capacity(TEMPLATES.len());
+        if let Some(dir) = &config.templates_dir {
+            refuse_unknown_jinja_files(dir)?;
+        }
+        for def in TEMPLATES {
+            let full_name = def.full_name();
+            let section = match config
+                .template_env
+                .get(&full_name)
+                .filter(|v| !v.is_empty())
+            {
+                Some(value) => Section {
+                    text: value.replace("\\n", "\n"),
+                    syntax: Syntax::Format,
+                    origin: Origin::Environment,
+                    jinja_name: String::new(),
+                },
+                None => match read_from_dir(config.templates_dir.as_deref(), &full_name)? {
+                    Some(section) => section,
+                    None => Section {
+                        text: def.default_text.to_string(),
+                        syntax: syntax_of(def.default_file),
+                        origin: Origin::Embedded,
+                        jinja_name: def.default_file.to_string(),
+                    },
+                },
+            };
+            if section.syntax == Syntax::Jinja {
+                jinja
+                    .add_template_owned(section.jinja_name.clone(), section.text.clone())
+                    .with_context(|| format!("template {}", describe(def, &section.origin)))
+                    .context(Failure::Template)?;
+            }
+            sections.push(section);
+        }
+        Ok(Templates {
+            sections,
+            jinja,
+            label_templates: config.label_templates,
+        })
+    }
+
+    /// The section run through `str.format` (or jinja) with `vars`.
+    pub fn format(&self, name: Name, service: Option<&Service>, vars: &Vars) -> Result<String> {
+        self.render(name, service, vars, Use::Formatted)
+    }
+
+    /// The section as marathon-lb pastes it: verbatim, unless it is a jinja file, which is
+    /// rendered with `vars`.
+    pub fn verbatim(&self, name: Name, service: Option<&Service>, vars: &Vars) -> Result<String> {
+        self.render(name, service, vars, Use::Verbatim)
+    }
+
+    /// A per-server health-check section: marathon-lb strips its text and prefixes one space,
+    /// so `""` means "no options".
+    pub fn server_check_options(
+        &self,
+        name: Name,
+        service: &Service,
+        vars: &Vars,
+    ) -> Result<String> {
+        let (text, syntax, origin) = self.resolve(name, Some(service));
+        let rendered = match syntax {
+            Syntax::Format => {
+                let trimmed = text.trim();
+                if trimmed.is_empty() {
+                    return Ok(String::new());
+                }
+                format::format(&format!(" {trimmed}"), vars)
+                    .map_err(anyhow::Error::new)
+                    .with_context(|| describe_for(name.def(), origin, service))
+                    .context(Failure::Template)?
+            }
+            Syntax::Jinja => {
+                let out = self.render_jinja(name, origin, Some(service), vars)?;
+                let trimmed = out.trim();
+                if trimmed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {trimmed}")
+                }
+            }
+        };
+        Ok(rendered)
+    }
+
+    /// Whether the section's source text is empty (marathon-lb skips an empty backend
+    /// health-check section entirely).
+    pub fn is_empty(&self, name: Name, service: Option<&Service>) -> bool {
+        self.resolve(name, service).0.is_empty()
+    }
+
+    fn render(
+        &self,
+        name: Name,
+        service: Option<&Service>,
+        vars: &Vars,
+        usage: Use,
+    ) -> Result<String> {
+        debug_assert!(
+            name.def()
+                .placeholders
+                .iter()
+                .all(|p| vars.iter().any(|(key, _)| key == p)),
+            "{:?} rendered without one of its documented placeholders",
+            name
+        );
+        let (text, syntax, origin) = self.resolve(name, service);
+        match (syntax, usage) {
+            (Syntax::Format, Use::Verbatim) => Ok(text.to_string()),
+            (Syntax::Format, Use::Formatted) => format::format(text, vars)
+                .map_err(anyhow::Error::new)
+                .with_context(|| match service {
+                    Some(service) => describe_for(name.def(), origin, service),
+                    None => format!("template {}", describe(name.def(), origin)),
+                })
+                .context(Failure::Template),
+            (Syntax::Jinja, _) => self.render_jinja(name, origin, service, vars),
+        }
+    }
+
+    fn render_jinja(
+        &self,
+        name: Name,
+        origin: &Origin,
+        service: Option<&Service>,
+        vars: &Vars,
+    ) -> Result<String> {
+        let section = &self.sections[name as usize];
+        let context: BTreeMap<&str, minijinja::Value> = vars
+            .iter()
+            .map(|(key, value)| (*key, jinja_value(value)))
+            .collect();
+        self.jinja
+            .get_template(&section.jinja_name)
+            .and_then(|template| template.render(context))
+            .map_err(|err| anyhow::anyhow!("{err:#}"))
+            .with_context(|| match service {
+                Some(service) => describe_for(name.def(), origin, service),
+                None => format!("template {}", describe(name.def(), origin)),
+            })
+            .context(Failure::Template)
+    }
+
+    /// The text in force for `service`: its label when allowed, else the global section.
+    fn resolve<'a>(
+        &'a self,
+        name: Name,
+        service: Option<&'a Service>,
+    ) -> (&'a str, Syntax, &'a Origin) {
+        let def = name.def();
+        if let (Some(label), Some(service), true) = (def.label, service, self.label_templates) {
+            if let Some(text) = service.template_labels.get(label) {
+                return (text, Syntax::Format, &LABEL_ORIGIN);
+            }
+        }
+        let section = &self.sections[name as usize];
+        (&section.text, section.syntax, &section.origin)
+    }
+}
+
+fn describe(def: &TemplateDef, origin: &Origin) -> String {
+    match origin {
+        Origin::Embedded => format!(
+            "{} (built-in default {})",
+            def.full_name(),
+            def.default_file
+        ),
+        Origin::Label => format!("{} (from a label)", def.full_name()),
+        Origin::Environment => format!("{} (from the environment variable)", def.full_name()),
+        Origin::File(path) => format!("{} (from {})", def.full_name(), path.display()),
+    }
+}
+
+fn describe_for(def: &TemplateDef, origin: &Origin, service: &Service) -> String {
+    match origin {
+        Origin::Label => format!(
+            "template label HAPROXY_{{n}}_{} of app {} (service port {})",
+            def.label.unwrap_or(def.short_name),
+            service.app_id,
+            service.service_port
+        ),
+        other => format!(
+            "template {} for app {} (service port {})",
+            describe(def, other),
+            service.app_id,
+            service.service_port
+        ),
+    }
+}
+
+fn syntax_of(file_name: &str) -> Syntax {
+    if file_name.ends_with(".j2") {
+        Syntax::Jinja
+    } else {
+        Syntax::Format
+    }
+}
+
+/// `<dir>/<NAME>.j2` (preferred) or `<dir>/<NAME>`. Python reads these files in text mode,
+/// which turns `\r\n` and lone `\r` into `\n`; so do we.
+fn read_from_dir(dir: Option<&Path>, full_name: &str) -> Result<Option<Section>> {
+    let Some(dir) = dir else { return Ok(None) };
+    for (file_name, syntax) in [
+        (format!("{full_name}.j2"), Syntax::Jinja),
+        (full_name.to_string(), Syntax::Format),
+    ] {
+        let path = dir.join(&file_name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                return Ok(Some(Section {
+                    text: text.replace("\r\n", "\n").replace('\r', "\n"),
+                    syntax,
+                    origin: Origin::File(path),
+                    jinja_name: file_name,
+                }))
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("reading template {}", path.display()))
+                    .context(Failure::Template)
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn refuse_unknown_jinja_files(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            // marathon-lb silently uses its defaults when the directory is missing.
+            return Ok(());
+        }
+        Err(err) => {
+            return Err(err)
+                .with_context(|| format!("reading templates directory {}", dir.display()))
+                .context(Failure::Template)
+        }
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = file_name.strip_suffix(".j2") {
+            let known = TEMPLATES.iter().any(|def| def.full_name() == stem);
+            if stem.starts_with("HAPROXY_") && !known {
+                return Err(anyhow!(
+                    "{}: no template section is named {stem}; see the template table for the names",
+                    entry.path().display()
+                ))
+                .context(Failure::Template);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// minijinja as the templates need it: whitespace exact, undefined names are errors, and
+/// `{% include %}` / `{% import %}` read only plain file names from the templates directory.
+fn new_jinja_environment(dir: Option<PathBuf>) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_keep_trailing_newline(true);
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_loader(move |name| {
+        let Some(dir) = &dir else { return Ok(None) };
+        if !is_plain_file_name(name) {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::TemplateNotFound,
+                format!("{name:?} is not a plain file name in the templates directory"),
+            ));
+        }
+        match std::fs::read_to_string(dir.join(name)) {
+            Ok(text) => Ok(Some(text)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("reading {}: {err}", dir.join(name).display()),
+            )),
+        }
+    });
+    env
+}
+
+/// Refuses `..`, hidden files and anything with a path separator.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0'])
+}
+
+fn jinja_value(value: &Value) -> minijinja::Value {
+    match value {
+        Value::Str(text) => minijinja::Value::from(text.as_str()),
+        Value::Int(number) => minijinja::Value::from(*number),
+        Value::None => minijinja::Value::from(()),
+    }
+}
+
+/// The template reference as Markdown, generated from [`TEMPLATES`] (for the docs and the man
+/// page, and for tests that check those against the table).
+pub fn reference_markdown() -> String {
+    let mut out = String::new();
+    for def in TEMPLATES {
+        out += &format!("### `{}`\n\n{}\n\n", def.full_name(), def.description);
+        out += &match def.label {
+            Some(label) => {
+                format!("Overridable per service port with the label `HAPROXY_{{n}}_{label}`.\n\n")
+            }
+            None => "Global only.\n\n".to_string(),
+        };
+        if def.usage == Use::Verbatim {
+            out += "marathon-lb pastes this section verbatim; a `.j2` file is rendered.\n\n";
+        }
+        if !def.placeholders.is_empty() {
+            let names: Vec<String> = def.placeholders.iter().map(|p| format!("`{p}`")).collect();
+            out += &format!("Placeholders: {}.\n\n", names.join(", "));
+        }
+        out += &format!(
+            "Default (`templates/{}`):\n\n```\n{}```\n\n",
+            def.default_file, def.default_text
+        );
+    }
+    out
+}

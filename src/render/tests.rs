@@ -1,0 +1,428 @@
+//! Unit tests of the loader's precedence and syntaxes, and of small render rules. The corpus
+//! (`tests/corpus.rs`) checks whole configurations against marathon-lb's.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::*;
+use crate::config::Config;
+use crate::error::Failure;
+use crate::model::Backend;
+
+fn render_config(dir: Option<&Path>) -> RenderConfig {
+    let mut config = Config::new(Vec::new(), "/etc/haproxy/haproxy.cfg".into()).render;
+    config.templates_dir = dir.map(Path::to_path_buf);
+    config
+}
+
+fn service() -> Service {
+    Service {
+        app_id: "/shop/web".to_string(),
+        service_port: 10000,
+        backends: vec![Backend {
+            host: "10.0.0.1".to_string(),
+            ip: "10.0.0.1".to_string(),
+            port: 31000,
+            draining: false,
+        }],
+        hostname: None,
+        path: None,
+        proxypath: None,
+        revproxypath: None,
+        redirpath: None,
+        auth: None,
+        sticky: false,
+        enabled: true,
+        redirect_http_to_https: false,
+        use_hsts: false,
+        ssl_cert: None,
+        bind_options: None,
+        bind_addr: "*".to_string(),
+        groups: vec!["external".to_string()],
+        haproxy_groups: Vec::new(),
+        mode: None,
+        balance: "roundrobin".to_string(),
+        health_check: None,
+        template_labels: BTreeMap::new(),
+        backend_weight: 0,
+        network_allowed: None,
+        healthcheck_port_index: None,
+    }
+}
+
+fn backend_head_vars() -> Vec<(&'static str, Value)> {
+    vec![
+        ("backend", Value::str("shop_web_10000")),
+        ("balance", Value::str("roundrobin")),
+        ("mode", Value::str("tcp")),
+    ]
+}
+
+fn backend_head(templates: &Templates, service: &Service) -> String {
+    templates
+        .format(Name::BackendHead, Some(service), &backend_head_vars())
+        .unwrap()
+}
+
+#[test]
+fn label_beats_environment_beats_file_beats_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = render_config(Some(dir.path()));
+    let mut service = service();
+
+    let templates = Templates::load(&config).unwrap();
+    assert_eq!(
+        backend_head(&templates, &service),
+        "\nbackend shop_web_10000\n  balance roundrobin\n  mode tcp\n"
+    );
+
+    std::fs::write(
+        dir.path().join("HAPROXY_BACKEND_HEAD"),
+        "file {backend}\r\n",
+    )
+    .unwrap();
+    let templates = Templates::load(&config).unwrap();
+    assert_eq!(
+        backend_head(&templates, &service),
+        "file shop_web_10000\n",
+        "CRLF read as LF, like Python"
+    );
+
+    config.template_env.insert(
+        "HAPROXY_BACKEND_HEAD".to_string(),
+        "env {backend}\\n".to_string(),
+    );
+    let templates = Templates::load(&config).unwrap();
+    assert_eq!(
+        backend_head(&templates, &service),
+        "env shop_web_10000\n",
+        "\\n escape becomes a newline"
+    );
+
+    service
+        .template_labels
+        .insert("BACKEND_HEAD".to_string(), "label {backend}\n".to_string());
+    assert_eq!(backend_head(&templates, &service), "label shop_web_10000\n");
+
+    config.label_templates = false;
+    let templates = Templates::load(&config).unwrap();
+    assert_eq!(
+        backend_head(&templates, &service),
+        "env shop_web_10000\n",
+        "--no-label-templates"
+    );
+}
+
+#[test]
+fn empty_environment_value_does_not_override() {
+    let mut config = render_config(None);
+    config
+        .template_env
+        .insert("HAPROXY_BACKEND_HEAD".to_string(), String::new());
+    let templates = Templates::load(&config).unwrap();
+    assert!(backend_head(&templates, &service()).starts_with("\nbackend "));
+}
+
+#[test]
+fn map_sections_answer_to_the_plain_acl_label() {
+    let templates = Templates::load(&render_config(None)).unwrap();
+    let mut service = service();
+    service.template_labels.insert(
+        "HTTP_FRONTEND_ACL".to_string(),
+        "  custom {haproxy_dir}\n".to_string(),
+    );
+    let out = templates
+        .format(
+            Name::MapHttpFrontendAcl,
+            Some(&service),
+            &[("haproxy_dir", Value::str("/etc/haproxy"))],
+        )
+        .unwrap();
+    assert_eq!(out, "  custom /etc/haproxy\n");
+}
+
+#[test]
+fn jinja_file_overrides_and_wins_over_a_bare_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("HAPROXY_BACKEND_HEAD"), "bare {backend}\n").unwrap();
+    std::fs::write(
+        dir.path().join("HAPROXY_BACKEND_HEAD.j2"),
+        "\nbackend {{ backend }}\n  balance {{ balance }}\n{% if mode == \"tcp\" %}  mode tcp\n{% endif %}\n",
+    )
+    .unwrap();
+    let templates = Templates::load(&render_config(Some(dir.path()))).unwrap();
+    assert_eq!(
+        backend_head(&templates, &service()),
+        "\nbackend shop_web_10000\n  balance roundrobin\n  mode tcp\n\n",
+        "trailing newline kept exactly"
+    );
+}
+
+#[test]
+fn jinja_typo_is_an_error_naming_the_template() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("HAPROXY_BACKEND_HEAD.j2"),
+        "backend {{ backnd }}\n",
+    )
+    .unwrap();
+    let templates = Templates::load(&render_config(Some(dir.path()))).unwrap();
+    let err = templates
+        .format(Name::BackendHead, Some(&service()), &backend_head_vars())
+        .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains("HAPROXY_BACKEND_HEAD"), "{message}");
+    assert!(
+        message.contains("backnd") || message.contains("undefined"),
+        "{message}"
+    );
+    assert!(message.contains("/shop/web"), "{message}");
+    assert_eq!(err.downcast_ref::<Failure>(), Some(&Failure::Template));
+}
+
+#[test]
+fn jinja_syntax_error_fails_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("HAPROXY_HEAD.j2"), "global\n{% if %}\n").unwrap();
+    let err = Templates::load(&render_config(Some(dir.path()))).unwrap_err();
+    assert!(format!("{err:#}").contains("HAPROXY_HEAD"), "{err:#}");
+    assert_eq!(err.downcast_ref::<Failure>(), Some(&Failure::Template));
+}
+
+#[test]
+fn unknown_jinja_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("HAPROXY_BACKEND_HAED.j2"), "x").unwrap();
+    let err = Templates::load(&render_config(Some(dir.path()))).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("HAPROXY_BACKEND_HAED"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn jinja_includes_stay_inside_the_templates_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("backend-extra"),
+        "  # extra for {{ backend }}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("HAPROXY_BACKEND_HEAD.j2"),
+        "backend {{ backend }}\n{% include \"backend-extra\" %}",
+    )
+    .unwrap();
+    let templates = Templates::load(&render_config(Some(dir.path()))).unwrap();
+    assert_eq!(
+        backend_head(&templates, &service()),
+        "backend shop_web_10000\n  # extra for shop_web_10000\n"
+    );
+
+    std::fs::write(
+        dir.path().join("HAPROXY_BACKEND_HEAD.j2"),
+        "{% include \"../secret\" %}",
+    )
+    .unwrap();
+    let templates = Templates::load(&render_config(Some(dir.path()))).unwrap();
+    assert!(templates
+        .format(Name::BackendHead, Some(&service()), &backend_head_vars())
+        .is_err());
+    assert!(
+        !is_plain_file_name("../x")
+            && !is_plain_file_name("a/b")
+            && is_plain_file_name("HAPROXY_HEAD")
+    );
+}
+
+#[test]
+fn label_format_error_names_app_and_label() {
+    let templates = Templates::load(&render_config(None)).unwrap();
+    let mut service = service();
+    service.template_labels.insert(
+        "BACKEND_HEAD".to_string(),
+        "backend {backendd}\n".to_string(),
+    );
+    let err = templates
+        .format(Name::BackendHead, Some(&service), &backend_head_vars())
+        .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains("HAPROXY_{n}_BACKEND_HEAD"), "{message}");
+    assert!(message.contains("/shop/web"), "{message}");
+    assert!(message.contains("{backendd}"), "{message}");
+}
+
+#[test]
+fn server_check_options_are_stripped_and_prefixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = Templates::load(&render_config(Some(dir.path()))).unwrap();
+    let mut service = service();
+    service.template_labels.insert(
+        "BACKEND_SERVER_TCP_HEALTHCHECK_OPTIONS".to_string(),
+        "\n   check inter {healthCheckIntervalSeconds}s  \n".to_string(),
+    );
+    let vars = [("healthCheckIntervalSeconds", Value::Int(5))];
+    let out = templates
+        .server_check_options(Name::BackendServerTcpHealthcheckOptions, &service, &vars)
+        .unwrap();
+    assert_eq!(out, " check inter 5s");
+    service.template_labels.insert(
+        "BACKEND_SERVER_TCP_HEALTHCHECK_OPTIONS".to_string(),
+        "  \n".to_string(),
+    );
+    let out = templates
+        .server_check_options(Name::BackendServerTcpHealthcheckOptions, &service, &vars)
+        .unwrap();
+    assert_eq!(out, "");
+}
+
+#[test]
+fn global_default_options_are_sorted_and_unique() {
+    assert_eq!(
+        global_default_options(None),
+        "  option            dontlognull\n  option            http-server-close\n  option            redispatch\n"
+    );
+    assert_eq!(
+        global_default_options(Some("httplog, forwardfor,httplog")),
+        "  option            forwardfor\n  option            httplog\n"
+    );
+}
+
+#[test]
+fn dirname_follows_python() {
+    assert_eq!(python_dirname("/etc/haproxy/haproxy.cfg"), "/etc/haproxy");
+    assert_eq!(python_dirname("haproxy.cfg"), "");
+    assert_eq!(python_dirname("/haproxy.cfg"), "/");
+    assert_eq!(python_dirname("a//b"), "a");
+}
+
+#[test]
+fn table_names_are_unique_and_defaults_embedded() {
+    let mut seen = std::collections::HashSet::new();
+    for (index, def) in TEMPLATES.iter().enumerate() {
+        assert_eq!(def.name as usize, index, "{} out of order", def.short_name);
+        assert!(seen.insert(def.short_name), "{} twice", def.short_name);
+        assert!(
+            def.default_file.starts_with(&def.full_name()),
+            "{}",
+            def.short_name
+        );
+        assert!(!def.description.is_empty());
+    }
+    // Every file shipped in templates/ belongs to a row.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+    for entry in std::fs::read_dir(shipped).unwrap() {
+        let file = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            TEMPLATES.iter().any(|def| def.default_file == file),
+            "templates/{file} is in no table row"
+        );
+    }
+}
+
+#[test]
+fn default_head_carries_the_global_options_and_no_marathon_lb_files() {
+    let mut config = render_config(None);
+    config.global_default_options = Some("httplog".to_string());
+    let templates = Templates::load(&config).unwrap();
+    let head = render(&Model::default(), &templates, &config)
+        .unwrap()
+        .config;
+    assert!(head.contains("  option            httplog\n"), "{head}");
+    assert!(head.contains("expose-fd listeners"));
+    assert!(head.contains("option            idle-close-on-response"));
+    assert!(!head.contains("lua-load") && !head.split_whitespace().any(|word| word == "daemon"));
+}
+
+#[test]
+fn services_outside_the_groups_or_disabled_or_empty_are_skipped() {
+    let config = render_config(None);
+    let templates = Templates::load(&config).unwrap();
+    let mut internal = service();
+    internal.app_id = "/internal".to_string();
+    internal.groups = vec!["internal".to_string()];
+    let mut per_port = service();
+    per_port.app_id = "/per-port".to_string();
+    per_port.groups = vec!["internal".to_string()];
+    per_port.haproxy_groups = vec!["external".to_string()];
+    let mut disabled = service();
+    disabled.app_id = "/disabled".to_string();
+    disabled.enabled = false;
+    let mut empty = service();
+    empty.app_id = "/empty".to_string();
+    empty.backends.clear();
+    let model = Model {
+        services: vec![internal, per_port, disabled, empty, service()],
+    };
+    let out = render(&model, &templates, &config).unwrap().config;
+    assert!(out.contains("\nbackend per-port_10000\n"));
+    assert!(out.contains("\nbackend shop_web_10000\n"));
+    for skipped in ["internal_10000", "disabled_10000", "empty_10000"] {
+        assert!(!out.contains(skipped), "{skipped} rendered");
+    }
+}
+
+/// The table's placeholder lists cover every shipped default, so docs generated from the table
+/// name every variable a default uses.
+#[test]
+fn every_default_renders_with_only_its_documented_placeholders() {
+    let templates = Templates::load(&render_config(None)).unwrap();
+    for def in TEMPLATES {
+        let vars: Vec<(&'static str, Value)> = def
+            .placeholders
+            .iter()
+            .map(|name| (*name, Value::str("x")))
+            .collect();
+        let rendered = match def.usage {
+            Use::Formatted => templates.format(def.name, None, &vars),
+            Use::Verbatim => templates.verbatim(def.name, None, &vars),
+        };
+        if let Err(err) = rendered {
+            panic!("{}: {err:#}", def.full_name());
+        }
+    }
+}
+
+#[test]
+fn jinja_server_section_renders_in_a_full_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("HAPROXY_BACKEND_SERVER_OPTIONS.j2"),
+        "  server {{ serverName }} {{ host_ipv4 }}:{{ port }} id {{ serverId }}{% if port > 30000 %} weight 10{% endif %}\n",
+    )
+    .unwrap();
+    let config = render_config(Some(dir.path()));
+    let templates = Templates::load(&config).unwrap();
+    let model = Model {
+        services: vec![service()],
+    };
+    let out = render(&model, &templates, &config).unwrap().config;
+    let id = server_id(
+        &server_name("10.0.0.1", "10.0.0.1", 31000),
+        &mut Default::default(),
+    );
+    assert!(
+        out.ends_with(&format!(
+            "  server 10_0_0_1_31000 10.0.0.1:31000 id {id} weight 10\n"
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn redirect_path_label_is_not_a_template_override() {
+    // In marathon-lb `HAPROXY_{n}_HTTP_BACKEND_REDIR` is the redirect path, never the section.
+    assert!(Name::HttpBackendRedir.def().label.is_none());
+    assert_eq!(
+        Name::MapHttpsFrontendAcl.def().label,
+        Some("HTTPS_FRONTEND_ACL")
+    );
+}
+
+#[test]
+fn reference_lists_every_section() {
+    let reference = reference_markdown();
+    for def in TEMPLATES {
+        assert!(reference.contains(&format!("### `{}`", def.full_name())));
+    }
+}

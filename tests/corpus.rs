@@ -1,0 +1,282 @@
+//! The marathon-lb compatibility corpus at library level (no HTTP, no files written): every case
+//! in `../shared/compat/cases` goes through parse → `model::build` → `Templates::load` →
+//! `render` and must match the expected files byte for byte. One assertion at the end lists
+//! every failing case, after a readable diff for each. The shared corpus is never rewritten.
+
+mod support {
+    pub mod corpus;
+}
+
+use haproxy_marathon_sync::fetch::api::{AppList, TaskList};
+use haproxy_marathon_sync::model;
+use haproxy_marathon_sync::render::{self, Rendered, Templates};
+use support::corpus::{self, Case};
+
+/// Renders a case with its own flags, environment and templates.
+fn render_case(case: &Case) -> Result<Rendered, String> {
+    let apps: AppList =
+        serde_json::from_str(&case.apps_json).map_err(|err| format!("apps.json: {err}"))?;
+    let tasks: TaskList =
+        serde_json::from_str(&case.tasks_json).map_err(|err| format!("tasks.json: {err}"))?;
+    let resolve = |host: &str| case.resolve(host);
+    let (model, _warnings) = model::build(&apps.apps, &tasks.tasks, &case.model_config(), &resolve);
+    let render_config = case.render_config();
+    let templates = Templates::load(&render_config).map_err(|err| format!("{err:#}"))?;
+    render::render(&model, &templates, &render_config).map_err(|err| format!("{err:#}"))
+}
+
+/// The differences between what we render and what the case expects, as printable text.
+fn compare(case: &Case, rendered: &Rendered) -> Vec<String> {
+    let mut problems = Vec::new();
+    if rendered.config != case.expected.config {
+        problems.push(corpus::diff(
+            &case.name,
+            "haproxy.cfg",
+            &case.expected.config,
+            &rendered.config,
+        ));
+    }
+    let ours: std::collections::BTreeMap<&str, &str> = rendered
+        .maps
+        .iter()
+        .map(|map| (map.file_name.as_str(), map.content.as_str()))
+        .collect();
+    for (file, expected) in &case.expected.maps {
+        match ours.get(file.as_str()) {
+            Some(actual) if actual == expected => {}
+            Some(actual) => problems.push(corpus::diff(&case.name, file, expected, actual)),
+            None => problems.push(format!("{}: {file} expected but not rendered", case.name)),
+        }
+    }
+    for file in ours.keys() {
+        if !case.expected.maps.contains_key(*file) {
+            problems.push(format!("{}: {file} rendered but not expected", case.name));
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_corpus_case_renders_byte_identical() {
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        eprintln!("note: UPDATE_EXPECT is ignored here: the shared corpus is never rewritten");
+    }
+    let cases = corpus::load_cases();
+    if cases.is_empty() {
+        eprintln!("note: no compatibility corpus at ../shared/compat/cases; skipping");
+        return;
+    }
+    let mut failing = Vec::new();
+    for case in &cases {
+        let problems = match render_case(case) {
+            Ok(rendered) => compare(case, &rendered),
+            Err(err) => vec![format!("{}: render failed: {err}", case.name)],
+        };
+        if !problems.is_empty() {
+            eprintln!("=== case {} ({})", case.name, case.about);
+            for problem in &problems {
+                eprintln!("{problem}");
+            }
+            failing.push(case.name.clone());
+        }
+    }
+    assert!(
+        failing.is_empty(),
+        "{} of {} corpus cases differ: {}",
+        failing.len(),
+        cases.len(),
+        failing.join(", ")
+    );
+}
+
+/// The four sections marathon-lb's text is handed in for; our defaults replace them.
+const MODERN_SECTIONS: [&str; 4] = [
+    "HAPROXY_HEAD",
+    "HAPROXY_BACKEND_HSTS_OPTIONS",
+    "HAPROXY_HTTP_BACKEND_PROXYPASS_GLUE",
+    "HAPROXY_HTTP_BACKEND_REVPROXY_GLUE",
+];
+
+fn haproxy_binary() -> Option<std::path::PathBuf> {
+    ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|path| path.is_file())
+}
+
+/// A throwaway self-signed certificate and key in one PEM, or `None` without `openssl`.
+fn self_signed_pem(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let key = dir.join("key.pem");
+    let cert = dir.join("cert.pem");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    let pem = dir.join("test.pem");
+    let joined = std::fs::read_to_string(&cert).ok()? + &std::fs::read_to_string(&key).ok()?;
+    std::fs::write(&pem, joined).ok()?;
+    Some(pem)
+}
+
+/// Renders the case with our defaults for the four modern sections (the case's other template
+/// files and environment still apply), every certificate pointed at `pem`, into `dir`.
+fn render_with_our_defaults(
+    case: &Case,
+    dir: &std::path::Path,
+    pem: &std::path::Path,
+) -> Result<std::path::PathBuf, String> {
+    let apps: AppList =
+        serde_json::from_str(&case.apps_json).map_err(|err| format!("apps.json: {err}"))?;
+    let tasks: TaskList =
+        serde_json::from_str(&case.tasks_json).map_err(|err| format!("tasks.json: {err}"))?;
+    let resolve = |host: &str| case.resolve(host);
+    let (mut model, _warnings) =
+        model::build(&apps.apps, &tasks.tasks, &case.model_config(), &resolve);
+    // Certificate and CA files named by labels do not exist here: point them at the test PEM.
+    for service in &mut model.services {
+        if service.ssl_cert.is_some() {
+            service.ssl_cert = Some(pem.display().to_string());
+        }
+        if let Some(options) = &mut service.bind_options {
+            *options = options
+                .split(' ')
+                .map(|word| {
+                    if word.ends_with(".pem") {
+                        pem.to_str().unwrap()
+                    } else {
+                        word
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+        }
+    }
+    let templates_dir = dir.join("templates");
+    std::fs::create_dir_all(&templates_dir).map_err(|err| err.to_string())?;
+    if let Some(case_templates) = &case.templates_dir {
+        for entry in std::fs::read_dir(case_templates).map_err(|err| err.to_string())? {
+            let entry = entry.map_err(|err| err.to_string())?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !MODERN_SECTIONS.contains(&name.as_str()) {
+                std::fs::copy(entry.path(), templates_dir.join(&name))
+                    .map_err(|err| err.to_string())?;
+            }
+        }
+    }
+    let mut render_config = case.render_config();
+    render_config.templates_dir = Some(templates_dir);
+    render_config
+        .template_env
+        .retain(|key, _| !MODERN_SECTIONS.contains(&key.as_str()));
+    render_config.ssl_certs = vec![pem.display().to_string()];
+    let config_path = dir.join("haproxy.cfg");
+    render_config.haproxy_config = config_path.clone();
+    let templates = Templates::load(&render_config).map_err(|err| format!("{err:#}"))?;
+    let rendered =
+        render::render(&model, &templates, &render_config).map_err(|err| format!("{err:#}"))?;
+    std::fs::write(&config_path, &rendered.config).map_err(|err| err.to_string())?;
+    for map in &rendered.maps {
+        std::fs::write(dir.join(&map.file_name), &map.content).map_err(|err| err.to_string())?;
+    }
+    Ok(config_path)
+}
+
+/// Corpus states HAProxy rejects whatever the four sections say, because of the input itself;
+/// marathon-lb's own output for them is rejected for the same reason. Each must still fail, so
+/// this list cannot go stale.
+const INVALID_FOR_HAPROXY: [(&str, &str); 2] = [
+    (
+        "balance-and-mode",
+        "HAPROXY_0_MODE=TCP on a vhost app: marathon-lb routes the http frontends to a tcp backend",
+    ),
+    (
+        "templates-dir-backend",
+        "the case's HAPROXY_BACKEND_SERVER_OPTIONS names a `resolvers dns` section no head defines",
+    ),
+];
+
+#[test]
+fn our_defaults_render_every_corpus_state_into_a_config_haproxy_accepts() {
+    let cases = corpus::load_cases();
+    if cases.is_empty() {
+        eprintln!("note: no compatibility corpus at ../shared/compat/cases; skipping");
+        return;
+    }
+    let Some(haproxy) = haproxy_binary() else {
+        eprintln!("note: haproxy is not installed; skipping the haproxy -c check");
+        return;
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let Some(pem) = self_signed_pem(scratch.path()) else {
+        eprintln!("note: openssl is not available to make a test certificate; skipping the haproxy -c check");
+        return;
+    };
+    let mut failing = Vec::new();
+    for case in &cases {
+        let dir = scratch.path().join(&case.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = match render_with_our_defaults(case, &dir, &pem) {
+            Ok(path) => path,
+            Err(err) => {
+                eprintln!("=== case {}: render failed: {err}", case.name);
+                failing.push(case.name.clone());
+                continue;
+            }
+        };
+        let output = std::process::Command::new(&haproxy)
+            .arg("-c")
+            .arg("-f")
+            .arg(&config_path)
+            .output()
+            .expect("running haproxy -c");
+        let known_invalid = INVALID_FOR_HAPROXY
+            .iter()
+            .find(|(name, _)| *name == case.name);
+        if let Some((_, why)) = known_invalid {
+            if output.status.success() {
+                eprintln!(
+                    "=== case {}: listed as invalid ({why}) but haproxy -c accepts it",
+                    case.name
+                );
+                failing.push(case.name.clone());
+            }
+            continue;
+        }
+        if !output.status.success() {
+            eprintln!(
+                "=== case {}: haproxy -c rejected our config ({}):\n{}{}",
+                case.name,
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            failing.push(case.name.clone());
+        }
+    }
+    assert!(
+        failing.is_empty(),
+        "haproxy -c rejected our rendering of {} of {} corpus states: {}",
+        failing.len(),
+        cases.len(),
+        failing.join(", ")
+    );
+}

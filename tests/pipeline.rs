@@ -1,0 +1,420 @@
+//! End to end through the built binary: a stand-in Marathon on 127.0.0.1 serving real JSON, a
+//! real HAProxy in master-worker mode, tiny HTTP backends. Traffic must follow Marathon, every
+//! failure must leave the live config byte-identical with the documented exit code.
+
+mod support;
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::backend::{http_get, Backend};
+use support::haproxy::{free_port, wait_for, Haproxy};
+use support::marathon::{Behaviour, FakeMarathon};
+
+const BIN: &str = env!("CARGO_BIN_EXE_haproxy-marathon-sync");
+
+/// One app `/web` whose service port `service_port` HAProxy serves on 127.0.0.1, with one task
+/// per backend port.
+fn web_app(service_port: u16, task_ports: &[u16]) -> (String, String) {
+    let apps = format!(
+        r#"{{"apps":[{{"id":"/web","instances":{},"labels":{{"HAPROXY_GROUP":"external","HAPROXY_0_MODE":"http","HAPROXY_0_BIND_ADDR":"127.0.0.1"}},"networks":[{{"mode":"host"}}],"portDefinitions":[{{"port":{service_port},"protocol":"tcp"}}],"healthChecks":[]}}]}}"#,
+        task_ports.len()
+    );
+    let tasks: Vec<String> = task_ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            format!(
+                r#"{{"id":"web.{i}","appId":"/web","host":"127.0.0.1","ports":[{port}],"state":"TASK_RUNNING"}}"#
+            )
+        })
+        .collect();
+    (apps, format!(r#"{{"tasks":[{}]}}"#, tasks.join(",")))
+}
+
+/// A work directory with template overrides that keep HAProxy on 127.0.0.1 and free of system
+/// paths (no /dev/log, no /run/haproxy), as a test must.
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new() -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        let templates = dir.path().join("templates");
+        fs::create_dir(&templates).unwrap();
+        fs::write(
+            templates.join("HAPROXY_HEAD"),
+            "global\n  hard-stop-after 5s\n\ndefaults\n  mode http\n  timeout connect 2s\n  \
+             timeout client 5s\n  timeout server 5s\n",
+        )
+        .unwrap();
+        let appid_port = free_port();
+        fs::write(
+            templates.join("HAPROXY_HTTP_FRONTEND_APPID_HEAD"),
+            format!(
+                "\nfrontend marathon_http_appid_in\n  bind 127.0.0.1:{appid_port}\n  mode http\n"
+            ),
+        )
+        .unwrap();
+        Workspace { dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("haproxy.cfg")
+    }
+
+    fn reload_log(&self) -> PathBuf {
+        self.dir.path().join("reloads.log")
+    }
+
+    fn reload_count(&self) -> usize {
+        fs::read_to_string(self.reload_log())
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// Runs the binary once against `marathon` with `reload` as the reload command.
+    fn run(&self, marathon: &str, reload: &str, extra: &[&str]) -> Output {
+        let reload = format!(
+            "echo reload >> '{}' && {reload}",
+            self.reload_log().display()
+        );
+        let mut command = Command::new(BIN);
+        command
+            .args([
+                "--marathon",
+                marathon,
+                "--group",
+                "external",
+                "--dont-bind-http-https",
+            ])
+            .arg("--haproxy-config")
+            .arg(self.config())
+            .arg("--templates")
+            .arg(self.dir.path().join("templates"))
+            .args([
+                "--haproxy-bin",
+                support::haproxy::HAPROXY_BIN,
+                "--reload-command",
+                &reload,
+            ])
+            .args(["--timeout", "2", "--command-timeout", "10"])
+            .args(extra)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .stdin(Stdio::null());
+        command.output().expect("running haproxy-marathon-sync")
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "exit status\nstdout:\n{}\nstderr:\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+/// Waits (bounded) until a request through HAProxy on `port` is answered by `name`.
+fn traffic_reaches(port: u16, name: &str) -> bool {
+    wait_for(
+        Duration::from_secs(15),
+        || matches!(http_get(port, "/"), Ok((200, body)) if body == name),
+    )
+}
+
+#[test]
+fn traffic_follows_marathon_across_reloads_and_an_unchanged_run_does_nothing() {
+    let workspace = Workspace::new();
+    let (a, b) = (Backend::start("task-a"), Backend::start("task-b"));
+    let service_port = free_port();
+    let marathon = FakeMarathon::start();
+    let (apps, tasks) = web_app(service_port, &[a.port]);
+    marathon.set_state(&apps, &tasks);
+
+    // First run: nothing live yet, so the config is written; HAProxy is not running yet.
+    let first = workspace.run(&marathon.url(), "true", &[]);
+    assert_exit(&first, 0);
+    assert!(
+        text(&first.stderr).contains("applied"),
+        "summary line: {}",
+        text(&first.stderr)
+    );
+    let haproxy = Haproxy::start(
+        &workspace.config(),
+        &workspace.dir.path().join("run"),
+        service_port,
+    );
+    assert!(
+        traffic_reaches(service_port, "task-a"),
+        "{}",
+        haproxy.log_text()
+    );
+
+    // Marathon moves the task: the next run rewrites, reloads, and traffic follows.
+    let (apps, tasks) = web_app(service_port, &[b.port]);
+    marathon.set_state(&apps, &tasks);
+    let before = workspace.reload_count();
+    let second = workspace.run(&marathon.url(), &haproxy.reload_shell_command(), &[]);
+    assert_exit(&second, 0);
+    assert_eq!(workspace.reload_count(), before + 1);
+    assert!(haproxy.wait_for_reloads(1), "{}", haproxy.show_proc());
+    assert!(
+        traffic_reaches(service_port, "task-b"),
+        "{}",
+        haproxy.log_text()
+    );
+    let config = fs::read_to_string(workspace.config()).unwrap();
+    assert!(config.contains(&format!("127.0.0.1:{}", b.port)));
+    assert!(!config.contains(&format!("127.0.0.1:{}", a.port)));
+
+    // Same state again: nothing written, nothing reloaded, nothing printed.
+    let modified = fs::metadata(workspace.config())
+        .unwrap()
+        .modified()
+        .unwrap();
+    let third = workspace.run(&marathon.url(), &haproxy.reload_shell_command(), &[]);
+    assert_exit(&third, 0);
+    assert_eq!(text(&third.stdout), "");
+    assert_eq!(text(&third.stderr), "");
+    assert_eq!(
+        workspace.reload_count(),
+        before + 1,
+        "an unchanged run must not reload"
+    );
+    assert_eq!(
+        fs::metadata(workspace.config())
+            .unwrap()
+            .modified()
+            .unwrap(),
+        modified
+    );
+    assert!(traffic_reaches(service_port, "task-b"));
+}
+
+/// Runs the binary once to make a live config, then returns its bytes.
+fn live_config(workspace: &Workspace, marathon: &FakeMarathon) -> Vec<u8> {
+    assert_exit(&workspace.run(&marathon.url(), "true", &[]), 0);
+    fs::read(workspace.config()).unwrap()
+}
+
+fn moved_state(marathon: &FakeMarathon, service_port: u16) {
+    let (apps, tasks) = web_app(service_port, &[free_port(), free_port()]);
+    marathon.set_state(&apps, &tasks);
+}
+
+#[test]
+fn marathon_down_exits_3_and_leaves_the_live_config_alone() {
+    let workspace = Workspace::new();
+    let marathon = FakeMarathon::start();
+    let (apps, tasks) = web_app(free_port(), &[free_port()]);
+    marathon.set_state(&apps, &tasks);
+    let live = live_config(&workspace, &marathon);
+
+    marathon.set_behaviour(Behaviour::Status(503));
+    let output = workspace.run(&marathon.url(), "true", &[]);
+    assert_exit(&output, 3);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&marathon.url()) && stderr.contains("503"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert_eq!(fs::read(workspace.config()).unwrap(), live);
+}
+
+#[test]
+fn a_candidate_haproxy_rejects_exits_6_keeps_live_and_shows_haproxys_error() {
+    let workspace = Workspace::new();
+    let marathon = FakeMarathon::start();
+    let service_port = free_port();
+    let (apps, tasks) = web_app(service_port, &[free_port()]);
+    marathon.set_state(&apps, &tasks);
+    let live = live_config(&workspace, &marathon);
+
+    // An operator's template override with a typo renders fine but HAProxy refuses it.
+    fs::write(
+        workspace.dir.path().join("templates/HAPROXY_BACKEND_HEAD"),
+        "\nbackend {backend}\n  balance {balance}\n  mode {mode}\n  no-such-directive on\n",
+    )
+    .unwrap();
+    moved_state(&marathon, service_port);
+    let output = workspace.run(&marathon.url(), "true", &[]);
+    assert_exit(&output, 6);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("no-such-directive"),
+        "haproxy's complaint is shown: {stderr}"
+    );
+    assert!(
+        stderr.contains("haproxy.cfg.rejected:"),
+        "the complaint points at the kept copy: {stderr}"
+    );
+    assert_eq!(fs::read(workspace.config()).unwrap(), live);
+    assert!(workspace.config().with_extension("cfg.rejected").exists());
+    assert_eq!(workspace.reload_count(), 1, "only the first run reloaded");
+}
+
+#[test]
+fn a_failing_reload_exits_8_and_restores_the_previous_config() {
+    let workspace = Workspace::new();
+    let marathon = FakeMarathon::start();
+    let service_port = free_port();
+    let (apps, tasks) = web_app(service_port, &[free_port()]);
+    marathon.set_state(&apps, &tasks);
+    let live = live_config(&workspace, &marathon);
+
+    moved_state(&marathon, service_port);
+    let output = workspace.run(&marathon.url(), "echo reload refused >&2; exit 1", &[]);
+    assert_exit(&output, 8);
+    assert!(
+        text(&output.stderr).contains("reload refused"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(fs::read(workspace.config()).unwrap(), live);
+
+    // The next run does not mistake the restored file for "unchanged": it retries the change.
+    let retry = workspace.run(&marathon.url(), "true", &[]);
+    assert_exit(&retry, 0);
+    assert_ne!(fs::read(workspace.config()).unwrap(), live);
+}
+
+#[test]
+fn a_held_lock_exits_5_and_changes_nothing() {
+    use fs2::FileExt;
+    let workspace = Workspace::new();
+    let marathon = FakeMarathon::start();
+    let service_port = free_port();
+    let (apps, tasks) = web_app(service_port, &[free_port()]);
+    marathon.set_state(&apps, &tasks);
+    let live = live_config(&workspace, &marathon);
+
+    moved_state(&marathon, service_port);
+    let lock_path = PathBuf::from(format!("{}.lock", workspace.config().display()));
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    lock.lock_exclusive().unwrap();
+    let output = workspace.run(&marathon.url(), "true", &["--lock-timeout", "0.3"]);
+    assert_exit(&output, 5);
+    assert!(
+        text(&output.stderr).contains(&lock_path.display().to_string()),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(fs::read(workspace.config()).unwrap(), live);
+    FileExt::unlock(&lock).unwrap();
+}
+
+#[test]
+fn dry_run_diff_prints_the_change_and_writes_nothing() {
+    let workspace = Workspace::new();
+    let marathon = FakeMarathon::start();
+    let service_port = free_port();
+    let (apps, tasks) = web_app(service_port, &[free_port()]);
+    marathon.set_state(&apps, &tasks);
+    let live = live_config(&workspace, &marathon);
+
+    let unchanged = workspace.run(&marathon.url(), "true", &["--dry-run", "--diff"]);
+    assert_exit(&unchanged, 0);
+    assert_eq!(text(&unchanged.stdout), "", "no diff when equal");
+
+    let new_port = free_port();
+    let (apps, tasks) = web_app(service_port, &[new_port]);
+    marathon.set_state(&apps, &tasks);
+    let output = workspace.run(&marathon.url(), "true", &["--dry-run", "--diff"]);
+    assert_exit(&output, 0);
+    let diff = text(&output.stdout);
+    assert!(
+        diff.lines()
+            .any(|l| l.starts_with('+') && l.contains(&new_port.to_string())),
+        "{diff}"
+    );
+    assert_eq!(fs::read(workspace.config()).unwrap(), live);
+    assert_eq!(workspace.reload_count(), 1);
+}
+
+#[test]
+fn interval_mode_survives_a_marathon_outage_and_applies_when_it_is_back() {
+    let workspace = Workspace::new();
+    let marathon = FakeMarathon::start();
+    marathon.set_behaviour(Behaviour::Status(503));
+    let (apps, tasks) = web_app(free_port(), &[free_port()]);
+    marathon.set_state(&apps, &tasks);
+
+    let reload = format!("echo reload >> '{}'", workspace.reload_log().display());
+    let mut child = Command::new(BIN)
+        .args([
+            "--marathon",
+            &marathon.url(),
+            "--group",
+            "external",
+            "--dont-bind-http-https",
+        ])
+        .arg("--haproxy-config")
+        .arg(workspace.config())
+        .arg("--templates")
+        .arg(workspace.dir.path().join("templates"))
+        .args([
+            "--skip-validation",
+            "--reload-command",
+            &reload,
+            "--interval",
+            "100ms",
+        ])
+        .args(["--timeout", "2"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let stop = |child: &mut std::process::Child| {
+        // SAFETY: signalling the child this test started, by its PID.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        wait_for(Duration::from_secs(10), || {
+            child.try_wait().map(|s| s.is_some()).unwrap_or(true)
+        })
+    };
+
+    let failed_twice =
+        marathon.wait_for_requests(support::marathon::APPS_PATH, 2, Duration::from_secs(10));
+    assert!(
+        !workspace.config().exists(),
+        "nothing is written while Marathon fails"
+    );
+    marathon.clear_behaviours();
+    let applied = wait_for(Duration::from_secs(10), || workspace.reload_count() == 1);
+    let stopped = stop(&mut child);
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(
+        failed_twice,
+        "the loop kept polling through the outage: {stderr}"
+    );
+    assert!(applied, "applied once Marathon was back: {stderr}");
+    assert!(
+        stopped && status.success(),
+        "SIGTERM ends the loop cleanly: {status:?} {stderr}"
+    );
+    assert!(stderr.contains("503"), "the outage was logged: {stderr}");
+    assert!(fs::read_to_string(workspace.config())
+        .unwrap()
+        .contains("backend web_"));
+}
