@@ -167,11 +167,7 @@ fn wait_for_streams(marathon: &FakeMarathon, count: usize, log: &Log) {
 
 /// Waits until `condition` holds, checking every [`POLL`], at most [`PATIENCE`].
 fn wait_until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(POLL);
-    }
+    assert!(wait_for(condition), "timed out waiting until {what}");
 }
 
 #[test]
@@ -534,22 +530,15 @@ fn the_binary_stops_on_sigterm_while_the_stream_is_idle() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            child.kill().ok();
-            child.wait().ok();
-            break None;
-        }
-        thread::sleep(POLL);
-    };
+    let stopped = wait_for(|| child.try_wait().map_or(true, |s| s.is_some()));
+    if !stopped {
+        child.kill().ok();
+    }
+    let status = child.wait().unwrap();
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(opened, "the binary never opened the stream:\n{stderr}");
-    let status = status.unwrap_or_else(|| panic!("still running after SIGTERM:\n{stderr}"));
+    assert!(stopped, "still running after SIGTERM:\n{stderr}");
     assert!(status.success(), "{status}:\n{stderr}");
     assert!(stderr.contains("signal 15 received, stopping"), "{stderr}");
 }
@@ -566,4 +555,95 @@ fn only_one_redirect_is_followed() {
     let log = lp.stop();
     assert!(log.contains("redirected more than once"), "{log}");
     assert_eq!(leader.request_count(EVENTS_PATH), 0);
+}
+
+/// The binary with `--sse` against the stand-in Marathon: an event makes it re-read Marathon and
+/// apply the new state (one more reload), with the resync an hour away.
+#[test]
+fn the_binary_applies_a_change_when_an_event_says_so() {
+    let marathon = marathon();
+    let app = |task_port: u16| {
+        let apps = r#"{"apps":[{"id":"/web","instances":1,"labels":{"HAPROXY_GROUP":"external","HAPROXY_0_MODE":"http"},"networks":[{"mode":"host"}],"portDefinitions":[{"port":10000,"protocol":"tcp"}],"healthChecks":[]}]}"#;
+        let tasks = format!(
+            r#"{{"tasks":[{{"id":"web.1","appId":"/web","host":"127.0.0.1","ports":[{task_port}],"state":"TASK_RUNNING"}}]}}"#
+        );
+        (apps.to_string(), tasks)
+    };
+    let (apps, tasks) = app(31001);
+    marathon.set_state(apps, tasks);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("haproxy.cfg");
+    let reloads = dir.path().join("reloads.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_haproxy-marathon-sync"))
+        .args([
+            "--marathon",
+            &marathon.url(),
+            "--group",
+            "external",
+            "--sse",
+        ])
+        .args([
+            "--interval",
+            "1h",
+            "--dont-bind-http-https",
+            "--skip-validation",
+        ])
+        .arg("--haproxy-config")
+        .arg(&config)
+        .arg("--reload-command")
+        .arg(format!("echo reload >> '{}'", reloads.display()))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reload_count = || {
+        std::fs::read_to_string(&reloads)
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    };
+    let live = || std::fs::read_to_string(&config).unwrap_or_default();
+    let mut checks = Vec::new();
+    let first = wait_for(|| reload_count() == 1 && live().contains(":31001"));
+    checks.push(("the first run applied", first));
+    if first {
+        let opened = marathon.wait_for_streams_opened(1, PATIENCE);
+        checks.push(("the stream opened", opened));
+        let (apps, tasks) = app(31002);
+        marathon.set_state(apps, tasks);
+        marathon.push_event("status_update_event", r#"{"taskStatus":"TASK_RUNNING"}"#);
+        let applied = wait_for(|| reload_count() == 2 && live().contains(":31002"));
+        checks.push(("the event's run applied the new task", applied));
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let stopped = wait_for(|| child.try_wait().map_or(true, |s| s.is_some()));
+    if !stopped {
+        child.kill().ok();
+    }
+    child.wait().ok();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    for (what, held) in checks {
+        assert!(held, "{what}; live config:\n{}\nstderr:\n{stderr}", live());
+    }
+    assert!(stopped, "SIGTERM ended it:\n{stderr}");
+    assert!(!live().contains(":31001"), "{}", live());
+}
+
+/// Waits until `condition` holds, checking every [`POLL`]; false after [`PATIENCE`].
+fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(POLL);
+    }
 }
