@@ -36,7 +36,7 @@ pub fn run(config: &Config) -> Result<()> {
     match (&config.events, config.interval) {
         (Some(events), interval) => {
             let resync = interval.unwrap_or(config::DEFAULT_SSE_RESYNC_INTERVAL);
-            schedule::run_on_events(&config.fetch, events, resync, once)
+            schedule::run_on_events(&config.fetch, events, resync, |_trigger| once())
         }
         (None, Some(interval)) => schedule::run_every(interval, once),
         (None, None) => once(),

@@ -42,6 +42,21 @@ pub fn run_every(interval: Duration, mut run: impl FnMut() -> Result<()>) -> Res
     result
 }
 
+/// Why the `--sse` loop started a run (for logs and metrics; every run is the same full run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The first run.
+    Startup,
+    /// A burst of relevant events.
+    Events,
+    /// The event stream opened again: events may have been missed while it was not.
+    StreamOpened,
+    /// `interval` passed with the stream up: the safety-net resync.
+    Resync,
+    /// `interval` passed with the stream down: polling in its place.
+    Polling,
+}
+
 /// `--sse`: calls `run` once the event stream has answered (or failed to), then after every
 /// burst of relevant events, on every reopening of the stream, and at least every `interval`,
 /// until SIGTERM or SIGINT. Log lines go to stderr.
@@ -49,7 +64,7 @@ pub fn run_on_events(
     fetch: &FetchConfig,
     events: &EventsConfig,
     interval: Duration,
-    run: impl FnMut() -> Result<()>,
+    run: impl FnMut(Trigger) -> Result<()>,
 ) -> Result<()> {
     let (stop_tx, stop_rx) = mpsc::channel();
     let signals = SignalWatcher::start(stop_tx)?;
@@ -82,7 +97,7 @@ pub fn run_on_events_until(
     interval: Duration,
     stop: mpsc::Receiver<String>,
     log: &mut dyn Write,
-    run: impl FnMut() -> Result<()>,
+    run: impl FnMut(Trigger) -> Result<()>,
 ) -> Result<()> {
     let (wake_tx, wakes) = mpsc::channel();
     let reader_tx = wake_tx.clone();
@@ -132,6 +147,8 @@ enum StreamState {
 struct Burst {
     first: Instant,
     last: Instant,
+    /// The stream reopened during the burst (which then says more than its events).
+    reopened: bool,
 }
 
 struct EventLoop<'a, R> {
@@ -144,7 +161,7 @@ struct EventLoop<'a, R> {
     next_resync: Instant,
 }
 
-impl<R: FnMut() -> Result<()>> EventLoop<'_, R> {
+impl<R: FnMut(Trigger) -> Result<()>> EventLoop<'_, R> {
     fn serve(&mut self, wakes: &mpsc::Receiver<Wake>, startup_wait: Duration) -> Result<()> {
         let startup_deadline = Instant::now() + startup_wait;
         while self.stream == StreamState::Starting {
@@ -155,13 +172,19 @@ impl<R: FnMut() -> Result<()>> EventLoop<'_, R> {
                 Err(_) => break, // Still opening: run now, and again once it opens.
             }
         }
-        self.run_now();
+        self.run_now(Trigger::Startup);
         loop {
             // Checked before waiting, so a flood of events cannot postpone a due run.
             let due = self.due();
             let now = Instant::now();
             if now >= due {
-                self.run_now();
+                let trigger = match self.burst {
+                    Some(burst) if burst.reopened => Trigger::StreamOpened,
+                    Some(_) => Trigger::Events,
+                    None if self.stream == StreamState::Up => Trigger::Resync,
+                    None => Trigger::Polling,
+                };
+                self.run_now(trigger);
                 continue;
             }
             match wakes.recv_timeout(due - now) {
@@ -184,7 +207,7 @@ impl<R: FnMut() -> Result<()>> EventLoop<'_, R> {
 
     fn note(&mut self, news: StreamNews) {
         match news {
-            StreamNews::Changed { .. } => self.ask_for_run(),
+            StreamNews::Changed { .. } => self.ask_for_run(false),
             StreamNews::Connected { url } => {
                 match self.stream {
                     StreamState::Starting => self.say(&format!(
@@ -197,7 +220,7 @@ impl<R: FnMut() -> Result<()>> EventLoop<'_, R> {
                     StreamState::Up => {}
                 }
                 self.stream = StreamState::Up;
-                self.ask_for_run();
+                self.ask_for_run(true);
             }
             StreamNews::Lost { reason, retry_in } => {
                 let retry = if retry_in.is_zero() {
@@ -222,21 +245,26 @@ impl<R: FnMut() -> Result<()>> EventLoop<'_, R> {
         }
     }
 
-    fn ask_for_run(&mut self) {
+    fn ask_for_run(&mut self, reopened: bool) {
         let now = Instant::now();
         self.burst = Some(match self.burst {
-            Some(burst) => Burst { last: now, ..burst },
+            Some(burst) => Burst {
+                last: now,
+                reopened: burst.reopened || reopened,
+                ..burst
+            },
             None => Burst {
                 first: now,
                 last: now,
+                reopened,
             },
         });
     }
 
-    fn run_now(&mut self) {
+    fn run_now(&mut self, trigger: Trigger) {
         let started = Instant::now();
         self.burst = None;
-        if let Err(error) = (self.run)() {
+        if let Err(error) = (self.run)(trigger) {
             let next = humanize(self.interval);
             self.say(&format!(
                 "error: {error:#} (next try on the next event, or in {next})"

@@ -21,7 +21,7 @@ use haproxy_marathon_sync::config::{
     Config, Credentials, EventsConfig, FetchConfig, MarathonSource,
 };
 use haproxy_marathon_sync::fetch::events::{events_path_and_query, RELEVANT_EVENTS};
-use haproxy_marathon_sync::schedule::run_on_events_until;
+use haproxy_marathon_sync::schedule::{run_on_events_until, Trigger};
 use support::marathon::{refused_url, Behaviour, FakeMarathon, LineEnding, EVENTS_PATH};
 
 /// Longest any expected thing may take before the test fails.
@@ -86,7 +86,7 @@ impl Log {
 
 /// The loop running in a thread, each run reported on `runs`.
 struct Loop {
-    runs: mpsc::Receiver<Instant>,
+    runs: mpsc::Receiver<(Instant, Trigger)>,
     seen: usize,
     stop: mpsc::Sender<String>,
     done: mpsc::Receiver<Result<()>>,
@@ -102,8 +102,8 @@ impl Loop {
         let mut loop_log = log.clone();
         thread::spawn(move || {
             let result =
-                run_on_events_until(&fetch, &events, interval, stop_rx, &mut loop_log, || {
-                    runs_tx.send(Instant::now()).ok();
+                run_on_events_until(&fetch, &events, interval, stop_rx, &mut loop_log, |why| {
+                    runs_tx.send((Instant::now(), why)).ok();
                     Ok(())
                 });
             done_tx.send(result).ok();
@@ -117,11 +117,18 @@ impl Loop {
         }
     }
 
-    /// Waits for the next run; returns when it started.
-    fn expect_run(&mut self, what: &str) -> Instant {
+    /// Waits for the next run and checks why it started; returns when it started.
+    fn expect_run(&mut self, expected: Trigger, what: &str) -> Instant {
         match self.runs.recv_timeout(PATIENCE) {
-            Ok(at) => {
+            Ok((at, trigger)) => {
                 self.seen += 1;
+                assert_eq!(
+                    trigger,
+                    expected,
+                    "run {} ({what}); log:\n{}",
+                    self.seen,
+                    self.log.text()
+                );
                 at
             }
             Err(_) => panic!(
@@ -129,6 +136,20 @@ impl Loop {
                 self.seen + 1,
                 self.log.text()
             ),
+        }
+    }
+
+    /// Waits for a run started by `expected`, letting runs started by `meanwhile` pass.
+    fn expect_run_among(&mut self, expected: Trigger, meanwhile: Trigger, what: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.runs.recv_timeout(left) {
+                Ok((_, trigger)) if trigger == expected => return,
+                Ok((_, trigger)) if trigger == meanwhile => continue,
+                Ok((_, trigger)) => panic!("a {trigger:?} run while waiting for {what}"),
+                Err(_) => panic!("no run ({what}); log:\n{}", self.log.text()),
+            }
         }
     }
 
@@ -176,7 +197,7 @@ fn one_event_is_one_run_with_crlf_and_with_lf() {
         let marathon = marathon();
         marathon.set_line_ending(ending);
         let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events_config(), NEVER);
-        lp.expect_run("the first run");
+        lp.expect_run(Trigger::Startup, "the first run");
         wait_for_streams(&marathon, 1, &lp.log);
         // The stream opening before the first run does not cause a second one.
         lp.expect_no_run("the first run");
@@ -184,7 +205,7 @@ fn one_event_is_one_run_with_crlf_and_with_lf() {
         let data =
             r#"{"eventType":"status_update_event","taskId":"web.1","taskStatus":"TASK_RUNNING"}"#;
         assert_eq!(marathon.push_event("status_update_event", data), 1);
-        lp.expect_run("a status_update_event");
+        lp.expect_run(Trigger::Events, "a status_update_event");
         lp.expect_no_run("the event's run");
         assert_eq!(marathon.streams_opened(), 1, "{ending:?}");
 
@@ -204,7 +225,7 @@ fn one_event_is_one_run_with_crlf_and_with_lf() {
 fn the_request_asks_for_an_event_stream_of_relevant_types_only() {
     let marathon = marathon();
     let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events_config(), NEVER);
-    lp.expect_run("the first run");
+    lp.expect_run(Trigger::Startup, "the first run");
     wait_for_streams(&marathon, 1, &lp.log);
     let request = marathon
         .requests()
@@ -238,7 +259,7 @@ fn the_request_asks_for_an_event_stream_of_relevant_types_only() {
 fn a_burst_of_events_is_one_run() {
     let marathon = marathon();
     let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events_config(), NEVER);
-    lp.expect_run("the first run");
+    lp.expect_run(Trigger::Startup, "the first run");
     wait_for_streams(&marathon, 1, &lp.log);
 
     // A deployment's worth of events, some in one write and some one by one.
@@ -252,7 +273,7 @@ fn a_burst_of_events_is_one_run() {
     for event_type in RELEVANT_EVENTS {
         marathon.push_event(event_type, "{}");
     }
-    lp.expect_run("the burst");
+    lp.expect_run(Trigger::Events, "the burst");
     lp.expect_no_run("the burst's run");
     lp.stop();
 }
@@ -261,7 +282,7 @@ fn a_burst_of_events_is_one_run() {
 fn irrelevant_events_comments_and_heartbeats_do_not_run() {
     let marathon = marathon();
     let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events_config(), NEVER);
-    lp.expect_run("the first run");
+    lp.expect_run(Trigger::Startup, "the first run");
     wait_for_streams(&marathon, 1, &lp.log);
 
     // What a Marathon that ignores `event_type=` would still send.
@@ -273,7 +294,7 @@ fn irrelevant_events_comments_and_heartbeats_do_not_run() {
 
     // The stream was live all along: a relevant event without `event:` still counts.
     marathon.push_raw(b"data: {\"eventType\":\"api_post_event\"}\r\n\r\n");
-    lp.expect_run("an untyped api_post_event");
+    lp.expect_run(Trigger::Events, "an untyped api_post_event");
     lp.stop();
 }
 
@@ -281,20 +302,20 @@ fn irrelevant_events_comments_and_heartbeats_do_not_run() {
 fn a_dropped_or_ended_stream_is_reopened_with_a_resync_run() {
     let marathon = marathon();
     let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events_config(), NEVER);
-    lp.expect_run("the first run");
+    lp.expect_run(Trigger::Startup, "the first run");
     wait_for_streams(&marathon, 1, &lp.log);
 
     marathon.drop_streams();
-    lp.expect_run("the reopening after a drop");
+    lp.expect_run(Trigger::StreamOpened, "the reopening after a drop");
     wait_for_streams(&marathon, 2, &lp.log);
 
     marathon.end_streams();
-    lp.expect_run("the reopening after a clean end");
+    lp.expect_run(Trigger::StreamOpened, "the reopening after a clean end");
     wait_for_streams(&marathon, 3, &lp.log);
 
     // Still reacting to events on the new stream.
     marathon.push_event("health_status_changed_event", "{}");
-    lp.expect_run("an event on the reopened stream");
+    lp.expect_run(Trigger::Events, "an event on the reopened stream");
     lp.expect_no_run("the event's run");
 
     let log = lp.stop();
@@ -318,7 +339,7 @@ fn a_silent_stream_is_detected_by_the_read_timeout_and_reopened() {
         ..events_config()
     };
     let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events, NEVER);
-    lp.expect_run("the first run");
+    lp.expect_run(Trigger::Startup, "the first run");
     wait_for_streams(&marathon, 1, &lp.log);
     // Heartbeats every 50 ms keep a 600 ms timeout from firing for three times that: no
     // reopening, no run.
@@ -326,7 +347,7 @@ fn a_silent_stream_is_detected_by_the_read_timeout_and_reopened() {
     assert_eq!(marathon.streams_opened(), 1);
 
     marathon.silence_streams();
-    lp.expect_run("the reopening after the silence");
+    lp.expect_run(Trigger::StreamOpened, "the reopening after the silence");
     wait_for_streams(&marathon, 2, &lp.log);
     let log = lp.stop();
     assert!(
@@ -345,9 +366,9 @@ fn a_stream_that_never_opens_falls_back_to_polling_at_the_interval() {
         events_config(),
         interval,
     );
-    let mut runs = vec![lp.expect_run("the first run")];
+    let mut runs = vec![lp.expect_run(Trigger::Startup, "the first run")];
     for n in 2..=4 {
-        runs.push(lp.expect_run(&format!("polling run {n}")));
+        runs.push(lp.expect_run(Trigger::Polling, &format!("polling run {n}")));
     }
     for pair in runs.windows(2) {
         // Polling, not a tight loop: no run comes much before its interval.
@@ -368,6 +389,11 @@ fn a_stream_that_never_opens_falls_back_to_polling_at_the_interval() {
 
     // Marathon recovers: the stream opens, says so once, and that is a run.
     marathon.clear_behaviours();
+    lp.expect_run_among(
+        Trigger::StreamOpened,
+        Trigger::Polling,
+        "the stream opening",
+    );
     wait_for_streams(&marathon, 1, &lp.log);
     wait_until("the log says the stream is back", || {
         lp.log.count("event stream is back") == 1
@@ -381,10 +407,10 @@ fn a_refused_source_passes_the_turn_to_the_next() {
     let marathon = marathon();
     let sources = vec![MarathonSource::Url(refused_url()), url(&marathon)];
     let mut lp = Loop::start(fetch_config(sources), events_config(), NEVER);
-    lp.expect_run("the first run");
+    lp.expect_run(Trigger::Startup, "the first run");
     wait_for_streams(&marathon, 1, &lp.log);
     marathon.push_event("app_terminated_event", "{}");
-    lp.expect_run("an event from the second source");
+    lp.expect_run(Trigger::Events, "an event from the second source");
     let log = lp.stop();
     assert!(!log.contains("cannot open"), "{log}");
 }
@@ -401,7 +427,7 @@ fn credentials_are_sent_and_follow_a_redirect_to_the_leader_on_the_same_host() {
         password: "s3cret".to_string(),
     });
     let mut lp = Loop::start(fetch, events_config(), NEVER);
-    lp.expect_run("the first run");
+    lp.expect_run(Trigger::Startup, "the first run");
     wait_for_streams(&leader, 1, &lp.log);
     let expected = format!("Basic {}", support::marathon::base64_encode(b"lb:s3cret"));
     for server in [&follower, &leader] {
@@ -415,7 +441,7 @@ fn credentials_are_sent_and_follow_a_redirect_to_the_leader_on_the_same_host() {
         );
     }
     leader.push_event("deployment_success", "{}");
-    lp.expect_run("an event from the leader");
+    lp.expect_run(Trigger::Events, "an event from the leader");
     let log = lp.stop();
     let leader_stream = format!("{}{EVENTS_PATH}", leader.url());
     assert!(
@@ -434,8 +460,8 @@ fn refused_credentials_are_named_and_the_loop_polls() {
         password: "wrong".to_string(),
     });
     let mut lp = Loop::start(fetch, events_config(), Duration::from_millis(200));
-    lp.expect_run("the first run");
-    lp.expect_run("a polling run");
+    lp.expect_run(Trigger::Startup, "the first run");
+    lp.expect_run(Trigger::Polling, "a polling run");
     let log = lp.stop();
     assert!(log.contains("HTTP 401"), "{log}");
     assert!(log.contains("authentication failed"), "{log}");
@@ -445,7 +471,7 @@ fn refused_credentials_are_named_and_the_loop_polls() {
 fn stopping_ends_the_loop_at_once_and_the_reader_soon_after() {
     let marathon = marathon();
     let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events_config(), NEVER);
-    lp.expect_run("the first run");
+    lp.expect_run(Trigger::Startup, "the first run");
     wait_for_streams(&marathon, 1, &lp.log);
     lp.stop();
     // The reader notices at its next read (a heartbeat here) and closes its connection.
@@ -464,7 +490,7 @@ fn a_snapshot_directory_has_no_event_stream() {
         NEVER,
         stop_rx,
         &mut Log::default(),
-        || panic!("no run without a stream source"),
+        |_| panic!("no run without a stream source"),
     );
     let error = format!("{:#}", result.unwrap_err());
     assert!(error.contains("needs a Marathon URL"), "{error}");
@@ -480,14 +506,15 @@ fn a_flood_of_events_cannot_postpone_the_run_past_the_ceiling() {
         ..events_config()
     };
     let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events, NEVER);
-    lp.expect_run("the first run");
+    lp.expect_run(Trigger::Startup, "the first run");
     wait_for_streams(&marathon, 1, &lp.log);
     let deadline = Instant::now() + PATIENCE;
     let mut pushed = 0;
     loop {
         marathon.push_event("status_update_event", r#"{"taskStatus":"TASK_RUNNING"}"#);
         pushed += 1;
-        if lp.runs.try_recv().is_ok() {
+        if let Ok((_, trigger)) = lp.runs.try_recv() {
+            assert_eq!(trigger, Trigger::Events);
             break;
         }
         assert!(
@@ -551,7 +578,7 @@ fn only_one_redirect_is_followed() {
     let first = FakeMarathon::start();
     first.set_path_behaviour(EVENTS_PATH, Behaviour::Redirect(second.url()));
     let mut lp = Loop::start(fetch_config(vec![url(&first)]), events_config(), NEVER);
-    lp.expect_run("the first run");
+    lp.expect_run(Trigger::Startup, "the first run");
     let log = lp.stop();
     assert!(log.contains("redirected more than once"), "{log}");
     assert_eq!(leader.request_count(EVENTS_PATH), 0);
@@ -646,4 +673,20 @@ fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
         }
         thread::sleep(POLL);
     }
+}
+
+#[test]
+fn with_the_stream_up_a_resync_still_runs_every_interval() {
+    let marathon = marathon();
+    let interval = Duration::from_millis(300);
+    let mut lp = Loop::start(
+        fetch_config(vec![url(&marathon)]),
+        events_config(),
+        interval,
+    );
+    lp.expect_run(Trigger::Startup, "the first run");
+    lp.expect_run(Trigger::Resync, "the first resync");
+    lp.expect_run(Trigger::Resync, "the second resync");
+    assert_eq!(marathon.streams_opened(), 1, "the stream stayed open");
+    lp.stop();
 }
