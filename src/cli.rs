@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use crate::config::{self, Config, Credentials, MarathonSource};
+use crate::config::{self, Config, Credentials, EventsConfig, MarathonSource};
 
 /// Keeps HAProxy's configuration in step with the apps Marathon runs.
 ///
@@ -258,6 +258,40 @@ pub struct Args {
     )]
     pub interval: Option<String>,
 
+    /// Keep running and react to Marathon's event stream (/v2/events): task, health, app and
+    /// deployment events trigger a full run, a burst of them one run. --interval (default 5m
+    /// here) becomes the period of a full resync, and of polling while the stream is down.
+    #[arg(short = 's', long = "sse", env = "HAPROXY_MARATHON_SYNC_SSE")]
+    pub sse: bool,
+
+    /// With --sse: start a run once no event arrived for this long, so a burst is one run.
+    #[arg(
+        long = "sse-debounce",
+        value_name = "DURATION",
+        env = "HAPROXY_MARATHON_SYNC_SSE_DEBOUNCE",
+        default_value = "200ms"
+    )]
+    pub sse_debounce: String,
+
+    /// With --sse: longest a run waits for that quiet after the first event of a burst.
+    #[arg(
+        long = "sse-debounce-max",
+        value_name = "DURATION",
+        env = "HAPROXY_MARATHON_SYNC_SSE_DEBOUNCE_MAX",
+        default_value = "1s"
+    )]
+    pub sse_debounce_max: String,
+
+    /// With --sse: reopen the event stream when it sends nothing, not even Marathon's
+    /// heartbeat (every 10s), for this long.
+    #[arg(
+        long = "sse-timeout",
+        value_name = "DURATION",
+        env = "HAPROXY_MARATHON_SYNC_SSE_TIMEOUT",
+        default_value = "30s"
+    )]
+    pub sse_timeout: String,
+
     /// How many previous live configs to keep as <config>.1 (newest) .. <config>.N.
     #[arg(
         long = "archive-versions",
@@ -269,8 +303,6 @@ pub struct Args {
 
     /// marathon-lb flags that do not apply to a cron-style updater. Accepted so existing
     /// command lines keep working; each is reported once and ignored.
-    #[arg(long = "sse", short = 's', hide = true)]
-    pub ignored_sse: bool,
     #[arg(long = "skip-config-cleanup", hide = true)]
     pub ignored_skip_config_cleanup: bool,
     #[arg(long = "max-reload-retries", hide = true, value_name = "N")]
@@ -293,7 +325,6 @@ impl Args {
     /// marathon-lb flags given on this command line that we accept but ignore.
     pub fn ignored_flags(&self) -> Vec<&'static str> {
         let given = [
-            (self.ignored_sse, "--sse"),
             (self.ignored_skip_config_cleanup, "--skip-config-cleanup"),
             (
                 self.ignored_max_reload_retries.is_some(),
@@ -353,6 +384,27 @@ impl Args {
         if config.interval == Some(Duration::ZERO) {
             bail!("--interval: must be longer than zero");
         }
+        if self.sse {
+            config.events = Some(events_config(
+                &self.sse_debounce,
+                &self.sse_debounce_max,
+                &self.sse_timeout,
+            )?);
+            config.interval = config
+                .interval
+                .or(Some(config::DEFAULT_SSE_RESYNC_INTERVAL));
+            let has_url = config
+                .fetch
+                .sources
+                .iter()
+                .any(|source| matches!(source, MarathonSource::Url(_)));
+            if !has_url {
+                bail!(
+                    "--sse needs a Marathon URL in --marathon: a snapshot directory has no \
+                     event stream"
+                );
+            }
+        }
 
         config.model.strict_mode = self.strict_mode;
         config.model.health_check = self.health_check;
@@ -394,6 +446,20 @@ impl Args {
         config.apply.diff = self.diff;
         Ok(config)
     }
+}
+
+/// The `--sse-*` tuning flags; the reconnect backoff keeps its documented defaults.
+fn events_config(debounce: &str, debounce_max: &str, timeout: &str) -> Result<EventsConfig> {
+    let events = EventsConfig {
+        debounce: parse_duration(debounce).context("--sse-debounce")?,
+        debounce_max: parse_duration(debounce_max).context("--sse-debounce-max")?,
+        stream_timeout: parse_duration(timeout).context("--sse-timeout")?,
+        ..EventsConfig::default()
+    };
+    if events.stream_timeout.is_zero() {
+        bail!("--sse-timeout: must be longer than zero");
+    }
+    Ok(events)
 }
 
 /// A URL has a scheme; anything else is a snapshot directory.
@@ -618,7 +684,50 @@ mod tests {
     fn ignored_marathon_lb_flags_are_accepted_and_listed() {
         let argv = ["x", "--group", "g", "--sse", "--max-reload-retries", "3"];
         let args = Args::try_parse_from(argv).unwrap();
-        assert_eq!(args.ignored_flags(), vec!["--sse", "--max-reload-retries"]);
+        assert_eq!(args.ignored_flags(), vec!["--max-reload-retries"]);
+    }
+
+    #[test]
+    fn sse_turns_on_events_with_a_five_minute_resync_by_default() {
+        let plain = parse(&["--group", "g"]).unwrap();
+        assert_eq!((plain.events, plain.interval), (None, None));
+
+        let sse = parse(&["--group", "g", "-s"]).unwrap();
+        assert_eq!(sse.events, Some(EventsConfig::default()));
+        assert_eq!(sse.interval, Some(Duration::from_secs(300)));
+
+        let tuned = parse(&[
+            "--group",
+            "g",
+            "--sse",
+            "--interval",
+            "1m",
+            "--sse-debounce",
+            "50ms",
+            "--sse-debounce-max",
+            "2s",
+            "--sse-timeout",
+            "45",
+        ])
+        .unwrap();
+        let events = tuned.events.unwrap();
+        assert_eq!(tuned.interval, Some(Duration::from_secs(60)));
+        assert_eq!(events.debounce, Duration::from_millis(50));
+        assert_eq!(events.debounce_max, Duration::from_secs(2));
+        assert_eq!(events.stream_timeout, Duration::from_secs(45));
+
+        // The tuning flags alone change nothing (an EnvironmentFile may carry them).
+        let untouched = parse(&["--group", "g", "--sse-debounce", "1s"]).unwrap();
+        assert_eq!(untouched.events, None);
+    }
+
+    #[test]
+    fn sse_refuses_what_cannot_work() {
+        assert!(parse(&["--group", "g", "--sse", "--marathon", "/srv/snapshot"]).is_err());
+        assert!(parse(&["--group", "g", "--sse", "--sse-timeout", "0"]).is_err());
+        assert!(parse(&["--group", "g", "--sse", "--sse-debounce", "soon"]).is_err());
+        let mixed = ["--group", "g", "--sse", "-m", "/srv/snap,http://m:8080"];
+        assert!(parse(&mixed).is_ok());
     }
 
     #[test]

@@ -120,6 +120,39 @@ pub struct ApplyConfig {
     pub diff: bool,
 }
 
+/// `--sse`: react to Marathon's event stream (`GET /v2/events`) between full resyncs. The stream
+/// only says "look now"; every reaction is a full, normal run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsConfig {
+    /// `--sse-debounce`: a run starts once no relevant event arrived for this long, so a burst
+    /// becomes one run. Default 200 ms.
+    pub debounce: Duration,
+    /// `--sse-debounce-max`: longest a run waits for that quiet after the first event of a
+    /// burst, so a steady flood still gets a run this often. Default 1 s.
+    pub debounce_max: Duration,
+    /// `--sse-timeout`: the stream is taken for dead, and reopened, when it sends nothing (not
+    /// even Marathon's heartbeat, a bare line every 10 s) for this long. Default 30 s.
+    pub stream_timeout: Duration,
+    /// First wait before reopening a stream that failed or ended early; doubled on each
+    /// failure in a row. Default 500 ms.
+    pub reconnect_min: Duration,
+    /// Cap of that wait. A stream that stayed open at least this long is reopened at once when
+    /// it ends (a leader change, say). Default 30 s.
+    pub reconnect_max: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> EventsConfig {
+        EventsConfig {
+            debounce: Duration::from_millis(200),
+            debounce_max: Duration::from_secs(1),
+            stream_timeout: Duration::from_secs(30),
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Everything one run needs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -130,8 +163,12 @@ pub struct Config {
     /// Deadline for fetching and taking the lock in one run, so a cron run never overlaps the
     /// next (validation and reload are bounded by `ApplyConfig::command_timeout`). Default 50 s.
     pub run_deadline: Duration,
-    /// `--interval`: run again every period until SIGTERM/SIGINT. Default: run once.
+    /// `--interval`: run again every period until SIGTERM/SIGINT. Default: run once; with
+    /// `events`, [`DEFAULT_SSE_RESYNC_INTERVAL`].
     pub interval: Option<Duration>,
+    /// `--sse`: also run on Marathon's events; `interval` is then the period of the safety-net
+    /// resync and of polling while the stream is down. Default: none (no event stream).
+    pub events: Option<EventsConfig>,
 }
 
 pub const DEFAULT_HAPROXY_CONFIG: &str = "/etc/haproxy/haproxy.cfg";
@@ -139,6 +176,8 @@ pub const DEFAULT_RELOAD_COMMAND: &str = "systemctl reload haproxy";
 pub const DEFAULT_SSL_CERT: &str = "/etc/ssl/cert.pem";
 pub const DEFAULT_MIN_SERV_PORT_IP_PER_TASK: u32 = 10050;
 pub const DEFAULT_MAX_SERV_PORT_IP_PER_TASK: u32 = 10100;
+/// The full-resync period of `--sse` when `--interval` is not given.
+pub const DEFAULT_SSE_RESYNC_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 impl Config {
     /// A config with every default, reading Marathon from `sources` and writing `haproxy_config`.
@@ -186,6 +225,7 @@ impl Config {
             },
             run_deadline: Duration::from_secs(50),
             interval: None,
+            events: None,
         }
     }
 }

@@ -22,23 +22,24 @@ use crate::apply::{Candidate, Outcome};
 use crate::config::Config;
 use crate::error::Failure;
 
-/// Runs once, or every `--interval` until SIGTERM/SIGINT.
+/// Runs once, every `--interval`, or (`--sse`) on Marathon's events with `--interval` as the
+/// resync period; the loops end on SIGTERM/SIGINT.
 pub fn run(config: &Config) -> Result<()> {
-    match config.interval {
-        None => run_once(
+    let once = || {
+        run_once(
             config,
             &mut std::io::stdout().lock(),
             &mut std::io::stderr().lock(),
         )
-        .map(drop),
-        Some(interval) => schedule::run_every(interval, || {
-            run_once(
-                config,
-                &mut std::io::stdout().lock(),
-                &mut std::io::stderr().lock(),
-            )
-            .map(drop)
-        }),
+        .map(drop)
+    };
+    match (&config.events, config.interval) {
+        (Some(events), interval) => {
+            let resync = interval.unwrap_or(config::DEFAULT_SSE_RESYNC_INTERVAL);
+            schedule::run_on_events(&config.fetch, events, resync, |_trigger| once())
+        }
+        (None, Some(interval)) => schedule::run_every(interval, once),
+        (None, None) => once(),
     }
 }
 

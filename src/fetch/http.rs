@@ -36,27 +36,8 @@ pub(super) struct Client {
 
 impl Client {
     pub(super) fn new(config: &FetchConfig) -> Result<Client> {
-        let roots = match &config.ca_cert {
-            Some(path) => load_ca_bundle(path)?,
-            // Mozilla's roots compiled into the binary: the same trust on every host and in
-            // minimal containers without a CA store.
-            None => RootCerts::WebPki,
-        };
-        let agent = Agent::config_builder()
-            // Statuses are answers, not transport errors: we read them ourselves so a 401 can
-            // say "authentication" and a 503 can carry Marathon's message.
-            .http_status_as_error(false)
-            .max_redirects(MAX_REDIRECTS)
-            // Basic auth goes along on a redirect only to the same host, and never from https
-            // down to http: a redirect target is chosen by the server, not by the operator.
-            .redirect_auth_headers(RedirectAuthHeaders::SameHost)
-            .user_agent(USER_AGENT)
-            .accept("application/json")
-            .tls_config(TlsConfig::builder().root_certs(roots).build())
-            .build()
-            .new_agent();
         Ok(Client {
-            agent,
+            agent: agent(config, "application/json", MAX_REDIRECTS)?,
             authorization: config.credentials.as_ref().map(basic_authorization),
             request_timeout: config.request_timeout,
             max_body_bytes: config.max_body_bytes,
@@ -122,8 +103,32 @@ impl Client {
     }
 }
 
+/// The agent every request to Marathon goes through (the event stream's too): verified TLS
+/// with the configured roots, statuses read as answers, auth re-sent only to the same host.
+pub(super) fn agent(config: &FetchConfig, accept: &str, max_redirects: u32) -> Result<Agent> {
+    let roots = match &config.ca_cert {
+        Some(path) => load_ca_bundle(path)?,
+        // Mozilla's roots compiled into the binary: the same trust on every host and in
+        // minimal containers without a CA store.
+        None => RootCerts::WebPki,
+    };
+    Ok(Agent::config_builder()
+        // Statuses are answers, not transport errors: we read them ourselves so a 401 can
+        // say "authentication" and a 503 can carry Marathon's message.
+        .http_status_as_error(false)
+        .max_redirects(max_redirects)
+        // Basic auth goes along on a redirect only to the same host, and never from https
+        // down to http: a redirect target is chosen by the server, not by the operator.
+        .redirect_auth_headers(RedirectAuthHeaders::SameHost)
+        .user_agent(USER_AGENT)
+        .accept(accept)
+        .tls_config(TlsConfig::builder().root_certs(roots).build())
+        .build()
+        .new_agent())
+}
+
 /// `Basic base64(user:password)`. The value is only ever put in a header, never in a message.
-fn basic_authorization(credentials: &Credentials) -> String {
+pub(super) fn basic_authorization(credentials: &Credentials) -> String {
     let pair = format!("{}:{}", credentials.user, credentials.password);
     format!(
         "Basic {}",
@@ -156,13 +161,13 @@ fn load_ca_bundle(path: &Path) -> Result<RootCerts> {
 }
 
 /// How long one request may take: the per-request timeout, cut short by the run's deadline.
-struct RequestBudget {
+pub(super) struct RequestBudget {
     limit: Duration,
     cut_by_deadline: bool,
 }
 
 impl RequestBudget {
-    fn new(request_timeout: Duration, deadline: Instant) -> Result<RequestBudget> {
+    pub(super) fn new(request_timeout: Duration, deadline: Instant) -> Result<RequestBudget> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             bail!("not asked, the run's deadline had passed");
@@ -183,7 +188,7 @@ impl RequestBudget {
 }
 
 /// A transport failure (no usable answer) in words.
-fn describe_transport_error(error: &ureq::Error, budget: &RequestBudget) -> String {
+pub(super) fn describe_transport_error(error: &ureq::Error, budget: &RequestBudget) -> String {
     match error {
         // The phase ureq names is whichever of our equal limits fired first; it adds nothing.
         ureq::Error::Timeout(_) => format!("timed out after {}", budget.describe()),
@@ -235,7 +240,7 @@ fn describe_tls_failure(tls: &rustls::Error) -> String {
 }
 
 /// An HTTP status answer in words, with Marathon's own message when it sent one.
-fn describe_status(
+pub(super) fn describe_status(
     status: StatusCode,
     marathon_message: Option<String>,
     final_uri: &Uri,
@@ -278,7 +283,7 @@ fn describe_status(
 }
 
 /// Marathon explains errors as `{"message": "..."}`; read a little of the body to find it.
-fn marathon_message(body: ureq::Body) -> Option<String> {
+pub(super) fn marathon_message(body: ureq::Body) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct ErrorBody {
         message: String,

@@ -3,6 +3,10 @@
 //! (a status, a hang, a truncated or stalled body, broken JSON, basic auth, a redirect). It counts
 //! and records every request so tests can assert who was asked, in which order.
 //!
+//! `GET /v2/events` is an event stream (chunked `text/event-stream`, as Marathon's Jetty sends
+//! it): the test pushes `event:`/`data:` blocks or raw bytes to every open stream, picks CRLF or
+//! LF, turns heartbeats on, and can end, drop or silence the open streams.
+//!
 //! Each connection is answered in its own thread with `Connection: close`. Nothing here sleeps to
 //! synchronise: hangs wait on a condition variable that `Drop` signals, and every wait is bounded.
 #![allow(dead_code)] // Each test binary uses a different part of this helper.
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 
 pub const APPS_PATH: &str = "/v2/apps";
 pub const TASKS_PATH: &str = "/v2/tasks";
+pub const EVENTS_PATH: &str = "/v2/events";
 
 /// Longest a scripted hang or stall holds its connection when the server is not dropped first.
 pub const HANG_LIMIT: Duration = Duration::from_secs(60);
@@ -50,6 +55,43 @@ pub enum Behaviour {
     Redirect(String),
 }
 
+/// How lines end in what the event stream sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineEnding {
+    /// `\r\n`, as Marathon's Jetty sends (the default).
+    Crlf,
+    /// `\n`, as Marathon's documentation shows.
+    Lf,
+}
+
+impl LineEnding {
+    fn text(self) -> &'static str {
+        match self {
+            LineEnding::Crlf => "\r\n",
+            LineEnding::Lf => "\n",
+        }
+    }
+}
+
+/// One open `/v2/events` stream.
+#[derive(Default)]
+struct EventStream {
+    id: u64,
+    /// Bytes pushed and not yet written.
+    pending: Vec<u8>,
+    ending: Option<StreamEnding>,
+    /// Sends nothing any more, heartbeats included, but stays open.
+    silent: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamEnding {
+    /// The last chunk, then close: a clean end of the body.
+    Clean,
+    /// Close mid-body.
+    Drop,
+}
+
 /// One request as the server saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedRequest {
@@ -71,6 +113,12 @@ struct State {
     /// The `Authorization` value demanded, when basic auth is required.
     expected_authorization: Option<String>,
     requests: Vec<RecordedRequest>,
+    streams: Vec<EventStream>,
+    next_stream_id: u64,
+    streams_opened: usize,
+    line_ending: LineEnding,
+    /// A bare line ending sent on each open stream after this long without other output.
+    heartbeat: Option<Duration>,
     active_connections: usize,
     shutting_down: bool,
 }
@@ -111,6 +159,11 @@ impl FakeMarathon {
                 per_path: HashMap::new(),
                 expected_authorization: None,
                 requests: Vec::new(),
+                streams: Vec::new(),
+                next_stream_id: 0,
+                streams_opened: 0,
+                line_ending: LineEnding::Crlf,
+                heartbeat: None,
                 active_connections: 0,
                 shutting_down: false,
             }),
@@ -207,6 +260,95 @@ impl FakeMarathon {
     }
 }
 
+/// The event stream side.
+impl FakeMarathon {
+    /// How lines end in events and heartbeats from now on. Default CRLF.
+    pub fn set_line_ending(&self, ending: LineEnding) {
+        self.shared.lock().line_ending = ending;
+    }
+
+    /// Sends a heartbeat (a bare line ending) on each open stream after `every` without other
+    /// output; `None` (the default) sends none.
+    pub fn set_heartbeat(&self, every: Option<Duration>) {
+        self.shared.lock().heartbeat = every;
+        self.shared.changed.notify_all();
+    }
+
+    /// Sends `event: TYPE` and `data: DATA` (one `data:` line per line of `data`) and the blank
+    /// line to every open, non-silent stream; returns how many streams it went to.
+    pub fn push_event(&self, event_type: &str, data: &str) -> usize {
+        let ending = self.shared.lock().line_ending.text();
+        let mut block = format!("event: {event_type}{ending}");
+        for line in data.lines() {
+            block.push_str(&format!("data: {line}{ending}"));
+        }
+        block.push_str(ending);
+        self.push_raw(block.as_bytes())
+    }
+
+    /// Sends these bytes as they are to every open, non-silent stream; returns how many.
+    pub fn push_raw(&self, bytes: &[u8]) -> usize {
+        let mut state = self.shared.lock();
+        let mut reached = 0;
+        for stream in state.streams.iter_mut().filter(|s| !s.silent) {
+            stream.pending.extend_from_slice(bytes);
+            reached += 1;
+        }
+        drop(state);
+        self.shared.changed.notify_all();
+        reached
+    }
+
+    /// Closes every open stream mid-body, as a crashed Marathon or a cut network does.
+    pub fn drop_streams(&self) {
+        self.end_open_streams(StreamEnding::Drop);
+    }
+
+    /// Ends every open stream cleanly (the last chunk, then close), as a restarting Marathon does.
+    pub fn end_streams(&self) {
+        self.end_open_streams(StreamEnding::Clean);
+    }
+
+    /// Every open stream stays open but sends nothing more, heartbeats included. Streams opened
+    /// later behave normally.
+    pub fn silence_streams(&self) {
+        for stream in self.shared.lock().streams.iter_mut() {
+            stream.silent = true;
+            stream.pending.clear();
+        }
+    }
+
+    /// How many streams are open now.
+    pub fn open_streams(&self) -> usize {
+        self.shared.lock().streams.len()
+    }
+
+    /// How many streams were opened so far (answered `200`, open or since ended).
+    pub fn streams_opened(&self) -> usize {
+        self.shared.lock().streams_opened
+    }
+
+    /// Waits until at least `count` streams were opened and one is open, or `timeout` passes;
+    /// returns whether they were. An event pushed after this returns `true` reaches a stream.
+    pub fn wait_for_streams_opened(&self, count: usize, timeout: Duration) -> bool {
+        let ready = |state: &State| state.streams_opened >= count && !state.streams.is_empty();
+        let state = self.shared.lock();
+        let (state, _) = self
+            .shared
+            .changed
+            .wait_timeout_while(state, timeout, |state| !ready(state))
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        ready(&state)
+    }
+
+    fn end_open_streams(&self, ending: StreamEnding) {
+        for stream in self.shared.lock().streams.iter_mut() {
+            stream.ending = Some(ending);
+        }
+        self.shared.changed.notify_all();
+    }
+}
+
 impl Drop for FakeMarathon {
     fn drop(&mut self) {
         self.shared.lock().shutting_down = true;
@@ -262,7 +404,7 @@ fn handle_connection(stream: TcpStream, shared: &Shared) -> std::io::Result<()> 
     let Some(request) = read_request(&stream)? else {
         return Ok(());
     };
-    let (behaviour, body, authorized) = {
+    let (behaviour, body, authorized, event_stream) = {
         let mut state = shared.lock();
         state.requests.push(request.clone());
         let behaviour = state
@@ -279,10 +421,21 @@ fn handle_connection(stream: TcpStream, shared: &Shared) -> std::io::Result<()> 
             None => true,
             Some(expected) => request.authorization.as_deref() == Some(expected.as_str()),
         };
-        (behaviour, body, authorized)
+        // Registered under the same lock that records the request, so an event pushed once
+        // the request is seen reaches this stream.
+        let event_stream =
+            (request.path == EVENTS_PATH && authorized && behaviour == Behaviour::Serve)
+                .then(|| open_event_stream(&mut state));
+        (behaviour, body, authorized, event_stream)
     };
     shared.changed.notify_all();
     let mut stream = stream;
+    if let Some(id) = event_stream {
+        let result = serve_event_stream(&mut stream, shared, id);
+        shared.lock().streams.retain(|s| s.id != id);
+        shared.changed.notify_all();
+        return result;
+    }
     if !authorized {
         let message = r#"{"message": "invalid username or password."}"#;
         let extra = "WWW-Authenticate: Basic realm=\"Mesosphere\"\r\n";
@@ -330,6 +483,79 @@ fn handle_connection(stream: TcpStream, shared: &Shared) -> std::io::Result<()> 
             }
             let extra = format!("Location: {location}\r\n");
             write_response(&mut stream, 307, &extra, b"", None)
+        }
+    }
+}
+
+fn open_event_stream(state: &mut State) -> u64 {
+    let id = state.next_stream_id;
+    state.next_stream_id += 1;
+    state.streams_opened += 1;
+    state.streams.push(EventStream {
+        id,
+        ..EventStream::default()
+    });
+    id
+}
+
+/// Streams what is pushed, heartbeats when asked to, until the stream is ended, dropped, the
+/// server shuts down, or [`HANG_LIMIT`] passes.
+fn serve_event_stream(stream: &mut TcpStream, shared: &Shared, id: u64) -> std::io::Result<()> {
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+                Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes())?;
+    stream.flush()?;
+    let opened = Instant::now();
+    loop {
+        let left = HANG_LIMIT.saturating_sub(opened.elapsed());
+        if left.is_zero() {
+            return Ok(());
+        }
+        let (bytes, ending) = {
+            let state = shared.lock();
+            let wait = state.heartbeat.unwrap_or(left).min(left);
+            let idle = |state: &mut State| {
+                !state.shutting_down
+                    && state.streams.iter().any(|s| {
+                        s.id == id && s.ending.is_none() && (s.silent || s.pending.is_empty())
+                    })
+            };
+            let (mut state, waited) = shared
+                .changed
+                .wait_timeout_while(state, wait, idle)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let heartbeat = state.heartbeat.is_some() && waited.timed_out();
+            let ending_text = state.line_ending.text();
+            let shutting_down = state.shutting_down;
+            let Some(slot) = state.streams.iter_mut().find(|s| s.id == id) else {
+                return Ok(());
+            };
+            let ending = if shutting_down {
+                Some(StreamEnding::Drop)
+            } else {
+                slot.ending
+            };
+            let mut bytes = std::mem::take(&mut slot.pending);
+            if slot.silent {
+                bytes.clear();
+            } else if bytes.is_empty() && heartbeat {
+                bytes.extend_from_slice(ending_text.as_bytes());
+            }
+            (bytes, ending)
+        };
+        match ending {
+            Some(StreamEnding::Drop) => return Ok(()),
+            Some(StreamEnding::Clean) => {
+                stream.write_all(b"0\r\n\r\n")?;
+                return stream.flush();
+            }
+            None if bytes.is_empty() => {}
+            None => {
+                stream.write_all(format!("{:x}\r\n", bytes.len()).as_bytes())?;
+                stream.write_all(&bytes)?;
+                stream.write_all(b"\r\n")?;
+                stream.flush()?;
+            }
         }
     }
 }
