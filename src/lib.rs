@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fetch;
+pub mod isolate;
 pub mod model;
 pub mod render;
 pub mod schedule;

@@ -1,0 +1,118 @@
+//! Bad-app isolation: when `haproxy -c` rejects a candidate, find the apps responsible with a
+//! few checks (bisection, not one check per app) so the rest of the cluster can still be
+//! applied. The search is generic over the check, which `lib.rs` builds from render + validate.
+
+use std::collections::BTreeSet;
+
+use anyhow::Result;
+
+/// Finds a set of apps whose exclusion makes `accepts` true, given that `accepts` is false for
+/// the whole of `apps` and true for none of them (checked by the caller). Each call of
+/// `accepts(excluded)` says whether the candidate without `excluded` passes validation.
+///
+/// Adaptive group testing: a half that passes together with everything already known good is
+/// good; a half that fails holds a culprit and is split again. Costs about
+/// `culprits × log2(apps)` checks. An app is only blamed when a configuration differing from an
+/// accepted one by that app alone is rejected.
+pub fn find_culprits(
+    apps: &[String],
+    mut accepts: impl FnMut(&BTreeSet<String>) -> Result<bool>,
+) -> Result<BTreeSet<String>> {
+    let all: BTreeSet<String> = apps.iter().cloned().collect();
+    let mut culprits = BTreeSet::new();
+    let mut good: BTreeSet<String> = BTreeSet::new();
+    search(&all, apps, &mut good, &mut culprits, &mut accepts)?;
+    Ok(culprits)
+}
+
+/// `suspects` are known to make `good ∪ suspects` fail; moves each suspect to `good` or
+/// `culprits`.
+fn search(
+    all: &BTreeSet<String>,
+    suspects: &[String],
+    good: &mut BTreeSet<String>,
+    culprits: &mut BTreeSet<String>,
+    accepts: &mut impl FnMut(&BTreeSet<String>) -> Result<bool>,
+) -> Result<()> {
+    if let [single] = suspects {
+        culprits.insert(single.clone());
+        return Ok(());
+    }
+    let (left, right) = suspects.split_at(suspects.len() / 2);
+    let with_left: BTreeSet<String> = good.iter().chain(left).cloned().collect();
+    if accepts(&excluded(all, &with_left))? {
+        good.extend(left.iter().cloned());
+    } else {
+        search(all, left, good, culprits, accepts)?;
+    }
+    let with_right: BTreeSet<String> = good.iter().chain(right).cloned().collect();
+    if accepts(&excluded(all, &with_right))? {
+        good.extend(right.iter().cloned());
+    } else {
+        search(all, right, good, culprits, accepts)?;
+    }
+    Ok(())
+}
+
+/// Everything in `all` that is not `included`.
+fn excluded(all: &BTreeSet<String>, included: &BTreeSet<String>) -> BTreeSet<String> {
+    all.difference(included).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("/app{i:03}")).collect()
+    }
+
+    /// A check that fails while any of `bad` is included, counting its calls.
+    fn run(n: usize, bad: &[&str]) -> (BTreeSet<String>, usize) {
+        let apps = names(n);
+        let bad: BTreeSet<String> = bad.iter().map(|s| s.to_string()).collect();
+        let mut checks = 0;
+        let culprits = find_culprits(&apps, |excluded| {
+            checks += 1;
+            Ok(bad.iter().all(|app| excluded.contains(app)))
+        })
+        .unwrap();
+        (culprits, checks)
+    }
+
+    #[test]
+    fn one_bad_app_among_many_takes_a_logarithmic_number_of_checks() {
+        let (culprits, checks) = run(1000, &["/app617"]);
+        assert_eq!(culprits, BTreeSet::from(["/app617".to_string()]));
+        assert!(checks <= 2 * 10 + 2, "{checks} checks for 1000 apps");
+    }
+
+    #[test]
+    fn several_bad_apps_are_all_found_and_only_they() {
+        let bad = ["/app000", "/app013", "/app014", "/app099"];
+        let (culprits, checks) = run(100, &bad);
+        assert_eq!(culprits, bad.iter().map(|s| s.to_string()).collect());
+        assert!(
+            checks < 100,
+            "{checks} checks is no better than one per app"
+        );
+    }
+
+    #[test]
+    fn a_conflict_between_two_apps_blames_the_later_one_only() {
+        // Two apps that are fine alone but clash together (say, the same bind port).
+        let apps = names(8);
+        let culprits = find_culprits(&apps, |excluded| {
+            Ok(excluded.contains("/app002") || excluded.contains("/app005"))
+        })
+        .unwrap();
+        assert_eq!(culprits, BTreeSet::from(["/app005".to_string()]));
+    }
+
+    #[test]
+    fn a_failing_check_is_passed_on() {
+        let apps = names(4);
+        let result = find_culprits(&apps, |_| anyhow::bail!("haproxy is gone"));
+        assert!(result.is_err());
+    }
+}
