@@ -8,6 +8,8 @@ use anyhow::{Context, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::log;
+
 /// Calls `run` now and then every `interval` until SIGTERM or SIGINT arrives.
 pub fn run_every(interval: Duration, mut run: impl FnMut() -> Result<()>) -> Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
@@ -21,15 +23,14 @@ pub fn run_every(interval: Duration, mut run: impl FnMut() -> Result<()>) -> Res
     let result = loop {
         let started = Instant::now();
         if let Err(error) = run() {
-            eprintln!(
-                "haproxy-marathon-sync: error: {error:#} (next try in {})",
-                humanize(interval)
-            );
+            let message = format!("{error:#} (next try in {})", humanize(interval));
+            log::emit(log::Level::Error, &message, &[]);
         }
         let wait = interval.saturating_sub(started.elapsed());
         match stop_rx.recv_timeout(wait) {
             Ok(signal) => {
-                eprintln!("haproxy-marathon-sync: signal {signal} received, stopping");
+                let message = format!("signal {signal} received, stopping");
+                log::emit(log::Level::Info, &message, &[("signal", signal.into())]);
                 break Ok(());
             }
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
