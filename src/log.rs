@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// How much is logged. Ordered: a line is written when its level is at or below the setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -168,14 +168,22 @@ fn format_line(
             format!("{prefix}haproxy-marathon-sync: {label}{msg}\n")
         }
         Format::Json => {
-            let mut object = Map::new();
-            object.insert("time".into(), Value::String(rfc3339_utc(now)));
-            object.insert("level".into(), Value::String(level.name().into()));
-            object.insert("msg".into(), Value::String(msg));
+            // Written by hand so time, level and msg come first whatever serde_json's map order.
+            let mut line = format!(
+                "{prefix}{{\"time\":\"{}\",\"level\":\"{}\",\"msg\":{}",
+                rfc3339_utc(now),
+                level.name(),
+                Value::String(msg)
+            );
+            let mut seen = vec!["time", "level", "msg"];
             for (name, value) in fields {
-                object.entry(*name).or_insert_with(|| value.clone());
+                if !seen.contains(name) {
+                    seen.push(name);
+                    line.push_str(&format!(",{}:{value}", Value::String(name.to_string())));
+                }
             }
-            format!("{prefix}{}\n", Value::Object(object))
+            line.push_str("}\n");
+            line
         }
     }
 }
@@ -289,6 +297,7 @@ mod tests {
         ];
         let line = format_line(Format::Json, false, now, Level::Info, "applied", &fields);
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        assert!(line.starts_with("{\"time\":"), "{line}");
         let object: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(object["time"], "2025-11-25T10:16:12.123Z");
         assert_eq!(object["level"], "info");
