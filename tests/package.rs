@@ -132,6 +132,41 @@ fn the_deb_installs_runs_and_purges_cleanly() {
     }
 }
 
+/// Uncomments the cron line and runs it as cron would (`/bin/sh -c`), with settings in the
+/// installed /etc/default file (purged with the package): one run, even with an interval set
+/// there for the loop unit.
+fn cron_line_runs_once_with_the_settings_file(cron: &str) {
+    let command = cron
+        .lines()
+        .find_map(|line| line.strip_prefix("#* * * * * root "))
+        .expect("a commented once-a-minute line run as root");
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("haproxy.cfg");
+    let snapshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster");
+    let settings = format!(
+        "HAPROXY_MARATHON_SYNC_MARATHON={}\n\
+         HAPROXY_MARATHON_SYNC_GROUP=external\n\
+         HAPROXY_MARATHON_SYNC_HAPROXY_CONFIG={}\n\
+         HAPROXY_MARATHON_SYNC_SKIP_VALIDATION=true\n\
+         HAPROXY_MARATHON_SYNC_RELOAD_COMMAND=\"true --reload\"\n\
+         HAPROXY_MARATHON_SYNC_LOG_FORMAT=json\n\
+         HAPROXY_MARATHON_SYNC_INTERVAL=1s\n",
+        snapshot.display(),
+        config.display()
+    );
+    std::fs::write("/etc/default/haproxy-marathon-sync", settings).unwrap();
+    // Bounded: were the interval not unset, the run would loop until `timeout` ends it.
+    let output = run(Command::new("timeout")
+        .args(["60", "/bin/sh", "-c", command])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"));
+    let stderr = text(&output.stderr);
+    let line: serde_json::Value = serde_json::from_str(stderr.trim())
+        .unwrap_or_else(|e| panic!("one JSON line expected ({e}): {stderr}"));
+    assert_eq!(line["outcome"], "applied", "{stderr}");
+    assert!(config.is_file());
+}
+
 fn architecture() -> String {
     text(&run(Command::new("dpkg").arg("--print-architecture")).stdout)
         .trim()
@@ -191,6 +226,8 @@ fn check_installed(version: &str) {
         "source /usr/share/bash-completion/completions/haproxy-marathon-sync \
          && complete -p haproxy-marathon-sync",
     ));
+
+    cron_line_runs_once_with_the_settings_file(&cron);
 
     if have("systemd-analyze") {
         // With the binary and man page in place, the units must verify without a complaint.
