@@ -217,3 +217,40 @@ fn the_packaged_environment_file_names_every_variable_of_help() {
         );
     }
 }
+
+/// Under systemd, stderr is the journal stream that JOURNAL_STREAM names: lines then carry their
+/// syslog priority for journald. A process that merely inherited the variable (its stderr goes
+/// elsewhere) must not.
+#[test]
+fn lines_carry_a_syslog_priority_only_when_stderr_is_the_journal_stream() {
+    use std::os::unix::fs::MetadataExt;
+    let workspace = Workspace::new();
+    let stderr_path = workspace.dir.path().join("stderr");
+    let run_with = |journal_stream: &dyn Fn(&std::fs::Metadata) -> String| {
+        let file = std::fs::File::create(&stderr_path).unwrap();
+        let meta = file.metadata().unwrap();
+        std::fs::remove_file(workspace.config()).ok();
+        let status = binary()
+            .arg("--marathon")
+            .arg(repo_path("examples/cluster"))
+            .args(["--group", "external", "--haproxy-config"])
+            .arg(workspace.config())
+            .args(["--skip-validation", "--reload-command", "true"])
+            .env("JOURNAL_STREAM", journal_stream(&meta))
+            .stderr(file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read_to_string(&stderr_path).unwrap()
+    };
+    let journal = run_with(&|meta| format!("{}:{}", meta.dev(), meta.ino()));
+    assert!(
+        journal.starts_with("<6>haproxy-marathon-sync: applied "),
+        "{journal}"
+    );
+    let elsewhere = run_with(&|meta| format!("{}:{}", meta.dev(), meta.ino() + 1));
+    assert!(
+        elsewhere.starts_with("haproxy-marathon-sync: applied "),
+        "{elsewhere}"
+    );
+}
