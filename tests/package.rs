@@ -78,11 +78,19 @@ fn is_root() -> bool {
     output.is_ok_and(|o| text(&o.stdout).trim() == "0")
 }
 
+/// Whether dpkg knows the package in any state but not-installed: installed, half-installed,
+/// or removed with its conffiles kept (which a purge would delete).
 fn already_installed() -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", PACKAGE])
         .output()
-        .is_ok_and(|o| text(&o.stdout).contains("installed"))
+        .is_ok_and(|o| {
+            let status = text(&o.stdout);
+            status
+                .split_whitespace()
+                .last()
+                .is_some_and(|state| state != "not-installed")
+        })
 }
 
 #[test]
@@ -119,7 +127,7 @@ fn the_deb_installs_runs_and_purges_cleanly() {
         return;
     }
     if already_installed() {
-        eprintln!("{PACKAGE} is already installed on this machine; not touching it");
+        eprintln!("dpkg already knows {PACKAGE} on this machine; not touching it");
         return;
     }
     run(Command::new("dpkg").arg("-i").arg(&deb));
