@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{self, Config, Credentials, EventsConfig, MarathonSource};
+use crate::log;
 
 /// Keeps HAProxy's configuration in step with the apps Marathon runs.
 ///
@@ -23,9 +24,15 @@ use crate::config::{self, Config, Credentials, EventsConfig, MarathonSource};
     name = "haproxy-marathon-sync",
     version,
     max_term_width = 100,
-    args_override_self = true
+    args_override_self = true,
+    // `completions` needs no --group; a run without a subcommand still does.
+    subcommand_negates_reqs = true,
+    disable_help_subcommand = true
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Marathon base URL, or a directory holding a saved snapshot (apps.json + tasks.json).
     /// Repeat the flag or separate with commas; tried in order, the next one is used when one
     /// refuses, times out or answers 5xx.
@@ -315,10 +322,45 @@ pub struct Args {
     pub ignored_max_backoff: Option<String>,
     #[arg(long = "syslog-socket", hide = true, value_name = "PATH")]
     pub ignored_syslog_socket: Option<String>,
-    #[arg(long = "log-format", hide = true, value_name = "FORMAT")]
-    pub ignored_log_format: Option<String>,
-    #[arg(long = "log-level", hide = true, value_name = "LEVEL")]
-    pub ignored_log_level: Option<String>,
+
+    /// Least severe lines logged to stderr: error, warn, info (what changed) or debug (every
+    /// run). marathon-lb's names (WARNING, CRITICAL, ...) are accepted. An unchanged run logs
+    /// nothing at info and above.
+    #[arg(
+        long = "log-level",
+        value_name = "LEVEL",
+        env = "HAPROXY_MARATHON_SYNC_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+
+    /// How stderr lines look: text (no timestamp; cron and journald add one) or json (one
+    /// object per line with time, level, msg and fields). A marathon-lb Python format string is
+    /// accepted, noted, and treated as text.
+    #[arg(
+        long = "log-format",
+        value_name = "FORMAT",
+        env = "HAPROXY_MARATHON_SYNC_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: String,
+}
+
+/// Subcommands; without one, the tool runs (once or on --interval).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish or powershell) to stdout.
+    Completions {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Writes the completion script for `shell`, generated from these very definitions.
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    let mut command = Args::command();
+    let name = command.get_name().to_string();
+    clap_complete::generate(shell, &mut command, name, out);
 }
 
 impl Args {
@@ -336,15 +378,39 @@ impl Args {
                 "--lru-cache-capacity",
             ),
             (self.ignored_max_backoff.is_some(), "--max-backoff"),
-            (self.ignored_syslog_socket.is_some(), "--syslog-socket"),
-            (self.ignored_log_format.is_some(), "--log-format"),
-            (self.ignored_log_level.is_some(), "--log-level"),
+            // `/dev/null` is how marathon-lb is told not to use syslog: nothing to report.
+            (
+                self.ignored_syslog_socket
+                    .as_deref()
+                    .is_some_and(|path| path != "/dev/null"),
+                "--syslog-socket",
+            ),
         ];
         given
             .iter()
             .filter(|(on, _)| *on)
             .map(|(_, flag)| *flag)
             .collect()
+    }
+
+    /// The logging settings, and notes for the operator about values taken leniently.
+    pub fn log_settings(&self) -> Result<(log::Settings, Vec<String>)> {
+        let level = log::Level::parse(&self.log_level).context("--log-level")?;
+        let mut notes = Vec::new();
+        let format = match self.log_format.trim().to_ascii_lowercase().as_str() {
+            "text" => log::Format::Text,
+            "json" => log::Format::Json,
+            _ => {
+                // marathon-lb takes a Python logging format string here.
+                notes.push(format!(
+                    "--log-format '{}' is a marathon-lb format string, not text or json; \
+                     logging as text",
+                    self.log_format
+                ));
+                log::Format::Text
+            }
+        };
+        Ok((log::Settings { level, format }, notes))
     }
 
     /// Converts the parsed flags and the process environment into a [`Config`].
@@ -728,6 +794,58 @@ mod tests {
         assert!(parse(&["--group", "g", "--sse", "--sse-debounce", "soon"]).is_err());
         let mixed = ["--group", "g", "--sse", "-m", "/srv/snap,http://m:8080"];
         assert!(parse(&mixed).is_ok());
+    }
+
+    #[test]
+    fn log_flags_take_our_names_marathon_lb_names_and_format_strings() {
+        let settings = |argv: &[&str]| {
+            let mut full = vec!["x", "--group", "g"];
+            full.extend_from_slice(argv);
+            Args::try_parse_from(full).unwrap().log_settings()
+        };
+        let (default, notes) = settings(&[]).unwrap();
+        assert_eq!(default, log::Settings::default());
+        assert!(notes.is_empty());
+        let (json, _) = settings(&["--log-level", "WARNING", "--log-format", "JSON"]).unwrap();
+        assert_eq!(json.level, log::Level::Warn);
+        assert_eq!(json.format, log::Format::Json);
+        let python = "%(asctime)-15s %(name)s: %(message)s";
+        let (text, notes) = settings(&["--log-format", python]).unwrap();
+        assert_eq!(text.format, log::Format::Text);
+        assert!(notes[0].contains(python), "{notes:?}");
+        assert!(settings(&["--log-level", "loud"]).is_err());
+    }
+
+    #[test]
+    fn completions_need_no_group_but_a_run_does() {
+        let args = Args::try_parse_from(["x", "completions", "bash"]).unwrap();
+        assert!(matches!(
+            args.command,
+            Some(Command::Completions {
+                shell: clap_complete::Shell::Bash
+            })
+        ));
+        assert!(Args::try_parse_from(["x", "completions", "tcsh"]).is_err());
+        assert!(Args::try_parse_from(["x"]).is_err());
+        let mut script = Vec::new();
+        write_completions(clap_complete::Shell::Fish, &mut script);
+        assert!(String::from_utf8(script)
+            .unwrap()
+            .contains("haproxy-config"));
+    }
+
+    #[test]
+    fn syslog_socket_dev_null_is_what_we_do_anyway() {
+        let quiet = ["x", "--group", "g", "--syslog-socket", "/dev/null"];
+        assert!(Args::try_parse_from(quiet)
+            .unwrap()
+            .ignored_flags()
+            .is_empty());
+        let noted = ["x", "--group", "g", "--syslog-socket", "/dev/log"];
+        assert_eq!(
+            Args::try_parse_from(noted).unwrap().ignored_flags(),
+            vec!["--syslog-socket"]
+        );
     }
 
     #[test]

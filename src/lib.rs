@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod fetch;
 pub mod isolate;
+pub mod log;
 pub mod model;
 pub mod render;
 pub mod schedule;
@@ -45,7 +46,8 @@ pub fn run(config: &Config) -> Result<()> {
 }
 
 /// One full run. Dry-run output goes to `out`; operator log lines (warnings, the summary) go to
-/// `log`, and only when something changed, so an unchanged cron run prints nothing.
+/// `log`, and below `debug` only when something changed, so an unchanged cron run prints
+/// nothing.
 pub fn run_once(config: &Config, out: &mut dyn Write, log: &mut dyn Write) -> Result<Outcome> {
     let deadline = Instant::now() + config.run_deadline;
     let state = fetch::fetch_state(&config.fetch, deadline)?;
@@ -74,21 +76,38 @@ pub fn run_once(config: &Config, out: &mut dyn Write, log: &mut dyn Write) -> Re
     let time_left = deadline.saturating_duration_since(Instant::now());
     apply_config.lock_timeout = apply_config.lock_timeout.min(time_left);
     let outcome = apply::apply(&candidate, &apply_config, out)?;
-    if outcome != Outcome::Unchanged {
+    let config_path = config.apply.haproxy_config.display().to_string();
+    if outcome != Outcome::Unchanged || log::enabled(log::Level::Debug) {
         for failed in &state.failed_sources {
-            writeln!(
-                log,
-                "haproxy-marathon-sync: warning: Marathon {failed}; used {}",
-                state.source
-            )
-            .ok();
+            let message = format!("Marathon {failed}; used {}", state.source);
+            let fields = [("source", state.source.clone().into())];
+            log::write(log, log::Level::Warn, &message, &fields);
         }
         for warning in &warnings {
-            writeln!(log, "haproxy-marathon-sync: warning: {warning}").ok();
+            let mut fields = vec![("app", warning.app_id.clone().into())];
+            if let Some(label) = &warning.label {
+                fields.push(("label", label.clone().into()));
+            }
+            log::write(log, log::Level::Warn, &warning.to_string(), &fields);
         }
     }
-    if let Outcome::Applied { summary } = &outcome {
-        writeln!(log, "haproxy-marathon-sync: {summary}").ok();
+    match &outcome {
+        Outcome::Applied { summary } => {
+            let fields = [
+                ("config", config_path.into()),
+                ("outcome", "applied".into()),
+            ];
+            log::write(log, log::Level::Info, summary, &fields);
+        }
+        Outcome::Unchanged => {
+            let message = format!("unchanged {config_path}: nothing written or reloaded");
+            let fields = [
+                ("config", config_path.into()),
+                ("outcome", "unchanged".into()),
+            ];
+            log::write(log, log::Level::Debug, &message, &fields);
+        }
+        Outcome::DryRun => {}
     }
     Ok(outcome)
 }

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use clap::Parser;
-use haproxy_marathon_sync::cli::Args;
+use haproxy_marathon_sync::cli::{self, Args, Command};
 use haproxy_marathon_sync::error::{classify, Failure};
+use haproxy_marathon_sync::log::{self, Level};
 
 /// Exit statuses, documented in the README and the man page (EXIT STATUS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +48,23 @@ fn exit_for(failure: Option<Failure>) -> Exit {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Completions { shell }) = args.command {
+        cli::write_completions(shell, &mut std::io::stdout().lock());
+        return ExitCode::from(Exit::Ok as u8);
+    }
+    let notes = match args.log_settings() {
+        Ok((settings, notes)) => {
+            log::init(settings);
+            notes
+        }
+        Err(error) => return fail(error),
+    };
+    for note in notes {
+        log::emit(Level::Warn, &note, &[]);
+    }
     for flag in args.ignored_flags() {
-        eprintln!(
-            "haproxy-marathon-sync: note: marathon-lb's {flag} has no effect here and is ignored"
-        );
+        let message = format!("marathon-lb's {flag} has no effect here and is ignored");
+        log::emit(Level::Warn, &message, &[("flag", flag.into())]);
     }
     let environment: BTreeMap<String, String> = std::env::vars().collect();
     let result = args
@@ -58,9 +72,18 @@ fn main() -> ExitCode {
         .and_then(|config| haproxy_marathon_sync::run(&config));
     match result {
         Ok(()) => ExitCode::from(Exit::Ok as u8),
-        Err(error) => {
-            eprintln!("haproxy-marathon-sync: error: {error:#}");
-            ExitCode::from(exit_for(classify(&error)) as u8)
-        }
+        Err(error) => fail(error),
     }
+}
+
+/// Logs the whole error chain and picks the exit code from its [`Failure`] kind.
+fn fail(error: anyhow::Error) -> ExitCode {
+    let failure = classify(&error);
+    let exit = exit_for(failure);
+    let mut fields = vec![("exit_code", (exit as u8).into())];
+    if let Some(failure) = failure {
+        fields.push(("failure", format!("{failure:?}").into()));
+    }
+    log::emit(Level::Error, &format!("{error:#}"), &fields);
+    ExitCode::from(exit as u8)
 }

@@ -14,6 +14,8 @@ use signal_hook::iterator::{Handle, Signals};
 use crate::config::{EventsConfig, FetchConfig};
 use crate::fetch::events::{self, StreamNews};
 
+use crate::log;
+
 /// Calls `run` now and then every `interval` until SIGTERM or SIGINT arrives.
 pub fn run_every(interval: Duration, mut run: impl FnMut() -> Result<()>) -> Result<()> {
     let (stop_tx, stop_rx) = mpsc::channel();
@@ -21,15 +23,14 @@ pub fn run_every(interval: Duration, mut run: impl FnMut() -> Result<()>) -> Res
     let result = loop {
         let started = Instant::now();
         if let Err(error) = run() {
-            eprintln!(
-                "haproxy-marathon-sync: error: {error:#} (next try in {})",
-                humanize(interval)
-            );
+            let message = format!("{error:#} (next try in {})", humanize(interval));
+            log::emit(log::Level::Error, &message, &[]);
         }
         let wait = interval.saturating_sub(started.elapsed());
         match stop_rx.recv_timeout(wait) {
             Ok(reason) => {
-                eprintln!("haproxy-marathon-sync: {reason}, stopping");
+                let message = format!("{reason}, stopping");
+                log::emit(log::Level::Info, &message, &[]);
                 break Ok(());
             }
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
@@ -210,13 +211,19 @@ impl<R: FnMut(Trigger) -> Result<()>> EventLoop<'_, R> {
             StreamNews::Changed { .. } => self.ask_for_run(false),
             StreamNews::Connected { url } => {
                 match self.stream {
-                    StreamState::Starting => self.say(&format!(
-                        "listening to Marathon's events at {url}; full resync every {}",
-                        humanize(self.interval)
-                    )),
-                    StreamState::Down => self.say(&format!(
-                        "Marathon's event stream is back at {url}; reacting to events again"
-                    )),
+                    StreamState::Starting => self.say(
+                        log::Level::Info,
+                        &format!(
+                            "listening to Marathon's events at {url}; full resync every {}",
+                            humanize(self.interval)
+                        ),
+                    ),
+                    StreamState::Down => self.say(
+                        log::Level::Warn,
+                        &format!(
+                            "Marathon's event stream is back at {url}; reacting to events again"
+                        ),
+                    ),
                     StreamState::Up => {}
                 }
                 self.stream = StreamState::Up;
@@ -230,14 +237,20 @@ impl<R: FnMut(Trigger) -> Result<()>> EventLoop<'_, R> {
                 };
                 let interval = humanize(self.interval);
                 match self.stream {
-                    StreamState::Starting => self.say(&format!(
-                        "cannot open Marathon's event stream ({reason}); polling every \
+                    StreamState::Starting => self.say(
+                        log::Level::Warn,
+                        &format!(
+                            "cannot open Marathon's event stream ({reason}); polling every \
                          {interval} until it opens, {retry}"
-                    )),
-                    StreamState::Up => self.say(&format!(
-                        "Marathon's event stream ended ({reason}); {retry}, polling every \
+                        ),
+                    ),
+                    StreamState::Up => self.say(
+                        log::Level::Warn,
+                        &format!(
+                            "Marathon's event stream ended ({reason}); {retry}, polling every \
                          {interval} meanwhile"
-                    )),
+                        ),
+                    ),
                     StreamState::Down => {}
                 }
                 self.stream = StreamState::Down;
@@ -266,20 +279,21 @@ impl<R: FnMut(Trigger) -> Result<()>> EventLoop<'_, R> {
         self.burst = None;
         if let Err(error) = (self.run)(trigger) {
             let next = humanize(self.interval);
-            self.say(&format!(
-                "error: {error:#} (next try on the next event, or in {next})"
-            ));
+            self.say(
+                log::Level::Error,
+                &format!("{error:#} (next try on the next event, or in {next})"),
+            );
         }
         self.next_resync = started + self.interval;
     }
 
     fn stopped(&mut self, reason: &str) -> Result<()> {
-        self.say(&format!("{reason}, stopping"));
+        self.say(log::Level::Info, &format!("{reason}, stopping"));
         Ok(())
     }
 
-    fn say(&mut self, line: &str) {
-        writeln!(self.log, "haproxy-marathon-sync: {line}").ok();
+    fn say(&mut self, level: log::Level, line: &str) {
+        log::write(self.log, level, line, &[]);
     }
 }
 

@@ -1,0 +1,256 @@
+//! What an operator relies on around a run: shell completions generated from the CLI, log lines
+//! fit for cron and journald (quiet when nothing changed, JSON that parses), and the packaged
+//! environment file keeping up with the flags.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_haproxy-marathon-sync");
+
+fn repo_path(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The binary with a clean environment, so a HAPROXY_MARATHON_SYNC_* variable of the machine
+/// running the tests cannot change what is tested.
+fn binary() -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .stdin(Stdio::null());
+    command
+}
+
+#[test]
+fn completions_for_each_shell_know_the_flags() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = binary().args(["completions", shell]).output().unwrap();
+        assert!(output.status.success(), "{shell}: {}", text(&output.stderr));
+        let script = text(&output.stdout);
+        assert!(
+            script.contains("--haproxy-config") || script.contains("-l haproxy-config"),
+            "{shell} completion lacks --haproxy-config:\n{script}"
+        );
+        assert!(
+            script.contains("log-level"),
+            "{shell} completion lacks --log-level"
+        );
+    }
+}
+
+#[test]
+fn bash_completion_script_parses() {
+    let output = binary().args(["completions", "bash"]).output().unwrap();
+    assert!(output.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("haproxy-marathon-sync.bash");
+    std::fs::write(&script, &output.stdout).unwrap();
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "bash -n: {}", text(&check.stderr));
+}
+
+#[test]
+fn an_unknown_shell_is_a_usage_error() {
+    let output = binary().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+}
+
+/// A run of the example cluster (a saved snapshot) into a temporary config; no HAProxy needed.
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new() -> Workspace {
+        Workspace {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("haproxy.cfg")
+    }
+
+    fn run(&self, extra: &[&str]) -> Output {
+        let output = binary()
+            .arg("--marathon")
+            .arg(repo_path("examples/cluster"))
+            .args(["--group", "external", "--haproxy-config"])
+            .arg(self.config())
+            .args(["--skip-validation", "--reload-command", "true"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "stdout:\n{}\nstderr:\n{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        output
+    }
+}
+
+#[test]
+fn default_level_reports_a_change_and_is_silent_when_nothing_changed() {
+    let workspace = Workspace::new();
+    let first = workspace.run(&[]);
+    let stderr = text(&first.stderr);
+    assert!(
+        stderr.starts_with("haproxy-marathon-sync: applied ") && stderr.lines().count() == 1,
+        "one summary line: {stderr}"
+    );
+    let second = workspace.run(&[]);
+    assert_eq!(text(&second.stderr), "", "an unchanged run is silent");
+    assert_eq!(text(&second.stdout), "");
+
+    let debug = workspace.run(&["--log-level", "debug"]);
+    assert!(
+        text(&debug.stderr).contains("debug: unchanged "),
+        "debug reports every run: {}",
+        text(&debug.stderr)
+    );
+}
+
+#[test]
+fn warn_level_leaves_out_the_change_summary() {
+    let workspace = Workspace::new();
+    let output = workspace.run(&["--log-level", "WARNING"]);
+    assert_eq!(text(&output.stderr), "");
+    assert!(workspace.config().exists(), "the change was still applied");
+}
+
+#[test]
+fn json_lines_parse_and_carry_level_msg_time_and_fields() {
+    let workspace = Workspace::new();
+    let output = workspace.run(&["--log-format", "json", "--skip-config-cleanup"]);
+    let lines: Vec<Value> = text(&output.stderr)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let note = &lines[0];
+    assert_eq!(note["level"], "warn");
+    assert_eq!(note["flag"], "--skip-config-cleanup");
+    let applied = &lines[1];
+    assert_eq!(applied["level"], "info");
+    assert_eq!(applied["outcome"], "applied");
+    assert_eq!(applied["config"], workspace.config().display().to_string());
+    assert!(applied["msg"].as_str().unwrap().starts_with("applied "));
+    let time = applied["time"].as_str().unwrap();
+    assert!(
+        time.len() == 24 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
+        "RFC 3339 UTC: {time}"
+    );
+}
+
+#[test]
+fn a_failed_run_logs_one_json_error_with_its_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = binary()
+        .arg("--marathon")
+        .arg(dir.path().join("no-such-snapshot"))
+        .args(["--group", "external", "--log-format", "json"])
+        .arg("--haproxy-config")
+        .arg(dir.path().join("haproxy.cfg"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let line: Value = serde_json::from_str(stderr.trim()).unwrap();
+    assert_eq!(line["level"], "error");
+    assert_eq!(line["exit_code"], 3);
+    assert_eq!(line["failure"], "MarathonUnavailable");
+    assert!(line["msg"].as_str().unwrap().contains("no-such-snapshot"));
+}
+
+#[test]
+fn a_marathon_lb_format_string_is_accepted_and_noted() {
+    let workspace = Workspace::new();
+    let output = workspace.run(&["--log-format", "%(asctime)s %(message)s"]);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("warning: --log-format '%(asctime)s %(message)s'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("haproxy-marathon-sync: applied "),
+        "{stderr}"
+    );
+}
+
+/// Every setting a flag has must be in /etc/default/haproxy-marathon-sync, commented, so the
+/// file the package installs documents the whole configuration.
+#[test]
+fn the_packaged_environment_file_names_every_variable_of_help() {
+    let help = binary().arg("--help").output().unwrap();
+    let help = text(&help.stdout);
+    let default_file = std::fs::read_to_string(repo_path("packaging/default")).unwrap();
+    let missing: Vec<&str> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split(['=', ']']).next())
+        .filter(|name| !default_file.contains(&format!("{name}=")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "packaging/default lacks {missing:?} (add each, commented, with its default)"
+    );
+    for line in default_file.lines() {
+        let line = line.trim();
+        assert!(
+            line.is_empty() || line.starts_with('#') || line.split_once('=').is_some(),
+            "packaging/default: not KEY=value: {line}"
+        );
+    }
+}
+
+/// Under systemd, stderr is the journal stream that JOURNAL_STREAM names: lines then carry their
+/// syslog priority for journald. A process that merely inherited the variable (its stderr goes
+/// elsewhere) must not.
+#[test]
+fn lines_carry_a_syslog_priority_only_when_stderr_is_the_journal_stream() {
+    use std::os::unix::fs::MetadataExt;
+    let workspace = Workspace::new();
+    let stderr_path = workspace.dir.path().join("stderr");
+    let run_with = |journal_stream: &dyn Fn(&std::fs::Metadata) -> String| {
+        let file = std::fs::File::create(&stderr_path).unwrap();
+        let meta = file.metadata().unwrap();
+        std::fs::remove_file(workspace.config()).ok();
+        let status = binary()
+            .arg("--marathon")
+            .arg(repo_path("examples/cluster"))
+            .args(["--group", "external", "--haproxy-config"])
+            .arg(workspace.config())
+            .args(["--skip-validation", "--reload-command", "true"])
+            .env("JOURNAL_STREAM", journal_stream(&meta))
+            .stderr(file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read_to_string(&stderr_path).unwrap()
+    };
+    let journal = run_with(&|meta| format!("{}:{}", meta.dev(), meta.ino()));
+    assert!(
+        journal.starts_with("<6>haproxy-marathon-sync: applied "),
+        "{journal}"
+    );
+    let elsewhere = run_with(&|meta| format!("{}:{}", meta.dev(), meta.ino() + 1));
+    assert!(
+        elsewhere.starts_with("haproxy-marathon-sync: applied "),
+        "{elsewhere}"
+    );
+}
