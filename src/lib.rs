@@ -12,10 +12,7 @@ pub mod model;
 pub mod render;
 pub mod schedule;
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io::Write;
-use std::net::{IpAddr, ToSocketAddrs};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -23,6 +20,7 @@ use anyhow::{Context, Result};
 use crate::apply::{Candidate, Outcome};
 use crate::config::Config;
 use crate::error::Failure;
+use crate::fetch::resolve::CachingResolver;
 
 /// Runs once, every `--interval`, or (`--sse`) on Marathon's events with `--interval` as the
 /// resync period; the loops end on SIGTERM/SIGINT.
@@ -110,26 +108,4 @@ pub fn run_once(config: &Config, out: &mut dyn Write, log: &mut dyn Write) -> Re
         Outcome::DryRun => {}
     }
     Ok(outcome)
-}
-
-/// Resolves agent host names to IPv4 addresses (marathon-lb uses `gethostbyname`), asking the
-/// system resolver once per name and run.
-#[derive(Default)]
-struct CachingResolver {
-    answers: RefCell<HashMap<String, Option<IpAddr>>>,
-}
-
-impl CachingResolver {
-    fn resolve(&self, host: &str) -> Option<IpAddr> {
-        if let Some(answer) = self.answers.borrow().get(host) {
-            return *answer;
-        }
-        let answer = (host, 0)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut addrs| addrs.find(|addr| addr.is_ipv4()))
-            .map(|addr| addr.ip());
-        self.answers.borrow_mut().insert(host.to_string(), answer);
-        answer
-    }
 }

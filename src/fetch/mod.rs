@@ -5,6 +5,7 @@
 pub mod api;
 pub mod events;
 mod http;
+pub mod resolve;
 mod snapshot;
 
 use std::time::Instant;
