@@ -17,6 +17,9 @@ pub enum Failure {
     WriteFailed,
     /// The reload command failed; the previous config was put back.
     ReloadFailed,
+    /// The blast-radius guard refused the candidate (too many servers lost, a backend emptied,
+    /// or no backends at all); nothing changed. `--force` applies it anyway.
+    TooMuchRemoved,
 }
 
 impl fmt::Display for Failure {
@@ -29,6 +32,10 @@ impl fmt::Display for Failure {
             Failure::WriteFailed => "could not write the configuration",
             Failure::ReloadFailed => {
                 "reloading haproxy failed; the previous configuration was restored"
+            }
+            Failure::TooMuchRemoved => {
+                "refused: the candidate would remove too much of the live configuration \
+                 (--max-server-loss; --force overrides); nothing changed"
             }
         })
     }

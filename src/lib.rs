@@ -81,9 +81,11 @@ pub fn run_once(config: &Config, out: &mut dyn Write, log: &mut dyn Write) -> Re
             writeln!(log, "haproxy-marathon-sync: warning: {warning}").ok();
         }
     }
-    if let Outcome::Applied { summary } = &outcome {
-        writeln!(log, "haproxy-marathon-sync: {summary}").ok();
-    }
+    match &outcome {
+        Outcome::Applied { summary } => writeln!(log, "haproxy-marathon-sync: {summary}").ok(),
+        Outcome::Deferred { note, .. } => writeln!(log, "haproxy-marathon-sync: {note}").ok(),
+        Outcome::Unchanged | Outcome::DryRun => None,
+    };
     Ok(outcome)
 }
 
