@@ -33,10 +33,7 @@ impl fmt::Display for Failure {
             Failure::ReloadFailed => {
                 "reloading haproxy failed; the previous configuration was restored"
             }
-            Failure::TooMuchRemoved => {
-                "refused: the candidate would remove too much of the live configuration \
-                 (--max-server-loss; --force overrides); nothing changed"
-            }
+            Failure::TooMuchRemoved => "refused by the blast-radius guard (--max-server-loss)",
         })
     }
 }

@@ -90,35 +90,8 @@ pub fn apply(candidate: &Candidate, config: &ApplyConfig, out: &mut dyn Write) -
         return Ok(Outcome::Unchanged);
     }
     let old_config = live.config.text();
-    if !config.force {
-        let refusal = guard::refusal(
-            &old_config,
-            &candidate.config,
-            config.max_server_loss_percent,
-        );
-        if let Some(reason) = refusal {
-            return Err(anyhow!(
-                "refusing the candidate for {}: {reason}. Nothing was changed; if this is \
-                 intended, run once with --force",
-                path.display()
-            ))
-            .context(Failure::TooMuchRemoved);
-        }
-    }
-    if let Some(deferred) = deferral(config, SystemTime::now()) {
-        return Ok(deferred);
-    }
-    if let Some(socket) = &config.haproxy_master_socket {
-        // Asked before anything is written: without an answering master there is no way to
-        // reload, or to confirm a rollback.
-        master::show_proc(socket, config.command_timeout)
-            .with_context(|| {
-                format!(
-                    "HAProxy's master socket {} does not answer `show proc`; nothing was changed",
-                    socket.display()
-                )
-            })
-            .context(Failure::ReloadFailed)?;
+    if let Some(stopped) = check_before_writing(config, &old_config, &candidate.config)? {
+        return Ok(stopped);
     }
     // Rendered now, printed only once the change is in place and reloaded.
     let mut applied_diff = Vec::new();
@@ -139,6 +112,43 @@ pub fn apply(candidate: &Candidate, config: &ApplyConfig, out: &mut dyn Write) -
     out.write_all(&applied_diff)
         .context("printing the diff of what was applied (the change itself is in place)")?;
     Ok(Outcome::Applied { summary })
+}
+
+/// What may stop a change before anything is written: the blast-radius guard (an error), the
+/// reload interval (a deferral), and a master socket that does not answer (an error).
+fn check_before_writing(
+    config: &ApplyConfig,
+    old_config: &str,
+    new_config: &str,
+) -> Result<Option<Outcome>> {
+    let path = &config.haproxy_config;
+    if !config.force {
+        if let Some(reason) = guard::refusal(old_config, new_config, config.max_server_loss_percent)
+        {
+            return Err(anyhow!(
+                "the candidate for {} is not applied: {reason}. Nothing was changed; run once \
+                 with --force if this is intended",
+                path.display()
+            ))
+            .context(Failure::TooMuchRemoved);
+        }
+    }
+    if let Some(deferred) = deferral(config, SystemTime::now()) {
+        return Ok(Some(deferred));
+    }
+    if let Some(socket) = &config.haproxy_master_socket {
+        // Asked before anything is written: without an answering master there is no way to
+        // reload, or to confirm a rollback.
+        master::show_proc(socket, config.command_timeout)
+            .with_context(|| {
+                format!(
+                    "HAProxy's master socket {} does not answer `show proc`; nothing was changed",
+                    socket.display()
+                )
+            })
+            .context(Failure::ReloadFailed)?;
+    }
+    Ok(None)
 }
 
 /// `Deferred` when `--min-reload-interval` has not passed since the last recorded reload.
