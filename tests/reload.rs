@@ -31,11 +31,21 @@ const CHANGES: usize = 52;
 /// A config shaped like our default `HAPROXY_HEAD` plus one HTTP frontend and backend: what a
 /// hitless reload needs on HAProxy 2.6 is in `global`/`defaults` (see the comments).
 fn config_for(run_dir: &Path, port: u16, servers: &[(&str, String)]) -> String {
+    config_with_hard_stop(run_dir, port, servers, HARD_STOP_AFTER)
+}
+
+fn config_with_hard_stop(
+    run_dir: &Path,
+    port: u16,
+    servers: &[(&str, String)],
+    hard_stop_after: Duration,
+) -> String {
     let mut text = format!(
         "global
   # Old workers finish their connections, then are stopped after this at the latest.
   hard-stop-after {hard_stop}s
-  # Admin socket; expose-fd lets a reload take the listening sockets over (seamless).
+  # Admin socket. (In master-worker mode the master hands the listening sockets to the new
+  # worker itself; expose-fd only matters for the older -sf/-x reloads.)
   stats socket {admin} mode 600 level admin expose-fd listeners
   stats timeout 2m
 
@@ -45,8 +55,8 @@ defaults
   retries 3
   option redispatch
   option http-server-close
-  # Old workers close idle keep-alive client connections after their next response instead
-  # of holding them until timeout.
+  # An idle keep-alive client connection on an old worker is not cut when the reload starts:
+  # it is answered once more, with `Connection: close`, so a client reusing it does not fail.
   option idle-close-on-response
   option dontlognull
   timeout connect 3s
@@ -63,7 +73,7 @@ frontend http_in
 backend web_10000
   balance roundrobin
 ",
-        hard_stop = HARD_STOP_AFTER.as_secs(),
+        hard_stop = hard_stop_after.as_secs(),
         admin = run_dir.join("admin.sock").display(),
     );
     for (name, address) in servers {
@@ -106,6 +116,7 @@ fn fifty_reloads_under_load_fail_no_request() {
         .iter()
         .any(|b| b.served() > 0)));
     let started = Instant::now();
+    let mut most_old_workers = 0;
     for i in 1..=CHANGES {
         let wanted = config_for(&run_dir, port, &subset(&backends, i));
         let outcome = fixture.apply(&candidate(&wanted)).unwrap_or_else(|e| {
@@ -116,6 +127,8 @@ fn fifty_reloads_under_load_fail_no_request() {
             )
         });
         assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+        let table = apply::show_proc(&haproxy.master_socket, Duration::from_secs(3)).unwrap();
+        most_old_workers = most_old_workers.max(table.old_workers());
     }
     let applying = started.elapsed();
     let last_reload = Instant::now();
@@ -135,8 +148,8 @@ fn fifty_reloads_under_load_fail_no_request() {
     let drain_time = last_reload.elapsed();
     eprintln!(
         "reload under load: {} requests, {} failed, {} non-200, {CHANGES} reloads through the \
-         master CLI in {:.1?} (whole load {:.1?}); answers per backend {:?}; old workers gone \
-         {:.1?} after the last reload",
+         master CLI in {:.1?} (whole load {:.1?}); answers per backend {:?}; at most \
+         {most_old_workers} old workers at once, all gone {:.1?} after the last reload",
         tally.requests,
         tally.failures,
         tally.non_200,
@@ -390,4 +403,60 @@ fn damaged_state_file_never_holds_a_change_back() {
     // Now recorded properly: the next change waits.
     let outcome = fixture.apply(&candidate("global\n  maxconn 20\n")).unwrap();
     assert!(matches!(outcome, Outcome::Deferred { .. }), "{outcome:?}");
+}
+
+#[test]
+fn an_old_worker_holding_a_connection_is_stopped_by_hard_stop_after() {
+    // A server that accepts and never answers: a request through it stays in flight.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    silent.set_nonblocking(true).unwrap();
+    let mut fixture = Fixture::new();
+    let run_dir = fixture.path("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let port = free_port();
+    let hard_stop = Duration::from_secs(2);
+    let servers = [("silent", silent.local_addr().unwrap().to_string())];
+    let old = config_with_hard_stop(&run_dir, port, &servers, hard_stop);
+    fixture.write_live(&old);
+    let haproxy = Haproxy::start(fixture.live(), &run_dir, port);
+    master_fixture(&mut fixture, &haproxy);
+
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut in_flight = None;
+    let reached = wait_for(Duration::from_secs(10), || {
+        in_flight = silent.accept().ok();
+        in_flight.is_some()
+    });
+    assert!(reached, "the request never reached the silent server");
+
+    let changed = format!("{old}  # changed\n");
+    let outcome = fixture.apply(&candidate(&changed)).unwrap();
+    assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+    let reloaded = Instant::now();
+    let table = apply::show_proc(&haproxy.master_socket, Duration::from_secs(3)).unwrap();
+    assert_eq!(
+        table.old_workers(),
+        1,
+        "the request in flight keeps the old worker: {table:?}"
+    );
+
+    let gone = wait_for(hard_stop + Duration::from_secs(5), || {
+        apply::show_proc(&haproxy.master_socket, Duration::from_secs(3))
+            .is_ok_and(|table| table.old_workers() == 0)
+    });
+    eprintln!(
+        "old worker with a request in flight gone {:.1?} after the reload (hard-stop-after \
+         {hard_stop:?})",
+        reloaded.elapsed()
+    );
+    assert!(
+        gone,
+        "the old worker outlived hard-stop-after:\n{}",
+        haproxy.show_proc()
+    );
+    assert!(reloaded.elapsed() >= hard_stop - Duration::from_millis(500));
+    drop((client, in_flight));
 }

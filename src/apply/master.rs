@@ -3,9 +3,10 @@
 //! a worker born of this reload (reload age 0) is up. Never guesses from PIDs.
 //!
 //! What HAProxy 2.6 shows (checked on Debian's 2.6.12): `show proc` lists
-//! `<pid> master <reloads> [failed: <n>] <uptime> <version>`, then under `# workers` one
-//! `<pid> worker <reloads> <uptime> <version>` per worker, where a worker's `<reloads>` is how
-//! many reloads it has outlived (0 = the current one). `failed` counts reloads that failed
+//! `<pid> master <reloads> [failed: <n>] <uptime> <version>`, then under `# workers` the
+//! current worker and under `# old workers` those still finishing connections after a reload,
+//! each as `<pid> worker <reloads> <uptime> <version>`, where `<reloads>` is how many reloads
+//! the worker has outlived (0 = born of the latest reload). `failed` counts reloads that failed
 //! since the last successful one, so it is back to 0 after a success. The `reload` command
 //! itself answers nothing in 2.6 (the master re-executes and drops the connection); 2.7 and
 //! later answer `Success=0|1` followed by the startup logs, which is used when present. A failed
@@ -58,7 +59,7 @@ impl ProcessTable {
                     };
                     master = Some((reloads, failed));
                 }
-                [pid, "worker", reloads, ..] if section == "workers" || section.is_empty() => {
+                [pid, "worker", reloads, ..] if section != "programs" => {
                     if let (Ok(pid), Ok(reloads)) = (pid.parse(), reloads.parse()) {
                         workers.push((pid, reloads));
                     }
@@ -228,10 +229,11 @@ mod tests {
 
     const AFTER_SUCCESS: &str = "\
 #<PID>          <type>          <reloads>       <uptime>        <version>      
-10646           master          3 [failed: 0]   0d00h00m14s     2.6.12-1+deb12u4
+18357           master          1 [failed: 0]   0d00h00m02s     2.6.12-1+deb12u4
 # workers
-12342           worker          0               0d00h00m00s     2.6.12-1+deb12u4
-11032           worker          2               0d00h00m10s     2.6.12-1+deb12u4
+18373           worker          0               0d00h00m01s     2.6.12-1+deb12u4
+# old workers
+18359           worker          1               0d00h00m02s     2.6.12-1+deb12u4
 # programs
 
 ";
@@ -249,7 +251,8 @@ mod tests {
         );
         assert!(!failed.has_current_worker());
         let ok = ProcessTable::parse(AFTER_SUCCESS).unwrap();
-        assert_eq!((ok.reloads, ok.failed), (3, 0));
+        assert_eq!((ok.reloads, ok.failed), (1, 0));
+        assert_eq!(ok.workers, vec![(18373, 0), (18359, 1)]);
         assert!(ok.has_current_worker());
         assert_eq!(ok.old_workers(), 1);
     }
