@@ -110,7 +110,7 @@ fn fifty_reloads_under_load_fail_no_request() {
     let haproxy = Haproxy::start(fixture.live(), &run_dir, port);
     master_fixture(&mut fixture, &haproxy);
 
-    let load = Load::start(port, 4, Duration::from_secs(300));
+    let load = Load::start(port, 4, 2, Duration::from_secs(300));
     // Traffic is flowing before the first change.
     assert!(wait_for(Duration::from_secs(10), || backends
         .iter()
@@ -147,10 +147,11 @@ fn fifty_reloads_under_load_fail_no_request() {
     });
     let drain_time = last_reload.elapsed();
     eprintln!(
-        "reload under load: {} requests, {} failed, {} non-200, {CHANGES} reloads through the \
+        "reload under load: {} requests ({} keep-alive connections), {} failed, {} non-200, {CHANGES} reloads through the \
          master CLI in {:.1?} (whole load {:.1?}); answers per backend {:?}; at most \
          {most_old_workers} old workers at once, all gone {:.1?} after the last reload",
         tally.requests,
+        tally.keep_alive_connections,
         tally.failures,
         tally.non_200,
         applying,
