@@ -207,7 +207,8 @@ pub struct Args {
     )]
     pub run_timeout: String,
 
-    /// Seconds `haproxy -c` or the reload command may run before it is killed.
+    /// Seconds `haproxy -c` or the reload command may run before it is killed (and that a
+    /// --haproxy-master-socket reload may take to be confirmed).
     #[arg(
         long = "command-timeout",
         value_name = "SECS",

@@ -122,7 +122,8 @@ pub struct ApplyConfig {
     pub max_server_loss_percent: u8,
     /// `--force`: apply a candidate the blast-radius guard refuses.
     pub force: bool,
-    /// Longest a validation or reload command may run before it is killed. Default 30 s.
+    /// Longest a validation or reload command may run before it is killed, and longest a
+    /// master-socket reload may take to be confirmed. Default 30 s.
     pub command_timeout: Duration,
     /// Previous live configs kept as `<config>.1` (newest) .. `<config>.N`. Default 5; 0 keeps
     /// none.
