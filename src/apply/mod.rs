@@ -1,5 +1,5 @@
-//! Puts a rendered candidate in place: lock → diff → validate → archive → atomic rename →
-//! reload → rollback. The only code that writes files or runs processes; knows no model types,
+//! Puts a rendered candidate in place: lock → diff → guard and deferral → validate → archive →
+//! atomic rename → reload (a command, or the master CLI confirmed by `show proc`) → rollback. The only code that writes files or runs processes; knows no model types,
 //! only text and paths.
 //!
 //! The guarantee: whatever fails, the live config is whole — the old one or the new one, never
@@ -8,10 +8,10 @@
 //! killed between the rename and the end of its reload leaves `<config>.reload-pending`, and
 //! the next run reloads even though the config is unchanged.
 //!
-//! Before anything is written, two checks may stop a change: the blast-radius guard
-//! (`--max-server-loss`, an error unless `--force`) and `--min-reload-interval` (a deferral,
-//! not an error: nothing is written, and the first run after the interval applies the change,
-//! since it renders afresh and finds the same difference).
+//! Before anything is written, three checks may stop a change: the blast-radius guard
+//! (`--max-server-loss`, an error unless `--force`), `--min-reload-interval` (a deferral, not
+//! an error: nothing is written, and the first run after the interval applies the change, since
+//! it renders afresh and finds the same difference), and a master socket that does not answer.
 
 mod command;
 mod guard;
