@@ -220,7 +220,8 @@ pub struct Args {
     )]
     pub run_timeout: String,
 
-    /// Seconds `haproxy -c` or the reload command may run before it is killed.
+    /// Seconds `haproxy -c` or the reload command may run before it is killed (and that a
+    /// --haproxy-master-socket reload may take to be confirmed).
     #[arg(
         long = "command-timeout",
         value_name = "SECS",
@@ -298,6 +299,43 @@ pub struct Args {
         default_value = "30s"
     )]
     pub sse_timeout: String,
+
+    /// HAProxy's master CLI socket (haproxy -W -S PATH; Debian's unit uses
+    /// /run/haproxy-master.sock). When set, the reload is `reload` on this socket, confirmed by
+    /// `show proc` (a new worker, no failed reload) within --command-timeout, instead of
+    /// --reload-command.
+    #[arg(
+        long = "haproxy-master-socket",
+        value_name = "PATH",
+        env = "HAPROXY_MARATHON_SYNC_HAPROXY_MASTER_SOCKET"
+    )]
+    pub haproxy_master_socket: Option<PathBuf>,
+
+    /// Reload at most once per DURATION (e.g. 30s, 2m): a change found sooner after the last
+    /// reload (recorded in <config>.state) is deferred, with a note, to the first run after
+    /// that. 0 turns it off.
+    #[arg(
+        long = "min-reload-interval",
+        value_name = "DURATION",
+        env = "HAPROXY_MARATHON_SYNC_MIN_RELOAD_INTERVAL",
+        default_value = "0"
+    )]
+    pub min_reload_interval: String,
+
+    /// Refuse a candidate with more than PERCENT fewer servers than the live config (a backend
+    /// left with no servers, or no backends at all, is refused too) unless --force.
+    #[arg(
+        long = "max-server-loss",
+        value_name = "PERCENT",
+        env = "HAPROXY_MARATHON_SYNC_MAX_SERVER_LOSS",
+        default_value_t = config::DEFAULT_MAX_SERVER_LOSS_PERCENT,
+        value_parser = clap::value_parser!(u8).range(0..=100)
+    )]
+    pub max_server_loss: u8,
+
+    /// Apply a candidate even when the --max-server-loss guard refuses it.
+    #[arg(long = "force", env = "HAPROXY_MARATHON_SYNC_FORCE")]
+    pub force: bool,
 
     /// How many previous live configs to keep as <config>.1 (newest) .. <config>.N.
     #[arg(
@@ -508,6 +546,11 @@ impl Args {
         config.apply.command_timeout =
             parse_duration(&self.command_timeout).context("--command-timeout")?;
         config.apply.archive_versions = self.archive_versions;
+        config.apply.haproxy_master_socket = self.haproxy_master_socket;
+        config.apply.min_reload_interval =
+            parse_duration(&self.min_reload_interval).context("--min-reload-interval")?;
+        config.apply.max_server_loss_percent = self.max_server_loss;
+        config.apply.force = self.force;
         config.apply.dry_run = self.dry_run;
         config.apply.diff = self.diff;
         Ok(config)
@@ -704,6 +747,36 @@ mod tests {
         .unwrap();
         assert_eq!(config.apply.haproxy_config, PathBuf::from("/b/haproxy.cfg"));
         assert_eq!(config.apply.lock_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn reliability_flags_map_onto_the_apply_config() {
+        let defaults = parse(&["--group", "g"]).unwrap().apply;
+        assert_eq!(defaults.haproxy_master_socket, None);
+        assert_eq!(defaults.min_reload_interval, Duration::ZERO);
+        assert_eq!(defaults.max_server_loss_percent, 50);
+        assert!(!defaults.force);
+        let config = parse(&[
+            "--group",
+            "g",
+            "--haproxy-master-socket",
+            "/run/haproxy-master.sock",
+            "--min-reload-interval",
+            "2m",
+            "--max-server-loss",
+            "20",
+            "--force",
+        ])
+        .unwrap()
+        .apply;
+        assert_eq!(
+            config.haproxy_master_socket,
+            Some(PathBuf::from("/run/haproxy-master.sock"))
+        );
+        assert_eq!(config.min_reload_interval, Duration::from_secs(120));
+        assert_eq!(config.max_server_loss_percent, 20);
+        assert!(config.force);
+        assert!(parse(&["--group", "g", "--max-server-loss", "101"]).is_err());
     }
 
     #[test]

@@ -107,9 +107,23 @@ pub struct ApplyConfig {
     pub haproxy_bin: PathBuf,
     /// `--skip-validation`: do not run `haproxy -c` on the candidate.
     pub skip_validation: bool,
-    /// Reload command, run with `sh -c`. Default `systemctl reload haproxy`.
+    /// Reload command, run with `sh -c`. Default `systemctl reload haproxy`. Not used when
+    /// `haproxy_master_socket` is set.
     pub reload_command: String,
-    /// Longest a validation or reload command may run before it is killed. Default 30 s.
+    /// `--haproxy-master-socket`: HAProxy's master CLI socket (`haproxy -W -S PATH`). When set,
+    /// the reload is `reload` sent there, confirmed by `show proc` (a new worker, no failed
+    /// reload) within `command_timeout`. Default: none (run `reload_command`).
+    pub haproxy_master_socket: Option<PathBuf>,
+    /// `--min-reload-interval`: a change found sooner than this after the last reload (recorded
+    /// in `<config>.state`) is deferred to the first run after it. Default 0: off.
+    pub min_reload_interval: Duration,
+    /// `--max-server-loss`: refuse a candidate with more than this percentage fewer servers
+    /// than the live config. Default 50.
+    pub max_server_loss_percent: u8,
+    /// `--force`: apply a candidate the blast-radius guard refuses.
+    pub force: bool,
+    /// Longest a validation or reload command may run before it is killed, and longest a
+    /// master-socket reload may take to be confirmed. Default 30 s.
     pub command_timeout: Duration,
     /// Previous live configs kept as `<config>.1` (newest) .. `<config>.N`. Default 5; 0 keeps
     /// none.
@@ -174,6 +188,7 @@ pub struct Config {
 pub const DEFAULT_HAPROXY_CONFIG: &str = "/etc/haproxy/haproxy.cfg";
 pub const DEFAULT_RELOAD_COMMAND: &str = "systemctl reload haproxy";
 pub const DEFAULT_SSL_CERT: &str = "/etc/ssl/cert.pem";
+pub const DEFAULT_MAX_SERVER_LOSS_PERCENT: u8 = 50;
 pub const DEFAULT_MIN_SERV_PORT_IP_PER_TASK: u32 = 10050;
 pub const DEFAULT_MAX_SERV_PORT_IP_PER_TASK: u32 = 10100;
 /// The full-resync period of `--sse` when `--interval` is not given.
@@ -218,6 +233,10 @@ impl Config {
                 haproxy_bin: PathBuf::from("haproxy"),
                 skip_validation: false,
                 reload_command: DEFAULT_RELOAD_COMMAND.to_string(),
+                haproxy_master_socket: None,
+                min_reload_interval: Duration::ZERO,
+                max_server_loss_percent: DEFAULT_MAX_SERVER_LOSS_PERCENT,
+                force: false,
                 command_timeout: Duration::from_secs(30),
                 archive_versions: 5,
                 dry_run: false,

@@ -17,6 +17,9 @@ pub enum Failure {
     WriteFailed,
     /// The reload command failed; the previous config was put back.
     ReloadFailed,
+    /// The blast-radius guard refused the candidate (too many servers lost, a backend emptied,
+    /// or no backends at all); nothing changed. `--force` applies it anyway.
+    TooMuchRemoved,
 }
 
 impl fmt::Display for Failure {
@@ -30,6 +33,7 @@ impl fmt::Display for Failure {
             Failure::ReloadFailed => {
                 "reloading haproxy failed; the previous configuration was restored"
             }
+            Failure::TooMuchRemoved => "refused by the blast-radius guard (--max-server-loss)",
         })
     }
 }

@@ -105,6 +105,13 @@ pub fn run_once(config: &Config, out: &mut dyn Write, log: &mut dyn Write) -> Re
             ];
             log::write(log, log::Level::Debug, &message, &fields);
         }
+        Outcome::Deferred { note, .. } => {
+            let fields = [
+                ("config", config_path.into()),
+                ("outcome", "deferred".into()),
+            ];
+            log::write(log, log::Level::Info, note, &fields);
+        }
         Outcome::DryRun => {}
     }
     Ok(outcome)

@@ -32,6 +32,8 @@ enum Exit {
     WriteFailed = 7,
     /// The reload failed; the previous configuration was restored and reloaded.
     ReloadFailed = 8,
+    /// The blast-radius guard refused the candidate; nothing changed (--force overrides).
+    TooMuchRemoved = 9,
 }
 
 fn exit_for(failure: Option<Failure>) -> Exit {
@@ -43,6 +45,7 @@ fn exit_for(failure: Option<Failure>) -> Exit {
         Some(Failure::ValidationFailed) => Exit::ValidationFailed,
         Some(Failure::WriteFailed) => Exit::WriteFailed,
         Some(Failure::ReloadFailed) => Exit::ReloadFailed,
+        Some(Failure::TooMuchRemoved) => Exit::TooMuchRemoved,
     }
 }
 

@@ -1,26 +1,39 @@
-//! Puts a rendered candidate in place: lock → diff → validate → archive → atomic rename →
-//! reload → rollback. The only code that writes files or runs processes; knows no model types,
+//! Puts a rendered candidate in place: lock → diff → guard and deferral → validate → archive →
+//! atomic rename → reload (a command, or the master CLI confirmed by `show proc`) → rollback. The only code that writes files or runs processes; knows no model types,
 //! only text and paths.
 //!
 //! The guarantee: whatever fails, the live config is whole — the old one or the new one, never
 //! a mix — and no temp file is left behind (only `<config>.rejected`, on purpose). A failed
-//! reload puts the old config back, so the next run sees a difference and tries again.
+//! reload puts the old config back, so the next run sees a difference and tries again. A run
+//! killed between the rename and the end of its reload leaves `<config>.reload-pending`, and
+//! the next run reloads even though the config is unchanged.
+//!
+//! Before anything is written, three checks may stop a change: the blast-radius guard
+//! (`--max-server-loss`, an error unless `--force`), `--min-reload-interval` (a deferral, not
+//! an error: nothing is written, and the first run after the interval applies the change, since
+//! it renders afresh and finds the same difference), and a master socket that does not answer.
 
 mod command;
+mod guard;
 mod lock;
+mod master;
+mod state;
 mod summary;
 mod write;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::SystemTime;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 
 use crate::config::ApplyConfig;
 use crate::error::Failure;
 
 pub use command::CommandError;
+pub use master::{show_proc, ProcessTable};
+pub use state::{pending_path, state_path, utc_timestamp};
 pub use summary::Inventory;
 
 use write::{CompanionSwap, LiveFile};
@@ -41,6 +54,10 @@ pub enum Outcome {
     Applied { summary: String },
     /// `--dry-run`: the candidate or diff went to `out`; nothing changed.
     DryRun,
+    /// A change was found less than `--min-reload-interval` after the last reload: nothing was
+    /// written or reloaded. The first run at or after `until` applies it. `note` is the one
+    /// line for stderr (`change deferred until <UTC time>: ...`).
+    Deferred { until: SystemTime, note: String },
 }
 
 /// Where a candidate that `haproxy -c` rejected is kept for inspection.
@@ -59,26 +76,138 @@ pub fn apply(candidate: &Candidate, config: &ApplyConfig, out: &mut dyn Write) -
         return preview(candidate, config, out);
     }
     let _lock = lock::acquire(&config.lock_file, config.lock_timeout)?;
-    let live = Live::read(candidate, &config.haproxy_config)?;
+    let path = &config.haproxy_config;
+    // Under the lock no other apply is running: temp files beside our targets are leftovers of
+    // a run that was killed mid-way (the config's pattern also covers its archive and state).
+    for target in std::iter::once(path).chain(candidate.companions.iter().map(|(p, _)| p)) {
+        write::remove_leftover_temp_files(target);
+    }
+    let live = Live::read(candidate, path)?;
     if live.matches(candidate) {
+        if state::reload_pending(path) {
+            return finish_interrupted_reload(config);
+        }
         return Ok(Outcome::Unchanged);
     }
     let old_config = live.config.text();
+    if let Some(stopped) = check_before_writing(config, &old_config, &candidate.config)? {
+        return Ok(stopped);
+    }
     // Rendered now, printed only once the change is in place and reloaded.
     let mut applied_diff = Vec::new();
     if config.diff {
         live.write_diffs(candidate, ("previous", "applied"), &mut applied_diff)
             .context("rendering the diff")?;
     }
-    let companions_changed = install_and_reload(candidate, config, live)?;
+    let installed = install_and_reload(candidate, config, live)?;
 
-    let path = &config.haproxy_config;
     // A rejected candidate from an earlier run is stale once a newer one went live.
     let _ = std::fs::remove_file(rejected_path(path));
-    let summary = summary::applied_line(path, &old_config, &candidate.config, companions_changed);
+    let mut summary =
+        summary::applied_line(path, &old_config, &candidate.config, installed.companions);
+    if let Some(warning) = installed.warning {
+        summary.push_str("; warning: ");
+        summary.push_str(&warning);
+    }
     out.write_all(&applied_diff)
         .context("printing the diff of what was applied (the change itself is in place)")?;
     Ok(Outcome::Applied { summary })
+}
+
+/// What may stop a change before anything is written: the blast-radius guard (an error), the
+/// reload interval (a deferral), and a master socket that does not answer (an error).
+fn check_before_writing(
+    config: &ApplyConfig,
+    old_config: &str,
+    new_config: &str,
+) -> Result<Option<Outcome>> {
+    let path = &config.haproxy_config;
+    if !config.force {
+        if let Some(reason) = guard::refusal(old_config, new_config, config.max_server_loss_percent)
+        {
+            return Err(anyhow!(
+                "the candidate for {} is not applied: {reason}. Nothing was changed; run once \
+                 with --force if this is intended",
+                path.display()
+            ))
+            .context(Failure::TooMuchRemoved);
+        }
+    }
+    if let Some(deferred) = deferral(config, SystemTime::now()) {
+        return Ok(Some(deferred));
+    }
+    if let Some(socket) = &config.haproxy_master_socket {
+        // Asked before anything is written: without an answering master there is no way to
+        // reload, or to confirm a rollback.
+        master::show_proc(socket, config.command_timeout)
+            .with_context(|| {
+                format!(
+                    "HAProxy's master socket {} does not answer `show proc`; nothing was changed",
+                    socket.display()
+                )
+            })
+            .context(Failure::ReloadFailed)?;
+    }
+    Ok(None)
+}
+
+/// `Deferred` when `--min-reload-interval` has not passed since the last recorded reload.
+fn deferral(config: &ApplyConfig, now: SystemTime) -> Option<Outcome> {
+    let interval = config.min_reload_interval;
+    if interval.is_zero() {
+        return None;
+    }
+    let last = state::last_reload(&config.haproxy_config, now)?;
+    let until = last + interval;
+    (now < until).then(|| Outcome::Deferred {
+        until,
+        note: format!(
+            "change deferred until {}: the last reload was at {} and --min-reload-interval is \
+             {interval:?}; {} is left as it is",
+            state::utc_timestamp(until),
+            state::utc_timestamp(last),
+            config.haproxy_config.display()
+        ),
+    })
+}
+
+/// The live config is what the candidate wants, but a previous run was stopped after putting
+/// it in place and before its reload was settled: HAProxy may still run the one before. Reload
+/// now (not deferred: this finishes a change that already happened).
+fn finish_interrupted_reload(config: &ApplyConfig) -> Result<Outcome> {
+    let path = &config.haproxy_config;
+    let reloaded = reload(config, "reload");
+    let warning = record_reload(config);
+    reloaded
+        .with_context(|| {
+            format!(
+                "reloading HAProxy to run {} (a previous run was stopped after installing it, \
+                 before its reload was confirmed)",
+                path.display()
+            )
+        })
+        .context(Failure::ReloadFailed)?;
+    let _ = state::clear_reload_pending(path);
+    let mut summary = format!(
+        "reloaded {}: a previous run was stopped before its reload was confirmed",
+        path.display()
+    );
+    if let Some(warning) = warning {
+        summary.push_str("; warning: ");
+        summary.push_str(&warning);
+    }
+    Ok(Outcome::Applied { summary })
+}
+
+/// Records that HAProxy was just asked to reload, for `--min-reload-interval` (only when it is
+/// on). A failure does not undo the change in place: it is returned as a warning.
+fn record_reload(config: &ApplyConfig) -> Option<String> {
+    if config.min_reload_interval.is_zero() {
+        return None;
+    }
+    state::record_reload(&config.haproxy_config, SystemTime::now())
+        .err()
+        .map(|e| format!("{e:#}; --min-reload-interval cannot hold back the next change"))
 }
 
 /// `--dry-run`: the candidate (or the diff live → candidate) to `out`, and nothing else.
@@ -150,15 +279,22 @@ fn named(path: &Path, what: &str) -> String {
     format!("{} ({what})", path.display())
 }
 
+/// What [`install_and_reload`] did on success.
+struct Installed {
+    /// How many companion files changed.
+    companions: usize,
+    /// Something that went wrong after the change was in place and reloaded.
+    warning: Option<String>,
+}
+
 /// Steps 4–6: stage, swap companions in, validate, archive, rename, reload; on any failure put
-/// everything back. Returns how many companion files changed.
-fn install_and_reload(candidate: &Candidate, config: &ApplyConfig, live: Live) -> Result<usize> {
+/// everything back.
+fn install_and_reload(
+    candidate: &Candidate,
+    config: &ApplyConfig,
+    live: Live,
+) -> Result<Installed> {
     let path = &config.haproxy_config;
-    // Under the lock no other apply is running: temp files beside our targets are leftovers of
-    // a run that was killed mid-way.
-    for target in std::iter::once(path).chain(candidate.companions.iter().map(|(p, _)| p)) {
-        write::remove_leftover_temp_files(target);
-    }
     let staged = write::stage(
         path,
         candidate.config.as_bytes(),
@@ -191,30 +327,42 @@ fn install_and_reload(candidate: &Candidate, config: &ApplyConfig, live: Live) -
         }
     }
 
-    let written = write::archive(&live.config, config.archive_versions)
+    // From here until the reload is settled, a killed run must leave a trace: the marker makes
+    // the next run reload even when it finds the config unchanged.
+    let written = state::mark_reload_pending(path)
+        .and_then(|()| write::archive(&live.config, config.archive_versions))
         .and_then(|()| write::put_in_place(staged, path));
     if let Err(e) = written {
         // A failed rename leaves the live file as it was: only the companions need undoing.
+        let _ = state::clear_reload_pending(path);
         return Err(undo(e, &mut swap).context(Failure::WriteFailed));
     }
 
-    if let Err(e) = reload(config, "reload command") {
-        let e = match roll_back(config, &live.config, &mut swap) {
-            Ok(()) => anyhow::Error::new(e).context(format!(
+    if let Err(e) = reload(config, "reload") {
+        let rolled_back = roll_back(config, &live.config, &mut swap);
+        let _ = record_reload(config);
+        let e = match rolled_back {
+            Ok(()) => e.context(format!(
                 "the reload after installing {} failed; the previous configuration was put back \
                  and reloaded",
                 path.display()
             )),
             // Two failures, each with its own framed output: the reload's, then the rollback's.
-            Err(rollback) => anyhow::anyhow!("{e}\nthen rolling back failed too: {rollback:#}")
-                .context(format!(
+            Err(rollback) => {
+                anyhow!("{e:#}\nthen rolling back failed too: {rollback:#}").context(format!(
                     "the reload after installing {} failed, and so did the rollback",
                     path.display()
-                )),
+                ))
+            }
         };
         return Err(e.context(Failure::ReloadFailed));
     }
-    Ok(swap.len())
+    let warning = record_reload(config);
+    let _ = state::clear_reload_pending(path);
+    Ok(Installed {
+        companions: swap.len(),
+        warning,
+    })
 }
 
 /// `<haproxy_bin> -c -f <candidate>`, bounded by the command timeout.
@@ -224,12 +372,25 @@ fn validate(config: &ApplyConfig, candidate: &Path) -> Result<(), CommandError> 
     command::run(check, "haproxy -c", config.command_timeout)
 }
 
-/// The reload command through `sh -c`, bounded by the command timeout.
+/// Reloads HAProxy, bounded by the command timeout: through the master socket when one is
+/// configured (confirmed by `show proc`), else the reload command through `sh -c`.
 /// `name` tells the first reload from the rollback's in messages.
-fn reload(config: &ApplyConfig, name: &str) -> Result<(), CommandError> {
-    let mut shell = Command::new("sh");
-    shell.arg("-c").arg(&config.reload_command);
-    command::run(shell, name, config.command_timeout)
+fn reload(config: &ApplyConfig, name: &str) -> Result<()> {
+    match &config.haproxy_master_socket {
+        Some(socket) => master::reload(socket, name, config.command_timeout)?,
+        None => {
+            let mut shell = Command::new("sh");
+            shell.arg("-c").arg(&config.reload_command);
+            // The first reload's output is framed as the reload command's, as the flag says.
+            let name = if name == "reload" {
+                "reload command"
+            } else {
+                name
+            };
+            command::run(shell, name, config.command_timeout)?;
+        }
+    }
+    Ok(())
 }
 
 /// Moves a rejected candidate to `<config>.rejected`; says where it went (or why not).
@@ -270,11 +431,16 @@ fn undo(error: anyhow::Error, swap: &mut CompanionSwap) -> anyhow::Error {
 
 /// After a failed reload: the previous config and companions back in place, atomically, then
 /// one more reload so HAProxy runs what is on disk.
+///
+/// Once the previous files are back, the reload-pending marker goes: a failed reload leaves
+/// HAProxy on its previous workers, which run what is on disk again, whether or not the
+/// rollback's own reload succeeds. If the files could not be put back, it stays.
 fn roll_back(config: &ApplyConfig, previous: &LiveFile, swap: &mut CompanionSwap) -> Result<()> {
     let config_back = previous.restore();
     let companions_back = swap.restore();
     config_back.with_context(|| format!("restoring {}", previous.path.display()))?;
     companions_back.context("restoring the companion files")?;
+    let _ = state::clear_reload_pending(&config.haproxy_config);
     reload(config, "rollback reload").context("reloading the previous configuration")?;
     Ok(())
 }

@@ -76,6 +76,7 @@ impl Drop for Backend {
 
 /// Reads one request head (bounded in size and time) and answers with `name`.
 fn answer(mut stream: TcpStream, name: &str) -> io::Result<()> {
+    stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut head = Vec::new();
@@ -102,6 +103,9 @@ fn answer(mut stream: TcpStream, name: &str) -> io::Result<()> {
 pub fn http_get(port: u16, path: &str) -> io::Result<(u16, String)> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&address, IO_TIMEOUT)?;
+    // `write!` sends the request in pieces; without this, Nagle holds the later pieces until
+    // HAProxy's delayed ACK (40 ms per request).
+    stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     write!(

@@ -1,0 +1,176 @@
+//! The blast-radius guard: refuses a candidate that would take away too much of what HAProxy
+//! serves now — more than `--max-server-loss` percent of the live servers, a backend emptied of
+//! all its servers, or every backend at once — unless `--force`. Reads config text only.
+//!
+//! Servers are counted, not matched by name: a rolling deploy replaces every task (and so every
+//! server name) of an app while keeping the count, and must pass. A backend that disappears
+//! with its app counts towards the percentage only; one that stays but loses all its servers
+//! is refused on its own, since it answers 503 to everything routed to it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::summary::Inventory;
+
+/// Most backend names a refusal lists per kind; the rest are counted.
+const LISTED_NAMES: usize = 8;
+
+/// Why a candidate is refused: the one paragraph for the operator, or `None` when it passes.
+pub fn refusal(live: &str, candidate: &str, max_loss_percent: u8) -> Option<String> {
+    let (before, after) = (Inventory::of(live), Inventory::of(candidate));
+    let live_servers = before.servers.len();
+    if live_servers == 0 {
+        return None; // nothing to lose
+    }
+    let (counts_before, counts_after) = (per_backend(&before), per_backend(&after));
+    if after.backends.is_empty() {
+        return Some(format!(
+            "the candidate has no backends at all, while the live configuration has \
+             {live_servers} servers in {} backends: an empty answer from Marathon never wipes \
+             a live configuration",
+            counts_before.values().filter(|n| **n > 0).count()
+        ));
+    }
+
+    let lost = live_servers.saturating_sub(after.servers.len());
+    let too_many = lost * 100 > usize::from(max_loss_percent) * live_servers;
+    let emptied: Vec<&str> = counts_before
+        .iter()
+        .filter(|(name, count)| **count > 0 && after.backends.contains(**name))
+        .filter(|(name, _)| counts_after.get(*name).copied().unwrap_or(0) == 0)
+        .map(|(name, _)| *name)
+        .collect();
+    if !too_many && emptied.is_empty() {
+        return None;
+    }
+
+    let mut reason = format!(
+        "it would remove {lost} of the {live_servers} live servers ({}%",
+        lost * 100 / live_servers
+    );
+    if too_many {
+        let _ = write!(reason, ", more than --max-server-loss {max_loss_percent}%");
+    }
+    reason.push(')');
+    if !emptied.is_empty() {
+        let _ = write!(
+            reason,
+            "; backends left without servers: {}",
+            listed(&emptied)
+        );
+    }
+    let removed: Vec<&str> = counts_before
+        .iter()
+        .filter(|(name, count)| **count > 0 && !after.backends.contains(**name))
+        .map(|(name, _)| *name)
+        .collect();
+    if !removed.is_empty() {
+        let _ = write!(reason, "; backends removed: {}", listed(&removed));
+    }
+    Some(reason)
+}
+
+/// Servers per backend, every backend listed (0 for one without servers).
+fn per_backend(inventory: &Inventory) -> BTreeMap<&str, usize> {
+    let mut counts: BTreeMap<&str, usize> = inventory
+        .backends
+        .iter()
+        .map(|name| (name.as_str(), 0))
+        .collect();
+    for (backend, _) in &inventory.servers {
+        *counts.entry(backend.as_str()).or_default() += 1;
+    }
+    counts
+}
+
+/// `a, b, c and 4 more`.
+fn listed(names: &[&str]) -> String {
+    let mut text = names[..names.len().min(LISTED_NAMES)].join(", ");
+    if names.len() > LISTED_NAMES {
+        let _ = write!(text, " and {} more", names.len() - LISTED_NAMES);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config with the given backends, each with `n` servers named `<prefix><i>`.
+    fn config(backends: &[(&str, usize)], prefix: &str) -> String {
+        let mut text = String::from("global\n  daemon\n\nfrontend f\n  bind :80\n");
+        for (name, servers) in backends {
+            text.push_str(&format!("\nbackend {name}\n  balance roundrobin\n"));
+            for i in 0..*servers {
+                text.push_str(&format!("  server {prefix}{i} 10.0.0.1:{}\n", 31000 + i));
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn small_changes_and_rolling_deploys_pass() {
+        let live = config(&[("a", 4), ("b", 4)], "s");
+        assert_eq!(
+            refusal(&live, &config(&[("a", 3), ("b", 3)], "s"), 50),
+            None
+        );
+        // Every server renamed (new tasks), same count: not a loss.
+        assert_eq!(
+            refusal(&live, &config(&[("a", 4), ("b", 4)], "t"), 50),
+            None
+        );
+        // Exactly the limit passes; growth always passes.
+        assert_eq!(refusal(&live, &config(&[("a", 4)], "s"), 50), None);
+        assert_eq!(refusal(&live, &config(&[("a", 9), ("b", 9)], "s"), 0), None);
+    }
+
+    #[test]
+    fn losing_more_than_the_limit_is_refused_and_listed() {
+        let live = config(&[("a", 4), ("b", 4), ("c", 2)], "s");
+        let reason = refusal(&live, &config(&[("a", 4)], "s"), 50).unwrap();
+        assert_eq!(
+            reason,
+            "it would remove 6 of the 10 live servers (60%, more than --max-server-loss 50%); \
+             backends removed: b, c"
+        );
+        assert_eq!(refusal(&live, &config(&[("a", 4)], "s"), 60), None);
+    }
+
+    #[test]
+    fn emptying_a_backend_is_refused_even_under_the_limit() {
+        let live = config(&[("a", 9), ("b", 1)], "s");
+        let reason = refusal(&live, &config(&[("a", 9), ("b", 0)], "s"), 50).unwrap();
+        assert_eq!(
+            reason,
+            "it would remove 1 of the 10 live servers (10%); backends left without servers: b"
+        );
+        // A backend that was already empty may stay empty.
+        let live = config(&[("a", 9), ("b", 0)], "s");
+        assert_eq!(refusal(&live, &live.replace("s8 ", "t8 "), 50), None);
+    }
+
+    #[test]
+    fn an_empty_candidate_never_replaces_a_live_config_with_servers() {
+        let live = config(&[("a", 1), ("b", 2)], "s");
+        let reason = refusal(&live, "global\n  daemon\n", 100).unwrap();
+        assert!(reason.contains("no backends at all"), "{reason}");
+        assert!(reason.contains("3 servers in 2 backends"), "{reason}");
+        // Nothing live (first run, or only empty backends): nothing to protect.
+        assert_eq!(refusal("", "global\n", 50), None);
+        assert_eq!(refusal(&config(&[("a", 0)], "s"), "global\n", 50), None);
+    }
+
+    #[test]
+    fn long_lists_are_cut() {
+        let many: Vec<(String, usize)> = (0..20).map(|i| (format!("b{i:02}"), 1)).collect();
+        let many: Vec<(&str, usize)> = many.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+        let live = config(&many, "s");
+        let reason = refusal(&live, &config(&[("b00", 1)], "s"), 50).unwrap();
+        assert!(
+            reason
+                .ends_with("backends removed: b01, b02, b03, b04, b05, b06, b07, b08 and 11 more"),
+            "{reason}"
+        );
+    }
+}

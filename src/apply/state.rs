@@ -1,0 +1,158 @@
+//! What one run leaves for the next, since cron runs share no memory: the time of the last
+//! reload (`<config>.state`, JSON, for `--min-reload-interval`) and the reload-pending marker
+//! (`<config>.reload-pending`, present from just before the rename until the reload is settled,
+//! so a run killed in between is finished by the next one). Only touched under the lock.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::write;
+
+/// The `<config>.state` file.
+#[derive(Debug, Serialize, Deserialize)]
+struct Recorded {
+    /// When this tool last asked HAProxy to reload, in milliseconds since the Unix epoch.
+    last_reload_unix_ms: u64,
+}
+
+/// Where the reload time is kept.
+pub fn state_path(haproxy_config: &Path) -> PathBuf {
+    write::with_suffix(haproxy_config, ".state")
+}
+
+/// Where the reload-pending marker lives.
+pub fn pending_path(haproxy_config: &Path) -> PathBuf {
+    write::with_suffix(haproxy_config, ".reload-pending")
+}
+
+/// The last recorded reload. A missing or unreadable state file counts as "no reload
+/// recorded", so a damaged file can never hold changes back; so does a time in the future
+/// (the clock was set back), which could otherwise defer changes for as long as it was off.
+pub fn last_reload(haproxy_config: &Path, now: SystemTime) -> Option<SystemTime> {
+    let text = fs::read(state_path(haproxy_config)).ok()?;
+    let recorded: Recorded = serde_json::from_slice(&text).ok()?;
+    let at = UNIX_EPOCH + Duration::from_millis(recorded.last_reload_unix_ms);
+    (at <= now).then_some(at)
+}
+
+/// Records `at` as the last reload, atomically (temp file, fsync, rename, fsync directory).
+pub fn record_reload(haproxy_config: &Path, at: SystemTime) -> Result<()> {
+    let path = state_path(haproxy_config);
+    let millis = at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let recorded = Recorded {
+        last_reload_unix_ms: u64::try_from(millis).unwrap_or(u64::MAX),
+    };
+    let mut text = serde_json::to_vec(&recorded).context("encoding the reload state")?;
+    text.push(b'\n');
+    write::replace(&path, &text, None)
+        .with_context(|| format!("recording the reload time in {}", path.display()))
+}
+
+/// True when a previous run installed a config and was stopped before its reload settled.
+pub fn reload_pending(haproxy_config: &Path) -> bool {
+    pending_path(haproxy_config).exists()
+}
+
+/// Creates the marker, durably, before the live config is replaced.
+pub fn mark_reload_pending(haproxy_config: &Path) -> Result<()> {
+    let path = pending_path(haproxy_config);
+    fs::File::create(&path)
+        .and_then(|file| file.sync_all())
+        .with_context(|| format!("creating {}", path.display()))?;
+    write::sync_dir(&path)
+}
+
+/// Removes the marker once HAProxy runs what is on disk.
+pub fn clear_reload_pending(haproxy_config: &Path) -> Result<()> {
+    let path = pending_path(haproxy_config);
+    match fs::remove_file(&path) {
+        Ok(()) => write::sync_dir(&path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+/// `2026-11-25T10:31:07Z`: UTC, to the second.
+pub fn utc_timestamp(at: SystemTime) -> String {
+    let seconds = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let (days, of_day) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        assert_eq!(utc_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let leap_day = UNIX_EPOCH + Duration::from_secs(951_782_400 + 3661);
+        assert_eq!(utc_timestamp(leap_day), "2000-02-29T01:01:01Z");
+        let later = UNIX_EPOCH + Duration::from_secs(1_795_602_667);
+        assert_eq!(utc_timestamp(later), "2026-11-25T10:31:07Z");
+    }
+
+    #[test]
+    fn recorded_reload_reads_back_and_damage_or_the_future_counts_as_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("haproxy.cfg");
+        let now = SystemTime::now();
+        assert_eq!(last_reload(&config, now), None);
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        record_reload(&config, at).unwrap();
+        assert_eq!(last_reload(&config, now), Some(at));
+        assert_eq!(
+            last_reload(&config, UNIX_EPOCH),
+            None,
+            "future reload ignored"
+        );
+        fs::write(state_path(&config), "{\"last_reload_unix").unwrap();
+        assert_eq!(last_reload(&config, now), None);
+    }
+
+    #[test]
+    fn pending_marker_comes_and_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("haproxy.cfg");
+        assert!(!reload_pending(&config));
+        mark_reload_pending(&config).unwrap();
+        assert!(reload_pending(&config));
+        clear_reload_pending(&config).unwrap();
+        clear_reload_pending(&config).unwrap();
+        assert!(!reload_pending(&config));
+    }
+}
