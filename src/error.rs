@@ -20,6 +20,9 @@ pub enum Failure {
     /// The blast-radius guard refused the candidate (too many servers lost, a backend emptied,
     /// or no backends at all); nothing changed. `--force` applies it anyway.
     TooMuchRemoved,
+    /// HAProxy rejected the full candidate; the apps responsible were found and left out, and
+    /// the rest was applied.
+    AppliedWithExclusions,
 }
 
 impl fmt::Display for Failure {
@@ -34,6 +37,9 @@ impl fmt::Display for Failure {
                 "reloading haproxy failed; the previous configuration was restored"
             }
             Failure::TooMuchRemoved => "refused by the blast-radius guard (--max-server-loss)",
+            Failure::AppliedWithExclusions => {
+                "applied without the apps whose sections haproxy rejected"
+            }
         })
     }
 }

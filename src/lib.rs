@@ -15,7 +15,9 @@ pub mod schedule;
 use std::io::Write;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{anyhow, bail, Context, Result};
 
 use crate::apply::{Candidate, Outcome};
 use crate::config::Config;
@@ -54,26 +56,26 @@ pub fn run_once(config: &Config, out: &mut dyn Write, log: &mut dyn Write) -> Re
         resolver.resolve(host)
     });
     let templates = render::Templates::load(&config.render).context(Failure::Template)?;
-    let rendered = render::render(&model, &templates, &config.render)?;
-    let config_dir = config
-        .apply
-        .haproxy_config
-        .parent()
-        .map(|dir| dir.to_path_buf())
-        .unwrap_or_default();
-    let candidate = Candidate {
-        config: rendered.config,
-        companions: rendered
-            .maps
-            .into_iter()
-            .map(|map| (config_dir.join(map.file_name), map.content))
-            .collect(),
-    };
+    let candidate = render_candidate(&model, &templates, config)?;
     // Waiting for another run's lock must not carry this run past its deadline either.
     let mut apply_config = config.apply.clone();
     let time_left = deadline.saturating_duration_since(Instant::now());
     apply_config.lock_timeout = apply_config.lock_timeout.min(time_left);
-    let outcome = apply::apply(&candidate, &apply_config, out)?;
+    let (outcome, excluded) = match apply::apply(&candidate, &apply_config, out) {
+        Err(error) if isolation_may_help(&error, &apply_config) => {
+            let excluded = find_rejected_apps(&model, &templates, config, &apply_config).map_err(
+                |search| {
+                    error.context(format!(
+                        "looking for the apps HAProxy rejects failed too: {search:#}"
+                    ))
+                },
+            )?;
+            let without = without_apps(&model, excluded.keys());
+            let candidate = render_candidate(&without, &templates, config)?;
+            (apply::apply(&candidate, &apply_config, out)?, excluded)
+        }
+        result => (result?, BTreeMap::new()),
+    };
     let config_path = config.apply.haproxy_config.display().to_string();
     if outcome != Outcome::Unchanged || log::enabled(log::Level::Debug) {
         for failed in &state.failed_sources {
@@ -114,5 +116,104 @@ pub fn run_once(config: &Config, out: &mut dyn Write, log: &mut dyn Write) -> Re
         }
         Outcome::DryRun => {}
     }
+    if !excluded.is_empty() {
+        let apps: Vec<String> = excluded
+            .iter()
+            .map(|(app, alerts)| format!("{app} ({alerts})"))
+            .collect();
+        return Err(anyhow!("left out {}", apps.join("; ")))
+            .context(Failure::AppliedWithExclusions);
+    }
     Ok(outcome)
+}
+
+/// Renders the model into a candidate whose map files sit beside the config.
+fn render_candidate(
+    model: &model::Model,
+    templates: &render::Templates,
+    config: &Config,
+) -> Result<Candidate> {
+    let rendered = render::render(model, templates, &config.render)?;
+    let config_dir = config
+        .apply
+        .haproxy_config
+        .parent()
+        .map(|dir| dir.to_path_buf())
+        .unwrap_or_default();
+    Ok(Candidate {
+        config: rendered.config,
+        companions: rendered
+            .maps
+            .into_iter()
+            .map(|map| (config_dir.join(map.file_name), map.content))
+            .collect(),
+    })
+}
+
+/// Only a candidate HAProxy itself rejected (not one it could not check) may be saved by
+/// leaving apps out.
+fn isolation_may_help(error: &anyhow::Error, config: &config::ApplyConfig) -> bool {
+    !config.skip_validation
+        && error::classify(error) == Some(Failure::ValidationFailed)
+        && error
+            .chain()
+            .any(|cause| cause.to_string().contains("failed (exit status"))
+}
+
+/// The apps whose sections make `haproxy -c` reject the candidate, each with HAProxy's alerts
+/// for it. Fails (keeping the original error) when even the cluster without any app is
+/// rejected: then the head or a template is at fault, not an app.
+fn find_rejected_apps(
+    model: &model::Model,
+    templates: &render::Templates,
+    config: &Config,
+    apply_config: &config::ApplyConfig,
+) -> Result<BTreeMap<String, String>> {
+    let apps: Vec<String> = model
+        .services
+        .iter()
+        .map(|service| service.app_id.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let verdict = |excluded: &BTreeSet<String>| -> Result<apply::Verdict> {
+        let candidate = render_candidate(&without_apps(model, excluded.iter()), templates, config)?;
+        apply::check(&candidate, apply_config)
+    };
+    let everything: BTreeSet<String> = apps.iter().cloned().collect();
+    if verdict(&everything)? != apply::Verdict::Accepted {
+        bail!("HAProxy rejects the configuration even without any app: the head or a template is at fault");
+    }
+    let culprits = isolate::find_culprits(&apps, |excluded| {
+        Ok(verdict(excluded)? == apply::Verdict::Accepted)
+    })?;
+    if culprits.len() == apps.len() {
+        bail!(
+            "HAProxy rejects every app's sections: a template they share is at fault, not an app"
+        );
+    }
+    // HAProxy's words for each culprit: the others left out, this one alone added back.
+    let mut excluded = BTreeMap::new();
+    for app in &culprits {
+        let others: BTreeSet<String> = culprits.iter().filter(|c| *c != app).cloned().collect();
+        let alerts = match verdict(&others)? {
+            apply::Verdict::Rejected { alerts } => alerts.replace('\n', " / "),
+            apply::Verdict::Accepted => "rejected only together with the others".to_string(),
+        };
+        excluded.insert(app.clone(), alerts);
+    }
+    Ok(excluded)
+}
+
+/// The model without the services of `apps`.
+fn without_apps<'a>(model: &model::Model, apps: impl Iterator<Item = &'a String>) -> model::Model {
+    let apps: BTreeSet<&String> = apps.collect();
+    model::Model {
+        services: model
+            .services
+            .iter()
+            .filter(|service| !apps.contains(&service.app_id))
+            .cloned()
+            .collect(),
+    }
 }

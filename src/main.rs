@@ -34,6 +34,8 @@ enum Exit {
     ReloadFailed = 8,
     /// The blast-radius guard refused the candidate; nothing changed (--force overrides).
     TooMuchRemoved = 9,
+    /// HAProxy rejected some apps' sections: the rest was applied without them (each named).
+    AppliedWithExclusions = 10,
 }
 
 fn exit_for(failure: Option<Failure>) -> Exit {
@@ -46,6 +48,7 @@ fn exit_for(failure: Option<Failure>) -> Exit {
         Some(Failure::WriteFailed) => Exit::WriteFailed,
         Some(Failure::ReloadFailed) => Exit::ReloadFailed,
         Some(Failure::TooMuchRemoved) => Exit::TooMuchRemoved,
+        Some(Failure::AppliedWithExclusions) => Exit::AppliedWithExclusions,
     }
 }
 

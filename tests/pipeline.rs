@@ -440,3 +440,57 @@ fn interval_mode_survives_a_marathon_outage_and_applies_when_it_is_back() {
         .unwrap()
         .contains("backend web_"));
 }
+
+#[test]
+fn an_app_haproxy_rejects_is_left_out_and_the_rest_applied_with_exit_10() {
+    let workspace = Workspace::new();
+    let marathon = FakeMarathon::start();
+    let (good_port, bad_port, other_port) = (free_port(), free_port(), free_port());
+    // Three apps; /broken carries a raw template label with a directive HAProxy refuses.
+    let app = |id: &str, port: u16, extra: &str| {
+        format!(
+            r#"{{"id":"{id}","labels":{{"HAPROXY_GROUP":"external","HAPROXY_0_BIND_ADDR":"127.0.0.1"{extra}}},"portDefinitions":[{{"port":{port}}}],"healthChecks":[]}}"#
+        )
+    };
+    let task = |id: &str, n: usize| {
+        format!(
+            r#"{{"id":"{}.{n}","appId":"{id}","host":"127.0.0.1","ports":[{}],"state":"TASK_RUNNING"}}"#,
+            &id[1..],
+            31000 + n
+        )
+    };
+    let broken_label = r#","HAPROXY_0_BACKEND_HEAD":"\nbackend {backend}\n  balance {balance}\n  mode {mode}\n  no-such-directive on\n""#;
+    let apps = format!(
+        r#"{{"apps":[{},{},{}]}}"#,
+        app("/good", good_port, ""),
+        app("/broken", bad_port, broken_label),
+        app("/other", other_port, "")
+    );
+    let tasks = format!(
+        r#"{{"tasks":[{},{},{}]}}"#,
+        task("/good", 1),
+        task("/broken", 2),
+        task("/other", 3)
+    );
+    marathon.set_state(&apps, &tasks);
+
+    let output = workspace.run(&marathon.url(), "true", &[]);
+    assert_exit(&output, 10);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("/broken") && stderr.contains("no-such-directive"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("/good (") && !stderr.contains("/other ("),
+        "{stderr}"
+    );
+    let config = fs::read_to_string(workspace.config()).unwrap();
+    assert!(config.contains(&format!("backend good_{good_port}")));
+    assert!(config.contains(&format!("backend other_{other_port}")));
+    assert!(
+        !config.contains("broken_"),
+        "the rejected app is left out:\n{config}"
+    );
+    assert_eq!(workspace.reload_count(), 1);
+}

@@ -38,6 +38,13 @@ pub enum FailureKind {
     Io(io::Error),
 }
 
+impl CommandError {
+    /// It ran to its end and said no (as opposed to not starting, hanging or breaking down).
+    pub fn ran_and_failed(&self) -> bool {
+        matches!(self.kind, FailureKind::Exit(_))
+    }
+}
+
 impl fmt::Display for CommandError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {

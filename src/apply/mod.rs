@@ -151,6 +151,58 @@ fn check_before_writing(
     Ok(None)
 }
 
+/// What `haproxy -c` said of a candidate checked with [`check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accepted,
+    /// Rejected; HAProxy's ALERT lines (the rest of its output is noise here).
+    Rejected {
+        alerts: String,
+    },
+}
+
+/// Validates a candidate without applying it: under the lock, with its companions in place for
+/// the check and put back afterwards, exactly as [`apply`] would validate it. Used to find the
+/// apps a rejected candidate can do without. A check that cannot run (HAProxy missing, timed
+/// out) is an error, not a rejection.
+pub fn check(candidate: &Candidate, config: &ApplyConfig) -> Result<Verdict> {
+    let _lock = lock::acquire(&config.lock_file, config.lock_timeout)?;
+    let path = &config.haproxy_config;
+    let live = Live::read(candidate, path)?;
+    let staged = write::stage(
+        path,
+        candidate.config.as_bytes(),
+        live.config.metadata.as_ref(),
+    )
+    .context(Failure::WriteFailed)?;
+    let mut swap = CompanionSwap::default();
+    for (previous, (_, content)) in live.companions.into_iter().zip(&candidate.companions) {
+        if !previous.holds(content.as_bytes()) {
+            if let Err(e) = swap.install(previous, content.as_bytes()) {
+                return Err(undo(e, &mut swap).context(Failure::WriteFailed));
+            }
+        }
+    }
+    let verdict = match validate(config, staged.path()) {
+        Ok(()) => Ok(Verdict::Accepted),
+        Err(error) if error.ran_and_failed() => {
+            let alerts: Vec<&str> = error
+                .stdout
+                .lines()
+                .chain(error.stderr.lines())
+                .filter(|line| line.contains("[ALERT]"))
+                .collect();
+            Ok(Verdict::Rejected {
+                alerts: alerts.join("\n"),
+            })
+        }
+        Err(error) => Err(anyhow::Error::new(error).context(Failure::ValidationFailed)),
+    };
+    swap.restore()
+        .context("putting the companion files back after a check")?;
+    verdict
+}
+
 /// `Deferred` when `--min-reload-interval` has not passed since the last recorded reload.
 fn deferral(config: &ApplyConfig, now: SystemTime) -> Option<Outcome> {
     let interval = config.min_reload_interval;
