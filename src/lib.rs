@@ -28,12 +28,21 @@ use crate::fetch::resolve::CachingResolver;
 /// resync period; the loops end on SIGTERM/SIGINT.
 pub fn run(config: &Config) -> Result<()> {
     let once = || {
-        run_once(
+        let outcome = run_once(
             config,
             &mut std::io::stdout().lock(),
             &mut std::io::stderr().lock(),
-        )
-        .map(drop)
+        )?;
+        // A deferred change is due at `until`: come back then, not only at the next tick.
+        Ok(match outcome {
+            Outcome::Deferred { until, .. } => Some(
+                until
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+                    + std::time::Duration::from_millis(10),
+            ),
+            _ => None,
+        })
     };
     match (&config.events, config.interval) {
         (Some(events), interval) => {
@@ -41,7 +50,7 @@ pub fn run(config: &Config) -> Result<()> {
             schedule::run_on_events(&config.fetch, events, resync, |_trigger| once())
         }
         (None, Some(interval)) => schedule::run_every(interval, once),
-        (None, None) => once(),
+        (None, None) => once().map(drop),
     }
 }
 

@@ -16,17 +16,30 @@ use crate::fetch::events::{self, StreamNews};
 
 use crate::log;
 
-/// Calls `run` now and then every `interval` until SIGTERM or SIGINT arrives.
-pub fn run_every(interval: Duration, mut run: impl FnMut() -> Result<()>) -> Result<()> {
+/// What a run asks of the loop: `Some(wait)` when it left a change for later
+/// (`--min-reload-interval`) and the next run should come within `wait`, sooner than the
+/// interval or the next event would bring it.
+pub type RunAgainWithin = Option<Duration>;
+
+/// Calls `run` now and then every `interval` (sooner when a run asks) until SIGTERM or SIGINT.
+pub fn run_every(
+    interval: Duration,
+    mut run: impl FnMut() -> Result<RunAgainWithin>,
+) -> Result<()> {
     let (stop_tx, stop_rx) = mpsc::channel();
     let signals = SignalWatcher::start(stop_tx)?;
     let result = loop {
         let started = Instant::now();
-        if let Err(error) = run() {
-            let message = format!("{error:#} (next try in {})", humanize(interval));
-            log::emit(log::Level::Error, &message, &[]);
+        let mut wait = interval;
+        match run() {
+            Ok(Some(again)) => wait = wait.min(again),
+            Ok(None) => {}
+            Err(error) => {
+                let message = format!("{error:#} (next try in {})", humanize(interval));
+                log::emit(log::Level::Error, &message, &[]);
+            }
         }
-        let wait = interval.saturating_sub(started.elapsed());
+        let wait = wait.saturating_sub(started.elapsed());
         match stop_rx.recv_timeout(wait) {
             Ok(reason) => {
                 let message = format!("{reason}, stopping");
@@ -65,7 +78,7 @@ pub fn run_on_events(
     fetch: &FetchConfig,
     events: &EventsConfig,
     interval: Duration,
-    run: impl FnMut(Trigger) -> Result<()>,
+    run: impl FnMut(Trigger) -> Result<RunAgainWithin>,
 ) -> Result<()> {
     let (stop_tx, stop_rx) = mpsc::channel();
     let signals = SignalWatcher::start(stop_tx)?;
@@ -98,7 +111,7 @@ pub fn run_on_events_until(
     interval: Duration,
     stop: mpsc::Receiver<String>,
     log: &mut dyn Write,
-    run: impl FnMut(Trigger) -> Result<()>,
+    run: impl FnMut(Trigger) -> Result<RunAgainWithin>,
 ) -> Result<()> {
     let (wake_tx, wakes) = mpsc::channel();
     let reader_tx = wake_tx.clone();
@@ -162,7 +175,7 @@ struct EventLoop<'a, R> {
     next_resync: Instant,
 }
 
-impl<R: FnMut(Trigger) -> Result<()>> EventLoop<'_, R> {
+impl<R: FnMut(Trigger) -> Result<RunAgainWithin>> EventLoop<'_, R> {
     fn serve(&mut self, wakes: &mpsc::Receiver<Wake>, startup_wait: Duration) -> Result<()> {
         let startup_deadline = Instant::now() + startup_wait;
         while self.stream == StreamState::Starting {
@@ -277,14 +290,18 @@ impl<R: FnMut(Trigger) -> Result<()>> EventLoop<'_, R> {
     fn run_now(&mut self, trigger: Trigger) {
         let started = Instant::now();
         self.burst = None;
-        if let Err(error) = (self.run)(trigger) {
-            let next = humanize(self.interval);
-            self.say(
-                log::Level::Error,
-                &format!("{error:#} (next try on the next event, or in {next})"),
-            );
-        }
         self.next_resync = started + self.interval;
+        match (self.run)(trigger) {
+            Ok(Some(again)) => self.next_resync = self.next_resync.min(Instant::now() + again),
+            Ok(None) => {}
+            Err(error) => {
+                let next = humanize(self.interval);
+                self.say(
+                    log::Level::Error,
+                    &format!("{error:#} (next try on the next event, or in {next})"),
+                );
+            }
+        }
     }
 
     fn stopped(&mut self, reason: &str) -> Result<()> {

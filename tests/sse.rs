@@ -104,7 +104,7 @@ impl Loop {
             let result =
                 run_on_events_until(&fetch, &events, interval, stop_rx, &mut loop_log, |why| {
                     runs_tx.send((Instant::now(), why)).ok();
-                    Ok(())
+                    Ok(None)
                 });
             done_tx.send(result).ok();
         });
@@ -584,81 +584,143 @@ fn only_one_redirect_is_followed() {
     assert_eq!(leader.request_count(EVENTS_PATH), 0);
 }
 
+/// One `/web` app whose task listens on `task_port`.
+fn web_state(task_port: u16) -> (String, String) {
+    let apps = r#"{"apps":[{"id":"/web","instances":1,"labels":{"HAPROXY_GROUP":"external","HAPROXY_0_MODE":"http"},"networks":[{"mode":"host"}],"portDefinitions":[{"port":10000,"protocol":"tcp"}],"healthChecks":[]}]}"#;
+    let tasks = format!(
+        r#"{{"tasks":[{{"id":"web.1","appId":"/web","host":"127.0.0.1","ports":[{task_port}],"state":"TASK_RUNNING"}}]}}"#
+    );
+    (apps.to_string(), tasks)
+}
+
+/// The binary with `--sse --interval 1h` (the resync an hour away) against `marathon`,
+/// writing into `dir`, with `extra` flags; reloads are counted in `dir/reloads.log`.
+struct SseBinary {
+    child: std::process::Child,
+    config: PathBuf,
+    reloads: PathBuf,
+}
+
+impl SseBinary {
+    fn start(marathon: &FakeMarathon, dir: &std::path::Path, extra: &[&str]) -> SseBinary {
+        let config = dir.join("haproxy.cfg");
+        let reloads = dir.join("reloads.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_haproxy-marathon-sync"))
+            .args([
+                "--marathon",
+                &marathon.url(),
+                "--group",
+                "external",
+                "--sse",
+            ])
+            .args([
+                "--interval",
+                "1h",
+                "--dont-bind-http-https",
+                "--skip-validation",
+            ])
+            .args(extra)
+            .arg("--haproxy-config")
+            .arg(&config)
+            .arg("--reload-command")
+            .arg(format!("echo reload >> '{}'", reloads.display()))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        SseBinary {
+            child,
+            config,
+            reloads,
+        }
+    }
+
+    fn reload_count(&self) -> usize {
+        std::fs::read_to_string(&self.reloads)
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn live(&self) -> String {
+        std::fs::read_to_string(&self.config).unwrap_or_default()
+    }
+
+    /// SIGTERM, a bounded wait, then whether it ended in time and what it wrote to stderr.
+    fn stop(mut self) -> (bool, String) {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let stopped = wait_for(|| self.child.try_wait().map_or(true, |s| s.is_some()));
+        if !stopped {
+            self.child.kill().ok();
+        }
+        self.child.wait().ok();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        (stopped, stderr)
+    }
+}
+
 /// The binary with `--sse` against the stand-in Marathon: an event makes it re-read Marathon and
 /// apply the new state (one more reload), with the resync an hour away.
 #[test]
 fn the_binary_applies_a_change_when_an_event_says_so() {
     let marathon = marathon();
-    let app = |task_port: u16| {
-        let apps = r#"{"apps":[{"id":"/web","instances":1,"labels":{"HAPROXY_GROUP":"external","HAPROXY_0_MODE":"http"},"networks":[{"mode":"host"}],"portDefinitions":[{"port":10000,"protocol":"tcp"}],"healthChecks":[]}]}"#;
-        let tasks = format!(
-            r#"{{"tasks":[{{"id":"web.1","appId":"/web","host":"127.0.0.1","ports":[{task_port}],"state":"TASK_RUNNING"}}]}}"#
-        );
-        (apps.to_string(), tasks)
-    };
-    let (apps, tasks) = app(31001);
+    let (apps, tasks) = web_state(31001);
     marathon.set_state(apps, tasks);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("haproxy.cfg");
-    let reloads = dir.path().join("reloads.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_haproxy-marathon-sync"))
-        .args([
-            "--marathon",
-            &marathon.url(),
-            "--group",
-            "external",
-            "--sse",
-        ])
-        .args([
-            "--interval",
-            "1h",
-            "--dont-bind-http-https",
-            "--skip-validation",
-        ])
-        .arg("--haproxy-config")
-        .arg(&config)
-        .arg("--reload-command")
-        .arg(format!("echo reload >> '{}'", reloads.display()))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let reload_count = || {
-        std::fs::read_to_string(&reloads)
-            .map(|text| text.lines().count())
-            .unwrap_or(0)
-    };
-    let live = || std::fs::read_to_string(&config).unwrap_or_default();
+    let binary = SseBinary::start(&marathon, dir.path(), &[]);
     let mut checks = Vec::new();
-    let first = wait_for(|| reload_count() == 1 && live().contains(":31001"));
+    let first = wait_for(|| binary.reload_count() == 1 && binary.live().contains(":31001"));
     checks.push(("the first run applied", first));
     if first {
         let opened = marathon.wait_for_streams_opened(1, PATIENCE);
         checks.push(("the stream opened", opened));
-        let (apps, tasks) = app(31002);
+        let (apps, tasks) = web_state(31002);
         marathon.set_state(apps, tasks);
         marathon.push_event("status_update_event", r#"{"taskStatus":"TASK_RUNNING"}"#);
-        let applied = wait_for(|| reload_count() == 2 && live().contains(":31002"));
+        let applied = wait_for(|| binary.reload_count() == 2 && binary.live().contains(":31002"));
         checks.push(("the event's run applied the new task", applied));
     }
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let stopped = wait_for(|| child.try_wait().map_or(true, |s| s.is_some()));
-    if !stopped {
-        child.kill().ok();
-    }
-    child.wait().ok();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let live = binary.live();
+    let (stopped, stderr) = binary.stop();
     for (what, held) in checks {
-        assert!(held, "{what}; live config:\n{}\nstderr:\n{stderr}", live());
+        assert!(held, "{what}; live config:\n{live}\nstderr:\n{stderr}");
     }
     assert!(stopped, "SIGTERM ended it:\n{stderr}");
-    assert!(!live().contains(":31001"), "{}", live());
+}
+
+/// `--min-reload-interval` holds an event's change back, and the loop comes back for it when
+/// the interval is over — without another event, long before the hourly resync.
+#[test]
+fn a_change_deferred_by_the_reload_interval_is_applied_when_it_is_due() {
+    let marathon = marathon();
+    let (apps, tasks) = web_state(31001);
+    marathon.set_state(apps, tasks);
+    let dir = tempfile::tempdir().unwrap();
+    let binary = SseBinary::start(&marathon, dir.path(), &["--min-reload-interval", "2s"]);
+    let mut checks = Vec::new();
+    let first = wait_for(|| binary.reload_count() == 1);
+    checks.push(("the first run applied", first));
+    if first && marathon.wait_for_streams_opened(1, PATIENCE) {
+        let (apps, tasks) = web_state(31002);
+        marathon.set_state(apps, tasks);
+        marathon.push_event("status_update_event", r#"{"taskStatus":"TASK_RUNNING"}"#);
+        let applied = wait_for(|| binary.reload_count() == 2 && binary.live().contains(":31002"));
+        checks.push(("the deferred change was applied when due", applied));
+    }
+    let (stopped, stderr) = binary.stop();
+    for (what, held) in checks {
+        assert!(held, "{what}; stderr:\n{stderr}");
+    }
+    assert!(
+        stderr.contains("change deferred until"),
+        "the deferral was logged:\n{stderr}"
+    );
+    assert!(stopped, "SIGTERM ended it:\n{stderr}");
 }
 
 /// Waits until `condition` holds, checking every [`POLL`]; false after [`PATIENCE`].
