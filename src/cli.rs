@@ -63,7 +63,8 @@ pub struct Args {
         long = "haproxy-config",
         value_name = "PATH",
         env = "HAPROXY_MARATHON_SYNC_HAPROXY_CONFIG",
-        default_value = config::DEFAULT_HAPROXY_CONFIG
+        default_value = config::DEFAULT_HAPROXY_CONFIG,
+        global = true
     )]
     pub haproxy_config: PathBuf,
 
@@ -337,6 +338,16 @@ pub struct Args {
     #[arg(long = "force", env = "HAPROXY_MARATHON_SYNC_FORCE")]
     pub force: bool,
 
+    /// Write a Prometheus textfile here at the end of every run (atomically; point
+    /// node_exporter's textfile collector at its directory): last run time and result, phase
+    /// durations, apps/backends/servers rendered, apps left out, and counters kept across runs.
+    #[arg(
+        long = "metrics-file",
+        value_name = "PATH",
+        env = "HAPROXY_MARATHON_SYNC_METRICS_FILE"
+    )]
+    pub metrics_file: Option<PathBuf>,
+
     /// How many previous live configs to keep as <config>.1 (newest) .. <config>.N.
     #[arg(
         long = "archive-versions",
@@ -387,6 +398,17 @@ pub struct Args {
 /// Subcommands; without one, the tool runs (once or on --interval).
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show what the runs for --haproxy-config left in their record: last run, last success,
+    /// last change applied, last error, counters, and the config's age.
+    Status {
+        /// Print the record as JSON instead.
+        #[arg(long = "json")]
+        json: bool,
+        /// Exit with status 11 when the last successful sync is older than DURATION (or there
+        /// was none): for monitoring checks.
+        #[arg(long = "check-age", value_name = "DURATION")]
+        check_age: Option<String>,
+    },
     /// Print a completion script for SHELL (bash, zsh, fish, elvish or powershell) to stdout.
     Completions {
         #[arg(value_enum, value_name = "SHELL")]
@@ -546,6 +568,7 @@ impl Args {
         config.apply.command_timeout =
             parse_duration(&self.command_timeout).context("--command-timeout")?;
         config.apply.archive_versions = self.archive_versions;
+        config.metrics_file = self.metrics_file;
         config.apply.haproxy_master_socket = self.haproxy_master_socket;
         config.apply.min_reload_interval =
             parse_duration(&self.min_reload_interval).context("--min-reload-interval")?;

@@ -183,6 +183,9 @@ pub struct Config {
     /// `--sse`: also run on Marathon's events; `interval` is then the period of the safety-net
     /// resync and of polling while the stream is down. Default: none (no event stream).
     pub events: Option<EventsConfig>,
+    /// `--metrics-file`: a Prometheus textfile rewritten atomically at the end of every run
+    /// (for node_exporter's textfile collector). Default: none.
+    pub metrics_file: Option<PathBuf>,
 }
 
 pub const DEFAULT_HAPROXY_CONFIG: &str = "/etc/haproxy/haproxy.cfg";
@@ -244,6 +247,7 @@ impl Config {
             },
             run_deadline: Duration::from_secs(50),
             interval: None,
+            metrics_file: None,
             events: None,
         }
     }

@@ -10,6 +10,7 @@ pub mod isolate;
 pub mod log;
 pub mod model;
 pub mod render;
+pub mod report;
 pub mod schedule;
 
 use std::io::Write;
@@ -56,21 +57,45 @@ pub fn run(config: &Config) -> Result<()> {
 
 /// One full run. Dry-run output goes to `out`; operator log lines (warnings, the summary) go to
 /// `log`, and below `debug` only when something changed, so an unchanged cron run prints
-/// nothing.
+/// nothing. Every run but a dry one is folded into the run record (`<config>.status`, read by
+/// `status`) and, with `--metrics-file`, into the Prometheus textfile.
 pub fn run_once(config: &Config, out: &mut dyn Write, log: &mut dyn Write) -> Result<Outcome> {
+    let mut report = report::RunReport::default();
+    let result = run_measured(config, out, log, &mut report);
+    if !config.apply.dry_run {
+        keep_record(config, &mut report, &result, log);
+    }
+    result
+}
+
+fn run_measured(
+    config: &Config,
+    out: &mut dyn Write,
+    log: &mut dyn Write,
+    report: &mut report::RunReport,
+) -> Result<Outcome> {
     let deadline = Instant::now() + config.run_deadline;
+    let phase = Instant::now();
     let state = fetch::fetch_state(&config.fetch, deadline)?;
+    report.phases.insert("fetch", phase.elapsed().as_secs_f64());
+    let phase = Instant::now();
     let resolver = CachingResolver::default();
     let (model, warnings) = model::build(&state.apps, &state.tasks, &config.model, &|host| {
         resolver.resolve(host)
     });
     let templates = render::Templates::load(&config.render).context(Failure::Template)?;
     let candidate = render_candidate(&model, &templates, config)?;
+    report
+        .phases
+        .insert("render", phase.elapsed().as_secs_f64());
+    report.apps_excluded = warnings.iter().filter(|w| w.label.is_some()).count();
     // Waiting for another run's lock must not carry this run past its deadline either.
     let mut apply_config = config.apply.clone();
     let time_left = deadline.saturating_duration_since(Instant::now());
     apply_config.lock_timeout = apply_config.lock_timeout.min(time_left);
-    let (outcome, excluded) = match apply::apply(&candidate, &apply_config, out) {
+    let mut timings = apply::Timings::default();
+    let first = apply::apply_timed(&candidate, &apply_config, out, &mut timings);
+    let (outcome, excluded, candidate) = match first {
         Err(error) if isolation_may_help(&error, &apply_config) => {
             let excluded = find_rejected_apps(&model, &templates, config, &apply_config).map_err(
                 |search| {
@@ -81,10 +106,27 @@ pub fn run_once(config: &Config, out: &mut dyn Write, log: &mut dyn Write) -> Re
             )?;
             let without = without_apps(&model, excluded.keys());
             let candidate = render_candidate(&without, &templates, config)?;
-            (apply::apply(&candidate, &apply_config, out)?, excluded)
+            let outcome = apply::apply_timed(&candidate, &apply_config, out, &mut timings)?;
+            (outcome, excluded, candidate)
         }
-        result => (result?, BTreeMap::new()),
+        result => (result?, BTreeMap::new(), candidate),
     };
+    report
+        .phases
+        .insert("validate", timings.validate.as_secs_f64());
+    report.phases.insert("write", timings.write.as_secs_f64());
+    report.phases.insert("reload", timings.reload.as_secs_f64());
+    let inventory = apply::Inventory::of(&candidate.config);
+    report.backends = inventory.backends.len();
+    report.servers = inventory.servers.len();
+    report.apps_excluded += excluded.len();
+    report.apps = model
+        .services
+        .iter()
+        .filter(|service| !service.backends.is_empty() && !excluded.contains_key(&service.app_id))
+        .map(|service| service.app_id.as_str())
+        .collect::<BTreeSet<_>>()
+        .len();
     let config_path = config.apply.haproxy_config.display().to_string();
     if outcome != Outcome::Unchanged || log::enabled(log::Level::Debug) {
         for failed in &state.failed_sources {
@@ -134,6 +176,119 @@ pub fn run_once(config: &Config, out: &mut dyn Write, log: &mut dyn Write) -> Re
             .context(Failure::AppliedWithExclusions);
     }
     Ok(outcome)
+}
+
+/// What `status` found.
+pub struct Status {
+    /// The text (or JSON) to print.
+    pub text: String,
+    /// False when `--check-age` was given and the last successful sync is older, or missing.
+    pub fresh: bool,
+}
+
+/// `status`: the run record of `haproxy_config`, as text or JSON; with `max_age`, whether the
+/// last successful sync is recent enough.
+pub fn status(
+    haproxy_config: &std::path::Path,
+    json: bool,
+    max_age: Option<std::time::Duration>,
+) -> Result<Status> {
+    let record_path = apply::record_path(haproxy_config);
+    let record: report::RunRecord = match apply::read_kept_file(&record_path)? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("reading the run record {}", record_path.display()))?,
+        None => report::RunRecord::default(),
+    };
+    let now = unix_now();
+    let age = record.success_age(now);
+    let fresh = match max_age {
+        Some(limit) => age.is_some_and(|age| age <= limit.as_secs_f64()),
+        None => true,
+    };
+    let text = if json {
+        let mut value = serde_json::to_value(&record).context("encoding the run record")?;
+        value["config"] = haproxy_config.display().to_string().into();
+        value["config_age_seconds"] = apply::file_age(haproxy_config)
+            .map(|age| age.as_secs_f64())
+            .into();
+        value["last_success_age_seconds"] = age.into();
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&value).context("encoding the run record")?
+        )
+    } else {
+        report::status_text(
+            &haproxy_config.display().to_string(),
+            &record,
+            apply::file_age(haproxy_config),
+            now,
+        )
+    };
+    Ok(Status { text, fresh })
+}
+
+/// Folds this run into the run record and, with `--metrics-file`, rewrites the metrics. A
+/// failure here is logged, never the run's failure: the change itself is done (or not).
+fn keep_record(
+    config: &Config,
+    report: &mut report::RunReport,
+    result: &Result<Outcome>,
+    log: &mut dyn Write,
+) {
+    report.ended_unix = unix_now();
+    match result {
+        Ok(outcome) => {
+            report.outcome = match outcome {
+                Outcome::Applied { .. } => "applied",
+                Outcome::Unchanged => "unchanged",
+                Outcome::Deferred { .. } => "deferred",
+                Outcome::DryRun => "dry-run",
+            }
+            .to_string();
+            report.reloaded = matches!(outcome, Outcome::Applied { .. });
+        }
+        Err(error) => {
+            let failure = error::classify(error);
+            report.error = Some(format!("{error:#}"));
+            if failure == Some(Failure::AppliedWithExclusions) {
+                report.outcome = "applied-with-exclusions".to_string();
+                report.reloaded = report.phases.get("reload").is_some_and(|s| *s > 0.0);
+            } else {
+                report.outcome = "failed".to_string();
+                report.failure = Some(report::failure_label(failure).to_string());
+                report.reloaded = report.phases.get("reload").is_some_and(|s| *s > 0.0);
+            }
+        }
+    }
+    let record_path = apply::record_path(&config.apply.haproxy_config);
+    let mut record = report::RunRecord::default();
+    let kept = apply::update_kept_file(&config.apply, &record_path, |previous| {
+        record = previous
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        record.record(report);
+        let mut text = serde_json::to_vec_pretty(&record).unwrap_or_default();
+        text.push(b'\n');
+        text
+    });
+    if let Err(error) = kept {
+        let message = format!("could not update the run record: {error:#}");
+        log::write(log, log::Level::Warn, &message, &[]);
+    }
+    if let Some(metrics_file) = &config.metrics_file {
+        let text = report::metrics_text(&record, report);
+        if let Err(error) = apply::write_kept_file(metrics_file, text.as_bytes()) {
+            let message = format!("could not write the metrics file: {error:#}");
+            log::write(log, log::Level::Warn, &message, &[]);
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// Renders the model into a candidate whose map files sit beside the config.

@@ -36,6 +36,8 @@ enum Exit {
     TooMuchRemoved = 9,
     /// HAProxy rejected some apps' sections: the rest was applied without them (each named).
     AppliedWithExclusions = 10,
+    /// `status --check-age`: the last successful sync is older than the limit, or there was none.
+    Stale = 11,
 }
 
 fn exit_for(failure: Option<Failure>) -> Exit {
@@ -52,11 +54,46 @@ fn exit_for(failure: Option<Failure>) -> Exit {
     }
 }
 
+/// `status`: prints the run record; exit 11 when `--check-age` finds it stale.
+fn status(haproxy_config: &std::path::Path, json: bool, check_age: Option<&str>) -> ExitCode {
+    let max_age = match check_age.map(cli::parse_duration).transpose() {
+        Ok(max_age) => max_age,
+        Err(error) => return fail(error.context("--check-age")),
+    };
+    match haproxy_marathon_sync::status(haproxy_config, json, max_age) {
+        Ok(found) => {
+            print!("{}", found.text);
+            if found.fresh {
+                ExitCode::from(Exit::Ok as u8)
+            } else {
+                let message = format!(
+                    "the last successful sync of {} is older than {} (or there was none)",
+                    haproxy_config.display(),
+                    check_age.unwrap_or_default()
+                );
+                log::emit(
+                    Level::Error,
+                    &message,
+                    &[("exit_code", (Exit::Stale as u8).into())],
+                );
+                ExitCode::from(Exit::Stale as u8)
+            }
+        }
+        Err(error) => fail(error),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Command::Completions { shell }) = args.command {
-        cli::write_completions(shell, &mut std::io::stdout().lock());
-        return ExitCode::from(Exit::Ok as u8);
+    match &args.command {
+        Some(Command::Completions { shell }) => {
+            cli::write_completions(*shell, &mut std::io::stdout().lock());
+            return ExitCode::from(Exit::Ok as u8);
+        }
+        Some(Command::Status { json, check_age }) => {
+            return status(&args.haproxy_config, *json, check_age.as_deref());
+        }
+        None => {}
     }
     let notes = match args.log_settings() {
         Ok((settings, notes)) => {

@@ -254,3 +254,158 @@ fn lines_carry_a_syslog_priority_only_when_stderr_is_the_journal_stream() {
         "{elsewhere}"
     );
 }
+
+/// The value of the sample `name{labels}` in a parsed textfile.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let found = scrape.samples.iter().find(|s| {
+        s.metric == name && label.is_none_or(|(key, value)| s.labels.get(key) == Some(value))
+    });
+    match found.map(|s| &s.value) {
+        Some(prometheus_parse::Value::Gauge(v))
+        | Some(prometheus_parse::Value::Counter(v))
+        | Some(prometheus_parse::Value::Untyped(v)) => *v,
+        other => panic!("no sample {name} {label:?}: {other:?}"),
+    }
+}
+
+fn scrape(path: &Path) -> prometheus_parse::Scrape {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines = text.lines().map(|line| Ok(line.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("a valid Prometheus textfile")
+}
+
+#[test]
+fn the_metrics_file_parses_and_carries_counters_across_runs() {
+    let workspace = Workspace::new();
+    let metrics = workspace
+        .dir
+        .path()
+        .join("metrics/haproxy_marathon_sync.prom");
+    std::fs::create_dir(metrics.parent().unwrap()).unwrap();
+    let flag = ["--metrics-file", metrics.to_str().unwrap()];
+    workspace.run(&flag);
+    let first = scrape(&metrics);
+    assert_eq!(
+        sample(&first, "haproxy_marathon_sync_runs_total", None),
+        1.0
+    );
+    assert_eq!(
+        sample(&first, "haproxy_marathon_sync_changes_applied_total", None),
+        1.0
+    );
+    assert_eq!(
+        sample(&first, "haproxy_marathon_sync_reloads_total", None),
+        1.0
+    );
+    assert_eq!(
+        sample(&first, "haproxy_marathon_sync_last_run_success", None),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &first,
+            "haproxy_marathon_sync_last_run_outcome",
+            Some(("outcome", "applied"))
+        ),
+        1.0
+    );
+    // The example cluster: /shop/web, /shop/api (two ports) and /data/postgres in group external.
+    assert_eq!(sample(&first, "haproxy_marathon_sync_apps", None), 3.0);
+    assert_eq!(sample(&first, "haproxy_marathon_sync_backends", None), 4.0);
+    assert_eq!(sample(&first, "haproxy_marathon_sync_servers", None), 7.0);
+    assert!(
+        sample(
+            &first,
+            "haproxy_marathon_sync_phase_duration_seconds",
+            Some(("phase", "fetch"))
+        ) > 0.0
+    );
+    assert!(
+        sample(
+            &first,
+            "haproxy_marathon_sync_last_run_timestamp_seconds",
+            None
+        ) > 1.7e9
+    );
+
+    workspace.run(&flag);
+    let failed = binary()
+        .args(["--marathon", "/nonexistent/snapshot", "--group", "external"])
+        .arg("--haproxy-config")
+        .arg(workspace.config())
+        .args(flag)
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(3));
+    let third = scrape(&metrics);
+    assert_eq!(
+        sample(&third, "haproxy_marathon_sync_runs_total", None),
+        3.0
+    );
+    assert_eq!(
+        sample(&third, "haproxy_marathon_sync_changes_applied_total", None),
+        1.0
+    );
+    assert_eq!(
+        sample(&third, "haproxy_marathon_sync_last_run_success", None),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &third,
+            "haproxy_marathon_sync_failures_total",
+            Some(("reason", "marathon_unavailable"))
+        ),
+        1.0
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(metrics.parent().unwrap())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "only the textfile, no temp files: {leftovers:?}"
+    );
+}
+
+#[test]
+fn status_shows_the_record_and_check_age_says_when_it_is_stale() {
+    let workspace = Workspace::new();
+    let status = |extra: &[&str]| {
+        binary()
+            .arg("status")
+            .arg("--haproxy-config")
+            .arg(workspace.config())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let never = status(&["--check-age", "5m"]);
+    assert_eq!(
+        never.status.code(),
+        Some(11),
+        "no sync yet is stale: {}",
+        text(&never.stderr)
+    );
+
+    workspace.run(&[]);
+    let shown = status(&[]);
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let shown = text(&shown.stdout);
+    assert!(
+        shown.contains("last run:") && shown.contains("applied"),
+        "{shown}"
+    );
+    assert!(shown.contains("last error:   none"), "{shown}");
+
+    let json: Value = serde_json::from_slice(&status(&["--json"]).stdout).unwrap();
+    assert_eq!(json["runs_total"], 1);
+    assert_eq!(json["last_outcome"], "applied");
+    assert!(json["last_success_age_seconds"].as_f64().unwrap() < 60.0);
+
+    assert_eq!(status(&["--check-age", "5m"]).status.code(), Some(0));
+    let strict = status(&["--check-age", "0s"]);
+    assert_eq!(strict.status.code(), Some(11), "{}", text(&strict.stderr));
+    assert!(text(&strict.stderr).contains("older than 0s"));
+}

@@ -24,7 +24,7 @@ mod write;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context, Result};
 
@@ -60,6 +60,17 @@ pub enum Outcome {
     Deferred { until: SystemTime, note: String },
 }
 
+/// How long the phases of one apply took (zero for a phase that did not run), for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// `haproxy -c` on the candidate.
+    pub validate: Duration,
+    /// Archiving, renaming into place and syncing.
+    pub write: Duration,
+    /// The reload (and, after a failure, the rollback and its reload).
+    pub reload: Duration,
+}
+
 /// Where a candidate that `haproxy -c` rejected is kept for inspection.
 pub fn rejected_path(haproxy_config: &Path) -> PathBuf {
     write::with_suffix(haproxy_config, ".rejected")
@@ -72,6 +83,16 @@ pub fn archive_path(haproxy_config: &Path, number: usize) -> PathBuf {
 
 /// Applies the candidate under the lock. Diff or dry-run output goes to `out`.
 pub fn apply(candidate: &Candidate, config: &ApplyConfig, out: &mut dyn Write) -> Result<Outcome> {
+    apply_timed(candidate, config, out, &mut Timings::default())
+}
+
+/// [`apply`], noting in `timings` how long each phase took.
+pub fn apply_timed(
+    candidate: &Candidate,
+    config: &ApplyConfig,
+    out: &mut dyn Write,
+    timings: &mut Timings,
+) -> Result<Outcome> {
     if config.dry_run {
         return preview(candidate, config, out);
     }
@@ -99,7 +120,7 @@ pub fn apply(candidate: &Candidate, config: &ApplyConfig, out: &mut dyn Write) -
         live.write_diffs(candidate, ("previous", "applied"), &mut applied_diff)
             .context("rendering the diff")?;
     }
-    let installed = install_and_reload(candidate, config, live)?;
+    let installed = install_and_reload(candidate, config, live, timings)?;
 
     // A rejected candidate from an earlier run is stale once a newer one went live.
     let _ = std::fs::remove_file(rejected_path(path));
@@ -149,6 +170,50 @@ fn check_before_writing(
             .context(Failure::ReloadFailed)?;
     }
     Ok(None)
+}
+
+/// Where the run record (`status`, metrics counters) is kept: `<config>.status`.
+pub fn record_path(haproxy_config: &Path) -> PathBuf {
+    write::with_suffix(haproxy_config, ".status")
+}
+
+/// How long ago `path` was last modified; `None` when it does not exist.
+pub fn file_age(path: &Path) -> Option<Duration> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    Some(
+        SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or_default(),
+    )
+}
+
+/// Reads a small file this tool keeps beside the config (run record); `None` when absent.
+pub fn read_kept_file(path: &Path) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Replaces a file atomically (temp file beside it, fsync, rename, fsync the directory), for
+/// the run record and the metrics file, which readers may open at any moment.
+pub fn write_kept_file(path: &Path, content: &[u8]) -> Result<()> {
+    let like = std::fs::metadata(path).ok();
+    write::replace(path, content, like.as_ref())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Runs `update` on a kept file's content under the run lock, so counters kept across runs are
+/// not lost to a concurrent run.
+pub fn update_kept_file(
+    config: &ApplyConfig,
+    path: &Path,
+    update: impl FnOnce(Option<Vec<u8>>) -> Vec<u8>,
+) -> Result<()> {
+    let _lock = lock::acquire(&config.lock_file, config.lock_timeout)?;
+    let updated = update(read_kept_file(path)?);
+    write_kept_file(path, &updated)
 }
 
 /// What `haproxy -c` said of a candidate checked with [`check`].
@@ -345,6 +410,7 @@ fn install_and_reload(
     candidate: &Candidate,
     config: &ApplyConfig,
     live: Live,
+    timings: &mut Timings,
 ) -> Result<Installed> {
     let path = &config.haproxy_config;
     let staged = write::stage(
@@ -369,7 +435,10 @@ fn install_and_reload(
     }
 
     if !config.skip_validation {
-        if let Err(mut e) = validate(config, staged.path()) {
+        let started = Instant::now();
+        let validated = validate(config, staged.path());
+        timings.validate = started.elapsed();
+        if let Err(mut e) = validated {
             let kept = keep_rejected(staged, path, &mut e);
             let e = anyhow::Error::new(e).context(format!(
                 "checking the candidate for {}; {kept}",
@@ -381,17 +450,22 @@ fn install_and_reload(
 
     // From here until the reload is settled, a killed run must leave a trace: the marker makes
     // the next run reload even when it finds the config unchanged.
+    let started = Instant::now();
     let written = state::mark_reload_pending(path)
         .and_then(|()| write::archive(&live.config, config.archive_versions))
         .and_then(|()| write::put_in_place(staged, path));
+    timings.write = started.elapsed();
     if let Err(e) = written {
         // A failed rename leaves the live file as it was: only the companions need undoing.
         let _ = state::clear_reload_pending(path);
         return Err(undo(e, &mut swap).context(Failure::WriteFailed));
     }
 
-    if let Err(e) = reload(config, "reload") {
+    let started = Instant::now();
+    let reloaded = reload(config, "reload");
+    if let Err(e) = reloaded {
         let rolled_back = roll_back(config, &live.config, &mut swap);
+        timings.reload = started.elapsed();
         let _ = record_reload(config);
         let e = match rolled_back {
             Ok(()) => e.context(format!(
@@ -409,6 +483,7 @@ fn install_and_reload(
         };
         return Err(e.context(Failure::ReloadFailed));
     }
+    timings.reload = started.elapsed();
     let warning = record_reload(config);
     let _ = state::clear_reload_pending(path);
     Ok(Installed {

@@ -1,0 +1,388 @@
+//! What runs leave for operators: the run record kept across runs (`<config>.status`, JSON:
+//! last run, last change, last error, counters), the Prometheus textfile of `--metrics-file`,
+//! and the `status` command's text. Pure: `lib.rs` measures, `apply` writes the files.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Failure;
+
+/// The facts of one run, measured by `lib.rs`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunReport {
+    /// When the run ended, in seconds since the Unix epoch.
+    pub ended_unix: f64,
+    /// `applied`, `unchanged`, `deferred`, `dry-run`, `applied-with-exclusions` or `failed`.
+    pub outcome: String,
+    /// The failure kind's metric label (`marathon_unavailable`, ...) when the run failed.
+    pub failure: Option<String>,
+    /// The one-line error when the run failed (or applied with exclusions).
+    pub error: Option<String>,
+    /// Seconds each phase took: fetch, render, validate, write, reload.
+    pub phases: BTreeMap<&'static str, f64>,
+    /// Apps with at least one rendered service.
+    pub apps: usize,
+    /// Backends and servers in the rendered candidate.
+    pub backends: usize,
+    pub servers: usize,
+    /// Apps left out: a label that did not parse, or rejected by HAProxy.
+    pub apps_excluded: usize,
+    /// Whether this run reloaded HAProxy.
+    pub reloaded: bool,
+}
+
+/// What runs remember of each other, kept in `<config>.status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunRecord {
+    pub last_run_unix: Option<f64>,
+    pub last_outcome: Option<String>,
+    /// The last run that read Marathon and left HAProxy running what it says (applied or
+    /// unchanged).
+    pub last_success_unix: Option<f64>,
+    pub last_change_unix: Option<f64>,
+    pub last_error_unix: Option<f64>,
+    pub last_error: Option<String>,
+    pub runs_total: u64,
+    pub changes_applied_total: u64,
+    pub reloads_total: u64,
+    /// Failed runs by failure kind (`other` for unclassified errors).
+    pub failures_total: BTreeMap<String, u64>,
+}
+
+impl RunRecord {
+    /// Folds one run into the record.
+    pub fn record(&mut self, run: &RunReport) {
+        self.last_run_unix = Some(run.ended_unix);
+        self.last_outcome = Some(run.outcome.clone());
+        self.runs_total += 1;
+        match run.outcome.as_str() {
+            "applied" | "applied-with-exclusions" => {
+                self.changes_applied_total += 1;
+                self.last_change_unix = Some(run.ended_unix);
+                self.last_success_unix = Some(run.ended_unix);
+            }
+            "unchanged" | "deferred" => self.last_success_unix = Some(run.ended_unix),
+            _ => {}
+        }
+        if run.reloaded {
+            self.reloads_total += 1;
+        }
+        if let Some(failure) = &run.failure {
+            *self.failures_total.entry(failure.clone()).or_default() += 1;
+        }
+        if let Some(error) = &run.error {
+            self.last_error_unix = Some(run.ended_unix);
+            self.last_error = Some(error.clone());
+        }
+    }
+
+    /// Seconds since the last successful sync, or `None` when there was none.
+    pub fn success_age(&self, now_unix: f64) -> Option<f64> {
+        self.last_success_unix.map(|at| (now_unix - at).max(0.0))
+    }
+}
+
+/// The metric label of a failure kind.
+pub fn failure_label(failure: Option<Failure>) -> &'static str {
+    match failure {
+        None => "other",
+        Some(Failure::MarathonUnavailable) => "marathon_unavailable",
+        Some(Failure::Template) => "template",
+        Some(Failure::LockTimeout) => "lock_timeout",
+        Some(Failure::ValidationFailed) => "validation_failed",
+        Some(Failure::WriteFailed) => "write_failed",
+        Some(Failure::ReloadFailed) => "reload_failed",
+        Some(Failure::TooMuchRemoved) => "too_much_removed",
+        Some(Failure::AppliedWithExclusions) => "apps_excluded",
+    }
+}
+
+const PREFIX: &str = "haproxy_marathon_sync";
+
+/// The Prometheus text exposition of the last run and the counters kept across runs.
+pub fn metrics_text(record: &RunRecord, run: &RunReport) -> String {
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP {PREFIX}_{name} {help}");
+        let _ = writeln!(out, "# TYPE {PREFIX}_{name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{PREFIX}_{name}{labels} {value}");
+        }
+    };
+    let plain = |value: f64| vec![(String::new(), value)];
+    gauge(
+        "last_run_timestamp_seconds",
+        "Unix time the last run ended.",
+        "gauge",
+        &plain(run.ended_unix),
+    );
+    gauge(
+        "last_run_success",
+        "1 when the last run succeeded (applied, unchanged or deferred), else 0.",
+        "gauge",
+        &plain(if run.failure.is_none() { 1.0 } else { 0.0 }),
+    );
+    let outcomes = [
+        "applied",
+        "unchanged",
+        "deferred",
+        "dry-run",
+        "applied-with-exclusions",
+        "failed",
+    ];
+    let outcome_samples: Vec<(String, f64)> = outcomes
+        .iter()
+        .map(|o| {
+            (
+                format!("{{outcome=\"{o}\"}}"),
+                f64::from(u8::from(run.outcome == *o)),
+            )
+        })
+        .collect();
+    gauge(
+        "last_run_outcome",
+        "The last run's outcome (1 for the one that happened).",
+        "gauge",
+        &outcome_samples,
+    );
+    if let Some(at) = record.last_success_unix {
+        gauge(
+            "last_success_timestamp_seconds",
+            "Unix time of the last successful sync.",
+            "gauge",
+            &plain(at),
+        );
+    }
+    if let Some(at) = record.last_change_unix {
+        gauge(
+            "last_change_timestamp_seconds",
+            "Unix time a change was last applied.",
+            "gauge",
+            &plain(at),
+        );
+    }
+    let phases: Vec<(String, f64)> = ["fetch", "render", "validate", "write", "reload"]
+        .iter()
+        .map(|phase| {
+            let seconds = run.phases.get(phase).copied().unwrap_or(0.0);
+            (format!("{{phase=\"{phase}\"}}"), seconds)
+        })
+        .collect();
+    gauge(
+        "phase_duration_seconds",
+        "Seconds each phase of the last run took (0 when it did not run).",
+        "gauge",
+        &phases,
+    );
+    gauge(
+        "apps",
+        "Apps rendered by the last run.",
+        "gauge",
+        &plain(run.apps as f64),
+    );
+    gauge(
+        "backends",
+        "Backends in the last rendered configuration.",
+        "gauge",
+        &plain(run.backends as f64),
+    );
+    gauge(
+        "servers",
+        "Servers in the last rendered configuration.",
+        "gauge",
+        &plain(run.servers as f64),
+    );
+    gauge(
+        "apps_excluded",
+        "Apps the last run left out (a label that does not parse, or rejected by HAProxy).",
+        "gauge",
+        &plain(run.apps_excluded as f64),
+    );
+    gauge(
+        "runs_total",
+        "Runs so far.",
+        "counter",
+        &plain(record.runs_total as f64),
+    );
+    gauge(
+        "changes_applied_total",
+        "Runs that applied a change.",
+        "counter",
+        &plain(record.changes_applied_total as f64),
+    );
+    gauge(
+        "reloads_total",
+        "HAProxy reloads asked for.",
+        "counter",
+        &plain(record.reloads_total as f64),
+    );
+    let failures: Vec<(String, f64)> = [
+        "marathon_unavailable",
+        "template",
+        "lock_timeout",
+        "validation_failed",
+        "write_failed",
+        "reload_failed",
+        "too_much_removed",
+        "apps_excluded",
+        "other",
+    ]
+    .iter()
+    .map(|reason| {
+        let count = record.failures_total.get(*reason).copied().unwrap_or(0);
+        (format!("{{reason=\"{reason}\"}}"), count as f64)
+    })
+    .collect();
+    gauge(
+        "failures_total",
+        "Failed runs by reason.",
+        "counter",
+        &failures,
+    );
+    out
+}
+
+/// `status`: the record and the config's age, for a person.
+pub fn status_text(
+    config: &str,
+    record: &RunRecord,
+    config_age: Option<Duration>,
+    now_unix: f64,
+) -> String {
+    let when = |at: Option<f64>| match at {
+        Some(at) => format!("{} ({} ago)", utc(at), humanize((now_unix - at).max(0.0))),
+        None => "never".to_string(),
+    };
+    let mut out = String::new();
+    let age = config_age.map_or("missing".to_string(), |age| {
+        format!("last written {} ago", humanize(age.as_secs_f64()))
+    });
+    let _ = writeln!(out, "config:       {config} ({age})");
+    let outcome = record.last_outcome.as_deref().unwrap_or("-");
+    let _ = writeln!(
+        out,
+        "last run:     {}, {outcome}",
+        when(record.last_run_unix)
+    );
+    let _ = writeln!(out, "last success: {}", when(record.last_success_unix));
+    let _ = writeln!(out, "last change:  {}", when(record.last_change_unix));
+    match &record.last_error {
+        Some(error) => {
+            let _ = writeln!(
+                out,
+                "last error:   {}: {error}",
+                when(record.last_error_unix)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "last error:   none");
+        }
+    }
+    let failures: Vec<String> = record
+        .failures_total
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "counters:     runs {}, changes {}, reloads {}, failures {}",
+        record.runs_total,
+        record.changes_applied_total,
+        record.reloads_total,
+        if failures.is_empty() {
+            "0".to_string()
+        } else {
+            failures.join(" ")
+        }
+    );
+    out
+}
+
+/// `2026-11-25T10:40:00Z`.
+pub fn utc(unix: f64) -> String {
+    let secs = unix.max(0.0) as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn humanize(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(outcome: &str, failure: Option<&str>) -> RunReport {
+        RunReport {
+            ended_unix: 1_764_067_200.0,
+            outcome: outcome.to_string(),
+            failure: failure.map(str::to_string),
+            error: failure.map(|f| format!("{f} happened")),
+            reloaded: outcome == "applied",
+            ..RunReport::default()
+        }
+    }
+
+    #[test]
+    fn the_record_counts_runs_changes_reloads_and_failures() {
+        let mut record = RunRecord::default();
+        record.record(&run("applied", None));
+        record.record(&run("unchanged", None));
+        record.record(&run("failed", Some("marathon_unavailable")));
+        record.record(&run("failed", Some("marathon_unavailable")));
+        assert_eq!(record.runs_total, 4);
+        assert_eq!(record.changes_applied_total, 1);
+        assert_eq!(record.reloads_total, 1);
+        assert_eq!(record.failures_total["marathon_unavailable"], 2);
+        assert_eq!(
+            record.last_error.as_deref(),
+            Some("marathon_unavailable happened")
+        );
+        assert_eq!(record.last_outcome.as_deref(), Some("failed"));
+        assert_eq!(record.success_age(1_764_067_260.0), Some(60.0));
+    }
+
+    #[test]
+    fn a_record_from_an_older_version_still_reads() {
+        let record: RunRecord =
+            serde_json::from_str(r#"{"runs_total":3,"future_field":1}"#).unwrap();
+        assert_eq!(record.runs_total, 3);
+    }
+
+    #[test]
+    fn utc_times_are_iso_8601() {
+        assert_eq!(utc(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_764_067_200.0), "2025-11-25T10:40:00Z");
+        assert_eq!(utc(951_782_400.0), "2000-02-29T00:00:00Z");
+    }
+}
