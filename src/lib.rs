@@ -28,9 +28,10 @@ use crate::fetch::resolve::CachingResolver;
 /// Runs once, every `--interval`, or (`--sse`) on Marathon's events with `--interval` as the
 /// resync period; the loops end on SIGTERM/SIGINT.
 pub fn run(config: &Config) -> Result<()> {
-    let once = || {
-        let outcome = run_once(
+    let once = |event_stream_up: Option<bool>| {
+        let outcome = run_once_with(
             config,
+            event_stream_up,
             &mut std::io::stdout().lock(),
             &mut std::io::stderr().lock(),
         )?;
@@ -48,10 +49,12 @@ pub fn run(config: &Config) -> Result<()> {
     match (&config.events, config.interval) {
         (Some(events), interval) => {
             let resync = interval.unwrap_or(config::DEFAULT_SSE_RESYNC_INTERVAL);
-            schedule::run_on_events(&config.fetch, events, resync, |_trigger| once())
+            schedule::run_on_events(&config.fetch, events, resync, |trigger| {
+                once(trigger.event_stream_up())
+            })
         }
-        (None, Some(interval)) => schedule::run_every(interval, once),
-        (None, None) => once().map(drop),
+        (None, Some(interval)) => schedule::run_every(interval, || once(None)),
+        (None, None) => once(None).map(drop),
     }
 }
 
@@ -60,7 +63,21 @@ pub fn run(config: &Config) -> Result<()> {
 /// nothing. Every run but a dry one is folded into the run record (`<config>.status`, read by
 /// `status`) and, with `--metrics-file`, into the Prometheus textfile.
 pub fn run_once(config: &Config, out: &mut dyn Write, log: &mut dyn Write) -> Result<Outcome> {
-    let mut report = report::RunReport::default();
+    run_once_with(config, None, out, log)
+}
+
+/// [`run_once`] in the `--sse` loop, which knows whether the event stream is up (recorded for
+/// `status` and the metrics).
+pub fn run_once_with(
+    config: &Config,
+    event_stream_up: Option<bool>,
+    out: &mut dyn Write,
+    log: &mut dyn Write,
+) -> Result<Outcome> {
+    let mut report = report::RunReport {
+        event_stream_up,
+        ..report::RunReport::default()
+    };
     let result = run_measured(config, out, log, &mut report);
     if !config.apply.dry_run {
         keep_record(config, &mut report, &result, log);

@@ -32,6 +32,9 @@ pub struct RunReport {
     pub apps_excluded: usize,
     /// Whether this run reloaded HAProxy.
     pub reloaded: bool,
+    /// `--sse`: whether Marathon's event stream was up (false: polling in its place); `None`
+    /// outside `--sse` or before the stream's first word.
+    pub event_stream_up: Option<bool>,
 }
 
 /// What runs remember of each other, kept in `<config>.status`.
@@ -51,6 +54,8 @@ pub struct RunRecord {
     pub reloads_total: u64,
     /// Failed runs by failure kind (`other` for unclassified errors).
     pub failures_total: BTreeMap<String, u64>,
+    /// `--sse`: whether the event stream was up at the last run that knew.
+    pub event_stream_up: Option<bool>,
 }
 
 impl RunRecord {
@@ -70,6 +75,9 @@ impl RunRecord {
         }
         if run.reloaded {
             self.reloads_total += 1;
+        }
+        if run.event_stream_up.is_some() {
+            self.event_stream_up = run.event_stream_up;
         }
         if let Some(failure) = &run.failure {
             *self.failures_total.entry(failure.clone()).or_default() += 1;
@@ -202,6 +210,14 @@ pub fn metrics_text(record: &RunRecord, run: &RunReport) -> String {
         "gauge",
         &plain(run.apps_excluded as f64),
     );
+    if let Some(up) = record.event_stream_up {
+        gauge(
+            "event_stream_up",
+            "--sse: 1 while Marathon's event stream is up, 0 while polling in its place.",
+            "gauge",
+            &plain(f64::from(u8::from(up))),
+        );
+    }
     gauge(
         "runs_total",
         "Runs so far.",
@@ -281,6 +297,15 @@ pub fn status_text(
         None => {
             let _ = writeln!(out, "last error:   none");
         }
+    }
+    match record.event_stream_up {
+        Some(true) => {
+            let _ = writeln!(out, "event stream: up");
+        }
+        Some(false) => {
+            let _ = writeln!(out, "event stream: down, polling at --interval");
+        }
+        None => {}
     }
     let failures: Vec<String> = record
         .failures_total
@@ -370,6 +395,22 @@ mod tests {
         );
         assert_eq!(record.last_outcome.as_deref(), Some("failed"));
         assert_eq!(record.success_age(1_764_067_260.0), Some(60.0));
+        assert_eq!(record.event_stream_up, None);
+        let mut polling = run("unchanged", None);
+        polling.event_stream_up = Some(false);
+        record.record(&polling);
+        record.record(&run("unchanged", None));
+        assert_eq!(
+            record.event_stream_up,
+            Some(false),
+            "a run that does not know keeps it"
+        );
+        let text = metrics_text(&record, &polling);
+        assert!(
+            text.contains("haproxy_marathon_sync_event_stream_up 0\n"),
+            "{text}"
+        );
+        assert!(status_text("/x", &record, None, 0.0).contains("event stream: down"));
     }
 
     #[test]

@@ -71,6 +71,18 @@ pub enum Trigger {
     Polling,
 }
 
+impl Trigger {
+    /// Whether the event stream was up when this run started: `None` for the first run, which
+    /// comes before or without the stream's first word.
+    pub fn event_stream_up(self) -> Option<bool> {
+        match self {
+            Trigger::Startup => None,
+            Trigger::Polling => Some(false),
+            Trigger::Events | Trigger::StreamOpened | Trigger::Resync => Some(true),
+        }
+    }
+}
+
 /// `--sse`: calls `run` once the event stream has answered (or failed to), then after every
 /// burst of relevant events, on every reopening of the stream, and at least every `interval`,
 /// until SIGTERM or SIGINT. Log lines go to stderr.
