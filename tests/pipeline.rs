@@ -494,3 +494,78 @@ fn an_app_haproxy_rejects_is_left_out_and_the_rest_applied_with_exit_10() {
     );
     assert_eq!(workspace.reload_count(), 1);
 }
+
+/// Issue 4's proof through the binary: a real master-worker HAProxy under constant load while
+/// the binary, run once per Marathon change, applies 50 server-set changes and reloads through
+/// the master CLI. No request may fail.
+#[test]
+fn fifty_changes_through_the_binary_under_load_fail_no_request() {
+    const CHANGES: usize = 50;
+    let workspace = Workspace::new();
+    // What our default head carries for hitless reloads, minus the system paths a test avoids.
+    fs::write(
+        workspace.dir.path().join("templates/HAPROXY_HEAD"),
+        "global\n  hard-stop-after 10s\n\ndefaults\n  mode http\n  retries 3\n  \
+         option redispatch\n  option http-server-close\n  option idle-close-on-response\n  \
+         timeout connect 3s\n  timeout client 30s\n  timeout server 30s\n  \
+         timeout http-keep-alive 1s\n  timeout http-request 15s\n",
+    )
+    .unwrap();
+    let backends: Vec<Backend> = ["A", "B", "C", "D"].map(Backend::start).into();
+    let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
+    // A window sliding over the backends, alternately 2 and 3 wide: every change adds and
+    // removes servers.
+    let window = |i: usize| -> Vec<u16> { (0..2 + i % 2).map(|k| ports[(i + k) % 4]).collect() };
+    let service_port = free_port();
+    let marathon = FakeMarathon::start();
+    let (apps, tasks) = web_app(service_port, &window(0));
+    marathon.set_state(&apps, &tasks);
+    assert_exit(&workspace.run(&marathon.url(), "true", &[]), 0);
+    let haproxy = Haproxy::start(
+        &workspace.config(),
+        &workspace.dir.path().join("run"),
+        service_port,
+    );
+    let socket = haproxy.master_socket.display().to_string();
+
+    let load = support::load::Load::start(service_port, 4, 2, Duration::from_secs(300));
+    assert!(wait_for(Duration::from_secs(10), || backends
+        .iter()
+        .any(|b| b.served() > 0)));
+    for i in 1..=CHANGES {
+        let (apps, tasks) = web_app(service_port, &window(i));
+        marathon.set_state(&apps, &tasks);
+        let output = workspace.run(
+            &marathon.url(),
+            "false",
+            &["--haproxy-master-socket", &socket],
+        );
+        assert_exit(&output, 0);
+    }
+    let tally = load.stop();
+    eprintln!(
+        "through the binary: {} requests, {} failed, {} non-200, {CHANGES} changes; per backend {:?}",
+        tally.requests, tally.failures, tally.non_200, tally.by_body
+    );
+    assert_eq!(
+        haproxy.reloads(),
+        Some(CHANGES as u32),
+        "{}",
+        haproxy.show_proc()
+    );
+    assert_eq!(
+        (tally.failures, tally.non_200),
+        (0, 0),
+        "{}",
+        tally.described.join("\n")
+    );
+    assert!(
+        tally.requests >= 200,
+        "too little load to mean anything: {tally:?}"
+    );
+    assert_eq!(
+        workspace.reload_count(),
+        1,
+        "the master socket, not the reload command, reloads"
+    );
+}
