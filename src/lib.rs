@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod fetch;

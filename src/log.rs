@@ -19,7 +19,7 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use anyhow::{bail, Result};
 use serde_json::Value;
@@ -171,7 +171,7 @@ fn format_line(
             // Written by hand so time, level and msg come first whatever serde_json's map order.
             let mut line = format!(
                 "{prefix}{{\"time\":\"{}\",\"level\":\"{}\",\"msg\":{}",
-                rfc3339_utc(now),
+                crate::clock::utc_millis(now),
                 level.name(),
                 Value::String(msg)
             );
@@ -211,45 +211,10 @@ fn under_journald() -> bool {
     })
 }
 
-/// `2026-11-25T10:16:12.123Z`.
-fn rfc3339_utc(time: SystemTime) -> String {
-    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let seconds = since_epoch.as_secs();
-    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60,
-        since_epoch.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn levels_accept_marathon_lb_names_in_any_case() {
@@ -304,19 +269,5 @@ mod tests {
         assert_eq!(object["msg"], "applied");
         assert_eq!(object["servers"], 3);
         assert_eq!(object["config"], "/etc/haproxy/haproxy.cfg");
-    }
-
-    #[test]
-    fn dates_convert_across_leap_years_and_centuries() {
-        let cases = [
-            (0, (1970, 1, 1)),
-            (11_016, (2000, 2, 29)),
-            (11_017, (2000, 3, 1)),
-            (-1, (1969, 12, 31)),
-            (20_517, (2026, 3, 5)),
-        ];
-        for (days, expected) in cases {
-            assert_eq!(civil_from_days(days), expected, "{days}");
-        }
     }
 }

@@ -234,20 +234,7 @@ pub fn check(candidate: &Candidate, config: &ApplyConfig) -> Result<Verdict> {
     let _lock = lock::acquire(&config.lock_file, config.lock_timeout)?;
     let path = &config.haproxy_config;
     let live = Live::read(candidate, path)?;
-    let staged = write::stage(
-        path,
-        candidate.config.as_bytes(),
-        live.config.metadata.as_ref(),
-    )
-    .context(Failure::WriteFailed)?;
-    let mut swap = CompanionSwap::default();
-    for (previous, (_, content)) in live.companions.into_iter().zip(&candidate.companions) {
-        if !previous.holds(content.as_bytes()) {
-            if let Err(e) = swap.install(previous, content.as_bytes()) {
-                return Err(undo(e, &mut swap).context(Failure::WriteFailed));
-            }
-        }
-    }
+    let (staged, mut swap) = stage_with_companions(candidate, path, &live.config, live.companions)?;
     let verdict = match validate(config, staged.path()) {
         Ok(()) => Ok(Verdict::Accepted),
         Err(error) if error.ran_and_failed() => {
@@ -413,26 +400,11 @@ fn install_and_reload(
     timings: &mut Timings,
 ) -> Result<Installed> {
     let path = &config.haproxy_config;
-    let staged = write::stage(
-        path,
-        candidate.config.as_bytes(),
-        live.config.metadata.as_ref(),
-    )
-    .context(Failure::WriteFailed)?;
-
-    // Companions (map files) are referenced by the config at their live paths, so `haproxy -c`
-    // only sees the candidate's maps if they are already in place. Swapping them in before
-    // validating is safe: HAProxy reads map files only when it starts or reloads, and every path
-    // below that does not end in a successful reload puts the previous ones back first.
-    let mut swap = CompanionSwap::default();
-    for (previous, (_, content)) in live.companions.into_iter().zip(&candidate.companions) {
-        if previous.holds(content.as_bytes()) {
-            continue;
-        }
-        if let Err(e) = swap.install(previous, content.as_bytes()) {
-            return Err(undo(e, &mut swap).context(Failure::WriteFailed));
-        }
-    }
+    let Live {
+        config: live_config,
+        companions,
+    } = live;
+    let (staged, mut swap) = stage_with_companions(candidate, path, &live_config, companions)?;
 
     if !config.skip_validation {
         let started = Instant::now();
@@ -452,7 +424,7 @@ fn install_and_reload(
     // the next run reload even when it finds the config unchanged.
     let started = Instant::now();
     let written = state::mark_reload_pending(path)
-        .and_then(|()| write::archive(&live.config, config.archive_versions))
+        .and_then(|()| write::archive(&live_config, config.archive_versions))
         .and_then(|()| write::put_in_place(staged, path));
     timings.write = started.elapsed();
     if let Err(e) = written {
@@ -464,7 +436,7 @@ fn install_and_reload(
     let started = Instant::now();
     let reloaded = reload(config, "reload");
     if let Err(e) = reloaded {
-        let rolled_back = roll_back(config, &live.config, &mut swap);
+        let rolled_back = roll_back(config, &live_config, &mut swap);
         timings.reload = started.elapsed();
         let _ = record_reload(config);
         let e = match rolled_back {
@@ -490,6 +462,37 @@ fn install_and_reload(
         companions: swap.len(),
         warning,
     })
+}
+
+/// Writes the candidate config to a temp file beside the live one and puts its companions in
+/// place, ready for `haproxy -c`.
+///
+/// Companions (map files) are referenced by the config at their live paths, so `haproxy -c`
+/// only sees the candidate's maps if they are already in place. Swapping them in before
+/// validating is safe: HAProxy reads map files only when it starts or reloads, and every path
+/// that does not end in a successful reload puts the previous ones back (`CompanionSwap`).
+fn stage_with_companions(
+    candidate: &Candidate,
+    path: &Path,
+    live_config: &LiveFile,
+    live_companions: Vec<LiveFile>,
+) -> Result<(tempfile::NamedTempFile, CompanionSwap)> {
+    let staged = write::stage(
+        path,
+        candidate.config.as_bytes(),
+        live_config.metadata.as_ref(),
+    )
+    .context(Failure::WriteFailed)?;
+    let mut swap = CompanionSwap::default();
+    for (previous, (_, content)) in live_companions.into_iter().zip(&candidate.companions) {
+        if previous.holds(content.as_bytes()) {
+            continue;
+        }
+        if let Err(e) = swap.install(previous, content.as_bytes()) {
+            return Err(undo(e, &mut swap).context(Failure::WriteFailed));
+        }
+    }
+    Ok((staged, swap))
 }
 
 /// `<haproxy_bin> -c -f <candidate>`, bounded by the command timeout.
