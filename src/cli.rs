@@ -259,7 +259,8 @@ pub struct Args {
     pub marathon_ca_cert: Option<PathBuf>,
 
     /// Keep running: one run every DURATION (e.g. 5s, 1m). Errors are logged and the loop goes
-    /// on; SIGTERM or SIGINT ends it between runs.
+    /// on; SIGTERM or SIGINT ends it between runs. With --sse it is the full-resync period
+    /// (default 5m there).
     #[arg(
         long = "interval",
         value_name = "DURATION",
