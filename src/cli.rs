@@ -368,12 +368,7 @@ impl Args {
             .collect();
         config.render.global_default_options =
             environment.get("HAPROXY_GLOBAL_DEFAULT_OPTIONS").cloned();
-        config.render.ssl_certs = self
-            .ssl_certs
-            .split(',')
-            .map(str::to_string)
-            .filter(|cert| !cert.is_empty())
-            .collect();
+        config.render.ssl_certs = ssl_cert_list(&self.ssl_certs);
         config.render.bind_http_https = !self.dont_bind_http_https;
         config.render.group_https_by_vhost = self.group_https_by_vhost;
         config.render.haproxy_map = self.haproxy_map;
@@ -393,6 +388,16 @@ impl Args {
         config.apply.diff = self.diff;
         Ok(config)
     }
+}
+
+/// `--ssl-certs` as marathon-lb splits it: an empty value means the default (an empty list
+/// here), otherwise every comma-separated entry counts, empty ones included (`a.pem,` renders
+/// `crt a.pem crt `, which HAProxy then refuses, as it refused marathon-lb's).
+fn ssl_cert_list(value: &str) -> Vec<String> {
+    if value.is_empty() {
+        return Vec::new();
+    }
+    value.split(',').map(str::to_string).collect()
 }
 
 /// A URL has a scheme; anything else is a snapshot directory.
@@ -500,6 +505,17 @@ mod tests {
                 MarathonSource::Url("http://b:8080".into()),
                 MarathonSource::Snapshot("/srv/snap".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn ssl_certs_split_like_marathon_lb_keeping_empty_entries() {
+        let certs = |value: &str| parse(&["--group", "x", "--ssl-certs", value]).unwrap();
+        assert_eq!(certs("/a.pem,").render.ssl_certs, vec!["/a.pem", ""]);
+        assert_eq!(certs(",/a.pem").render.ssl_certs, vec!["", "/a.pem"]);
+        assert!(
+            certs("").render.ssl_certs.is_empty(),
+            "empty means the default"
         );
     }
 
