@@ -53,6 +53,7 @@ pub fn run_once(config: &Config, out: &mut dyn Write, log: &mut dyn Write) -> Re
     });
     let templates = render::Templates::load(&config.render).context(Failure::Template)?;
     let rendered = render::render(&model, &templates, &config.render)?;
+    let warnings: Vec<model::Warning> = warnings.into_iter().chain(rendered.warnings).collect();
     let config_dir = config
         .apply
         .haproxy_config

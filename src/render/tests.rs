@@ -426,3 +426,77 @@ fn reference_lists_every_section() {
         assert!(reference.contains(&format!("### `{}`", def.full_name())));
     }
 }
+
+#[test]
+fn app_with_an_unformattable_template_label_is_left_out_with_a_warning() {
+    let config = render_config(None);
+    let templates = Templates::load(&config).unwrap();
+    let mut broken = service();
+    broken.app_id = "/broken".to_string();
+    broken
+        .template_labels
+        .insert("BACKEND_HEAD".to_string(), "backend {nope}\n".to_string());
+    let mut sibling = broken.clone();
+    sibling.service_port = 10001;
+    sibling.template_labels.clear();
+    let model = Model {
+        services: vec![broken, sibling, service()],
+    };
+    let rendered = render(&model, &templates, &config).unwrap();
+    assert!(rendered.config.contains("\nbackend shop_web_10000\n"));
+    assert!(
+        !rendered.config.contains("broken"),
+        "every service of the app is left out:\n{}",
+        rendered.config
+    );
+    assert_eq!(rendered.warnings.len(), 1);
+    let warning = rendered.warnings[0].to_string();
+    assert!(
+        warning.starts_with("app /broken: template label HAPROXY_{n}_BACKEND_HEAD")
+            && warning.contains("{nope}")
+            && warning.ends_with("app left out"),
+        "{warning}"
+    );
+}
+
+#[test]
+fn map_section_failure_names_the_plain_label_it_answers_to() {
+    let mut config = render_config(None);
+    config.haproxy_map = true;
+    let templates = Templates::load(&config).unwrap();
+    let mut web = service();
+    web.hostname = Some("shop.example.com".to_string());
+    web.template_labels.insert(
+        "HTTP_FRONTEND_ACL".to_string(),
+        "  acl host_{cleanedUpHostname} hdr(host) -i {hostname}\n".to_string(),
+    );
+    let model = Model {
+        services: vec![web],
+    };
+    let rendered = render(&model, &templates, &config).unwrap();
+    let warning = rendered.warnings[0].to_string();
+    assert!(
+        warning.contains("HAPROXY_{n}_HTTP_FRONTEND_ACL")
+            && warning.contains("used as HAPROXY_MAP_HTTP_FRONTEND_ACL"),
+        "{warning}"
+    );
+}
+
+#[test]
+fn a_global_template_that_does_not_format_still_fails_the_render() {
+    let mut config = render_config(None);
+    config.template_env.insert(
+        "HAPROXY_BACKEND_HEAD".to_string(),
+        "backend {nope}\\n".to_string(),
+    );
+    let templates = Templates::load(&config).unwrap();
+    let model = Model {
+        services: vec![service()],
+    };
+    let err = render(&model, &templates, &config).unwrap_err();
+    assert_eq!(crate::error::classify(&err), Some(Failure::Template));
+    assert!(
+        format!("{err:#}").contains("environment variable"),
+        "{err:#}"
+    );
+}
