@@ -24,7 +24,7 @@ pub use templates::{
 
 use crate::config::{RenderConfig, DEFAULT_SSL_CERT};
 use crate::fetch::api::HealthCheck;
-use crate::model::{Model, Service, Warning};
+use crate::model::{Model, Service};
 use server_id::sanitize;
 use vhost::{GroupedVhost, MapState, VhostInput};
 
@@ -42,8 +42,6 @@ pub struct Rendered {
     pub config: String,
     /// Present (possibly empty) exactly when `--haproxy-map` is on.
     pub maps: Vec<MapFile>,
-    /// Apps left out because one of their template labels does not format.
-    pub warnings: Vec<Warning>,
 }
 
 pub const DOMAIN_MAP_FILE: &str = "domain2backend.map";
@@ -98,37 +96,11 @@ struct Prepared<'a> {
 
 /// Renders the model into the candidate config and map files.
 ///
-/// An app whose own template label does not format is left out with a warning and the rest
-/// rendered again without it (marathon-lb fails the whole run); any other template failure
-/// fails the render.
+/// A service's own template label that does not format fails with a [`BadTemplateLabel`] in
+/// the error chain, so the caller can leave that app out and render again (marathon-lb fails
+/// the whole run); any other template failure is the operator's and fails the render.
 pub fn render(model: &Model, templates: &Templates, config: &RenderConfig) -> Result<Rendered> {
-    let mut left_out = HashSet::new();
-    let mut warnings = Vec::new();
-    loop {
-        let err = match Renderer::new(model, templates, config, &left_out).run() {
-            Ok(mut rendered) => {
-                rendered.warnings = warnings;
-                return Ok(rendered);
-            }
-            Err(err) => err,
-        };
-        // Each retry leaves out one more app, so this ends within the app count.
-        let Some(bad) = err.downcast_ref::<BadTemplateLabel>() else {
-            return Err(err);
-        };
-        if !left_out.insert(bad.app_id.clone()) {
-            return Err(err);
-        }
-        warnings.push(Warning {
-            app_id: bad.app_id.clone(),
-            label: None,
-            message: format!(
-                "{}; app left out",
-                bad.to_string()
-                    .replacen(&format!(" of app {}", bad.app_id), "", 1)
-            ),
-        });
-    }
+    Renderer::new(model, templates, config).run()
 }
 
 struct Renderer<'a> {
@@ -146,8 +118,6 @@ struct Renderer<'a> {
     https_vhosts: Vec<(i64, String)>,
     grouped: BTreeMap<String, GroupedVhost>,
     maps: MapState,
-    /// Apps not rendered (their template labels do not format).
-    left_out: &'a HashSet<String>,
 }
 
 fn s(text: &str) -> Value {
@@ -155,12 +125,7 @@ fn s(text: &str) -> Value {
 }
 
 impl<'a> Renderer<'a> {
-    fn new(
-        model: &'a Model,
-        templates: &'a Templates,
-        config: &'a RenderConfig,
-        left_out: &'a HashSet<String>,
-    ) -> Renderer<'a> {
+    fn new(model: &'a Model, templates: &'a Templates, config: &'a RenderConfig) -> Renderer<'a> {
         let haproxy_config = config.haproxy_config.to_string_lossy();
         let ssl_certs = if config.ssl_certs.is_empty() {
             vec![DEFAULT_SSL_CERT.to_string()]
@@ -182,7 +147,6 @@ impl<'a> Renderer<'a> {
             https_vhosts: Vec::new(),
             grouped: BTreeMap::new(),
             maps: MapState::default(),
-            left_out,
         }
     }
 
@@ -241,19 +205,12 @@ impl<'a> Renderer<'a> {
         } else {
             Vec::new()
         };
-        Ok(Rendered {
-            config: out,
-            maps,
-            warnings: Vec::new(),
-        })
+        Ok(Rendered { config: out, maps })
     }
 
     /// Group membership (per-port groups replace the app's), `enabled`, and at least one
-    /// backend: marathon-lb skips everything else. Apps left out for a bad template label too.
+    /// backend: marathon-lb skips everything else.
     fn is_selected(&self, service: &Service) -> bool {
-        if self.left_out.contains(&service.app_id) {
-            return false;
-        }
         let service_groups = if service.haproxy_groups.is_empty() {
             &service.groups
         } else {

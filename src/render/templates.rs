@@ -410,7 +410,7 @@ impl Templates {
 }
 
 /// A service's own template label (`HAPROXY_{n}_<NAME>`) that does not format. marathon-lb
-/// fails the whole run over it; `render` leaves that app out with a warning instead, as the
+/// fails the whole run over it; the run leaves that app out with a warning instead, as the
 /// model does for a label that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadTemplateLabel {
@@ -422,6 +422,20 @@ pub struct BadTemplateLabel {
     /// label's (the map sections answer to the plain ACL labels).
     pub section: &'static str,
     pub reason: String,
+}
+
+impl BadTemplateLabel {
+    /// The description without the app, for a warning that names the app already.
+    pub fn without_app(&self) -> String {
+        let mut text = format!(
+            "template label HAPROXY_{{n}}_{} (service port {})",
+            self.label, self.service_port
+        );
+        if self.section != self.label {
+            text += &format!(", used as HAPROXY_{} here", self.section);
+        }
+        text + ": " + &self.reason
+    }
 }
 
 impl std::fmt::Display for BadTemplateLabel {

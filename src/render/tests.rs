@@ -428,7 +428,7 @@ fn reference_lists_every_section() {
 }
 
 #[test]
-fn app_with_an_unformattable_template_label_is_left_out_with_a_warning() {
+fn unformattable_template_label_fails_with_the_app_named() {
     let config = render_config(None);
     let templates = Templates::load(&config).unwrap();
     let mut broken = service();
@@ -436,26 +436,20 @@ fn app_with_an_unformattable_template_label_is_left_out_with_a_warning() {
     broken
         .template_labels
         .insert("BACKEND_HEAD".to_string(), "backend {nope}\n".to_string());
-    let mut sibling = broken.clone();
-    sibling.service_port = 10001;
-    sibling.template_labels.clear();
     let model = Model {
-        services: vec![broken, sibling, service()],
+        services: vec![service(), broken],
     };
-    let rendered = render(&model, &templates, &config).unwrap();
-    assert!(rendered.config.contains("\nbackend shop_web_10000\n"));
-    assert!(
-        !rendered.config.contains("broken"),
-        "every service of the app is left out:\n{}",
-        rendered.config
+    let err = render(&model, &templates, &config).unwrap_err();
+    assert_eq!(crate::error::classify(&err), Some(Failure::Template));
+    let bad = err.downcast_ref::<BadTemplateLabel>().expect("typed");
+    assert_eq!(
+        (bad.app_id.as_str(), bad.label),
+        ("/broken", "BACKEND_HEAD")
     );
-    assert_eq!(rendered.warnings.len(), 1);
-    let warning = rendered.warnings[0].to_string();
-    assert!(
-        warning.starts_with("app /broken: template label HAPROXY_{n}_BACKEND_HEAD")
-            && warning.contains("{nope}")
-            && warning.ends_with("app left out"),
-        "{warning}"
+    assert_eq!(
+        bad.without_app(),
+        "template label HAPROXY_{n}_BACKEND_HEAD (service port 10000): unknown placeholder \
+         {nope}; this template knows {backend}, {balance}, {mode}"
     );
 }
 
@@ -473,12 +467,12 @@ fn map_section_failure_names_the_plain_label_it_answers_to() {
     let model = Model {
         services: vec![web],
     };
-    let rendered = render(&model, &templates, &config).unwrap();
-    let warning = rendered.warnings[0].to_string();
+    let err = render(&model, &templates, &config).unwrap_err();
+    let text = err.downcast_ref::<BadTemplateLabel>().unwrap().to_string();
     assert!(
-        warning.contains("HAPROXY_{n}_HTTP_FRONTEND_ACL")
-            && warning.contains("used as HAPROXY_MAP_HTTP_FRONTEND_ACL"),
-        "{warning}"
+        text.contains("HAPROXY_{n}_HTTP_FRONTEND_ACL of app /shop/web")
+            && text.contains("used as HAPROXY_MAP_HTTP_FRONTEND_ACL"),
+        "{text}"
     );
 }
 
