@@ -27,13 +27,15 @@ use crate::config::{self, Config, Credentials, MarathonSource};
 )]
 pub struct Args {
     /// Marathon base URL, or a directory holding a saved snapshot (apps.json + tasks.json).
-    /// Repeat the flag or separate with commas; tried in order, the next one is used when one
-    /// refuses, times out or answers 5xx.
+    /// Repeat the flag, separate with commas, or list several after one flag (as marathon-lb
+    /// takes them); tried in order, the next one is used when one refuses, times out or
+    /// answers 5xx.
     #[arg(
         short = 'm',
         long = "marathon",
         value_name = "URL|DIR",
         env = "HAPROXY_MARATHON_SYNC_MARATHON",
+        num_args = 1..,
         value_delimiter = ',',
         default_value = "http://master.mesos:8080"
     )]
@@ -485,6 +487,26 @@ mod tests {
         for bad in ["", "s", "5 minutes", "-1", "1d"] {
             assert!(parse_duration(bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn marathon_flag_takes_several_urls_like_marathon_lb() {
+        let config = parse(&[
+            "--marathon",
+            "http://a:8080",
+            "http://b:8080",
+            "--group",
+            "external",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.fetch.sources,
+            vec![
+                MarathonSource::Url("http://a:8080".into()),
+                MarathonSource::Url("http://b:8080".into()),
+            ]
+        );
+        assert_eq!(config.render.groups, vec!["external"]);
     }
 
     #[test]
