@@ -23,7 +23,8 @@ use crate::config::{self, Config, Credentials, MarathonSource};
     name = "haproxy-marathon-sync",
     version,
     max_term_width = 100,
-    args_override_self = true
+    args_override_self = true,
+    infer_long_args = true
 )]
 pub struct Args {
     /// Marathon base URL, or a directory holding a saved snapshot (apps.json + tasks.json).
@@ -487,6 +488,29 @@ mod tests {
         for bad in ["", "s", "5 minutes", "-1", "1d"] {
             assert!(parse_duration(bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn unambiguous_prefixes_of_long_flags_work_as_in_marathon_lb() {
+        let config = parse(&[
+            "--group",
+            "external",
+            "--group-https",
+            "--dont-bind",
+            "--haproxy-m",
+            "--strict",
+            "--marathon",
+            "http://a:8080",
+        ])
+        .unwrap();
+        assert_eq!(config.render.groups, vec!["external"]);
+        assert!(config.render.group_https_by_vhost && config.render.haproxy_map);
+        assert!(!config.render.bind_http_https && config.model.strict_mode);
+        assert_eq!(
+            config.fetch.sources,
+            vec![MarathonSource::Url("http://a:8080".into())]
+        );
+        assert!(parse(&["--group", "x", "--haproxy"]).is_err(), "ambiguous");
     }
 
     #[test]
