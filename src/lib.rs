@@ -99,7 +99,7 @@ fn model_and_render(
 ) -> Result<(render::Rendered, Vec<model::Warning>)> {
     let mut left_out = HashSet::new();
     let mut label_warnings = Vec::new();
-    // Each retry leaves out one more app, so this ends within the app count.
+    // Each retry leaves out at least one more app, so this ends within the app count.
     loop {
         let (model, mut warnings) =
             model::build_without(apps, tasks, &config.model, resolve, &left_out);
@@ -110,17 +110,23 @@ fn model_and_render(
             }
             Err(err) => err,
         };
-        let Some(bad) = err.downcast_ref::<render::BadTemplateLabel>() else {
+        let Some(bad_labels) = err.downcast_ref::<render::BadTemplateLabels>() else {
             return Err(err);
         };
-        if !left_out.insert(bad.app_id.clone()) {
+        let mut progress = false;
+        for bad in &bad_labels.0 {
+            if left_out.insert(bad.app_id.clone()) {
+                progress = true;
+                label_warnings.push(model::Warning {
+                    app_id: bad.app_id.clone(),
+                    label: None,
+                    message: format!("{}; app left out", bad.without_app()),
+                });
+            }
+        }
+        if !progress {
             return Err(err);
         }
-        label_warnings.push(model::Warning {
-            app_id: bad.app_id.clone(),
-            label: None,
-            message: format!("{}; app left out", bad.without_app()),
-        });
     }
 }
 

@@ -454,6 +454,19 @@ impl std::fmt::Display for BadTemplateLabel {
 
 impl std::error::Error for BadTemplateLabel {}
 
+/// Every [`BadTemplateLabel`] one render pass met, in rendering order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadTemplateLabels(pub Vec<BadTemplateLabel>);
+
+impl std::fmt::Display for BadTemplateLabels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let texts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&texts.join("; "))
+    }
+}
+
+impl std::error::Error for BadTemplateLabels {}
+
 /// The error for a section that did not format: a [`BadTemplateLabel`] when the text came from
 /// the service's label, else the reason under a description of the section's source.
 fn format_failure(

@@ -436,16 +436,28 @@ fn unformattable_template_label_fails_with_the_app_named() {
     broken
         .template_labels
         .insert("BACKEND_HEAD".to_string(), "backend {nope}\n".to_string());
+    let mut also_broken = broken.clone();
+    also_broken.app_id = "/also".to_string();
+    also_broken.template_labels.clear();
+    also_broken
+        .template_labels
+        .insert("FRONTEND_HEAD".to_string(), "{servicePort:s}".to_string());
     let model = Model {
-        services: vec![service(), broken],
+        services: vec![service(), broken, also_broken],
     };
     let err = render(&model, &templates, &config).unwrap_err();
     assert_eq!(crate::error::classify(&err), Some(Failure::Template));
-    let bad = err.downcast_ref::<BadTemplateLabel>().expect("typed");
+    let BadTemplateLabels(bad_labels) = err.downcast_ref::<BadTemplateLabels>().expect("typed");
+    let apps: Vec<(&str, &str)> = bad_labels
+        .iter()
+        .map(|bad| (bad.app_id.as_str(), bad.label))
+        .collect();
     assert_eq!(
-        (bad.app_id.as_str(), bad.label),
-        ("/broken", "BACKEND_HEAD")
+        apps,
+        [("/also", "FRONTEND_HEAD"), ("/broken", "BACKEND_HEAD")],
+        "all found in one pass, in rendering order"
     );
+    let bad = &bad_labels[1];
     assert_eq!(
         bad.without_app(),
         "template label HAPROXY_{n}_BACKEND_HEAD (service port 10000): unknown placeholder \
@@ -468,7 +480,7 @@ fn map_section_failure_names_the_plain_label_it_answers_to() {
         services: vec![web],
     };
     let err = render(&model, &templates, &config).unwrap_err();
-    let text = err.downcast_ref::<BadTemplateLabel>().unwrap().to_string();
+    let text = err.downcast_ref::<BadTemplateLabels>().unwrap().to_string();
     assert!(
         text.contains("HAPROXY_{n}_HTTP_FRONTEND_ACL of app /shop/web")
             && text.contains("used as HAPROXY_MAP_HTTP_FRONTEND_ACL"),
