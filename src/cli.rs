@@ -27,20 +27,23 @@ use crate::log;
     args_override_self = true,
     // `completions` needs no --group; a run without a subcommand still does.
     subcommand_negates_reqs = true,
-    disable_help_subcommand = true
+    disable_help_subcommand = true,
+    infer_long_args = true
 )]
 pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
     /// Marathon base URL, or a directory holding a saved snapshot (apps.json + tasks.json).
-    /// Repeat the flag or separate with commas; tried in order, the next one is used when one
-    /// refuses, times out or answers 5xx.
+    /// Repeat the flag, separate with commas, or list several after one flag (as marathon-lb
+    /// takes them); tried in order, the next one is used when one refuses, times out or
+    /// answers 5xx.
     #[arg(
         short = 'm',
         long = "marathon",
         value_name = "URL|DIR",
         env = "HAPROXY_MARATHON_SYNC_MARATHON",
+        num_args = 1..,
         value_delimiter = ',',
         default_value = "http://master.mesos:8080"
     )]
@@ -548,12 +551,7 @@ impl Args {
             .collect();
         config.render.global_default_options =
             environment.get("HAPROXY_GLOBAL_DEFAULT_OPTIONS").cloned();
-        config.render.ssl_certs = self
-            .ssl_certs
-            .split(',')
-            .map(str::to_string)
-            .filter(|cert| !cert.is_empty())
-            .collect();
+        config.render.ssl_certs = ssl_cert_list(&self.ssl_certs);
         config.render.bind_http_https = !self.dont_bind_http_https;
         config.render.group_https_by_vhost = self.group_https_by_vhost;
         config.render.haproxy_map = self.haproxy_map;
@@ -593,6 +591,16 @@ fn events_config(debounce: &str, debounce_max: &str, timeout: &str) -> Result<Ev
         bail!("--sse-timeout: must be longer than zero");
     }
     Ok(events)
+}
+
+/// `--ssl-certs` as marathon-lb splits it: an empty value means the default (an empty list
+/// here), otherwise every comma-separated entry counts, empty ones included (`a.pem,` renders
+/// `crt a.pem crt `, which HAProxy then refuses, as it refused marathon-lb's).
+fn ssl_cert_list(value: &str) -> Vec<String> {
+    if value.is_empty() {
+        return Vec::new();
+    }
+    value.split(',').map(str::to_string).collect()
 }
 
 /// A URL has a scheme; anything else is a snapshot directory.
@@ -683,6 +691,50 @@ mod tests {
     }
 
     #[test]
+    fn unambiguous_prefixes_of_long_flags_work_as_in_marathon_lb() {
+        let config = parse(&[
+            "--group",
+            "external",
+            "--group-https",
+            "--dont-bind",
+            // `--haproxy-m` would be ambiguous here: --haproxy-master-socket is ours.
+            "--haproxy-map",
+            "--strict",
+            "--marathon",
+            "http://a:8080",
+        ])
+        .unwrap();
+        assert_eq!(config.render.groups, vec!["external"]);
+        assert!(config.render.group_https_by_vhost && config.render.haproxy_map);
+        assert!(!config.render.bind_http_https && config.model.strict_mode);
+        assert_eq!(
+            config.fetch.sources,
+            vec![MarathonSource::Url("http://a:8080".into())]
+        );
+        assert!(parse(&["--group", "x", "--haproxy"]).is_err(), "ambiguous");
+    }
+
+    #[test]
+    fn marathon_flag_takes_several_urls_like_marathon_lb() {
+        let config = parse(&[
+            "--marathon",
+            "http://a:8080",
+            "http://b:8080",
+            "--group",
+            "external",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.fetch.sources,
+            vec![
+                MarathonSource::Url("http://a:8080".into()),
+                MarathonSource::Url("http://b:8080".into()),
+            ]
+        );
+        assert_eq!(config.render.groups, vec!["external"]);
+    }
+
+    #[test]
     fn marathon_flag_is_repeatable_and_comma_separated() {
         let config = parse(&[
             "--group",
@@ -700,6 +752,17 @@ mod tests {
                 MarathonSource::Url("http://b:8080".into()),
                 MarathonSource::Snapshot("/srv/snap".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn ssl_certs_split_like_marathon_lb_keeping_empty_entries() {
+        let certs = |value: &str| parse(&["--group", "x", "--ssl-certs", value]).unwrap();
+        assert_eq!(certs("/a.pem,").render.ssl_certs, vec!["/a.pem", ""]);
+        assert_eq!(certs(",/a.pem").render.ssl_certs, vec!["", "/a.pem"]);
+        assert!(
+            certs("").render.ssl_certs.is_empty(),
+            "empty means the default"
         );
     }
 

@@ -17,7 +17,7 @@ pub mod schedule;
 use std::io::Write;
 use std::time::Instant;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -98,11 +98,12 @@ fn run_measured(
     report.phases.insert("fetch", phase.elapsed().as_secs_f64());
     let phase = Instant::now();
     let resolver = CachingResolver::default();
-    let (model, warnings) = model::build(&state.apps, &state.tasks, &config.model, &|host| {
-        resolver.resolve(host)
-    });
     let templates = render::Templates::load(&config.render).context(Failure::Template)?;
-    let candidate = render_candidate(&model, &templates, config)?;
+    let (model, rendered, warnings) =
+        model_and_render(&state.apps, &state.tasks, config, &templates, &|host| {
+            resolver.resolve(host)
+        })?;
+    let candidate = to_candidate(rendered, config);
     report
         .phases
         .insert("render", phase.elapsed().as_secs_f64());
@@ -309,27 +310,77 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
+/// Builds the model and renders it. An app whose own template label does not format is left
+/// out with a warning and everything built again without it, as the model does for a label
+/// that does not parse (marathon-lb fails the whole run over either).
+fn model_and_render(
+    apps: &[fetch::api::App],
+    tasks: &[fetch::api::Task],
+    config: &Config,
+    templates: &render::Templates,
+    resolve: model::Resolver<'_>,
+) -> Result<(model::Model, render::Rendered, Vec<model::Warning>)> {
+    let mut left_out = HashSet::new();
+    let mut label_warnings = Vec::new();
+    // Each retry leaves out at least one more app, so this ends within the app count.
+    loop {
+        let (model, mut warnings) =
+            model::build_without(apps, tasks, &config.model, resolve, &left_out);
+        let err = match render::render(&model, templates, &config.render) {
+            Ok(rendered) => {
+                warnings.extend(label_warnings);
+                return Ok((model, rendered, warnings));
+            }
+            Err(err) => err,
+        };
+        let Some(bad_labels) = err.downcast_ref::<render::BadTemplateLabels>() else {
+            return Err(err);
+        };
+        let mut progress = false;
+        for bad in &bad_labels.0 {
+            if left_out.insert(bad.app_id.clone()) {
+                progress = true;
+                label_warnings.push(model::Warning {
+                    app_id: bad.app_id.clone(),
+                    label: None,
+                    message: format!("{}; app left out", bad.without_app()),
+                });
+            }
+        }
+        if !progress {
+            return Err(err);
+        }
+    }
+}
+
 /// Renders the model into a candidate whose map files sit beside the config.
 fn render_candidate(
     model: &model::Model,
     templates: &render::Templates,
     config: &Config,
 ) -> Result<Candidate> {
-    let rendered = render::render(model, templates, &config.render)?;
+    Ok(to_candidate(
+        render::render(model, templates, &config.render)?,
+        config,
+    ))
+}
+
+/// The rendered text as a candidate, its map files beside the config.
+fn to_candidate(rendered: render::Rendered, config: &Config) -> Candidate {
     let config_dir = config
         .apply
         .haproxy_config
         .parent()
         .map(|dir| dir.to_path_buf())
         .unwrap_or_default();
-    Ok(Candidate {
+    Candidate {
         config: rendered.config,
         companions: rendered
             .maps
             .into_iter()
             .map(|map| (config_dir.join(map.file_name), map.content))
             .collect(),
-    })
+    }
 }
 
 /// Only a candidate HAProxy itself rejected (not one it could not check) may be saved by
@@ -397,5 +448,73 @@ fn without_apps<'a>(model: &model::Model, apps: impl Iterator<Item = &'a String>
             .filter(|service| !apps.contains(&service.app_id))
             .cloned()
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::api::{AppList, TaskList};
+    use std::net::IpAddr;
+
+    /// Two IP-per-task apps without service ports and room for one auto-assigned port: the first
+    /// takes it, so leaving the first out must rebuild as if Marathon did not have it, and the
+    /// second gets the port.
+    #[test]
+    fn app_with_a_bad_template_label_is_left_out_as_if_absent() {
+        let app = |id: &str, labels: &str| {
+            format!(
+                r#"{{"id": "{id}", "labels": {labels}, "ipAddress": {{"discovery": {{"ports": [{{"number": 80}}]}}}}}}"#
+            )
+        };
+        let apps: AppList = serde_json::from_str(&format!(
+            r#"{{"apps": [{}, {}]}}"#,
+            app("/a", r#"{"HAPROXY_0_BACKEND_HEAD": "backend {nope}\n"}"#),
+            app("/b", "{}")
+        ))
+        .unwrap();
+        let task = |app: &str, ip: &str| {
+            format!(
+                r#"{{"id": "{app}.1", "appId": "/{app}", "host": "10.0.0.1", "ipAddresses": [{{"ipAddress": "{ip}"}}]}}"#
+            )
+        };
+        let tasks: TaskList = serde_json::from_str(&format!(
+            r#"{{"tasks": [{}, {}]}}"#,
+            task("a", "9.0.0.1"),
+            task("b", "9.0.0.2")
+        ))
+        .unwrap();
+        let mut config = Config::new(Vec::new(), "/etc/haproxy/haproxy.cfg".into());
+        config.render.groups = vec!["*".to_string()];
+        config.model.min_serv_port_ip_per_task = 10050;
+        config.model.max_serv_port_ip_per_task = 10050;
+        let templates = render::Templates::load(&config.render).unwrap();
+        let no_resolution = |host: &str| -> Option<IpAddr> { panic!("{host} needs no resolving") };
+
+        let (_model, rendered, warnings) = model_and_render(
+            &apps.apps,
+            &tasks.tasks,
+            &config,
+            &templates,
+            &no_resolution,
+        )
+        .unwrap();
+
+        let alone = &apps.apps[1..];
+        let (model_alone, _) = model::build(alone, &tasks.tasks, &config.model, &no_resolution);
+        let expected = render::render(&model_alone, &templates, &config.render).unwrap();
+        assert_eq!(rendered.config, expected.config);
+        assert!(!rendered.config.contains("backend a_"));
+        assert!(
+            rendered.config.contains("\nbackend b_10050\n"),
+            "{}",
+            rendered.config
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(
+            warnings[0].to_string(),
+            "app /a: template label HAPROXY_{n}_BACKEND_HEAD (service port 10050): unknown \
+             placeholder {nope}; this template knows {backend}, {balance}, {mode}; app left out"
+        );
     }
 }

@@ -181,6 +181,18 @@ pub fn build(
     config: &ModelConfig,
     resolve: Resolver<'_>,
 ) -> (Model, Vec<Warning>) {
+    build_without(apps, tasks, config, resolve, &HashSet::new())
+}
+
+/// [`build`] as if Marathon did not have the apps named in `left_out`: by their own id, or by
+/// the id of the deployment group they merge into (the id their services carry).
+pub fn build_without(
+    apps: &[App],
+    tasks: &[Task],
+    config: &ModelConfig,
+    resolve: Resolver<'_>,
+    left_out: &HashSet<String>,
+) -> (Model, Vec<Warning>) {
     let tasks_by_app = join_tasks(apps, tasks);
     // Each host is looked up once per build, however many passes and tasks name it.
     let resolved: RefCell<HashMap<String, Option<IpAddr>>> = RefCell::new(HashMap::new());
@@ -192,7 +204,13 @@ pub fn build(
         resolved.borrow_mut().insert(host.to_string(), answer);
         answer
     };
-    let mut excluded = vec![false; apps.len()];
+    let mut excluded: Vec<bool> = apps
+        .iter()
+        .map(|app| {
+            left_out.contains(&app.id)
+                || matches!(deployment::group_of(app), Some(Ok(group)) if left_out.contains(&group))
+        })
+        .collect();
     let mut exclusion_warnings = Vec::new();
     // Every pass with faults excludes at least one more app, so this ends.
     loop {

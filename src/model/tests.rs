@@ -907,3 +907,36 @@ fn odd_values_never_panic() {
     }
     let _ = model;
 }
+
+#[test]
+fn build_without_drops_apps_by_id_or_by_their_deployment_group() {
+    let apps: AppList = serde_json::from_str(&format!(
+        r#"{{"apps": [{}, {}, {}]}}"#,
+        host_app("/web", &[10000], "{}"),
+        host_app(
+            "/shop-blue",
+            &[10001],
+            r#"{"HAPROXY_DEPLOYMENT_GROUP": "shop"}"#
+        ),
+        host_app("/api", &[10002], "{}"),
+    ))
+    .unwrap();
+    let tasks: TaskList = serde_json::from_str(&format!(
+        r#"{{"tasks": [{}, {}, {}]}}"#,
+        task("/web", "w.1", "10.0.0.1", &[31000]),
+        task("/shop-blue", "s.1", "10.0.0.1", &[31001]),
+        task("/api", "a.1", "10.0.0.1", &[31002]),
+    ))
+    .unwrap();
+    let left_out: HashSet<String> = ["/web".to_string(), "/shop".to_string()].into();
+    let (model, warnings) = build_without(
+        &apps.apps,
+        &tasks.tasks,
+        &config(),
+        &no_resolution,
+        &left_out,
+    );
+    let ids: Vec<&str> = model.services.iter().map(|s| s.app_id.as_str()).collect();
+    assert_eq!(ids, ["/api"]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+}

@@ -2,10 +2,12 @@
 //! reproduced so that a marathon-lb template (label, environment variable or bare file) renders
 //! byte for byte as it did there. Pure string work; knows nothing of HAProxy.
 //!
-//! Supported: `{name}`, `{{` / `}}` escapes, the conversions `!s` / `!r`, and the common format
-//! specs (`[[fill]align][width][.precision]` plus the `s` / `d` types). Anything marathon-lb
-//! would have raised on (an unknown key, a positional `{}` / `{0}`, a stray `}`, an attribute or
-//! index lookup) is an error naming the placeholder.
+//! Supported: `{name}`, `{{` / `}}` escapes, the conversions `!s` / `!r` / `!a`, and Python's
+//! format-spec mini-language for `str` and `int` values (fill, align, sign, `#`, `0`, width,
+//! `,` / `_` grouping, precision and every presentation type, the float ones included). Anything
+//! marathon-lb would have raised on (an unknown key, a positional `{}` / `{0}`, a stray `}`, a
+//! spec the value's type refuses) is an error naming the placeholder; so are attribute and
+//! index lookups, which no marathon-lb template needs.
 
 use std::fmt;
 
@@ -143,7 +145,11 @@ fn replace_field(field: &str, vars: &Vars, out: &mut String) -> Result<(), Forma
             &converted
         }
         Some("r") => {
-            converted = Value::Str(python_repr(value));
+            converted = Value::Str(python_repr(value, false));
+            &converted
+        }
+        Some("a") => {
+            converted = Value::Str(python_repr(value, true));
             &converted
         }
         Some(other) => return Err(error(format!("unknown conversion !{other} in {{{field}}}"))),
@@ -160,92 +166,359 @@ fn known_names(vars: &Vars) -> String {
     names.join(", ")
 }
 
-fn python_repr(value: &Value) -> String {
-    match value {
-        Value::Str(text) => {
-            let quote = if text.contains('\'') && !text.contains('"') {
-                '"'
-            } else {
-                '\''
-            };
-            let mut repr = String::from(quote);
-            for ch in text.chars() {
-                match ch {
-                    '\\' => repr.push_str("\\\\"),
-                    '\n' => repr.push_str("\\n"),
-                    '\r' => repr.push_str("\\r"),
-                    '\t' => repr.push_str("\\t"),
-                    c if c == quote => {
-                        repr.push('\\');
-                        repr.push(c);
-                    }
-                    c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                        repr.push_str(&format!("\\x{:02x}", c as u32))
-                    }
-                    c => repr.push(c),
-                }
+/// Python's `repr()` of a value, or `ascii()` when `ascii_only` (non-ASCII escaped too).
+fn python_repr(value: &Value, ascii_only: bool) -> String {
+    let Value::Str(text) = value else {
+        return value.to_string();
+    };
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut repr = String::from(quote);
+    for ch in text.chars() {
+        match ch {
+            '\\' => repr.push_str("\\\\"),
+            '\n' => repr.push_str("\\n"),
+            '\r' => repr.push_str("\\r"),
+            '\t' => repr.push_str("\\t"),
+            c if c == quote => {
+                repr.push('\\');
+                repr.push(c);
             }
-            repr.push(quote);
-            repr
+            c if !is_printable(c) || (ascii_only && !c.is_ascii()) => {
+                repr.push_str(&escape_code(c));
+            }
+            c => repr.push(c),
         }
-        other => other.to_string(),
+    }
+    repr.push(quote);
+    repr
+}
+
+/// Python's `str.isprintable` for one character, for the characters a label or a template
+/// plausibly holds: control characters, the C1 block, and the non-space separators and format
+/// characters are not printable. (Unassigned code points, which Python also escapes, are not
+/// known here.)
+fn is_printable(ch: char) -> bool {
+    let code = ch as u32;
+    !matches!(code,
+        0x00..=0x1f | 0x7f..=0xa0 | 0xad | 0x600..=0x605 | 0x61c | 0x6dd | 0x70f
+        | 0x1680 | 0x180e | 0x2000..=0x200f | 0x2028..=0x202f | 0x205f..=0x2064
+        | 0x2066..=0x206f | 0x3000 | 0xd800..=0xf8ff | 0xfeff | 0xfff9..=0xfffb
+        | 0xe0001 | 0xe0020..=0xe007f | 0xf0000..)
+}
+
+/// `\xNN`, `\uNNNN` or `\UNNNNNNNN`, as Python's `repr` writes a character it escapes.
+fn escape_code(ch: char) -> String {
+    let code = ch as u32;
+    if code < 0x100 {
+        format!("\\x{code:02x}")
+    } else if code < 0x10000 {
+        format!("\\u{code:04x}")
+    } else {
+        format!("\\U{code:08x}")
     }
 }
 
-/// `format(value, spec)` for the spec subset `[[fill]align][width][.precision][type]`.
+/// A parsed format spec: `[[fill]align][sign][#][0][width][grouping][.precision][type]`.
+struct Spec {
+    fill: char,
+    align: Option<char>,
+    sign: Option<char>,
+    alternate: bool,
+    width: usize,
+    grouping: Option<char>,
+    precision: Option<usize>,
+    kind: Option<char>,
+}
+
+impl Spec {
+    /// Parses like CPython's `parse_internal_render_format_spec`; `default_align` is `<` for
+    /// strings and `>` for numbers (it decides what the `0` flag does).
+    fn parse(spec: &str, default_align: char) -> Result<Spec, String> {
+        let chars: Vec<char> = spec.chars().collect();
+        let is_align = |c: char| matches!(c, '<' | '>' | '^' | '=');
+        let mut at = 0;
+        let mut fill = ' ';
+        let mut fill_given = false;
+        let mut align = None;
+        if chars.len() >= 2 && is_align(chars[1]) {
+            fill = chars[0];
+            fill_given = true;
+            align = Some(chars[1]);
+            at = 2;
+        } else if !chars.is_empty() && is_align(chars[0]) {
+            align = Some(chars[0]);
+            at = 1;
+        }
+        let mut sign = None;
+        if let Some(&c @ ('+' | '-' | ' ')) = chars.get(at) {
+            sign = Some(c);
+            at += 1;
+        }
+        if chars.get(at) == Some(&'z') {
+            return Err("the 'z' option is not supported".to_string());
+        }
+        let alternate = chars.get(at) == Some(&'#');
+        if alternate {
+            at += 1;
+        }
+        // The `0` flag: zero fill, and for numbers padding after the sign.
+        if !fill_given && chars.get(at) == Some(&'0') {
+            fill = '0';
+            if align.is_none() && default_align == '>' {
+                align = Some('=');
+            }
+            at += 1;
+        }
+        let digits = |from: &mut usize| -> Option<usize> {
+            let start = *from;
+            while *from < chars.len() && chars[*from].is_ascii_digit() {
+                *from += 1;
+            }
+            (start < *from).then(|| chars[start..*from].iter().collect::<String>().parse().ok())?
+        };
+        let width = digits(&mut at).unwrap_or(0);
+        let mut grouping = None;
+        if let Some(&c @ (',' | '_')) = chars.get(at) {
+            grouping = Some(c);
+            at += 1;
+        }
+        let precision = if chars.get(at) == Some(&'.') {
+            at += 1;
+            Some(digits(&mut at).ok_or("Format specifier missing precision")?)
+        } else {
+            None
+        };
+        let kind = chars.get(at).copied();
+        if at + usize::from(kind.is_some()) != chars.len() {
+            return Err(format!("Invalid format specifier {spec:?}"));
+        }
+        Ok(Spec {
+            fill,
+            align,
+            sign,
+            alternate,
+            width,
+            grouping,
+            precision,
+            kind,
+        })
+    }
+
+    /// Pads `body` (which starts with `leading`, the sign and base prefix) to the width.
+    fn pad(&self, leading: &str, digits: &str, default_align: char) -> String {
+        let length = leading.chars().count() + digits.chars().count();
+        let missing = self.width.saturating_sub(length);
+        let fill = |count: usize| std::iter::repeat(self.fill).take(count).collect::<String>();
+        match self.align.unwrap_or(default_align) {
+            '<' => format!("{leading}{digits}{}", fill(missing)),
+            '^' => format!(
+                "{}{leading}{digits}{}",
+                fill(missing / 2),
+                fill(missing - missing / 2)
+            ),
+            '=' => format!("{leading}{}{digits}", fill(missing)),
+            _ => format!("{}{leading}{digits}", fill(missing)),
+        }
+    }
+}
+
+/// `format(value, spec)` as Python does it for a `str`, an `int` and `None`.
 fn apply_spec(value: &Value, spec: &str) -> Result<String, String> {
     if spec.is_empty() {
         return Ok(value.to_string());
     }
-    let chars: Vec<char> = spec.chars().collect();
-    let mut at = 0;
-    let is_align = |c: char| matches!(c, '<' | '>' | '^' | '=');
-    let (fill, align) = if chars.len() >= 2 && is_align(chars[1]) {
-        at = 2;
-        (chars[0], Some(chars[1]))
-    } else if is_align(chars[0]) {
-        at = 1;
-        (' ', Some(chars[0]))
-    } else {
-        (' ', None)
-    };
-    let digits = |from: &mut usize| -> Option<usize> {
-        let start = *from;
-        while *from < chars.len() && chars[*from].is_ascii_digit() {
-            *from += 1;
-        }
-        (start < *from).then(|| chars[start..*from].iter().collect::<String>().parse().ok())?
-    };
-    let width = digits(&mut at).unwrap_or(0);
-    let precision = if at < chars.len() && chars[at] == '.' {
-        at += 1;
-        Some(digits(&mut at).ok_or("precision expected after '.'")?)
-    } else {
-        None
-    };
-    let kind = chars.get(at).copied();
-    if at + usize::from(kind.is_some()) != chars.len() {
-        return Err(format!("unsupported format spec {spec:?}"));
+    match value {
+        Value::None => Err("unsupported format string passed to NoneType.__format__".to_string()),
+        Value::Str(text) => format_str(text, &Spec::parse(spec, '<')?),
+        Value::Int(number) => format_int(*number, &Spec::parse(spec, '>')?),
     }
-    let (text, default_align) = match (value, kind) {
-        (Value::Str(text), None | Some('s')) => {
-            let text = match precision {
-                Some(keep) => text.chars().take(keep).collect(),
-                None => text.clone(),
-            };
-            (text, '<')
-        }
-        (Value::Int(number), None | Some('d')) if precision.is_none() => (number.to_string(), '>'),
-        (Value::None, _) => return Err("None takes no format spec".to_string()),
-        _ => return Err(format!("unsupported format spec {spec:?} for this value")),
+}
+
+fn format_str(text: &str, spec: &Spec) -> Result<String, String> {
+    if let Some(kind) = spec.kind.filter(|&kind| kind != 's') {
+        return Err(format!(
+            "Unknown format code '{kind}' for object of type 'str'"
+        ));
+    }
+    if spec.sign.is_some() {
+        return Err("Sign not allowed in string format specifier".to_string());
+    }
+    if spec.alternate {
+        return Err("Alternate form (#) not allowed in string format specifier".to_string());
+    }
+    if spec.align == Some('=') {
+        return Err("'=' alignment not allowed in string format specifier".to_string());
+    }
+    if let Some(grouping) = spec.grouping {
+        return Err(format!("Cannot specify '{grouping}' with 's'."));
+    }
+    let text: String = match spec.precision {
+        Some(keep) => text.chars().take(keep).collect(),
+        None => text.to_string(),
     };
-    let pad = width.saturating_sub(text.chars().count());
-    let fill_str = |count: usize| std::iter::repeat(fill).take(count).collect::<String>();
-    Ok(match align.unwrap_or(default_align) {
-        '<' => text + &fill_str(pad),
-        '^' => fill_str(pad / 2) + &text + &fill_str(pad - pad / 2),
-        _ => fill_str(pad) + &text,
-    })
+    Ok(spec.pad("", &text, '<'))
+}
+
+fn format_int(number: i64, spec: &Spec) -> Result<String, String> {
+    let kind = spec.kind.unwrap_or('d');
+    if matches!(kind, 'e' | 'E' | 'f' | 'F' | 'g' | 'G' | '%') {
+        return format_float(number as f64, kind, spec);
+    }
+    if !matches!(kind, 'd' | 'n' | 'b' | 'o' | 'x' | 'X' | 'c') {
+        return Err(format!(
+            "Unknown format code '{kind}' for object of type 'int'"
+        ));
+    }
+    if spec.precision.is_some() {
+        return Err("Precision not allowed in integer format specifier".to_string());
+    }
+    if let Some(grouping) = spec.grouping {
+        let allowed = match grouping {
+            ',' => kind == 'd',
+            _ => matches!(kind, 'd' | 'b' | 'o' | 'x' | 'X'),
+        };
+        if !allowed {
+            return Err(format!("Cannot specify '{grouping}' with '{kind}'."));
+        }
+    }
+    if kind == 'c' {
+        if spec.sign.is_some() {
+            return Err("Sign not allowed with integer format specifier 'c'".to_string());
+        }
+        if spec.alternate {
+            return Err(
+                "Alternate form (#) not allowed with integer format specifier 'c'".to_string(),
+            );
+        }
+        let ch = u32::try_from(number)
+            .ok()
+            .and_then(char::from_u32)
+            .ok_or("%c arg not in range(0x110000)")?;
+        return Ok(spec.pad("", &ch.to_string(), '>'));
+    }
+    let magnitude = number.unsigned_abs();
+    let (digits, prefix, group_size) = match kind {
+        'b' => (format!("{magnitude:b}"), "0b", 4),
+        'o' => (format!("{magnitude:o}"), "0o", 4),
+        'x' => (format!("{magnitude:x}"), "0x", 4),
+        'X' => (format!("{magnitude:X}"), "0X", 4),
+        _ => (magnitude.to_string(), "", 3),
+    };
+    let mut leading = sign_text(number < 0, spec.sign).to_string();
+    if spec.alternate {
+        leading.push_str(prefix);
+    }
+    let digits = group_digits(&digits, spec, &leading, group_size);
+    Ok(spec.pad(&leading, &digits, '>'))
+}
+
+/// The sign Python writes before a number for the spec's sign option.
+fn sign_text(negative: bool, sign: Option<char>) -> &'static str {
+    match (negative, sign) {
+        (true, _) => "-",
+        (false, Some('+')) => "+",
+        (false, Some(' ')) => " ",
+        _ => "",
+    }
+}
+
+/// Inserts the grouping separator every `size` digits; with zero padding after the sign
+/// (`0` flag or `0=` fill), the padding zeros are grouped too, as CPython does.
+fn group_digits(digits: &str, spec: &Spec, leading: &str, size: usize) -> String {
+    let Some(separator) = spec.grouping else {
+        return digits.to_string();
+    };
+    let group = |digits: &str| {
+        let count = digits.len();
+        let mut out = String::with_capacity(count + count / size);
+        for (at, digit) in digits.chars().enumerate() {
+            if at > 0 && (count - at) % size == 0 {
+                out.push(separator);
+            }
+            out.push(digit);
+        }
+        out
+    };
+    let mut grouped = group(digits);
+    if spec.fill == '0' && spec.align == Some('=') {
+        let wanted = spec.width.saturating_sub(leading.len());
+        let mut padded = digits.to_string();
+        while grouped.len() < wanted {
+            padded.insert(0, '0');
+            grouped = group(&padded);
+        }
+    }
+    grouped
+}
+
+/// `format(float(number), spec)` for the float presentation types.
+fn format_float(number: f64, kind: char, spec: &Spec) -> Result<String, String> {
+    let precision = spec.precision.unwrap_or(6);
+    let magnitude = number.abs();
+    let mut body = match kind {
+        'f' | 'F' => format!("{magnitude:.precision$}"),
+        '%' => format!("{:.precision$}", magnitude * 100.0),
+        'e' | 'E' => scientific(magnitude, precision),
+        _ => {
+            let significant = precision.max(1);
+            let exponent: i32 = scientific(magnitude, significant - 1)
+                .rsplit_once('e')
+                .and_then(|(_, exponent)| exponent.parse().ok())
+                .unwrap_or(0);
+            let mut text = if -4 <= exponent && exponent < significant as i32 {
+                let decimals = (significant as i32 - 1 - exponent).max(0) as usize;
+                format!("{magnitude:.decimals$}")
+            } else {
+                scientific(magnitude, significant - 1)
+            };
+            if !spec.alternate {
+                let (mantissa, exponent) = match text.find('e') {
+                    Some(at) => (text[..at].to_string(), text[at..].to_string()),
+                    None => (text.clone(), String::new()),
+                };
+                let mantissa = if mantissa.contains('.') {
+                    mantissa
+                        .trim_end_matches('0')
+                        .trim_end_matches('.')
+                        .to_string()
+                } else {
+                    mantissa
+                };
+                text = mantissa + &exponent;
+            }
+            text
+        }
+    };
+    if spec.alternate && !body.contains('.') && !matches!(kind, 'g' | 'G') {
+        let at = body.find(['e', '%']).unwrap_or(body.len());
+        body.insert(at, '.');
+    }
+    if kind == '%' {
+        body.push('%');
+    }
+    if kind.is_ascii_uppercase() {
+        body = body.to_uppercase();
+    }
+    let (integer, rest) = match body.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => body.split_at(at),
+        None => (body.as_str(), ""),
+    };
+    let leading = sign_text(number < 0.0, spec.sign);
+    let grouped = group_digits(integer, spec, leading, 3) + rest;
+    Ok(spec.pad(leading, &grouped, '>'))
+}
+
+/// `%.{precision}e` as Python writes it: at least two exponent digits, with a sign.
+fn scientific(magnitude: f64, precision: usize) -> String {
+    let text = format!("{magnitude:.precision$e}");
+    let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let sign = if exponent < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exponent.abs())
 }
 
 #[cfg(test)]
@@ -303,5 +576,79 @@ mod tests {
         assert_eq!(format("[{port:8}]", &vars()).unwrap(), "[   31000]");
         assert_eq!(format("[{backend:.3}]", &vars()).unwrap(), "[web]");
         assert!(format("{hostname:5}", &vars()).is_err());
+    }
+
+    #[test]
+    fn numeric_specs_follow_python() {
+        let cases = [
+            ("{port:08}", "00031000"),
+            ("{port:08d}", "00031000"),
+            ("{port:<08}", "31000000"),
+            ("{port:x<8}", "31000xxx"),
+            ("{port:+}", "+31000"),
+            ("{port:-}", "31000"),
+            ("{port: }", " 31000"),
+            ("{port:=+8}", "+  31000"),
+            ("{port:,}", "31,000"),
+            ("{port:_}", "31_000"),
+            ("{port:09,}", "0,031,000"),
+            ("{port:x}", "7918"),
+            ("{port:#X}", "0X7918"),
+            ("{port:#b}", "0b111100100011000"),
+            ("{port:_b}", "111_1001_0001_1000"),
+            ("{port:#o}", "0o74430"),
+            ("{port:n}", "31000"),
+            ("{port:.1f}", "31000.0"),
+            ("{port:.0%}", "3100000%"),
+            ("{port:e}", "3.100000e+04"),
+            ("{port:.2E}", "3.10E+04"),
+            ("{port:g}", "31000"),
+            ("{port:.2g}", "3.1e+04"),
+            ("{port:10,.1f}", "  31,000.0"),
+        ];
+        for (template, expected) in cases {
+            assert_eq!(format(template, &vars()).unwrap(), expected, "{template}");
+        }
+        for refused in [
+            "{port:.3}",
+            "{port:s}",
+            "{port:,x}",
+            "{port:,n}",
+            "{port:+c}",
+        ] {
+            assert!(
+                format(refused, &vars()).is_err(),
+                "{refused} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn string_specs_follow_python() {
+        assert_eq!(format("{backend:05}", &vars()).unwrap(), "web_80");
+        assert_eq!(format("[{backend:08}]", &vars()).unwrap(), "[web_8000]");
+        assert_eq!(format("[{backend:0>8}]", &vars()).unwrap(), "[00web_80]");
+        assert_eq!(format("[{backend:>8s}]", &vars()).unwrap(), "[  web_80]");
+        for refused in [
+            "{backend:d}",
+            "{backend:+}",
+            "{backend:#}",
+            "{backend:=8}",
+            "{backend:,}",
+        ] {
+            assert!(
+                format(refused, &vars()).is_err(),
+                "{refused} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn ascii_and_repr_escape_like_python() {
+        let vars = [("text", Value::str("Äb\u{a0}c'"))];
+        assert_eq!(format("{text!r}", &vars).unwrap(), "\"Äb\\xa0c'\"");
+        assert_eq!(format("{text!a}", &vars).unwrap(), "\"\\xc4b\\xa0c'\"");
+        let vars = [("text", Value::str("\u{2028}😀"))];
+        assert_eq!(format("{text!a}", &vars).unwrap(), "'\\u2028\\U0001f600'");
     }
 }

@@ -18,7 +18,8 @@ use anyhow::Result;
 pub use format::{format as format_placeholders, FormatError, Value};
 pub use server_id::{cookie_value, server_id, server_name};
 pub use templates::{
-    is_plain_file_name, reference_markdown, Name, Syntax, TemplateDef, Templates, Use, TEMPLATES,
+    is_plain_file_name, reference_markdown, BadTemplateLabel, BadTemplateLabels, Name, Syntax,
+    TemplateDef, Templates, Use, TEMPLATES,
 };
 
 use crate::config::{RenderConfig, DEFAULT_SSL_CERT};
@@ -94,6 +95,11 @@ struct Prepared<'a> {
 }
 
 /// Renders the model into the candidate config and map files.
+///
+/// Service template labels that do not format fail the render with [`BadTemplateLabels`] (all
+/// of them, from one pass) in the error chain, so the caller can leave those apps out and
+/// render again (marathon-lb fails the whole run); any other template failure is the
+/// operator's and fails the render.
 pub fn render(model: &Model, templates: &Templates, config: &RenderConfig) -> Result<Rendered> {
     Renderer::new(model, templates, config).run()
 }
@@ -163,11 +169,23 @@ impl<'a> Renderer<'a> {
 
         let mut services: Vec<&Service> = self.model.services.iter().collect();
         services.sort_by(|a, b| (&a.app_id, a.service_port).cmp(&(&b.app_id, b.service_port)));
+        // Bad template labels are collected over the whole pass, so the caller can leave out
+        // every app at fault at once; any other failure ends the render.
+        let mut bad_labels = Vec::new();
         for service in services {
             if !self.is_selected(service) {
                 continue;
             }
-            self.render_service(service)?;
+            if let Err(err) = self.render_service(service) {
+                match err.downcast_ref::<BadTemplateLabel>() {
+                    Some(bad) => bad_labels.push(bad.clone()),
+                    None => return Err(err),
+                }
+            }
+        }
+        if !bad_labels.is_empty() {
+            return Err(anyhow::Error::new(BadTemplateLabels(bad_labels))
+                .context(crate::error::Failure::Template));
         }
 
         let mut out = head;

@@ -321,10 +321,9 @@ impl Templates {
                 if trimmed.is_empty() {
                     return Ok(String::new());
                 }
-                format::format(&format!(" {trimmed}"), vars)
-                    .map_err(anyhow::Error::new)
-                    .with_context(|| describe_for(name.def(), origin, service))
-                    .context(Failure::Template)?
+                format::format(&format!(" {trimmed}"), vars).map_err(|err| {
+                    format_failure(name.def(), origin, Some(service), anyhow::Error::new(err))
+                })?
             }
             Syntax::Jinja => {
                 let out = self.render_jinja(name, origin, Some(service), vars)?;
@@ -363,13 +362,9 @@ impl Templates {
         let (text, syntax, origin) = self.resolve(name, service);
         match (syntax, usage) {
             (Syntax::Format, Use::Verbatim) => Ok(text.to_string()),
-            (Syntax::Format, Use::Formatted) => format::format(text, vars)
-                .map_err(anyhow::Error::new)
-                .with_context(|| match service {
-                    Some(service) => describe_for(name.def(), origin, service),
-                    None => format!("template {}", describe(name.def(), origin)),
-                })
-                .context(Failure::Template),
+            (Syntax::Format, Use::Formatted) => format::format(text, vars).map_err(|err| {
+                format_failure(name.def(), origin, service, anyhow::Error::new(err))
+            }),
             (Syntax::Jinja, _) => self.render_jinja(name, origin, service, vars),
         }
     }
@@ -412,6 +407,86 @@ impl Templates {
         let section = &self.sections[name as usize];
         (&section.text, section.syntax, &section.origin)
     }
+}
+
+/// A service's own template label (`HAPROXY_{n}_<NAME>`) that does not format. marathon-lb
+/// fails the whole run over it; the run leaves that app out with a warning instead, as the
+/// model does for a label that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadTemplateLabel {
+    pub app_id: String,
+    pub service_port: u32,
+    /// The label's suffix, e.g. `BACKEND_HEAD`.
+    pub label: &'static str,
+    /// marathon-lb's name of the section the label stood in for, when it differs from the
+    /// label's (the map sections answer to the plain ACL labels).
+    pub section: &'static str,
+    pub reason: String,
+}
+
+impl BadTemplateLabel {
+    /// The description without the app, for a warning that names the app already.
+    pub fn without_app(&self) -> String {
+        let mut text = format!(
+            "template label HAPROXY_{{n}}_{} (service port {})",
+            self.label, self.service_port
+        );
+        if self.section != self.label {
+            text += &format!(", used as HAPROXY_{} here", self.section);
+        }
+        text + ": " + &self.reason
+    }
+}
+
+impl std::fmt::Display for BadTemplateLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "template label HAPROXY_{{n}}_{} of app {} (service port {})",
+            self.label, self.app_id, self.service_port
+        )?;
+        if self.section != self.label {
+            write!(f, ", used as HAPROXY_{} here", self.section)?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl std::error::Error for BadTemplateLabel {}
+
+/// Every [`BadTemplateLabel`] one render pass met, in rendering order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadTemplateLabels(pub Vec<BadTemplateLabel>);
+
+impl std::fmt::Display for BadTemplateLabels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let texts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&texts.join("; "))
+    }
+}
+
+impl std::error::Error for BadTemplateLabels {}
+
+/// The error for a section that did not format: a [`BadTemplateLabel`] when the text came from
+/// the service's label, else the reason under a description of the section's source.
+fn format_failure(
+    def: &TemplateDef,
+    origin: &Origin,
+    service: Option<&Service>,
+    reason: anyhow::Error,
+) -> anyhow::Error {
+    match (origin, service) {
+        (Origin::Label, Some(service)) => anyhow::Error::new(BadTemplateLabel {
+            app_id: service.app_id.clone(),
+            service_port: service.service_port,
+            label: def.label.unwrap_or(def.short_name),
+            section: def.short_name,
+            reason: format!("{reason:#}"),
+        }),
+        (_, Some(service)) => reason.context(describe_for(def, origin, service)),
+        (_, None) => reason.context(format!("template {}", describe(def, origin))),
+    }
+    .context(Failure::Template)
 }
 
 fn describe(def: &TemplateDef, origin: &Origin) -> String {

@@ -426,3 +426,83 @@ fn reference_lists_every_section() {
         assert!(reference.contains(&format!("### `{}`", def.full_name())));
     }
 }
+
+#[test]
+fn unformattable_template_label_fails_with_the_app_named() {
+    let config = render_config(None);
+    let templates = Templates::load(&config).unwrap();
+    let mut broken = service();
+    broken.app_id = "/broken".to_string();
+    broken
+        .template_labels
+        .insert("BACKEND_HEAD".to_string(), "backend {nope}\n".to_string());
+    let mut also_broken = broken.clone();
+    also_broken.app_id = "/also".to_string();
+    also_broken.template_labels.clear();
+    also_broken
+        .template_labels
+        .insert("FRONTEND_HEAD".to_string(), "{servicePort:s}".to_string());
+    let model = Model {
+        services: vec![service(), broken, also_broken],
+    };
+    let err = render(&model, &templates, &config).unwrap_err();
+    assert_eq!(crate::error::classify(&err), Some(Failure::Template));
+    let BadTemplateLabels(bad_labels) = err.downcast_ref::<BadTemplateLabels>().expect("typed");
+    let apps: Vec<(&str, &str)> = bad_labels
+        .iter()
+        .map(|bad| (bad.app_id.as_str(), bad.label))
+        .collect();
+    assert_eq!(
+        apps,
+        [("/also", "FRONTEND_HEAD"), ("/broken", "BACKEND_HEAD")],
+        "all found in one pass, in rendering order"
+    );
+    let bad = &bad_labels[1];
+    assert_eq!(
+        bad.without_app(),
+        "template label HAPROXY_{n}_BACKEND_HEAD (service port 10000): unknown placeholder \
+         {nope}; this template knows {backend}, {balance}, {mode}"
+    );
+}
+
+#[test]
+fn map_section_failure_names_the_plain_label_it_answers_to() {
+    let mut config = render_config(None);
+    config.haproxy_map = true;
+    let templates = Templates::load(&config).unwrap();
+    let mut web = service();
+    web.hostname = Some("shop.example.com".to_string());
+    web.template_labels.insert(
+        "HTTP_FRONTEND_ACL".to_string(),
+        "  acl host_{cleanedUpHostname} hdr(host) -i {hostname}\n".to_string(),
+    );
+    let model = Model {
+        services: vec![web],
+    };
+    let err = render(&model, &templates, &config).unwrap_err();
+    let text = err.downcast_ref::<BadTemplateLabels>().unwrap().to_string();
+    assert!(
+        text.contains("HAPROXY_{n}_HTTP_FRONTEND_ACL of app /shop/web")
+            && text.contains("used as HAPROXY_MAP_HTTP_FRONTEND_ACL"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_global_template_that_does_not_format_still_fails_the_render() {
+    let mut config = render_config(None);
+    config.template_env.insert(
+        "HAPROXY_BACKEND_HEAD".to_string(),
+        "backend {nope}\\n".to_string(),
+    );
+    let templates = Templates::load(&config).unwrap();
+    let model = Model {
+        services: vec![service()],
+    };
+    let err = render(&model, &templates, &config).unwrap_err();
+    assert_eq!(crate::error::classify(&err), Some(Failure::Template));
+    assert!(
+        format!("{err:#}").contains("environment variable"),
+        "{err:#}"
+    );
+}
