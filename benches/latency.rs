@@ -8,13 +8,10 @@
 //! `--interval 1s`; a once-a-minute cron line is derived from the measured time of one run plus
 //! the uniform wait for the next minute.
 
-#[allow(dead_code)]
 #[path = "../tests/support/backend.rs"]
 mod backend;
-#[allow(dead_code)]
 #[path = "../tests/support/haproxy.rs"]
 mod haproxy;
-#[allow(dead_code)]
 #[path = "../tests/support/marathon.rs"]
 mod marathon;
 

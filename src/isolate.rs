@@ -2,9 +2,12 @@
 //! few checks (bisection, not one check per app) so the rest of the cluster can still be
 //! applied. The search is generic over the check, which `lib.rs` builds from render + validate.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
+
+use crate::config::{ApplyConfig, Config};
+use crate::{apply, model, render};
 
 /// Finds a set of apps whose exclusion makes `accepts` true, given that `accepts` is false for
 /// the whole of `apps` and true for none of them (checked by the caller). Each call of
@@ -57,6 +60,70 @@ fn search(
 /// Everything in `all` that is not `included`.
 fn excluded(all: &BTreeSet<String>, included: &BTreeSet<String>) -> BTreeSet<String> {
     all.difference(included).cloned().collect()
+}
+
+// The search applied to a cluster: render without some apps, ask `apply::check`.
+
+/// The apps whose sections make `haproxy -c` reject the candidate, each with HAProxy's alerts
+/// for it. Fails (keeping the original error) when even the cluster without any app is
+/// rejected: then the head or a template is at fault, not an app.
+pub(crate) fn find_rejected_apps(
+    model: &model::Model,
+    templates: &render::Templates,
+    config: &Config,
+    apply_config: &ApplyConfig,
+) -> Result<BTreeMap<String, String>> {
+    let apps: Vec<String> = model
+        .services
+        .iter()
+        .map(|service| service.app_id.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let verdict = |excluded: &BTreeSet<String>| -> Result<apply::Verdict> {
+        let candidate =
+            crate::render_candidate(&without_apps(model, excluded.iter()), templates, config)?;
+        apply::check(&candidate, apply_config)
+    };
+    let everything: BTreeSet<String> = apps.iter().cloned().collect();
+    if verdict(&everything)? != apply::Verdict::Accepted {
+        bail!("HAProxy rejects the configuration even without any app: the head or a template is at fault");
+    }
+    let culprits = find_culprits(&apps, |excluded| {
+        Ok(verdict(excluded)? == apply::Verdict::Accepted)
+    })?;
+    if culprits.len() == apps.len() {
+        bail!(
+            "HAProxy rejects every app's sections: a template they share is at fault, not an app"
+        );
+    }
+    // HAProxy's words for each culprit: the others left out, this one alone added back.
+    let mut excluded = BTreeMap::new();
+    for app in &culprits {
+        let others: BTreeSet<String> = culprits.iter().filter(|c| *c != app).cloned().collect();
+        let alerts = match verdict(&others)? {
+            apply::Verdict::Rejected { alerts } => alerts.replace('\n', " / "),
+            apply::Verdict::Accepted => "rejected only together with the others".to_string(),
+        };
+        excluded.insert(app.clone(), alerts);
+    }
+    Ok(excluded)
+}
+
+/// The model without the services of `apps`.
+pub(crate) fn without_apps<'a>(
+    model: &model::Model,
+    apps: impl Iterator<Item = &'a String>,
+) -> model::Model {
+    let apps: BTreeSet<&String> = apps.collect();
+    model::Model {
+        services: model
+            .services
+            .iter()
+            .filter(|service| !apps.contains(&service.app_id))
+            .cloned()
+            .collect(),
+    }
 }
 
 #[cfg(test)]

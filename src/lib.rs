@@ -13,13 +13,14 @@ pub mod model;
 pub mod render;
 pub mod report;
 pub mod schedule;
+pub mod status;
 
 use std::io::Write;
 use std::time::Instant;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 
 use crate::apply::{Candidate, Outcome};
 use crate::config::Config;
@@ -81,7 +82,7 @@ pub fn run_once_with(
     };
     let result = run_measured(config, out, log, &mut report);
     if !config.apply.dry_run {
-        keep_record(config, &mut report, &result, log);
+        status::keep_record(config, &mut report, &result, log);
     }
     result
 }
@@ -116,14 +117,13 @@ fn run_measured(
     let first = apply::apply_timed(&candidate, &apply_config, out, &mut timings);
     let (outcome, excluded, candidate) = match first {
         Err(error) if isolation_may_help(&error, &apply_config) => {
-            let excluded = find_rejected_apps(&model, &templates, config, &apply_config).map_err(
-                |search| {
-                    error.context(format!(
-                        "looking for the apps HAProxy rejects failed too: {search:#}"
-                    ))
-                },
-            )?;
-            let without = without_apps(&model, excluded.keys());
+            let excluded = isolate::find_rejected_apps(&model, &templates, config, &apply_config)
+                .map_err(|search| {
+                error.context(format!(
+                    "looking for the apps HAProxy rejects failed too: {search:#}"
+                ))
+            })?;
+            let without = isolate::without_apps(&model, excluded.keys());
             let candidate = render_candidate(&without, &templates, config)?;
             let outcome = apply::apply_timed(&candidate, &apply_config, out, &mut timings)?;
             (outcome, excluded, candidate)
@@ -197,119 +197,6 @@ fn run_measured(
     Ok(outcome)
 }
 
-/// What `status` found.
-pub struct Status {
-    /// The text (or JSON) to print.
-    pub text: String,
-    /// False when `--check-age` was given and the last successful sync is older, or missing.
-    pub fresh: bool,
-}
-
-/// `status`: the run record of `haproxy_config`, as text or JSON; with `max_age`, whether the
-/// last successful sync is recent enough.
-pub fn status(
-    haproxy_config: &std::path::Path,
-    json: bool,
-    max_age: Option<std::time::Duration>,
-) -> Result<Status> {
-    let record_path = apply::record_path(haproxy_config);
-    let record: report::RunRecord = match apply::read_kept_file(&record_path)? {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .with_context(|| format!("reading the run record {}", record_path.display()))?,
-        None => report::RunRecord::default(),
-    };
-    let now = unix_now();
-    let age = record.success_age(now);
-    let fresh = match max_age {
-        Some(limit) => age.is_some_and(|age| age <= limit.as_secs_f64()),
-        None => true,
-    };
-    let text = if json {
-        let mut value = serde_json::to_value(&record).context("encoding the run record")?;
-        value["config"] = haproxy_config.display().to_string().into();
-        value["config_age_seconds"] = apply::file_age(haproxy_config)
-            .map(|age| age.as_secs_f64())
-            .into();
-        value["last_success_age_seconds"] = age.into();
-        format!(
-            "{}\n",
-            serde_json::to_string_pretty(&value).context("encoding the run record")?
-        )
-    } else {
-        report::status_text(
-            &haproxy_config.display().to_string(),
-            &record,
-            apply::file_age(haproxy_config),
-            now,
-        )
-    };
-    Ok(Status { text, fresh })
-}
-
-/// Folds this run into the run record and, with `--metrics-file`, rewrites the metrics. A
-/// failure here is logged, never the run's failure: the change itself is done (or not).
-fn keep_record(
-    config: &Config,
-    report: &mut report::RunReport,
-    result: &Result<Outcome>,
-    log: &mut dyn Write,
-) {
-    report.ended_unix = unix_now();
-    match result {
-        Ok(outcome) => {
-            report.outcome = match outcome {
-                Outcome::Applied { .. } => "applied",
-                Outcome::Unchanged => "unchanged",
-                Outcome::Deferred { .. } => "deferred",
-                Outcome::DryRun => "dry-run",
-            }
-            .to_string();
-            report.reloaded = matches!(outcome, Outcome::Applied { .. });
-        }
-        Err(error) => {
-            let failure = error::classify(error);
-            report.error = Some(format!("{error:#}"));
-            if failure == Some(Failure::AppliedWithExclusions) {
-                report.outcome = "applied-with-exclusions".to_string();
-                report.reloaded = report.phases.get("reload").is_some_and(|s| *s > 0.0);
-            } else {
-                report.outcome = "failed".to_string();
-                report.failure = Some(report::failure_label(failure).to_string());
-                report.reloaded = report.phases.get("reload").is_some_and(|s| *s > 0.0);
-            }
-        }
-    }
-    let record_path = apply::record_path(&config.apply.haproxy_config);
-    let mut record = report::RunRecord::default();
-    let kept = apply::update_kept_file(&config.apply, &record_path, |previous| {
-        record = previous
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
-        record.record(report);
-        let mut text = serde_json::to_vec_pretty(&record).unwrap_or_default();
-        text.push(b'\n');
-        text
-    });
-    if let Err(error) = kept {
-        let message = format!("could not update the run record: {error:#}");
-        log::write(log, log::Level::Warn, &message, &[]);
-    }
-    if let Some(metrics_file) = &config.metrics_file {
-        let text = report::metrics_text(&record, report);
-        if let Err(error) = apply::write_kept_file(metrics_file, text.as_bytes()) {
-            let message = format!("could not write the metrics file: {error:#}");
-            log::write(log, log::Level::Warn, &message, &[]);
-        }
-    }
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
-}
-
 /// Builds the model and renders it. An app whose own template label does not format is left
 /// out with a warning and everything built again without it, as the model does for a label
 /// that does not parse (marathon-lb fails the whole run over either).
@@ -354,7 +241,7 @@ fn model_and_render(
 }
 
 /// Renders the model into a candidate whose map files sit beside the config.
-fn render_candidate(
+pub(crate) fn render_candidate(
     model: &model::Model,
     templates: &render::Templates,
     config: &Config,
@@ -391,64 +278,6 @@ fn isolation_may_help(error: &anyhow::Error, config: &config::ApplyConfig) -> bo
         && error
             .chain()
             .any(|cause| cause.to_string().contains("failed (exit status"))
-}
-
-/// The apps whose sections make `haproxy -c` reject the candidate, each with HAProxy's alerts
-/// for it. Fails (keeping the original error) when even the cluster without any app is
-/// rejected: then the head or a template is at fault, not an app.
-fn find_rejected_apps(
-    model: &model::Model,
-    templates: &render::Templates,
-    config: &Config,
-    apply_config: &config::ApplyConfig,
-) -> Result<BTreeMap<String, String>> {
-    let apps: Vec<String> = model
-        .services
-        .iter()
-        .map(|service| service.app_id.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let verdict = |excluded: &BTreeSet<String>| -> Result<apply::Verdict> {
-        let candidate = render_candidate(&without_apps(model, excluded.iter()), templates, config)?;
-        apply::check(&candidate, apply_config)
-    };
-    let everything: BTreeSet<String> = apps.iter().cloned().collect();
-    if verdict(&everything)? != apply::Verdict::Accepted {
-        bail!("HAProxy rejects the configuration even without any app: the head or a template is at fault");
-    }
-    let culprits = isolate::find_culprits(&apps, |excluded| {
-        Ok(verdict(excluded)? == apply::Verdict::Accepted)
-    })?;
-    if culprits.len() == apps.len() {
-        bail!(
-            "HAProxy rejects every app's sections: a template they share is at fault, not an app"
-        );
-    }
-    // HAProxy's words for each culprit: the others left out, this one alone added back.
-    let mut excluded = BTreeMap::new();
-    for app in &culprits {
-        let others: BTreeSet<String> = culprits.iter().filter(|c| *c != app).cloned().collect();
-        let alerts = match verdict(&others)? {
-            apply::Verdict::Rejected { alerts } => alerts.replace('\n', " / "),
-            apply::Verdict::Accepted => "rejected only together with the others".to_string(),
-        };
-        excluded.insert(app.clone(), alerts);
-    }
-    Ok(excluded)
-}
-
-/// The model without the services of `apps`.
-fn without_apps<'a>(model: &model::Model, apps: impl Iterator<Item = &'a String>) -> model::Model {
-    let apps: BTreeSet<&String> = apps.collect();
-    model::Model {
-        services: model
-            .services
-            .iter()
-            .filter(|service| !apps.contains(&service.app_id))
-            .cloned()
-            .collect(),
-    }
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ fn status(haproxy_config: &std::path::Path, json: bool, check_age: Option<&str>)
         Ok(max_age) => max_age,
         Err(error) => return fail(error.context("--check-age")),
     };
-    match haproxy_marathon_sync::status(haproxy_config, json, max_age) {
+    match haproxy_marathon_sync::status::status(haproxy_config, json, max_age) {
         Ok(found) => {
             print!("{}", found.text);
             if found.fresh {

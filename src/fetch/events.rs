@@ -516,7 +516,7 @@ mod tests {
     #[test]
     fn overlong_events_are_cut_not_buffered_whole() {
         let mut stream = b"event: deployment_info\ndata: ".to_vec();
-        stream.extend(std::iter::repeat(b'x').take(MAX_EVENT_BYTES + 100));
+        stream.extend(std::iter::repeat_n(b'x', MAX_EVENT_BYTES + 100));
         stream.extend_from_slice(b"\n\n");
         let events = Parser::new().feed(&stream);
         assert_eq!(events.len(), 1);

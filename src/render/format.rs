@@ -312,7 +312,7 @@ impl Spec {
     fn pad(&self, leading: &str, digits: &str, default_align: char) -> String {
         let length = leading.chars().count() + digits.chars().count();
         let missing = self.width.saturating_sub(length);
-        let fill = |count: usize| std::iter::repeat(self.fill).take(count).collect::<String>();
+        let fill = |count: usize| std::iter::repeat_n(self.fill, count).collect::<String>();
         match self.align.unwrap_or(default_align) {
             '<' => format!("{leading}{digits}{}", fill(missing)),
             '^' => format!(

@@ -1,0 +1,125 @@
+//! What each run leaves for operators, and the `status` command that reads it: the run record
+//! (`<config>.status`) folded after every run, and the `--metrics-file` textfile. The formats are
+//! `report`'s; the files are written through `apply`.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+
+use crate::apply::{self, Outcome};
+use crate::config::Config;
+use crate::error::{self, Failure};
+use crate::{log, report};
+
+/// What `status` found.
+pub struct Status {
+    /// The text (or JSON) to print.
+    pub text: String,
+    /// False when `--check-age` was given and the last successful sync is older, or missing.
+    pub fresh: bool,
+}
+
+/// `status`: the run record of `haproxy_config`, as text or JSON; with `max_age`, whether the
+/// last successful sync is recent enough.
+pub fn status(
+    haproxy_config: &std::path::Path,
+    json: bool,
+    max_age: Option<std::time::Duration>,
+) -> Result<Status> {
+    let record_path = apply::record_path(haproxy_config);
+    let record: report::RunRecord = match apply::read_kept_file(&record_path)? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("reading the run record {}", record_path.display()))?,
+        None => report::RunRecord::default(),
+    };
+    let now = unix_now();
+    let age = record.success_age(now);
+    let fresh = match max_age {
+        Some(limit) => age.is_some_and(|age| age <= limit.as_secs_f64()),
+        None => true,
+    };
+    let text = if json {
+        let mut value = serde_json::to_value(&record).context("encoding the run record")?;
+        value["config"] = haproxy_config.display().to_string().into();
+        value["config_age_seconds"] = apply::file_age(haproxy_config)
+            .map(|age| age.as_secs_f64())
+            .into();
+        value["last_success_age_seconds"] = age.into();
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&value).context("encoding the run record")?
+        )
+    } else {
+        report::status_text(
+            &haproxy_config.display().to_string(),
+            &record,
+            apply::file_age(haproxy_config),
+            now,
+        )
+    };
+    Ok(Status { text, fresh })
+}
+
+/// Folds this run into the run record and, with `--metrics-file`, rewrites the metrics. A
+/// failure here is logged, never the run's failure: the change itself is done (or not).
+pub(crate) fn keep_record(
+    config: &Config,
+    report: &mut report::RunReport,
+    result: &Result<Outcome>,
+    log: &mut dyn Write,
+) {
+    report.ended_unix = unix_now();
+    match result {
+        Ok(outcome) => {
+            report.outcome = match outcome {
+                Outcome::Applied { .. } => "applied",
+                Outcome::Unchanged => "unchanged",
+                Outcome::Deferred { .. } => "deferred",
+                Outcome::DryRun => "dry-run",
+            }
+            .to_string();
+            report.reloaded = matches!(outcome, Outcome::Applied { .. });
+        }
+        Err(error) => {
+            let failure = error::classify(error);
+            report.error = Some(format!("{error:#}"));
+            if failure == Some(Failure::AppliedWithExclusions) {
+                report.outcome = "applied-with-exclusions".to_string();
+                report.reloaded = report.phases.get("reload").is_some_and(|s| *s > 0.0);
+            } else {
+                report.outcome = "failed".to_string();
+                report.failure = Some(report::failure_label(failure).to_string());
+                report.reloaded = report.phases.get("reload").is_some_and(|s| *s > 0.0);
+            }
+        }
+    }
+    let record_path = apply::record_path(&config.apply.haproxy_config);
+    let mut record = report::RunRecord::default();
+    let kept = apply::update_kept_file(&config.apply, &record_path, |previous| {
+        record = previous
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        record.record(report);
+        let mut text = serde_json::to_vec_pretty(&record).unwrap_or_default();
+        text.push(b'\n');
+        text
+    });
+    if let Err(error) = kept {
+        let message = format!("could not update the run record: {error:#}");
+        log::write(log, log::Level::Warn, &message, &[]);
+    }
+    if let Some(metrics_file) = &config.metrics_file {
+        let text = report::metrics_text(&record, report);
+        if let Err(error) = apply::write_kept_file(metrics_file, text.as_bytes()) {
+            let message = format!("could not write the metrics file: {error:#}");
+            log::write(log, log::Level::Warn, &message, &[]);
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
