@@ -91,7 +91,7 @@ pub fn spawn_reader(
     }
     let (stop_tx, stop_rx) = mpsc::channel();
     let reader = Reader {
-        agent: http::agent(fetch, "text/event-stream", MAX_REDIRECTS)?,
+        agent: http::agent(fetch, "text/event-stream")?,
         authorization: fetch.credentials.as_ref().map(http::basic_authorization),
         bases,
         request_timeout: fetch.request_timeout,
@@ -196,34 +196,38 @@ impl Reader {
         let url = format!("{base}{}", events_path_and_query());
         let budget =
             RequestBudget::new(self.request_timeout, Instant::now() + self.request_timeout)?;
-        let mut request = self
-            .agent
-            .get(&url)
-            // Proxies between us and Marathon must not answer from a cache.
-            .header("Cache-Control", "no-cache");
-        if let Some(authorization) = &self.authorization {
-            request = request.header("Authorization", authorization);
-        }
-        // No global or body timeout: the body never ends. Opening is bounded by --timeout;
-        // after that, each read by the stream timeout, which heartbeats keep resetting.
-        let opening = Some(self.request_timeout);
-        let response = request
-            .config()
-            .timeout_resolve(opening)
-            .timeout_connect(opening)
-            .timeout_send_request(opening)
-            .timeout_recv_response(opening)
-            .timeout_per_read(Some(self.settings.stream_timeout))
-            .build()
-            .call()
-            .map_err(|error| match error {
-                ureq::Error::TooManyRedirects => anyhow!(
-                    "redirected more than once (a Marathon that is not the leader redirects \
+        let send = |url: &str, authorization: Option<&str>| {
+            let mut request = self
+                .agent
+                .get(url)
+                // Proxies between us and Marathon must not answer from a cache.
+                .header("Cache-Control", "no-cache");
+            if let Some(authorization) = authorization {
+                request = request.header("Authorization", authorization);
+            }
+            // No global or body timeout: the body never ends. Opening is bounded by --timeout;
+            // after that, each read by the stream timeout, which heartbeats keep resetting.
+            let opening = Some(self.request_timeout);
+            request
+                .config()
+                .timeout_resolve(opening)
+                .timeout_connect(opening)
+                .timeout_send_request(opening)
+                .timeout_recv_response(opening)
+                .timeout_per_read(Some(self.settings.stream_timeout))
+                .build()
+                .call()
+        };
+        let response =
+            http::follow_redirects(&url, self.authorization.as_deref(), MAX_REDIRECTS, send)
+                .map_err(|error| match error {
+                    ureq::Error::TooManyRedirects => anyhow!(
+                        "redirected more than once (a Marathon that is not the leader redirects \
                      once, to the leader)"
-                ),
-                other => anyhow!(http::describe_transport_error(&other, &budget)),
-            })
-            .context("GET /v2/events")?;
+                    ),
+                    other => anyhow!(http::describe_transport_error(&other, &budget)),
+                })
+                .context("GET /v2/events")?;
         let status = response.status();
         let final_uri = response.get_uri().clone();
         let shown = without_query(&final_uri.to_string());

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
-use ureq::config::RedirectAuthHeaders;
 use ureq::http::{StatusCode, Uri};
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
 use ureq::{Agent, ResponseExt};
@@ -37,7 +36,7 @@ pub(super) struct Client {
 impl Client {
     pub(super) fn new(config: &FetchConfig) -> Result<Client> {
         Ok(Client {
-            agent: agent(config, "application/json", MAX_REDIRECTS)?,
+            agent: agent(config, "application/json")?,
             authorization: config.credentials.as_ref().map(basic_authorization),
             request_timeout: config.request_timeout,
             max_body_bytes: config.max_body_bytes,
@@ -67,19 +66,22 @@ impl Client {
     /// One bounded GET; the successful body, or an error saying what the server did.
     fn get(&self, url: &str, deadline: Instant) -> Result<Vec<u8>> {
         let budget = RequestBudget::new(self.request_timeout, deadline)?;
-        let mut request = self.agent.get(url);
-        if let Some(authorization) = &self.authorization {
-            request = request.header("Authorization", authorization);
-        }
-        // ureq sets no timeouts by default. The global one bounds the whole exchange, body
-        // included, so a server that sends headers and then stalls cannot hold us.
-        let response = request
-            .config()
-            .timeout_global(Some(budget.limit))
-            .timeout_connect(Some(budget.limit))
-            .timeout_per_read(Some(budget.limit))
-            .build()
-            .call()
+        let send = |url: &str, authorization: Option<&str>| {
+            let mut request = self.agent.get(url);
+            if let Some(authorization) = authorization {
+                request = request.header("Authorization", authorization);
+            }
+            // ureq sets no timeouts by default. The global one bounds the whole exchange, body
+            // included, so a server that sends headers and then stalls cannot hold us.
+            request
+                .config()
+                .timeout_global(Some(budget.limit))
+                .timeout_connect(Some(budget.limit))
+                .timeout_per_read(Some(budget.limit))
+                .build()
+                .call()
+        };
+        let response = follow_redirects(url, self.authorization.as_deref(), MAX_REDIRECTS, send)
             .map_err(|error| anyhow!(describe_transport_error(&error, &budget)))?;
 
         let status = response.status();
@@ -104,8 +106,8 @@ impl Client {
 }
 
 /// The agent every request to Marathon goes through (the event stream's too): verified TLS
-/// with the configured roots, statuses read as answers, auth re-sent only to the same host.
-pub(super) fn agent(config: &FetchConfig, accept: &str, max_redirects: u32) -> Result<Agent> {
+/// with the configured roots, statuses read as answers, redirects left to `follow_redirects`.
+pub(super) fn agent(config: &FetchConfig, accept: &str) -> Result<Agent> {
     let roots = match &config.ca_cert {
         Some(path) => load_ca_bundle(path)?,
         // Mozilla's roots compiled into the binary: the same trust on every host and in
@@ -116,15 +118,67 @@ pub(super) fn agent(config: &FetchConfig, accept: &str, max_redirects: u32) -> R
         // Statuses are answers, not transport errors: we read them ourselves so a 401 can
         // say "authentication" and a 503 can carry Marathon's message.
         .http_status_as_error(false)
-        .max_redirects(max_redirects)
-        // Basic auth goes along on a redirect only to the same host, and never from https
-        // down to http: a redirect target is chosen by the server, not by the operator.
-        .redirect_auth_headers(RedirectAuthHeaders::SameHost)
+        // Redirects are followed by `follow_redirects`, which decides where credentials go.
+        .max_redirects(0)
         .user_agent(USER_AGENT)
         .accept(accept)
         .tls_config(TlsConfig::builder().root_certs(roots).build())
         .build()
         .new_agent())
+}
+
+/// Sends `GET url` through `send` and follows up to `max_redirects` redirects (a Marathon that
+/// is not the leader redirects to the leader, usually on another host), re-sending the
+/// credentials on each hop except from https down to http. Sending them to another host is
+/// safe here: over https only the verified Marathon can issue the redirect, and over plain http
+/// the credentials are on the wire already. Returns the first answer that is not a redirect
+/// (or a redirect without a usable `Location`, for the caller to report).
+pub(super) fn follow_redirects(
+    url: &str,
+    authorization: Option<&str>,
+    max_redirects: u32,
+    mut send: impl FnMut(&str, Option<&str>) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    let mut current = url.to_string();
+    let mut authorization = authorization;
+    for hop in 0.. {
+        let response = send(&current, authorization)?;
+        let status = response.status();
+        if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
+            return Ok(response);
+        }
+        let Some(next) = response
+            .headers()
+            .get("location")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|location| redirect_target(&current, location))
+        else {
+            return Ok(response);
+        };
+        if hop >= max_redirects {
+            return Err(ureq::Error::TooManyRedirects);
+        }
+        if current.starts_with("https://") && next.starts_with("http://") {
+            authorization = None;
+        }
+        current = next;
+    }
+    unreachable!("the loop returns")
+}
+
+/// Where `location` (absolute, or relative to `from`) points.
+fn redirect_target(from: &str, location: &str) -> Option<String> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return Some(location.to_string());
+    }
+    let uri: Uri = from.parse().ok()?;
+    let origin = format!("{}://{}", uri.scheme_str()?, uri.authority()?);
+    if location.starts_with('/') {
+        return Some(format!("{origin}{location}"));
+    }
+    let path = uri.path();
+    let directory = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+    Some(format!("{origin}{directory}{location}"))
 }
 
 /// `Basic base64(user:password)`. The value is only ever put in a header, never in a message.
@@ -266,8 +320,11 @@ pub(super) fn describe_status(
                 ": authentication failed: Marathon refused the credentials from \
                  --auth-credentials / --marathon-auth-credential-file",
             );
-            if redirected {
-                text.push_str(" (credentials are re-sent on a redirect only to the same host)");
+            if redirected
+                && requested.starts_with("https://")
+                && final_uri.scheme_str() == Some("http")
+            {
+                text.push_str(" (credentials are not re-sent from https down to http)");
             }
         }
         403 => text.push_str(
@@ -351,6 +408,81 @@ mod tests {
         assert_eq!(
             text,
             "HTTP 503 Service Unavailable (Marathon says: leader unknown)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod redirect_tests {
+    use super::*;
+
+    fn answer(status: u16, location: Option<&str>) -> ureq::http::Response<ureq::Body> {
+        let mut response = ureq::http::Response::builder().status(status);
+        if let Some(location) = location {
+            response = response.header("location", location);
+        }
+        response.body(ureq::Body::builder().data("")).unwrap()
+    }
+
+    /// Follows a scripted chain of answers, noting each hop's URL and credentials.
+    fn follow(
+        start: &str,
+        script: &[(u16, Option<&str>)],
+        max: u32,
+    ) -> (Result<u16, String>, Vec<(String, bool)>) {
+        let mut hops = Vec::new();
+        let mut answers = script.iter();
+        let result = follow_redirects(start, Some("Basic x"), max, |url, authorization| {
+            hops.push((url.to_string(), authorization.is_some()));
+            let (status, location) = answers.next().expect("scripted answer");
+            Ok(answer(*status, *location))
+        });
+        (
+            result
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string()),
+            hops,
+        )
+    }
+
+    #[test]
+    fn credentials_follow_to_another_host_but_never_down_to_http() {
+        let (result, hops) = follow(
+            "https://m1:8443/v2/apps",
+            &[
+                (307, Some("https://m2:8443/v2/apps")),
+                (302, Some("http://m3:8080/v2/apps")),
+                (200, None),
+            ],
+            3,
+        );
+        assert_eq!(result, Ok(200));
+        assert_eq!(
+            hops,
+            vec![
+                ("https://m1:8443/v2/apps".to_string(), true),
+                ("https://m2:8443/v2/apps".to_string(), true),
+                ("http://m3:8080/v2/apps".to_string(), false),
+            ]
+        );
+    }
+
+    #[test]
+    fn relative_locations_and_the_hop_limit() {
+        let (result, hops) = follow(
+            "http://m1:8080/v2/events?x=1",
+            &[(302, Some("/v2/events?y=2")), (200, None)],
+            1,
+        );
+        assert_eq!(result, Ok(200));
+        assert_eq!(hops[1].0, "http://m1:8080/v2/events?y=2");
+        let (result, _) = follow("http://m1/a", &[(302, Some("b")), (302, Some("c"))], 1);
+        assert!(result.is_err(), "{result:?}");
+        let (result, _) = follow("http://m1/a", &[(302, None)], 1);
+        assert_eq!(
+            result,
+            Ok(302),
+            "a redirect without Location is the caller's to report"
         );
     }
 }
