@@ -1,6 +1,7 @@
 //! Puts a rendered candidate in place: lock → diff → guard and deferral → validate → archive →
-//! atomic rename → reload (a command, or the master CLI confirmed by `show proc`) → rollback. The only code that writes files or runs processes; knows no model types,
-//! only text and paths.
+//! atomic rename → reload (a command, or the master CLI confirmed by `show proc`) → rollback.
+//! The only code that writes files or runs processes; knows no model types, only text and
+//! paths.
 //!
 //! The guarantee: whatever fails, the live config is whole — the old one or the new one, never
 //! a mix — and no temp file is left behind (only `<config>.rejected`, on purpose). A failed
