@@ -13,118 +13,16 @@ use std::time::{Duration, Instant};
 
 use fs2::FileExt;
 use haproxy_marathon_sync::apply::{self, archive_path, rejected_path, Candidate, Outcome};
-use haproxy_marathon_sync::config::{default_lock_file, ApplyConfig, Config};
-use haproxy_marathon_sync::error::{classify, Failure};
-use tempfile::TempDir;
+use haproxy_marathon_sync::config::default_lock_file;
+use haproxy_marathon_sync::error::Failure;
 
 use support::backend::{http_get, Backend};
+use support::fixture::{candidate, failure_of, Fixture};
 use support::haproxy::{free_port, http_config, wait_for, Haproxy, HAPROXY_BIN};
 
 const OLD: &str =
     "global\n  daemon\n\nbackend web_10000\n  server a 10.0.0.1:31000\n  server b 10.0.0.2:31000\n";
 const NEW: &str = "global\n  daemon\n\nbackend web_10000\n  server a 10.0.0.1:31000\n  server c 10.0.0.3:31000\n\nbackend api_10001\n  server d 10.0.0.4:31001\n";
-
-/// A temp directory with `etc/haproxy.cfg` as the live path, a validation script that accepts
-/// everything and a reload command that records each run in `reloads.log`.
-struct Fixture {
-    dir: TempDir,
-    config: ApplyConfig,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir(dir.path().join("etc")).unwrap();
-        let live = dir.path().join("etc/haproxy.cfg");
-        let mut config = Config::new(Vec::new(), live).apply;
-        config.lock_timeout = Duration::from_secs(10);
-        config.command_timeout = Duration::from_secs(10);
-        let mut fixture = Fixture { dir, config };
-        fixture.config.haproxy_bin = fixture.script("haproxy-ok", "exit 0");
-        fixture.config.reload_command =
-            format!("echo reload >> {}", fixture.reload_log().display());
-        fixture
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn live(&self) -> &Path {
-        &self.config.haproxy_config
-    }
-
-    fn reload_log(&self) -> PathBuf {
-        self.path("reloads.log")
-    }
-
-    /// How many times the reload command ran.
-    fn reloads(&self) -> usize {
-        fs::read_to_string(self.reload_log()).map_or(0, |log| log.lines().count())
-    }
-
-    /// An executable `sh` script. `--probe` makes it exit at once: running it once here makes
-    /// sure no forked process still holds it open for writing (which would make a later exec
-    /// fail with "text file busy" while tests run in parallel threads).
-    fn script(&self, name: &str, body: &str) -> PathBuf {
-        let path = self.path(name);
-        fs::write(
-            &path,
-            format!("#!/bin/sh\n[ \"$1\" = --probe ] && exit 0\n{body}\n"),
-        )
-        .unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-        let ready = wait_for(Duration::from_secs(5), || {
-            Command::new(&path).arg("--probe").status().is_ok()
-        });
-        assert!(ready, "could not run {}", path.display());
-        path
-    }
-
-    fn write_live(&self, content: &str) {
-        fs::write(self.live(), content).unwrap();
-    }
-
-    fn read_live(&self) -> String {
-        fs::read_to_string(self.live()).unwrap()
-    }
-
-    fn apply(&self, candidate: &Candidate) -> anyhow::Result<Outcome> {
-        self.apply_with(&self.config, candidate)
-    }
-
-    fn apply_with(&self, config: &ApplyConfig, candidate: &Candidate) -> anyhow::Result<Outcome> {
-        let mut out = Vec::new();
-        let outcome = apply::apply(candidate, config, &mut out);
-        assert!(
-            out.is_empty(),
-            "printed without --diff or --dry-run: {out:?}"
-        );
-        outcome
-    }
-
-    /// File names in the config's directory, sorted: proves no temp file was left behind.
-    fn etc_files(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(self.path("etc"))
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-fn candidate(config: &str) -> Candidate {
-    Candidate {
-        config: config.to_string(),
-        companions: Vec::new(),
-    }
-}
-
-fn failure_of(result: anyhow::Result<Outcome>) -> (Option<Failure>, String) {
-    let error = result.expect_err("the apply should have failed");
-    (classify(&error), format!("{error:#}"))
-}
 
 #[test]
 fn first_write_creates_the_config_and_reloads_once() {

@@ -78,10 +78,25 @@ impl Fixture {
     }
 
     pub fn apply(&self, candidate: &Candidate) -> anyhow::Result<Outcome> {
-        apply::apply(candidate, &self.config, &mut Vec::new())
+        self.apply_with(&self.config, candidate)
     }
 
-    /// File names in the config's directory, sorted.
+    /// Applies with `config`; nothing may be printed without `--diff` or `--dry-run`.
+    pub fn apply_with(
+        &self,
+        config: &ApplyConfig,
+        candidate: &Candidate,
+    ) -> anyhow::Result<Outcome> {
+        let mut out = Vec::new();
+        let outcome = apply::apply(candidate, config, &mut out);
+        assert!(
+            out.is_empty(),
+            "printed without --diff or --dry-run: {out:?}"
+        );
+        outcome
+    }
+
+    /// File names in the config's directory, sorted: proves no temp file was left behind.
     pub fn etc_files(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(self.path("etc"))
             .unwrap()
