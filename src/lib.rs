@@ -108,7 +108,11 @@ fn run_measured(
     report
         .phases
         .insert("render", phase.elapsed().as_secs_f64());
-    report.apps_excluded = warnings.iter().filter(|w| w.label.is_some()).count();
+    let mut left_out: BTreeSet<&str> = warnings
+        .iter()
+        .filter(|warning| warning.app_left_out)
+        .map(|warning| warning.app_id.as_str())
+        .collect();
     // Waiting for another run's lock must not carry this run past its deadline either.
     let mut apply_config = config.apply.clone();
     let time_left = deadline.saturating_duration_since(Instant::now());
@@ -138,7 +142,8 @@ fn run_measured(
     let inventory = apply::Inventory::of(&candidate.config);
     report.backends = inventory.backends.len();
     report.servers = inventory.servers.len();
-    report.apps_excluded += excluded.len();
+    left_out.extend(excluded.keys().map(String::as_str));
+    report.apps_excluded = left_out.len();
     report.apps = model
         .services
         .iter()
@@ -231,6 +236,7 @@ fn model_and_render(
                     app_id: bad.app_id.clone(),
                     label: None,
                     message: format!("{}; app left out", bad.without_app()),
+                    app_left_out: true,
                 });
             }
         }

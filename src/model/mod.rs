@@ -129,6 +129,8 @@ pub struct Warning {
     /// The label at fault, when one is.
     pub label: Option<String>,
     pub message: String,
+    /// The whole app was left out (rather than one task or host skipped).
+    pub app_left_out: bool,
 }
 
 impl std::fmt::Display for Warning {
@@ -230,6 +232,7 @@ pub fn build_without(
                 app_id: apps[fault.source].id.clone(),
                 label: fault.label,
                 message: format!("{}; app left out", fault.message),
+                app_left_out: true,
             });
         }
     }
@@ -605,6 +608,7 @@ impl<'c> Pass<'c> {
             app_id: candidate.app.id.clone(),
             label,
             message,
+            app_left_out: false,
         });
     }
 }
