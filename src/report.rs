@@ -64,14 +64,22 @@ impl RunRecord {
         self.last_run_unix = Some(run.ended_unix);
         self.last_outcome = Some(run.outcome.clone());
         self.runs_total += 1;
-        match run.outcome.as_str() {
-            "applied" | "applied-with-exclusions" => {
-                self.changes_applied_total += 1;
-                self.last_change_unix = Some(run.ended_unix);
-                self.last_success_unix = Some(run.ended_unix);
-            }
-            "unchanged" | "deferred" => self.last_success_unix = Some(run.ended_unix),
-            _ => {}
+        // With exclusions the rest of the cluster is in sync; it is a change only when the
+        // config without the rejected apps differed from the live one (and so was reloaded).
+        let changed = match run.outcome.as_str() {
+            "applied" => true,
+            "applied-with-exclusions" => run.reloaded,
+            _ => false,
+        };
+        if changed {
+            self.changes_applied_total += 1;
+            self.last_change_unix = Some(run.ended_unix);
+        }
+        if matches!(
+            run.outcome.as_str(),
+            "applied" | "applied-with-exclusions" | "unchanged" | "deferred"
+        ) {
+            self.last_success_unix = Some(run.ended_unix);
         }
         if run.reloaded {
             self.reloads_total += 1;
@@ -94,19 +102,25 @@ impl RunRecord {
     }
 }
 
-/// The metric label of a failure kind.
+/// The `reason` label of each failed-run kind, in metric order. Applied-with-exclusions is not
+/// a failed run (the rest was applied), so it has none.
+const FAILURE_REASONS: &[(Option<Failure>, &str)] = &[
+    (Some(Failure::MarathonUnavailable), "marathon_unavailable"),
+    (Some(Failure::Template), "template"),
+    (Some(Failure::LockTimeout), "lock_timeout"),
+    (Some(Failure::ValidationFailed), "validation_failed"),
+    (Some(Failure::WriteFailed), "write_failed"),
+    (Some(Failure::ReloadFailed), "reload_failed"),
+    (Some(Failure::TooMuchRemoved), "too_much_removed"),
+    (None, "other"),
+];
+
+/// The metric label of a failed run's kind (`other` for unclassified errors).
 pub fn failure_label(failure: Option<Failure>) -> &'static str {
-    match failure {
-        None => "other",
-        Some(Failure::MarathonUnavailable) => "marathon_unavailable",
-        Some(Failure::Template) => "template",
-        Some(Failure::LockTimeout) => "lock_timeout",
-        Some(Failure::ValidationFailed) => "validation_failed",
-        Some(Failure::WriteFailed) => "write_failed",
-        Some(Failure::ReloadFailed) => "reload_failed",
-        Some(Failure::TooMuchRemoved) => "too_much_removed",
-        Some(Failure::AppliedWithExclusions) => "apps_excluded",
-    }
+    FAILURE_REASONS
+        .iter()
+        .find(|(kind, _)| *kind == failure)
+        .map_or("other", |(_, label)| label)
 }
 
 const PREFIX: &str = "haproxy_marathon_sync";
@@ -114,7 +128,7 @@ const PREFIX: &str = "haproxy_marathon_sync";
 /// The Prometheus text exposition of the last run and the counters kept across runs.
 pub fn metrics_text(record: &RunRecord, run: &RunReport) -> String {
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, samples: &[(String, f64)]| {
+    let mut metric = |name: &str, help: &str, kind: &str, samples: &[(String, f64)]| {
         let _ = writeln!(out, "# HELP {PREFIX}_{name} {help}");
         let _ = writeln!(out, "# TYPE {PREFIX}_{name} {kind}");
         for (labels, value) in samples {
@@ -122,13 +136,13 @@ pub fn metrics_text(record: &RunRecord, run: &RunReport) -> String {
         }
     };
     let plain = |value: f64| vec![(String::new(), value)];
-    gauge(
+    metric(
         "last_run_timestamp_seconds",
         "Unix time the last run ended.",
         "gauge",
         &plain(run.ended_unix),
     );
-    gauge(
+    metric(
         "last_run_success",
         "1 when the last run succeeded (applied, unchanged or deferred), else 0.",
         "gauge",
@@ -151,14 +165,14 @@ pub fn metrics_text(record: &RunRecord, run: &RunReport) -> String {
             )
         })
         .collect();
-    gauge(
+    metric(
         "last_run_outcome",
         "The last run's outcome (1 for the one that happened).",
         "gauge",
         &outcome_samples,
     );
     if let Some(at) = record.last_success_unix {
-        gauge(
+        metric(
             "last_success_timestamp_seconds",
             "Unix time of the last successful sync.",
             "gauge",
@@ -166,7 +180,7 @@ pub fn metrics_text(record: &RunRecord, run: &RunReport) -> String {
         );
     }
     if let Some(at) = record.last_change_unix {
-        gauge(
+        metric(
             "last_change_timestamp_seconds",
             "Unix time a change was last applied.",
             "gauge",
@@ -180,80 +194,70 @@ pub fn metrics_text(record: &RunRecord, run: &RunReport) -> String {
             (format!("{{phase=\"{phase}\"}}"), seconds)
         })
         .collect();
-    gauge(
+    metric(
         "phase_duration_seconds",
         "Seconds each phase of the last run took (0 when it did not run).",
         "gauge",
         &phases,
     );
-    gauge(
+    metric(
         "apps",
         "Apps rendered by the last run.",
         "gauge",
         &plain(run.apps as f64),
     );
-    gauge(
+    metric(
         "backends",
         "Backends in the last rendered configuration.",
         "gauge",
         &plain(run.backends as f64),
     );
-    gauge(
+    metric(
         "servers",
         "Servers in the last rendered configuration.",
         "gauge",
         &plain(run.servers as f64),
     );
-    gauge(
+    metric(
         "apps_excluded",
         "Apps the last run left out (a label that does not parse, or rejected by HAProxy).",
         "gauge",
         &plain(run.apps_excluded as f64),
     );
     if let Some(up) = record.event_stream_up {
-        gauge(
+        metric(
             "event_stream_up",
             "--sse: 1 while Marathon's event stream is up, 0 while polling in its place.",
             "gauge",
             &plain(f64::from(u8::from(up))),
         );
     }
-    gauge(
+    metric(
         "runs_total",
         "Runs so far.",
         "counter",
         &plain(record.runs_total as f64),
     );
-    gauge(
+    metric(
         "changes_applied_total",
         "Runs that applied a change.",
         "counter",
         &plain(record.changes_applied_total as f64),
     );
-    gauge(
+    metric(
         "reloads_total",
         "HAProxy reloads asked for.",
         "counter",
         &plain(record.reloads_total as f64),
     );
-    let failures: Vec<(String, f64)> = [
-        "marathon_unavailable",
-        "template",
-        "lock_timeout",
-        "validation_failed",
-        "write_failed",
-        "reload_failed",
-        "too_much_removed",
-        "apps_excluded",
-        "other",
-    ]
-    .iter()
-    .map(|reason| {
-        let count = record.failures_total.get(*reason).copied().unwrap_or(0);
-        (format!("{{reason=\"{reason}\"}}"), count as f64)
-    })
-    .collect();
-    gauge(
+    let failures: Vec<(String, f64)> = FAILURE_REASONS
+        .iter()
+        .map(|(_, reason)| {
+            let count = record.failures_total.get(*reason).copied().unwrap_or(0);
+            (format!("{{reason=\"{reason}\"}}"), count as f64)
+        })
+        .collect();
+    metric(
         "failures_total",
         "Failed runs by reason.",
         "counter",

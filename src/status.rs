@@ -83,13 +83,13 @@ pub(crate) fn keep_record(
         Err(error) => {
             let failure = error::classify(error);
             report.error = Some(format!("{error:#}"));
+            // A reload was asked for when its phase ran (a failed one and its rollback too).
+            report.reloaded = report.phases.get("reload").is_some_and(|s| *s > 0.0);
             if failure == Some(Failure::AppliedWithExclusions) {
                 report.outcome = "applied-with-exclusions".to_string();
-                report.reloaded = report.phases.get("reload").is_some_and(|s| *s > 0.0);
             } else {
                 report.outcome = "failed".to_string();
                 report.failure = Some(report::failure_label(failure).to_string());
-                report.reloaded = report.phases.get("reload").is_some_and(|s| *s > 0.0);
             }
         }
     }
