@@ -428,6 +428,11 @@ pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Wri
 }
 
 impl Args {
+    /// Parses the process's command line; on a usage error clap prints it and exits with 2.
+    pub fn from_command_line() -> Args {
+        Args::parse()
+    }
+
     /// marathon-lb flags given on this command line that we accept but ignore.
     pub fn ignored_flags(&self) -> Vec<&'static str> {
         let given = [

@@ -1,5 +1,5 @@
 //! haproxy-marathon-sync as a library: one run flows `fetch → model → render → apply`.
-//! [`run_once`] wires the stages together; [`run`] adds the `--interval` loop.
+//! [`run_once`] wires the stages together; [`run`] adds the `--interval` and `--sse` loops.
 
 pub mod apply;
 pub mod cli;

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use clap::Parser;
 use haproxy_marathon_sync::cli::{self, Args, Command};
 use haproxy_marathon_sync::error::{classify, Failure};
 use haproxy_marathon_sync::log::{self, Level};
@@ -84,7 +83,7 @@ fn status(haproxy_config: &std::path::Path, json: bool, check_age: Option<&str>)
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::from_command_line();
     match &args.command {
         Some(Command::Completions { shell }) => {
             cli::write_completions(*shell, &mut std::io::stdout().lock());
