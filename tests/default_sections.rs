@@ -2,7 +2,6 @@
 //! a real HAProxy: rendered by the library, served by `haproxy -db` on 127.0.0.1 (started and
 //! killed by this test, by PID) in front of a tiny HTTP backend that echoes what it received.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -80,8 +79,6 @@ fn read_head(stream: &mut TcpStream) -> String {
 
 fn service(service_port: u16, backend_port: u16) -> Service {
     Service {
-        app_id: "/shop".to_string(),
-        service_port: service_port.into(),
         backends: vec![Backend {
             host: "127.0.0.1".to_string(),
             ip: "127.0.0.1".to_string(),
@@ -89,27 +86,12 @@ fn service(service_port: u16, backend_port: u16) -> Service {
             draining: false,
         }],
         hostname: Some("app.test".to_string()),
-        path: None,
         proxypath: Some("/api".to_string()),
         revproxypath: Some("/root".to_string()),
-        redirpath: None,
-        auth: None,
-        sticky: false,
-        enabled: true,
-        redirect_http_to_https: false,
         use_hsts: true,
-        ssl_cert: None,
-        bind_options: None,
         bind_addr: "127.0.0.1".to_string(),
         groups: vec!["external".to_string()],
-        haproxy_groups: Vec::new(),
-        mode: None,
-        balance: "roundrobin".to_string(),
-        health_check: None,
-        template_labels: BTreeMap::new(),
-        backend_weight: 0,
-        network_allowed: None,
-        healthcheck_port_index: None,
+        ..Service::new("/shop", service_port.into())
     }
 }
 

@@ -122,6 +122,40 @@ pub struct Service {
     pub healthcheck_port_index: Option<i64>,
 }
 
+impl Service {
+    /// A service port with marathon-lb's defaults: no backends yet, enabled, bound on `*`,
+    /// `roundrobin`, no labels applied.
+    pub fn new(app_id: impl Into<String>, service_port: u32) -> Service {
+        Service {
+            app_id: app_id.into(),
+            service_port,
+            backends: Vec::new(),
+            hostname: None,
+            path: None,
+            proxypath: None,
+            revproxypath: None,
+            redirpath: None,
+            auth: None,
+            sticky: false,
+            enabled: true,
+            redirect_http_to_https: false,
+            use_hsts: false,
+            ssl_cert: None,
+            bind_options: None,
+            bind_addr: "*".to_string(),
+            groups: Vec::new(),
+            haproxy_groups: Vec::new(),
+            mode: None,
+            balance: "roundrobin".to_string(),
+            health_check: None,
+            template_labels: BTreeMap::new(),
+            backend_weight: 0,
+            network_allowed: None,
+            healthcheck_port_index: None,
+        }
+    }
+}
+
 /// Something the model left out or could not honour; the run goes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
@@ -476,31 +510,10 @@ impl<'c> Pass<'c> {
             }
         }
         Some(Service {
-            app_id: candidate.id.clone(),
-            service_port: port,
-            backends: Vec::new(),
-            hostname: None,
-            path: None,
-            proxypath: None,
-            revproxypath: None,
-            redirpath: None,
-            auth: None,
-            sticky: false,
             enabled: !self.config.strict_mode,
-            redirect_http_to_https: false,
-            use_hsts: false,
-            ssl_cert: None,
-            bind_options: None,
-            bind_addr: "*".to_string(),
-            groups: Vec::new(),
-            haproxy_groups: Vec::new(),
             mode,
-            balance: "roundrobin".to_string(),
             health_check: health_check.cloned(),
-            template_labels: BTreeMap::new(),
-            backend_weight: 0,
-            network_allowed: None,
-            healthcheck_port_index: None,
+            ..Service::new(candidate.id.clone(), port)
         })
     }
 

@@ -1,7 +1,6 @@
 //! Unit tests of the loader's precedence and syntaxes, and of small render rules. The corpus
 //! (`tests/corpus.rs`) checks whole configurations against marathon-lb's.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::*;
@@ -17,36 +16,14 @@ fn render_config(dir: Option<&Path>) -> RenderConfig {
 
 fn service() -> Service {
     Service {
-        app_id: "/shop/web".to_string(),
-        service_port: 10000,
         backends: vec![Backend {
             host: "10.0.0.1".to_string(),
             ip: "10.0.0.1".to_string(),
             port: 31000,
             draining: false,
         }],
-        hostname: None,
-        path: None,
-        proxypath: None,
-        revproxypath: None,
-        redirpath: None,
-        auth: None,
-        sticky: false,
-        enabled: true,
-        redirect_http_to_https: false,
-        use_hsts: false,
-        ssl_cert: None,
-        bind_options: None,
-        bind_addr: "*".to_string(),
         groups: vec!["external".to_string()],
-        haproxy_groups: Vec::new(),
-        mode: None,
-        balance: "roundrobin".to_string(),
-        health_check: None,
-        template_labels: BTreeMap::new(),
-        backend_weight: 0,
-        network_allowed: None,
-        healthcheck_port_index: None,
+        ..Service::new("/shop/web", 10000)
     }
 }
 
