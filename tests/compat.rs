@@ -92,36 +92,15 @@ fn compare(case: &Case, work: &Path, output: &Output) -> Vec<String> {
         let text = std::fs::read_to_string(work.join(file)).ok()?;
         Some(text.replace(&ours_dir, &expected_dir.display().to_string()))
     };
-    let mut problems = Vec::new();
-    match read("haproxy.cfg") {
-        Some(config) if config == case.expected.config => {}
-        Some(config) => problems.push(corpus::diff(
-            &case.name,
-            "haproxy.cfg",
-            &case.expected.config,
-            &config,
-        )),
-        None => problems.push(format!(
-            "{}: no haproxy.cfg written; stderr: {stderr}",
-            case.name
-        )),
+    let maps = ["domain2backend.map", "app2backend.map"]
+        .into_iter()
+        .filter_map(|file| Some((file.to_string(), read(file)?)))
+        .collect();
+    let problems = corpus::differences(case, read("haproxy.cfg").as_deref(), &maps);
+    if problems.is_empty() || stderr.trim().is_empty() {
+        return problems;
     }
-    for file in ["domain2backend.map", "app2backend.map"] {
-        match (case.expected.maps.get(file), read(file)) {
-            (Some(expected), Some(actual)) if *expected == actual => {}
-            (Some(expected), Some(actual)) => {
-                problems.push(corpus::diff(&case.name, file, expected, &actual))
-            }
-            (Some(_), None) => {
-                problems.push(format!("{}: {file} expected but not written", case.name))
-            }
-            (None, Some(_)) => {
-                problems.push(format!("{}: {file} written but not expected", case.name))
-            }
-            (None, None) => {}
-        }
-    }
-    problems
+    [problems, vec![format!("{}: stderr: {stderr}", case.name)]].concat()
 }
 
 #[test]

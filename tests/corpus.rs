@@ -27,33 +27,12 @@ fn render_case(case: &Case) -> Result<Rendered, String> {
 
 /// The differences between what we render and what the case expects, as printable text.
 fn compare(case: &Case, rendered: &Rendered) -> Vec<String> {
-    let mut problems = Vec::new();
-    if rendered.config != case.expected.config {
-        problems.push(corpus::diff(
-            &case.name,
-            "haproxy.cfg",
-            &case.expected.config,
-            &rendered.config,
-        ));
-    }
-    let ours: std::collections::BTreeMap<&str, &str> = rendered
+    let maps = rendered
         .maps
         .iter()
-        .map(|map| (map.file_name.as_str(), map.content.as_str()))
+        .map(|map| (map.file_name.clone(), map.content.clone()))
         .collect();
-    for (file, expected) in &case.expected.maps {
-        match ours.get(file.as_str()) {
-            Some(actual) if actual == expected => {}
-            Some(actual) => problems.push(corpus::diff(&case.name, file, expected, actual)),
-            None => problems.push(format!("{}: {file} expected but not rendered", case.name)),
-        }
-    }
-    for file in ours.keys() {
-        if !case.expected.maps.contains_key(*file) {
-            problems.push(format!("{}: {file} rendered but not expected", case.name));
-        }
-    }
-    problems
+    corpus::differences(case, Some(&rendered.config), &maps)
 }
 
 #[test]

@@ -368,6 +368,41 @@ pub fn parse_hosts(text: &str) -> HashMap<String, IpAddr> {
     hosts
 }
 
+/// What differs between the files produced for `case` (`config`, `None` when there was none,
+/// and map files by name) and the case's expected files, as printable text.
+pub fn differences(
+    case: &Case,
+    config: Option<&str>,
+    maps: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    match config {
+        Some(config) if config == case.expected.config => {}
+        Some(config) => problems.push(diff(
+            &case.name,
+            "haproxy.cfg",
+            &case.expected.config,
+            config,
+        )),
+        None => problems.push(format!("{}: no haproxy.cfg produced", case.name)),
+    }
+    let files: std::collections::BTreeSet<&String> =
+        case.expected.maps.keys().chain(maps.keys()).collect();
+    for file in files {
+        match (case.expected.maps.get(file), maps.get(file)) {
+            (Some(expected), Some(actual)) if expected == actual => {}
+            (Some(expected), Some(actual)) => {
+                problems.push(diff(&case.name, file, expected, actual))
+            }
+            (Some(_), None) => {
+                problems.push(format!("{}: {file} expected but not produced", case.name))
+            }
+            (None, _) => problems.push(format!("{}: {file} produced but not expected", case.name)),
+        }
+    }
+    problems
+}
+
 /// A unified diff of expected → actual, labelled with the case and file.
 pub fn diff(case: &str, file: &str, expected: &str, actual: &str) -> String {
     let diff = similar::TextDiff::from_lines(expected, actual);
