@@ -63,6 +63,10 @@ impl LiveFile {
         let (content, metadata) = match found {
             Ok((content, metadata)) => (Some(content), Some(metadata)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => (None, None),
+            // A link where a map file belongs stops the change before anything is written.
+            Err(e) if is_link_refusal(&e) => {
+                return Err(own_file_error(e, &target).context(Failure::WriteFailed))
+            }
             Err(e) => return Err(own_file_error(e, &target)),
         };
         Ok(LiveFile {
@@ -106,18 +110,21 @@ fn open_own(path: &Path) -> io::Result<File> {
 }
 
 /// The error for a kept file that could not be opened: a symbolic link in its place is named
-/// as such (`O_NOFOLLOW` reports it as ELOOP), and is a write failure (exit 7).
+/// as such (`O_NOFOLLOW` reports it as ELOOP).
 fn own_file_error(error: io::Error, path: &Path) -> anyhow::Error {
-    if error.raw_os_error() == Some(libc::ELOOP) {
+    if is_link_refusal(&error) {
         return anyhow!(
             "{} is a symbolic link; haproxy-marathon-sync keeps its own file there and never \
              follows a link to it (running as root, it would read or overwrite whatever the link \
              points to): remove the link",
             path.display()
-        )
-        .context(Failure::WriteFailed);
+        );
     }
     anyhow::Error::new(error).context(format!("reading {}", path.display()))
+}
+
+fn is_link_refusal(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(libc::ELOOP)
 }
 
 /// Reads a small file the tool keeps (run record, reload state); `None` when absent. A
