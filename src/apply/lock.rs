@@ -112,3 +112,28 @@ fn refused(path: &Path, why: &str) -> anyhow::Error {
     )
     .context(Failure::LockTimeout)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_lock_file_is_0600_and_a_fifo_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("haproxy.cfg.lock");
+        drop(acquire(&lock, Duration::ZERO).unwrap());
+        let mode = std::fs::metadata(&lock).unwrap().mode() & 0o7777;
+        assert_eq!(mode, LOCK_FILE_MODE);
+
+        let fifo = dir.path().join("fifo.lock");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let error = acquire(&fifo, Duration::ZERO).unwrap_err();
+        assert_eq!(crate::error::classify(&error), Some(Failure::LockTimeout));
+        assert!(
+            format!("{error:#}").contains("it is not a regular file"),
+            "{error:#}"
+        );
+    }
+}

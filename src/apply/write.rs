@@ -463,3 +463,74 @@ impl CompanionSwap {
         first_error.map_or(Ok(()), Err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn config_target_follows_a_chain_of_our_links_to_a_file_that_need_not_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("haproxy.cfg");
+        assert_eq!(config_target(&config).unwrap(), config, "no file: itself");
+        fs::create_dir(dir.path().join("real")).unwrap();
+        symlink("middle.cfg", &config).unwrap();
+        symlink("real/haproxy.cfg", dir.path().join("middle.cfg")).unwrap();
+        let target = dir.path().join("real/haproxy.cfg");
+        assert_eq!(config_target(&config).unwrap(), target);
+        fs::write(&target, "x").unwrap();
+        assert_eq!(config_target(&config).unwrap(), target);
+    }
+
+    #[test]
+    fn config_target_gives_up_on_a_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        symlink(&b, &a).unwrap();
+        symlink(&a, &b).unwrap();
+        let error = config_target(&a).unwrap_err().to_string();
+        assert!(error.contains("more than 40 symbolic links"), "{error}");
+    }
+
+    #[test]
+    fn a_link_is_replaced_by_a_write_and_refused_by_a_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        let kept = dir.path().join("haproxy.cfg.status");
+        symlink(&victim, &kept).unwrap();
+        let refused = format!("{:#}", read_own(&kept).unwrap_err());
+        assert!(refused.contains("is a symbolic link"), "{refused}");
+        let refused = format!("{:#}", LiveFile::read(&kept).unwrap_err());
+        assert!(refused.contains("is a symbolic link"), "{refused}");
+        replace_private(&kept, b"record").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(fs::read(&kept).unwrap(), b"record");
+        let metadata = fs::symlink_metadata(&kept).unwrap();
+        assert!(metadata.is_file());
+        assert_eq!(metadata.mode() & 0o7777, PRIVATE_FILE_MODE);
+        assert_eq!(read_own(&kept).unwrap().unwrap(), b"record");
+        assert_eq!(read_own(&dir.path().join("absent")).unwrap(), None);
+    }
+
+    #[test]
+    fn only_directories_others_may_write_are_named_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("haproxy.cfg");
+        let lock = dir.path().join("haproxy.cfg.lock");
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).unwrap();
+        assert!(directory_warnings(&config, &lock).is_empty());
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o757)).unwrap();
+        let warnings = directory_warnings(&config, &lock);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(&format!(
+                "{} (mode 0757) may be written by others: ",
+                dir.path().display()
+            )),
+            "{warnings:?}"
+        );
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o700)).unwrap();
+    }
+}
