@@ -562,3 +562,56 @@ fn a_relative_config_path_gives_absolute_map_paths() {
         absolute.join("haproxy.cfg").display()
     )));
 }
+
+#[test]
+fn a_config_linked_into_another_filesystem_is_updated_there_and_its_rejects_kept_beside_the_link() {
+    let workspace = Workspace::new();
+    // /dev/shm is a tmpfs on Debian: the target's directory is then another filesystem than
+    // the link's, where the staged candidate cannot be renamed to `<config>.rejected`.
+    let elsewhere = tempfile::tempdir_in("/dev/shm").unwrap();
+    let target = elsewhere.path().join("haproxy.cfg");
+    fs::write(&target, "# the previous config\n").unwrap();
+    std::os::unix::fs::symlink(&target, workspace.config()).unwrap();
+
+    let refuse = workspace.path("haproxy-refuses");
+    fs::write(
+        &refuse,
+        "#!/bin/sh\necho '[ALERT] refused for the test' >&2\nexit 1\n",
+    )
+    .unwrap();
+    fs::set_permissions(&refuse, fs::Permissions::from_mode(0o755)).unwrap();
+    let output = workspace.run(&["--haproxy-bin", refuse.to_str().unwrap()]);
+    assert_exit(&output, 6);
+    let log = stderr(&output);
+    let rejected = workspace.etc("haproxy.cfg.rejected");
+    assert!(
+        log.contains(&format!(
+            "the rejected candidate is kept at {}",
+            rejected.display()
+        )),
+        "{log}"
+    );
+    assert!(fs::read_to_string(&rejected)
+        .unwrap()
+        .contains("backend web_"));
+    assert_eq!(
+        fs::read_to_string(&target).unwrap(),
+        "# the previous config\n"
+    );
+    assert_eq!(
+        names_in(elsewhere.path()),
+        ["haproxy.cfg"],
+        "no temp file left"
+    );
+
+    assert_exit(&workspace.run(&[]), 0);
+    assert!(is_link(&workspace.config()));
+    assert!(fs::read_to_string(&target)
+        .unwrap()
+        .contains("backend web_"));
+    assert_eq!(names_in(elsewhere.path()), ["haproxy.cfg"]);
+    assert!(
+        !rejected.exists(),
+        "a stale reject goes once a newer config is live"
+    );
+}
