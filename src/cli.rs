@@ -60,8 +60,10 @@ pub struct Args {
     )]
     pub group: Vec<String>,
 
-    /// The live HAProxy configuration file this tool owns. Map files (--haproxy-map) and the
-    /// archive of previous versions live beside it.
+    /// The live HAProxy configuration file this tool owns. Map files (--haproxy-map), the lock,
+    /// the archive of previous versions and the run record live beside it. A symbolic link is
+    /// followed: the new file goes where it points and the link stays. A relative path is made
+    /// absolute at start, so the map paths in the config are absolute.
     #[arg(
         long = "haproxy-config",
         value_name = "PATH",
@@ -504,7 +506,11 @@ impl Args {
             bail!("--group: give at least one group ('*' for every service)");
         }
 
-        let mut config = Config::new(sources, self.haproxy_config.clone());
+        // Absolute from the start: the map paths written into the config derive from it, and
+        // HAProxy resolves them from its own working directory, not ours.
+        let haproxy_config = std::path::absolute(&self.haproxy_config)
+            .with_context(|| format!("--haproxy-config {}", self.haproxy_config.display()))?;
+        let mut config = Config::new(sources, haproxy_config);
         config.fetch.credentials = credentials(
             self.auth_credentials.as_deref(),
             self.marathon_auth_credential_file.as_deref(),

@@ -9,7 +9,8 @@ pub enum Failure {
     MarathonUnavailable,
     /// A template could not be loaded or rendered.
     Template,
-    /// Another run held the lock past `--lock-timeout`.
+    /// Another run held the lock past `--lock-timeout`, or the lock file was refused (a
+    /// symbolic link, not a regular file, or someone else's).
     LockTimeout,
     /// `haproxy -c` rejected the candidate; the live config is untouched.
     ValidationFailed,
@@ -30,7 +31,7 @@ impl fmt::Display for Failure {
         f.write_str(match self {
             Failure::MarathonUnavailable => "could not read Marathon's state",
             Failure::Template => "could not render the configuration",
-            Failure::LockTimeout => "timed out waiting for the lock",
+            Failure::LockTimeout => "could not take the lock",
             Failure::ValidationFailed => "haproxy rejected the candidate configuration",
             Failure::WriteFailed => "could not write the configuration",
             Failure::ReloadFailed => {

@@ -153,6 +153,11 @@ fn run_measured(
         .len();
     let config_path = config.apply.haproxy_config.display().to_string();
     if outcome != Outcome::Unchanged || log::enabled(log::Level::Debug) {
+        for warning in
+            apply::directory_warnings(&config.apply.haproxy_config, &config.apply.lock_file)
+        {
+            log::write(log, log::Level::Warn, &warning, &[]);
+        }
         for failed in &state.failed_sources {
             let message = format!("Marathon {failed}; used {}", state.source);
             let fields = [("source", state.source.clone().into())];

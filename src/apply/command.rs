@@ -1,6 +1,9 @@
 //! Runs a validation or reload command with a deadline and captures what it printed. Owns the
-//! process handling: own process group, output to unnamed temp files, kill the group on timeout.
+//! process handling: own process group, output to unnamed temp files, kill the group on timeout,
+//! and an environment without our own settings (credentials above all). Every process the tool
+//! starts goes through [`run`].
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -12,6 +15,39 @@ use std::time::{Duration, Instant};
 /// Longest stretch of one output stream kept for an error message: HAProxy can print thousands
 /// of warnings, and the end is where the reason usually is.
 const KEPT_OUTPUT_BYTES: u64 = 64 * 1024;
+
+/// Prefix of our own settings' environment variables (`--help` lists them).
+const OWN_VARIABLE_PREFIX: &str = "HAPROXY_MARATHON_SYNC_";
+
+/// Variables outside our prefix that hold credentials in marathon-lb's setups:
+/// `DCOS_SERVICE_ACCOUNT_CREDENTIAL` is marathon-lb's default for `--dcos-auth-credentials`.
+const CREDENTIAL_VARIABLES: &[&str] = &["DCOS_SERVICE_ACCOUNT_CREDENTIAL"];
+
+/// True for a variable a child must not inherit: our settings, and credentials.
+///
+/// HAProxy expands `${NAME}` and `env(NAME)` from its own environment, and `haproxy -c` prints
+/// what it could not parse: a config line naming our variable would hand the Marathon password
+/// to whoever reads the error, the run record or (through a running HAProxy) an HTTP answer.
+/// The operator's `HAPROXY_<TEMPLATE>` variables stay: they are configuration text this tool
+/// already pasted into `haproxy.cfg`, so HAProxy learns nothing new from them, and the operator
+/// may rely on them (or on HAProxy's own `HAPROXY_*` names) in a reload command.
+pub fn withheld_from_children(name: &OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    name.starts_with(OWN_VARIABLE_PREFIX.as_bytes())
+        || CREDENTIAL_VARIABLES
+            .iter()
+            .any(|withheld| name == withheld.as_bytes())
+}
+
+/// Removes every [`withheld_from_children`] variable of this process from `command`'s
+/// environment; the rest is inherited as usual.
+fn withhold_own_environment(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        if withheld_from_children(&name) {
+            command.env_remove(name);
+        }
+    }
+}
 
 /// Why a command did not succeed, with everything it printed, framed for an operator
 /// (ripgrep's `CommandError` shape).
@@ -75,10 +111,10 @@ fn write_framed(f: &mut fmt::Formatter<'_>, title: &str, text: &str) -> fmt::Res
     write!(f, "\n{title:-^79}\n{text}\n{:-^79}", "")
 }
 
-/// Runs `command` (stdin closed) and waits at most `timeout`. What a successful command printed
-/// is dropped (HAProxy's warnings on a valid config are not ours to repeat on every run); a
-/// failure carries both streams. On timeout the command's whole
-/// process group is killed, so a shell's children die with it.
+/// Runs `command` (stdin closed, without our own environment variables) and waits at most
+/// `timeout`. What a successful command printed is dropped (HAProxy's warnings on a valid
+/// config are not ours to repeat on every run); a failure carries both streams. On timeout the
+/// command's whole process group is killed, so a shell's children die with it.
 ///
 /// Output goes to unnamed temp files rather than pipes: a daemon started by a reload command
 /// may keep its inherited stdout open forever, and reading a pipe would then never end.
@@ -104,6 +140,7 @@ pub fn run(mut command: Command, name: &str, timeout: Duration) -> Result<(), Co
         Ok(streams) => streams,
         Err(e) => return Err(fail(FailureKind::Io(e), String::new(), String::new())),
     };
+    withhold_own_environment(&mut command);
     command
         .stdin(Stdio::null())
         .stdout(child_out)
@@ -256,6 +293,26 @@ mod tests {
             thread::sleep(Duration::from_millis(20));
         }
         assert!(dead(), "the shell's child survived the kill");
+    }
+
+    #[test]
+    fn our_variables_and_credentials_are_withheld_and_the_operators_are_not() {
+        for name in [
+            "HAPROXY_MARATHON_SYNC_AUTH_CREDENTIALS",
+            "HAPROXY_MARATHON_SYNC_MARATHON_AUTH_CREDENTIAL_FILE",
+            "HAPROXY_MARATHON_SYNC_GROUP",
+            "DCOS_SERVICE_ACCOUNT_CREDENTIAL",
+        ] {
+            assert!(withheld_from_children(OsStr::new(name)), "{name}");
+        }
+        for name in [
+            "HAPROXY_HEAD",
+            "HAPROXY_MARATHON_SYNC",
+            "PATH",
+            "FRAMEWORK_NAME",
+        ] {
+            assert!(!withheld_from_children(OsStr::new(name)), "{name}");
+        }
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub use command::CommandError;
 pub use master::{show_proc, ProcessTable};
 pub use state::{pending_path, state_path, utc_timestamp};
 pub use summary::Inventory;
+pub use write::directory_warnings;
 
 use write::{CompanionSwap, LiveFile};
 
@@ -104,6 +105,7 @@ pub fn apply_timed(
     for target in std::iter::once(path).chain(candidate.companions.iter().map(|(p, _)| p)) {
         write::remove_leftover_temp_files(target);
     }
+    write::remove_leftover_target_temp_files(path);
     let live = Live::read(candidate, path)?;
     if live.matches(candidate) {
         if state::reload_pending(path) {
@@ -190,19 +192,13 @@ pub fn file_age(path: &Path) -> Option<Duration> {
 
 /// Reads a small file this tool keeps beside the config (run record); `None` when absent.
 pub fn read_kept_file(path: &Path) -> Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
+    write::read_own(path)
 }
 
 /// Replaces a file atomically (temp file beside it, fsync, rename, fsync the directory), for
 /// the run record and the metrics file, which readers may open at any moment.
 pub fn write_kept_file(path: &Path, content: &[u8]) -> Result<()> {
-    let like = std::fs::metadata(path).ok();
-    write::replace(path, content, like.as_ref())
-        .with_context(|| format!("writing {}", path.display()))
+    write::replace_own(path, content).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Runs `update` on a kept file's content under the run lock, so counters kept across runs are
@@ -214,7 +210,7 @@ pub fn update_kept_file(
 ) -> Result<()> {
     let _lock = lock::acquire(&config.lock_file, config.lock_timeout)?;
     let updated = update(read_kept_file(path)?);
-    write_kept_file(path, &updated)
+    write::replace_private(path, &updated).with_context(|| format!("writing {}", path.display()))
 }
 
 /// What `haproxy -c` said of a candidate checked with [`check`].
@@ -235,7 +231,7 @@ pub fn check(candidate: &Candidate, config: &ApplyConfig) -> Result<Verdict> {
     let _lock = lock::acquire(&config.lock_file, config.lock_timeout)?;
     let path = &config.haproxy_config;
     let live = Live::read(candidate, path)?;
-    let (staged, mut swap) = stage_with_companions(candidate, path, &live.config, live.companions)?;
+    let (staged, mut swap) = stage_with_companions(candidate, &live.config, live.companions)?;
     let verdict = match validate(config, staged.path()) {
         Ok(()) => Ok(Verdict::Accepted),
         Err(error) if error.ran_and_failed() => {
@@ -340,7 +336,7 @@ struct Live {
 
 impl Live {
     fn read(candidate: &Candidate, haproxy_config: &Path) -> Result<Live> {
-        let config = LiveFile::read(haproxy_config)?;
+        let config = LiveFile::read_config(haproxy_config)?;
         let companions = candidate
             .companions
             .iter()
@@ -405,7 +401,7 @@ fn install_and_reload(
         config: live_config,
         companions,
     } = live;
-    let (staged, mut swap) = stage_with_companions(candidate, path, &live_config, companions)?;
+    let (staged, mut swap) = stage_with_companions(candidate, &live_config, companions)?;
 
     if !config.skip_validation {
         let started = Instant::now();
@@ -426,7 +422,7 @@ fn install_and_reload(
     let started = Instant::now();
     let written = state::mark_reload_pending(path)
         .and_then(|()| write::archive(&live_config, config.archive_versions))
-        .and_then(|()| write::put_in_place(staged, path));
+        .and_then(|()| write::put_in_place(staged, &live_config.target));
     timings.write = started.elapsed();
     if let Err(e) = written {
         // A failed rename leaves the live file as it was: only the companions need undoing.
@@ -474,12 +470,11 @@ fn install_and_reload(
 /// that does not end in a successful reload puts the previous ones back (`CompanionSwap`).
 fn stage_with_companions(
     candidate: &Candidate,
-    path: &Path,
     live_config: &LiveFile,
     live_companions: Vec<LiveFile>,
 ) -> Result<(tempfile::NamedTempFile, CompanionSwap)> {
     let staged = write::stage(
-        path,
+        &live_config.target,
         candidate.config.as_bytes(),
         live_config.metadata.as_ref(),
     )
@@ -534,8 +529,8 @@ fn keep_rejected(
 ) -> String {
     let rejected = rejected_path(haproxy_config);
     let checked = staged.path().display().to_string();
-    match staged.persist(&rejected) {
-        Ok(_) => {
+    match write::keep_as(staged, &rejected) {
+        Ok(()) => {
             let kept = rejected.display().to_string();
             failure.stderr = failure.stderr.replace(&checked, &kept);
             failure.stdout = failure.stdout.replace(&checked, &kept);
@@ -543,9 +538,8 @@ fn keep_rejected(
         }
         // The temp file is removed when the error drops it.
         Err(e) => format!(
-            "could not keep the rejected candidate at {}: {}",
-            rejected.display(),
-            e.error
+            "could not keep the rejected candidate at {}: {e:#}",
+            rejected.display()
         ),
     }
 }

@@ -1,7 +1,8 @@
 //! What one run leaves for the next, since cron runs share no memory: the time of the last
 //! reload (`<config>.state`, JSON, for `--min-reload-interval`) and the reload-pending marker
 //! (`<config>.reload-pending`, present from just before the rename until the reload is settled,
-//! so a run killed in between is finished by the next one). Only touched under the lock.
+//! so a run killed in between is finished by the next one). Only touched under the lock, and
+//! like every file beside the config, written by temp file and rename, never through a link.
 
 use std::fs;
 use std::io;
@@ -34,7 +35,7 @@ pub fn pending_path(haproxy_config: &Path) -> PathBuf {
 /// recorded", so a damaged file can never hold changes back; so does a time in the future
 /// (the clock was set back), which could otherwise defer changes for as long as it was off.
 pub fn last_reload(haproxy_config: &Path, now: SystemTime) -> Option<SystemTime> {
-    let text = fs::read(state_path(haproxy_config)).ok()?;
+    let text = write::read_own(&state_path(haproxy_config)).ok()??;
     let recorded: Recorded = serde_json::from_slice(&text).ok()?;
     let at = UNIX_EPOCH + Duration::from_millis(recorded.last_reload_unix_ms);
     (at <= now).then_some(at)
@@ -57,17 +58,17 @@ pub fn record_reload(haproxy_config: &Path, at: SystemTime) -> Result<()> {
 }
 
 /// True when a previous run installed a config and was stopped before its reload settled.
+/// Anything under the marker's name counts, a link too (never followed): at worst one extra
+/// reload, after which the name is cleared.
 pub fn reload_pending(haproxy_config: &Path) -> bool {
-    pending_path(haproxy_config).exists()
+    fs::symlink_metadata(pending_path(haproxy_config)).is_ok()
 }
 
-/// Creates the marker, durably, before the live config is replaced.
+/// Creates the marker, durably, before the live config is replaced: an empty temp file renamed
+/// into place, so a link planted under the marker's name is replaced, never written through.
 pub fn mark_reload_pending(haproxy_config: &Path) -> Result<()> {
     let path = pending_path(haproxy_config);
-    fs::File::create(&path)
-        .and_then(|file| file.sync_all())
-        .with_context(|| format!("creating {}", path.display()))?;
-    write::sync_dir(&path)
+    write::replace(&path, b"", None).with_context(|| format!("creating {}", path.display()))
 }
 
 /// Removes the marker once HAProxy runs what is on disk.
