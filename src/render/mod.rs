@@ -468,7 +468,15 @@ impl<'a> Renderer<'a> {
         let mut taken_ids = HashSet::new();
         for (index, server) in backends.iter().enumerate() {
             let name = server_name(&server.host, &server.ip, server.port);
-            let id = server_id(&name, &mut taken_ids);
+            let id = server_id(&name, &mut taken_ids).map_err(|full| {
+                anyhow::Error::new(BadTemplateLabel {
+                    app_id: service.app_id.clone(),
+                    service_port: service.service_port,
+                    label: None,
+                    section: Name::BackendServerOptions.def().short_name,
+                    reason: format!("{} servers: {full}", backends.len()),
+                })
+            })?;
             let check_options = match (&check, check_kind) {
                 (Some(check), Some((_, server_section))) => {
                     let port = match service.healthcheck_port_index {

@@ -409,15 +409,17 @@ impl Templates {
     }
 }
 
-/// A service's own template label (`HAPROXY_{n}_<NAME>`) that does not format. marathon-lb
-/// fails the whole run over it; the run leaves that app out with a warning instead, as the
-/// model does for a label that does not parse.
+/// Why one app cannot be rendered, found while rendering: mostly its own template label
+/// (`HAPROXY_{n}_<NAME>`) that does not format or leaves its section, else a fact of its
+/// services (a backend with more servers than ids). marathon-lb fails the whole run over
+/// either; the run leaves that app out with a warning instead, as the model does for a label
+/// that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadTemplateLabel {
     pub app_id: String,
     pub service_port: u32,
-    /// The label's suffix, e.g. `BACKEND_HEAD`.
-    pub label: &'static str,
+    /// The label's suffix, e.g. `BACKEND_HEAD`; `None` when no label is at fault.
+    pub label: Option<&'static str>,
     /// marathon-lb's name of the section the label stood in for, when it differs from the
     /// label's (the map sections answer to the plain ACL labels).
     pub section: &'static str,
@@ -427,11 +429,14 @@ pub struct BadTemplateLabel {
 impl BadTemplateLabel {
     /// The description without the app, for a warning that names the app already.
     pub fn without_app(&self) -> String {
+        let Some(label) = self.label else {
+            return format!("service port {}: {}", self.service_port, self.reason);
+        };
         let mut text = format!(
-            "template label HAPROXY_{{n}}_{} (service port {})",
-            self.label, self.service_port
+            "template label HAPROXY_{{n}}_{label} (service port {})",
+            self.service_port
         );
-        if self.section != self.label {
+        if self.section != label {
             text += &format!(", used as HAPROXY_{} here", self.section);
         }
         text + ": " + &self.reason
@@ -440,12 +445,19 @@ impl BadTemplateLabel {
 
 impl std::fmt::Display for BadTemplateLabel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(label) = self.label else {
+            return write!(
+                f,
+                "app {} (service port {}): {}",
+                self.app_id, self.service_port, self.reason
+            );
+        };
         write!(
             f,
-            "template label HAPROXY_{{n}}_{} of app {} (service port {})",
-            self.label, self.app_id, self.service_port
+            "template label HAPROXY_{{n}}_{label} of app {} (service port {})",
+            self.app_id, self.service_port
         )?;
-        if self.section != self.label {
+        if self.section != label {
             write!(f, ", used as HAPROXY_{} here", self.section)?;
         }
         write!(f, ": {}", self.reason)
@@ -479,7 +491,7 @@ fn format_failure(
         (Origin::Label, Some(service)) => anyhow::Error::new(BadTemplateLabel {
             app_id: service.app_id.clone(),
             service_port: service.service_port,
-            label: def.label.unwrap_or(def.short_name),
+            label: Some(def.label.unwrap_or(def.short_name)),
             section: def.short_name,
             reason: format!("{reason:#}"),
         }),

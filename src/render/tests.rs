@@ -377,7 +377,7 @@ fn jinja_server_section_renders_in_a_full_config() {
     let id = server_id(
         &server_name("10.0.0.1", "10.0.0.1", 31000),
         &mut Default::default(),
-    );
+    ).unwrap();
     assert!(
         out.ends_with(&format!(
             "  server 10_0_0_1_31000 10.0.0.1:31000 id {id} weight 10\n"
@@ -425,13 +425,16 @@ fn unformattable_template_label_fails_with_the_app_named() {
     let err = render(&model, &templates, &config).unwrap_err();
     assert_eq!(crate::error::classify(&err), Some(Failure::Template));
     let BadTemplateLabels(bad_labels) = err.downcast_ref::<BadTemplateLabels>().expect("typed");
-    let apps: Vec<(&str, &str)> = bad_labels
+    let apps: Vec<(&str, Option<&str>)> = bad_labels
         .iter()
         .map(|bad| (bad.app_id.as_str(), bad.label))
         .collect();
     assert_eq!(
         apps,
-        [("/also", "FRONTEND_HEAD"), ("/broken", "BACKEND_HEAD")],
+        [
+            ("/also", Some("FRONTEND_HEAD")),
+            ("/broken", Some("BACKEND_HEAD"))
+        ],
         "all found in one pass, in rendering order"
     );
     let bad = &bad_labels[1];
@@ -481,5 +484,36 @@ fn a_global_template_that_does_not_format_still_fails_the_render() {
     assert!(
         format!("{err:#}").contains("environment variable"),
         "{err:#}"
+    );
+}
+
+/// 32,767 tasks in one backend: marathon-lb's id space (1 to 32,766) is full, so the app is
+/// left out (named) and the other app still renders; the search does not run forever.
+#[test]
+fn a_backend_with_more_servers_than_ids_leaves_its_app_out() {
+    let config = render_config(None);
+    let templates = Templates::load(&config).unwrap();
+    let mut crowded = service();
+    crowded.app_id = "/crowded".to_string();
+    crowded.backends = (0..32_767u32)
+        .map(|index| Backend {
+            host: format!("10.{}.{}.{}", index / 65536, index / 256 % 256, index % 256),
+            ip: format!("10.{}.{}.{}", index / 65536, index / 256 % 256, index % 256),
+            port: 31000,
+            draining: false,
+        })
+        .collect();
+    let model = Model {
+        services: vec![service(), crowded],
+    };
+    let err = render(&model, &templates, &config).unwrap_err();
+    let BadTemplateLabels(bad) = err.downcast_ref::<BadTemplateLabels>().expect("typed");
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].app_id, "/crowded");
+    assert_eq!(bad[0].label, None);
+    let text = bad[0].to_string();
+    assert!(
+        text.contains("/crowded") && text.contains("32767 servers") && text.contains("32766"),
+        "{text}"
     );
 }
