@@ -14,7 +14,7 @@ use super::labels::LabelKind;
 /// Checks `value` against the grammar of a label of `kind`; `Err` says what is wrong.
 pub fn check(kind: LabelKind, value: &str) -> Result<(), String> {
     if kind == LabelKind::Template {
-        return Ok(());
+        return super::confine::check(value, super::confine::Heading::AnyHead);
     }
     if let Some(c) = value.chars().find(|c| c.is_control()) {
         return Err(format!(

@@ -19,7 +19,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use super::format::{self, Value, Vars};
 use crate::config::RenderConfig;
 use crate::error::Failure;
-use crate::model::Service;
+use crate::model::{confine, Service};
 
 /// How a section's text is turned into output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,9 +321,10 @@ impl Templates {
                 if trimmed.is_empty() {
                     return Ok(String::new());
                 }
-                format::format(&format!(" {trimmed}"), vars).map_err(|err| {
+                let out = format::format(&format!(" {trimmed}"), vars).map_err(|err| {
                     format_failure(name.def(), origin, Some(service), anyhow::Error::new(err))
-                })?
+                })?;
+                confine_label(name.def(), origin, Some(service), out)?
             }
             Syntax::Jinja => {
                 let out = self.render_jinja(name, origin, Some(service), vars)?;
@@ -360,13 +361,14 @@ impl Templates {
             name
         );
         let (text, syntax, origin) = self.resolve(name, service);
-        match (syntax, usage) {
-            (Syntax::Format, Use::Verbatim) => Ok(text.to_string()),
+        let out = match (syntax, usage) {
+            (Syntax::Format, Use::Verbatim) => text.to_string(),
             (Syntax::Format, Use::Formatted) => format::format(text, vars).map_err(|err| {
                 format_failure(name.def(), origin, service, anyhow::Error::new(err))
-            }),
-            (Syntax::Jinja, _) => self.render_jinja(name, origin, service, vars),
-        }
+            })?,
+            (Syntax::Jinja, _) => return self.render_jinja(name, origin, service, vars),
+        };
+        confine_label(name.def(), origin, service, out)
     }
 
     fn render_jinja(
@@ -499,6 +501,30 @@ fn format_failure(
         (_, None) => reason.context(format!("template {}", describe(def, origin))),
     }
     .context(Failure::Template)
+}
+
+/// A label's output, with its placeholders filled in, must still stay inside the section the
+/// label stands in for (`model::confine`): a placeholder at the start of a line, or a head
+/// label opening another kind of section, is only visible here. Operator templates are the
+/// operator's and pass unchecked.
+fn confine_label(
+    def: &TemplateDef,
+    origin: &Origin,
+    service: Option<&Service>,
+    out: String,
+) -> Result<String> {
+    let (Origin::Label, Some(service)) = (origin, service) else {
+        return Ok(out);
+    };
+    match confine::check(&out, confine::heading_of(def.short_name)) {
+        Ok(()) => Ok(out),
+        Err(why) => Err(format_failure(
+            def,
+            origin,
+            Some(service),
+            anyhow!("{why} (after its placeholders were filled in)"),
+        )),
+    }
 }
 
 fn describe(def: &TemplateDef, origin: &Origin) -> String {

@@ -517,3 +517,38 @@ fn a_backend_with_more_servers_than_ids_leaves_its_app_out() {
         "{text}"
     );
 }
+
+/// What a label's placeholders expand to is checked too: a placeholder value at the start of a
+/// line, or a head label opening another kind of section, leaves the app out, named.
+#[test]
+fn a_label_that_leaves_its_section_after_formatting_leaves_its_app_out() {
+    let config = render_config(None);
+    let templates = Templates::load(&config).unwrap();
+    let mut smuggler = service();
+    smuggler.app_id = "/global".to_string();
+    smuggler.template_labels.insert(
+        "BACKEND_HEAD".to_string(),
+        "\nbackend {backend}\n{backend:.6}\n  master-worker\n".to_string(),
+    );
+    let mut other_kind = service();
+    other_kind.app_id = "/other".to_string();
+    other_kind.template_labels.insert(
+        "BACKEND_HEAD".to_string(),
+        "\nfrontend {backend}\n  bind :22\n".to_string(),
+    );
+    let model = Model {
+        services: vec![service(), smuggler, other_kind],
+    };
+    let err = render(&model, &templates, &config).unwrap_err();
+    let BadTemplateLabels(bad) = err.downcast_ref::<BadTemplateLabels>().expect("typed");
+    let found: Vec<(&str, Option<&str>)> = bad
+        .iter()
+        .map(|bad| (bad.app_id.as_str(), bad.label))
+        .collect();
+    assert_eq!(
+        found,
+        [("/global", Some("BACKEND_HEAD")), ("/other", Some("BACKEND_HEAD"))]
+    );
+    assert!(bad[0].reason.contains("`global` starts a section"), "{}", bad[0].reason);
+    assert!(bad[1].reason.contains("`frontend` starts a section"), "{}", bad[1].reason);
+}
