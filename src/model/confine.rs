@@ -45,7 +45,10 @@ const HEAD_SECTIONS: &[&str] = &["frontend", "backend", "userlist"];
 /// HAProxy would refuse them in a proxy section anyway); they are named here so that the
 /// warning says what was attempted, and in case a section start slips past.
 const PROCESS_KEYWORDS: &[(&str, &str)] = &[
-    ("master-worker", "turns on the master process, which starts `program` sections"),
+    (
+        "master-worker",
+        "turns on the master process, which starts `program` sections",
+    ),
     ("user", "changes the user HAProxy runs as"),
     ("group", "changes the group HAProxy runs as"),
     ("uid", "changes the user HAProxy runs as"),
@@ -57,27 +60,63 @@ const PROCESS_KEYWORDS: &[(&str, &str)] = &[
     ("thread-groups", "changes the process's threads"),
     ("cpu-map", "changes the process's CPU binding"),
     ("ulimit-n", "changes the process's limits"),
-    ("setenv", "changes the environment that programs and `$VAR` see"),
-    ("presetenv", "changes the environment that programs and `$VAR` see"),
-    ("resetenv", "changes the environment that programs and `$VAR` see"),
-    ("unsetenv", "changes the environment that programs and `$VAR` see"),
+    (
+        "setenv",
+        "changes the environment that programs and `$VAR` see",
+    ),
+    (
+        "presetenv",
+        "changes the environment that programs and `$VAR` see",
+    ),
+    (
+        "resetenv",
+        "changes the environment that programs and `$VAR` see",
+    ),
+    (
+        "unsetenv",
+        "changes the environment that programs and `$VAR` see",
+    ),
     ("insecure-fork-wanted", "lets HAProxy fork programs"),
     ("insecure-setuid-wanted", "lets HAProxy run setuid programs"),
     ("external-check", "runs a command as a health check"),
     ("command", "is a program's command line"),
     ("pidfile", "writes a file as root"),
-    ("set-dumpable", "lets the process dump its memory, secrets included"),
-    ("expose-experimental-directives", "unlocks experimental directives"),
-    ("ssl-engine", "loads an OpenSSL engine (code) into the process"),
-    ("ssl-provider", "loads an OpenSSL provider (code) into the process"),
-    ("ssl-provider-path", "loads OpenSSL providers (code) from a directory"),
+    (
+        "set-dumpable",
+        "lets the process dump its memory, secrets included",
+    ),
+    (
+        "expose-experimental-directives",
+        "unlocks experimental directives",
+    ),
+    (
+        "ssl-engine",
+        "loads an OpenSSL engine (code) into the process",
+    ),
+    (
+        "ssl-provider",
+        "loads an OpenSSL provider (code) into the process",
+    ),
+    (
+        "ssl-provider-path",
+        "loads OpenSSL providers (code) from a directory",
+    ),
     ("h1-case-adjust-file", "reads a file as root"),
     ("server-state-base", "reads server-state files as root"),
     ("server-state-file", "reads a server-state file as root"),
-    ("server-state-file-name", "reads a server-state file as root"),
-    ("load-server-state-from-file", "reads a server-state file as root"),
+    (
+        "server-state-file-name",
+        "reads a server-state file as root",
+    ),
+    (
+        "load-server-state-from-file",
+        "reads a server-state file as root",
+    ),
     ("errorfile", "reads a file as root and serves it to clients"),
-    ("stats", "the stats page and socket show and, with `admin`, change every backend"),
+    (
+        "stats",
+        "the stats page and socket show and, with `admin`, change every backend",
+    ),
 ];
 
 /// First-word prefixes refused: Lua (code) and the device-detection modules (libraries and
@@ -95,14 +134,23 @@ const WORDS: &[(&str, &str)] = &[
     ("file", "reads a file as root and serves it to clients"),
     ("lf-file", "reads a file as root and serves it to clients"),
     ("errorfile", "reads a file as root and serves it to clients"),
-    ("spoe", "reads a SPOE configuration file and talks to an outside agent"),
+    (
+        "spoe",
+        "reads a SPOE configuration file and talks to an outside agent",
+    ),
 ];
 
 /// Prefixes of words refused anywhere in a line (actions and converters taking a file).
 const WORD_PREFIXES: &[(&str, &str)] = &[
     ("lua.", "runs Lua code"),
-    ("set-map(", "changes a map shared by every app (domain2backend.map among them)"),
-    ("del-map(", "changes a map shared by every app (domain2backend.map among them)"),
+    (
+        "set-map(",
+        "changes a map shared by every app (domain2backend.map among them)",
+    ),
+    (
+        "del-map(",
+        "changes a map shared by every app (domain2backend.map among them)",
+    ),
     ("add-acl(", "changes an ACL file shared by every app"),
     ("del-acl(", "changes an ACL file shared by every app"),
 ];
@@ -110,9 +158,7 @@ const WORD_PREFIXES: &[(&str, &str)] = &[
 /// Address prefixes that are not the network: a UNIX socket (a path, or `unix@`, `abns@`), an
 /// inherited file descriptor or socket pair. Bound, they create or replace a file as root;
 /// as a server, they reach a local socket (the Docker API, say) with HAProxy's rights.
-const LOCAL_ADDRESSES: &[&str] = &[
-    "/", "unix@", "abns@", "fd@", "sockpair@", "uxst@", "uxdg@",
-];
+const LOCAL_ADDRESSES: &[&str] = &["/", "unix@", "abns@", "fd@", "sockpair@", "uxst@", "uxdg@"];
 
 /// Which section start a label's text may begin with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,9 +310,7 @@ fn check_words(first: &str, words: &[String]) -> Result<(), String> {
             );
         }
         if sample_call(&lower, "map").is_some() || lower.contains(",map_") {
-            return Err(
-                "`map` reads a file as root and returns its values to clients".to_string(),
-            );
+            return Err("`map` reads a file as root and returns its values to clients".to_string());
         }
     }
     let address = match first {
@@ -407,8 +451,14 @@ mod tests {
     #[test]
     fn section_starts_are_refused_except_a_head_s_own() {
         let refused = [
-            ("\nbackend b\n  mode http\nglobal\n  master-worker\n", "global"),
-            ("  mode http\nprogram evil\n  command touch /tmp/x\n", "program"),
+            (
+                "\nbackend b\n  mode http\nglobal\n  master-worker\n",
+                "global",
+            ),
+            (
+                "  mode http\nprogram evil\n  command touch /tmp/x\n",
+                "program",
+            ),
             ("\nbackend a\nbackend b\n", "backend"),
             ("  acl x src 1.2.3.4\n\r  listen evil", "listen"),
             ("  acl x src 1.2.3.4\n  .if defined(X)\n", ".if"),
@@ -440,20 +490,41 @@ mod tests {
             ("  chroot /\n", "chroot"),
             ("  daemon\n", "daemon"),
             ("  nbthread 64\n", "nbthread"),
-            ("  http-request return status 200 file /etc/shadow\n", "file"),
+            (
+                "  http-request return status 200 file /etc/shadow\n",
+                "file",
+            ),
             ("  http-error status 503 lf-file /etc/shadow\n", "lf-file"),
             ("  errorfile 503 /etc/shadow\n", "errorfile"),
-            ("  http-request set-map(/etc/haproxy/domain2backend.map) a b\n", "set-map"),
+            (
+                "  http-request set-map(/etc/haproxy/domain2backend.map) a b\n",
+                "set-map",
+            ),
             ("  http-request set-header X %[env(SECRET)]\n", "env(...)"),
             ("  http-request set-var(txn.x) env(SECRET)\n", "env(...)"),
-            ("  http-request set-header X %[src,map(/etc/ppp/chap-secrets)]\n", "map"),
-            ("  http-request set-header X \"${SECRET}\"\n", "environment reference"),
-            ("  http-request set-header X \"$SECRET\"\n", "environment reference"),
-            ("  http-request set-header X ${SECRET}\n", "environment reference"),
+            (
+                "  http-request set-header X %[src,map(/etc/ppp/chap-secrets)]\n",
+                "map",
+            ),
+            (
+                "  http-request set-header X \"${SECRET}\"\n",
+                "environment reference",
+            ),
+            (
+                "  http-request set-header X \"$SECRET\"\n",
+                "environment reference",
+            ),
+            (
+                "  http-request set-header X ${SECRET}\n",
+                "environment reference",
+            ),
             ("  bind /etc/passwd\n", "local socket"),
             ("  bind 0.0.0.0:80,unix@/tmp/x\n", "local socket"),
             ("  server docker /var/run/docker.sock\n", "local socket"),
-            ("  server docker unix@/var/run/docker.sock\n", "local socket"),
+            (
+                "  server docker unix@/var/run/docker.sock\n",
+                "local socket",
+            ),
             ("  filter spoe engine x config /etc/shadow\n", "spoe"),
         ];
         for (text, keyword) in refused {
@@ -468,7 +539,11 @@ mod tests {
         assert!(check("  # global\n", Heading::None).is_ok());
         assert!(check("  acl x hdr(a) -m str 'global ${X}'\n", Heading::None).is_ok());
         assert!(check("  http-request set-header X \"a \\$HOME\"\n", Heading::None).is_ok());
-        assert!(check("  http-request set-header X-Env ok # env(X)\n", Heading::None).is_ok());
+        assert!(check(
+            "  http-request set-header X-Env ok # env(X)\n",
+            Heading::None
+        )
+        .is_ok());
         assert!(check("  http-request set-header X a\\ file\n", Heading::None).is_ok());
     }
 }

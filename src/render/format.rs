@@ -210,7 +210,11 @@ fn look_up(value: &Value, accessors: &str, field: &str) -> Result<Value, FormatE
         }
         rest = after;
         let Value::Str(text) = &value else {
-            let type_name = if value == Value::None { "NoneType" } else { "int" };
+            let type_name = if value == Value::None {
+                "NoneType"
+            } else {
+                "int"
+            };
             return Err(error(format!(
                 "{{{field}}}: '{type_name}' object is not subscriptable"
             )));
@@ -784,7 +788,10 @@ mod tests {
             ("{backend[0]x}", "may follow ']'"),
             ("{backend[]}", "empty index"),
             ("{backend[0}", "without a matching '}'"),
-            ("{backend[99999999999999999999999]}", "too many decimal digits"),
+            (
+                "{backend[99999999999999999999999]}",
+                "too many decimal digits",
+            ),
             ("{backend.upper}", "attribute lookup"),
         ];
         for (template, why) in refused {
@@ -795,10 +802,7 @@ mod tests {
 
     #[test]
     fn widths_and_precisions_are_capped() {
-        assert_eq!(
-            format("{backend:>1024}", &vars()).unwrap().len(),
-            MAX_WIDTH
-        );
+        assert_eq!(format("{backend:>1024}", &vars()).unwrap().len(), MAX_WIDTH);
         for template in [
             "{backend:>99999999999}",
             "{backend:>1025}",
@@ -808,7 +812,10 @@ mod tests {
             "{backend:99999999999999999999999999}",
         ] {
             let err = format(template, &vars()).unwrap_err();
-            assert!(err.0.contains("above the limit of 1024"), "{template}: {err}");
+            assert!(
+                err.0.contains("above the limit of 1024"),
+                "{template}: {err}"
+            );
         }
     }
 

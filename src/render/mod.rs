@@ -172,7 +172,8 @@ impl<'a> Renderer<'a> {
         // Bad template labels are collected over the whole pass, so the caller can leave out
         // every app at fault at once; any other failure ends the render.
         let mut bad_labels = Vec::new();
-        for service in services {
+        for (rendered, service) in services.into_iter().enumerate() {
+            self.templates.check_deadline(rendered)?;
             if !self.is_selected(service) {
                 continue;
             }

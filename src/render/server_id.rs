@@ -142,9 +142,9 @@ mod tests {
         let mut name = server_name.to_string();
         loop {
             let digest = Sha256::digest(name.as_bytes());
-            let id = digest
-                .iter()
-                .fold(0u32, |rest, &byte| (rest * 256 + u32::from(byte)) % ID_MODULUS);
+            let id = digest.iter().fold(0u32, |rest, &byte| {
+                (rest * 256 + u32::from(byte)) % ID_MODULUS
+            });
             if id > 0 && taken.insert(id) {
                 return id;
             }
@@ -172,7 +172,12 @@ mod tests {
     fn a_full_id_space_is_an_error_not_an_endless_search() {
         let mut taken = HashSet::new();
         for index in 0..ID_SPACE {
-            let name = format!("10_{}_{}_{}_31000", index / 65536, index / 256 % 256, index % 256);
+            let name = format!(
+                "10_{}_{}_{}_31000",
+                index / 65536,
+                index / 256 % 256,
+                index % 256
+            );
             server_id(&name, &mut taken).expect("room left");
         }
         assert_eq!(taken.len(), ID_SPACE);

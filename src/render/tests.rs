@@ -377,7 +377,8 @@ fn jinja_server_section_renders_in_a_full_config() {
     let id = server_id(
         &server_name("10.0.0.1", "10.0.0.1", 31000),
         &mut Default::default(),
-    ).unwrap();
+    )
+    .unwrap();
     assert!(
         out.ends_with(&format!(
             "  server 10_0_0_1_31000 10.0.0.1:31000 id {id} weight 10\n"
@@ -547,8 +548,79 @@ fn a_label_that_leaves_its_section_after_formatting_leaves_its_app_out() {
         .collect();
     assert_eq!(
         found,
-        [("/global", Some("BACKEND_HEAD")), ("/other", Some("BACKEND_HEAD"))]
+        [
+            ("/global", Some("BACKEND_HEAD")),
+            ("/other", Some("BACKEND_HEAD"))
+        ]
     );
-    assert!(bad[0].reason.contains("`global` starts a section"), "{}", bad[0].reason);
-    assert!(bad[1].reason.contains("`frontend` starts a section"), "{}", bad[1].reason);
+    assert!(
+        bad[0].reason.contains("`global` starts a section"),
+        "{}",
+        bad[0].reason
+    );
+    assert!(
+        bad[1].reason.contains("`frontend` starts a section"),
+        "{}",
+        bad[1].reason
+    );
+}
+
+#[test]
+fn a_missing_or_non_directory_templates_path_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("does-not-exist");
+    let err = Templates::load(&render_config(Some(&missing))).unwrap_err();
+    assert_eq!(crate::error::classify(&err), Some(Failure::Template));
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(&missing.display().to_string()) && text.contains("does not exist"),
+        "{text}"
+    );
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let text = format!(
+        "{:#}",
+        Templates::load(&render_config(Some(&file))).unwrap_err()
+    );
+    assert!(text.contains("is not a directory"), "{text}");
+}
+
+#[test]
+fn a_file_named_like_no_template_is_named_with_the_closest_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("HAPROXY_BACKEND_HAED"), "x").unwrap();
+    std::fs::write(dir.path().join("HAPROXY_NOTHING_LIKE_ANY_NAME_AT_ALL"), "x").unwrap();
+    std::fs::write(dir.path().join("backend-extra"), "an include").unwrap();
+    std::fs::write(dir.path().join(".HAPROXY_HEAD.swp"), "x").unwrap();
+    std::fs::write(dir.path().join("HAPROXY_BACKEND_HEAD"), "x").unwrap();
+    let templates = Templates::load(&render_config(Some(dir.path()))).unwrap();
+    let warnings = templates.warnings();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].contains("HAPROXY_BACKEND_HAED")
+            && warnings[0].contains("did you mean HAPROXY_BACKEND_HEAD?"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].contains("HAPROXY_NOTHING_LIKE_ANY_NAME_AT_ALL")
+            && warnings[1].contains("see the template table"),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        templates::edit_distance("HAPROXY_BACKEND_HAED", "HAPROXY_BACKEND_HEAD"),
+        2
+    );
+}
+
+#[test]
+fn rendering_past_the_deadline_is_an_error() {
+    let config = render_config(None);
+    let past = std::time::Instant::now() - std::time::Duration::from_millis(1);
+    let templates = Templates::load(&config).unwrap().until(past);
+    let model = Model {
+        services: vec![service()],
+    };
+    let err = render(&model, &templates, &config).unwrap_err();
+    assert_eq!(crate::error::classify(&err), Some(Failure::Template));
+    assert!(format!("{err:#}").contains("--run-timeout"), "{err:#}");
 }
