@@ -84,7 +84,9 @@ impl Workspace {
             let _ = child.wait();
             panic!("haproxy-marathon-sync did not finish within {RUN_LIMIT:?}");
         }
-        child.wait_with_output().expect("collecting the run's output")
+        child
+            .wait_with_output()
+            .expect("collecting the run's output")
     }
 }
 
@@ -186,7 +188,10 @@ fn a_label_leaving_its_section_leaves_only_its_app_out_and_runs_nothing() {
         program_payload(&marker)
     );
     let with_program = format!("{head}\n{}", program_payload(&marker));
-    let with_stats = format!("{head}  stats socket ipv4@127.0.0.1:{} level admin\n", free_port());
+    let with_stats = format!(
+        "{head}  stats socket ipv4@127.0.0.1:{} level admin\n",
+        free_port()
+    );
     let apps = [
         app("/good", good_port, good_backend.port, &[]),
         app(
@@ -229,7 +234,10 @@ fn a_label_leaving_its_section_leaves_only_its_app_out_and_runs_nothing() {
         let warned = stderr.lines().any(|line| {
             line.contains(app) && line.contains("HAPROXY_0_BACKEND_HEAD") && line.contains(keyword)
         });
-        assert!(warned, "no warning naming {app}, its label and {keyword}:\n{stderr}");
+        assert!(
+            warned,
+            "no warning naming {app}, its label and {keyword}:\n{stderr}"
+        );
     }
     assert!(
         stderr.contains("HAPROXY_BACKEND_HAED") && stderr.contains("HAPROXY_BACKEND_HEAD?"),
@@ -239,7 +247,10 @@ fn a_label_leaving_its_section_leaves_only_its_app_out_and_runs_nothing() {
     let config = fs::read_to_string(workspace.config()).unwrap();
     assert!(config.contains("backend good_"), "{config}");
     for refused in ["evil", "program", "master-worker", "stats socket", "touch"] {
-        assert!(!config.contains(refused), "{refused:?} reached the config:\n{config}");
+        assert!(
+            !config.contains(refused),
+            "{refused:?} reached the config:\n{config}"
+        );
     }
     let check = Command::new(HAPROXY_BIN)
         .arg("-c")
@@ -272,7 +283,10 @@ fn huge_format_specs_leave_their_app_out_and_the_rest_renders() {
             "/wide",
             free_port(),
             free_port(),
-            &[("HAPROXY_0_BACKEND_HEAD", "\nbackend {backend:>99999999999}\n")],
+            &[(
+                "HAPROXY_0_BACKEND_HEAD",
+                "\nbackend {backend:>99999999999}\n",
+            )],
         ),
         app(
             "/grouped",
@@ -288,13 +302,14 @@ fn huge_format_specs_leave_their_app_out_and_the_rest_renders() {
     let marathon = FakeMarathon::start();
     marathon.set_state(apps, tasks);
 
-    let output = workspace.run(&marathon.url(), &workspace.path("templates"), &["--dry-run"]);
+    let output = workspace.run(
+        &marathon.url(),
+        &workspace.path("templates"),
+        &["--dry-run"],
+    );
     assert_exit(&output, 0);
     let stderr = text(&output.stderr);
-    for (app, label) in [
-        ("/wide", "BACKEND_HEAD"),
-        ("/grouped", "FRONTEND_HEAD"),
-    ] {
+    for (app, label) in [("/wide", "BACKEND_HEAD"), ("/grouped", "FRONTEND_HEAD")] {
         let warned = stderr.lines().any(|line| {
             line.contains(app) && line.contains(label) && line.contains("above the limit of 1024")
         });
@@ -302,7 +317,10 @@ fn huge_format_specs_leave_their_app_out_and_the_rest_renders() {
     }
     let config = text(&output.stdout);
     assert!(config.contains("backend good_"), "{config}");
-    assert!(!config.contains("wide_") && !config.contains("grouped_"), "{config}");
+    assert!(
+        !config.contains("wide_") && !config.contains("grouped_"),
+        "{config}"
+    );
 }
 
 #[test]
@@ -365,4 +383,236 @@ fn a_templates_path_that_does_not_exist_fails_before_anything_is_written() {
             .all(|name| name.ends_with(".status") || name.ends_with(".lock")),
         "files written beside the config: {beside:?}"
     );
+}
+
+/// xorshift64*: small, seedable, good enough to pick test values.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+}
+
+/// Lines a label may carry: directives of its own section.
+const SAFE_LINES: &[&str] = &[
+    "  timeout server 30s",
+    "  http-request set-header X-Test yes",
+    "  acl is_api path_beg /api",
+    "  option forwardfor",
+    "  # a comment",
+    "",
+    "  http-request deny if {{ src 10.0.0.1 }}",
+    "  http-request set-header X-Port %[dst_port]",
+];
+
+/// Lines that try to leave the section, each carrying the word `pwn` so that any of it
+/// reaching the output is seen.
+const HOSTILE_LINES: &[&str] = &[
+    "global\n  master-worker # pwn",
+    "program pwn\n  command /usr/bin/touch /tmp/pwn",
+    "  stats socket ipv4@0.0.0.0:9999 level admin # pwn",
+    ".if defined(pwn)",
+    "  .diag pwn",
+    "  \\x67lobal pwn",
+    "  \"program\" pwn",
+    "  http-request return status 200 file /etc/pwn",
+    "  http-request set-header X %[env(pwn)]",
+    "  http-request set-header X \"${pwn}\"",
+    "  http-request set-header X \"$pwn\"",
+    "  server pwn unix@/var/run/docker.sock",
+    "  bind /tmp/pwn.sock",
+    "  timeout client 1s \\\nprogram pwn",
+    "  lua-load /tmp/pwn.lua",
+    "  setenv pwn 1",
+    "listen pwn\n  bind 127.0.0.1:1",
+    "peers pwn",
+    "  user pwn",
+    "\rresolvers pwn",
+    "  http-request set-map(/etc/pwn) a b",
+    "  option external-check # pwn",
+    "backend pwn",
+    "frontend pwn",
+];
+
+/// Template labels with their own section's opening, when they have one.
+const LABELS: &[(&str, &str)] = &[
+    (
+        "BACKEND_HEAD",
+        "\nbackend {backend}\n  balance {balance}\n  mode {mode}\n",
+    ),
+    (
+        "FRONTEND_HEAD",
+        "\nfrontend {backend}\n  bind {bindAddr}:{servicePort}\n  mode {mode}\n",
+    ),
+    ("BACKEND_HTTP_OPTIONS", ""),
+    (
+        "BACKEND_SERVER_OPTIONS",
+        "  server {serverName} {host_ipv4}:{port}\n",
+    ),
+    ("FRONTEND_BACKEND_GLUE", "  default_backend {backend}\n"),
+    ("HTTP_FRONTEND_APPID_ACL", ""),
+    ("BACKEND_HSTS_OPTIONS", ""),
+];
+
+fn random_label(rng: &mut Rng) -> (String, String, bool) {
+    let (name, opening) = LABELS[rng.below(LABELS.len())];
+    let mut text = opening.to_string();
+    let mut hostile = false;
+    for _ in 0..1 + rng.below(4) {
+        let line = if rng.below(3) == 0 {
+            hostile = true;
+            rng.pick(HOSTILE_LINES)
+        } else {
+            rng.pick(SAFE_LINES)
+        };
+        text += line;
+        text.push('\n');
+    }
+    (format!("HAPROXY_0_{name}"), text, hostile)
+}
+
+/// Property: whatever lines template labels carry, the rendered configuration has no section
+/// but its own frontends, backends and the head's, no directive that changes the process, and
+/// no text of a refused line; an app whose labels are all safe is rendered. Seeded
+/// (`HOSTILE_TEMPLATES_SEED` replays a seed).
+#[test]
+fn no_template_label_leaves_its_section() {
+    use haproxy_marathon_sync::config::{Config, MarathonSource};
+    use haproxy_marathon_sync::fetch::api::{AppList, TaskList};
+    use haproxy_marathon_sync::model;
+    use haproxy_marathon_sync::render::{self, BadTemplateLabels, Templates};
+    use std::collections::HashSet;
+
+    let seed: u64 = std::env::var("HOSTILE_TEMPLATES_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x7E3A_91C5);
+    eprintln!("hostile templates seed: {seed} (replay with HOSTILE_TEMPLATES_SEED={seed})");
+    let mut rng = Rng(seed);
+    let mut config = Config::new(
+        vec![MarathonSource::Snapshot("unused".into())],
+        "/etc/haproxy/haproxy.cfg".into(),
+    );
+    config.render.bind_http_https = false;
+    let templates = Templates::load(&config.render).unwrap();
+    let head = render::render(&model::Model::default(), &templates, &config.render)
+        .unwrap()
+        .config;
+    let own_sections = ["frontend", "backend", "userlist"];
+    let refused_first_words = [
+        "global",
+        "defaults",
+        "listen",
+        "program",
+        "peers",
+        "resolvers",
+        "mailers",
+        "ring",
+        "cache",
+        "http-errors",
+        "log-forward",
+        "master-worker",
+        "setenv",
+        "lua-load",
+        "stats",
+        "user",
+        "chroot",
+        "daemon",
+        "command",
+    ];
+
+    for round in 0..300 {
+        let mut entries = Vec::new();
+        let mut clean_apps = Vec::new();
+        for index in 0..1 + rng.below(4) {
+            let id = format!("/app{index}");
+            let mut labels: Vec<(String, String)> = Vec::new();
+            let mut hostile = false;
+            for _ in 0..1 + rng.below(2) {
+                let (name, text, bad) = random_label(&mut rng);
+                hostile |= bad;
+                labels.retain(|(existing, _)| *existing != name);
+                labels.push((name, text));
+            }
+            if !hostile {
+                clean_apps.push(id.clone());
+            }
+            let labels: Vec<(&str, &str)> = labels
+                .iter()
+                .map(|(name, text)| (name.as_str(), text.as_str()))
+                .collect();
+            entries.push(app(
+                &id,
+                11000 + index as u16,
+                31000 + index as u16,
+                &labels,
+            ));
+        }
+        let (apps, tasks) = state(&entries);
+        let apps: AppList = serde_json::from_str(&apps).unwrap();
+        let tasks: TaskList = serde_json::from_str(&tasks).unwrap();
+
+        // As the run does: leave out the apps the render names, and render again.
+        let mut left_out = HashSet::new();
+        let text = loop {
+            let (model, _) = model::build_without(
+                &apps.apps,
+                &tasks.tasks,
+                &config.model,
+                &|_: &str| None,
+                &left_out,
+            );
+            match render::render(&model, &templates, &config.render) {
+                Ok(rendered) => break rendered.config,
+                Err(err) => {
+                    let bad = err
+                        .downcast_ref::<BadTemplateLabels>()
+                        .unwrap_or_else(|| panic!("round {round}: {err:#}"));
+                    let before = left_out.len();
+                    left_out.extend(bad.0.iter().map(|bad| bad.app_id.clone()));
+                    assert!(left_out.len() > before, "round {round}: no progress");
+                }
+            }
+        };
+
+        let context = format!("round {round} (seed {seed})");
+        let body = text.strip_prefix(head.as_str()).unwrap_or_else(|| {
+            panic!("{context}: the output does not start with the head:\n{text}")
+        });
+        assert!(
+            !text.contains("pwn"),
+            "{context}: refused text rendered:\n{text}"
+        );
+        for line in body.split(['\n', '\r']) {
+            let Some(first) = line.split_whitespace().next() else {
+                continue;
+            };
+            let first = first.trim_matches(['"', '\'']).to_ascii_lowercase();
+            assert!(!first.starts_with('.'), "{context}: {line:?}\n{text}");
+            assert!(
+                !refused_first_words.contains(&first.as_str()),
+                "{context}: {line:?}\n{text}"
+            );
+            if own_sections.contains(&first.as_str()) {
+                assert!(line.contains("app"), "{context}: foreign section {line:?}");
+            }
+        }
+        for clean in &clean_apps {
+            let backend = format!("backend {}_", clean.trim_start_matches('/'));
+            assert!(
+                text.contains(&backend) && !left_out.contains(clean),
+                "{context}: clean app {clean} missing:\n{text}"
+            );
+        }
+    }
 }

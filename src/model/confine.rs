@@ -352,10 +352,11 @@ fn sample_call(word: &str, name: &str) -> Option<usize> {
 }
 
 /// HAProxy's word splitting of one line (quotes removed, escapes applied, comment dropped),
-/// refusing environment references: `$NAME` / `${NAME}` inside double quotes (where HAProxy
-/// 2.6 expands them), and `${` anywhere outside single quotes. A bare `$NAME` outside quotes is
-/// left alone: HAProxy does not expand it, and crypt(3) password hashes (`$6$salt$...`) are
-/// written that way.
+/// refusing environment references: `$NAME` / `${NAME}` inside double quotes (the only place
+/// HAProxy 2.6 expands them: `.notice u:$HOME` prints `u:$HOME`, `.notice "q:$HOME"` the
+/// home directory), and `${` anywhere outside single quotes, which is never needed. A bare
+/// `$NAME` outside quotes is left alone: HAProxy does not expand it, and crypt(3) password
+/// hashes (`$6$salt$...`) are written that way. An escaped `\$` or `\x24` is not expanded.
 fn words(line: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut word = String::new();
@@ -374,8 +375,25 @@ fn words(line: &str) -> Result<Vec<String>, String> {
                 in_word = true;
             }
             '\\' if !single => {
-                if let Some(next) = chars.next() {
-                    word.push(next);
+                // HAProxy decodes `\xHH`, `\t`, `\n`, `\r` and passes other escaped
+                // characters through: `\x67lobal` is the word `global` to it.
+                match chars.next() {
+                    Some('x') => {
+                        let hex: String = chars.clone().take(2).collect();
+                        match u8::from_str_radix(&hex, 16) {
+                            Ok(byte) if hex.len() == 2 => {
+                                chars.next();
+                                chars.next();
+                                word.push(char::from(byte));
+                            }
+                            _ => word.push('x'),
+                        }
+                    }
+                    Some('t') => word.push('\t'),
+                    Some('n') => word.push('\n'),
+                    Some('r') => word.push('\r'),
+                    Some(next) => word.push(next),
+                    None => {}
                 }
                 in_word = true;
             }
@@ -545,5 +563,19 @@ mod tests {
         )
         .is_ok());
         assert!(check("  http-request set-header X a\\ file\n", Heading::None).is_ok());
+        assert!(check(
+            "  http-request set-header X \"\\x24{HOME}\"\n",
+            Heading::None
+        )
+        .is_ok());
+        // Escapes HAProxy decodes are decoded before the words are compared.
+        for hidden in [
+            "  \\x67lobal\n",
+            "  \"global\"\n",
+            "  http-request set-header X %[\\x65nv(SECRET)]\n",
+            "  'program' x\n",
+        ] {
+            assert!(check(hidden, Heading::None).is_err(), "{hidden:?}");
+        }
     }
 }
