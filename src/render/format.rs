@@ -14,6 +14,7 @@
 //! precision above [`MAX_WIDTH`] is an error, and so is a template whose output would grow far
 //! beyond its text and its values (see [`output_limit`]).
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// One keyword argument's value, typed as marathon-lb passed it (a Python `str`, `int` or
@@ -38,6 +39,20 @@ impl Value {
 
     pub fn opt_int(number: Option<i64>) -> Value {
         number.map_or(Value::None, Value::Int)
+    }
+}
+
+impl Value {
+    /// The length of the printed value, without printing it.
+    fn printed_len(&self) -> usize {
+        match self {
+            Value::Str(text) => text.len(),
+            Value::Int(number) => number
+                .unsigned_abs()
+                .checked_ilog10()
+                .map_or(1, |digits| digits as usize + 1 + usize::from(*number < 0)),
+            Value::None => "None".len(),
+        }
     }
 }
 
@@ -84,7 +99,7 @@ const OUTPUT_SLACK: usize = 64 * 1024;
 /// [`OUTPUT_SLACK`]. A template repeating a long value thousands of times would otherwise turn a
 /// short label into gigabytes; no real template comes near the limit.
 pub fn output_limit(template: &str, vars: &Vars) -> usize {
-    let values: usize = vars.iter().map(|(_, value)| value.to_string().len()).sum();
+    let values: usize = vars.iter().map(|(_, value)| value.printed_len()).sum();
     template.len() + 2 * values + OUTPUT_SLACK
 }
 
@@ -188,8 +203,12 @@ fn split_field(field: &str) -> Result<(&str, Option<char>, &str), FormatError> {
 
 /// Applies the `[index]` lookups that follow the argument name, as Python's `str.format` does
 /// on a `str`: a decimal index picks one character; anything else is the error Python raises.
-fn look_up(value: &Value, accessors: &str, field: &str) -> Result<Value, FormatError> {
-    let mut value = value.clone();
+fn look_up<'a>(
+    value: &'a Value,
+    accessors: &str,
+    field: &str,
+) -> Result<Cow<'a, Value>, FormatError> {
+    let mut value = Cow::Borrowed(value);
     let mut rest = accessors;
     while !rest.is_empty() {
         if rest.starts_with('.') {
@@ -209,8 +228,8 @@ fn look_up(value: &Value, accessors: &str, field: &str) -> Result<Value, FormatE
             return Err(error(format!("empty index in {{{field}}}")));
         }
         rest = after;
-        let Value::Str(text) = &value else {
-            let type_name = if value == Value::None {
+        let Value::Str(text) = value.as_ref() else {
+            let type_name = if *value == Value::None {
                 "NoneType"
             } else {
                 "int"
@@ -231,7 +250,7 @@ fn look_up(value: &Value, accessors: &str, field: &str) -> Result<Value, FormatE
             .chars()
             .nth(index)
             .ok_or_else(|| error(format!("{{{field}}}: string index out of range")))?;
-        value = Value::Str(ch.to_string());
+        value = Cow::Owned(Value::Str(ch.to_string()));
     }
     Ok(value)
 }
@@ -257,9 +276,9 @@ fn replace_field(field: &str, vars: &Vars, out: &mut String) -> Result<(), Forma
     let value = look_up(value, lookups, field)?;
     let value = match conversion {
         None => value,
-        Some('s') => Value::Str(value.to_string()),
-        Some('r') => Value::Str(python_repr(&value, false)),
-        Some('a') => Value::Str(python_repr(&value, true)),
+        Some('s') => Cow::Owned(Value::Str(value.to_string())),
+        Some('r') => Cow::Owned(Value::Str(python_repr(&value, false))),
+        Some('a') => Cow::Owned(Value::Str(python_repr(&value, true))),
         Some(other) => return Err(error(format!("unknown conversion !{other} in {{{field}}}"))),
     };
     out.push_str(&apply_spec(&value, spec).map_err(|why| error(format!("{{{field}}}: {why}")))?);
@@ -828,6 +847,22 @@ mod tests {
         assert_eq!(format("{port:012,}", &vars).unwrap(), "0,000,031,000");
         assert_eq!(format("{port:=+012,}", &vars).unwrap(), "+000,031,000");
         assert_eq!(format("{port:01024_b}", &vars).unwrap().len(), 1024);
+    }
+
+    #[test]
+    fn printed_length_is_the_length_of_the_printed_value() {
+        for value in [
+            Value::Int(0),
+            Value::Int(9),
+            Value::Int(10),
+            Value::Int(-10),
+            Value::Int(i64::MIN),
+            Value::Int(i64::MAX),
+            Value::None,
+            Value::str("äb"),
+        ] {
+            assert_eq!(value.printed_len(), value.to_string().len(), "{value:?}");
+        }
     }
 
     #[test]
