@@ -74,7 +74,8 @@ pub struct Args {
     pub haproxy_config: PathBuf,
 
     /// Directory of template overrides: a file named like a section (HAPROXY_BACKEND_HEAD) in
-    /// marathon-lb's {placeholder} format, or NAME.j2 in Jinja, replaces that section.
+    /// marathon-lb's {placeholder} format, or NAME.j2 in Jinja, replaces that section. It must
+    /// exist; a file named like no section gets a warning with the closest name.
     #[arg(
         long = "templates",
         value_name = "DIR",
@@ -140,8 +141,12 @@ pub struct Args {
     )]
     pub max_serv_port_ip_per_task: u32,
 
-    /// Ignore raw template labels (HAPROXY_<n>_BACKEND_HEAD, ...) so app owners cannot inject
-    /// configuration text; semantic labels (VHOST, PATH, ...) still apply.
+    /// Ignore raw template labels (HAPROXY_<n>_BACKEND_HEAD, ...); semantic labels (VHOST,
+    /// PATH, ...) still apply. A template label lets whoever deploys the app write any
+    /// directive of its own sections (http-request rules, ACLs, server options, timeouts);
+    /// one that opens another section, changes the HAProxy process, runs code, reads files or
+    /// HAProxy's environment leaves its app out. Turn them off when app owners should not
+    /// shape HAProxy's traffic rules, or when no app uses them.
     #[arg(
         long = "no-label-templates",
         env = "HAPROXY_MARATHON_SYNC_NO_LABEL_TEMPLATES"

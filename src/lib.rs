@@ -99,7 +99,9 @@ fn run_measured(
     report.phases.insert("fetch", phase.elapsed().as_secs_f64());
     let phase = Instant::now();
     let resolver = CachingResolver::default();
-    let templates = render::Templates::load(&config.render).context(Failure::Template)?;
+    let templates = render::Templates::load(&config.render)
+        .context(Failure::Template)?
+        .until(deadline);
     let (model, rendered, warnings) =
         model_and_render(&state.apps, &state.tasks, config, &templates, &|host| {
             resolver.resolve(host)
@@ -162,6 +164,9 @@ fn run_measured(
             let message = format!("Marathon {failed}; used {}", state.source);
             let fields = [("source", state.source.clone().into())];
             log::write(log, log::Level::Warn, &message, &fields);
+        }
+        for warning in templates.warnings() {
+            log::write(log, log::Level::Warn, warning, &[]);
         }
         for warning in &warnings {
             let mut fields = vec![("app", warning.app_id.clone().into())];

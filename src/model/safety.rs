@@ -1,8 +1,8 @@
 //! The grammar of each semantic label's value. A label value is pasted into the configuration,
 //! so one with a newline could add a line of its choosing; every semantic label is checked here
 //! before it is applied, and a value outside its grammar leaves the app out with a warning.
-//! Raw template labels are configuration text by design and are not checked (operators turn
-//! them off with `--no-label-templates`).
+//! Raw template labels are configuration text by design; `confine.rs` keeps them inside their
+//! own section (operators turn them off with `--no-label-templates`).
 //!
 //! The grammars are as loose as marathon-lb's users need (realms with spaces, `-i` flags in
 //! paths, IPv6 bind addresses, free-form bind options) and as tight as the line they land in.
@@ -14,7 +14,7 @@ use super::labels::LabelKind;
 /// Checks `value` against the grammar of a label of `kind`; `Err` says what is wrong.
 pub fn check(kind: LabelKind, value: &str) -> Result<(), String> {
     if kind == LabelKind::Template {
-        return Ok(());
+        return super::confine::check(value, super::confine::Heading::AnyHead);
     }
     if let Some(c) = value.chars().find(|c| c.is_control()) {
         return Err(format!(

@@ -6,9 +6,15 @@
 //! format-spec mini-language for `str` and `int` values (fill, align, sign, `#`, `0`, width,
 //! `,` / `_` grouping, precision and every presentation type, the float ones included). Anything
 //! marathon-lb would have raised on (an unknown key, a positional `{}` / `{0}`, a stray `}`, a
-//! spec the value's type refuses) is an error naming the placeholder; so are attribute and
-//! index lookups, which no marathon-lb template needs.
+//! spec the value's type refuses) is an error naming the placeholder. Index lookups on a string
+//! (`{backend[0]}`) work as in Python; attribute lookups, whose Python output would name a
+//! memory address, are refused.
+//!
+//! Bounded where Python is not, since a template label is an app owner's text: a width or
+//! precision above [`MAX_WIDTH`] is an error, and so is a template whose output would grow far
+//! beyond its text and its values (see [`output_limit`]).
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// One keyword argument's value, typed as marathon-lb passed it (a Python `str`, `int` or
@@ -33,6 +39,20 @@ impl Value {
 
     pub fn opt_int(number: Option<i64>) -> Value {
         number.map_or(Value::None, Value::Int)
+    }
+}
+
+impl Value {
+    /// The length of the printed value, without printing it.
+    fn printed_len(&self) -> usize {
+        match self {
+            Value::Str(text) => text.len(),
+            Value::Int(number) => number
+                .unsigned_abs()
+                .checked_ilog10()
+                .map_or(1, |digits| digits as usize + 1 + usize::from(*number < 0)),
+            Value::None => "None".len(),
+        }
     }
 }
 
@@ -65,8 +85,27 @@ fn error(message: impl Into<String>) -> FormatError {
     FormatError(message.into())
 }
 
+/// The widest field and the longest precision a format spec may ask for. Python takes any
+/// number (and runs out of memory on `{backend:>99999999999}`); marathon-lb's templates use no
+/// width at all, and 1 KiB is wider than any configuration line needs while keeping one
+/// placeholder's output small.
+pub const MAX_WIDTH: usize = 1024;
+
+/// Slack on top of the template's own length in [`output_limit`]: room for widths and for
+/// values repeated a few times.
+const OUTPUT_SLACK: usize = 64 * 1024;
+
+/// The most one `format` call may produce: the template's text, each value twice over, and
+/// [`OUTPUT_SLACK`]. A template repeating a long value thousands of times would otherwise turn a
+/// short label into gigabytes; no real template comes near the limit.
+pub fn output_limit(template: &str, vars: &Vars) -> usize {
+    let values: usize = vars.iter().map(|(_, value)| value.printed_len()).sum();
+    template.len() + 2 * values + OUTPUT_SLACK
+}
+
 /// `template.format(**vars)` as Python does it.
 pub fn format(template: &str, vars: &Vars) -> Result<String, FormatError> {
+    let limit = output_limit(template, vars);
     let mut out = String::with_capacity(template.len() + 64);
     let mut chars = template.char_indices().peekable();
     while let Some((at, ch)) = chars.next() {
@@ -77,24 +116,15 @@ pub fn format(template: &str, vars: &Vars) -> Result<String, FormatError> {
             }
             '{' => {
                 let start = at + 1;
-                let end = loop {
-                    match chars.next() {
-                        Some((close, '}')) => break close,
-                        Some((_, '{')) => {
-                            return Err(error(format!(
-                                "nested placeholder in {:?} is not supported",
-                                &template[at..]
-                            )))
-                        }
-                        Some(_) => {}
-                        None => {
-                            return Err(error(
-                                "'{' without a matching '}' (write '{{' for a literal brace)",
-                            ))
-                        }
-                    }
-                };
+                let end = field_end(template, start)?;
+                while chars.next_if(|&(next, _)| next <= end).is_some() {}
                 replace_field(&template[start..end], vars, &mut out)?;
+                if out.len() > limit {
+                    return Err(error(format!(
+                        "the template expands to more than {limit} bytes (its text, each value \
+                         twice and {OUTPUT_SLACK} bytes of padding)"
+                    )));
+                }
             }
             '}' if chars.peek().map(|&(_, next)| next) == Some('}') => {
                 chars.next();
@@ -111,24 +141,130 @@ pub fn format(template: &str, vars: &Vars) -> Result<String, FormatError> {
     Ok(out)
 }
 
+/// Where the field opened just before `start` closes: the first `}` outside the brackets of
+/// its name (Python reads `{name[}]}` as the key `}`).
+fn field_end(template: &str, start: usize) -> Result<usize, FormatError> {
+    let mut in_name = true;
+    let mut in_brackets = false;
+    for (offset, ch) in template[start..].char_indices() {
+        match ch {
+            ']' if in_brackets => in_brackets = false,
+            _ if in_brackets => {}
+            '[' if in_name => in_brackets = true,
+            ':' | '!' => in_name = false,
+            '}' => return Ok(start + offset),
+            '{' => {
+                return Err(error(format!(
+                    "nested placeholder in {:?} is not supported",
+                    &template[start - 1..]
+                )))
+            }
+            _ => {}
+        }
+    }
+    Err(error(
+        "'{' without a matching '}' (write '{{' for a literal brace)",
+    ))
+}
+
+/// Splits `name[0]!r:>8` into the field name, the conversion and the spec, as Python does:
+/// `:` and `!` inside brackets belong to the name.
+fn split_field(field: &str) -> Result<(&str, Option<char>, &str), FormatError> {
+    let mut in_brackets = false;
+    let mut name_end = field.len();
+    for (at, ch) in field.char_indices() {
+        match ch {
+            '[' => in_brackets = true,
+            ']' => in_brackets = false,
+            ':' | '!' if !in_brackets => {
+                name_end = at;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let (name, rest) = field.split_at(name_end);
+    if let Some(after_bang) = rest.strip_prefix('!') {
+        let mut chars = after_bang.chars();
+        let conversion = chars
+            .next()
+            .ok_or_else(|| error(format!("missing conversion after '!' in {{{field}}}")))?;
+        let rest = chars.as_str();
+        return match rest.strip_prefix(':') {
+            Some(spec) => Ok((name, Some(conversion), spec)),
+            None if rest.is_empty() => Ok((name, Some(conversion), "")),
+            None => Err(error(format!(
+                "expected ':' after the conversion in {{{field}}}"
+            ))),
+        };
+    }
+    Ok((name, None, rest.strip_prefix(':').unwrap_or("")))
+}
+
+/// Applies the `[index]` lookups that follow the argument name, as Python's `str.format` does
+/// on a `str`: a decimal index picks one character; anything else is the error Python raises.
+fn look_up<'a>(
+    value: &'a Value,
+    accessors: &str,
+    field: &str,
+) -> Result<Cow<'a, Value>, FormatError> {
+    let mut value = Cow::Borrowed(value);
+    let mut rest = accessors;
+    while !rest.is_empty() {
+        if rest.starts_with('.') {
+            return Err(error(format!(
+                "attribute lookup in {{{field}}} is not supported"
+            )));
+        }
+        let Some(inside) = rest.strip_prefix('[') else {
+            return Err(error(format!(
+                "only '.' or '[' may follow ']' in {{{field}}}"
+            )));
+        };
+        let Some((key, after)) = inside.split_once(']') else {
+            return Err(error(format!("missing ']' in {{{field}}}")));
+        };
+        if key.is_empty() {
+            return Err(error(format!("empty index in {{{field}}}")));
+        }
+        rest = after;
+        let Value::Str(text) = value.as_ref() else {
+            let type_name = if *value == Value::None {
+                "NoneType"
+            } else {
+                "int"
+            };
+            return Err(error(format!(
+                "{{{field}}}: '{type_name}' object is not subscriptable"
+            )));
+        };
+        if !key.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(error(format!(
+                "{{{field}}}: string indices must be integers, not 'str'"
+            )));
+        }
+        let index: usize = key
+            .parse()
+            .map_err(|_| error(format!("{{{field}}}: too many decimal digits in the index")))?;
+        let ch = text
+            .chars()
+            .nth(index)
+            .ok_or_else(|| error(format!("{{{field}}}: string index out of range")))?;
+        value = Cow::Owned(Value::Str(ch.to_string()));
+    }
+    Ok(value)
+}
+
 /// One `{field!conversion:spec}`.
 fn replace_field(field: &str, vars: &Vars, out: &mut String) -> Result<(), FormatError> {
-    let (name_and_conversion, spec) = match field.split_once(':') {
-        Some((head, spec)) => (head, spec),
-        None => (field, ""),
-    };
-    let (name, conversion) = match name_and_conversion.split_once('!') {
-        Some((name, conversion)) => (name, Some(conversion)),
-        None => (name_and_conversion, None),
-    };
+    let (name_and_lookups, conversion, spec) = split_field(field)?;
+    let name_end = name_and_lookups
+        .find(['.', '['])
+        .unwrap_or(name_and_lookups.len());
+    let (name, lookups) = name_and_lookups.split_at(name_end);
     if name.is_empty() || name.chars().all(|c| c.is_ascii_digit()) {
         return Err(error(format!(
             "positional placeholder {{{field}}} is not supported; use a name such as {{backend}}"
-        )));
-    }
-    if name.contains(['.', '[']) {
-        return Err(error(format!(
-            "attribute or index lookup in {{{field}}} is not supported"
         )));
     }
     let Some((_, value)) = vars.iter().find(|(key, _)| *key == name) else {
@@ -137,24 +273,15 @@ fn replace_field(field: &str, vars: &Vars, out: &mut String) -> Result<(), Forma
             known_names(vars)
         )));
     };
-    let converted;
+    let value = look_up(value, lookups, field)?;
     let value = match conversion {
         None => value,
-        Some("s") => {
-            converted = Value::Str(value.to_string());
-            &converted
-        }
-        Some("r") => {
-            converted = Value::Str(python_repr(value, false));
-            &converted
-        }
-        Some("a") => {
-            converted = Value::Str(python_repr(value, true));
-            &converted
-        }
+        Some('s') => Cow::Owned(Value::Str(value.to_string())),
+        Some('r') => Cow::Owned(Value::Str(python_repr(&value, false))),
+        Some('a') => Cow::Owned(Value::Str(python_repr(&value, true))),
         Some(other) => return Err(error(format!("unknown conversion !{other} in {{{field}}}"))),
     };
-    out.push_str(&apply_spec(value, spec).map_err(|why| error(format!("{{{field}}}: {why}")))?);
+    out.push_str(&apply_spec(&value, spec).map_err(|why| error(format!("{{{field}}}: {why}")))?);
     Ok(())
 }
 
@@ -273,14 +400,24 @@ impl Spec {
             }
             at += 1;
         }
-        let digits = |from: &mut usize| -> Option<usize> {
+        // At most MAX_WIDTH; `None` when there are no digits.
+        let digits = |from: &mut usize, what: &str| -> Result<Option<usize>, String> {
             let start = *from;
             while *from < chars.len() && chars[*from].is_ascii_digit() {
                 *from += 1;
             }
-            (start < *from).then(|| chars[start..*from].iter().collect::<String>().parse().ok())?
+            if start == *from {
+                return Ok(None);
+            }
+            let text: String = chars[start..*from].iter().collect();
+            match text.parse::<usize>() {
+                Ok(number) if number <= MAX_WIDTH => Ok(Some(number)),
+                _ => Err(format!(
+                    "the {what} {text} is above the limit of {MAX_WIDTH}"
+                )),
+            }
         };
-        let width = digits(&mut at).unwrap_or(0);
+        let width = digits(&mut at, "width")?.unwrap_or(0);
         let mut grouping = None;
         if let Some(&c @ (',' | '_')) = chars.get(at) {
             grouping = Some(c);
@@ -288,7 +425,7 @@ impl Spec {
         }
         let precision = if chars.get(at) == Some(&'.') {
             at += 1;
-            Some(digits(&mut at).ok_or("Format specifier missing precision")?)
+            Some(digits(&mut at, "precision")?.ok_or("Format specifier missing precision")?)
         } else {
             None
         };
@@ -427,32 +564,30 @@ fn sign_text(negative: bool, sign: Option<char>) -> &'static str {
 }
 
 /// Inserts the grouping separator every `size` digits; with zero padding after the sign
-/// (`0` flag or `0=` fill), the padding zeros are grouped too, as CPython does.
+/// (`0` flag or `0=` fill), the padding zeros are grouped too, as CPython does: it takes the
+/// fewest digits whose grouped form fills the width (a group never starts with a separator, so
+/// the result may be one character wider).
 fn group_digits(digits: &str, spec: &Spec, leading: &str, size: usize) -> String {
     let Some(separator) = spec.grouping else {
         return digits.to_string();
     };
-    let group = |digits: &str| {
-        let count = digits.len();
-        let mut out = String::with_capacity(count + count / size);
-        for (at, digit) in digits.chars().enumerate() {
-            if at > 0 && (count - at) % size == 0 {
-                out.push(separator);
-            }
-            out.push(digit);
-        }
-        out
-    };
-    let mut grouped = group(digits);
+    let grouped_len = |count: usize| count + count.saturating_sub(1) / size;
+    let mut count = digits.len();
     if spec.fill == '0' && spec.align == Some('=') {
         let wanted = spec.width.saturating_sub(leading.len());
-        let mut padded = digits.to_string();
-        while grouped.len() < wanted {
-            padded.insert(0, '0');
-            grouped = group(&padded);
+        while grouped_len(count) < wanted {
+            count += 1;
         }
     }
-    grouped
+    let padded = "0".repeat(count - digits.len()) + digits;
+    let mut out = String::with_capacity(grouped_len(count));
+    for (at, digit) in padded.chars().enumerate() {
+        if at > 0 && (count - at) % size == 0 {
+            out.push(separator);
+        }
+        out.push(digit);
+    }
+    out
 }
 
 /// `format(float(number), spec)` for the float presentation types.
@@ -641,6 +776,103 @@ mod tests {
                 "{refused} should be refused"
             );
         }
+    }
+
+    /// Python 3's answers for `'<template>'.format(backend='web_80', port=31000,
+    /// hostname=None)`, taken from the interpreter.
+    #[test]
+    fn index_lookups_on_strings_follow_python() {
+        let cases = [
+            ("{backend[0]}", "w"),
+            ("{backend[5]}", "0"),
+            ("{backend[01]}", "e"),
+            ("{backend[0][0]}", "w"),
+            ("{backend[0]:>3}", "  w"),
+            ("{backend[0]!r}", "'w'"),
+            ("{backend[4]!s:*^3}", "*8*"),
+        ];
+        for (template, expected) in cases {
+            assert_eq!(format(template, &vars()).unwrap(), expected, "{template}");
+        }
+        // Where Python raises: a negative or signed index is a str key (TypeError), past the
+        // end (IndexError), a key on an int or None (TypeError), junk after `]`, no `]`.
+        let refused = [
+            ("{backend[-1]}", "string indices must be integers"),
+            ("{backend[+1]}", "string indices must be integers"),
+            ("{backend[x]}", "string indices must be integers"),
+            ("{backend[a:b]}", "string indices must be integers"),
+            ("{backend[6]}", "string index out of range"),
+            ("{port[0]}", "'int' object is not subscriptable"),
+            ("{hostname[0]}", "'NoneType' object is not subscriptable"),
+            ("{backend[0]x}", "may follow ']'"),
+            ("{backend[]}", "empty index"),
+            ("{backend[0}", "without a matching '}'"),
+            (
+                "{backend[99999999999999999999999]}",
+                "too many decimal digits",
+            ),
+            ("{backend.upper}", "attribute lookup"),
+        ];
+        for (template, why) in refused {
+            let err = format(template, &vars()).unwrap_err();
+            assert!(err.0.contains(why), "{template}: {err}");
+        }
+    }
+
+    #[test]
+    fn widths_and_precisions_are_capped() {
+        assert_eq!(format("{backend:>1024}", &vars()).unwrap().len(), MAX_WIDTH);
+        for template in [
+            "{backend:>99999999999}",
+            "{backend:>1025}",
+            "{backend:.1025}",
+            "{port:.99999999999999999999999f}",
+            "{port:0150000,}",
+            "{backend:99999999999999999999999999}",
+        ] {
+            let err = format(template, &vars()).unwrap_err();
+            assert!(
+                err.0.contains("above the limit of 1024"),
+                "{template}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_padding_with_grouping_matches_python() {
+        // Python: '{:04,}'.format(1) == '0,001', '{:012,}'.format(31000) == '0,000,031,000',
+        // '{:=+012,}'.format(31000) == '+000,031,000'.
+        let vars = [("one", Value::Int(1)), ("port", Value::Int(31000))];
+        assert_eq!(format("{one:04,}", &vars).unwrap(), "0,001");
+        assert_eq!(format("{port:012,}", &vars).unwrap(), "0,000,031,000");
+        assert_eq!(format("{port:=+012,}", &vars).unwrap(), "+000,031,000");
+        assert_eq!(format("{port:01024_b}", &vars).unwrap().len(), 1024);
+    }
+
+    #[test]
+    fn printed_length_is_the_length_of_the_printed_value() {
+        for value in [
+            Value::Int(0),
+            Value::Int(9),
+            Value::Int(10),
+            Value::Int(-10),
+            Value::Int(i64::MIN),
+            Value::Int(i64::MAX),
+            Value::None,
+            Value::str("äb"),
+        ] {
+            assert_eq!(value.printed_len(), value.to_string().len(), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn output_is_bounded_by_the_text_and_its_values() {
+        let long = "x".repeat(10_000);
+        let vars = [("bindOptions", Value::str(long.as_str()))];
+        let template = "{bindOptions}".repeat(100);
+        let err = format(&template, &vars).unwrap_err();
+        assert!(err.0.contains("expands to more than"), "{err}");
+        assert!(format(&"{bindOptions}".repeat(8), &vars).is_ok());
     }
 
     #[test]

@@ -172,7 +172,8 @@ impl<'a> Renderer<'a> {
         // Bad template labels are collected over the whole pass, so the caller can leave out
         // every app at fault at once; any other failure ends the render.
         let mut bad_labels = Vec::new();
-        for service in services {
+        for (rendered, service) in services.into_iter().enumerate() {
+            self.templates.check_deadline(rendered)?;
             if !self.is_selected(service) {
                 continue;
             }
@@ -468,7 +469,15 @@ impl<'a> Renderer<'a> {
         let mut taken_ids = HashSet::new();
         for (index, server) in backends.iter().enumerate() {
             let name = server_name(&server.host, &server.ip, server.port);
-            let id = server_id(&name, &mut taken_ids);
+            let id = server_id(&name, &mut taken_ids).map_err(|full| {
+                anyhow::Error::new(BadTemplateLabel {
+                    app_id: service.app_id.clone(),
+                    service_port: service.service_port,
+                    label: None,
+                    section: Name::BackendServerOptions.def().short_name,
+                    reason: format!("{} servers: {full}", backends.len()),
+                })
+            })?;
             let check_options = match (&check, check_kind) {
                 (Some(check), Some((_, server_section))) => {
                     let port = match service.healthcheck_port_index {

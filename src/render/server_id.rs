@@ -10,21 +10,57 @@ use sha2::{Digest, Sha256};
 /// 16-bit range to stay clear of platform-dependent truncation.
 const ID_MODULUS: u32 = 32767;
 
+/// The ids a backend can hand out: 1 to 32,766 (0 is never used).
+pub const ID_SPACE: usize = ID_MODULUS as usize - 1;
+
+/// How many rehashes one server may take before its search is given up. With one id left in
+/// the space a search takes 32,766 tries on average; 32 times that fails with a probability
+/// of about e^-32, so in practice only a full space ends a search.
+const MAX_REHASHES: usize = 32 * ID_MODULUS as usize;
+
+/// No free id was found for a server: the backend's id space is full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdSpaceExhausted {
+    pub taken: usize,
+}
+
+impl std::fmt::Display for IdSpaceExhausted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no free server id after {} were taken: a backend has room for {ID_SPACE} servers \
+             (marathon-lb's id space, 1 to 32766)",
+            self.taken
+        )
+    }
+}
+
 /// The id of `server_name` within one backend: `sha256(name) mod 32767`. When that id is 0 or
 /// already taken, the name is extended with its own hex digest and hashed again, until a free
 /// id comes out. Deterministic as long as servers are visited in the same (sorted) order.
-pub fn server_id(server_name: &str, taken: &mut HashSet<u32>) -> u32 {
-    let mut name = server_name.to_string();
-    loop {
-        let digest = Sha256::digest(name.as_bytes());
+///
+/// Each extended name starts with the previous one, so the hash state is carried forward
+/// instead of hashing the ever longer name again: every try costs the same. The search ends
+/// at once when the space is full and after [`MAX_REHASHES`] tries otherwise.
+pub fn server_id(server_name: &str, taken: &mut HashSet<u32>) -> Result<u32, IdSpaceExhausted> {
+    let exhausted = IdSpaceExhausted { taken: taken.len() };
+    if taken.len() >= ID_SPACE {
+        return Err(exhausted);
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(server_name.as_bytes());
+    for _ in 0..=MAX_REHASHES {
+        let digest = hasher.clone().finalize();
         let id = digest.iter().fold(0u32, |rest, &byte| {
             (rest * 256 + u32::from(byte)) % ID_MODULUS
         });
         if id > 0 && taken.insert(id) {
-            return id;
+            return Ok(id);
         }
-        name = format!("{name} {}", hex(&digest));
+        hasher.update(b" ");
+        hasher.update(hex(&digest).as_bytes());
     }
+    Err(exhausted)
 }
 
 /// The sticky-session cookie value: the first 10 hex digits of `sha1(server name)`.
@@ -59,7 +95,13 @@ pub fn sanitize(text: &str) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -80,7 +122,7 @@ mod tests {
             "10_0_4_9_31000",
         ]
         .iter()
-        .map(|name| server_id(name, &mut taken))
+        .map(|name| server_id(name, &mut taken).unwrap())
         .collect();
         assert_eq!(ids, [119, 18616, 32101, 14290, 24108, 25739]);
     }
@@ -88,11 +130,55 @@ mod tests {
     #[test]
     fn a_free_id_is_the_plain_hash() {
         let mut taken = HashSet::new();
-        let first = server_id("10_0_4_21_31273", &mut taken);
+        let first = server_id("10_0_4_21_31273", &mut taken).unwrap();
         let mut fresh = HashSet::new();
-        assert_eq!(server_id("10_0_4_21_31273", &mut fresh), first);
+        assert_eq!(server_id("10_0_4_21_31273", &mut fresh).unwrap(), first);
         // The same name again in the same backend collides with itself and moves on.
-        assert_ne!(server_id("10_0_4_21_31273", &mut taken), first);
+        assert_ne!(server_id("10_0_4_21_31273", &mut taken).unwrap(), first);
+    }
+
+    /// marathon-lb's recursive rehash written out: hash the whole extended name each time.
+    fn rehash_from_scratch(server_name: &str, taken: &mut HashSet<u32>) -> u32 {
+        let mut name = server_name.to_string();
+        loop {
+            let digest = Sha256::digest(name.as_bytes());
+            let id = digest.iter().fold(0u32, |rest, &byte| {
+                (rest * 256 + u32::from(byte)) % ID_MODULUS
+            });
+            if id > 0 && taken.insert(id) {
+                return id;
+            }
+            name = format!("{name} {}", hex(&digest));
+        }
+    }
+
+    #[test]
+    fn carried_hash_state_gives_the_ids_of_rehashing_from_scratch() {
+        let mut ours = HashSet::new();
+        let mut theirs = HashSet::new();
+        for index in 0..3000 {
+            let name = format!("10_0_{}_{}_31000", index / 250, index % 250);
+            assert_eq!(
+                server_id(&name, &mut ours).unwrap(),
+                rehash_from_scratch(&name, &mut theirs),
+                "{name}"
+            );
+        }
+    }
+
+    /// With one id left the search still finds it (it takes ~32,766 tries); with none left it
+    /// ends at once. (`render::tests` fills a real backend of 32,767 servers.)
+    #[test]
+    fn the_last_free_id_is_found_and_a_full_space_is_an_error() {
+        let last = rehash_from_scratch("10_0_0_1_31000", &mut HashSet::new());
+        let mut taken: HashSet<u32> = (1..=ID_SPACE as u32).filter(|&id| id != last).collect();
+        assert_eq!(server_id("10_0_0_1_31000", &mut taken), Ok(last));
+        let mut taken: HashSet<u32> = (1..=ID_SPACE as u32).filter(|&id| id != 77).collect();
+        assert_eq!(server_id("10_0_0_2_31000", &mut taken), Ok(77));
+        assert_eq!(taken.len(), ID_SPACE);
+        let err = server_id("10_9_9_9_31000", &mut taken).unwrap_err();
+        assert_eq!(err.taken, ID_SPACE);
+        assert!(err.to_string().contains("32766"), "{err}");
     }
 
     #[test]

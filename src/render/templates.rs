@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use minijinja::{Environment, UndefinedBehavior};
@@ -19,7 +20,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use super::format::{self, Value, Vars};
 use crate::config::RenderConfig;
 use crate::error::Failure;
-use crate::model::Service;
+use crate::model::{confine, Service};
 
 /// How a section's text is turned into output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +246,9 @@ pub struct Templates {
     sections: Vec<Section>,
     jinja: Environment<'static>,
     label_templates: bool,
+    warnings: Vec<String>,
+    /// The run's deadline (`--run-timeout`): rendering past it is an error.
+    deadline: Option<Instant>,
 }
 
 impl Templates {
@@ -254,9 +258,10 @@ impl Templates {
     pub fn load(config: &RenderConfig) -> Result<Templates> {
         let mut jinja = new_jinja_environment(config.templates_dir.clone());
         let mut sections = Vec::with_capacity(TEMPLATES.len());
-        if let Some(dir) = &config.templates_dir {
-            refuse_unknown_jinja_files(dir)?;
-        }
+        let warnings = match &config.templates_dir {
+            Some(dir) => check_templates_dir(dir)?,
+            None => Vec::new(),
+        };
         for def in TEMPLATES {
             let full_name = def.full_name();
             let section = match config
@@ -292,7 +297,35 @@ impl Templates {
             sections,
             jinja,
             label_templates: config.label_templates,
+            warnings,
+            deadline: None,
         })
+    }
+
+    /// Renders with these templates end with an error once `deadline` has passed, so that
+    /// `--run-timeout` bounds rendering too. Every format spec is bounded, so checking between
+    /// services is enough.
+    pub fn until(mut self, deadline: Instant) -> Templates {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// `Err` once the deadline given to [`Templates::until`] has passed.
+    pub fn check_deadline(&self, rendered: usize) -> Result<()> {
+        match self.deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(anyhow!(
+                "rendering passed the run's deadline (--run-timeout) after {rendered} services; \
+                 nothing was changed"
+            ))
+            .context(Failure::Template),
+            _ => Ok(()),
+        }
+    }
+
+    /// What loading noticed but did not refuse: files in the templates directory that no
+    /// section reads (each named, with the closest section name).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The section run through `str.format` (or jinja) with `vars`.
@@ -321,9 +354,10 @@ impl Templates {
                 if trimmed.is_empty() {
                     return Ok(String::new());
                 }
-                format::format(&format!(" {trimmed}"), vars).map_err(|err| {
+                let out = format::format(&format!(" {trimmed}"), vars).map_err(|err| {
                     format_failure(name.def(), origin, Some(service), anyhow::Error::new(err))
-                })?
+                })?;
+                confine_label(name.def(), origin, Some(service), out)?
             }
             Syntax::Jinja => {
                 let out = self.render_jinja(name, origin, Some(service), vars)?;
@@ -360,13 +394,14 @@ impl Templates {
             name
         );
         let (text, syntax, origin) = self.resolve(name, service);
-        match (syntax, usage) {
-            (Syntax::Format, Use::Verbatim) => Ok(text.to_string()),
+        let out = match (syntax, usage) {
+            (Syntax::Format, Use::Verbatim) => text.to_string(),
             (Syntax::Format, Use::Formatted) => format::format(text, vars).map_err(|err| {
                 format_failure(name.def(), origin, service, anyhow::Error::new(err))
-            }),
-            (Syntax::Jinja, _) => self.render_jinja(name, origin, service, vars),
-        }
+            })?,
+            (Syntax::Jinja, _) => return self.render_jinja(name, origin, service, vars),
+        };
+        confine_label(name.def(), origin, service, out)
     }
 
     fn render_jinja(
@@ -409,15 +444,17 @@ impl Templates {
     }
 }
 
-/// A service's own template label (`HAPROXY_{n}_<NAME>`) that does not format. marathon-lb
-/// fails the whole run over it; the run leaves that app out with a warning instead, as the
-/// model does for a label that does not parse.
+/// Why one app cannot be rendered, found while rendering: mostly its own template label
+/// (`HAPROXY_{n}_<NAME>`) that does not format or leaves its section, else a fact of its
+/// services (a backend with more servers than ids). marathon-lb fails the whole run over
+/// either; the run leaves that app out with a warning instead, as the model does for a label
+/// that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadTemplateLabel {
     pub app_id: String,
     pub service_port: u32,
-    /// The label's suffix, e.g. `BACKEND_HEAD`.
-    pub label: &'static str,
+    /// The label's suffix, e.g. `BACKEND_HEAD`; `None` when no label is at fault.
+    pub label: Option<&'static str>,
     /// marathon-lb's name of the section the label stood in for, when it differs from the
     /// label's (the map sections answer to the plain ACL labels).
     pub section: &'static str,
@@ -427,11 +464,14 @@ pub struct BadTemplateLabel {
 impl BadTemplateLabel {
     /// The description without the app, for a warning that names the app already.
     pub fn without_app(&self) -> String {
+        let Some(label) = self.label else {
+            return format!("service port {}: {}", self.service_port, self.reason);
+        };
         let mut text = format!(
-            "template label HAPROXY_{{n}}_{} (service port {})",
-            self.label, self.service_port
+            "template label HAPROXY_{{n}}_{label} (service port {})",
+            self.service_port
         );
-        if self.section != self.label {
+        if self.section != label {
             text += &format!(", used as HAPROXY_{} here", self.section);
         }
         text + ": " + &self.reason
@@ -440,12 +480,19 @@ impl BadTemplateLabel {
 
 impl std::fmt::Display for BadTemplateLabel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(label) = self.label else {
+            return write!(
+                f,
+                "app {} (service port {}): {}",
+                self.app_id, self.service_port, self.reason
+            );
+        };
         write!(
             f,
-            "template label HAPROXY_{{n}}_{} of app {} (service port {})",
-            self.label, self.app_id, self.service_port
+            "template label HAPROXY_{{n}}_{label} of app {} (service port {})",
+            self.app_id, self.service_port
         )?;
-        if self.section != self.label {
+        if self.section != label {
             write!(f, ", used as HAPROXY_{} here", self.section)?;
         }
         write!(f, ": {}", self.reason)
@@ -479,7 +526,7 @@ fn format_failure(
         (Origin::Label, Some(service)) => anyhow::Error::new(BadTemplateLabel {
             app_id: service.app_id.clone(),
             service_port: service.service_port,
-            label: def.label.unwrap_or(def.short_name),
+            label: Some(def.label.unwrap_or(def.short_name)),
             section: def.short_name,
             reason: format!("{reason:#}"),
         }),
@@ -487,6 +534,30 @@ fn format_failure(
         (_, None) => reason.context(format!("template {}", describe(def, origin))),
     }
     .context(Failure::Template)
+}
+
+/// A label's output, with its placeholders filled in, must still stay inside the section the
+/// label stands in for (`model::confine`): a placeholder at the start of a line, or a head
+/// label opening another kind of section, is only visible here. Operator templates are the
+/// operator's and pass unchecked.
+fn confine_label(
+    def: &TemplateDef,
+    origin: &Origin,
+    service: Option<&Service>,
+    out: String,
+) -> Result<String> {
+    let (Origin::Label, Some(service)) = (origin, service) else {
+        return Ok(out);
+    };
+    match confine::check(&out, confine::heading_of(def.short_name)) {
+        Ok(()) => Ok(out),
+        Err(why) => Err(format_failure(
+            def,
+            origin,
+            Some(service),
+            anyhow!("{why} (after its placeholders were filled in)"),
+        )),
+    }
 }
 
 fn describe(def: &TemplateDef, origin: &Origin) -> String {
@@ -556,33 +627,92 @@ fn read_from_dir(dir: Option<&Path>, full_name: &str) -> Result<Option<Section>>
     Ok(None)
 }
 
-fn refuse_unknown_jinja_files(dir: &Path) -> Result<()> {
+/// The templates directory must exist and be a directory (marathon-lb silently renders its
+/// defaults without one, replacing the operator's global and defaults sections). A `.j2` file
+/// that names no section is refused, as it is most likely a typo; any other file named like
+/// a section (`HAPROXY_...`, or a few edits from a section's name) that no section reads gives
+/// a warning naming it and the closest section name.
+fn check_templates_dir(dir: &Path) -> Result<Vec<String>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            // marathon-lb silently uses its defaults when the directory is missing.
-            return Ok(());
-        }
         Err(err) => {
-            return Err(err)
-                .with_context(|| format!("reading templates directory {}", dir.display()))
-                .context(Failure::Template)
+            let why = match err.kind() {
+                std::io::ErrorKind::NotFound => "does not exist".to_string(),
+                std::io::ErrorKind::NotADirectory => "is not a directory".to_string(),
+                _ => err.to_string(),
+            };
+            return Err(anyhow!(
+                "templates directory {} {why}; nothing was changed (check --templates)",
+                dir.display()
+            ))
+            .context(Failure::Template);
         }
     };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(stem) = file_name.strip_suffix(".j2") {
-            let known = TEMPLATES.iter().any(|def| def.full_name() == stem);
-            if stem.starts_with("HAPROXY_") && !known {
-                return Err(anyhow!(
-                    "{}: no template section is named {stem}; see the template table for the names",
-                    entry.path().display()
-                ))
-                .context(Failure::Template);
-            }
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    names.sort();
+    let mut warnings = Vec::new();
+    for file_name in names {
+        let (stem, jinja) = match file_name.strip_suffix(".j2") {
+            Some(stem) => (stem, true),
+            None => (file_name.as_str(), false),
+        };
+        if TEMPLATES.iter().any(|def| def.full_name() == stem) {
+            continue;
         }
+        let closest = closest_template_name(stem);
+        // Other files may be there on purpose: pieces that `.j2` templates include.
+        if closest.is_none() && !stem.to_ascii_uppercase().starts_with("HAPROXY_") {
+            continue;
+        }
+        let hint = match closest {
+            Some(name) => format!("; did you mean {name}?"),
+            None => "; see the template table for the names".to_string(),
+        };
+        let path = dir.join(&file_name);
+        if jinja && stem.starts_with("HAPROXY_") {
+            return Err(anyhow!(
+                "{}: no template section is named {stem}{hint}",
+                path.display()
+            ))
+            .context(Failure::Template);
+        }
+        warnings.push(format!(
+            "template file {} matches no template section and is not used{hint}",
+            path.display()
+        ));
     }
-    Ok(())
+    Ok(warnings)
+}
+
+/// The section name nearest to `name` by edit distance, if it is near enough to be a typo.
+fn closest_template_name(name: &str) -> Option<String> {
+    let (distance, closest) = TEMPLATES
+        .iter()
+        .map(|def| {
+            let full = def.full_name();
+            (edit_distance(name, &full), full)
+        })
+        .min()?;
+    (distance <= 4.max(name.len() / 8)).then_some(closest)
+}
+
+/// Levenshtein distance over characters (insert, delete, substitute).
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 /// minijinja as the templates need it: whitespace exact, undefined names are errors, and

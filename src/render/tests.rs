@@ -377,7 +377,8 @@ fn jinja_server_section_renders_in_a_full_config() {
     let id = server_id(
         &server_name("10.0.0.1", "10.0.0.1", 31000),
         &mut Default::default(),
-    );
+    )
+    .unwrap();
     assert!(
         out.ends_with(&format!(
             "  server 10_0_0_1_31000 10.0.0.1:31000 id {id} weight 10\n"
@@ -425,13 +426,16 @@ fn unformattable_template_label_fails_with_the_app_named() {
     let err = render(&model, &templates, &config).unwrap_err();
     assert_eq!(crate::error::classify(&err), Some(Failure::Template));
     let BadTemplateLabels(bad_labels) = err.downcast_ref::<BadTemplateLabels>().expect("typed");
-    let apps: Vec<(&str, &str)> = bad_labels
+    let apps: Vec<(&str, Option<&str>)> = bad_labels
         .iter()
         .map(|bad| (bad.app_id.as_str(), bad.label))
         .collect();
     assert_eq!(
         apps,
-        [("/also", "FRONTEND_HEAD"), ("/broken", "BACKEND_HEAD")],
+        [
+            ("/also", Some("FRONTEND_HEAD")),
+            ("/broken", Some("BACKEND_HEAD"))
+        ],
         "all found in one pass, in rendering order"
     );
     let bad = &bad_labels[1];
@@ -482,4 +486,141 @@ fn a_global_template_that_does_not_format_still_fails_the_render() {
         format!("{err:#}").contains("environment variable"),
         "{err:#}"
     );
+}
+
+/// 32,767 tasks in one backend: marathon-lb's id space (1 to 32,766) is full, so the app is
+/// left out (named) and the other app still renders; the search does not run forever.
+#[test]
+fn a_backend_with_more_servers_than_ids_leaves_its_app_out() {
+    let config = render_config(None);
+    let templates = Templates::load(&config).unwrap();
+    let mut crowded = service();
+    crowded.app_id = "/crowded".to_string();
+    crowded.backends = (0..32_767u32)
+        .map(|index| Backend {
+            host: format!("10.{}.{}.{}", index / 65536, index / 256 % 256, index % 256),
+            ip: format!("10.{}.{}.{}", index / 65536, index / 256 % 256, index % 256),
+            port: 31000,
+            draining: false,
+        })
+        .collect();
+    let model = Model {
+        services: vec![service(), crowded],
+    };
+    let err = render(&model, &templates, &config).unwrap_err();
+    let BadTemplateLabels(bad) = err.downcast_ref::<BadTemplateLabels>().expect("typed");
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].app_id, "/crowded");
+    assert_eq!(bad[0].label, None);
+    let text = bad[0].to_string();
+    assert!(
+        text.contains("/crowded") && text.contains("32767 servers") && text.contains("32766"),
+        "{text}"
+    );
+}
+
+/// What a label's placeholders expand to is checked too: a placeholder value at the start of a
+/// line, or a head label opening another kind of section, leaves the app out, named.
+#[test]
+fn a_label_that_leaves_its_section_after_formatting_leaves_its_app_out() {
+    let config = render_config(None);
+    let templates = Templates::load(&config).unwrap();
+    let mut smuggler = service();
+    smuggler.app_id = "/global".to_string();
+    smuggler.template_labels.insert(
+        "BACKEND_HEAD".to_string(),
+        "\nbackend {backend}\n{backend:.6}\n  master-worker\n".to_string(),
+    );
+    let mut other_kind = service();
+    other_kind.app_id = "/other".to_string();
+    other_kind.template_labels.insert(
+        "BACKEND_HEAD".to_string(),
+        "\nfrontend {backend}\n  bind :22\n".to_string(),
+    );
+    let model = Model {
+        services: vec![service(), smuggler, other_kind],
+    };
+    let err = render(&model, &templates, &config).unwrap_err();
+    let BadTemplateLabels(bad) = err.downcast_ref::<BadTemplateLabels>().expect("typed");
+    let found: Vec<(&str, Option<&str>)> = bad
+        .iter()
+        .map(|bad| (bad.app_id.as_str(), bad.label))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("/global", Some("BACKEND_HEAD")),
+            ("/other", Some("BACKEND_HEAD"))
+        ]
+    );
+    assert!(
+        bad[0].reason.contains("`global` starts a section"),
+        "{}",
+        bad[0].reason
+    );
+    assert!(
+        bad[1].reason.contains("`frontend` starts a section"),
+        "{}",
+        bad[1].reason
+    );
+}
+
+#[test]
+fn a_missing_or_non_directory_templates_path_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("does-not-exist");
+    let err = Templates::load(&render_config(Some(&missing))).unwrap_err();
+    assert_eq!(crate::error::classify(&err), Some(Failure::Template));
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(&missing.display().to_string()) && text.contains("does not exist"),
+        "{text}"
+    );
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let text = format!(
+        "{:#}",
+        Templates::load(&render_config(Some(&file))).unwrap_err()
+    );
+    assert!(text.contains("is not a directory"), "{text}");
+}
+
+#[test]
+fn a_file_named_like_no_template_is_named_with_the_closest_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("HAPROXY_BACKEND_HAED"), "x").unwrap();
+    std::fs::write(dir.path().join("HAPROXY_NOTHING_LIKE_ANY_NAME_AT_ALL"), "x").unwrap();
+    std::fs::write(dir.path().join("backend-extra"), "an include").unwrap();
+    std::fs::write(dir.path().join(".HAPROXY_HEAD.swp"), "x").unwrap();
+    std::fs::write(dir.path().join("HAPROXY_BACKEND_HEAD"), "x").unwrap();
+    let templates = Templates::load(&render_config(Some(dir.path()))).unwrap();
+    let warnings = templates.warnings();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].contains("HAPROXY_BACKEND_HAED")
+            && warnings[0].contains("did you mean HAPROXY_BACKEND_HEAD?"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].contains("HAPROXY_NOTHING_LIKE_ANY_NAME_AT_ALL")
+            && warnings[1].contains("see the template table"),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        templates::edit_distance("HAPROXY_BACKEND_HAED", "HAPROXY_BACKEND_HEAD"),
+        2
+    );
+}
+
+#[test]
+fn rendering_past_the_deadline_is_an_error() {
+    let config = render_config(None);
+    let past = std::time::Instant::now() - std::time::Duration::from_millis(1);
+    let templates = Templates::load(&config).unwrap().until(past);
+    let model = Model {
+        services: vec![service()],
+    };
+    let err = render(&model, &templates, &config).unwrap_err();
+    assert_eq!(crate::error::classify(&err), Some(Failure::Template));
+    assert!(format!("{err:#}").contains("--run-timeout"), "{err:#}");
 }
