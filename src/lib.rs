@@ -237,6 +237,7 @@ fn model_and_render(
                     label: None,
                     message: format!("{}; app left out", bad.without_app()),
                     app_left_out: true,
+                    reason: model::Reason::TemplateLabel,
                 });
             }
         }

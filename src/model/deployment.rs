@@ -42,13 +42,18 @@ pub struct MergeFault {
 }
 
 /// The deployment group of an app, with a leading `/`. `Err` for an empty label (marathon-lb
-/// indexes its first character and dies).
+/// indexes its first character and dies), and for one that is not a Marathon app id once
+/// prefixed: it becomes the app id, so the backend and frontend names.
 pub fn group_of(app: &App) -> Option<Result<String, String>> {
     let group = app.labels.get(GROUP_LABEL)?;
-    Some(match group.chars().next() {
-        None => Err("empty deployment group".to_string()),
-        Some('/') => Ok(group.clone()),
-        Some(_) => Ok(format!("/{group}")),
+    let id = match group.chars().next() {
+        None => return Some(Err("empty deployment group".to_string())),
+        Some('/') => group.clone(),
+        Some(_) => format!("/{group}"),
+    };
+    Some(match super::fields::check_app_id(&id) {
+        Ok(()) => Ok(id),
+        Err(why) => Err(format!("the deployment group becomes the app id: {why}")),
     })
 }
 
