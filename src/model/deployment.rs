@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 use crate::fetch::api::{App, Task};
 
 use super::health;
-use super::labels::python_int;
+use super::labels::python_integer;
 
 pub const GROUP_LABEL: &str = "HAPROXY_DEPLOYMENT_GROUP";
 pub const STARTED_AT_LABEL: &str = "HAPROXY_DEPLOYMENT_STARTED_AT";
@@ -82,8 +82,9 @@ pub fn merge<'a>(
             std::mem::swap(&mut old, &mut new);
         }
         let label = new.app.labels.get(TARGET_INSTANCES_LABEL);
-        match label.and_then(|value| python_int(value)) {
-            Some(target) => target,
+        // Saturating keeps the result exact for any instance count a cluster runs.
+        match label.and_then(|value| python_integer(value)) {
+            Some(target) => target.saturating_i64(),
             None => {
                 return Err(MergeFault {
                     source: new.source,

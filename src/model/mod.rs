@@ -115,6 +115,8 @@ pub struct Service {
     /// (`BACKEND_HEAD` for `HAPROXY_0_BACKEND_HEAD`), CRLF normalised to LF.
     pub template_labels: BTreeMap<String, String>,
     /// `HAPROXY_{n}_BACKEND_WEIGHT`; 0 by default, 1 when a path is set and the weight is 0.
+    /// Only its order counts: when some weight in the cluster is beyond `i64` (Python's have no
+    /// bound), each is replaced by its place in the cluster's order, `-1` kept in its place.
     pub backend_weight: i64,
     /// `HAPROXY_{n}_BACKEND_NETWORK_ALLOWED_ACL`: space-separated networks.
     pub network_allowed: Option<String>,
@@ -282,12 +284,9 @@ pub fn build_without(
         let pass = Pass::run(apps, &tasks_by_app, &excluded, config, &cached_resolve);
         if pass.faults.is_empty() {
             exclusion_warnings.extend(pass.warnings);
-            return (
-                Model {
-                    services: pass.services,
-                },
-                exclusion_warnings,
-            );
+            let mut services = pass.services;
+            order_big_weights(&mut services, &pass.big_weights);
+            return (Model { services }, exclusion_warnings);
         }
         for fault in pass.faults {
             excluded[fault.source] = true;
@@ -299,6 +298,42 @@ pub fn build_without(
                 reason: fault.reason,
             });
         }
+    }
+}
+
+/// The port's `HAPROXY_{n}_BACKEND_WEIGHT` when it parses but does not fit `i64`.
+fn big_weight(port_labels: &PortLabels<'_>, index: usize) -> Option<labels::PyInt> {
+    let (_, value) = port_labels
+        .of_port(index)
+        .iter()
+        .find(|(spec, _)| spec.kind == labels::LabelKind::BackendWeight)?;
+    labels::python_integer(value).filter(|weight| weight.to_i64().is_none())
+}
+
+/// marathon-lb's weights are Python integers of any size, and only their order matters (render
+/// sorts the shared frontends' rules by them, and sets `-1` on some). When a weight is beyond
+/// `i64`, every service's weight is replaced by its place in the cluster's order, counted from
+/// `-1` (which keeps its place): the order, ties included, is exactly Python's.
+fn order_big_weights(services: &mut [Service], big_weights: &[Option<labels::PyInt>]) {
+    if big_weights.iter().all(Option::is_none) {
+        return;
+    }
+    let exact: Vec<labels::PyInt> = services
+        .iter()
+        .zip(big_weights)
+        .map(|(service, big)| {
+            big.clone()
+                .unwrap_or_else(|| labels::PyInt::from(service.backend_weight))
+        })
+        .collect();
+    let minus_one = labels::PyInt::from(-1);
+    let mut distinct: Vec<&labels::PyInt> = exact.iter().chain([&minus_one]).collect();
+    distinct.sort();
+    distinct.dedup();
+    let origin = distinct.binary_search(&&minus_one).unwrap_or(0) as i64;
+    for (service, weight) in services.iter_mut().zip(&exact) {
+        let rank = distinct.binary_search(&weight).unwrap_or(0) as i64;
+        service.backend_weight = rank - origin - 1;
     }
 }
 
@@ -362,6 +397,8 @@ struct Pass<'c> {
     resolve: &'c dyn Fn(&str) -> Option<IpAddr>,
     assigner: ServicePortAssigner,
     services: Vec<Service>,
+    /// Beside each of `services`: its `HAPROXY_{n}_BACKEND_WEIGHT` when beyond `i64`.
+    big_weights: Vec<Option<labels::PyInt>>,
     warnings: Vec<Warning>,
     faults: Vec<Fault>,
     /// (app id, host) pairs already warned about, so a dead agent is named once per app.
@@ -385,6 +422,7 @@ impl<'c> Pass<'c> {
                 config.max_serv_port_ip_per_task,
             ),
             services: Vec::new(),
+            big_weights: Vec::new(),
             warnings: Vec::new(),
             faults: Vec::new(),
             unresolvable: HashSet::new(),
@@ -508,6 +546,7 @@ impl<'c> Pass<'c> {
         // Keyed by the original service port; a later port with the same key replaces the
         // earlier one in place, as assigning to a Python dict does.
         let mut services: Vec<(i64, Service)> = Vec::new();
+        let mut big_weights: HashMap<i64, labels::PyInt> = HashMap::new();
         let faults_before = self.faults.len();
         for (index, service_port) in service_ports.iter().enumerate() {
             let Some(service_port) = *service_port else {
@@ -526,6 +565,10 @@ impl<'c> Pass<'c> {
                 }
             }
             self.health_check_from_port_index(candidate, &mut service, &refused_checks);
+            match big_weight(&port_labels, index) {
+                Some(weight) => big_weights.insert(service_port, weight),
+                None => big_weights.remove(&service_port),
+            };
             match services.iter_mut().find(|(key, _)| *key == service_port) {
                 Some(slot) => slot.1 = service,
                 None => services.push((service_port, service)),
@@ -543,8 +586,10 @@ impl<'c> Pass<'c> {
                 &mut services,
             );
         }
-        self.services
-            .extend(services.into_iter().map(|(_, service)| service));
+        for (key, service) in services {
+            self.big_weights.push(big_weights.remove(&key));
+            self.services.push(service);
+        }
     }
 
     /// Checks the app's health checks against their grammars (`fields`): a check whose path
