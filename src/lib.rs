@@ -100,10 +100,11 @@ fn run_measured(
     let phase = Instant::now();
     let resolver = CachingResolver::default();
     let templates = render::Templates::load(&config.render).context(Failure::Template)?;
-    let (model, rendered, warnings) =
+    let (model, rendered, mut warnings) =
         model_and_render(&state.apps, &state.tasks, config, &templates, &|host| {
             resolver.resolve(host)
         })?;
+    warnings.extend(model::conflicts::find(&model, &config.render));
     let candidate = to_candidate(rendered, config);
     report
         .phases

@@ -23,6 +23,7 @@
 //! - Health-check results are not remembered between runs: each run starts like a freshly
 //!   started marathon-lb, which drops a checked app's tasks that have no results yet.
 
+pub mod conflicts;
 mod deployment;
 pub mod fields;
 mod health;
