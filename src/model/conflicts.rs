@@ -56,7 +56,10 @@ fn is_wildcard(bind_addr: &str) -> bool {
 fn listener_conflicts(services: &[&Service]) -> Vec<Warning> {
     let mut by_port: BTreeMap<u32, Vec<&Service>> = BTreeMap::new();
     for service in services {
-        by_port.entry(service.service_port).or_default().push(service);
+        by_port
+            .entry(service.service_port)
+            .or_default()
+            .push(service);
     }
     let mut warnings = Vec::new();
     for (port, sharing) in by_port {
@@ -127,7 +130,10 @@ fn vhost_conflicts(services: &[&Service], haproxy_map: bool) -> Vec<Warning> {
         let hosts = service.hostname.as_deref().unwrap_or("").split(',');
         for host in hosts.map(|host| host.trim_matches(' ')) {
             let claimants = claims.entry((host.to_string(), path.clone())).or_default();
-            if !claimants.iter().any(|(_, other)| std::ptr::eq(*other, *service)) {
+            if !claimants
+                .iter()
+                .any(|(_, other)| std::ptr::eq(*other, *service))
+            {
                 claimants.push((place, service));
             }
         }
@@ -222,10 +228,15 @@ mod tests {
     #[test]
     fn two_apps_on_one_service_port_are_named_with_who_gets_it() {
         assert_eq!(
-            messages(vec![service("/dup/two", 10851), service("/dup/one", 10851)], false),
-            ["app /dup/two: service port 10851 (bind *:10851) is also bound by app /dup/one \
+            messages(
+                vec![service("/dup/two", 10851), service("/dup/one", 10851)],
+                false
+            ),
+            [
+                "app /dup/two: service port 10851 (bind *:10851) is also bound by app /dup/one \
               (service port 10851) (bind *:10851): both bind it and HAProxy splits its new \
-              connections between them"]
+              connections between them"
+            ]
         );
         let local = Service {
             bind_addr: "127.0.0.1".into(),
@@ -233,15 +244,21 @@ mod tests {
         };
         assert_eq!(
             messages(vec![service("/a", 10000), local], false),
-            ["app /b: service port 10000 (bind 127.0.0.1:10000) is also bound by app /a \
+            [
+                "app /b: service port 10000 (bind 127.0.0.1:10000) is also bound by app /a \
               (service port 10000) (bind *:10000): connections to 127.0.0.1 go to /b \
-              (service port 10000), the rest to /a (service port 10000)"]
+              (service port 10000), the rest to /a (service port 10000)"
+            ]
         );
         let apart = |addr: &str, id: &str| Service {
             bind_addr: addr.into(),
             ..service(id, 10000)
         };
-        assert!(messages(vec![apart("10.0.0.1", "/a"), apart("10.0.0.2", "/b")], false).is_empty());
+        assert!(messages(
+            vec![apart("10.0.0.1", "/a"), apart("10.0.0.2", "/b")],
+            false
+        )
+        .is_empty());
     }
 
     #[test]
@@ -258,7 +275,11 @@ mod tests {
             enabled: false,
             ..service("/d", 10000)
         };
-        assert!(messages(vec![service("/a", 10000), elsewhere, empty, disabled], false).is_empty());
+        assert!(messages(
+            vec![service("/a", 10000), elsewhere, empty, disabled],
+            false
+        )
+        .is_empty());
     }
 
     #[test]
@@ -276,9 +297,11 @@ mod tests {
                 ],
                 false
             ),
-            ["app /b: vhost shop.example.com is also claimed by app /a (service port 10000); \
+            [
+                "app /b: vhost shop.example.com is also claimed by app /a (service port 10000); \
               requests for it go to /a (same weight, and its rule comes first: its app id sorts \
-              first)"]
+              first)"
+            ]
         );
         assert_eq!(
             messages(
@@ -288,8 +311,10 @@ mod tests {
                 ],
                 false
             ),
-            ["app /a: vhost shop.example.com is also claimed by app /b (service port 10001); \
-              requests for it go to /b (its HAPROXY_{n}_BACKEND_WEIGHT is larger)"]
+            [
+                "app /a: vhost shop.example.com is also claimed by app /b (service port 10001); \
+              requests for it go to /b (its HAPROXY_{n}_BACKEND_WEIGHT is larger)"
+            ]
         );
         // Different paths on one host are routing, not a conflict; the same path is.
         let with_path = |id: &str, port: u32, path: &str| Service {
@@ -307,9 +332,11 @@ mod tests {
                 vec![with_path("/a", 10000, "/x"), with_path("/b", 10001, "/x")],
                 false
             ),
-            ["app /b: vhost shop.example.com with path \"/x\" is also claimed by app /a \
+            [
+                "app /b: vhost shop.example.com with path \"/x\" is also claimed by app /a \
               (service port 10000); requests for it go to /a (same weight, and its rule comes \
-              first: its app id sorts first)"]
+              first: its app id sorts first)"
+            ]
         );
         // Through the map, the first line wins; a weighted ACL rule still beats the map.
         assert_eq!(
@@ -320,8 +347,10 @@ mod tests {
                 ],
                 true
             ),
-            ["app /b: vhost shop.example.com is also claimed by app /a (service port 10000); \
-              requests for it go to /a (its line comes first in domain2backend.map)"]
+            [
+                "app /b: vhost shop.example.com is also claimed by app /a (service port 10000); \
+              requests for it go to /a (its line comes first in domain2backend.map)"
+            ]
         );
         let auth = Service {
             auth: Some(crate::model::Auth {
@@ -333,8 +362,10 @@ mod tests {
         };
         assert_eq!(
             messages(vec![vhost("/a", 10000, "shop.example.com", 0), auth], true),
-            ["app /a: vhost shop.example.com is also claimed by app /z (service port 10002); \
-              requests for it go to /z (its own rule comes before the domain2backend.map rule)"]
+            [
+                "app /a: vhost shop.example.com is also claimed by app /z (service port 10002); \
+              requests for it go to /z (its own rule comes before the domain2backend.map rule)"
+            ]
         );
     }
 }

@@ -7,6 +7,7 @@ use std::cmp::Ordering;
 
 use crate::fetch::api::{App, Task};
 
+use super::fields::shown;
 use super::health;
 use super::labels::python_integer;
 
@@ -90,7 +91,7 @@ pub fn merge<'a>(
                     source: new.source,
                     label: Some(TARGET_INSTANCES_LABEL.to_string()),
                     message: match label {
-                        Some(value) => format!("{value:?} is not an integer"),
+                        Some(value) => format!("{} is not an integer", shown(value)),
                         None => format!("missing, but {NEW_INSTANCES_LABEL} is set"),
                     },
                 })
@@ -147,7 +148,7 @@ fn started_at(candidate: &Candidate<'_>) -> Result<Stamp, MergeFault> {
         Some(text) => parse_timestamp(text).ok_or_else(|| MergeFault {
             source: candidate.source,
             label: Some(STARTED_AT_LABEL.to_string()),
-            message: format!("{text:?} is not an ISO-8601 timestamp"),
+            message: format!("{} is not an ISO-8601 timestamp", shown(text)),
         }),
     }
 }
@@ -163,7 +164,10 @@ fn last_scaling_at(candidate: &Candidate<'_>) -> Result<Stamp, MergeFault> {
         label: None,
         message: match text {
             Some(text) => {
-                format!("versionInfo.lastScalingAt {text:?} is not an ISO-8601 timestamp")
+                format!(
+                    "versionInfo.lastScalingAt {} is not an ISO-8601 timestamp",
+                    shown(text)
+                )
             }
             None => "no versionInfo.lastScalingAt to merge its deployment group with".to_string(),
         },

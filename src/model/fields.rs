@@ -113,7 +113,9 @@ fn is_host_name(host: &str) -> bool {
         && host.split('.').all(|label| {
             let bytes = label.as_bytes();
             (1..=63).contains(&bytes.len())
-                && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
                 && bytes[0] != b'-'
                 && bytes[bytes.len() - 1] != b'-'
         })
@@ -167,8 +169,23 @@ mod tests {
     #[test]
     fn app_ids_outside_marathons_grammar_are_refused() {
         for id in [
-            "", "/", "a", "/A", "/a_b", "/a//b", "/a/", "/-a", "/a-", "/a..b", "/.a", "/é",
-            "/a b", "/a\nglobal", "/a\u{2028}b", "/${X}", "/a%[env(X)]",
+            "",
+            "/",
+            "a",
+            "/A",
+            "/a_b",
+            "/a//b",
+            "/a/",
+            "/-a",
+            "/a-",
+            "/a..b",
+            "/.a",
+            "/é",
+            "/a b",
+            "/a\nglobal",
+            "/a\u{2028}b",
+            "/${X}",
+            "/a%[env(X)]",
         ] {
             assert!(check_app_id(id).is_err(), "{id:?}");
         }
@@ -235,7 +252,10 @@ mod tests {
             assert_eq!(check_health_check_protocol(protocol), Ok(()));
         }
         for protocol in ["HTTP\nglobal", "http", "HTTP ", "${X}"] {
-            assert!(check_health_check_protocol(protocol).is_err(), "{protocol:?}");
+            assert!(
+                check_health_check_protocol(protocol).is_err(),
+                "{protocol:?}"
+            );
         }
     }
 

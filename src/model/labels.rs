@@ -439,7 +439,12 @@ pub fn apply(
             service.service_port = port
                 .to_i64()
                 .and_then(|port| u32::try_from(port).ok())
-                .ok_or_else(|| error(format!("port {port} is out of range")))?;
+                .ok_or_else(|| {
+                    error(format!(
+                        "port {} is out of range",
+                        super::fields::escaped(&port.to_string())
+                    ))
+                })?;
         }
         LabelKind::Mode => service.mode = Some(value.to_lowercase()),
         LabelKind::Balance => service.balance = value.to_string(),
@@ -468,7 +473,7 @@ pub fn apply(
 }
 
 fn not_an_integer(value: &str) -> String {
-    format!("{value:?} is not an integer")
+    format!("{} is not an integer", super::fields::shown(value))
 }
 
 /// Python's `str.split(',')`: an empty string is one empty group.
@@ -504,7 +509,8 @@ impl PyInt {
 
     /// The value, or the nearest `i64` bound beyond it.
     pub fn saturating_i64(&self) -> i64 {
-        self.to_i64().unwrap_or(if self.negative { i64::MIN } else { i64::MAX })
+        self.to_i64()
+            .unwrap_or(if self.negative { i64::MIN } else { i64::MAX })
     }
 
     fn cmp_magnitude(&self, other: &PyInt) -> std::cmp::Ordering {
@@ -635,7 +641,10 @@ mod tests {
     #[test]
     fn python_integers_have_no_size_limit_and_order_as_python_does() {
         let int = |text: &str| python_integer(text).unwrap_or_else(|| panic!("{text}"));
-        assert_eq!(int("99999999999999999999").to_string(), "99999999999999999999");
+        assert_eq!(
+            int("99999999999999999999").to_string(),
+            "99999999999999999999"
+        );
         assert_eq!(int("-0_000").to_string(), "0");
         assert_eq!(int("007").to_i64(), Some(7));
         assert_eq!(int("99999999999999999999").to_i64(), None);

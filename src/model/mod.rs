@@ -601,7 +601,11 @@ impl<'c> Pass<'c> {
         let mut refused = Vec::new();
         for (index, check) in candidate.app.health_checks.iter().enumerate() {
             let protocol = fields::check_health_check_protocol(&check.protocol).map_err(|why| {
-                (fields::Field::HealthCheckProtocol { index }, check.protocol.clone(), why)
+                (
+                    fields::Field::HealthCheckProtocol { index },
+                    check.protocol.clone(),
+                    why,
+                )
             });
             let path = match &check.path {
                 Some(path) => fields::check_health_check_path(path)

@@ -18,6 +18,7 @@
 
 use std::net::IpAddr;
 
+use super::fields::shown;
 use super::labels::LabelKind;
 
 /// Checks `value` against the grammar of a label of `kind`; `Err` says what is wrong.
@@ -25,7 +26,10 @@ pub fn check(kind: LabelKind, value: &str) -> Result<(), String> {
     if kind == LabelKind::Template {
         return Ok(());
     }
-    if let Some(c) = value.chars().find(|c| c.is_control()) {
+    // Unicode's line and paragraph separators end no line for HAProxy, but do for editors and
+    // log readers: refused with the control characters, so a value always reads as one line.
+    let breaks_line = |c: &char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if let Some(c) = value.chars().find(breaks_line) {
         return Err(format!(
             "contains the control character {:?}; a label value must stay on its line",
             c
@@ -39,7 +43,7 @@ pub fn check(kind: LabelKind, value: &str) -> Result<(), String> {
         LabelKind::Vhost => check_vhosts(value),
         LabelKind::Mode => match value.trim().to_ascii_lowercase().as_str() {
             "http" | "tcp" => Ok(()),
-            other => Err(format!("mode must be http or tcp, not {other:?}")),
+            other => Err(format!("mode must be http or tcp, not {}", shown(other))),
         },
         LabelKind::Balance => check_balance(value),
         LabelKind::BindAddr => no_whitespace_and(value, "a bind address", |c| {
@@ -108,7 +112,10 @@ fn check_vhosts(value: &str) -> Result<(), String> {
         let name = host.trim_matches(' ');
         let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_*:".contains(c);
         if let Some(c) = name.chars().find(|&c| !allowed(c)) {
-            return Err(format!("{c:?} is not allowed in the host name {host:?}"));
+            return Err(format!(
+                "{c:?} is not allowed in the host name {}",
+                shown(host)
+            ));
         }
     }
     Ok(())
@@ -135,7 +142,8 @@ fn check_balance(value: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{first:?} is not a balance algorithm (one of {})",
+            "{} is not a balance algorithm (one of {})",
+            shown(first),
             ALGORITHMS.join(", ")
         ))
     }
@@ -150,12 +158,12 @@ fn check_networks(value: &str) -> Result<(), String> {
         };
         let ip: IpAddr = address
             .parse()
-            .map_err(|_| format!("{network:?} is not an address or CIDR network"))?;
+            .map_err(|_| format!("{} is not an address or CIDR network", shown(network)))?;
         if let Some(prefix) = prefix {
             let max = if ip.is_ipv4() { 32 } else { 128 };
             match prefix.parse::<u8>() {
                 Ok(bits) if bits <= max => {}
-                _ => return Err(format!("{network:?} has a bad prefix length")),
+                _ => return Err(format!("{} has a bad prefix length", shown(network))),
             }
         }
     }
@@ -174,11 +182,19 @@ fn check_auth(value: &str) -> Result<(), String> {
     no_expansion(realm).map_err(|why| format!("the realm: {why}"))?;
     let user = fields.next().unwrap_or("");
     let password = fields.collect::<Vec<_>>().join(":");
-    if user.chars().chain(password.chars()).any(char::is_whitespace) {
+    if user
+        .chars()
+        .chain(password.chars())
+        .any(char::is_whitespace)
+    {
         return Err("the user and password may not contain whitespace".to_string());
     }
     no_expansion(user).map_err(|why| format!("the user: {why}"))?;
-    if let Some(c) = user.chars().chain(password.chars()).find(|c| "\"'\\".contains(*c)) {
+    if let Some(c) = user
+        .chars()
+        .chain(password.chars())
+        .find(|c| "\"'\\".contains(*c))
+    {
         return Err(format!(
             "{c:?} is not allowed in the user or password (HAProxy would read it as quoting)"
         ));
@@ -186,8 +202,7 @@ fn check_auth(value: &str) -> Result<(), String> {
     if password.contains("%[") {
         return Err("the password: \"%[\" is a sample fetch HAProxy would evaluate".to_string());
     }
-    no_environment(&password, |next| next == '{')
-        .map_err(|why| format!("the password: {why}"))
+    no_environment(&password, |next| next == '{').map_err(|why| format!("the password: {why}"))
 }
 
 #[cfg(test)]
@@ -208,6 +223,8 @@ mod tests {
             );
             assert!(check(kind, "a\rb").is_err(), "{kind:?}");
             assert!(check(kind, "a\tb").is_err(), "{kind:?}");
+            assert!(check(kind, "a\u{2028}b").is_err(), "{kind:?}");
+            assert!(check(kind, "a\u{85}b").is_err(), "{kind:?}");
         }
         assert!(check(LabelKind::Template, "\nbackend {backend}\n").is_ok());
     }
@@ -264,7 +281,10 @@ mod tests {
             }
         }
         for (kind, value) in [
-            (LabelKind::Balance, "hash \"${HAPROXY_MARATHON_SYNC_AUTH_CREDENTIALS}\""),
+            (
+                LabelKind::Balance,
+                "hash \"${HAPROXY_MARATHON_SYNC_AUTH_CREDENTIALS}\"",
+            ),
             (LabelKind::RevProxyPath, "%[env(X)]"),
             (LabelKind::Auth, "Realm ${X}:user:pw"),
             (LabelKind::Auth, "realm:$USER:pw"),
@@ -287,8 +307,14 @@ mod tests {
 
     #[test]
     fn vhost_lists_keep_marathon_lbs_spaces_after_commas() {
-        assert_eq!(check(LabelKind::Vhost, "a.example.com, b.example.com"), Ok(()));
-        assert_eq!(check(LabelKind::Vhost, " a.example.com ,b.example.com "), Ok(()));
+        assert_eq!(
+            check(LabelKind::Vhost, "a.example.com, b.example.com"),
+            Ok(())
+        );
+        assert_eq!(
+            check(LabelKind::Vhost, " a.example.com ,b.example.com "),
+            Ok(())
+        );
         assert!(check(LabelKind::Vhost, "a.example.com, b c.example.com").is_err());
         assert!(check(LabelKind::Vhost, "a.example.com,\tb.example.com").is_err());
         assert!(check(LabelKind::Vhost, "a.example.com,\u{a0}b.example.com").is_err());

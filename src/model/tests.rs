@@ -982,7 +982,10 @@ fn weights_beyond_64_bits_keep_pythons_order() {
     assert!(weight("/plain") > -1 && -1 > weight("/negative"));
     // Without a big weight, weights are the labels' values.
     let (model, _) = build_json(
-        &format!("[{}]", host_app("/five", &[3], r#"{"HAPROXY_0_BACKEND_WEIGHT": "5"}"#)),
+        &format!(
+            "[{}]",
+            host_app("/five", &[3], r#"{"HAPROXY_0_BACKEND_WEIGHT": "5"}"#)
+        ),
         "[]",
     );
     assert_eq!(only_service(&model).backend_weight, 5);
@@ -1093,7 +1096,11 @@ fn a_hostile_health_check_is_left_out_of_haproxys_checks_only() {
     let (model, warnings) = build_json(apps, "[]");
     let web = &model.services[0];
     assert_eq!(web.health_check, None);
-    assert_eq!(web.mode.as_deref(), Some("http"), "the check still sets the mode");
+    assert_eq!(
+        web.mode.as_deref(),
+        Some("http"),
+        "the check still sets the mode"
+    );
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(
         warnings[0].to_string(),
