@@ -64,7 +64,7 @@ pub const LABELS: &[LabelSpec] = &[
     label(
         "AUTH",
         LabelKind::Auth,
-        "HTTP basic auth as realm:user:crypted-password.",
+        "HTTP basic auth as realm:user:crypted-password (a crypt(3) hash such as $6$salt$hash).",
     ),
     label("BACKEND_HEAD", LabelKind::Template, TEMPLATE_DOC),
     label(
@@ -114,7 +114,8 @@ pub const LABELS: &[LabelSpec] = &[
     label(
         "BACKEND_WEIGHT",
         LabelKind::BackendWeight,
-        "Integer ordering the backend's ACLs: larger weights first (default 0, 1 with a PATH).",
+        "Integer of any size ordering the backend's ACLs: larger weights first (default 0, 1 with \
+         a PATH).",
     ),
     label(
         "BALANCE",
@@ -298,7 +299,7 @@ pub const LABELS: &[LabelSpec] = &[
     label(
         "VHOST",
         LabelKind::Vhost,
-        "Virtual host name(s), comma-separated, lower-cased.",
+        "Virtual host name(s), comma-separated (spaces around names kept), lower-cased.",
     ),
 ];
 

@@ -13,8 +13,13 @@
 //!   `versionInfo.lastScalingAt` that does not parse, or one with a time zone compared to one
 //!   without, `HAPROXY_DEPLOYMENT_TARGET_INSTANCES` missing or not an integer while
 //!   `_NEW_INSTANCES` is set, no `instances`), a health check used without a `protocol`.
+//! - Every Marathon string that reaches the configuration is checked against its grammar
+//!   (`safety` for labels, `fields` for app ids, deployment groups, task hosts and addresses,
+//!   health-check paths and protocols), where marathon-lb pastes it as given: a refused value
+//!   leaves out the app, the task or the health check, with a warning naming app, field and
+//!   value.
 //! - Timestamps are read as ISO-8601 only (dateutil guesses at more); integers as ASCII digits
-//!   within `i64` (Python takes any Unicode digit, any size).
+//!   of any size (Python also takes other Unicode digits).
 //! - Fields marathon-lb would crash on when missing read as empty: an app's `labels`, a task's
 //!   `host` (the task is skipped), a health result's `alive` (not alive). A label value that is
 //!   not a string is read as its JSON text. `null` elements of object lists are dropped.
