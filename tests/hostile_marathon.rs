@@ -218,8 +218,8 @@ fn a_hostile_marathon_gets_no_line_no_section_and_no_program() {
         r#"app /checked: healthChecks[0].path: "/\nglobal\n  master-worker\n\nprogram evil\n  command /usr/bin/touch "#,
         r#"app /ipt: task ipt.1: ipAddresses[0].ipAddress: "127.0.0.1\nglobal\n  master-worker"#,
         r#"app /blue: label HAPROXY_DEPLOYMENT_GROUP: the deployment group becomes the app id: "/shop\n.if !defined(EVIL)\n  setenv EVIL 1\n.endif\nglobal"#,
-        r#"app /balance: label HAPROXY_0_BALANCE: "${" at byte 6 is an environment reference"#,
-        r#"app /revproxy: label HAPROXY_0_HTTP_BACKEND_REVPROXY_PATH: "%[" at byte 0 is a sample fetch"#,
+        r#"app /balance: label HAPROXY_0_BALANCE: "hash \"${HAPROXY_MARATHON_SYNC_AUTH_CREDENTIALS}\"": "${" at byte 6 is an environment reference"#,
+        r#"app /revproxy: label HAPROXY_0_HTTP_BACKEND_REVPROXY_PATH: "%[env(HAPROXY_MARATHON_SYNC_AUTH_CREDENTIALS)]": "%[" at byte 0 is a sample fetch"#,
         r#"app /hosts: task hosts.1: host: "127.0.0.1\nglobal\n  master-worker"#,
         r#"app /named\nglobal\n  master-worker\n\nprogram evil\n  command /usr/bin/touch "#,
     ] {
@@ -370,9 +370,9 @@ fn hostile_vhost_labels_are_refused_in_the_shared_frontends_too() {
     let stderr = text(&output.stderr);
     let config = text(&output.stdout);
     for expected in [
-        r#"app /web: label HAPROXY_0_VHOST: contains the control character '\n'"#,
-        r#"app /redir: label HAPROXY_0_HTTP_BACKEND_REDIR: "%[" at byte 1 is a sample fetch"#,
-        r#"app /auth: label HAPROXY_0_AUTH: the realm: "${" at byte 6 is an environment reference"#,
+        r#"app /web: label HAPROXY_0_VHOST: "web.example.com\n  use_backend evil if TRUE": contains the control character '\n'"#,
+        r#"app /redir: label HAPROXY_0_HTTP_BACKEND_REDIR: "/%[env(HAPROXY_MARATHON_SYNC_AUTH_CREDENTIALS)]": "%[" at byte 1 is a sample fetch"#,
+        r#"app /auth: label HAPROXY_0_AUTH: "Realm ${HAPROXY_MARATHON_SYNC_AUTH_CREDENTIALS}:u:$6$salt$hash": the realm: "${" at byte 6 is an environment reference"#,
     ] {
         assert!(
             stderr.contains(expected),

@@ -404,7 +404,8 @@ pub fn apply(
         label: format!("HAPROXY_{index}_{}", spec.name),
         message,
     };
-    super::safety::check(spec.kind, value).map_err(error)?;
+    super::safety::check(spec.kind, value)
+        .map_err(|why| error(format!("{}: {why}", super::fields::shown(value))))?;
     match spec.kind {
         LabelKind::Auth => {
             let fields: Vec<&str> = value.split(':').collect();
