@@ -38,7 +38,7 @@ pub fn find(model: &Model, config: &RenderConfig) -> Vec<Warning> {
 
 /// render's selection: in one of `groups` (per-port groups replace the app's; `*` takes every
 /// service), enabled, and with at least one server.
-fn is_rendered(service: &Service, groups: &[String]) -> bool {
+pub fn is_rendered(service: &Service, groups: &[String]) -> bool {
     let own = if service.haproxy_groups.is_empty() {
         &service.groups
     } else {
