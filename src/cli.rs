@@ -501,11 +501,13 @@ impl Args {
         if sources.is_empty() {
             bail!("--marathon: give at least one Marathon URL or snapshot directory");
         }
+        // `--group ''` alone is marathon-lb's group of apps whose HAPROXY_GROUP is empty.
+        let only_empty = self.group.iter().all(|group| group.is_empty());
         let groups: Vec<String> = self
             .group
             .iter()
             .map(|group| group.to_string())
-            .filter(|group| !group.is_empty())
+            .filter(|group| only_empty || !group.is_empty())
             .collect();
         if groups.is_empty() {
             bail!("--group: give at least one group ('*' for every service)");

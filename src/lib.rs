@@ -102,10 +102,11 @@ fn run_measured(
     let templates = render::Templates::load(&config.render)
         .context(Failure::Template)?
         .until(deadline);
-    let (model, rendered, warnings) =
+    let (model, rendered, mut warnings) =
         model_and_render(&state.apps, &state.tasks, config, &templates, &|host| {
             resolver.resolve(host)
         })?;
+    warnings.extend(model::conflicts::find(&model, &config.render));
     let candidate = to_candidate(rendered, config);
     report
         .phases
@@ -247,6 +248,7 @@ fn model_and_render(
                     label: None,
                     message: format!("{}; app left out", bad.without_app()),
                     app_left_out: true,
+                    reason: model::Reason::TemplateLabel,
                 });
             }
         }

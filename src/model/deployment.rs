@@ -7,8 +7,9 @@ use std::cmp::Ordering;
 
 use crate::fetch::api::{App, Task};
 
+use super::fields::shown;
 use super::health;
-use super::labels::python_int;
+use super::labels::python_integer;
 
 pub const GROUP_LABEL: &str = "HAPROXY_DEPLOYMENT_GROUP";
 pub const STARTED_AT_LABEL: &str = "HAPROXY_DEPLOYMENT_STARTED_AT";
@@ -42,13 +43,18 @@ pub struct MergeFault {
 }
 
 /// The deployment group of an app, with a leading `/`. `Err` for an empty label (marathon-lb
-/// indexes its first character and dies).
+/// indexes its first character and dies), and for one that is not a Marathon app id once
+/// prefixed: it becomes the app id, so the backend and frontend names.
 pub fn group_of(app: &App) -> Option<Result<String, String>> {
     let group = app.labels.get(GROUP_LABEL)?;
-    Some(match group.chars().next() {
-        None => Err("empty deployment group".to_string()),
-        Some('/') => Ok(group.clone()),
-        Some(_) => Ok(format!("/{group}")),
+    let id = match group.chars().next() {
+        None => return Some(Err("empty deployment group".to_string())),
+        Some('/') => group.clone(),
+        Some(_) => format!("/{group}"),
+    };
+    Some(match super::fields::check_app_id(&id) {
+        Ok(()) => Ok(id),
+        Err(why) => Err(format!("the deployment group becomes the app id: {why}")),
     })
 }
 
@@ -77,14 +83,15 @@ pub fn merge<'a>(
             std::mem::swap(&mut old, &mut new);
         }
         let label = new.app.labels.get(TARGET_INSTANCES_LABEL);
-        match label.and_then(|value| python_int(value)) {
-            Some(target) => target,
+        // Saturating keeps the result exact for any instance count a cluster runs.
+        match label.and_then(|value| python_integer(value)) {
+            Some(target) => target.saturating_i64(),
             None => {
                 return Err(MergeFault {
                     source: new.source,
                     label: Some(TARGET_INSTANCES_LABEL.to_string()),
                     message: match label {
-                        Some(value) => format!("{value:?} is not an integer"),
+                        Some(value) => format!("{} is not an integer", shown(value)),
                         None => format!("missing, but {NEW_INSTANCES_LABEL} is set"),
                     },
                 })
@@ -141,7 +148,7 @@ fn started_at(candidate: &Candidate<'_>) -> Result<Stamp, MergeFault> {
         Some(text) => parse_timestamp(text).ok_or_else(|| MergeFault {
             source: candidate.source,
             label: Some(STARTED_AT_LABEL.to_string()),
-            message: format!("{text:?} is not an ISO-8601 timestamp"),
+            message: format!("{} is not an ISO-8601 timestamp", shown(text)),
         }),
     }
 }
@@ -157,7 +164,10 @@ fn last_scaling_at(candidate: &Candidate<'_>) -> Result<Stamp, MergeFault> {
         label: None,
         message: match text {
             Some(text) => {
-                format!("versionInfo.lastScalingAt {text:?} is not an ISO-8601 timestamp")
+                format!(
+                    "versionInfo.lastScalingAt {} is not an ISO-8601 timestamp",
+                    shown(text)
+                )
             }
             None => "no versionInfo.lastScalingAt to merge its deployment group with".to_string(),
         },

@@ -64,7 +64,7 @@ pub const LABELS: &[LabelSpec] = &[
     label(
         "AUTH",
         LabelKind::Auth,
-        "HTTP basic auth as realm:user:crypted-password.",
+        "HTTP basic auth as realm:user:crypted-password (a crypt(3) hash such as $6$salt$hash).",
     ),
     label("BACKEND_HEAD", LabelKind::Template, TEMPLATE_DOC),
     label(
@@ -114,7 +114,8 @@ pub const LABELS: &[LabelSpec] = &[
     label(
         "BACKEND_WEIGHT",
         LabelKind::BackendWeight,
-        "Integer ordering the backend's ACLs: larger weights first (default 0, 1 with a PATH).",
+        "Integer of any size ordering the backend's ACLs: larger weights first (default 0, 1 with \
+         a PATH).",
     ),
     label(
         "BALANCE",
@@ -298,7 +299,7 @@ pub const LABELS: &[LabelSpec] = &[
     label(
         "VHOST",
         LabelKind::Vhost,
-        "Virtual host name(s), comma-separated, lower-cased.",
+        "Virtual host name(s), comma-separated (spaces around names kept), lower-cased.",
     ),
 ];
 
@@ -403,7 +404,8 @@ pub fn apply(
         label: format!("HAPROXY_{index}_{}", spec.name),
         message,
     };
-    super::safety::check(spec.kind, value).map_err(error)?;
+    super::safety::check(spec.kind, value)
+        .map_err(|why| error(format!("{}: {why}", super::fields::shown(value))))?;
     match spec.kind {
         LabelKind::Auth => {
             let fields: Vec<&str> = value.split(':').collect();
@@ -435,9 +437,16 @@ pub fn apply(
         LabelKind::BindOptions => service.bind_options = Some(value.to_string()),
         LabelKind::BindAddr => service.bind_addr = value.to_string(),
         LabelKind::Port => {
-            let port = python_int(value).ok_or_else(|| error(not_an_integer(value)))?;
-            service.service_port =
-                u32::try_from(port).map_err(|_| error(format!("port {port} is out of range")))?;
+            let port = python_integer(value).ok_or_else(|| error(not_an_integer(value)))?;
+            service.service_port = port
+                .to_i64()
+                .and_then(|port| u32::try_from(port).ok())
+                .ok_or_else(|| {
+                    error(format!(
+                        "port {} is out of range",
+                        super::fields::escaped(&port.to_string())
+                    ))
+                })?;
         }
         LabelKind::Mode => service.mode = Some(value.to_lowercase()),
         LabelKind::Balance => service.balance = value.to_string(),
@@ -445,13 +454,16 @@ pub fn apply(
         LabelKind::RevProxyPath => service.revproxypath = Some(value.to_string()),
         LabelKind::RedirPath => service.redirpath = Some(value.to_string()),
         LabelKind::BackendWeight => {
-            service.backend_weight =
-                python_int(value).ok_or_else(|| error(not_an_integer(value)))?;
+            // Beyond i64 the model orders it exactly afterwards (`PyInt`, `build`).
+            service.backend_weight = python_integer(value)
+                .ok_or_else(|| error(not_an_integer(value)))?
+                .saturating_i64();
         }
         LabelKind::NetworkAllowed => service.network_allowed = Some(value.to_string()),
         LabelKind::HealthcheckPortIndex => {
-            service.healthcheck_port_index =
-                Some(python_int(value).ok_or_else(|| error(not_an_integer(value)))?);
+            // Saturating is exact here: any index beyond the port count falls back alike.
+            let index = python_integer(value).ok_or_else(|| error(not_an_integer(value)))?;
+            service.healthcheck_port_index = Some(index.saturating_i64());
         }
         LabelKind::Template => {
             service
@@ -463,7 +475,7 @@ pub fn apply(
 }
 
 fn not_an_integer(value: &str) -> String {
-    format!("{value:?} is not an integer")
+    format!("{} is not an integer", super::fields::shown(value))
 }
 
 /// Python's `str.split(',')`: an empty string is one empty group.
@@ -481,10 +493,71 @@ pub fn normalize_line_endings(value: &str) -> String {
     value.replace("\r\n", "\n")
 }
 
+/// An integer as Python's `int()` reads it: of any size, as marathon-lb's labels are.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PyInt {
+    /// Never true for zero.
+    negative: bool,
+    /// Decimal digits without leading zeros ("0" for zero).
+    digits: String,
+}
+
+impl PyInt {
+    /// The value when it fits `i64`.
+    pub fn to_i64(&self) -> Option<i64> {
+        let magnitude: i128 = self.digits.parse().ok()?;
+        i64::try_from(if self.negative { -magnitude } else { magnitude }).ok()
+    }
+
+    /// The value, or the nearest `i64` bound beyond it.
+    pub fn saturating_i64(&self) -> i64 {
+        self.to_i64()
+            .unwrap_or(if self.negative { i64::MIN } else { i64::MAX })
+    }
+
+    fn cmp_magnitude(&self, other: &PyInt) -> std::cmp::Ordering {
+        (self.digits.len(), &self.digits).cmp(&(other.digits.len(), &other.digits))
+    }
+}
+
+impl From<i64> for PyInt {
+    fn from(value: i64) -> PyInt {
+        PyInt {
+            negative: value < 0,
+            digits: value.unsigned_abs().to_string(),
+        }
+    }
+}
+
+impl Ord for PyInt {
+    fn cmp(&self, other: &PyInt) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        match (self.negative, other.negative) {
+            (false, true) => Ordering::Greater,
+            (true, false) => Ordering::Less,
+            (false, false) => self.cmp_magnitude(other),
+            (true, true) => other.cmp_magnitude(self),
+        }
+    }
+}
+
+impl PartialOrd for PyInt {
+    fn partial_cmp(&self, other: &PyInt) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for PyInt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = if self.negative { "-" } else { "" };
+        write!(f, "{sign}{}", self.digits)
+    }
+}
+
 /// Python's `int(text)` for base 10: surrounding whitespace, an optional sign, ASCII digits
-/// with single `_` between them, leading zeros allowed. `None` where Python raises, and (unlike
-/// Python) beyond `i64` and for non-ASCII decimal digits.
-pub fn python_int(text: &str) -> Option<i64> {
+/// with single `_` between them, leading zeros allowed, any size. `None` where Python raises,
+/// and (unlike Python) for non-ASCII decimal digits.
+pub fn python_integer(text: &str) -> Option<PyInt> {
     let trimmed = text.trim_matches(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c));
     let (negative, digits) = match trimmed.as_bytes().first()? {
         b'-' => (true, &trimmed[1..]),
@@ -495,7 +568,7 @@ pub fn python_int(text: &str) -> Option<i64> {
     if bytes.is_empty() || !bytes[0].is_ascii_digit() || !bytes[bytes.len() - 1].is_ascii_digit() {
         return None;
     }
-    let mut magnitude: i128 = 0;
+    let mut kept = String::with_capacity(bytes.len());
     let mut previous_underscore = false;
     for &byte in bytes {
         match byte {
@@ -503,16 +576,25 @@ pub fn python_int(text: &str) -> Option<i64> {
             b'_' => previous_underscore = true,
             b'0'..=b'9' => {
                 previous_underscore = false;
-                magnitude = magnitude * 10 + i128::from(byte - b'0');
-                if magnitude > i128::from(i64::MAX) + 1 {
-                    return None;
+                if !(kept.is_empty() && byte == b'0') {
+                    kept.push(char::from(byte));
                 }
             }
             _ => return None,
         }
     }
-    let value = if negative { -magnitude } else { magnitude };
-    i64::try_from(value).ok()
+    if kept.is_empty() {
+        kept.push('0');
+    }
+    Some(PyInt {
+        negative: negative && kept != "0",
+        digits: kept,
+    })
+}
+
+/// [`python_integer`] within `i64`; `None` beyond it too.
+pub fn python_int(text: &str) -> Option<i64> {
+    python_integer(text)?.to_i64()
 }
 
 #[cfg(test)]
@@ -556,6 +638,46 @@ mod tests {
             assert_eq!(python_int(text), None, "{text:?}");
         }
         assert_eq!(python_int("99999999999999999999"), None);
+    }
+
+    #[test]
+    fn python_integers_have_no_size_limit_and_order_as_python_does() {
+        let int = |text: &str| python_integer(text).unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(
+            int("99999999999999999999").to_string(),
+            "99999999999999999999"
+        );
+        assert_eq!(int("-0_000").to_string(), "0");
+        assert_eq!(int("007").to_i64(), Some(7));
+        assert_eq!(int("99999999999999999999").to_i64(), None);
+        assert_eq!(int("99999999999999999999").saturating_i64(), i64::MAX);
+        assert_eq!(int("-99999999999999999999").saturating_i64(), i64::MIN);
+        assert_eq!(int("-9223372036854775808").to_i64(), Some(i64::MIN));
+        let mut sorted = [
+            "100000000000000000000",
+            "-5",
+            "99999999999999999999",
+            "0",
+            "-100000000000000000000",
+            "9223372036854775807",
+            "-99999999999999999999",
+        ]
+        .map(int);
+        sorted.sort();
+        let texts: Vec<String> = sorted.iter().map(PyInt::to_string).collect();
+        assert_eq!(
+            texts,
+            [
+                "-100000000000000000000",
+                "-99999999999999999999",
+                "-5",
+                "0",
+                "9223372036854775807",
+                "99999999999999999999",
+                "100000000000000000000"
+            ]
+        );
+        assert_eq!(PyInt::from(-3), int("-3"));
     }
 
     #[test]

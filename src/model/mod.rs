@@ -13,8 +13,13 @@
 //!   `versionInfo.lastScalingAt` that does not parse, or one with a time zone compared to one
 //!   without, `HAPROXY_DEPLOYMENT_TARGET_INSTANCES` missing or not an integer while
 //!   `_NEW_INSTANCES` is set, no `instances`), a health check used without a `protocol`.
+//! - Every Marathon string that reaches the configuration is checked against its grammar
+//!   (`safety` for labels, `fields` for app ids, deployment groups, task hosts and addresses,
+//!   health-check paths and protocols), where marathon-lb pastes it as given: a refused value
+//!   leaves out the app, the task or the health check, with a warning naming app, field and
+//!   value.
 //! - Timestamps are read as ISO-8601 only (dateutil guesses at more); integers as ASCII digits
-//!   within `i64` (Python takes any Unicode digit, any size).
+//!   of any size (Python also takes other Unicode digits).
 //! - Fields marathon-lb would crash on when missing read as empty: an app's `labels`, a task's
 //!   `host` (the task is skipped), a health result's `alive` (not alive). A label value that is
 //!   not a string is read as its JSON text. `null` elements of object lists are dropped.
@@ -24,7 +29,9 @@
 //!   started marathon-lb, which drops a checked app's tasks that have no results yet.
 
 pub mod confine;
+pub mod conflicts;
 mod deployment;
+pub mod fields;
 mod health;
 pub mod labels;
 mod networking;
@@ -115,6 +122,8 @@ pub struct Service {
     /// (`BACKEND_HEAD` for `HAPROXY_0_BACKEND_HEAD`), CRLF normalised to LF.
     pub template_labels: BTreeMap<String, String>,
     /// `HAPROXY_{n}_BACKEND_WEIGHT`; 0 by default, 1 when a path is set and the weight is 0.
+    /// Only its order counts: when some weight in the cluster is beyond `i64` (Python's have no
+    /// bound), each is replaced by its place in the cluster's order, `-1` kept in its place.
     pub backend_weight: i64,
     /// `HAPROXY_{n}_BACKEND_NETWORK_ALLOWED_ACL`: space-separated networks.
     pub network_allowed: Option<String>,
@@ -164,15 +173,43 @@ pub struct Warning {
     /// The label at fault, when one is.
     pub label: Option<String>,
     pub message: String,
-    /// The whole app was left out (rather than one task or host skipped).
+    /// The whole app was left out (rather than one task, health check or host skipped).
     pub app_left_out: bool,
+    /// Why, as data: callers branch on this, never on the message.
+    pub reason: Reason,
+}
+
+/// Why a [`Warning`] was given. The faults of an app's own definition ([`Reason::Label`],
+/// [`Reason::Field`], [`Reason::Definition`], [`Reason::TemplateLabel`]) are the ones a
+/// last-known-good policy may hold an app back for; the others are about this run's tasks or
+/// about two apps together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// A label value that does not parse or is outside its grammar (named in `label`).
+    Label,
+    /// A Marathon field (not a label) outside its grammar, with the value refused.
+    Field { field: fields::Field, value: String },
+    /// Something else marathon-lb would die on: a blue/green merge that cannot be done, a
+    /// health check without a protocol, a service port out of range.
+    Definition,
+    /// The app's own template label does not format (found by `render`).
+    TemplateLabel,
+    /// A task or port that cannot be served this run: an agent that does not resolve, a task
+    /// port that is null or out of range, no service port left to assign.
+    Unservable,
+    /// Two apps claim the same listener or virtual host (nothing is left out).
+    Conflict,
 }
 
 impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.label {
-            Some(label) => write!(f, "app {}: label {}: {}", self.app_id, label, self.message),
-            None => write!(f, "app {}: {}", self.app_id, self.message),
+        let app = fields::escaped(&self.app_id);
+        match (&self.label, &self.reason) {
+            (Some(label), _) => write!(f, "app {app}: label {label}: {}", self.message),
+            (None, Reason::Field { field, .. }) => {
+                write!(f, "app {app}: {field}: {}", self.message)
+            }
+            (None, _) => write!(f, "app {app}: {}", self.message),
         }
     }
 }
@@ -254,12 +291,9 @@ pub fn build_without(
         let pass = Pass::run(apps, &tasks_by_app, &excluded, config, &cached_resolve);
         if pass.faults.is_empty() {
             exclusion_warnings.extend(pass.warnings);
-            return (
-                Model {
-                    services: pass.services,
-                },
-                exclusion_warnings,
-            );
+            let mut services = pass.services;
+            order_big_weights(&mut services, &pass.big_weights);
+            return (Model { services }, exclusion_warnings);
         }
         for fault in pass.faults {
             excluded[fault.source] = true;
@@ -268,8 +302,45 @@ pub fn build_without(
                 label: fault.label,
                 message: format!("{}; app left out", fault.message),
                 app_left_out: true,
+                reason: fault.reason,
             });
         }
+    }
+}
+
+/// The port's `HAPROXY_{n}_BACKEND_WEIGHT` when it parses but does not fit `i64`.
+fn big_weight(port_labels: &PortLabels<'_>, index: usize) -> Option<labels::PyInt> {
+    let (_, value) = port_labels
+        .of_port(index)
+        .iter()
+        .find(|(spec, _)| spec.kind == labels::LabelKind::BackendWeight)?;
+    labels::python_integer(value).filter(|weight| weight.to_i64().is_none())
+}
+
+/// marathon-lb's weights are Python integers of any size, and only their order matters (render
+/// sorts the shared frontends' rules by them, and sets `-1` on some). When a weight is beyond
+/// `i64`, every service's weight is replaced by its place in the cluster's order, counted from
+/// `-1` (which keeps its place): the order, ties included, is exactly Python's.
+fn order_big_weights(services: &mut [Service], big_weights: &[Option<labels::PyInt>]) {
+    if big_weights.iter().all(Option::is_none) {
+        return;
+    }
+    let exact: Vec<labels::PyInt> = services
+        .iter()
+        .zip(big_weights)
+        .map(|(service, big)| {
+            big.clone()
+                .unwrap_or_else(|| labels::PyInt::from(service.backend_weight))
+        })
+        .collect();
+    let minus_one = labels::PyInt::from(-1);
+    let mut distinct: Vec<&labels::PyInt> = exact.iter().chain([&minus_one]).collect();
+    distinct.sort();
+    distinct.dedup();
+    let origin = distinct.binary_search(&&minus_one).unwrap_or(0) as i64;
+    for (service, weight) in services.iter_mut().zip(&exact) {
+        let rank = distinct.binary_search(&weight).unwrap_or(0) as i64;
+        service.backend_weight = rank - origin - 1;
     }
 }
 
@@ -288,20 +359,41 @@ fn join_tasks<'a>(apps: &[App], tasks: &'a [Task]) -> Vec<Vec<&'a Task>> {
     tasks_by_app
 }
 
-/// Something marathon-lb would have died on, blamed on one app (by index in `/v2/apps`).
+/// Something marathon-lb would have died on, or a value outside its grammar, blamed on one
+/// app (by index in `/v2/apps`); the app is left out.
 #[derive(Debug)]
 struct Fault {
     source: usize,
     label: Option<String>,
     message: String,
+    reason: Reason,
+}
+
+impl Fault {
+    fn label(source: usize, label: String, message: String) -> Fault {
+        Fault {
+            source,
+            label: Some(label),
+            message,
+            reason: Reason::Label,
+        }
+    }
+
+    fn definition(source: usize, message: String) -> Fault {
+        Fault {
+            source,
+            label: None,
+            message,
+            reason: Reason::Definition,
+        }
+    }
 }
 
 impl From<MergeFault> for Fault {
     fn from(fault: MergeFault) -> Fault {
-        Fault {
-            source: fault.source,
-            label: fault.label,
-            message: fault.message,
+        match fault.label {
+            Some(label) => Fault::label(fault.source, label, fault.message),
+            None => Fault::definition(fault.source, fault.message),
         }
     }
 }
@@ -312,6 +404,8 @@ struct Pass<'c> {
     resolve: &'c dyn Fn(&str) -> Option<IpAddr>,
     assigner: ServicePortAssigner,
     services: Vec<Service>,
+    /// Beside each of `services`: its `HAPROXY_{n}_BACKEND_WEIGHT` when beyond `i64`.
+    big_weights: Vec<Option<labels::PyInt>>,
     warnings: Vec<Warning>,
     faults: Vec<Fault>,
     /// (app id, host) pairs already warned about, so a dead agent is named once per app.
@@ -335,6 +429,7 @@ impl<'c> Pass<'c> {
                 config.max_serv_port_ip_per_task,
             ),
             services: Vec::new(),
+            big_weights: Vec::new(),
             warnings: Vec::new(),
             faults: Vec::new(),
             unresolvable: HashSet::new(),
@@ -362,6 +457,18 @@ impl<'c> Pass<'c> {
             if excluded[source] {
                 continue;
             }
+            if let Err(message) = fields::check_app_id(&app.id) {
+                self.faults.push(Fault {
+                    source,
+                    label: None,
+                    message,
+                    reason: Reason::Field {
+                        field: fields::Field::AppId,
+                        value: app.id.clone(),
+                    },
+                });
+                continue;
+            }
             let tasks = tasks_by_app[source]
                 .iter()
                 .map(|&task| CandidateTask {
@@ -380,11 +487,11 @@ impl<'c> Pass<'c> {
                     continue;
                 }
                 Some(Err(message)) => {
-                    self.faults.push(Fault {
+                    self.faults.push(Fault::label(
                         source,
-                        label: Some(deployment::GROUP_LABEL.to_string()),
+                        deployment::GROUP_LABEL.to_string(),
                         message,
-                    });
+                    ));
                     continue;
                 }
                 Some(Ok(group)) => group,
@@ -436,34 +543,39 @@ impl<'c> Pass<'c> {
         if exhausted.is_some() {
             self.warn(
                 candidate,
-                None,
+                Reason::Unservable,
                 "no service port left in the IP-per-task range".into(),
             );
         }
+        let refused_checks = self.refused_health_checks(candidate);
 
         let port_labels = PortLabels::new(&app.labels);
         // Keyed by the original service port; a later port with the same key replaces the
         // earlier one in place, as assigning to a Python dict does.
         let mut services: Vec<(i64, Service)> = Vec::new();
+        let mut big_weights: HashMap<i64, labels::PyInt> = HashMap::new();
         let faults_before = self.faults.len();
         for (index, service_port) in service_ports.iter().enumerate() {
             let Some(service_port) = *service_port else {
                 continue;
             };
-            let Some(mut service) = self.new_service(candidate, index, service_port) else {
+            let Some(mut service) =
+                self.new_service(candidate, index, service_port, &refused_checks)
+            else {
                 continue;
             };
             service.groups = groups.clone().unwrap_or_default();
             for (spec, value) in port_labels.of_port(index) {
                 if let Err(error) = labels::apply(&mut service, spec, index, value) {
-                    self.faults.push(Fault {
-                        source: candidate.source,
-                        label: Some(error.label),
-                        message: error.message,
-                    });
+                    self.faults
+                        .push(Fault::label(candidate.source, error.label, error.message));
                 }
             }
-            self.health_check_from_port_index(candidate, &mut service);
+            self.health_check_from_port_index(candidate, &mut service, &refused_checks);
+            match big_weight(&port_labels, index) {
+                Some(weight) => big_weights.insert(service_port, weight),
+                None => big_weights.remove(&service_port),
+            };
             match services.iter_mut().find(|(key, _)| *key == service_port) {
                 Some(slot) => slot.1 = service,
                 None => services.push((service_port, service)),
@@ -481,8 +593,39 @@ impl<'c> Pass<'c> {
                 &mut services,
             );
         }
-        self.services
-            .extend(services.into_iter().map(|(_, service)| service));
+        for (key, service) in services {
+            self.big_weights.push(big_weights.remove(&key));
+            self.services.push(service);
+        }
+    }
+
+    /// Checks the app's health checks against their grammars (`fields`): a check whose path
+    /// or protocol is refused is named once and left out of every service that would use it
+    /// (`true` at its index). It still decides the service's mode and `--health-check`, as
+    /// Marathon still runs it; only HAProxy does not.
+    fn refused_health_checks(&mut self, candidate: &Candidate<'_>) -> Vec<bool> {
+        let mut refused = Vec::new();
+        for (index, check) in candidate.app.health_checks.iter().enumerate() {
+            let protocol = fields::check_health_check_protocol(&check.protocol).map_err(|why| {
+                (
+                    fields::Field::HealthCheckProtocol { index },
+                    check.protocol.clone(),
+                    why,
+                )
+            });
+            let path = match &check.path {
+                Some(path) => fields::check_health_check_path(path)
+                    .map_err(|why| (fields::Field::HealthCheckPath { index }, path.clone(), why)),
+                None => Ok(()),
+            };
+            let fault = protocol.and(path).err();
+            refused.push(fault.is_some());
+            if let Some((field, value, why)) = fault {
+                let message = format!("{why}; the health check is left out of HAProxy's checks");
+                self.warn(candidate, Reason::Field { field, value }, message);
+            }
+        }
+        refused
     }
 
     fn new_service(
@@ -490,13 +633,13 @@ impl<'c> Pass<'c> {
         candidate: &Candidate<'_>,
         index: usize,
         service_port: i64,
+        refused_checks: &[bool],
     ) -> Option<Service> {
         let Ok(port) = u32::try_from(service_port) else {
-            self.faults.push(Fault {
-                source: candidate.source,
-                label: None,
-                message: format!("service port {service_port} is out of range"),
-            });
+            self.faults.push(Fault::definition(
+                candidate.source,
+                format!("service port {service_port} is out of range"),
+            ));
             return None;
         };
         let health_check = health::check_for_port(candidate.app, index as i64);
@@ -513,14 +656,19 @@ impl<'c> Pass<'c> {
         Some(Service {
             enabled: !self.config.strict_mode,
             mode,
-            health_check: health_check.cloned(),
+            health_check: usable(candidate.app, health_check, refused_checks).cloned(),
             ..Service::new(candidate.id.clone(), port)
         })
     }
 
     /// marathon-lb issue 198: a port without its own health check may borrow another port's
     /// (`HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX`); an HTTP-ish one then forces http mode.
-    fn health_check_from_port_index(&mut self, candidate: &Candidate<'_>, service: &mut Service) {
+    fn health_check_from_port_index(
+        &mut self,
+        candidate: &Candidate<'_>,
+        service: &mut Service,
+        refused_checks: &[bool],
+    ) {
         let (None, Some(port_index)) = (&service.health_check, service.healthcheck_port_index)
         else {
             return;
@@ -538,15 +686,14 @@ impl<'c> Pass<'c> {
         ) {
             service.mode = Some("http".to_string());
         }
-        service.health_check = Some(check.clone());
+        service.health_check = usable(candidate.app, Some(check), refused_checks).cloned();
     }
 
     fn fault_no_protocol(&mut self, candidate: &Candidate<'_>) {
-        self.faults.push(Fault {
-            source: candidate.source,
-            label: None,
-            message: "a health check has no protocol".to_string(),
-        });
+        self.faults.push(Fault::definition(
+            candidate.source,
+            "a health check has no protocol".to_string(),
+        ));
     }
 
     fn add_task(
@@ -572,16 +719,38 @@ impl<'c> Pass<'c> {
         if checked && !self.health_results.admits(task) {
             return;
         }
+        if let Err(why) = fields::check_host(&task.host) {
+            let field = fields::Field::TaskHost {
+                task: task.id.clone(),
+            };
+            let reason = Reason::Field {
+                field,
+                value: task.host.clone(),
+            };
+            self.warn(candidate, reason, format!("{why}; the task is skipped"));
+            return;
+        }
         let ip = match networking::task_ip(task, mode, self.resolve) {
             Ok(ip) => ip,
             Err(NoAddress::NotAllocated) => return,
+            Err(NoAddress::Refused { value, why }) => {
+                let field = fields::Field::TaskIpAddress {
+                    task: task.id.clone(),
+                };
+                let reason = Reason::Field { field, value };
+                self.warn(candidate, reason, format!("{why}; the task is skipped"));
+                return;
+            }
             Err(NoAddress::Unresolvable(host)) => {
                 if self
                     .unresolvable
                     .insert((candidate.id.clone(), host.clone()))
                 {
-                    let message = format!("agent {host:?} does not resolve; its tasks are skipped");
-                    self.warn(candidate, None, message);
+                    let message = format!(
+                        "agent {} does not resolve; its tasks are skipped",
+                        fields::shown(&host)
+                    );
+                    self.warn(candidate, Reason::Unservable, message);
                 }
                 return;
             }
@@ -603,9 +772,9 @@ impl<'c> Pass<'c> {
                 };
                 let message = format!(
                     "task {}: {what}; not a server of port {service_port}",
-                    task.id
+                    fields::escaped(&task.id)
                 );
-                self.warn(candidate, None, message);
+                self.warn(candidate, Reason::Unservable, message);
                 continue;
             };
             service.backends.push(Backend {
@@ -617,13 +786,31 @@ impl<'c> Pass<'c> {
         }
     }
 
-    fn warn(&mut self, candidate: &Candidate<'_>, label: Option<String>, message: String) {
+    fn warn(&mut self, candidate: &Candidate<'_>, reason: Reason, message: String) {
         self.warnings.push(Warning {
             app_id: candidate.app.id.clone(),
-            label,
+            label: None,
             message,
             app_left_out: false,
+            reason,
         });
+    }
+}
+
+/// `check` unless it is one of the app's refused health checks.
+fn usable<'a>(
+    app: &App,
+    check: Option<&'a HealthCheck>,
+    refused_checks: &[bool],
+) -> Option<&'a HealthCheck> {
+    let check = check?;
+    let index = app
+        .health_checks
+        .iter()
+        .position(|candidate| std::ptr::eq(candidate, check));
+    match index.and_then(|index| refused_checks.get(index)) {
+        Some(true) => None,
+        _ => Some(check),
     }
 }
 

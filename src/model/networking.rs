@@ -129,6 +129,8 @@ pub enum NoAddress {
     NotAllocated,
     /// The agent's name does not resolve.
     Unresolvable(String),
+    /// The task's own address is not an IP address (`fields::check_ip_address`).
+    Refused { value: String, why: String },
 }
 
 /// The address a task is reached at: its own IP for IP-per-task, else its agent's address. A
@@ -144,7 +146,13 @@ pub fn task_ip(
             .first()
             .and_then(|entry| entry.ip_address.as_deref());
         return match ip {
-            Some(ip) if !ip.is_empty() => Ok(ip.to_string()),
+            Some(ip) if !ip.is_empty() => match super::fields::check_ip_address(ip) {
+                Ok(()) => Ok(ip.to_string()),
+                Err(why) => Err(NoAddress::Refused {
+                    value: ip.to_string(),
+                    why,
+                }),
+            },
             _ => Err(NoAddress::NotAllocated),
         };
     }

@@ -6,9 +6,19 @@
 //!
 //! The grammars are as loose as marathon-lb's users need (realms with spaces, `-i` flags in
 //! paths, IPv6 bind addresses, free-form bind options) and as tight as the line they land in.
+//!
+//! No semantic label may reach HAProxy's environment or its sample fetches either: HAProxy
+//! expands `$NAME` and `${NAME}` inside double quotes (which a value may open itself, or which a
+//! template puts around it, as around `{realm}`), and `%[...]` in every log-format argument
+//! (`http-request redirect`, `replace-header`, ...). So `$` before a name character or `{`, and
+//! `%[`, are refused in every semantic label. One exception, which its meaning needs: the
+//! password of `HAPROXY_{n}_AUTH` is a crypt(3) hash (`$6$salt$hash`), so `$` before a name
+//! character stays allowed there; it lands unquoted in `user ... password ...`, where HAProxy
+//! expands nothing, and quotes, backslashes, `${` and `%[` are refused in it.
 
 use std::net::IpAddr;
 
+use super::fields::shown;
 use super::labels::LabelKind;
 
 /// Checks `value` against the grammar of a label of `kind`; `Err` says what is wrong.
@@ -16,24 +26,30 @@ pub fn check(kind: LabelKind, value: &str) -> Result<(), String> {
     if kind == LabelKind::Template {
         return super::confine::check(value, super::confine::Heading::AnyHead);
     }
-    if let Some(c) = value.chars().find(|c| c.is_control()) {
+    // Unicode's line and paragraph separators end no line for HAProxy, but do for editors and
+    // log readers: refused with the control characters, so a value always reads as one line.
+    let breaks_line = |c: &char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if let Some(c) = value.chars().find(breaks_line) {
         return Err(format!(
             "contains the control character {:?}; a label value must stay on its line",
             c
         ));
     }
+    if kind == LabelKind::Auth {
+        return check_auth(value);
+    }
+    no_expansion(value)?;
     match kind {
         LabelKind::Vhost => check_vhosts(value),
         LabelKind::Mode => match value.trim().to_ascii_lowercase().as_str() {
             "http" | "tcp" => Ok(()),
-            other => Err(format!("mode must be http or tcp, not {other:?}")),
+            other => Err(format!("mode must be http or tcp, not {}", shown(other))),
         },
         LabelKind::Balance => check_balance(value),
         LabelKind::BindAddr => no_whitespace_and(value, "a bind address", |c| {
             c.is_ascii_alphanumeric() || ".:*_-[]".contains(c)
         }),
         LabelKind::NetworkAllowed => check_networks(value),
-        LabelKind::Auth => check_auth(value),
         LabelKind::SslCert
         | LabelKind::ProxyPath
         | LabelKind::RevProxyPath
@@ -55,12 +71,51 @@ fn no_whitespace_and(
     }
 }
 
-/// Comma-separated host names; an empty value means no vhost, as in marathon-lb.
+/// Refuses what HAProxy would expand from its environment (`$NAME`, `${NAME}`, its own rule
+/// for a name: ASCII letters, digits and `_`) or evaluate as a sample fetch (`%[`).
+pub fn no_expansion(value: &str) -> Result<(), String> {
+    if let Some(at) = value.find("%[") {
+        return Err(format!(
+            "{:?} at byte {at} is a sample fetch HAProxy would evaluate",
+            "%["
+        ));
+    }
+    no_environment(value, |next| {
+        next == '{' || next.is_ascii_alphanumeric() || next == '_'
+    })
+}
+
+/// Refuses `$` followed by a character for which `expands` holds.
+fn no_environment(value: &str, expands: impl Fn(char) -> bool) -> Result<(), String> {
+    let mut chars = value.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        if c != '$' {
+            continue;
+        }
+        if let Some(&(_, next)) = chars.peek() {
+            if expands(next) {
+                return Err(format!(
+                    "\"${next}\" at byte {at} is an environment reference HAProxy would expand"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Comma-separated host names; an empty value means no vhost, as in marathon-lb. Spaces
+/// around a name are kept as given, as marathon-lb keeps them (`a.example.com, b.example.com`
+/// renders `hdr(host) -i  b.example.com`, which HAProxy reads as the name alone); a space
+/// inside a name would make it two.
 fn check_vhosts(value: &str) -> Result<(), String> {
     for host in value.split(',') {
+        let name = host.trim_matches(' ');
         let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_*:".contains(c);
-        if let Some(c) = host.chars().find(|&c| !allowed(c)) {
-            return Err(format!("{c:?} is not allowed in the host name {host:?}"));
+        if let Some(c) = name.chars().find(|&c| !allowed(c)) {
+            return Err(format!(
+                "{c:?} is not allowed in the host name {}",
+                shown(host)
+            ));
         }
     }
     Ok(())
@@ -87,7 +142,8 @@ fn check_balance(value: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{first:?} is not a balance algorithm (one of {})",
+            "{} is not a balance algorithm (one of {})",
+            shown(first),
             ALGORITHMS.join(", ")
         ))
     }
@@ -102,12 +158,12 @@ fn check_networks(value: &str) -> Result<(), String> {
         };
         let ip: IpAddr = address
             .parse()
-            .map_err(|_| format!("{network:?} is not an address or CIDR network"))?;
+            .map_err(|_| format!("{} is not an address or CIDR network", shown(network)))?;
         if let Some(prefix) = prefix {
             let max = if ip.is_ipv4() { 32 } else { 128 };
             match prefix.parse::<u8>() {
                 Ok(bits) if bits <= max => {}
-                _ => return Err(format!("{network:?} has a bad prefix length")),
+                _ => return Err(format!("{} has a bad prefix length", shown(network))),
             }
         }
     }
@@ -115,16 +171,38 @@ fn check_networks(value: &str) -> Result<(), String> {
 }
 
 /// `realm:user:crypted-password`: the realm may hold spaces (it is quoted), the others not.
-/// The field count itself is the setter's to check.
+/// The field count itself is the setter's to check. The password is a crypt(3) hash, whose
+/// `$id$salt$` form needs `$` before name characters (see the module comment).
 fn check_auth(value: &str) -> Result<(), String> {
     let mut fields = value.split(':');
-    if fields.next().is_some_and(|realm| realm.contains('"')) {
+    let realm = fields.next().unwrap_or("");
+    if realm.contains('"') {
         return Err("the realm may not contain '\"'".to_string());
     }
-    if fields.any(|field| field.chars().any(char::is_whitespace)) {
+    no_expansion(realm).map_err(|why| format!("the realm: {why}"))?;
+    let user = fields.next().unwrap_or("");
+    let password = fields.collect::<Vec<_>>().join(":");
+    if user
+        .chars()
+        .chain(password.chars())
+        .any(char::is_whitespace)
+    {
         return Err("the user and password may not contain whitespace".to_string());
     }
-    Ok(())
+    no_expansion(user).map_err(|why| format!("the user: {why}"))?;
+    if let Some(c) = user
+        .chars()
+        .chain(password.chars())
+        .find(|c| "\"'\\".contains(*c))
+    {
+        return Err(format!(
+            "{c:?} is not allowed in the user or password (HAProxy would read it as quoting)"
+        ));
+    }
+    if password.contains("%[") {
+        return Err("the password: \"%[\" is a sample fetch HAProxy would evaluate".to_string());
+    }
+    no_environment(&password, |next| next == '{').map_err(|why| format!("the password: {why}"))
 }
 
 #[cfg(test)]
@@ -145,6 +223,8 @@ mod tests {
             );
             assert!(check(kind, "a\rb").is_err(), "{kind:?}");
             assert!(check(kind, "a\tb").is_err(), "{kind:?}");
+            assert!(check(kind, "a\u{2028}b").is_err(), "{kind:?}");
+            assert!(check(kind, "a\u{85}b").is_err(), "{kind:?}");
         }
         assert!(check(LabelKind::Template, "\nbackend {backend}\n").is_ok());
     }
@@ -184,6 +264,60 @@ mod tests {
         for (kind, value) in accepted {
             assert_eq!(check(kind, value), Ok(()), "{kind:?} {value:?}");
         }
+    }
+
+    #[test]
+    fn no_semantic_label_reaches_the_environment_or_a_sample_fetch() {
+        let semantic = super::super::labels::LABELS
+            .iter()
+            .filter(|label| label.kind != LabelKind::Template);
+        for label in semantic {
+            for value in ["${X}", "$HOME", "a$_X", "$0", "%[env(X)]", "/a%[path]"] {
+                assert!(
+                    check(label.kind, value).is_err(),
+                    "{} {value:?} should be refused",
+                    label.name
+                );
+            }
+        }
+        for (kind, value) in [
+            (
+                LabelKind::Balance,
+                "hash \"${HAPROXY_MARATHON_SYNC_AUTH_CREDENTIALS}\"",
+            ),
+            (LabelKind::RevProxyPath, "%[env(X)]"),
+            (LabelKind::Auth, "Realm ${X}:user:pw"),
+            (LabelKind::Auth, "realm:$USER:pw"),
+            (LabelKind::Auth, "realm:user:${X}"),
+            (LabelKind::Auth, "realm:user:\"$X\""),
+            (LabelKind::Auth, "realm:user:%[env(X)]"),
+            (LabelKind::Auth, "realm:user:a\\b"),
+        ] {
+            assert!(check(kind, value).is_err(), "{kind:?} {value:?}");
+        }
+        // A lone `$` or `%` expands nothing; crypt(3) hashes need `$` before name characters.
+        for (kind, value) in [
+            (LabelKind::Path, "/price$ /100%"),
+            (LabelKind::Auth, "realm:user:$6$rounds=5000$salt$hash"),
+            (LabelKind::Auth, "realm:user:$2y$10$abcdefghijklmnopqrstuv"),
+        ] {
+            assert_eq!(check(kind, value), Ok(()), "{kind:?} {value:?}");
+        }
+    }
+
+    #[test]
+    fn vhost_lists_keep_marathon_lbs_spaces_after_commas() {
+        assert_eq!(
+            check(LabelKind::Vhost, "a.example.com, b.example.com"),
+            Ok(())
+        );
+        assert_eq!(
+            check(LabelKind::Vhost, " a.example.com ,b.example.com "),
+            Ok(())
+        );
+        assert!(check(LabelKind::Vhost, "a.example.com, b c.example.com").is_err());
+        assert!(check(LabelKind::Vhost, "a.example.com,\tb.example.com").is_err());
+        assert!(check(LabelKind::Vhost, "a.example.com,\u{a0}b.example.com").is_err());
     }
 
     #[test]

@@ -940,3 +940,171 @@ fn build_without_drops_apps_by_id_or_by_their_deployment_group() {
     assert_eq!(ids, ["/api"]);
     assert!(warnings.is_empty(), "{warnings:?}");
 }
+
+#[test]
+fn weights_beyond_64_bits_keep_pythons_order() {
+    let apps = format!(
+        "[{}, {}, {}, {}, {}, {}]",
+        host_app(
+            "/huge",
+            &[1],
+            r#"{"HAPROXY_0_BACKEND_WEIGHT": "100000000000000000001"}"#
+        ),
+        host_app(
+            "/big",
+            &[2],
+            r#"{"HAPROXY_0_BACKEND_WEIGHT": "100000000000000000000"}"#
+        ),
+        host_app("/five", &[3], r#"{"HAPROXY_0_BACKEND_WEIGHT": "5"}"#),
+        host_app("/path", &[4], r#"{"HAPROXY_0_PATH": "/x"}"#),
+        host_app("/plain", &[5], "{}"),
+        host_app(
+            "/negative",
+            &[6],
+            r#"{"HAPROXY_0_BACKEND_WEIGHT": "-100000000000000000000"}"#
+        ),
+    );
+    let (model, warnings) = build_json(&apps, "[]");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let weight = |id: &str| {
+        model
+            .services
+            .iter()
+            .find(|s| s.app_id == id)
+            .unwrap()
+            .backend_weight
+    };
+    assert!(weight("/huge") > weight("/big"));
+    assert!(weight("/big") > weight("/five"));
+    assert!(weight("/five") > weight("/path"));
+    assert!(weight("/path") > weight("/plain"));
+    // render's -1 (a shared map rule) stays between 0 and the negative weights.
+    assert!(weight("/plain") > -1 && -1 > weight("/negative"));
+    // Without a big weight, weights are the labels' values.
+    let (model, _) = build_json(
+        &format!(
+            "[{}]",
+            host_app("/five", &[3], r#"{"HAPROXY_0_BACKEND_WEIGHT": "5"}"#)
+        ),
+        "[]",
+    );
+    assert_eq!(only_service(&model).backend_weight, 5);
+}
+
+#[test]
+fn other_integer_labels_beyond_64_bits_stay_integers() {
+    let apps = format!(
+        "[{}, {}]",
+        host_app(
+            "/index",
+            &[1],
+            r#"{"HAPROXY_0_BACKEND_HEALTHCHECK_PORT_INDEX": "-100000000000000000000"}"#
+        ),
+        host_app(
+            "/port",
+            &[2],
+            r#"{"HAPROXY_0_PORT": "100000000000000000000"}"#
+        ),
+    );
+    let (model, warnings) = build_json(&apps, "[]");
+    assert_eq!(
+        model.services[0].healthcheck_port_index,
+        Some(i64::MIN),
+        "an index far out of range falls back like any out-of-range index"
+    );
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(
+        warnings[0].to_string(),
+        "app /port: label HAPROXY_0_PORT: port 100000000000000000000 is out of range; app left out"
+    );
+}
+
+#[test]
+fn app_ids_and_deployment_groups_outside_marathons_grammar_leave_the_app_out() {
+    let apps = format!(
+        "[{}, {}, {}]",
+        host_app("/web\\nglobal", &[1], "{}"),
+        host_app(
+            "/blue",
+            &[2],
+            r#"{"HAPROXY_DEPLOYMENT_GROUP": "shop\n  program evil"}"#
+        ),
+        host_app("/fine", &[3], "{}"),
+    );
+    let tasks = format!(
+        "[{}, {}]",
+        task("/blue", "b.1", "10.0.0.1", &[31000]),
+        task("/fine", "f.1", "10.0.0.1", &[31001])
+    );
+    let (model, warnings) = build_json(&apps, &tasks);
+    let ids: Vec<&str> = model.services.iter().map(|s| s.app_id.as_str()).collect();
+    assert_eq!(ids, ["/fine"]);
+    let texts: Vec<String> = warnings.iter().map(Warning::to_string).collect();
+    assert_eq!(
+        texts,
+        [
+            r#"app /web\nglobal: id: "/web\nglobal" is not a Marathon app id (path segments of lowercase letters, digits, '-' and '.'); app left out"#,
+            r#"app /blue: label HAPROXY_DEPLOYMENT_GROUP: the deployment group becomes the app id: "/shop\n  program evil" is not a Marathon app id (path segments of lowercase letters, digits, '-' and '.'); app left out"#,
+        ]
+    );
+    assert!(warnings.iter().all(|w| w.app_left_out));
+    assert_eq!(
+        warnings[0].reason,
+        Reason::Field {
+            field: fields::Field::AppId,
+            value: "/web\nglobal".to_string()
+        }
+    );
+    assert_eq!(warnings[1].reason, Reason::Label);
+}
+
+#[test]
+fn a_task_with_a_hostile_host_or_address_is_skipped_and_named() {
+    let apps = format!(
+        r#"[{}, {{"id": "/ipt", "ipAddress": {{"discovery": {{"ports": [{{"number": 80}}]}}}},
+            "portDefinitions": [{{"port": 10010}}]}}]"#,
+        host_app("/web", &[10000], "{}"),
+    );
+    let tasks = r#"[
+        {"id": "w.1", "appId": "/web", "host": "10.0.0.1\n  server evil 203.0.113.9:80", "ports": [31000]},
+        {"id": "w.2", "appId": "/web", "host": "10.0.0.2", "ports": [31001]},
+        {"id": "i.1", "appId": "/ipt", "host": "10.0.0.3",
+         "ipAddresses": [{"ipAddress": "9.0.0.1\n  server evil 203.0.113.9:80"}]},
+        {"id": "i.2", "appId": "/ipt", "host": "10.0.0.4", "ipAddresses": [{"ipAddress": "9.0.0.2"}]}
+    ]"#;
+    let (model, warnings) = build_json(&apps, tasks);
+    let all: Vec<String> = model.services.iter().flat_map(servers).collect();
+    assert_eq!(all, ["10.0.0.2:31001", "9.0.0.2:80"]);
+    let texts: Vec<String> = warnings.iter().map(Warning::to_string).collect();
+    assert_eq!(
+        texts,
+        [
+            r#"app /web: task w.1: host: "10.0.0.1\n  server evil 203.0.113.9:80" is neither an IP address nor a host name; the task is skipped"#,
+            r#"app /ipt: task i.1: ipAddresses[0].ipAddress: "9.0.0.1\n  server evil 203.0.113.9:80" is not an IP address; the task is skipped"#,
+        ]
+    );
+    assert!(warnings.iter().all(|w| !w.app_left_out));
+}
+
+#[test]
+fn a_hostile_health_check_is_left_out_of_haproxys_checks_only() {
+    let apps = r#"[{"id": "/web", "portDefinitions": [{"port": 10000}],
+        "healthChecks": [{"protocol": "HTTP", "portIndex": 0,
+                          "path": "/\nglobal\n  master-worker", "command": {"value": "x\ny"}}]},
+        {"id": "/ok", "portDefinitions": [{"port": 10001}],
+         "healthChecks": [{"protocol": "COMMAND", "command": {"value": "curl -f $HOST\n"}}]}]"#;
+    let (model, warnings) = build_json(apps, "[]");
+    let web = &model.services[0];
+    assert_eq!(web.health_check, None);
+    assert_eq!(
+        web.mode.as_deref(),
+        Some("http"),
+        "the check still sets the mode"
+    );
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(
+        warnings[0].to_string(),
+        r#"app /web: healthChecks[0].path: "/\nglobal\n  master-worker" holds '\n'; a health-check path is one word of printable ASCII; the health check is left out of HAProxy's checks"#
+    );
+    assert!(!warnings[0].app_left_out);
+}

@@ -1,0 +1,371 @@
+//! Two apps claiming one thing in the same configuration: a service port both bind, or a
+//! virtual host (and path) both route. marathon-lb renders both without a word; so do we, byte
+//! for byte, but each conflict is a [`Warning`] naming both apps, what they share, and which one
+//! actually gets the traffic. Pure: it reads the model and the render settings, changes nothing.
+//!
+//! Who gets the traffic, as HAProxy runs marathon-lb's output:
+//! - Two frontends binding the same address and port both bind (HAProxy sets `SO_REUSEPORT`),
+//!   and the kernel spreads new connections between them. A specific address beside `*` takes
+//!   the connections to that address; `*` takes the rest.
+//! - In the shared :80/:443 frontends the first matching `use_backend` rule wins. Rules are
+//!   sorted by `HAPROXY_{n}_BACKEND_WEIGHT`, largest first, and otherwise come in the order
+//!   services are rendered (app id, then service port). With `--haproxy-map`, a vhost without
+//!   path, auth or redirect is routed through `domain2backend.map`, whose rule sorts as weight
+//!   -1 and whose first line for a host wins.
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+
+use crate::config::RenderConfig;
+
+use super::{fields, Model, Reason, Service, Warning};
+
+/// The conflicts among the services `render` renders with `config`.
+pub fn find(model: &Model, config: &RenderConfig) -> Vec<Warning> {
+    let mut services: Vec<&Service> = model
+        .services
+        .iter()
+        .filter(|service| is_rendered(service, &config.groups))
+        .collect();
+    // render's order, which decides the order of the shared frontends' rules.
+    services.sort_by(|a, b| (&a.app_id, a.service_port).cmp(&(&b.app_id, b.service_port)));
+    let mut warnings = listener_conflicts(&services);
+    if config.bind_http_https {
+        warnings.extend(vhost_conflicts(&services, config.haproxy_map));
+    }
+    warnings
+}
+
+/// render's selection: in one of `groups` (per-port groups replace the app's; `*` takes every
+/// service), enabled, and with at least one server.
+pub fn is_rendered(service: &Service, groups: &[String]) -> bool {
+    let own = if service.haproxy_groups.is_empty() {
+        &service.groups
+    } else {
+        &service.haproxy_groups
+    };
+    let in_group =
+        groups.iter().any(|group| group == "*") || own.iter().any(|group| groups.contains(group));
+    in_group && service.enabled && !service.backends.is_empty()
+}
+
+fn is_wildcard(bind_addr: &str) -> bool {
+    matches!(bind_addr, "*" | "" | "0.0.0.0" | "::" | "[::]")
+}
+
+fn listener_conflicts(services: &[&Service]) -> Vec<Warning> {
+    let mut by_port: BTreeMap<u32, Vec<&Service>> = BTreeMap::new();
+    for service in services {
+        by_port
+            .entry(service.service_port)
+            .or_default()
+            .push(service);
+    }
+    let mut warnings = Vec::new();
+    for (port, sharing) in by_port {
+        for (at, later) in sharing.iter().enumerate() {
+            for earlier in &sharing[..at] {
+                let (a, b) = (&earlier.bind_addr, &later.bind_addr);
+                let traffic = if a == b || (is_wildcard(a) && is_wildcard(b)) {
+                    "both bind it and HAProxy splits its new connections between them".to_string()
+                } else if is_wildcard(a) {
+                    format!(
+                        "connections to {b} go to {}, the rest to {}",
+                        shown_app(later),
+                        shown_app(earlier)
+                    )
+                } else if is_wildcard(b) {
+                    format!(
+                        "connections to {a} go to {}, the rest to {}",
+                        shown_app(earlier),
+                        shown_app(later)
+                    )
+                } else {
+                    continue;
+                };
+                let message = format!(
+                    "service port {port} (bind {b}:{port}) is also bound by app {} \
+                     (bind {a}:{port}): {traffic}",
+                    shown_app(earlier)
+                );
+                warnings.push(conflict(later, message));
+            }
+        }
+    }
+    warnings
+}
+
+/// How one service's rule for a vhost sorts in the shared frontends: largest weight first,
+/// then the earlier rule, then (for the map's lines) the earlier line.
+type RulePlace = (Reverse<i64>, usize, usize);
+
+fn vhost_conflicts(services: &[&Service], haproxy_map: bool) -> Vec<Warning> {
+    let routed_by_map = |service: &Service| {
+        haproxy_map
+            && service.path.as_deref().unwrap_or("").is_empty()
+            && service
+                .auth
+                .as_ref()
+                .is_none_or(|auth| auth.realm.is_empty())
+            && !service.redirect_http_to_https
+    };
+    let with_vhost: Vec<&Service> = services
+        .iter()
+        .copied()
+        .filter(|service| !service.hostname.as_deref().unwrap_or("").is_empty())
+        .collect();
+    let map_rule = with_vhost
+        .iter()
+        .position(|service| routed_by_map(service))
+        .unwrap_or(0);
+    // (host, path) → the services routing it, with where their rule sorts.
+    let mut claims: BTreeMap<(String, String), Vec<(RulePlace, &Service)>> = BTreeMap::new();
+    for (at, service) in with_vhost.iter().enumerate() {
+        let place = if routed_by_map(service) {
+            (Reverse(-1), map_rule, at)
+        } else {
+            (Reverse(service.backend_weight), at, 0)
+        };
+        let path = service.path.clone().unwrap_or_default();
+        let hosts = service.hostname.as_deref().unwrap_or("").split(',');
+        for host in hosts.map(|host| host.trim_matches(' ')) {
+            let claimants = claims.entry((host.to_string(), path.clone())).or_default();
+            if !claimants
+                .iter()
+                .any(|(_, other)| std::ptr::eq(*other, *service))
+            {
+                claimants.push((place, service));
+            }
+        }
+    }
+    let mut warnings = Vec::new();
+    for ((host, path), mut claimants) in claims {
+        if claimants.len() < 2 {
+            continue;
+        }
+        claimants.sort_by_key(|(place, _)| *place);
+        let (winner_place, winner) = claimants[0];
+        let (runner_up_place, runner_up) = claimants[1];
+        let why = match (routed_by_map(winner), routed_by_map(runner_up)) {
+            (true, true) => "its line comes first in domain2backend.map",
+            (true, false) => "the domain2backend.map rule comes before a weight below -1",
+            (false, true) => "its own rule comes before the domain2backend.map rule",
+            (false, false) if runner_up_place.0 != winner_place.0 => {
+                "its HAPROXY_{n}_BACKEND_WEIGHT is larger"
+            }
+            (false, false) => "same weight, and its rule comes first: its app id sorts first",
+        };
+        let vhost = match path.as_str() {
+            "" => format!("vhost {}", fields::escaped(&host)),
+            path => format!(
+                "vhost {} with path {}",
+                fields::escaped(&host),
+                fields::shown(path)
+            ),
+        };
+        for (_, loser) in &claimants[1..] {
+            let message = format!(
+                "{vhost} is also claimed by app {}; requests for it go to {} ({why})",
+                shown_app(winner),
+                fields::escaped(&winner.app_id)
+            );
+            warnings.push(conflict(loser, message));
+        }
+    }
+    warnings
+}
+
+fn shown_app(service: &Service) -> String {
+    format!(
+        "{} (service port {})",
+        fields::escaped(&service.app_id),
+        service.service_port
+    )
+}
+
+fn conflict(service: &Service, message: String) -> Warning {
+    Warning {
+        app_id: service.app_id.clone(),
+        label: None,
+        message,
+        app_left_out: false,
+        reason: Reason::Conflict,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Backend;
+
+    fn service(app_id: &str, port: u32) -> Service {
+        Service {
+            backends: vec![Backend {
+                host: "10.0.0.1".into(),
+                ip: "10.0.0.1".into(),
+                port: 31000,
+                draining: false,
+            }],
+            groups: vec!["external".into()],
+            ..Service::new(app_id, port)
+        }
+    }
+
+    fn config(haproxy_map: bool) -> RenderConfig {
+        let mut config = crate::config::Config::new(Vec::new(), "/etc/haproxy/haproxy.cfg".into());
+        config.render.groups = vec!["external".into()];
+        config.render.haproxy_map = haproxy_map;
+        config.render
+    }
+
+    fn messages(services: Vec<Service>, haproxy_map: bool) -> Vec<String> {
+        find(&Model { services }, &config(haproxy_map))
+            .iter()
+            .map(Warning::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn two_apps_on_one_service_port_are_named_with_who_gets_it() {
+        assert_eq!(
+            messages(
+                vec![service("/dup/two", 10851), service("/dup/one", 10851)],
+                false
+            ),
+            [
+                "app /dup/two: service port 10851 (bind *:10851) is also bound by app /dup/one \
+              (service port 10851) (bind *:10851): both bind it and HAProxy splits its new \
+              connections between them"
+            ]
+        );
+        let local = Service {
+            bind_addr: "127.0.0.1".into(),
+            ..service("/b", 10000)
+        };
+        assert_eq!(
+            messages(vec![service("/a", 10000), local], false),
+            [
+                "app /b: service port 10000 (bind 127.0.0.1:10000) is also bound by app /a \
+              (service port 10000) (bind *:10000): connections to 127.0.0.1 go to /b \
+              (service port 10000), the rest to /a (service port 10000)"
+            ]
+        );
+        let apart = |addr: &str, id: &str| Service {
+            bind_addr: addr.into(),
+            ..service(id, 10000)
+        };
+        assert!(messages(
+            vec![apart("10.0.0.1", "/a"), apart("10.0.0.2", "/b")],
+            false
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn only_services_that_are_rendered_conflict() {
+        let elsewhere = Service {
+            groups: vec!["internal".into()],
+            ..service("/b", 10000)
+        };
+        let empty = Service {
+            backends: Vec::new(),
+            ..service("/c", 10000)
+        };
+        let disabled = Service {
+            enabled: false,
+            ..service("/d", 10000)
+        };
+        assert!(messages(
+            vec![service("/a", 10000), elsewhere, empty, disabled],
+            false
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn a_shared_vhost_goes_to_the_first_rule() {
+        let vhost = |id: &str, port: u32, host: &str, weight: i64| Service {
+            hostname: Some(host.into()),
+            backend_weight: weight,
+            ..service(id, port)
+        };
+        assert_eq!(
+            messages(
+                vec![
+                    vhost("/b", 10001, "shop.example.com", 0),
+                    vhost("/a", 10000, "www.example.com, shop.example.com", 0)
+                ],
+                false
+            ),
+            [
+                "app /b: vhost shop.example.com is also claimed by app /a (service port 10000); \
+              requests for it go to /a (same weight, and its rule comes first: its app id sorts \
+              first)"
+            ]
+        );
+        assert_eq!(
+            messages(
+                vec![
+                    vhost("/a", 10000, "shop.example.com", 0),
+                    vhost("/b", 10001, "shop.example.com", 5)
+                ],
+                false
+            ),
+            [
+                "app /a: vhost shop.example.com is also claimed by app /b (service port 10001); \
+              requests for it go to /b (its HAPROXY_{n}_BACKEND_WEIGHT is larger)"
+            ]
+        );
+        // Different paths on one host are routing, not a conflict; the same path is.
+        let with_path = |id: &str, port: u32, path: &str| Service {
+            path: Some(path.into()),
+            backend_weight: 1,
+            ..vhost(id, port, "shop.example.com", 0)
+        };
+        assert!(messages(
+            vec![with_path("/a", 10000, "/x"), with_path("/b", 10001, "/y")],
+            false
+        )
+        .is_empty());
+        assert_eq!(
+            messages(
+                vec![with_path("/a", 10000, "/x"), with_path("/b", 10001, "/x")],
+                false
+            ),
+            [
+                "app /b: vhost shop.example.com with path \"/x\" is also claimed by app /a \
+              (service port 10000); requests for it go to /a (same weight, and its rule comes \
+              first: its app id sorts first)"
+            ]
+        );
+        // Through the map, the first line wins; a weighted ACL rule still beats the map.
+        assert_eq!(
+            messages(
+                vec![
+                    vhost("/a", 10000, "shop.example.com", 7),
+                    vhost("/b", 10001, "shop.example.com", 7)
+                ],
+                true
+            ),
+            [
+                "app /b: vhost shop.example.com is also claimed by app /a (service port 10000); \
+              requests for it go to /a (its line comes first in domain2backend.map)"
+            ]
+        );
+        let auth = Service {
+            auth: Some(crate::model::Auth {
+                realm: "r".into(),
+                user: "u".into(),
+                password: "p".into(),
+            }),
+            ..vhost("/z", 10002, "shop.example.com", 0)
+        };
+        assert_eq!(
+            messages(vec![vhost("/a", 10000, "shop.example.com", 0), auth], true),
+            [
+                "app /a: vhost shop.example.com is also claimed by app /z (service port 10002); \
+              requests for it go to /z (its own rule comes before the domain2backend.map rule)"
+            ]
+        );
+    }
+}
