@@ -468,7 +468,20 @@ pub enum Command {
 pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
     let mut command = Args::command();
     let name = command.get_name().to_string();
-    clap_complete::generate(shell, &mut command, name, out);
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, name.clone(), &mut script);
+    let mut script = String::from_utf8_lossy(&script).into_owned();
+    if shell == clap_complete::Shell::Bash {
+        // clap_complete 4.6 escapes a hyphenated program name one way where it finds the
+        // subcommand (`haproxy__marathon__sync__subcmd__status`) and another in the case
+        // labels of the subcommands' flags (`haproxy__subcmd__marathon__...`), so `status
+        // --<TAB>` and `completions <TAB>` offered nothing. The labels are made to match.
+        let separator = "__subcmd__";
+        let labelled = format!("{}{separator}", name.replace('-', separator));
+        let found = format!("{}{separator}", name.replace('-', "__"));
+        script = script.replace(&labelled, &found);
+    }
+    out.write_all(script.as_bytes()).ok();
 }
 
 impl Args {
@@ -486,6 +499,19 @@ impl Args {
                 None => error.exit(),
             },
         }
+    }
+
+    /// Parses `words` (the program name first) as [`Args::from_command_line`] parses the real
+    /// command line, the environment included; a usage error comes back as clap's text.
+    pub fn from_words<I, T>(words: I) -> Result<Args, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Args::command_with_environment()
+            .try_get_matches_from(words)
+            .map_err(|error| error.to_string())?;
+        Args::from_matches(&matches).map_err(|error| error.to_string())
     }
 
     /// The clap command as `--help` shows it, with the environment read the way a settings
