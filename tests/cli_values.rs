@@ -272,9 +272,9 @@ fn a_run_with_a_splay_still_ends_within_the_run_timeout() {
         .args(["--marathon", &marathon.url(), "--group", "external"])
         .args([
             "--splay",
-            "1500ms",
+            "2900ms",
             "--run-timeout",
-            "2s",
+            "3s",
             "--timeout",
             "60",
         ])
