@@ -227,7 +227,9 @@ fn empty_variables_mean_unset() {
 #[test]
 fn a_duration_that_cannot_work_is_exit_2_naming_the_variable_or_the_flag() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    // (arguments, environment, what stderr says)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (
             &["--command-timeout", "0"],
             &[],
