@@ -55,11 +55,13 @@ pub fn run(config: &Config) -> Result<()> {
                 &config.fetch,
                 events,
                 resync,
+                schedule::first_wait(config),
                 |trigger| once(trigger.event_stream_up()),
                 || apply::reload_live(&config.apply),
             )
         }
         (None, Some(interval)) => schedule::run_every(
+            schedule::first_wait(config),
             interval,
             || once(None),
             || apply::reload_live(&config.apply),

@@ -35,19 +35,36 @@ pub enum Control {
     ReloadLive,
 }
 
-/// `--splay`: waits a random time up to `config.splay` before the first run (not with
-/// `--dry-run`, where a person is waiting). A one-shot run counts the wait against its
-/// deadline, so it still ends within `--run-timeout`; a loop's runs keep their whole deadline.
+/// `--splay` for a one-shot run: waits [`first_wait`] and counts the wait against the run's
+/// deadline, so the run still ends within `--run-timeout`. A loop waits in [`run_every`] or
+/// [`run_on_events`] instead, where signals are already handled, and its runs keep their whole
+/// deadline.
 pub fn splay(config: &mut Config) {
-    if config.splay.is_zero() || config.apply.dry_run {
+    if config.interval.is_some() || config.events.is_some() {
         return;
     }
-    let wait = config.splay.mul_f64(random_fraction());
-    let message = format!("waiting {} (--splay) before the first run", humanize(wait));
-    log::emit(log::Level::Debug, &message, &[]);
-    std::thread::sleep(wait);
-    if config.interval.is_none() && config.events.is_none() {
+    let wait = first_wait(config);
+    if !wait.is_zero() {
+        note_splay(wait);
+        std::thread::sleep(wait);
         config.run_deadline = config.run_deadline.saturating_sub(wait);
+    }
+}
+
+/// The random wait up to `config.splay` before the first run; none with `--dry-run`, where a
+/// person is waiting.
+pub fn first_wait(config: &Config) -> Duration {
+    if config.splay.is_zero() || config.apply.dry_run {
+        return Duration::ZERO;
+    }
+    config.splay.mul_f64(random_fraction())
+}
+
+/// Said (at debug) once the wait's signals are handled, so a signal sent on seeing it is obeyed.
+fn note_splay(wait: Duration) {
+    if !wait.is_zero() {
+        let message = format!("waiting {} (--splay) before the first run", humanize(wait));
+        log::emit(log::Level::Debug, &message, &[]);
     }
 }
 
@@ -60,16 +77,18 @@ fn random_fraction() -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Calls `run` now and then every `interval` (sooner when a run asks, or at once on SIGHUP)
-/// until SIGTERM or SIGINT; on SIGUSR1 calls `reload` and keeps the schedule.
+/// Calls `run` after `first_wait` and then every `interval` (sooner when a run asks, or at once
+/// on SIGHUP) until SIGTERM or SIGINT; on SIGUSR1 calls `reload` and keeps the schedule.
 pub fn run_every(
+    first_wait: Duration,
     interval: Duration,
     mut run: impl FnMut() -> Result<RunAgainWithin>,
     mut reload: impl FnMut() -> Result<()>,
 ) -> Result<()> {
     let (control_tx, control_rx) = mpsc::channel();
     let signals = SignalWatcher::start(control_tx)?;
-    let mut next_run = Instant::now();
+    note_splay(first_wait);
+    let mut next_run = Instant::now() + first_wait;
     let result = loop {
         if Instant::now() >= next_run {
             let started = Instant::now();
@@ -155,15 +174,18 @@ pub fn run_on_events(
     fetch: &FetchConfig,
     events: &EventsConfig,
     interval: Duration,
+    first_wait: Duration,
     run: impl FnMut(Trigger) -> Result<RunAgainWithin>,
     reload: impl FnMut() -> Result<()>,
 ) -> Result<()> {
     let (control_tx, control_rx) = mpsc::channel();
     let signals = SignalWatcher::start(control_tx)?;
+    note_splay(first_wait);
     let result = serve_events(
         fetch,
         events,
         interval,
+        first_wait,
         control_rx,
         &mut std::io::stderr(),
         run,
@@ -201,14 +223,25 @@ pub fn run_on_events_until(
             }
         })
         .context("starting the stop forwarder thread")?;
-    serve_events(fetch, events, interval, control, log, run, || Ok(()))
+    serve_events(
+        fetch,
+        events,
+        interval,
+        Duration::ZERO,
+        control,
+        log,
+        run,
+        || Ok(()),
+    )
 }
 
 /// [`run_on_events_until`] taking every [`Control`], not only stop reasons.
+#[allow(clippy::too_many_arguments)]
 fn serve_events(
     fetch: &FetchConfig,
     events: &EventsConfig,
     interval: Duration,
+    first_wait: Duration,
     control: mpsc::Receiver<Control>,
     log: &mut dyn Write,
     run: impl FnMut(Trigger) -> Result<RunAgainWithin>,
@@ -242,7 +275,7 @@ fn serve_events(
         next_resync: Instant::now() + interval,
     };
     // `wake_tx` stays alive in this frame, so `wakes` never reports a disconnection.
-    let result = event_loop.serve(&wakes, fetch.request_timeout);
+    let result = event_loop.serve(&wakes, fetch.request_timeout, first_wait);
     drop(wake_tx);
     result
 }
@@ -286,15 +319,37 @@ where
     R: FnMut(Trigger) -> Result<RunAgainWithin>,
     L: FnMut() -> Result<()>,
 {
-    fn serve(&mut self, wakes: &mpsc::Receiver<Wake>, startup_wait: Duration) -> Result<()> {
-        let startup_deadline = Instant::now() + startup_wait;
-        while self.stream == StreamState::Starting {
-            let left = startup_deadline.saturating_duration_since(Instant::now());
-            match wakes.recv_timeout(left) {
+    /// The first run waits for the stream's first word (at most `startup_wait`) and for the
+    /// splay (`first_wait`), whichever is later; SIGHUP cuts both short.
+    fn serve(
+        &mut self,
+        wakes: &mpsc::Receiver<Wake>,
+        startup_wait: Duration,
+        first_wait: Duration,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let (stream_deadline, splay_until) = (started + startup_wait, started + first_wait);
+        loop {
+            let now = Instant::now();
+            // Past the deadline with the stream still opening: run now, and again once it opens.
+            let for_stream = self.stream == StreamState::Starting && now < stream_deadline;
+            if !for_stream && now >= splay_until {
+                break;
+            }
+            let until = if for_stream {
+                stream_deadline.max(splay_until)
+            } else {
+                splay_until
+            };
+            match wakes.recv_timeout(until - now) {
                 Ok(Wake::Control(Control::Stop(reason))) => return self.stopped(&reason),
+                Ok(Wake::Control(Control::RunNow)) => {
+                    self.say(log::Level::Info, "SIGHUP received: running now");
+                    break;
+                }
                 Ok(Wake::Control(asked)) => self.obey(asked),
                 Ok(Wake::Stream(news)) => self.note(news),
-                Err(_) => break, // Still opening: run now, and again once it opens.
+                Err(_) => {}
             }
         }
         self.run_now(Trigger::Startup);

@@ -261,3 +261,49 @@ fn sse_loop_obeys_the_same_signals_through_the_master_socket() {
     );
     assert!(running.stop().is_some_and(|s| s.success()));
 }
+
+/// A loop's splay is waited where signals are already handled: SIGHUP cuts it short and runs,
+/// SIGTERM during it ends the loop cleanly.
+#[test]
+fn a_loops_splay_obeys_sighup_and_sigterm() {
+    for (sse, signal) in [
+        (false, libc::SIGHUP),
+        (false, libc::SIGTERM),
+        (true, libc::SIGHUP),
+    ] {
+        let workspace = Workspace::new();
+        let (service_port, first) = (free_port(), free_port());
+        let marathon = FakeMarathon::start();
+        let (apps, tasks) = state(service_port, &[first]);
+        marathon.set_state(apps, tasks);
+        let mut extra = vec!["--splay", "40s", "--log-level", "debug"];
+        if sse {
+            extra.push("--sse");
+        }
+        let running = workspace.spawn(&marathon.url(), &extra);
+        let waiting = wait_for(PATIENCE, || {
+            running.stderr().contains("(--splay) before the first run")
+        });
+        assert_waited("the splay began", waiting, &running);
+        let said = running.stderr();
+        let wait = said
+            .split("waiting ")
+            .nth(1)
+            .and_then(|rest| rest.split(" (--splay)").next())
+            .and_then(|text| haproxy_marathon_sync::cli::parse_duration(text).ok())
+            .expect("the wait in the log");
+        let waits_long = wait > Duration::from_secs(5);
+        running.signal(signal);
+        if signal == libc::SIGHUP {
+            let ran = wait_for(PATIENCE, || workspace.reloads() == 1);
+            assert_waited("SIGHUP ended the splay with a run", ran, &running);
+            assert!(running.stop().is_some_and(|s| s.success()));
+        } else {
+            let status = running.stop();
+            assert!(status.is_some_and(|s| s.success()), "{status:?}");
+            if waits_long {
+                assert_eq!(workspace.reloads(), 0, "stopped before the first run");
+            }
+        }
+    }
+}
