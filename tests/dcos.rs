@@ -92,6 +92,8 @@ struct State {
     logins: Vec<Option<String>>,
     /// The Authorization header of each Marathon request.
     marathon_auth: Vec<Option<String>>,
+    /// The Authorization header of each `/v2/events` request (answered 404: no stream).
+    events_auth: Vec<Option<String>>,
     /// A token stops working once /v2/apps accepted it (as if it expired mid-run).
     revoke_after_apps: bool,
     /// Marathon refuses every token.
@@ -227,6 +229,14 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, public_key: &Path, work: &
             } else {
                 ("200 OK", TASKS.to_string())
             }
+        }
+        ("GET", path) if path.starts_with("/v2/events") => {
+            let mut state = state.lock().unwrap();
+            state.events_auth.push(request.authorization.clone());
+            (
+                "404 Not Found",
+                r#"{"message":"no stream here"}"#.to_string(),
+            )
         }
         _ => ("404 Not Found", "{}".to_string()),
     };
@@ -494,4 +504,74 @@ fn basic_auth_and_a_service_account_together_are_refused() {
     let stderr = text(&output.stderr);
     assert_ne!(output.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("not both"), "{stderr}");
+}
+
+/// `--sse`: the event stream is opened with a token of its own login, like every other request.
+#[test]
+fn the_event_stream_is_opened_with_a_token_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys(dir.path(), "account");
+    let stand_in = StandIn::start(&keys.public);
+    let json = account_json(&stand_in.login_endpoint(), &keys.pkcs8);
+    let mut child = Command::new(BIN)
+        .args([
+            "--marathon",
+            &stand_in.url(),
+            "--group",
+            "external",
+            "--sse",
+        ])
+        .args([
+            "--interval",
+            "1h",
+            "--dont-bind-http-https",
+            "--skip-validation",
+        ])
+        .args([
+            "--reload-command",
+            "true",
+            "--timeout",
+            "5",
+            "--haproxy-config",
+        ])
+        .arg(dir.path().join("haproxy.cfg"))
+        .env_clear()
+        .env("DCOS_SERVICE_ACCOUNT_CREDENTIAL", &json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut pause = Duration::from_millis(10);
+    while std::time::Instant::now() < deadline
+        && stand_in.with(|state| state.events_auth.is_empty() || state.marathon_auth.len() < 2)
+    {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+    // SAFETY: a plain syscall on the PID of the child this test started and has not reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let ended = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        child.try_wait().ok().flatten().is_some()
+    });
+    if !ended {
+        child.kill().ok();
+        child.wait().ok();
+    }
+    stand_in.with(|state| {
+        let token = state.events_auth.first().cloned().flatten();
+        assert!(
+            token.is_some_and(|t| t.starts_with("token=tok-")),
+            "{:?}",
+            state.events_auth
+        );
+        assert!(
+            state.logins.iter().all(Option::is_none),
+            "{:?}",
+            state.logins
+        );
+    });
+    assert!(ended, "SIGTERM ended the loop");
 }
