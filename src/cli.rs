@@ -195,7 +195,7 @@ pub struct Args {
     )]
     pub lock_file: Option<PathBuf>,
 
-    /// Seconds to wait for another run's lock before giving up.
+    /// Seconds to wait for another run's lock before giving up (0: give up at once).
     #[arg(
         long = "lock-timeout",
         value_name = "SECS",
