@@ -221,28 +221,29 @@ impl Reader {
                 .call()
         };
         // DC/OS: a fresh login for each opening, so a token that expired meanwhile is renewed.
-        let authorization = match &self.dcos {
+        let authorization_header = match &self.dcos {
             Some(account) => Some(
                 super::dcos::Login::new(account, self.request_timeout)
                     .authorization(&self.agent, Instant::now() + self.request_timeout)?,
             ),
             None => self.authorization.clone(),
         };
-        let response = http::follow_redirects(&url, authorization.as_deref(), MAX_REDIRECTS, send)
-            .map_err(|error| match error {
-                ureq::Error::TooManyRedirects => anyhow!(
-                    "redirected more than once (a Marathon that is not the leader redirects \
+        let response =
+            http::follow_redirects(&url, authorization_header.as_deref(), MAX_REDIRECTS, send)
+                .map_err(|error| match error {
+                    ureq::Error::TooManyRedirects => anyhow!(
+                        "redirected more than once (a Marathon that is not the leader redirects \
                      once, to the leader)"
-                ),
-                other => anyhow!(http::describe_transport_error(&other, &budget)),
-            })
-            .context("GET /v2/events")?;
+                    ),
+                    other => anyhow!(http::describe_transport_error(&other, &budget)),
+                })
+                .context("GET /v2/events")?;
         let status = response.status();
         let final_uri = response.get_uri().clone();
         let shown = without_query(&final_uri.to_string());
         if !status.is_success() {
             let message = http::marathon_message(response.into_body());
-            let credentials_given = authorization.is_some();
+            let credentials_given = authorization_header.is_some();
             let text = http::describe_status(status, message, &final_uri, &url, credentials_given);
             bail!("GET /v2/events: {text}");
         }
