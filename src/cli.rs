@@ -56,7 +56,7 @@ pub struct Args {
         value_name = "NAME",
         env = "HAPROXY_MARATHON_SYNC_GROUP",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "longhelp"
     )]
     pub group: Vec<String>,
 
@@ -202,7 +202,7 @@ pub struct Args {
     )]
     pub lock_file: Option<PathBuf>,
 
-    /// Seconds to wait for another run's lock before giving up.
+    /// Seconds to wait for another run's lock before giving up (0: give up at once).
     #[arg(
         long = "lock-timeout",
         value_name = "SECS",
@@ -268,9 +268,21 @@ pub struct Args {
     )]
     pub marathon_ca_cert: Option<PathBuf>,
 
+    /// DC/OS service account to log in with instead of basic auth: its JSON (uid, private_key,
+    /// login_endpoint), or a file holding it. Each run signs an RS256 token with the key, logs
+    /// in once, sends `Authorization: token=...`, and logs in again once on a 401. marathon-lb's
+    /// DCOS_SERVICE_ACCOUNT_CREDENTIAL is read too.
+    #[arg(
+        long = "dcos-auth-credentials",
+        value_name = "JSON|FILE",
+        env = "HAPROXY_MARATHON_SYNC_DCOS_AUTH_CREDENTIALS",
+        hide_env_values = true
+    )]
+    pub dcos_auth_credentials: Option<String>,
+
     /// Keep running: one run every DURATION (e.g. 5s, 1m). Errors are logged and the loop goes
-    /// on; SIGTERM or SIGINT ends it between runs. With --sse it is the full-resync period
-    /// (default 5m there).
+    /// on; SIGTERM or SIGINT ends it between runs, SIGHUP starts a run now, SIGUSR1 reloads
+    /// HAProxy with the live file. With --sse it is the full-resync period (default 5m there).
     #[arg(
         long = "interval",
         value_name = "DURATION",
@@ -281,6 +293,7 @@ pub struct Args {
     /// Keep running and react to Marathon's event stream (/v2/events): task, health, app and
     /// deployment events trigger a full run, a burst of them one run. --interval (default 5m
     /// here) becomes the period of a full resync, and of polling while the stream is down.
+    /// Signals as with --interval.
     #[arg(short = 's', long = "sse", env = "HAPROXY_MARATHON_SYNC_SSE")]
     pub sse: bool,
 
@@ -383,6 +396,26 @@ pub struct Args {
     #[arg(long = "syslog-socket", hide = true, value_name = "PATH")]
     pub ignored_syslog_socket: Option<String>,
 
+    /// Before the first run, wait a random time up to DURATION (e.g. 30s), so a fleet's cron
+    /// lines do not all ask Marathon at the same second. The wait counts against
+    /// --run-timeout (so must be shorter); a loop waits before its first run only; --dry-run
+    /// does not wait. 0 turns it off.
+    #[arg(
+        long = "splay",
+        value_name = "DURATION",
+        env = "HAPROXY_MARATHON_SYNC_SPLAY",
+        default_value = "0"
+    )]
+    pub splay: String,
+
+    /// Print where the full reference is (every label and template) and exit.
+    #[arg(long = "longhelp")]
+    pub longhelp: bool,
+
+    /// Which flags took their value from the environment (flag id → variable), for messages.
+    #[arg(skip)]
+    pub from_environment: BTreeMap<String, String>,
+
     /// Least severe lines logged to stderr: error, warn, info (what changed) or debug (every
     /// run). marathon-lb's names (WARNING, CRITICAL, ...) are accepted. An unchanged run logs
     /// nothing at info and above.
@@ -405,6 +438,17 @@ pub struct Args {
     )]
     pub log_format: String,
 }
+
+/// What `--longhelp` prints: marathon-lb printed its whole reference there; ours lives in the
+/// man page and in REFERENCE.md, generated from the same tables as the code.
+pub const LONGHELP: &str = "\
+The full reference of haproxy-marathon-sync:
+  man haproxy-marathon-sync               every flag, signal, file and exit status
+  /usr/share/doc/haproxy-marathon-sync/REFERENCE.md
+                                          every label and template, with its default text
+                                          (docs/REFERENCE.md in the source tree)
+  haproxy-marathon-sync --help            the flags and their environment variables
+";
 
 /// Subcommands; without one, the tool runs (once or on --interval).
 #[derive(Debug, Subcommand)]
@@ -431,13 +475,127 @@ pub enum Command {
 pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
     let mut command = Args::command();
     let name = command.get_name().to_string();
-    clap_complete::generate(shell, &mut command, name, out);
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, name.clone(), &mut script);
+    let mut script = String::from_utf8_lossy(&script).into_owned();
+    if shell == clap_complete::Shell::Bash {
+        // clap_complete 4.6 escapes a hyphenated program name one way where it finds the
+        // subcommand (`haproxy__marathon__sync__subcmd__status`) and another in the case
+        // labels of the subcommands' flags (`haproxy__subcmd__marathon__...`), so `status
+        // --<TAB>` and `completions <TAB>` offered nothing. The labels are made to match.
+        let separator = "__subcmd__";
+        let labelled = format!("{}{separator}", name.replace('-', separator));
+        let found = format!("{}{separator}", name.replace('-', "__"));
+        script = script.replace(&labelled, &found);
+    }
+    out.write_all(script.as_bytes()).ok();
 }
 
 impl Args {
-    /// Parses the process's command line; on a usage error clap prints it and exits with 2.
+    /// Parses the process's command line and environment; on a usage error it prints it and
+    /// exits with 2, naming the environment variable when the bad value came from there.
     pub fn from_command_line() -> Args {
-        Args::parse()
+        let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        match Args::command_with_environment().try_get_matches_from(&argv) {
+            Ok(matches) => Args::from_matches(&matches).unwrap_or_else(|error| error.exit()),
+            Err(error) => match environment_value_error(&error, &argv) {
+                Some(message) => {
+                    eprintln!("haproxy-marathon-sync: error: {message}");
+                    std::process::exit(2);
+                }
+                None => error.exit(),
+            },
+        }
+    }
+
+    /// Parses `words` (the program name first) as [`Args::from_command_line`] parses the real
+    /// command line, the environment included; a usage error comes back as clap's text.
+    pub fn from_words<I, T>(words: I) -> Result<Args, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Args::command_with_environment()
+            .try_get_matches_from(words)
+            .map_err(|error| error.to_string())?;
+        Args::from_matches(&matches).map_err(|error| error.to_string())
+    }
+
+    /// The clap command as `--help` shows it, with the environment read the way a settings
+    /// file is written: an empty variable counts as unset, and booleans take yes/no, on/off,
+    /// 1/0 and true/false in any case (clap alone takes only true/false).
+    fn command_with_environment() -> clap::Command {
+        Args::command().mut_args(|arg| {
+            let empty = arg
+                .get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|value| value.is_empty());
+            let arg = if empty { arg.env(None) } else { arg };
+            if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+                arg.value_parser(clap::builder::BoolishValueParser::new())
+            } else {
+                arg
+            }
+        })
+    }
+
+    fn from_matches(matches: &clap::ArgMatches) -> Result<Args, clap::Error> {
+        use clap::FromArgMatches;
+        let mut args = Args::from_arg_matches(matches)?;
+        for arg in Args::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            let from_env = matches!(
+                matches.try_get_raw(id).ok().and(matches.value_source(id)),
+                Some(clap::parser::ValueSource::EnvVariable)
+            );
+            if let (true, Some(name)) = (from_env, arg.get_env()) {
+                args.from_environment
+                    .insert(id.to_string(), name.to_string_lossy().into_owned());
+            }
+        }
+        Ok(args)
+    }
+
+    /// The `--sse-*` tuning flags; the reconnect backoff keeps its documented defaults.
+    fn events_config(&self) -> Result<EventsConfig> {
+        Ok(EventsConfig {
+            debounce: self.duration("sse_debounce", "--sse-debounce", &self.sse_debounce, true)?,
+            debounce_max: self.duration(
+                "sse_debounce_max",
+                "--sse-debounce-max",
+                &self.sse_debounce_max,
+                true,
+            )?,
+            stream_timeout: self.duration(
+                "sse_timeout",
+                "--sse-timeout",
+                &self.sse_timeout,
+                false,
+            )?,
+            ..EventsConfig::default()
+        })
+    }
+
+    /// How a message names the origin of flag `id`'s value: `--timeout`, or
+    /// `HAPROXY_MARATHON_SYNC_TIMEOUT (--timeout)` when the environment gave it.
+    fn origin(&self, id: &str, flag: &str) -> String {
+        match self.from_environment.get(id) {
+            Some(variable) => format!("{variable} ({flag})"),
+            None => flag.to_string(),
+        }
+    }
+
+    /// A duration flag's value; zero is refused unless `zero_means` says what it does.
+    fn duration(&self, id: &str, flag: &str, value: &str, zero_allowed: bool) -> Result<Duration> {
+        let origin = self.origin(id, flag);
+        let duration =
+            parse_duration(value).map_err(|error| usage(format!("{origin}: {error:#}")))?;
+        if duration.is_zero() && !zero_allowed {
+            return Err(usage(format!(
+                "{origin}: must be longer than zero (got '{value}')"
+            )));
+        }
+        Ok(duration)
     }
 
     /// marathon-lb flags given on this command line that we accept but ignore.
@@ -491,6 +649,54 @@ impl Args {
 
     /// Converts the parsed flags and the process environment into a [`Config`].
     pub fn into_config(self, environment: &BTreeMap<String, String>) -> Result<Config> {
+        let request_timeout = self.duration("timeout", "--timeout", &self.timeout, false)?;
+        let run_deadline =
+            self.duration("run_timeout", "--run-timeout", &self.run_timeout, false)?;
+        let lock_timeout =
+            self.duration("lock_timeout", "--lock-timeout", &self.lock_timeout, true)?;
+        let command_timeout = self.duration(
+            "command_timeout",
+            "--command-timeout",
+            &self.command_timeout,
+            false,
+        )?;
+        let min_reload_interval = self.duration(
+            "min_reload_interval",
+            "--min-reload-interval",
+            &self.min_reload_interval,
+            true,
+        )?;
+        let interval = match &self.interval {
+            Some(value) => Some(self.duration("interval", "--interval", value, false)?),
+            None => None,
+        };
+        let events = if self.sse {
+            Some(self.events_config()?)
+        } else {
+            None
+        };
+        let splay = self.duration("splay", "--splay", &self.splay, true)?;
+        if !splay.is_zero() && splay >= run_deadline {
+            return Err(usage(format!(
+                "{}: must be shorter than --run-timeout ({}), which the wait counts against",
+                self.origin("splay", "--splay"),
+                self.run_timeout
+            )));
+        }
+        let dcos_service_account = match self.dcos_auth_credentials.as_deref() {
+            Some(value) if !value.trim().is_empty() => Some(dcos_service_account(
+                value,
+                &self.origin("dcos_auth_credentials", "--dcos-auth-credentials"),
+            )?),
+            // marathon-lb's own variable, as DC/OS injects the account's secret.
+            _ => match environment.get("DCOS_SERVICE_ACCOUNT_CREDENTIAL") {
+                Some(value) if !value.trim().is_empty() => Some(dcos_service_account(
+                    value,
+                    "DCOS_SERVICE_ACCOUNT_CREDENTIAL",
+                )?),
+                _ => None,
+            },
+        };
         let sources = self
             .marathon
             .iter()
@@ -522,22 +728,21 @@ impl Args {
             self.auth_credentials.as_deref(),
             self.marathon_auth_credential_file.as_deref(),
         )?;
-        config.fetch.ca_cert = self.marathon_ca_cert;
-        config.fetch.request_timeout = parse_duration(&self.timeout).context("--timeout")?;
-        config.run_deadline = parse_duration(&self.run_timeout).context("--run-timeout")?;
-        config.interval = match &self.interval {
-            Some(value) => Some(parse_duration(value).context("--interval")?),
-            None => None,
-        };
-        if config.interval == Some(Duration::ZERO) {
-            bail!("--interval: must be longer than zero");
+        if dcos_service_account.is_some() && config.fetch.credentials.is_some() {
+            bail!(
+                "give either basic-auth credentials (--auth-credentials, \
+                 --marathon-auth-credential-file) or a DC/OS service account \
+                 (--dcos-auth-credentials), not both"
+            );
         }
+        config.fetch.dcos_service_account = dcos_service_account;
+        config.splay = splay;
+        config.fetch.ca_cert = self.marathon_ca_cert;
+        config.fetch.request_timeout = request_timeout;
+        config.run_deadline = run_deadline;
+        config.interval = interval;
         if self.sse {
-            config.events = Some(events_config(
-                &self.sse_debounce,
-                &self.sse_debounce_max,
-                &self.sse_timeout,
-            )?);
+            config.events = events;
             config.interval = config
                 .interval
                 .or(Some(config::DEFAULT_SSE_RESYNC_INTERVAL));
@@ -578,37 +783,137 @@ impl Args {
         if let Some(lock_file) = self.lock_file {
             config.apply.lock_file = lock_file;
         }
-        config.apply.lock_timeout = parse_duration(&self.lock_timeout).context("--lock-timeout")?;
+        config.apply.lock_timeout = lock_timeout;
         config.apply.haproxy_bin = self.haproxy_bin;
         config.apply.skip_validation = self.skip_validation;
         config.apply.reload_command = self.reload_command;
-        config.apply.command_timeout =
-            parse_duration(&self.command_timeout).context("--command-timeout")?;
+        config.apply.command_timeout = command_timeout;
         config.apply.archive_versions = self.archive_versions;
         config.metrics_file = self.metrics_file;
         config.apply.haproxy_master_socket = self.haproxy_master_socket;
-        config.apply.min_reload_interval =
-            parse_duration(&self.min_reload_interval).context("--min-reload-interval")?;
+        config.apply.min_reload_interval = min_reload_interval;
         config.apply.max_server_loss_percent = self.max_server_loss;
         config.apply.force = self.force;
         config.apply.dry_run = self.dry_run;
         config.apply.diff = self.diff;
+        config.missing_ssl_certs = missing_ssl_certs(&config.render);
         Ok(config)
     }
 }
 
-/// The `--sse-*` tuning flags; the reconnect backoff keeps its documented defaults.
-fn events_config(debounce: &str, debounce_max: &str, timeout: &str) -> Result<EventsConfig> {
-    let events = EventsConfig {
-        debounce: parse_duration(debounce).context("--sse-debounce")?,
-        debounce_max: parse_duration(debounce_max).context("--sse-debounce-max")?,
-        stream_timeout: parse_duration(timeout).context("--sse-timeout")?,
-        ..EventsConfig::default()
-    };
-    if events.stream_timeout.is_zero() {
-        bail!("--sse-timeout: must be longer than zero");
+/// A flag value that cannot work (zero, negative or unparsable): a usage error, exit 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
-    Ok(events)
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage(message: String) -> anyhow::Error {
+    anyhow::Error::new(UsageError(message))
+}
+
+/// clap names the flag of a value it refuses; when the value came from the environment (the
+/// flag is not on the command line), the operator needs the variable's name instead.
+fn environment_value_error(error: &clap::Error, argv: &[std::ffi::OsString]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(shown)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = shown.split_whitespace().next()?.strip_prefix("--")?;
+    let on_command_line = argv.iter().skip(1).any(|word| {
+        let word = word.to_string_lossy();
+        let name = word.strip_prefix("--").unwrap_or("");
+        let name = name.split('=').next().unwrap_or("");
+        !name.is_empty() && long.starts_with(name)
+    });
+    if on_command_line {
+        return None;
+    }
+    let command = Args::command();
+    let arg = command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))?;
+    let variable = arg.get_env()?.to_string_lossy().into_owned();
+    let value = std::env::var(&variable).unwrap_or_default();
+    let why = if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+        "expected yes/no, on/off, 1/0 or true/false (empty means unset)".to_string()
+    } else if let Some(ContextValue::Strings(values)) = error.get(ContextKind::ValidValue) {
+        format!("expected one of {}", values.join(", "))
+    } else if let Some(source) = std::error::Error::source(error) {
+        source.to_string()
+    } else {
+        "see --help".to_string()
+    };
+    Some(format!(
+        "invalid value '{value}' in the environment variable {variable} (for --{long}): {why}"
+    ))
+}
+
+/// `--dcos-auth-credentials`: the service account's JSON, or a file holding it.
+fn dcos_service_account(value: &str, origin: &str) -> Result<config::DcosServiceAccount> {
+    #[derive(serde::Deserialize)]
+    struct Account {
+        uid: String,
+        private_key: String,
+        login_endpoint: String,
+    }
+    let text = if value.trim_start().starts_with('{') {
+        value.to_string()
+    } else {
+        std::fs::read_to_string(value)
+            .with_context(|| format!("{origin}: reading the DC/OS service account {value}"))?
+    };
+    let account: Account = serde_json::from_str(&text).map_err(|error| {
+        // serde's words name the missing field; the JSON itself holds the key and stays out.
+        anyhow::anyhow!(
+            "{origin}: not a DC/OS service account (JSON with uid, private_key and \
+             login_endpoint): {error}"
+        )
+    })?;
+    if account.uid.is_empty() || !account.login_endpoint.contains("://") {
+        bail!("{origin}: the DC/OS service account needs a uid and a login_endpoint URL");
+    }
+    Ok(config::DcosServiceAccount {
+        uid: account.uid,
+        private_key: account.private_key,
+        login_endpoint: account.login_endpoint,
+    })
+}
+
+/// The `--ssl-certs` files HAProxy will be asked to open that are not there (empty entries are
+/// HAProxy's to refuse). A replaced HTTPS frontend head may not use them: then none is checked.
+fn missing_ssl_certs(render: &config::RenderConfig) -> Vec<String> {
+    let https_head = "HAPROXY_HTTPS_FRONTEND_HEAD";
+    let head_replaced = render.template_env.contains_key(https_head)
+        || render.templates_dir.as_ref().is_some_and(|dir| {
+            dir.join(https_head).exists() || dir.join(format!("{https_head}.j2")).exists()
+        });
+    if !render.bind_http_https || (head_replaced && !render.group_https_by_vhost) {
+        return Vec::new();
+    }
+    let certs: Vec<String> = if render.ssl_certs.is_empty() {
+        vec![config::DEFAULT_SSL_CERT.to_string()]
+    } else {
+        render.ssl_certs.clone()
+    };
+    let mut missing: Vec<String> = Vec::new();
+    for cert in certs {
+        if !cert.is_empty() && !Path::new(&cert).exists() && !missing.contains(&cert) {
+            missing.push(cert);
+        }
+    }
+    missing
 }
 
 /// `--ssl-certs` as marathon-lb splits it: an empty value means the default (an empty list

@@ -24,6 +24,29 @@ pub struct Credentials {
     pub password: String,
 }
 
+/// A DC/OS service account (`--dcos-auth-credentials`, marathon-lb's
+/// `DCOS_SERVICE_ACCOUNT_CREDENTIAL`): the run signs an RS256 JWT with `private_key`, logs in at
+/// `login_endpoint` and sends Marathon `Authorization: token=<token>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DcosServiceAccount {
+    pub uid: String,
+    /// The account's RSA private key, PEM (PKCS#8 or PKCS#1).
+    pub private_key: String,
+    /// e.g. `https://leader.mesos/acs/api/v1/auth/login`.
+    pub login_endpoint: String,
+}
+
+impl std::fmt::Debug for DcosServiceAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The private key never reaches a log line through `{:?}`.
+        write!(
+            f,
+            "DcosServiceAccount({} at {}, key ***)",
+            self.uid, self.login_endpoint
+        )
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never let a password reach a log line through `{:?}`.
@@ -39,6 +62,8 @@ pub struct FetchConfig {
     pub sources: Vec<MarathonSource>,
     /// Basic-auth credentials sent to every URL source. Default: none.
     pub credentials: Option<Credentials>,
+    /// DC/OS service-account login instead of basic auth (never both). Default: none.
+    pub dcos_service_account: Option<DcosServiceAccount>,
     /// PEM CA bundle trusted for `https://` sources instead of the built-in Mozilla roots (as
     /// `curl --cacert` and marathon-lb's `--marathon-ca-cert` do). TLS is always verified.
     /// Default: none (the Mozilla roots compiled into the binary).
@@ -186,6 +211,14 @@ pub struct Config {
     /// `--metrics-file`: a Prometheus textfile rewritten atomically at the end of every run
     /// (for node_exporter's textfile collector). Default: none.
     pub metrics_file: Option<PathBuf>,
+    /// `--splay`: before the first run, wait a random time up to this long, so a fleet's cron
+    /// runs do not all ask Marathon at the same second. A one-shot run counts the wait against
+    /// `run_deadline`. Default 0: no wait.
+    pub splay: Duration,
+    /// The `--ssl-certs` files that did not exist when the flags were read (checked then, since
+    /// `render` does no I/O): HAProxy refuses a `crt` it cannot open, so a run warns about them
+    /// and a rejected candidate is blamed on them. Default: none.
+    pub missing_ssl_certs: Vec<String>,
 }
 
 pub const DEFAULT_HAPROXY_CONFIG: &str = "/etc/haproxy/haproxy.cfg";
@@ -206,6 +239,7 @@ impl Config {
             fetch: FetchConfig {
                 sources,
                 credentials: None,
+                dcos_service_account: None,
                 ca_cert: None,
                 request_timeout: Duration::from_secs(10),
                 max_body_bytes: 256 * 1024 * 1024,
@@ -249,7 +283,52 @@ impl Config {
             interval: None,
             metrics_file: None,
             events: None,
+            splay: Duration::ZERO,
+            missing_ssl_certs: Vec::new(),
         }
+    }
+
+    /// The warning a dry run gives while an `--ssl-certs` file is missing, so it says what the
+    /// real run would meet in `haproxy -c`.
+    pub fn missing_ssl_certs_warning(&self) -> Option<String> {
+        if self.missing_ssl_certs.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{}: a real run would fail, since HAProxy refuses the :443 frontend; {}",
+            missing_ssl_certs_message(&self.missing_ssl_certs),
+            MISSING_SSL_CERT_FIX
+        ))
+    }
+
+    /// What to say when HAProxy rejects a candidate even without any app: a missing
+    /// certificate when there is one, else the head or a template.
+    pub fn blame_without_apps(&self) -> String {
+        match self.missing_ssl_certs.as_slice() {
+            [] => "the head or a template is at fault".to_string(),
+            missing => format!(
+                "{}; {}",
+                missing_ssl_certs_message(missing),
+                MISSING_SSL_CERT_FIX
+            ),
+        }
+    }
+}
+
+/// How to get a usable `--ssl-certs` file, named wherever a missing one is reported.
+pub const MISSING_SSL_CERT_FIX: &str = "create it (the Debian package makes a self-signed \
+     one at install; by hand: openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj '/CN=*' \
+     -keyout key.pem -out cert.pem && cat cert.pem key.pem > FILE), point --ssl-certs at your \
+     own, or give --dont-bind-http-https";
+
+/// `the certificate /etc/ssl/cert.pem (--ssl-certs) does not exist`, for one or more files.
+pub fn missing_ssl_certs_message(missing: &[String]) -> String {
+    match missing {
+        [one] => format!("the certificate {one} (--ssl-certs) does not exist"),
+        many => format!(
+            "the certificates {} (--ssl-certs) do not exist",
+            many.join(", ")
+        ),
     }
 }
 

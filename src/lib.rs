@@ -51,11 +51,21 @@ pub fn run(config: &Config) -> Result<()> {
     match (&config.events, config.interval) {
         (Some(events), interval) => {
             let resync = interval.unwrap_or(config::DEFAULT_SSE_RESYNC_INTERVAL);
-            schedule::run_on_events(&config.fetch, events, resync, |trigger| {
-                once(trigger.event_stream_up())
-            })
+            schedule::run_on_events(
+                &config.fetch,
+                events,
+                resync,
+                schedule::first_wait(config),
+                |trigger| once(trigger.event_stream_up()),
+                || apply::reload_live(&config.apply),
+            )
         }
-        (None, Some(interval)) => schedule::run_every(interval, || once(None)),
+        (None, Some(interval)) => schedule::run_every(
+            schedule::first_wait(config),
+            interval,
+            || once(None),
+            || apply::reload_live(&config.apply),
+        ),
         (None, None) => once(None).map(drop),
     }
 }

@@ -18,6 +18,7 @@ mod command;
 mod guard;
 mod lock;
 mod master;
+mod reload_live;
 mod state;
 mod summary;
 mod write;
@@ -34,6 +35,7 @@ use crate::error::Failure;
 
 pub use command::CommandError;
 pub use master::{show_proc, ProcessTable};
+pub use reload_live::reload_live;
 pub use state::{pending_path, state_path, utc_timestamp};
 pub use summary::Inventory;
 pub use write::directory_warnings;

@@ -93,6 +93,7 @@ pub fn spawn_reader(
     let reader = Reader {
         agent: http::agent(fetch, "text/event-stream")?,
         authorization: fetch.credentials.as_ref().map(http::basic_authorization),
+        dcos: fetch.dcos_service_account.clone(),
         bases,
         request_timeout: fetch.request_timeout,
         settings: events.clone(),
@@ -108,6 +109,7 @@ pub fn spawn_reader(
 struct Reader {
     agent: Agent,
     authorization: Option<String>,
+    dcos: Option<crate::config::DcosServiceAccount>,
     bases: Vec<String>,
     request_timeout: Duration,
     settings: EventsConfig,
@@ -218,8 +220,16 @@ impl Reader {
                 .build()
                 .call()
         };
+        // DC/OS: a fresh login for each opening, so a token that expired meanwhile is renewed.
+        let authorization_header = match &self.dcos {
+            Some(account) => Some(
+                super::dcos::Login::new(account, self.request_timeout)
+                    .authorization(&self.agent, Instant::now() + self.request_timeout)?,
+            ),
+            None => self.authorization.clone(),
+        };
         let response =
-            http::follow_redirects(&url, self.authorization.as_deref(), MAX_REDIRECTS, send)
+            http::follow_redirects(&url, authorization_header.as_deref(), MAX_REDIRECTS, send)
                 .map_err(|error| match error {
                     ureq::Error::TooManyRedirects => anyhow!(
                         "redirected more than once (a Marathon that is not the leader redirects \
@@ -233,7 +243,7 @@ impl Reader {
         let shown = without_query(&final_uri.to_string());
         if !status.is_success() {
             let message = http::marathon_message(response.into_body());
-            let credentials_given = self.authorization.is_some();
+            let credentials_given = authorization_header.is_some();
             let text = http::describe_status(status, message, &final_uri, &url, credentials_given);
             bail!("GET /v2/events: {text}");
         }

@@ -29,6 +29,7 @@ const USER_AGENT: &str = concat!("haproxy-marathon-sync/", env!("CARGO_PKG_VERSI
 pub(super) struct Client {
     agent: Agent,
     authorization: Option<String>,
+    dcos: Option<super::dcos::Login>,
     request_timeout: Duration,
     max_body_bytes: u64,
 }
@@ -38,6 +39,8 @@ impl Client {
         Ok(Client {
             agent: agent(config, "application/json")?,
             authorization: config.credentials.as_ref().map(basic_authorization),
+            dcos: (config.dcos_service_account.as_ref())
+                .map(|account| super::dcos::Login::new(account, config.request_timeout)),
             request_timeout: config.request_timeout,
             max_body_bytes: config.max_body_bytes,
         })
@@ -81,20 +84,27 @@ impl Client {
                 .build()
                 .call()
         };
-        let response = follow_redirects(url, self.authorization.as_deref(), MAX_REDIRECTS, send)
+        let authorization = match &self.dcos {
+            Some(login) => Some(login.authorization(&self.agent, deadline)?),
+            None => self.authorization.clone(),
+        };
+        let response = follow_redirects(url, authorization.as_deref(), MAX_REDIRECTS, send)
             .map_err(|error| anyhow!(describe_transport_error(&error, &budget)))?;
 
         let status = response.status();
         let final_uri = response.get_uri().clone();
         if !status.is_success() {
+            // DC/OS: a refused token is forgotten, and logged in again once per run.
+            let dcos_refused = status == StatusCode::UNAUTHORIZED && self.dcos.is_some();
+            if dcos_refused && self.dcos.as_ref().is_some_and(|login| login.unauthorized()) {
+                return self.get(url, deadline);
+            }
             let message = marathon_message(response.into_body());
-            bail!(describe_status(
-                status,
-                message,
-                &final_uri,
-                url,
-                self.authorization.is_some()
-            ));
+            let text = describe_status(status, message, &final_uri, url, authorization.is_some());
+            match (&self.dcos, dcos_refused) {
+                (Some(login), true) => bail!(login.explain(&text)),
+                _ => bail!(text),
+            }
         }
         response
             .into_body()

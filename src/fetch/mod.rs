@@ -3,6 +3,7 @@
 //! nothing of labels or templates, and never prints: what happened is in the result.
 
 pub mod api;
+mod dcos;
 pub mod events;
 mod http;
 pub mod resolve;
