@@ -261,6 +261,38 @@ pub struct Args {
     )]
     pub marathon_ca_cert: Option<PathBuf>,
 
+    /// Largest answer accepted from Marathon (each of /v2/apps and /v2/tasks, or a snapshot
+    /// file): bytes, or with a K, M or G suffix (binary: 64M is 64 MiB). A larger answer is a
+    /// bad answer: the next --marathon URL is asked. With --max-apps and --max-tasks it bounds
+    /// the run's memory (see the README's "Limits").
+    #[arg(
+        long = "max-response-size",
+        value_name = "SIZE",
+        env = "HAPROXY_MARATHON_SYNC_MAX_RESPONSE_SIZE",
+        default_value = "64M"
+    )]
+    pub max_response_size: String,
+
+    /// Most apps accepted in one answer of Marathon's; more is a bad answer (the next --marathon
+    /// URL is asked). Reading stops at the first app over the limit.
+    #[arg(
+        long = "max-apps",
+        value_name = "N",
+        env = "HAPROXY_MARATHON_SYNC_MAX_APPS",
+        default_value_t = config::DEFAULT_MAX_APPS
+    )]
+    pub max_apps: usize,
+
+    /// Most tasks accepted in one answer of Marathon's; more is a bad answer (the next
+    /// --marathon URL is asked).
+    #[arg(
+        long = "max-tasks",
+        value_name = "N",
+        env = "HAPROXY_MARATHON_SYNC_MAX_TASKS",
+        default_value_t = config::DEFAULT_MAX_TASKS
+    )]
+    pub max_tasks: usize,
+
     /// Keep running: one run every DURATION (e.g. 5s, 1m). Errors are logged and the loop goes
     /// on; SIGTERM or SIGINT ends it between runs. With --sse it is the full-resync period
     /// (default 5m there).
@@ -509,7 +541,16 @@ impl Args {
             self.auth_credentials.as_deref(),
             self.marathon_auth_credential_file.as_deref(),
         )?;
+        config.fetch.credentials_from = credentials_from(
+            self.auth_credentials.as_deref(),
+            self.marathon_auth_credential_file.as_deref(),
+            environment,
+        );
         config.fetch.ca_cert = self.marathon_ca_cert;
+        config.fetch.max_body_bytes =
+            parse_size(&self.max_response_size).context("--max-response-size")?;
+        config.fetch.max_apps = self.max_apps;
+        config.fetch.max_tasks = self.max_tasks;
         config.fetch.request_timeout = parse_duration(&self.timeout).context("--timeout")?;
         config.run_deadline = parse_duration(&self.run_timeout).context("--run-timeout")?;
         config.interval = match &self.interval {
@@ -626,21 +667,72 @@ fn credentials(flag: Option<&str>, file: Option<&Path>) -> Result<Option<Credent
         (None, Some(path)) => {
             let content = std::fs::read_to_string(path)
                 .with_context(|| format!("reading Marathon credentials from {}", path.display()))?;
-            content
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_string()
+            if let Some(warning) = crate::fetch::credentials_file_mode_warning(path) {
+                log::emit(log::Level::Warn, &warning, &[]);
+            }
+            let line = content.lines().next().unwrap_or_default().trim();
+            return parse_credentials(line).map(Some).with_context(|| {
+                format!(
+                    "the Marathon credentials file {} (first line)",
+                    path.display()
+                )
+            });
         }
         (None, None) => return Ok(None),
     };
+    parse_credentials(&text).map(Some)
+}
+
+fn parse_credentials(text: &str) -> Result<Credentials> {
     match text.split_once(':') {
-        Some((user, password)) if !user.is_empty() => Ok(Some(Credentials {
+        Some((user, password)) if !user.is_empty() => Ok(Credentials {
             user: user.to_string(),
             password: password.to_string(),
-        })),
+        }),
         _ => bail!("Marathon credentials must look like user:password"),
+    }
+}
+
+/// Where the credentials came from, as the 401 message names it (never the value).
+fn credentials_from(
+    flag: Option<&str>,
+    file: Option<&Path>,
+    environment: &BTreeMap<String, String>,
+) -> Option<String> {
+    const VARIABLE: &str = "HAPROXY_MARATHON_SYNC_AUTH_CREDENTIALS";
+    match (flag, file) {
+        (Some(value), _) if environment.get(VARIABLE).map(String::as_str) == Some(value) => {
+            Some(format!("the environment ({VARIABLE})"))
+        }
+        (Some(_), _) => Some("--auth-credentials".to_string()),
+        (None, Some(path)) => Some(format!(
+            "the credentials file {} (--marathon-auth-credential-file)",
+            path.display()
+        )),
+        (None, None) => None,
+    }
+}
+
+/// `1048576`, `512K`, `64M`, `1G` (binary multiples; a trailing `B`/`iB` is allowed).
+pub fn parse_size(text: &str) -> Result<u64> {
+    let text = text.trim();
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    let number: u64 = digits
+        .trim()
+        .parse()
+        .with_context(|| format!("{text:?} is not a size such as 64M or 1048576"))?;
+    let multiple: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => bail!("{text:?}: the unit must be K, M or G"),
+    };
+    match number.checked_mul(multiple) {
+        Some(0) => bail!("{text:?}: must be larger than zero"),
+        Some(bytes) => Ok(bytes),
+        None => bail!("{text:?} is too large"),
     }
 }
 

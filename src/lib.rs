@@ -153,10 +153,15 @@ fn run_measured(
         .len();
     let config_path = config.apply.haproxy_config.display().to_string();
     if outcome != Outcome::Unchanged || log::enabled(log::Level::Debug) {
-        for failed in &state.failed_sources {
+        let failed = state.failed_sources.iter().zip(&state.failed_source_names);
+        for (failed, name) in failed {
             let message = format!("Marathon {failed}; used {}", state.source);
-            let fields = [("source", state.source.clone().into())];
+            let reason = report::failure_label(Some(Failure::MarathonUnavailable));
+            let fields = [("source", name.clone().into()), ("failure", reason.into())];
             log::write(log, log::Level::Warn, &message, &fields);
+        }
+        for note in &state.notes {
+            log::write(log, log::Level::Warn, note, &[]);
         }
         for warning in &warnings {
             let mut fields = vec![("app", warning.app_id.clone().into())];
