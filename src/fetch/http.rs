@@ -8,12 +8,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
+use rustls::pki_types::CertificateDer;
 use ureq::http::{StatusCode, Uri};
-use ureq::tls::{PemItem, RootCerts, TlsConfig};
+use ureq::tls::PemItem;
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{Connector as _, TcpConnector};
 use ureq::{Agent, ResponseExt};
 
 use super::api::{self, AppList, TaskList};
-use super::{parse_document, redact_url};
+use super::{parse_document, redact_url, tls};
 use crate::config::{Credentials, FetchConfig, MarathonSource};
 
 /// Redirects followed per request. Marathon non-leaders may redirect to the leader (one hop);
@@ -132,7 +135,12 @@ impl Client {
         )
         .map_err(|error| anyhow!(describe_transport_error(&error, &budget)))
         .with_context(context)?;
-        notes.extend(redirects.notes.iter().cloned());
+        for note in &redirects.notes {
+            // The same redirect of /v2/apps and /v2/tasks is one thing to say.
+            if !notes.contains(note) {
+                notes.push(note.clone());
+            }
+        }
 
         let status = response.status();
         let final_uri = response.get_uri().clone();
@@ -306,15 +314,15 @@ pub(super) struct CredentialsSent<'a> {
 }
 
 /// The agent every request to Marathon goes through (the event stream's too): verified TLS
-/// with the configured roots, statuses read as answers, redirects left to `follow_redirects`.
+/// with the configured roots (see `tls`), statuses read as answers, redirects left to
+/// `follow_redirects`.
 pub(super) fn agent(config: &FetchConfig, accept: &str) -> Result<Agent> {
-    let roots = match &config.ca_cert {
+    let pinned = match &config.ca_cert {
         Some(path) => load_ca_bundle(path)?,
-        // Mozilla's roots compiled into the binary: the same trust on every host and in
-        // minimal containers without a CA store.
-        None => RootCerts::WebPki,
+        None => Vec::new(),
     };
-    Ok(Agent::config_builder()
+    let tls = tls::client_config(pinned).map_err(|error| anyhow!(tls::describe(&error)))?;
+    let settings = Agent::config_builder()
         // Statuses are answers, not transport errors: we read them ourselves so a 401 can
         // say "authentication" and a 503 can carry Marathon's message.
         .http_status_as_error(false)
@@ -322,9 +330,13 @@ pub(super) fn agent(config: &FetchConfig, accept: &str) -> Result<Agent> {
         .max_redirects(0)
         .user_agent(USER_AGENT)
         .accept(accept)
-        .tls_config(TlsConfig::builder().root_certs(roots).build())
-        .build()
-        .new_agent())
+        .build();
+    let connector = ().chain(TcpConnector::default()).chain(tls::TlsConnector { config: tls });
+    Ok(Agent::with_parts(
+        settings,
+        connector,
+        DefaultResolver::default(),
+    ))
 }
 
 /// Sends `GET url` through `send` and follows up to `max_redirects` redirects (a Marathon that
@@ -411,13 +423,15 @@ pub(super) fn basic_authorization(credentials: &Credentials) -> String {
 }
 
 /// The PEM CA bundle to trust instead of the built-in roots, as `curl --cacert` does.
-fn load_ca_bundle(path: &Path) -> Result<RootCerts> {
+fn load_ca_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let pem = std::fs::read(path)
         .with_context(|| format!("reading the Marathon CA bundle {}", path.display()))?;
     let mut certificates = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
-            Ok(PemItem::Certificate(certificate)) => certificates.push(certificate),
+            Ok(PemItem::Certificate(certificate)) => {
+                certificates.push(CertificateDer::from(certificate.der().to_vec()))
+            }
             Ok(_) => {} // Keys and other PEM sections are not roots; skip them.
             Err(error) => bail!(
                 "the Marathon CA bundle {} is not valid PEM: {error}",
@@ -431,7 +445,7 @@ fn load_ca_bundle(path: &Path) -> Result<RootCerts> {
             path.display()
         );
     }
-    Ok(RootCerts::new_with_certs(&certificates))
+    Ok(certificates)
 }
 
 /// How long one request may take: the per-request timeout, cut short by the run's deadline.
@@ -502,15 +516,8 @@ fn tls_failure(io: &std::io::Error) -> Option<&rustls::Error> {
     io.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
-fn describe_tls_failure(tls: &rustls::Error) -> String {
-    let mut text = format!("TLS failed: {tls}");
-    if matches!(tls, rustls::Error::InvalidCertificate(_)) {
-        text.push_str(
-            "; the server's certificate must chain to a trusted root: the built-in Mozilla \
-             roots, or the CA bundle given with --marathon-ca-cert",
-        );
-    }
-    text
+fn describe_tls_failure(error: &rustls::Error) -> String {
+    format!("TLS failed: {}", tls::describe(error))
 }
 
 /// An HTTP status answer in words, with Marathon's own message when it sent one. A refusal of

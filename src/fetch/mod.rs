@@ -7,6 +7,7 @@ pub mod events;
 mod http;
 pub mod resolve;
 mod snapshot;
+mod tls;
 
 use std::time::Instant;
 
@@ -158,9 +159,13 @@ fn describe_bad_document(
     content_type: Option<&str>,
     error: &serde_json::Error,
 ) -> String {
-    let kind = content_type.map_or(String::new(), |kind| {
-        format!(" (Content-Type: {})", quote(kind.as_bytes(), QUOTED_BYTES))
-    });
+    // The content type is news only when it is not JSON's.
+    let kind = match content_type {
+        Some(kind) if !kind.to_ascii_lowercase().contains("json") => {
+            format!(" (Content-Type: {})", quote(kind.as_bytes(), QUOTED_BYTES))
+        }
+        _ => String::new(),
+    };
     let start = bytes.iter().position(|b| !b.is_ascii_whitespace());
     match start {
         None => format!("an empty answer{kind}, not JSON"),
