@@ -2,7 +2,7 @@
 //! `--max-apps`, `--max-tasks` or `--max-response-size`, crafted to blow up in memory, without
 //! the `apps` or `tasks` list (issue 10), or not JSON at all (issue 13). Each is a bad answer
 //! from that URL: a warning names the URL and what was wrong, the next URL is asked, and the
-//! run exits 3 when none answers.
+//! run exits 3 when none answers. Also: an agent given as an IPv6 literal (issue 12).
 
 mod support;
 
@@ -35,7 +35,14 @@ fn dry_run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(["--group", "*", "--dry-run", "--skip-validation", "--timeout", "5"])
+        .args([
+            "--group",
+            "*",
+            "--dry-run",
+            "--skip-validation",
+            "--timeout",
+            "5",
+        ])
         .arg("--haproxy-config")
         .arg(dir.join("haproxy.cfg"))
         .args(args);
@@ -60,11 +67,16 @@ fn assert_failed_over(output: &Output, bad: &str, good: &str, expected: &str) {
     assert!(warning.contains(expected), "{warning}");
     assert!(warning.ends_with(&format!("; used {good}")), "{warning}");
     let config = String::from_utf8_lossy(&output.stdout);
-    assert!(config.contains("server 10_0_0_1_31000 10.0.0.1:31000"), "{config}");
+    assert!(
+        config.contains("server 10_0_0_1_31000 10.0.0.1:31000"),
+        "{config}"
+    );
 }
 
 fn apps(count: usize) -> String {
-    let apps: Vec<String> = (0..count).map(|i| format!(r#"{{"id": "/a{i}"}}"#)).collect();
+    let apps: Vec<String> = (0..count)
+        .map(|i| format!(r#"{{"id": "/a{i}"}}"#))
+        .collect();
     format!(r#"{{"apps": [{}]}}"#, apps.join(","))
 }
 
@@ -111,14 +123,22 @@ fn an_answer_over_max_response_size_is_a_bad_answer() {
     let big = serving(&apps(100), TASKS);
     let good = serving(APPS, TASKS);
     let sources = format!("{},{}", big.url(), good.url());
-    let output = dry_run(dir.path(), &["-m", &sources, "--max-response-size", "1K"], &[]);
+    let output = dry_run(
+        dir.path(),
+        &["-m", &sources, "--max-response-size", "1K"],
+        &[],
+    );
     assert_failed_over(
         &output,
         &big.url(),
         &good.url(),
         "GET /v2/apps: the answer is larger than the limit of 1024 bytes",
     );
-    let bad_size = dry_run(dir.path(), &["-m", &good.url(), "--max-response-size", "1X"], &[]);
+    let bad_size = dry_run(
+        dir.path(),
+        &["-m", &good.url(), "--max-response-size", "1X"],
+        &[],
+    );
     assert_eq!(bad_size.status.code(), Some(1), "{}", stderr(&bad_size));
     assert!(stderr(&bad_size).contains("--max-response-size"));
 }
@@ -148,7 +168,11 @@ fn answers_without_their_list_are_bad_answers_not_an_empty_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let good = serving(APPS, TASKS);
     let cases = [
-        ("{}", TASKS, "GET /v2/apps: the object has no \"apps\" list: not Marathon's answer"),
+        (
+            "{}",
+            TASKS,
+            "GET /v2/apps: the object has no \"apps\" list: not Marathon's answer",
+        ),
         (
             r#"{"apps": null}"#,
             TASKS,
@@ -159,8 +183,16 @@ fn answers_without_their_list_are_bad_answers_not_an_empty_cluster() {
             r#"{"message": "ok"}"#,
             "GET /v2/tasks: the object has no \"tasks\" list: not Marathon's answer",
         ),
-        (APPS, r#"{"tasks": null}"#, "GET /v2/tasks: \"tasks\" is null, not a list"),
-        ("[]", TASKS, "GET /v2/apps: invalid type: sequence, expected a JSON object"),
+        (
+            APPS,
+            r#"{"tasks": null}"#,
+            "GET /v2/tasks: \"tasks\" is null, not a list",
+        ),
+        (
+            "[]",
+            TASKS,
+            "GET /v2/apps: invalid type: sequence, expected a JSON object",
+        ),
     ];
     for (apps, tasks, expected) in cases {
         let bad = serving(apps, tasks);
@@ -188,7 +220,11 @@ fn a_snapshot_obeys_the_same_limits() {
         "{}",
         stderr(&output)
     );
-    let output = dry_run(dir.path(), &["-m", &shown, "--max-response-size", "64"], &[]);
+    let output = dry_run(
+        dir.path(),
+        &["-m", &shown, "--max-response-size", "64"],
+        &[],
+    );
     assert_eq!(output.status.code(), Some(3));
     assert!(
         stderr(&output).contains("larger than the limit of 64 bytes (--max-response-size)"),
@@ -252,13 +288,21 @@ fn json_logs_name_the_url_that_failed_and_the_metric_reason() {
     let warning: serde_json::Value = stderr(&output)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|line| line["msg"].as_str().is_some_and(|m| m.starts_with("Marathon ")))
+        .find(|line| {
+            line["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Marathon "))
+        })
         .expect("a failover warning");
     assert_eq!(warning["source"], down.url().as_str(), "{warning}");
     assert_eq!(warning["failure"], "marathon_unavailable", "{warning}");
     assert_eq!(good.request_count(APPS_PATH), 1);
 
-    let alone = dry_run(dir.path(), &["-m", &down.url(), "--log-format", "json"], &[]);
+    let alone = dry_run(
+        dir.path(),
+        &["-m", &down.url(), "--log-format", "json"],
+        &[],
+    );
     assert_eq!(alone.status.code(), Some(3));
     let error: serde_json::Value = stderr(&alone)
         .lines()
@@ -266,4 +310,29 @@ fn json_logs_name_the_url_that_failed_and_the_metric_reason() {
         .find(|line| line["level"] == "error")
         .expect("an error line");
     assert_eq!(error["failure"], "marathon_unavailable", "{error}");
+}
+
+#[test]
+fn an_agent_registered_by_an_ipv6_literal_is_said_to_be_ipv6() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = r#"{"tasks": [
+      {"id": "web.1", "appId": "/web", "host": "10.0.0.1", "ports": [31000], "state": "TASK_RUNNING"},
+      {"id": "web.2", "appId": "/web", "host": "fd00::7", "ports": [31001], "state": "TASK_RUNNING"}
+    ]}"#;
+    let marathon = serving(APPS, tasks);
+    let output = dry_run(dir.path(), &["-m", &marathon.url()], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "app /web: agent \"fd00::7\" is an IPv6 address; its tasks are skipped, as in \
+             marathon-lb, which reaches agents over IPv4 only"
+        ),
+        "{}",
+        stderr(&output)
+    );
+    let config = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        config.contains("10.0.0.1:31000") && !config.contains("fd00"),
+        "{config}"
+    );
 }

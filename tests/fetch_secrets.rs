@@ -66,7 +66,11 @@ fn assert_no_secret_anywhere(dir: &Path, output: &Output) {
         let path = entry.unwrap().path();
         if path.is_file() {
             let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
-            assert!(!text.contains(SECRET), "{} holds the password", path.display());
+            assert!(
+                !text.contains(SECRET),
+                "{} holds the password",
+                path.display()
+            );
         }
     }
 }
@@ -88,7 +92,11 @@ fn a_password_in_the_url_is_used_and_never_shown() {
         )),
         "{log}"
     );
-    assert_eq!(log.matches("over plain http").count(), 1, "once per run: {log}");
+    assert_eq!(
+        log.matches("over plain http").count(),
+        1,
+        "once per run: {log}"
+    );
     assert_no_secret_anywhere(dir.path(), &output);
 }
 
@@ -127,7 +135,11 @@ fn a_refusal_names_the_flag_the_variable_or_the_file_the_credentials_came_from()
         log
     };
 
-    let flag = run(dir.path(), &["-m", &marathon.url(), "--auth-credentials", &wrong], &[]);
+    let flag = run(
+        dir.path(),
+        &["-m", &marathon.url(), "--auth-credentials", &wrong],
+        &[],
+    );
     assert!(refused(&flag).contains("refused the credentials from --auth-credentials"));
 
     let variable = [("HAPROXY_MARATHON_SYNC_AUTH_CREDENTIALS", wrong.as_str())];
@@ -143,7 +155,12 @@ fn a_refusal_names_the_flag_the_variable_or_the_file_the_credentials_came_from()
     let shown = file.display().to_string();
     let from_file = run(
         dir.path(),
-        &["-m", &marathon.url(), "--marathon-auth-credential-file", &shown],
+        &[
+            "-m",
+            &marathon.url(),
+            "--marathon-auth-credential-file",
+            &shown,
+        ],
         &[],
     );
     let log = refused(&from_file);
@@ -154,7 +171,10 @@ fn a_refusal_names_the_flag_the_variable_or_the_file_the_credentials_came_from()
         )),
         "{log}"
     );
-    assert!(!log.contains("has mode"), "a private file draws no warning: {log}");
+    assert!(
+        !log.contains("has mode"),
+        "a private file draws no warning: {log}"
+    );
     assert_no_secret_anywhere(dir.path(), &from_file);
 }
 
@@ -164,7 +184,13 @@ fn a_credentials_file_that_does_not_parse_is_named_and_a_readable_one_is_warned_
     let marathon = marathon_wanting("lb", "pw");
     let file = dir.path().join("creds");
     let shown = file.display().to_string();
-    let args = ["-m", &marathon.url(), "--marathon-auth-credential-file", &shown, "--dry-run"];
+    let args = [
+        "-m",
+        &marathon.url(),
+        "--marathon-auth-credential-file",
+        &shown,
+        "--dry-run",
+    ];
 
     std::fs::write(&file, "no colon here\n").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -202,7 +228,13 @@ fn a_redirect_to_another_origin_is_followed_without_the_credentials_and_said() {
     let elsewhere = format!("http://localhost:{}", leader.addr().port());
     follower.set_behaviour(Behaviour::Redirect(elsewhere.clone()));
     let credentials = format!("lb:{SECRET}");
-    let args = ["-m", &follower.url(), "--auth-credentials", &credentials, "--dry-run"];
+    let args = [
+        "-m",
+        &follower.url(),
+        "--auth-credentials",
+        &credentials,
+        "--dry-run",
+    ];
     let output = run(dir.path(), &args, &[]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(leader.requests().iter().all(|r| r.authorization.is_none()));
@@ -220,5 +252,9 @@ fn a_redirect_to_another_origin_is_followed_without_the_credentials_and_said() {
     let output = run(dir.path(), &args, &[]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(leader.requests().iter().any(|r| r.authorization.is_some()));
-    assert!(!stderr(&output).contains("followed without"), "{}", stderr(&output));
+    assert!(
+        !stderr(&output).contains("followed without"),
+        "{}",
+        stderr(&output)
+    );
 }

@@ -579,7 +579,7 @@ impl<'c> Pass<'c> {
                     .unresolvable
                     .insert((candidate.id.clone(), host.clone()))
                 {
-                    let message = format!("agent {host:?} does not resolve; its tasks are skipped");
+                    let message = crate::fetch::resolve::unresolvable_message(&host);
                     self.warn(candidate, None, message);
                 }
                 return;
