@@ -235,7 +235,8 @@ pub struct Args {
     pub command_timeout: String,
 
     /// Marathon basic-auth credentials as user:password. Prefer the file or the environment
-    /// variable: a flag shows in `ps`.
+    /// variable: a flag shows in `ps`. Without them, user:password@ in a --marathon URL is
+    /// used. Credentials go only to the --marathon URLs' origins and are never printed.
     #[arg(
         long = "auth-credentials",
         value_name = "USER:PASS",
@@ -252,8 +253,9 @@ pub struct Args {
     )]
     pub marathon_auth_credential_file: Option<PathBuf>,
 
-    /// PEM CA bundle to trust for https:// Marathon URLs instead of the built-in Mozilla roots
-    /// (as curl --cacert does). TLS is always verified.
+    /// PEM CA bundle to trust for https:// Marathon URLs instead of the built-in Mozilla roots,
+    /// as curl --cacert trusts it: a self-signed server certificate given here is accepted (its
+    /// host name and dates still checked). TLS is always verified.
     #[arg(
         long = "marathon-ca-cert",
         value_name = "FILE",
@@ -551,6 +553,9 @@ impl Args {
             parse_size(&self.max_response_size).context("--max-response-size")?;
         config.fetch.max_apps = self.max_apps;
         config.fetch.max_tasks = self.max_tasks;
+        if self.max_apps == 0 || self.max_tasks == 0 {
+            bail!("--max-apps and --max-tasks must be at least 1");
+        }
         config.fetch.request_timeout = parse_duration(&self.timeout).context("--timeout")?;
         config.run_deadline = parse_duration(&self.run_timeout).context("--run-timeout")?;
         config.interval = match &self.interval {
