@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where Marathon's state comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where Marathon's state comes from. `Debug` (in `fetch`) redacts a URL's password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum MarathonSource {
     /// A Marathon base URL such as `http://marathon.mesos:8080` (no trailing `/v2`).
     Url(String),

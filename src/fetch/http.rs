@@ -706,6 +706,10 @@ mod redirect_tests {
         response.body(ureq::Body::builder().data("")).unwrap()
     }
 
+    /// What a scripted chain did: the final status, each hop's URL and whether it carried the
+    /// credentials, and the notes.
+    type Followed = (Result<u16, String>, Vec<(String, bool)>, Vec<String>);
+
     /// Follows a scripted chain of answers, noting each hop's URL and credentials; credentials
     /// may go to the origins in `trusted`.
     fn follow_trusting(
@@ -713,7 +717,7 @@ mod redirect_tests {
         script: &[(u16, Option<&str>)],
         max: u32,
         trusted: &[&str],
-    ) -> (Result<u16, String>, Vec<(String, bool)>, Vec<String>) {
+    ) -> Followed {
         let trusted: Vec<String> = trusted.iter().filter_map(|url| origin(url)).collect();
         let mut redirects = Redirects::new(&trusted);
         let mut hops = Vec::new();

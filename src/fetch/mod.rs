@@ -108,6 +108,16 @@ impl MarathonSource {
     }
 }
 
+impl std::fmt::Debug for MarathonSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never let a password in a URL reach a log line through `{:?}`.
+        match self {
+            MarathonSource::Url(_) => write!(f, "Url({:?})", self.redacted()),
+            MarathonSource::Snapshot(dir) => write!(f, "Snapshot({dir:?})"),
+        }
+    }
+}
+
 /// `url` with the password of its userinfo replaced by `***` (`http://admin:***@host:8080/x`);
 /// a user without a password is kept, as it is no secret. Anything that is not a URL with an
 /// authority is returned as it was.
@@ -208,6 +218,7 @@ mod tests {
         assert_eq!(redact_url("/srv/snapshot"), "/srv/snapshot");
         let source = MarathonSource::Url("http://a:pw@m:8080/".to_string());
         assert_eq!(source.redacted(), "http://a:***@m:8080");
+        assert_eq!(format!("{source:?}"), r#"Url("http://a:***@m:8080")"#);
     }
 
     #[test]
