@@ -307,3 +307,32 @@ fn an_expired_certificate_is_said_to_have_expired() {
         "{message}"
     );
 }
+
+/// A plain-http server answering whatever it is sent with a 400, as a Marathon's http port
+/// answers a TLS handshake; serves one connection, bounded in time.
+fn plain_http_port() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Some(Ok(mut stream)) = listener.incoming().next() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut hello = [0u8; 1024];
+            let _ = stream.read(&mut hello);
+            let _ = stream.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    format!("https://{addr}")
+}
+
+#[test]
+fn https_to_a_plain_http_port_says_the_answer_is_not_tls() {
+    let url = plain_http_port();
+    let message = refusal(&config(&url, None));
+    assert!(
+        message.contains("TLS failed: the server's answer is not TLS (is this port plain http?)"),
+        "{message}"
+    );
+}

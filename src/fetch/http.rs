@@ -195,7 +195,7 @@ impl Target {
                 Some(credentials.clone()),
                 Some(
                     configured_from
-                        .unwrap_or("the configured credentials")
+                        .unwrap_or("--auth-credentials / --marathon-auth-credential-file")
                         .to_string(),
                 ),
             ),

@@ -133,11 +133,20 @@ pub(super) fn describe(error: &rustls::Error) -> String {
     use CertificateError as C;
     let certificate = match error {
         rustls::Error::InvalidCertificate(certificate) => certificate,
-        rustls::Error::AlertReceived(alert) => {
-            return format!("the server ended the TLS handshake ({alert:?} alert)")
-        }
+        rustls::Error::AlertReceived(alert) => return describe_alert(*alert),
         rustls::Error::NoCertificatesPresented => {
             return "the server presented no certificate".to_string()
+        }
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            return "the server's answer is not TLS (is this port plain http?)".to_string()
+        }
+        rustls::Error::PeerIncompatible(_) => {
+            return "the server offers no TLS version or cipher this tool accepts (TLS 1.2 or \
+                    1.3 with a current cipher)"
+                .to_string()
+        }
+        rustls::Error::PeerMisbehaved(_) => {
+            return "the server broke the TLS protocol during the handshake".to_string()
         }
         other => return format!("the TLS handshake failed: {other}"),
     };
@@ -184,6 +193,28 @@ pub(super) fn describe(error: &rustls::Error) -> String {
             }
         }
         other => format!("the server's certificate was refused: {other}{trust_hint}"),
+    }
+}
+
+/// What the server's TLS alert means for the operator.
+fn describe_alert(alert: rustls::AlertDescription) -> String {
+    use rustls::AlertDescription as A;
+    let meaning = match alert {
+        A::HandshakeFailure => "no TLS version or cipher both sides accept",
+        A::ProtocolVersion => "no TLS version both sides accept",
+        A::CertificateRequired | A::BadCertificate => {
+            "it wants a client certificate, which this tool does not send"
+        }
+        A::UnrecognisedName => "it serves no certificate for the host name asked",
+        A::AccessDenied => "access denied",
+        A::InternalError => "an internal error on the server",
+        _ => "",
+    };
+    let number = u8::from(alert);
+    if meaning.is_empty() {
+        format!("the server refused the TLS handshake (alert {number})")
+    } else {
+        format!("the server refused the TLS handshake: {meaning} (alert {number})")
     }
 }
 
