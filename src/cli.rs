@@ -242,7 +242,8 @@ pub struct Args {
     pub command_timeout: String,
 
     /// Marathon basic-auth credentials as user:password. Prefer the file or the environment
-    /// variable: a flag shows in `ps`.
+    /// variable: a flag shows in `ps`. Without them, user:password@ in a --marathon URL is
+    /// used. Credentials go only to the --marathon URLs' origins and are never printed.
     #[arg(
         long = "auth-credentials",
         value_name = "USER:PASS",
@@ -259,8 +260,9 @@ pub struct Args {
     )]
     pub marathon_auth_credential_file: Option<PathBuf>,
 
-    /// PEM CA bundle to trust for https:// Marathon URLs instead of the built-in Mozilla roots
-    /// (as curl --cacert does). TLS is always verified.
+    /// PEM CA bundle to trust for https:// Marathon URLs instead of the built-in Mozilla roots,
+    /// as curl --cacert trusts it: a self-signed server certificate given here is accepted (its
+    /// host name and dates still checked). TLS is always verified.
     #[arg(
         long = "marathon-ca-cert",
         value_name = "FILE",
@@ -279,6 +281,38 @@ pub struct Args {
         hide_env_values = true
     )]
     pub dcos_auth_credentials: Option<String>,
+
+    /// Largest answer accepted from Marathon (each of /v2/apps and /v2/tasks, or a snapshot
+    /// file): bytes, or with a K, M or G suffix (binary: 64M is 64 MiB). A larger answer is a
+    /// bad answer: the next --marathon URL is asked. With --max-apps and --max-tasks it bounds
+    /// the run's memory (see the README's "Limits").
+    #[arg(
+        long = "max-response-size",
+        value_name = "SIZE",
+        env = "HAPROXY_MARATHON_SYNC_MAX_RESPONSE_SIZE",
+        default_value = "64M"
+    )]
+    pub max_response_size: String,
+
+    /// Most apps accepted in one answer of Marathon's; more is a bad answer (the next --marathon
+    /// URL is asked). Reading stops at the first app over the limit.
+    #[arg(
+        long = "max-apps",
+        value_name = "N",
+        env = "HAPROXY_MARATHON_SYNC_MAX_APPS",
+        default_value_t = config::DEFAULT_MAX_APPS
+    )]
+    pub max_apps: usize,
+
+    /// Most tasks accepted in one answer of Marathon's; more is a bad answer (the next
+    /// --marathon URL is asked).
+    #[arg(
+        long = "max-tasks",
+        value_name = "N",
+        env = "HAPROXY_MARATHON_SYNC_MAX_TASKS",
+        default_value_t = config::DEFAULT_MAX_TASKS
+    )]
+    pub max_tasks: usize,
 
     /// Keep running: one run every DURATION (e.g. 5s, 1m). Errors are logged and the loop goes
     /// on; SIGTERM or SIGINT ends it between runs, SIGHUP starts a run now, SIGUSR1 reloads
@@ -735,6 +769,24 @@ impl Args {
                  (--dcos-auth-credentials), not both"
             );
         }
+        config.fetch.credentials_from = credentials_from(
+            self.auth_credentials.as_deref(),
+            self.marathon_auth_credential_file.as_deref(),
+            environment,
+        );
+        config.fetch.max_body_bytes = parse_size(&self.max_response_size).map_err(|error| {
+            usage(format!(
+                "{}: {error:#}",
+                self.origin("max_response_size", "--max-response-size")
+            ))
+        })?;
+        if self.max_apps == 0 || self.max_tasks == 0 {
+            return Err(usage(
+                "--max-apps and --max-tasks must be at least 1".to_string(),
+            ));
+        }
+        config.fetch.max_apps = self.max_apps;
+        config.fetch.max_tasks = self.max_tasks;
         config.fetch.dcos_service_account = dcos_service_account;
         config.splay = splay;
         config.fetch.ca_cert = self.marathon_ca_cert;
@@ -944,21 +996,72 @@ fn credentials(flag: Option<&str>, file: Option<&Path>) -> Result<Option<Credent
         (None, Some(path)) => {
             let content = std::fs::read_to_string(path)
                 .with_context(|| format!("reading Marathon credentials from {}", path.display()))?;
-            content
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_string()
+            if let Some(warning) = crate::fetch::credentials_file_mode_warning(path) {
+                log::emit(log::Level::Warn, &warning, &[]);
+            }
+            let line = content.lines().next().unwrap_or_default().trim();
+            return parse_credentials(line).map(Some).with_context(|| {
+                format!(
+                    "the Marathon credentials file {} (first line)",
+                    path.display()
+                )
+            });
         }
         (None, None) => return Ok(None),
     };
+    parse_credentials(&text).map(Some)
+}
+
+fn parse_credentials(text: &str) -> Result<Credentials> {
     match text.split_once(':') {
-        Some((user, password)) if !user.is_empty() => Ok(Some(Credentials {
+        Some((user, password)) if !user.is_empty() => Ok(Credentials {
             user: user.to_string(),
             password: password.to_string(),
-        })),
+        }),
         _ => bail!("Marathon credentials must look like user:password"),
+    }
+}
+
+/// Where the credentials came from, as the 401 message names it (never the value).
+fn credentials_from(
+    flag: Option<&str>,
+    file: Option<&Path>,
+    environment: &BTreeMap<String, String>,
+) -> Option<String> {
+    const VARIABLE: &str = "HAPROXY_MARATHON_SYNC_AUTH_CREDENTIALS";
+    match (flag, file) {
+        (Some(value), _) if environment.get(VARIABLE).map(String::as_str) == Some(value) => {
+            Some(format!("the environment ({VARIABLE})"))
+        }
+        (Some(_), _) => Some("--auth-credentials".to_string()),
+        (None, Some(path)) => Some(format!(
+            "the credentials file {} (--marathon-auth-credential-file)",
+            path.display()
+        )),
+        (None, None) => None,
+    }
+}
+
+/// `1048576`, `512K`, `64M`, `1G` (binary multiples; a trailing `B`/`iB` is allowed).
+pub fn parse_size(text: &str) -> Result<u64> {
+    let text = text.trim();
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    let number: u64 = digits
+        .trim()
+        .parse()
+        .with_context(|| format!("{text:?} is not a size such as 64M or 1048576"))?;
+    let multiple: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => bail!("{text:?}: the unit must be K, M or G"),
+    };
+    match number.checked_mul(multiple) {
+        Some(0) => bail!("{text:?}: must be larger than zero"),
+        Some(bytes) => Ok(bytes),
+        None => bail!("{text:?} is too large"),
     }
 }
 

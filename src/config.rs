@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where Marathon's state comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where Marathon's state comes from. `Debug` (in `fetch`) redacts a URL's password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum MarathonSource {
     /// A Marathon base URL such as `http://marathon.mesos:8080` (no trailing `/v2`).
     Url(String),
@@ -71,9 +71,23 @@ pub struct FetchConfig {
     /// Longest one HTTP request may take, connect and whole body included (a stalled body
     /// cannot hold a run); cut shorter when the run's deadline is nearer. Default: 10 s.
     pub request_timeout: Duration,
-    /// Largest response body accepted, in bytes. Default: 256 MiB.
+    /// `--max-response-size`: largest response body (or snapshot file) accepted, in bytes.
+    /// With the two limits below it bounds the run's peak memory (README, "Limits").
+    /// Default: [`DEFAULT_MAX_RESPONSE_BYTES`] (64 MiB).
     pub max_body_bytes: u64,
+    /// `--max-apps`: an answer listing more apps is a bad answer (the next source is tried).
+    /// Default: [`DEFAULT_MAX_APPS`] (20,000).
+    pub max_apps: usize,
+    /// `--max-tasks`: likewise for tasks. Default: [`DEFAULT_MAX_TASKS`] (200,000).
+    pub max_tasks: usize,
+    /// Where `credentials` came from, named (never shown) when Marathon refuses them, e.g.
+    /// `--auth-credentials`. Default: none.
+    pub credentials_from: Option<String>,
 }
+
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_MAX_APPS: usize = 20_000;
+pub const DEFAULT_MAX_TASKS: usize = 200_000;
 
 /// What marathon-lb calls its generation flags: which services are rendered and how.
 #[derive(Debug, Clone)]
@@ -242,7 +256,10 @@ impl Config {
                 dcos_service_account: None,
                 ca_cert: None,
                 request_timeout: Duration::from_secs(10),
-                max_body_bytes: 256 * 1024 * 1024,
+                max_body_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+                max_apps: DEFAULT_MAX_APPS,
+                max_tasks: DEFAULT_MAX_TASKS,
+                credentials_from: None,
             },
             model: ModelConfig {
                 strict_mode: false,

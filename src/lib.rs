@@ -171,13 +171,18 @@ fn run_measured(
         {
             log::write(log, log::Level::Warn, &warning, &[]);
         }
-        for failed in &state.failed_sources {
+        let failed = state.failed_sources.iter().zip(&state.failed_source_names);
+        for (failed, name) in failed {
             let message = format!("Marathon {failed}; used {}", state.source);
-            let fields = [("source", state.source.clone().into())];
+            let reason = report::failure_label(Some(Failure::MarathonUnavailable));
+            let fields = [("source", name.clone().into()), ("failure", reason.into())];
             log::write(log, log::Level::Warn, &message, &fields);
         }
         for warning in templates.warnings() {
             log::write(log, log::Level::Warn, warning, &[]);
+        }
+        for note in &state.notes {
+            log::write(log, log::Level::Warn, note, &[]);
         }
         for warning in &warnings {
             let mut fields = vec![("app", warning.app_id.clone().into())];

@@ -140,7 +140,8 @@ fn fail(error: anyhow::Error) -> ExitCode {
     };
     let mut fields = vec![("exit_code", (exit as u8).into())];
     if let Some(failure) = failure {
-        fields.push(("failure", format!("{failure:?}").into()));
+        let reason = haproxy_marathon_sync::report::failure_label(Some(failure));
+        fields.push(("failure", reason.into()));
     }
     log::emit(Level::Error, &format!("{error:#}"), &fields);
     ExitCode::from(exit as u8)

@@ -173,7 +173,7 @@ fn a_failed_run_logs_one_json_error_with_its_exit_code() {
     let line: Value = serde_json::from_str(stderr.trim()).unwrap();
     assert_eq!(line["level"], "error");
     assert_eq!(line["exit_code"], 3);
-    assert_eq!(line["failure"], "MarathonUnavailable");
+    assert_eq!(line["failure"], "marathon_unavailable");
     assert!(line["msg"].as_str().unwrap().contains("no-such-snapshot"));
 }
 
