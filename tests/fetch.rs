@@ -92,12 +92,7 @@ fn assert_failed_over(first: &FakeMarathon, second: &FakeMarathon, expect_in_fai
 
 #[test]
 fn fetches_the_corpus_cluster_in_marathon_order() {
-    let case = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/compat/cases/mixed-networking-cluster");
-    if !case.join("apps.json").exists() {
-        eprintln!("skipped: {} is absent", case.display());
-        return;
-    }
+    let case = support::corpus::case_dir("mixed-networking-cluster");
     let marathon = FakeMarathon::start();
     marathon.set_state_from_dir(&case);
     let state = fetch(&fetch_config(vec![url(&marathon)]));
