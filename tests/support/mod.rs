@@ -13,3 +13,4 @@ pub mod marathon;
 pub mod ports;
 pub mod process;
 pub mod sync;
+pub mod workspace;
