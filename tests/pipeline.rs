@@ -437,3 +437,33 @@ fn fifty_changes_through_the_binary_under_load_fail_no_request() {
         "the master socket, not the reload command, reloads"
     );
 }
+
+/// The Faults table's "first Marathon down" row through the binary: with the first URL refusing
+/// connections, the next one is used; a changing run names the refused URL and the one used,
+/// and an unchanged run (same state, same refusal) prints nothing.
+#[test]
+fn a_refused_first_marathon_is_named_on_a_changing_run_and_an_unchanged_run_is_silent() {
+    let workspace = Workspace::new();
+    let marathon = FakeMarathon::start();
+    let refused = Port::reserve();
+    let ports: Vec<Port> = (0..2).map(|_| Port::reserve()).collect();
+    let (apps, tasks) = web_app(ports[0].number(), &[ports[1].number()]);
+    marathon.set_state(&apps, &tasks);
+    let sources = format!("{},{}", refused.refused_url(), marathon.url());
+
+    let changing = workspace.run(&sources, "true", &[]);
+    changing.assert_exit(0).assert_stderr_contains("applied");
+    let warning = changing
+        .stderr
+        .lines()
+        .find(|line| line.contains(&refused.refused_url()))
+        .unwrap_or_else(|| panic!("no line names the refused URL:\n{}", changing.stderr));
+    assert!(
+        warning.contains("warning") && warning.contains(&format!("used {}", marathon.url())),
+        "the warning names the URL used too: {warning}"
+    );
+    assert_eq!(workspace.reload_count(), 1);
+
+    workspace.run(&sources, "true", &[]).assert_exit(0).assert_silent();
+    assert_eq!(workspace.reload_count(), 1);
+}
