@@ -95,10 +95,7 @@ fn already_installed() -> bool {
 
 #[test]
 fn the_deb_installs_runs_and_purges_cleanly() {
-    if !have("dpkg-deb") {
-        eprintln!("dpkg-deb is not installed; skipping the package test");
-        return;
-    }
+    assert!(have("dpkg-deb"), "dpkg-deb is not installed: the package test needs it");
     let out = tempfile::tempdir().unwrap();
     let deb = build_deb(out.path());
     let version = env!("CARGO_PKG_VERSION");
@@ -122,14 +119,15 @@ fn the_deb_installs_runs_and_purges_cleanly() {
     );
     assert!(control.contains("Depends: libc6"), "{control}");
 
-    if !is_root() || !have("dpkg") {
-        eprintln!("not root or no dpkg: built and inspected the package, not installing it");
-        return;
-    }
-    if already_installed() {
-        eprintln!("dpkg already knows {PACKAGE} on this machine; not touching it");
-        return;
-    }
+    assert!(
+        is_root() && have("dpkg"),
+        "installing the package needs root and dpkg (CI and scripts/test run as root)"
+    );
+    assert!(
+        !already_installed(),
+        "dpkg already knows {PACKAGE} on this machine: purge it first; the test installs and \
+         purges its own build"
+    );
     run(Command::new("dpkg").arg("-i").arg(&deb));
     let _purge_at_end = Installed;
     check_installed(version);
@@ -237,7 +235,11 @@ fn check_installed(version: &str) {
 
     cron_line_runs_once_with_the_settings_file(&cron);
 
-    if have("systemd-analyze") {
+    assert!(
+        have("systemd-analyze"),
+        "systemd-analyze is not installed: the units cannot be verified"
+    );
+    {
         // With the binary and man page in place, the units must verify without a complaint.
         let verify = Command::new("systemd-analyze")
             .args(["verify", "--man=yes"])
@@ -270,7 +272,5 @@ fn check_installed(version: &str) {
             text(&security.stdout),
             text(&security.stderr)
         );
-    } else {
-        eprintln!("systemd-analyze is not installed; units not verified");
     }
 }

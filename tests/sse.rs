@@ -393,16 +393,17 @@ fn a_dropped_or_ended_stream_is_reopened_with_a_resync_run() {
 #[test]
 fn a_silent_stream_is_detected_by_the_read_timeout_and_reopened() {
     let marathon = marathon();
+    // Thirty heartbeat periods: only a stall of the stand-in's thread that long, not a slow
+    // machine, could make the timeout fire while heartbeats flow.
     let events = EventsConfig {
-        stream_timeout: Duration::from_millis(600),
+        stream_timeout: HEARTBEAT * 30,
         ..events_config()
     };
     let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events, NEVER);
     lp.expect_run(Trigger::Startup, "the first run");
     wait_for_streams(&marathon, 1, &lp.log);
-    // Heartbeats every 50 ms keep a 600 ms timeout from firing for three times that: no
-    // reopening, no run.
-    lp.expect_no_run_for(Duration::from_millis(1800), "heartbeats alone");
+    // Heartbeats keep the timeout from firing for twice its length: no reopening, no run.
+    lp.expect_no_run_for(HEARTBEAT * 60, "heartbeats alone");
     assert_eq!(marathon.streams_opened(), 1);
 
     marathon.silence_streams();
@@ -410,7 +411,8 @@ fn a_silent_stream_is_detected_by_the_read_timeout_and_reopened() {
     wait_for_streams(&marathon, 2, &lp.log);
     let log = lp.stop();
     assert!(
-        log.contains("no event and no heartbeat for 600ms (--sse-timeout)"),
+        log.contains("no event and no heartbeat for 1500ms (--sse-timeout)")
+            || log.contains("no event and no heartbeat for 1.5s (--sse-timeout)"),
         "{log}"
     );
 }
