@@ -113,6 +113,16 @@ impl Sync {
         }
     }
 
+    /// Runs it to the end with stdout discarded and stderr written to `file` (for tests of what
+    /// the binary does when stderr is a particular file, such as the journal stream).
+    pub fn run_with_stderr(mut self, file: std::fs::File) -> ExitStatus {
+        self.command
+            .stdout(Stdio::null())
+            .stderr(file)
+            .status()
+            .unwrap_or_else(|err| panic!("running {:?}: {err}", self.command))
+    }
+
     /// Starts it with stdout discarded and stderr piped, behind a guard that stops it (SIGTERM,
     /// then SIGKILL) when dropped.
     pub fn spawn(mut self) -> Guarded {
