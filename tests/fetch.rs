@@ -312,6 +312,31 @@ fn forbidden_says_authorization() {
     assert!(message.contains("authorization failed"), "{message}");
 }
 
+/// 401 and 403 pass the turn to the next URL, as the Faults table says; the failure kept for
+/// the warning says authentication or authorization and never holds the password.
+#[test]
+fn fails_over_on_refused_credentials_and_on_forbidden() {
+    let first = serving_sample();
+    first.require_basic_auth("lb", "s3cret");
+    let second = serving_sample();
+    let mut config = fetch_config(vec![url(&first), url(&second)]);
+    config.credentials = Some(Credentials {
+        user: "lb".to_string(),
+        password: "wrong-password".to_string(),
+    });
+    let state = fetch(&config);
+    assert_sample(&state);
+    assert_eq!(state.source, second.url());
+    let failure = state.failed_sources.join("\n");
+    assert!(failure.contains("authentication failed"), "{failure}");
+    assert!(!failure.contains("wrong-password"), "{failure}");
+
+    let first = serving_sample();
+    first.set_behaviour(Behaviour::Status(403));
+    let second = serving_sample();
+    assert_failed_over(&first, &second, "authorization failed");
+}
+
 #[test]
 fn right_credentials_are_sent_and_accepted() {
     let marathon = serving_sample();
