@@ -93,6 +93,22 @@ fn already_installed() -> bool {
         })
 }
 
+/// A machine-wide exclusive lock for installing the package, held until dropped (bounded wait).
+fn machine_lock() -> std::fs::File {
+    use fs2::FileExt;
+    let file = std::fs::File::create("/tmp/haproxy-marathon-sync-package-test.lock")
+        .expect("creating the package test's lock file");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while file.try_lock_exclusive().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "another package test held the machine for 5 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    file
+}
+
 #[test]
 fn the_deb_installs_runs_and_purges_cleanly() {
     assert!(have("dpkg-deb"), "dpkg-deb is not installed: the package test needs it");
@@ -123,6 +139,14 @@ fn the_deb_installs_runs_and_purges_cleanly() {
         is_root() && have("dpkg"),
         "installing the package needs root and dpkg (CI and scripts/test run as root)"
     );
+    // One package test at a time on this machine (test runs of several checkouts share it):
+    // the install, the checks and the purge happen under a machine-wide lock, and a package
+    // another run has installed gets a bounded time to be purged.
+    let _machine = machine_lock();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while already_installed() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert!(
         !already_installed(),
         "dpkg already knows {PACKAGE} on this machine: purge it first; the test installs and \
