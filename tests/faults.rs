@@ -422,8 +422,8 @@ fn sigkill_at_random_points_leaves_the_old_or_the_new_config_and_the_next_run_re
     let recovery = kill_config(dir, false);
     let live = recovery.haproxy_config.clone();
 
-    // A large candidate (about 0.3 MB), so kills land inside writes and fsyncs too.
-    let config_for = |i: usize| cluster(&format!("iteration {i}"), 3000, 2);
+    // A large candidate (about 0.2 MB), so kills land inside writes and fsyncs too.
+    let config_for = |i: usize| cluster(&format!("iteration {i}"), 2000, 2);
     fs::write(&live, config_for(0)).unwrap();
 
     // Calibration: one child apply left to finish, timed, bounds the kill delays.
