@@ -52,6 +52,22 @@ fn have(program: &str) -> bool {
         .is_ok_and(|output| output.status.success())
 }
 
+/// `dpkg ARGS`, waiting (bounded) while another dpkg holds its frontend lock.
+fn dpkg(args: &[&std::ffi::OsStr]) -> Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let output = Command::new("dpkg")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running dpkg {args:?}: {e}"));
+        let locked = text(&output.stderr).contains("lock");
+        if output.status.success() || !locked || std::time::Instant::now() >= deadline {
+            return output;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 /// Builds the .deb from the test binary into `out`; returns its path.
 fn build_deb(out: &Path) -> PathBuf {
     let output = run(Command::new("packaging/build-deb")
@@ -66,8 +82,8 @@ struct Installed;
 
 impl Drop for Installed {
     fn drop(&mut self) {
-        let output = Command::new("dpkg").args(["--purge", PACKAGE]).output();
-        if !output.as_ref().is_ok_and(|o| o.status.success()) {
+        let output = dpkg(&["--purge".as_ref(), PACKAGE.as_ref()]);
+        if !output.status.success() {
             eprintln!("dpkg --purge {PACKAGE} failed: {output:?}");
         }
     }
@@ -152,7 +168,14 @@ fn the_deb_installs_runs_and_purges_cleanly() {
         "dpkg already knows {PACKAGE} on this machine: purge it first; the test installs and \
          purges its own build"
     );
-    run(Command::new("dpkg").arg("-i").arg(&deb));
+    let installed = dpkg(&["-i".as_ref(), deb.as_os_str()]);
+    assert!(
+        installed.status.success(),
+        "dpkg -i {}: {}\n{}",
+        deb.display(),
+        text(&installed.stdout),
+        text(&installed.stderr)
+    );
     let _purge_at_end = Installed;
     check_installed(version);
     drop(_purge_at_end);
