@@ -5,8 +5,7 @@ mod support;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ use haproxy_marathon_sync::error::Failure;
 
 use support::backend::{http_get, Backend};
 use support::fixture::{candidate, failure_of, Fixture};
+use support::mounts::{Immutable, SmallDisk};
 use support::ports::Port;
 use support::haproxy::{http_config, wait_for, Haproxy, HAPROXY_BIN};
 
@@ -218,30 +218,13 @@ fn hanging_reload_is_killed_then_rolled_back() {
     assert_eq!(fixture.reloads(), 2);
 }
 
-/// Makes a directory immutable with `chattr +i` (which stops root too) until dropped.
-struct Immutable(PathBuf);
-
-impl Immutable {
-    fn try_new(dir: &Path) -> Option<Immutable> {
-        let done = Command::new("chattr").arg("+i").arg(dir).status();
-        matches!(done, Ok(status) if status.success()).then(|| Immutable(dir.to_path_buf()))
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn read_only_directory_fails_cleanly() {
     let mut fixture = Fixture::new();
     fixture.write_live(OLD);
     // The lock lives elsewhere, so the failure is the config write itself.
     fixture.config.lock_file = fixture.path("apply.lock");
-    let _immutable = Immutable::try_new(&fixture.path("etc"))
-        .expect("chattr +i failed: this test needs root and chattr (scripts/test runs as root)");
+    let _immutable = Immutable::new(&fixture.path("etc"));
     let (failure, message) = failure_of(fixture.apply(&candidate(NEW)));
     assert_eq!(failure, Some(Failure::WriteFailed), "{message}");
     assert!(
@@ -253,31 +236,11 @@ fn read_only_directory_fails_cleanly() {
     assert_eq!(fixture.etc_files(), ["haproxy.cfg"]);
 }
 
-/// A small tmpfs mounted on a directory until dropped.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn try_new(dir: &Path, size: &str) -> Option<SmallDisk> {
-        let done = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status();
-        matches!(done, Ok(status) if status.success()).then(|| SmallDisk(dir.to_path_buf()))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn full_disk_fails_cleanly() {
     let mut fixture = Fixture::new();
     fixture.config.lock_file = fixture.path("apply.lock");
-    let _disk = SmallDisk::try_new(&fixture.path("etc"), "64k")
-        .expect("mounting a tmpfs failed: this test needs root (scripts/test runs as root)");
+    let _disk = SmallDisk::new(&fixture.path("etc"), "64k");
     fixture.write_live(OLD);
     let huge = NEW.repeat(20_000); // a few MiB: far more than the disk holds
     let (failure, message) = failure_of(fixture.apply(&candidate(&huge)));

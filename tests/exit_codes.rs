@@ -5,9 +5,9 @@
 mod support;
 
 use std::fs;
-use std::process::Command;
 
 use support::marathon::FakeMarathon;
+use support::mounts::Immutable;
 use support::ports::Port;
 use support::sync::Sync;
 use support::workspace::{web_app, Workspace};
@@ -145,27 +145,6 @@ fn exit_6_haproxy_rejects_the_candidate() {
         .assert_stderr_contains("no-such-directive");
     assert_eq!(workspace.read_config(), before);
     assert!(workspace.path("haproxy.cfg.rejected").exists());
-}
-
-/// `chattr +i` on the config's directory for the life of the value (root, as CI runs).
-struct Immutable(std::path::PathBuf);
-
-impl Immutable {
-    fn new(dir: &std::path::Path) -> Immutable {
-        let done = Command::new("chattr").arg("+i").arg(dir).status();
-        assert!(
-            matches!(done, Ok(status) if status.success()),
-            "chattr +i {} failed (the test needs root and chattr): {done:?}",
-            dir.display()
-        );
-        Immutable(dir.to_path_buf())
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
-    }
 }
 
 #[test]

@@ -7,9 +7,9 @@ mod support;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use support::marathon::FakeMarathon;
+use support::mounts::SmallDisk;
 use support::ports::Port;
 use support::workspace::{web_app, Workspace};
 
@@ -136,30 +136,6 @@ fn a_master_socket_that_does_not_answer_exits_8_before_anything_is_written() {
         .filter(|name| !name.ends_with(".status"))
         .collect();
     assert_eq!(files_after, files_before, "nothing written but the run record");
-}
-
-/// A small tmpfs on `dir` until dropped (root, as CI runs).
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn new(dir: &Path, size: &str) -> SmallDisk {
-        let done = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status();
-        assert!(
-            matches!(done, Ok(status) if status.success()),
-            "mounting a tmpfs on {} failed (the test needs root): {done:?}",
-            dir.display()
-        );
-        SmallDisk(dir.to_path_buf())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
 }
 
 #[test]

@@ -10,6 +10,7 @@ pub mod fixture;
 pub mod haproxy;
 pub mod load;
 pub mod marathon;
+pub mod mounts;
 pub mod ports;
 pub mod process;
 pub mod sync;
