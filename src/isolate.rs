@@ -81,13 +81,17 @@ pub(crate) fn find_rejected_apps(
         .into_iter()
         .collect();
     let verdict = |excluded: &BTreeSet<String>| -> Result<apply::Verdict> {
-        let candidate =
+        let (candidate, _) =
             crate::render_candidate(&without_apps(model, excluded.iter()), templates, config)?;
         apply::check(&candidate, apply_config)
     };
     let everything: BTreeSet<String> = apps.iter().cloned().collect();
     if verdict(&everything)? != apply::Verdict::Accepted {
-        bail!("HAProxy rejects the configuration even without any app: the head or a template is at fault");
+        bail!(
+            "HAProxy rejects the configuration even without any app: the fault is in what every \
+             configuration shares (the head, a template, or a file they name such as \
+             --ssl-certs), not in an app"
+        );
     }
     let culprits = find_culprits(&apps, |excluded| {
         Ok(verdict(excluded)? == apply::Verdict::Accepted)

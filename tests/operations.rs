@@ -381,6 +381,7 @@ fn status_shows_the_record_and_check_age_says_when_it_is_stale() {
             .output()
             .unwrap()
     };
+    std::fs::write(workspace.config(), "").unwrap(); // a fresh install: a config, no record
     let never = status(&["--check-age", "5m"]);
     assert_eq!(
         never.status.code(),
