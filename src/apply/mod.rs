@@ -177,8 +177,8 @@ fn check_before_writing(
         master::show_proc(socket, config.command_timeout)
             .with_context(|| {
                 format!(
-                    "the candidate for {} is not applied, since HAProxy could not be reloaded: \
-                     its master socket {} does not answer `show proc`. Nothing was changed",
+                    "the candidate for {} is not applied: HAProxy's master socket {} does not \
+                     answer `show proc`, so HAProxy could not be reloaded; nothing was changed",
                     path.display(),
                     socket.display()
                 )
