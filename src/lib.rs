@@ -222,13 +222,15 @@ fn run_measured(
         }
         Outcome::DryRun => {
             // The first line is the prediction, the others the backends it would change.
-            for (number, line) in noted.lines.iter().enumerate() {
-                let line = if number == 0 {
-                    line.clone()
-                } else {
-                    format!("  {line}")
-                };
-                log::write(log, log::Level::Info, &line, &change_fields(line.trim()));
+            if let Some((prediction, changes)) = noted.lines.split_first() {
+                let fields = [
+                    ("config", config_path.clone().into()),
+                    ("outcome", "dry-run".into()),
+                ];
+                log::write(log, log::Level::Info, prediction, &fields);
+                for line in changes {
+                    log::write(log, log::Level::Info, &format!("  {line}"), &change_fields(line));
+                }
             }
         }
     }

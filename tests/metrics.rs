@@ -210,3 +210,28 @@ fn status_usage_errors_exit_2_and_a_path_with_nothing_there_exits_12() {
     workspace.run(&[]);
     assert_eq!(status(&[]).status.code(), Some(0));
 }
+
+#[test]
+fn a_lock_that_cannot_be_created_still_counts_the_run_and_keeps_the_last_success() {
+    let workspace = Workspace::new(1, 0);
+    let first = workspace.run(&[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let success = workspace.metric("last_success_timestamp_seconds").unwrap();
+    let nowhere = workspace.path("no-such-directory/haproxy.cfg.lock");
+    let failed = workspace.run(&["--lock-file", nowhere.to_str().unwrap()]);
+    assert_eq!(failed.status.code(), Some(7), "{}", text(&failed.stderr));
+    assert!(
+        text(&failed.stderr).contains(&format!("opening lock file {}", nowhere.display())),
+        "{}",
+        text(&failed.stderr)
+    );
+    assert_eq!(workspace.metric("runs_total"), Some(2.0));
+    assert_eq!(
+        workspace.metric(r#"failures_total{reason="write_failed"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        workspace.metric("last_success_timestamp_seconds"),
+        Some(success)
+    );
+}
