@@ -187,23 +187,24 @@ fn run_measured(
     report.apps_excluded = left_out.len();
     report.apps = backend_apps.values().collect::<BTreeSet<_>>().len();
     let config_path = config.apply.haproxy_config.display().to_string();
-    let change_fields = |line: &str| {
-        let mut fields = vec![("config", config_path.clone().into())];
-        if let Some((app, _)) = line.split_once(" (") {
-            fields.push(("app", app.to_string().into()));
-        }
-        fields
+    // One line per event: the changed backends ride on the summary line (capped by
+    // `apply`), and JSON lines carry them as a list too.
+    let with_changes = |line: &str, changes: &[String]| match changes {
+        [] => line.to_string(),
+        _ => format!("{line}; {}", changes.join("; ")),
+    };
+    let changes_field = |changes: &[String]| -> (&'static str, serde_json::Value) {
+        ("changes", changes.to_vec().into())
     };
     match &outcome {
         Outcome::Applied { summary } => {
             let fields = [
                 ("config", config_path.clone().into()),
                 ("outcome", "applied".into()),
+                changes_field(&noted.lines),
             ];
-            log::write(log, log::Level::Info, summary, &fields);
-            for line in &noted.lines {
-                log::write(log, log::Level::Info, &format!("  {line}"), &change_fields(line));
-            }
+            let message = with_changes(summary, &noted.lines);
+            log::write(log, log::Level::Info, &message, &fields);
         }
         Outcome::Unchanged => {
             let message = format!("unchanged {config_path}: nothing written or reloaded");
@@ -226,11 +227,10 @@ fn run_measured(
                 let fields = [
                     ("config", config_path.clone().into()),
                     ("outcome", "dry-run".into()),
+                    changes_field(changes),
                 ];
-                log::write(log, log::Level::Info, prediction, &fields);
-                for line in changes {
-                    log::write(log, log::Level::Info, &format!("  {line}"), &change_fields(line));
-                }
+                let message = with_changes(prediction, changes);
+                log::write(log, log::Level::Info, &message, &fields);
             }
         }
     }

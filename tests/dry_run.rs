@@ -134,14 +134,21 @@ fn a_dry_run_says_what_the_real_run_would_apply_and_names_each_changed_backend()
         assert_eq!(dry.status.code(), Some(0), "{stderr}");
         assert_eq!(
             stderr,
-            "haproxy-marathon-sync: would apply: backends +0 -0, servers +1 -1\n\
-             haproxy-marathon-sync:   /shop (shop_10000): +10.0.2.5:31005 -10.0.1.7:31002\n",
+            "haproxy-marathon-sync: would apply: backends +0 -0, servers +1 -1; \
+             /shop (shop_10000): +10.0.2.5:31005 -10.0.1.7:31002\n",
             "{extra:?}"
         );
         assert_nothing_written(&cluster, &before);
     }
     let dry = cluster.run(&["--dry-run", "--diff"]);
     assert!(text(&dry.stdout).contains("\n+  server 10_0_2_5_31005 10.0.2.5:31005"));
+    let json = cluster.run(&["--dry-run", "--log-format", "json"]);
+    let line: serde_json::Value = serde_json::from_slice(&json.stderr).unwrap();
+    assert_eq!(line["outcome"], "dry-run");
+    assert_eq!(
+        line["changes"],
+        serde_json::json!(["/shop (shop_10000): +10.0.2.5:31005 -10.0.1.7:31002"])
+    );
 
     // The real run does what the dry run said, and says it the same way.
     let real = cluster.run(&[]);
@@ -149,8 +156,8 @@ fn a_dry_run_says_what_the_real_run_would_apply_and_names_each_changed_backend()
     assert_eq!(real.status.code(), Some(0), "{stderr}");
     assert!(
         stderr.ends_with(
-            ": backends +0 -0, servers +1 -1 (reloaded)\n\
-             haproxy-marathon-sync:   /shop (shop_10000): +10.0.2.5:31005 -10.0.1.7:31002\n"
+            ": backends +0 -0, servers +1 -1 (reloaded); \
+             /shop (shop_10000): +10.0.2.5:31005 -10.0.1.7:31002\n"
         ),
         "{stderr}"
     );
@@ -256,5 +263,5 @@ fn a_plain_dry_run_prints_the_map_files_under_a_header_naming_each() {
     // Validation saw the maps (staged in a temporary place), and nothing was written.
     assert!(cluster.etc().is_empty(), "{:?}", cluster.etc().keys());
     assert!(text(&dry.stderr)
-        .starts_with("haproxy-marathon-sync: would apply: backends +1 -0, servers +1 -0\n"));
+        .starts_with("haproxy-marathon-sync: would apply: backends +1 -0, servers +1 -0; "));
 }

@@ -41,10 +41,11 @@ pub struct Inventory {
 /// Plain data: `apply` knows no model types.
 pub type BackendApps = BTreeMap<String, String>;
 
-/// Most changed backends [`backend_changes`] lists; the rest are counted.
-const LISTED_BACKENDS: usize = 10;
-/// Most servers listed per sign (`+`/`-`) on one backend's line; the rest are counted.
-const LISTED_SERVERS: usize = 5;
+/// Most changed backends [`backend_changes`] lists; the rest are counted. They share one log
+/// line with the summary, so it stays readable: at most a few hundred characters.
+const LISTED_BACKENDS: usize = 5;
+/// Most servers listed per sign (`+`/`-`) for one backend; the rest are counted.
+const LISTED_SERVERS: usize = 3;
 
 impl Inventory {
     pub fn of(config: &str) -> Inventory {
@@ -105,8 +106,8 @@ pub fn counts(old: &str, new: &str) -> String {
     )
 }
 
-/// One line per backend whose servers changed, `/shop (shop_10001): +10.0.2.5:31005
-/// -10.0.1.7:31002`, at most [`LISTED_BACKENDS`] of them and a last line counting the rest. A
+/// One entry per backend whose servers changed, `/shop (shop_10001): +10.0.2.5:31005
+/// -10.0.1.7:31002`, at most [`LISTED_BACKENDS`] of them and a last one counting the rest. A
 /// backend is named by its app id when `apps` knows it; a new or removed backend says so.
 pub fn backend_changes(old: &str, new: &str, apps: &BackendApps) -> Vec<String> {
     let (before, after) = (Inventory::of(old), Inventory::of(new));
@@ -277,13 +278,12 @@ backend db_10001
         let old: String = (0..12).map(|b| backend(b, 0..1)).collect();
         let new: String = (0..12).map(|b| backend(b, 1..9)).collect();
         let lines = backend_changes(&old, &new, &BackendApps::new());
-        assert_eq!(lines.len(), 11);
+        assert_eq!(lines.len(), 6);
         assert_eq!(
             lines[0],
-            "b00: +10.0.0.1:80 +10.0.0.2:80 +10.0.0.3:80 +10.0.0.4:80 +10.0.0.5:80 +3 more \
-             -10.0.0.0:80"
+            "b00: +10.0.0.1:80 +10.0.0.2:80 +10.0.0.3:80 +5 more -10.0.0.0:80"
         );
-        assert_eq!(lines[10], "and 2 more backends changed");
+        assert_eq!(lines[5], "and 7 more backends changed");
     }
 
     #[test]
