@@ -32,7 +32,8 @@ impl fmt::Display for Failure {
             Failure::MarathonUnavailable => "could not read Marathon's state",
             Failure::Template => "could not render the configuration",
             Failure::LockTimeout => "timed out waiting for the lock",
-            Failure::ValidationFailed => "haproxy rejected the candidate configuration",
+            // Also when `haproxy -c` could not run at all: the message says which.
+            Failure::ValidationFailed => "the candidate configuration did not pass haproxy -c",
             Failure::WriteFailed => "could not write the configuration",
             // What became of the previous configuration is the message's to say: a master
             // socket that does not answer stops a run before anything is written.

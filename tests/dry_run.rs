@@ -265,3 +265,28 @@ fn a_plain_dry_run_prints_the_map_files_under_a_header_naming_each() {
     assert!(text(&dry.stderr)
         .starts_with("haproxy-marathon-sync: would apply: backends +1 -0, servers +1 -0; "));
 }
+
+#[test]
+fn a_dry_run_that_cannot_run_haproxy_says_so_instead_of_blaming_the_candidate() {
+    let cluster = applied_cluster();
+    let dry = Command::new(env!("CARGO_BIN_EXE_haproxy-marathon-sync"))
+        .arg("--marathon")
+        .arg(cluster.path("marathon"))
+        .args(["--group", "external", "--dry-run", "--haproxy-config"])
+        .arg(cluster.config())
+        .args(["--haproxy-bin", "/nonexistent/haproxy"])
+        .output()
+        .unwrap();
+    let stderr = text(&dry.stderr);
+    assert_eq!(dry.status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "haproxy-marathon-sync: error: the candidate configuration did not pass haproxy -c: \
+             dry run for {}: the candidate could not be checked with haproxy -c, so the real run \
+             would stop here too: ",
+            cluster.config().display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("would reject"), "{stderr}");
+}

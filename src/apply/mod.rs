@@ -425,10 +425,18 @@ fn preview(
         let validated = validate_elsewhere(candidate, config)?;
         noted.timings.validate = started.elapsed();
         if let Err(failure) = validated {
-            let alerts = alert_lines(&failure).join(" / ");
-            let said = if alerts.is_empty() { "see its output below" } else { &alerts };
-            let message = format!("haproxy -c would reject it: {said}");
-            let context = format!("dry run for {}: {message}", path.display());
+            // A check that could not run (no haproxy, timed out) is not HAProxy's verdict.
+            let context = if failure.ran_and_failed() {
+                let alerts = alert_lines(&failure).join(" / ");
+                let said = if alerts.is_empty() { "see its output below" } else { &alerts };
+                format!("dry run for {}: haproxy -c would reject it: {said}", path.display())
+            } else {
+                format!(
+                    "dry run for {}: the candidate could not be checked with haproxy -c, so the \
+                     real run would stop here too",
+                    path.display()
+                )
+            };
             return Err(anyhow::Error::new(failure).context(context))
                 .context(Failure::ValidationFailed);
         }
