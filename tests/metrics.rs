@@ -235,3 +235,49 @@ fn a_lock_that_cannot_be_created_still_counts_the_run_and_keeps_the_last_success
         Some(success)
     );
 }
+
+#[test]
+fn the_search_for_rejected_apps_is_timed_as_its_own_phase_and_apps_counts_what_was_rendered() {
+    let workspace = Workspace::new(2, 0);
+    let marathon = workspace.path("marathon");
+    let apps = std::fs::read_to_string(marathon.join("apps.json")).unwrap();
+    let bad = r#"{"id":"/bad","labels":{"HAPROXY_GROUP":"external","HAPROXY_0_BACKEND_HEAD":"backend {backend}\n  no-such-directive\n"},"portDefinitions":[{"port":10999}]}"#;
+    std::fs::write(marathon.join("apps.json"), apps.replacen("[", &format!("[{bad},"), 1))
+        .unwrap();
+    let tasks = std::fs::read_to_string(marathon.join("tasks.json")).unwrap();
+    let bad_task = r#"{"id":"bad.1","appId":"/bad","host":"10.0.9.1","ports":[31999]},"#;
+    std::fs::write(marathon.join("tasks.json"), tasks.replacen("[", &format!("[{bad_task}"), 1))
+        .unwrap();
+    let (key, cert) = (workspace.path("key.pem"), workspace.path("cert.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs (scripts/test installs it)");
+    assert!(made.status.success());
+    let pem = std::fs::read_to_string(&cert).unwrap() + &std::fs::read_to_string(&key).unwrap();
+    std::fs::write(workspace.path("both.pem"), pem).unwrap();
+
+    let run = Command::new(env!("CARGO_BIN_EXE_haproxy-marathon-sync"))
+        .arg("--marathon")
+        .arg(&marathon)
+        .args(["--group", "external", "--haproxy-config"])
+        .arg(workspace.path("haproxy.cfg"))
+        .arg("--metrics-file")
+        .arg(workspace.path("metrics.prom"))
+        .arg("--ssl-certs")
+        .arg(workspace.path("both.pem"))
+        .args(["--haproxy-bin", "/usr/sbin/haproxy", "--reload-command", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(10), "{}", text(&run.stderr));
+    assert_eq!(workspace.metric("apps"), Some(2.0));
+    assert_eq!(workspace.metric("apps_excluded"), Some(1.0));
+    let isolate = workspace
+        .metric(r#"phase_duration_seconds{phase="isolate"}"#)
+        .unwrap();
+    assert!(isolate > 0.0, "the bisection took {isolate} s");
+}
