@@ -81,7 +81,7 @@ pub(crate) fn find_rejected_apps(
         .into_iter()
         .collect();
     let verdict = |excluded: &BTreeSet<String>| -> Result<apply::Verdict> {
-        let candidate =
+        let (candidate, _) =
             crate::render_candidate(&without_apps(model, excluded.iter()), templates, config)?;
         apply::check(&candidate, apply_config)
     };

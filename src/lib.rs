@@ -86,24 +86,35 @@ pub fn run_once_with(
     out: &mut dyn Write,
     log: &mut dyn Write,
 ) -> Result<Outcome> {
+    // One deadline for the whole run, the lock waits and the run record's update included.
+    let deadline = Instant::now() + config.run_deadline;
     let mut report = report::RunReport {
         event_stream_up,
         ..report::RunReport::default()
     };
-    let result = run_measured(config, out, log, &mut report);
+    let result = run_measured(config, deadline, out, log, &mut report);
     if !config.apply.dry_run {
-        status::keep_record(config, &mut report, &result, log);
+        status::keep_record(config, deadline, &mut report, &result, log);
     }
     result
 }
 
+/// What was applied in the end, and which apps were left out to get there.
+struct Applied {
+    outcome: Outcome,
+    /// Apps HAProxy rejected, each with its alerts.
+    excluded: BTreeMap<String, String>,
+    candidate: Candidate,
+    backend_apps: apply::BackendApps,
+}
+
 fn run_measured(
     config: &Config,
+    deadline: Instant,
     out: &mut dyn Write,
     log: &mut dyn Write,
     report: &mut report::RunReport,
 ) -> Result<Outcome> {
-    let deadline = Instant::now() + config.run_deadline;
     let phase = Instant::now();
     let state = fetch::fetch_state(&config.fetch, deadline)?;
     report.phases.insert("fetch", phase.elapsed().as_secs_f64());
@@ -117,7 +128,7 @@ fn run_measured(
             resolver.resolve(host)
         })?;
     warnings.extend(model::conflicts::find(&model, &config.render));
-    let candidate = to_candidate(rendered, config);
+    let (candidate, backend_apps) = to_candidate(rendered, config);
     report
         .phases
         .insert("render", phase.elapsed().as_secs_f64());
@@ -130,42 +141,28 @@ fn run_measured(
     let mut apply_config = config.apply.clone();
     let time_left = deadline.saturating_duration_since(Instant::now());
     apply_config.lock_timeout = apply_config.lock_timeout.min(time_left);
-    let mut timings = apply::Timings::default();
-    let first = apply::apply_timed(&candidate, &apply_config, out, &mut timings);
-    let (outcome, excluded, candidate) = match first {
-        Err(error) if isolation_may_help(&error, &apply_config) => {
-            let excluded = isolate::find_rejected_apps(&model, &templates, config, &apply_config)
-                .map_err(|search| {
-                error.context(format!(
-                    "looking for the apps HAProxy rejects failed too: {search:#}"
-                ))
-            })?;
-            let without = isolate::without_apps(&model, excluded.keys());
-            let candidate = render_candidate(&without, &templates, config)?;
-            let outcome = apply::apply_timed(&candidate, &apply_config, out, &mut timings)?;
-            (outcome, excluded, candidate)
-        }
-        result => (result?, BTreeMap::new(), candidate),
-    };
+    let mut noted = apply::Noted::default();
+    let applied = apply_isolating(
+        candidate,
+        backend_apps,
+        (&model, &templates, config, &apply_config),
+        out,
+        &mut noted,
+        report,
+    );
     report
         .phases
-        .insert("validate", timings.validate.as_secs_f64());
-    report.phases.insert("write", timings.write.as_secs_f64());
-    report.phases.insert("reload", timings.reload.as_secs_f64());
-    let inventory = apply::Inventory::of(&candidate.config);
-    report.backends = inventory.backends.len();
-    report.servers = inventory.servers.len();
-    left_out.extend(excluded.keys().map(String::as_str));
-    report.apps_excluded = left_out.len();
-    report.apps = model
-        .services
-        .iter()
-        .filter(|service| !service.backends.is_empty() && !excluded.contains_key(&service.app_id))
-        .map(|service| service.app_id.as_str())
-        .collect::<BTreeSet<_>>()
-        .len();
-    let config_path = config.apply.haproxy_config.display().to_string();
-    if outcome != Outcome::Unchanged || log::enabled(log::Level::Debug) {
+        .insert("validate", noted.timings.validate.as_secs_f64());
+    report
+        .phases
+        .insert("write", noted.timings.write.as_secs_f64());
+    report
+        .phases
+        .insert("reload", noted.timings.reload.as_secs_f64());
+    // Warnings go with every run that did not end unchanged, a failed one included: an app
+    // left out may be just what made it fail (its servers count as lost to the guard).
+    let unchanged = matches!(&applied, Ok(applied) if applied.outcome == Outcome::Unchanged);
+    if !unchanged || log::enabled(log::Level::Debug) {
         for warning in
             apply::directory_warnings(&config.apply.haproxy_config, &config.apply.lock_file)
         {
@@ -192,40 +189,140 @@ fn run_measured(
             log::write(log, log::Level::Warn, &warning.to_string(), &fields);
         }
     }
+    let Applied {
+        outcome,
+        excluded,
+        candidate,
+        backend_apps,
+    } = applied.map_err(|error| {
+        if error::classify(&error) != Some(Failure::TooMuchRemoved) || left_out.is_empty() {
+            return error;
+        }
+        let apps: Vec<&str> = left_out.iter().copied().collect();
+        error.context(format!(
+            "refused while this run left out {} app(s) named in the warnings ({}): their \
+             servers count as lost, so fixing them may be the answer rather than --force",
+            apps.len(),
+            apps.join(", ")
+        ))
+    })?;
+    let inventory = apply::Inventory::of(&candidate.config);
+    report.backends = inventory.backends.len();
+    report.servers = inventory.servers.len();
+    left_out.extend(excluded.keys().map(String::as_str));
+    report.apps_excluded = left_out.len();
+    report.apps = backend_apps.values().collect::<BTreeSet<_>>().len();
+    let config_path = config.apply.haproxy_config.display().to_string();
+    // One line per event: the changed backends ride on the summary line (capped by
+    // `apply`), and JSON lines carry them as a list too.
+    let with_changes = |line: &str, changes: &[String]| match changes {
+        [] => line.to_string(),
+        _ => format!("{line}; {}", changes.join("; ")),
+    };
+    let changes_field = |changes: &[String]| -> (&'static str, serde_json::Value) {
+        ("changes", changes.to_vec().into())
+    };
     match &outcome {
         Outcome::Applied { summary } => {
             let fields = [
-                ("config", config_path.into()),
+                ("config", config_path.clone().into()),
                 ("outcome", "applied".into()),
+                changes_field(&noted.lines),
             ];
-            log::write(log, log::Level::Info, summary, &fields);
+            let message = with_changes(summary, &noted.lines);
+            log::write(log, log::Level::Info, &message, &fields);
         }
         Outcome::Unchanged => {
             let message = format!("unchanged {config_path}: nothing written or reloaded");
             let fields = [
-                ("config", config_path.into()),
+                ("config", config_path.clone().into()),
                 ("outcome", "unchanged".into()),
             ];
             log::write(log, log::Level::Debug, &message, &fields);
         }
         Outcome::Deferred { note, .. } => {
             let fields = [
-                ("config", config_path.into()),
+                ("config", config_path.clone().into()),
                 ("outcome", "deferred".into()),
             ];
             log::write(log, log::Level::Info, note, &fields);
         }
-        Outcome::DryRun => {}
+        Outcome::DryRun => {
+            // The first line is the prediction, the others the backends it would change.
+            if let Some((prediction, changes)) = noted.lines.split_first() {
+                let fields = [
+                    ("config", config_path.clone().into()),
+                    ("outcome", "dry-run".into()),
+                    changes_field(changes),
+                ];
+                let message = with_changes(prediction, changes);
+                log::write(log, log::Level::Info, &message, &fields);
+            }
+        }
     }
     if !excluded.is_empty() {
         let apps: Vec<String> = excluded
             .iter()
             .map(|(app, alerts)| format!("{app} ({alerts})"))
             .collect();
-        return Err(anyhow!("left out {}", apps.join("; ")))
-            .context(Failure::AppliedWithExclusions);
+        let verb = if config.apply.dry_run {
+            "would leave out"
+        } else {
+            "left out"
+        };
+        return Err(anyhow!("{verb} {}", apps.join("; "))).context(Failure::AppliedWithExclusions);
     }
     Ok(outcome)
+}
+
+/// Applies the candidate; when HAProxy rejects it, finds the apps at fault (timed as the
+/// `isolate` phase), and applies the cluster without them.
+fn apply_isolating(
+    candidate: Candidate,
+    backend_apps: apply::BackendApps,
+    (model, templates, config, apply_config): (
+        &model::Model,
+        &render::Templates,
+        &Config,
+        &config::ApplyConfig,
+    ),
+    out: &mut dyn Write,
+    noted: &mut apply::Noted,
+    report: &mut report::RunReport,
+) -> Result<Applied> {
+    let first = apply::apply_noting(&candidate, &backend_apps, apply_config, out, noted);
+    let error = match first {
+        Err(error) if isolation_may_help(&error, apply_config) => error,
+        result => {
+            return Ok(Applied {
+                outcome: result?,
+                excluded: BTreeMap::new(),
+                candidate,
+                backend_apps,
+            })
+        }
+    };
+    let phase = Instant::now();
+    let found = isolate::find_rejected_apps(model, templates, config, apply_config);
+    report
+        .phases
+        .insert("isolate", phase.elapsed().as_secs_f64());
+    let excluded = found.map_err(|search| {
+        error.context(format!(
+            "looking for the apps HAProxy rejects failed too: {search:#}"
+        ))
+    })?;
+    let without = isolate::without_apps(model, excluded.keys());
+    let (candidate, backend_apps) = render_candidate(&without, templates, config)?;
+    let validated_before = noted.timings.validate;
+    let outcome = apply::apply_noting(&candidate, &backend_apps, apply_config, out, noted)?;
+    noted.timings.validate += validated_before;
+    Ok(Applied {
+        outcome,
+        excluded,
+        candidate,
+        backend_apps,
+    })
 }
 
 /// Builds the model and renders it. An app whose own template label does not format is left
@@ -278,29 +375,31 @@ pub(crate) fn render_candidate(
     model: &model::Model,
     templates: &render::Templates,
     config: &Config,
-) -> Result<Candidate> {
+) -> Result<(Candidate, apply::BackendApps)> {
     Ok(to_candidate(
         render::render(model, templates, &config.render)?,
         config,
     ))
 }
 
-/// The rendered text as a candidate, its map files beside the config.
-fn to_candidate(rendered: render::Rendered, config: &Config) -> Candidate {
+/// The rendered text as a candidate, its map files beside the config, and the app each
+/// backend serves.
+fn to_candidate(rendered: render::Rendered, config: &Config) -> (Candidate, apply::BackendApps) {
     let config_dir = config
         .apply
         .haproxy_config
         .parent()
         .map(|dir| dir.to_path_buf())
         .unwrap_or_default();
-    Candidate {
+    let candidate = Candidate {
         config: rendered.config,
         companions: rendered
             .maps
             .into_iter()
             .map(|map| (config_dir.join(map.file_name), map.content))
             .collect(),
-    }
+    };
+    (candidate, rendered.backend_apps)
 }
 
 /// Only a candidate HAProxy itself rejected (not one it could not check) may be saved by
