@@ -358,7 +358,7 @@ fn plan_backend(
     for (name, new) in &new_servers {
         match old_servers.get(name) {
             None => edits.push(Edit::Add(new.clone())),
-            Some(old) => edits.extend(set_edits(&after.name, old, new)?),
+            Some(old) => edits.extend(set_edits(after.name, old, new)?),
         }
     }
     for name in old_servers.keys().filter(|n| !new_servers.contains_key(*n)) {
@@ -370,7 +370,7 @@ fn plan_backend(
     changeable_live(after, defaults)?;
     for edit in &edits {
         if let Edit::Add(server) = edit {
-            addable(&after.name, server)?;
+            addable(after.name, server)?;
         }
     }
     // File order, so the plan reads like the candidate.
@@ -1111,10 +1111,13 @@ mod tests {
         backends
     }
 
-    /// What the runtime can see of a server: everything but how the options are spelled.
+    /// A server as the runtime sees it: address, id, weight, disabled, the other options.
+    type View = (String, Option<u32>, u32, bool, Vec<String>);
+
+    /// What the runtime can see of each server: everything but how the options are spelled.
     fn running_view(
         backends: BTreeMap<String, BTreeMap<String, Server>>,
-    ) -> BTreeMap<String, BTreeMap<String, (String, Option<u32>, u32, bool, Vec<String>)>> {
+    ) -> BTreeMap<String, BTreeMap<String, View>> {
         backends
             .into_iter()
             .map(|(b, servers)| {
