@@ -174,6 +174,14 @@ impl Server {
         rest
     }
 
+    /// Whether HAProxy cuts this server's connections when it goes to maintenance (tried on
+    /// 2.6.12: a request in flight got a 502 on `set server ... state maint`).
+    fn shuts_sessions_down(&self) -> bool {
+        self.options
+            .windows(2)
+            .any(|pair| pair[0] == "on-marked-down" && pair[1] == "shutdown-sessions")
+    }
+
     /// Everything but weight and disabled, for comparing two versions of one server.
     fn identity(&self) -> (&str, &str, Option<u32>, Vec<&str>) {
         (&self.name, &self.address, self.id, self.rest())
@@ -366,6 +374,23 @@ fn plan_backend(
     }
     if edits.is_empty() {
         return Ok(None);
+    }
+    for edit in &edits {
+        let leaving = match edit {
+            Edit::Remove(name) => name,
+            Edit::SetDisabled {
+                server,
+                disabled: true,
+            } => server,
+            _ => continue,
+        };
+        if old_servers[leaving].shuts_sessions_down() {
+            return Err(format!(
+                "server {}/{leaving} has `on-marked-down shutdown-sessions`: maintenance \
+                 would cut its requests in flight",
+                after.name
+            ));
+        }
     }
     changeable_live(after, defaults)?;
     for edit in &edits {
@@ -914,6 +939,23 @@ mod tests {
             &config(&[("x_1000", "", &[&kept, B])]),
             &config(&[("x_1000", "", &[&kept])]),
         );
+    }
+
+    #[test]
+    fn servers_that_shut_sessions_down_leave_only_by_reload() {
+        let cutting = format!("{B} on-marked-down shutdown-sessions");
+        let live = config(&[("x_1000", "", &[A, &cutting])]);
+        let removed = config(&[("x_1000", "", &[A])]);
+        let reason = "server x_1000/10_0_0_2_31000 has `on-marked-down shutdown-sessions`: \
+                      maintenance would cut its requests in flight";
+        assert_eq!(reason_of(&live, &removed), reason);
+        let disabled = config(&[("x_1000", "", &[A, &format!("{cutting} disabled")])]);
+        assert_eq!(reason_of(&live, &disabled), reason);
+        // Added, weighted or enabled again, it cuts nothing.
+        plan_of(&removed, &live);
+        plan_of(&disabled, &live);
+        let weighted = config(&[("x_1000", "", &[A, &format!("{cutting} weight 3")])]);
+        plan_of(&live, &weighted);
     }
 
     #[test]
