@@ -510,6 +510,78 @@ mod tests {
         assert_eq!(parse_servers_state("1\n# be_id\n3 rr 5\n", "rr"), None);
     }
 
+    use std::os::unix::net::UnixListener;
+
+    /// A stand-in master CLI: answers `prompt` with the prompt, then does what `then` says
+    /// with the session. Returns the socket path (in `dir`) and the thread.
+    fn fake_master(dir: &Path, then: fn(UnixStream)) -> (PathBuf, thread::JoinHandle<()>) {
+        let path = dir.join("master.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let thread = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut line = [0u8; 7];
+            stream.read_exact(&mut line).unwrap();
+            assert_eq!(&line, b"prompt\n");
+            stream.write_all(PROMPT).unwrap();
+            then(stream);
+        });
+        (path, thread)
+    }
+
+    fn short() -> RuntimeOptions {
+        RuntimeOptions {
+            timeout: Duration::from_millis(300),
+            delete_wait: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_session_closed_mid_way_is_a_socket_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // Reads the command, then closes without answering.
+        let (path, thread) = fake_master(dir.path(), |mut stream| {
+            let mut command = [0u8; 10];
+            stream.read_exact(&mut command).unwrap();
+        });
+        let err = execute(&path, &Plan::default(), &short()).unwrap_err();
+        thread.join().unwrap();
+        assert!(matches!(err, RuntimeError::Socket { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("closed the session after `show proc`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_master_that_stops_answering_is_a_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        // Reads the command, never answers, and holds the session until the client leaves.
+        let (path, thread) = fake_master(dir.path(), |mut stream| {
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest);
+        });
+        let err = execute(&path, &Plan::default(), &short()).unwrap_err();
+        assert!(matches!(err, RuntimeError::Timeout { .. }), "{err}");
+        assert!(err.to_string().contains("`show proc`"), "{err}");
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn an_answer_without_a_worker_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, thread) = fake_master(dir.path(), |mut stream| {
+            let mut command = [0u8; 10];
+            stream.read_exact(&mut command).unwrap();
+            stream.write_all(b"Unknown command.\nmaster> ").unwrap();
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest);
+        });
+        let err = execute(&path, &Plan::default(), &short()).unwrap_err();
+        assert!(matches!(err, RuntimeError::NoWorker { .. }), "{err}");
+        thread.join().unwrap();
+    }
+
     #[test]
     fn a_missing_socket_is_a_socket_error() {
         let err = execute(

@@ -353,6 +353,16 @@ fn plan_backend(
     if before.header != after.header {
         return Err(format!("{label} changed its header line"));
     }
+    // The name goes into CLI commands; HAProxy's own rule for proxy names keeps it one word.
+    if !after
+        .name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
+    {
+        return Err(format!(
+            "{label} has a name this tool never sends to HAProxy's CLI"
+        ));
+    }
     let (old_lines, new_lines) = (before.other_lines(), after.other_lines());
     if old_lines != new_lines {
         return Err(format!(
@@ -971,6 +981,16 @@ mod tests {
         assert!(reason_of(&live, &quoted).contains("holds '\"'"));
         let comment = config(&[("x_1000", "", &[A, &format!("{B} # note")])]);
         assert!(reason_of(&live, &comment).contains("holds '#'"));
+    }
+
+    #[test]
+    fn backend_names_outside_haproxys_rule_reload() {
+        let live = config(&[("x;y", "", &[A])]);
+        let candidate = config(&[("x;y", "", &[A, B])]);
+        assert_eq!(
+            reason_of(&live, &candidate),
+            "backend x;y has a name this tool never sends to HAProxy's CLI"
+        );
     }
 
     #[test]
