@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use haproxy_marathon_sync::apply::runtime::{execute, Report, RuntimeError, RuntimeOptions};
-use haproxy_marathon_sync::apply::runtime_plan::{classify, Change, Plan};
+use haproxy_marathon_sync::apply::runtime_plan::{classify, Change, Edit, Plan};
 
 use support::backend::{http_get, Backend};
 use support::haproxy::{free_port, wait_for, Haproxy, HAPROXY_BIN, HAPROXY_DEADLINE};
@@ -492,4 +493,87 @@ fn sticky_and_static_rr_backends_reload_because_haproxy_refuses_adding_to_them()
         ));
         assert_eq!(answer, refusal);
     }
+}
+
+#[test]
+fn marathon_lb_configs_of_the_corpus_classify_server_removals_and_adds() {
+    let Some(dir) = support::corpus::cases_dir() else {
+        return; // the corpus lives beside the repository; tests/corpus.rs says when it is missing
+    };
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path().join("expected/haproxy.cfg")))
+        .filter(|p| p.is_file())
+        .collect();
+    cases.sort();
+    let (mut live_changes, mut reloads) = (0, Vec::new());
+    for path in &cases {
+        let text = std::fs::read_to_string(path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // Each backend's last server line, taken out: a scale down by one, and back up.
+        let mut backend = "";
+        let mut last_server: BTreeMap<&str, usize> = BTreeMap::new();
+        for (at, line) in lines.iter().enumerate() {
+            match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["backend", name, ..] => backend = name,
+                ["server", ..] if !backend.is_empty() => {
+                    last_server.insert(backend, at);
+                }
+                [keyword, ..] if !line.starts_with(' ') && *keyword != "backend" => backend = "",
+                _ => {}
+            }
+        }
+        for (backend, at) in last_server {
+            let mut fewer: Vec<&str> = lines.clone();
+            let removed = fewer.remove(at);
+            let fewer = format!("{}\n", fewer.join("\n"));
+            let name = removed.split_whitespace().nth(1).unwrap();
+            for (from, to, adding) in [(&text, &fewer, false), (&fewer, &text, true)] {
+                match classify(from, to) {
+                    Change::RuntimeOnly(plan) => {
+                        assert_eq!(plan.backends.len(), 1, "{}", path.display());
+                        assert_eq!(plan.backends[0].backend, backend);
+                        let edits = &plan.backends[0].edits;
+                        assert_eq!(edits.len(), 1, "{}: {edits:?}", path.display());
+                        match &edits[0] {
+                            Edit::Add(server) => assert!(adding && server.name == name),
+                            Edit::Remove(server) => assert!(!adding && server == name),
+                            other => panic!("{}: {other:?}", path.display()),
+                        }
+                        live_changes += 1;
+                    }
+                    Change::ReloadRequired(reason) => {
+                        // Only the rules of docs/RUNTIME.md may stand in the way.
+                        let known = [
+                            "uses cookie",
+                            "whose servers HAProxy cannot change at runtime",
+                            "uses default-server",
+                            "on-marked-down shutdown-sessions",
+                            "which `add server` refuses",
+                            "which this tool does not add at runtime",
+                            "a server line has address",
+                            // marathon-lb names two servers alike when two tasks share a
+                            // host and port (duplicate-service-ports): by name, ambiguous.
+                            "has two servers named",
+                        ];
+                        assert!(
+                            known.iter().any(|k| reason.0.contains(k)),
+                            "{}: {reason}",
+                            path.display()
+                        );
+                        reloads.push(reason.0);
+                    }
+                    Change::NoOp => panic!("{}: a removed line is a change", path.display()),
+                }
+            }
+        }
+    }
+    eprintln!(
+        "corpus: {live_changes} server changes live, {} reloads: {reloads:#?}",
+        reloads.len()
+    );
+    assert!(
+        live_changes > reloads.len(),
+        "most marathon-lb server changes should go live"
+    );
 }

@@ -353,6 +353,11 @@ fn plan_backend(
     if before.header != after.header {
         return Err(format!("{label} changed its header line"));
     }
+    // An unchanged backend is no obstacle, whatever its servers are (`abns@` addresses,
+    // hostnames, options `add server` refuses).
+    if before.body == after.body {
+        return Ok(None);
+    }
     // The name goes into CLI commands; HAProxy's own rule for proxy names keeps it one word.
     if !after
         .name
@@ -981,6 +986,25 @@ mod tests {
         assert!(reason_of(&live, &quoted).contains("holds '\"'"));
         let comment = config(&[("x_1000", "", &[A, &format!("{B} # note")])]);
         assert!(reason_of(&live, &comment).contains("holds '#'"));
+    }
+
+    #[test]
+    fn unchanged_backends_never_stand_in_the_way() {
+        let tls = "loopback-for-tls abns@wiki_example_com send-proxy-v2";
+        let named = "db_1 db.example.com:5432 resolvers dns init-addr none";
+        let live = config(&[
+            ("tls_1", "", &[tls]),
+            ("db_2", "", &[named]),
+            ("x_3", "", &[A]),
+        ]);
+        let candidate = config(&[
+            ("tls_1", "", &[tls]),
+            ("db_2", "", &[named]),
+            ("x_3", "", &[A, B]),
+        ]);
+        let plan = plan_of(&live, &candidate);
+        assert_eq!(plan.backends.len(), 1);
+        assert_eq!(plan.backends[0].backend, "x_3");
     }
 
     #[test]
