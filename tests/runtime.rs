@@ -497,13 +497,7 @@ fn sticky_and_static_rr_backends_reload_because_haproxy_refuses_adding_to_them()
 
 #[test]
 fn marathon_lb_configs_of_the_corpus_classify_server_removals_and_adds() {
-    // The corpus lives beside the repository or, later, inside it.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = ["tests/compat/cases", "../shared/compat/cases"]
-        .iter()
-        .map(|p| root.join(p))
-        .find(|p| p.is_dir())
-        .expect("the marathon-lb compatibility corpus (tests/compat/cases)");
+    let dir = support::corpus::cases_dir();
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path().join("expected/haproxy.cfg")))
