@@ -2,6 +2,7 @@
 //! the test chooses, reloaded and queried through the master CLI, stopped by PID on drop.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -67,6 +68,12 @@ impl Haproxy {
     /// Starts `haproxy -W -S <dir>/master.sock -f config -p <dir>/haproxy.pid` and waits (bounded)
     /// until `port` on 127.0.0.1 accepts connections and the master socket answers.
     pub fn start(config: &Path, dir: &Path, port: u16) -> Haproxy {
+        Haproxy::start_files(&[config], dir, port)
+    }
+
+    /// [`Haproxy::start`] with several `-f` files, read in order at start and at each reload
+    /// (a test can make a later one block a reload, e.g. by replacing it with a FIFO).
+    pub fn start_files(configs: &[&Path], dir: &Path, port: u16) -> Haproxy {
         std::fs::create_dir_all(dir).expect("creating haproxy's run directory");
         let master_socket = dir.join("master.sock");
         let pid_file = dir.join("haproxy.pid");
@@ -76,8 +83,7 @@ impl Haproxy {
             .arg("-W")
             .arg("-S")
             .arg(&master_socket)
-            .arg("-f")
-            .arg(config)
+            .args(configs.iter().flat_map(|config| [OsStr::new("-f"), config.as_os_str()]))
             .arg("-p")
             .arg(&pid_file)
             .stdin(Stdio::null())
