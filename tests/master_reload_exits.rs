@@ -35,9 +35,7 @@ impl Served {
         let service_port = Port::reserve();
         let (apps, tasks) = web_app(service_port.number(), &[backend_port(&backend)]);
         marathon.set_state(apps, tasks);
-        workspace
-            .run(&marathon.url(), "true", &[])
-            .assert_success();
+        workspace.run(&marathon.url(), "true", &[]).assert_success();
         let live = workspace.read_config().unwrap();
         Served {
             workspace,

@@ -25,7 +25,9 @@ pub fn openssl(dir: &Path, args: &[&str]) {
 pub fn self_signed_pem(dir: &Path) -> PathBuf {
     let (key, cert) = (dir.join("key.only.pem"), dir.join("cert.only.pem"));
     let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
         .args(["-subj", "/CN=localhost", "-keyout"])
         .arg(&key)
         .arg("-out")

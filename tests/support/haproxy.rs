@@ -83,7 +83,11 @@ impl Haproxy {
             .arg("-W")
             .arg("-S")
             .arg(&master_socket)
-            .args(configs.iter().flat_map(|config| [OsStr::new("-f"), config.as_os_str()]))
+            .args(
+                configs
+                    .iter()
+                    .flat_map(|config| [OsStr::new("-f"), config.as_os_str()]),
+            )
             .arg("-p")
             .arg(&pid_file)
             .stdin(Stdio::null())
