@@ -7,6 +7,7 @@
 
 use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use super::haproxy::HAPROXY_BIN;
@@ -100,6 +101,14 @@ impl Workspace {
         if !path.exists() {
             assert_eq!(super::cert::self_signed_pem(self.dir.path()), path);
         }
+        path
+    }
+
+    /// Writes an executable `sh` script `name` in the workspace and returns its path.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.path(name);
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
         path
     }
 
