@@ -161,6 +161,18 @@ impl Sync {
             .unwrap_or_else(|err| panic!("running {:?}: {err}", self.command))
     }
 
+    /// Starts it as [`Sync::spawn`] does, with stderr written to `file` instead of a pipe (so
+    /// a test can read what a long-running one said so far).
+    pub fn spawn_with_stderr(mut self, file: std::fs::File) -> Guarded {
+        let child = self
+            .command
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {:?}: {err}", self.command));
+        Guarded::new(child)
+    }
+
     /// Starts it with stdout discarded and stderr piped, behind a guard that stops it (SIGTERM,
     /// then SIGKILL) when dropped.
     pub fn spawn(mut self) -> Guarded {
