@@ -13,13 +13,12 @@ mod support;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
 
 use support::backend::{http_get, Backend};
-use support::haproxy::{free_port, wait_for, Haproxy, HAPROXY_BIN};
+use support::haproxy::{assert_valid, free_port, wait_for, Haproxy};
 use support::marathon::FakeMarathon;
 use support::sync::Sync;
 use support::workspace::Workspace;
@@ -232,16 +231,7 @@ fn a_hostile_marathon_gets_no_line_no_section_and_no_program() {
         "{config}"
     );
 
-    let check = Command::new(HAPROXY_BIN)
-        .args(["-c", "-f"])
-        .arg(workspace.config())
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_valid(&workspace.config());
 
     // A control run: this HAProxy does start a `program` section when a config has one, so
     // the marker's absence below means something.

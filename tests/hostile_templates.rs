@@ -8,11 +8,10 @@ mod support;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use support::backend::{http_get, Backend};
-use support::haproxy::{free_port, wait_for, Haproxy, HAPROXY_BIN};
+use support::haproxy::{assert_valid, free_port, wait_for, Haproxy};
 use support::marathon::FakeMarathon;
 use support::sync::{Run, Sync};
 use support::workspace::Workspace;
@@ -195,17 +194,7 @@ fn a_label_leaving_its_section_leaves_only_its_app_out_and_runs_nothing() {
             "{refused:?} reached the config:\n{config}"
         );
     }
-    let check = Command::new(HAPROXY_BIN)
-        .arg("-c")
-        .arg("-f")
-        .arg(workspace.config())
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_valid(&workspace.config());
 
     let haproxy = Haproxy::start(&workspace.config(), &workspace.path("run"), good_port);
     assert!(

@@ -35,6 +35,22 @@ pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool 
     }
 }
 
+/// Panics, showing HAProxy's words, unless `haproxy -c -f config` accepts `config`.
+#[track_caller]
+pub fn assert_valid(config: &Path) {
+    let check = Command::new(HAPROXY_BIN)
+        .args(["-c", "-f"])
+        .arg(config)
+        .output()
+        .expect("running haproxy -c");
+    assert!(
+        check.status.success(),
+        "haproxy -c -f {}: {}",
+        config.display(),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 /// A port on 127.0.0.1 reserved for the rest of the test process (see [`super::ports`]): no
 /// other test can take it, HAProxy can bind it, and a connection to it is refused until
 /// something listens. Prefer [`super::ports::Port::reserve`], which releases it with the test.
