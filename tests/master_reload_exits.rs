@@ -15,6 +15,7 @@ use support::backend::{http_get, Backend};
 use support::haproxy::Haproxy;
 use support::marathon::FakeMarathon;
 use support::ports::Port;
+use support::sync::Run;
 use support::workspace::{web_app, Workspace};
 
 /// A workspace whose first run wrote the live config that a real HAProxy now serves, with its
@@ -33,7 +34,7 @@ impl Served {
         let marathon = FakeMarathon::start();
         let backend = Backend::start("A");
         let service_port = Port::reserve();
-        let (apps, tasks) = web_app(service_port.number(), &[backend_port(&backend)]);
+        let (apps, tasks) = web_app(service_port.number(), &[backend.port]);
         marathon.set_state(apps, tasks);
         workspace.run(&marathon.url(), "true", &[]).assert_success();
         let live = workspace.read_config().unwrap();
@@ -52,8 +53,22 @@ impl Served {
         dir
     }
 
-    fn master_socket(haproxy: &Haproxy) -> &str {
-        haproxy.master_socket.to_str().unwrap()
+    /// A run reloading through `haproxy`'s master socket with `extra` flags; the reload
+    /// command (`false`) must not be used.
+    fn run_through(&self, haproxy: &Haproxy, extra: &[&str]) -> Run {
+        let socket = haproxy.master_socket.to_str().unwrap();
+        let run = self
+            .workspace
+            .sync(&self.marathon.url(), "false")
+            .args(["--haproxy-master-socket", socket])
+            .args(extra)
+            .run();
+        assert_eq!(
+            self.workspace.reload_count(),
+            1,
+            "only the first run used the reload command: it is not used with a master socket"
+        );
+        run
     }
 
     fn assert_live_untouched(&self) {
@@ -70,11 +85,6 @@ impl Served {
             "HAProxy no longer serves the app from the previous config"
         );
     }
-}
-
-fn backend_port(backend: &Backend) -> u16 {
-    let address = backend.address();
-    address.rsplit(':').next().unwrap().parse().unwrap()
 }
 
 /// Two apps: `/web` as before and `/second` whose service port is `second_port`.
@@ -120,27 +130,17 @@ fn haproxy_refusing_the_reload_through_the_master_cli_exits_8_and_keeps_the_live
     let (apps, tasks) = two_apps(
         served.service_port.number(),
         taken_port,
-        backend_port(&served.backend),
+        served.backend.port,
     );
     served.marathon.set_state(apps, tasks);
 
     served
-        .workspace
-        .run(
-            &served.marathon.url(),
-            "false",
-            &["--haproxy-master-socket", Served::master_socket(&haproxy)],
-        )
+        .run_through(&haproxy, &[])
         .assert_exit(8)
         .assert_stderr_contains("reload failed")
         .assert_stderr_contains("HAProxy reports the reload failed")
         .assert_stderr_contains("the previous configuration was put back");
     served.assert_live_untouched();
-    assert_eq!(
-        served.workspace.reload_count(),
-        1,
-        "only the first run used the reload command: it is not used with a master socket"
-    );
     // HAProxy took the rollback: two reloads, the last one good, still serving.
     assert!(
         haproxy.wait_for_reloads(2),
@@ -208,22 +208,12 @@ fn a_reload_never_confirmed_through_the_master_cli_exits_8_and_keeps_the_live_co
     blocker.arm();
     let (apps, tasks) = web_app(
         served.service_port.number(),
-        &[backend_port(&served.backend), Port::reserve().leak()],
+        &[served.backend.port, Port::reserve().leak()],
     );
     served.marathon.set_state(apps, tasks);
 
     served
-        .workspace
-        .run(
-            &served.marathon.url(),
-            "false",
-            &[
-                "--haproxy-master-socket",
-                Served::master_socket(&haproxy),
-                "--command-timeout",
-                "1",
-            ],
-        )
+        .run_through(&haproxy, &["--command-timeout", "1"])
         .assert_exit(8)
         .assert_stderr_contains("reloading haproxy failed")
         .assert_stderr_contains("no new worker was reported within 1s")
@@ -231,11 +221,6 @@ fn a_reload_never_confirmed_through_the_master_cli_exits_8_and_keeps_the_live_co
         // the file is put back all the same.
         .assert_stderr_contains("then rolling back failed too");
     served.assert_live_untouched();
-    assert_eq!(
-        served.workspace.reload_count(),
-        1,
-        "only the first run used the reload command: it is not used with a master socket"
-    );
     // The old worker kept serving the previous config all along.
     served.assert_still_serving();
     blocker.release();
