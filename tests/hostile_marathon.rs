@@ -75,7 +75,7 @@ struct Hostile {
 fn hostile_cluster(workspace: &Workspace, good: &Backend, other: &Backend) -> Hostile {
     let program = format!(
         "\nglobal\n  master-worker\n\nprogram evil\n  command /usr/bin/touch {}\n",
-        marker(&workspace).display()
+        marker(workspace).display()
     );
     let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
     let mut checked = app("/checked", ports[1], json!({"HAPROXY_0_MODE": "http"}));
@@ -148,7 +148,7 @@ fn a_hostile_marathon_gets_no_line_no_section_and_no_program() {
 
     let credentials = format!("ops:{SECRET}");
     let output = sync(&workspace, &marathon.url())
-        .args(&["--group", "external", "--dont-bind-http-https"])
+        .args(["--group", "external", "--dont-bind-http-https"])
         .env("HAPROXY_MARATHON_SYNC_AUTH_CREDENTIALS", &credentials)
         .run();
     output.assert_exit(0);
@@ -303,7 +303,7 @@ fn hostile_vhost_labels_are_refused_in_the_shared_frontends_too() {
     let tasks = one_task_each(&["/web", "/redir", "/auth", "/fine"]);
     marathon.set_state(apps.to_string(), tasks.to_string());
     let output = sync(&workspace, &marathon.url())
-        .args(&["--group", "external", "--dry-run"])
+        .args(["--group", "external", "--dry-run"])
         .run();
     output.assert_exit(0);
     let stderr = output.stderr.clone();
@@ -357,7 +357,7 @@ fn marathon_lb_fidelity_spaced_vhosts_empty_group_and_huge_weights() {
     marathon.set_state(apps.to_string(), tasks.to_string());
 
     let output = sync(&workspace, &marathon.url())
-        .args(&["--group", "external", "--dry-run"])
+        .args(["--group", "external", "--dry-run"])
         .run();
     output.assert_exit(0);
     let config = output.stdout.clone();
@@ -390,7 +390,7 @@ fn marathon_lb_fidelity_spaced_vhosts_empty_group_and_huge_weights() {
     assert!(!config.contains("ungrouped"));
 
     let output = sync(&workspace, &marathon.url())
-        .args(&["--group", "", "--dont-bind-http-https", "--dry-run"])
+        .args(["--group", "", "--dont-bind-http-https", "--dry-run"])
         .run();
     output.assert_exit(0);
     let config = output.stdout.clone();
@@ -421,7 +421,7 @@ fn conflicts_are_said_on_changing_and_dry_runs_and_the_output_stays_marathon_lbs
     );
 
     let dry = sync(&workspace, &marathon.url())
-        .args(&[&flags[..], &["--dry-run"]].concat())
+        .args([&flags[..], &["--dry-run"]].concat())
         .run();
     dry.assert_exit(0);
     assert!(dry.stderr.contains(&said), "{}", dry.stderr);
@@ -434,12 +434,12 @@ fn conflicts_are_said_on_changing_and_dry_runs_and_the_output_stays_marathon_lbs
         "{config}"
     );
 
-    let changing = sync(&workspace, &marathon.url()).args(&flags).run();
+    let changing = sync(&workspace, &marathon.url()).args(flags).run();
     changing.assert_exit(0);
     assert!(changing.stderr.contains(&said), "{}", changing.stderr);
     assert_eq!(fs::read_to_string(workspace.config()).unwrap(), config);
 
-    let unchanged = sync(&workspace, &marathon.url()).args(&flags).run();
+    let unchanged = sync(&workspace, &marathon.url()).args(flags).run();
     unchanged.assert_exit(0);
     assert_eq!(unchanged.stderr, "", "an unchanged run stays silent");
 }
