@@ -14,12 +14,7 @@ use std::time::Duration;
 use support::marathon::{Behaviour, FakeMarathon, APPS_PATH, TASKS_PATH};
 use support::sync::{Run, Sync};
 
-const APPS: &str = r#"{"apps": [
-  {"id": "/web", "labels": {"HAPROXY_GROUP": "external"}, "portDefinitions": [{"port": 10000}]}
-]}"#;
-const TASKS: &str = r#"{"tasks": [
-  {"id": "web.1", "appId": "/web", "host": "10.0.0.1", "ports": [31000], "state": "TASK_RUNNING"}
-]}"#;
+use support::marathon::{ONE_APP as APPS, ONE_TASK as TASKS};
 
 fn serving(apps: &str, tasks: &str) -> FakeMarathon {
     let marathon = FakeMarathon::start();

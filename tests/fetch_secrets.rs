@@ -12,12 +12,7 @@ use std::path::Path;
 use support::marathon::{Behaviour, FakeMarathon};
 use support::sync::{Run, Sync};
 
-const APPS: &str = r#"{"apps": [
-  {"id": "/web", "labels": {"HAPROXY_GROUP": "external"}, "portDefinitions": [{"port": 10000}]}
-]}"#;
-const TASKS: &str = r#"{"tasks": [
-  {"id": "web.1", "appId": "/web", "host": "10.0.0.1", "ports": [31000], "state": "TASK_RUNNING"}
-]}"#;
+use support::marathon::{ONE_APP as APPS, ONE_TASK as TASKS};
 
 const SECRET: &str = "s3cret-Pa55";
 
