@@ -12,9 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::marathon::{Behaviour, FakeMarathon, APPS_PATH, TASKS_PATH};
-use support::sync::{Run, Sync};
-
 use support::marathon::{ONE_APP as APPS, ONE_TASK as TASKS};
+use support::sync::{Run, Sync};
 
 fn serving(apps: &str, tasks: &str) -> FakeMarathon {
     let marathon = FakeMarathon::start();

@@ -10,9 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use support::marathon::{Behaviour, FakeMarathon};
-use support::sync::{Run, Sync};
-
 use support::marathon::{ONE_APP as APPS, ONE_TASK as TASKS};
+use support::sync::{Run, Sync};
 
 const SECRET: &str = "s3cret-Pa55";
 
