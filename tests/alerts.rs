@@ -2,8 +2,12 @@
 //! (`promtool check rules`), fire when they should and only then (`promtool test rules`, with
 //! the summaries a person reads), and name only metrics the binary really writes.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use support::sync::Sync;
 
 fn rules() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/haproxy-marathon-sync.rules.yml")
@@ -105,17 +109,15 @@ fn each_rule_fires_when_it_should_with_a_summary_a_person_can_act_on() {
 fn the_rules_name_only_metrics_the_binary_writes() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = dir.path().join("metrics.prom");
-    let run = Command::new(env!("CARGO_BIN_EXE_haproxy-marathon-sync"))
-        .arg("--marathon")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster"))
-        .args(["--group", "external", "--haproxy-config"])
-        .arg(dir.path().join("haproxy.cfg"))
+    let run = Sync::new()
+        .marathon(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster"))
+        .group("external")
+        .config(dir.path().join("haproxy.cfg"))
         .arg("--metrics-file")
         .arg(&metrics)
         .args(["--skip-validation", "--reload-command", "true"])
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        .run();
+    assert!(run.status.success(), "{}", run.stderr);
     let written = std::fs::read_to_string(&metrics).unwrap();
     let rules_text = std::fs::read_to_string(rules()).unwrap();
     let named: Vec<&str> = rules_text

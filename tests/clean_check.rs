@@ -2,34 +2,13 @@
 //! (our head included) and a mix of TCP and HTTP apps prints no WARNING line, so the warnings an
 //! operator sees are about their cluster, never about us.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::Command;
 
-fn haproxy_binary() -> PathBuf {
-    ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|path| path.is_file())
-        .expect("haproxy is installed (scripts/test installs it)")
-}
-
-/// A throwaway self-signed certificate and key in one PEM, for the :443 frontend.
-fn self_signed_pem(dir: &Path) -> PathBuf {
-    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
-    let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs (scripts/test installs it)");
-    assert!(status.status.success(), "openssl req failed");
-    let both = dir.join("both.pem");
-    let text = std::fs::read_to_string(&cert).unwrap() + &std::fs::read_to_string(&key).unwrap();
-    std::fs::write(&both, text).unwrap();
-    both
-}
+use support::haproxy::HAPROXY_BIN;
+use support::sync::Sync;
 
 /// `count` apps alternating HTTP (a vhost, an HTTP health check) and TCP (two ports, a TCP
 /// health check), two tasks each.
@@ -75,29 +54,23 @@ fn haproxy_check_of_our_default_sections_prints_no_warning() {
     let snapshot = dir.path().join("marathon");
     std::fs::create_dir(&snapshot).unwrap();
     mixed_cluster(&snapshot, 40);
-    let pem = self_signed_pem(dir.path());
+    let pem = support::cert::self_signed_pem(dir.path());
     let config = dir.path().join("haproxy.cfg");
-    let rendered = Command::new(env!("CARGO_BIN_EXE_haproxy-marathon-sync"))
-        .arg("--marathon")
-        .arg(&snapshot)
-        .args(["--group", "external", "--dry-run", "--haproxy-config"])
-        .arg(&config)
+    let rendered = Sync::new()
+        .marathon(&snapshot)
+        .group("external")
+        .arg("--dry-run")
+        .config(&config)
         .arg("--ssl-certs")
         .arg(&pem)
-        .output()
-        .unwrap();
-    assert_eq!(
-        rendered.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&rendered.stderr)
-    );
-    let text = String::from_utf8(rendered.stdout).unwrap();
+        .run();
+    assert_eq!(rendered.status.code(), Some(0), "{}", rendered.stderr);
+    let text = rendered.stdout;
     assert_eq!(text.matches("\n  mode tcp\n").count(), 20 * 2 * 2, "TCP frontends and backends");
     assert!(text.contains("frontend marathon_http_in\n"), "{text}");
     std::fs::write(&config, &text).unwrap();
 
-    let check = Command::new(haproxy_binary())
+    let check = Command::new(HAPROXY_BIN)
         .arg("-c")
         .arg("-f")
         .arg(&config)

@@ -7,13 +7,12 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use haproxy_marathon_sync::cli::Args;
 use haproxy_marathon_sync::config::Config;
 
-const BIN: &str = env!("CARGO_BIN_EXE_haproxy-marathon-sync");
+use support::sync::{Run, Sync};
 
 fn config(args: &[&str]) -> Result<Config, String> {
     let mut argv = vec!["haproxy-marathon-sync", "--group", "external"];
@@ -21,10 +20,6 @@ fn config(args: &[&str]) -> Result<Config, String> {
     let args = Args::from_words(argv)?;
     args.into_config(&BTreeMap::new())
         .map_err(|error| format!("{error:#}"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]
@@ -120,24 +115,16 @@ fn boolean_flags_on_the_command_line_take_no_value() {
 }
 
 /// The binary with only `env` in its environment, on the example snapshot, writing into `dir`.
-fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let snapshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster");
-    let mut command = Command::new(BIN);
-    command
-        .arg("--marathon")
-        .arg(snapshot)
-        .arg("--haproxy-config")
-        .arg(dir.join("haproxy.cfg"))
+    Sync::new()
+        .marathon(snapshot)
+        .config(dir.join("haproxy.cfg"))
         .args(["--skip-validation", "--reload-command", "true"])
         .args(args)
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
         .env("HAPROXY_MARATHON_SYNC_GROUP", "external")
-        .stdin(Stdio::null());
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().unwrap()
+        .envs(env.iter().copied())
+        .run()
 }
 
 /// DRY_RUN from the environment, seen by its effect: a dry run prints the config and writes
@@ -165,12 +152,12 @@ fn boolean_variables_take_what_a_settings_file_says() {
             output.status.code(),
             Some(0),
             "DRY_RUN={value:?}: {}",
-            text(&output.stderr)
+            output.stderr
         );
         let written = dir.path().join("haproxy.cfg").exists();
         assert_eq!(written, !dry, "DRY_RUN={value:?}");
         assert_eq!(
-            text(&output.stdout).contains("\nbackend "),
+            output.stdout.contains("\nbackend "),
             dry,
             "DRY_RUN={value:?}"
         );
@@ -185,7 +172,7 @@ fn a_bad_boolean_variable_is_a_usage_error_naming_the_variable() {
         &[],
         &[("HAPROXY_MARATHON_SYNC_STRICT_MODE", "maybe")],
     );
-    let stderr = text(&output.stderr);
+    let stderr = output.stderr.clone();
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("'maybe' in the environment variable HAPROXY_MARATHON_SYNC_STRICT_MODE"),
@@ -197,7 +184,7 @@ fn a_bad_boolean_variable_is_a_usage_error_naming_the_variable() {
     // On the command line, clap's own words name the flag as usual.
     let output = run(dir.path(), &["--max-server-loss", "lots"], &[]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output.stderr).contains("--max-server-loss"));
+    assert!(output.stderr.contains("--max-server-loss"));
 }
 
 #[test]
@@ -213,7 +200,7 @@ fn empty_variables_mean_unset() {
         ("HAPROXY_MARATHON_SYNC_DCOS_AUTH_CREDENTIALS", ""),
     ];
     let output = run(dir.path(), &[], &empty);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{}", output.stderr);
     assert!(
         dir.path().join("haproxy.cfg").exists(),
         "one run, not a loop"
@@ -253,7 +240,7 @@ fn a_duration_that_cannot_work_is_exit_2_naming_the_variable_or_the_flag() {
     ];
     for (args, env, expected) in cases {
         let output = run(dir.path(), args, env);
-        let stderr = text(&output.stderr);
+        let stderr = output.stderr.clone();
         assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?} {env:?}: {stderr}");
     }
@@ -270,7 +257,7 @@ fn a_run_with_a_splay_still_ends_within_the_run_timeout() {
     marathon.set_behaviour(Behaviour::Hang);
     let dir = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
-    let output = Command::new(BIN)
+    let output = Sync::new()
         .args(["--marathon", &marathon.url(), "--group", "external"])
         .args([
             "--splay",
@@ -282,11 +269,9 @@ fn a_run_with_a_splay_still_ends_within_the_run_timeout() {
         ])
         .args(["--log-level", "debug", "--haproxy-config"])
         .arg(dir.path().join("haproxy.cfg"))
-        .env_clear()
-        .output()
-        .unwrap();
+        .run();
     let took = started.elapsed();
-    let stderr = text(&output.stderr);
+    let stderr = output.stderr.clone();
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(
         stderr.contains("(--splay) before the first run"),
@@ -301,7 +286,7 @@ fn a_run_with_a_splay_still_ends_within_the_run_timeout() {
 
     let started = std::time::Instant::now();
     let output = run(dir.path(), &["--splay", "40s", "--dry-run"], &[]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{}", output.stderr);
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "a dry run does not splay"
@@ -310,13 +295,9 @@ fn a_run_with_a_splay_still_ends_within_the_run_timeout() {
 
 #[test]
 fn longhelp_says_where_the_reference_is_and_needs_no_group() {
-    let output = Command::new(BIN)
-        .arg("--longhelp")
-        .env_clear()
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    let stdout = text(&output.stdout);
+    let output = Sync::new().arg("--longhelp").run();
+    assert_eq!(output.status.code(), Some(0), "{}", output.stderr);
+    let stdout = output.stdout.clone();
     assert!(stdout.contains("man haproxy-marathon-sync"), "{stdout}");
     assert!(stdout.contains("REFERENCE.md"), "{stdout}");
 }

@@ -3,38 +3,25 @@
 //! token with the account's public key (with the `openssl` CLI, independently of our code) and
 //! hands out tokens; Marathon answers 401 without a valid token and 200 with one.
 
+mod support;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 
-const BIN: &str = env!("CARGO_BIN_EXE_haproxy-marathon-sync");
+use support::cert::openssl;
+use support::sync::{Run, Sync};
 const UID: &str = "marathon-lb-principal";
 const LOGIN_PATH: &str = "/acs/api/v1/auth/login";
 
 const APPS: &str = r#"{"apps":[{"id":"/web","labels":{"HAPROXY_GROUP":"external"},"portDefinitions":[{"port":10000,"protocol":"tcp"}]}]}"#;
 const TASKS: &str = r#"{"tasks":[{"id":"web.1","appId":"/web","host":"127.0.0.1","ports":[31000],"state":"TASK_RUNNING"}]}"#;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn openssl(args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        text(&output.stderr)
-    );
-}
 
 /// An RSA key pair made with the openssl CLI: the private key as PKCS#8 (what DC/OS makes) and
 /// as PKCS#1, and the public key the stand-in verifies with.
@@ -49,31 +36,40 @@ fn keys(dir: &Path, name: &str) -> Keys {
     let pkcs1 = dir.join(format!("{name}-rsa.pem"));
     let public = dir.join(format!("{name}.pub.pem"));
     let path = |p: &Path| p.to_str().unwrap().to_string();
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        &path(&private),
-    ]);
-    openssl(&[
-        "rsa",
-        "-in",
-        &path(&private),
-        "-traditional",
-        "-out",
-        &path(&pkcs1),
-    ]);
-    openssl(&[
-        "pkey",
-        "-in",
-        &path(&private),
-        "-pubout",
-        "-out",
-        &path(&public),
-    ]);
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            &path(&private),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "rsa",
+            "-in",
+            &path(&private),
+            "-traditional",
+            "-out",
+            &path(&pkcs1),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "pkey",
+            "-in",
+            &path(&private),
+            "-pubout",
+            "-out",
+            &path(&public),
+        ],
+    );
     let pkcs1 = std::fs::read_to_string(&pkcs1).unwrap();
     assert!(pkcs1.contains("BEGIN RSA PRIVATE KEY"), "{pkcs1}");
     Keys {
@@ -313,29 +309,17 @@ fn account_json(login_endpoint: &str, private_key: &str) -> String {
 }
 
 /// One run of the binary against the stand-in; `auth` adds the credentials flag or variable.
-fn run(stand_in: &StandIn, dir: &Path, auth: &[(&str, &str)], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BIN);
-    command
-        .args(["--marathon", &stand_in.url(), "--group", "external"])
-        .args([
-            "--dont-bind-http-https",
-            "--skip-validation",
-            "--reload-command",
-            "true",
-        ])
+fn run(stand_in: &StandIn, dir: &Path, auth: &[(&str, &str)], env: &[(&str, &str)]) -> Run {
+    Sync::new()
+        .marathon(stand_in.url())
+        .group("external")
+        .args(["--dont-bind-http-https", "--skip-validation"])
+        .reload_command("true")
         .args(["--timeout", "5"])
-        .arg("--haproxy-config")
-        .arg(dir.join("haproxy.cfg"))
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-        .stdin(Stdio::null());
-    for (flag, value) in auth {
-        command.args([flag, value]);
-    }
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().unwrap()
+        .config(dir.join("haproxy.cfg"))
+        .args(auth.iter().flat_map(|(flag, value)| [flag, value]))
+        .envs(env.iter().copied())
+        .run()
 }
 
 fn credentials_file(dir: &Path, json: &str) -> String {
@@ -360,7 +344,7 @@ fn logs_in_once_with_a_signed_token_and_sends_marathon_the_answer() {
         &[("--dcos-auth-credentials", &file)],
         &[],
     );
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{}", output.stderr);
     let config = std::fs::read_to_string(dir.path().join("haproxy.cfg")).unwrap();
     assert!(config.contains("server 127_0_0_1_31000"), "{config}");
     stand_in.with(|state| {
@@ -391,7 +375,7 @@ fn a_401_to_the_token_logs_in_again_once_and_the_run_succeeds() {
         &[("--dcos-auth-credentials", &file)],
         &[],
     );
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{}", output.stderr);
     stand_in.with(|state| {
         assert_eq!(
             state.logins,
@@ -421,7 +405,7 @@ fn a_token_refused_again_fails_the_run_naming_the_account_once_relogged() {
         &[("--dcos-auth-credentials", &json)],
         &[],
     );
-    let stderr = text(&output.stderr);
+    let stderr = output.stderr.clone();
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("HTTP 401"), "{stderr}");
     assert!(stderr.contains("Marathon says: invalid token"), "{stderr}");
@@ -452,7 +436,7 @@ fn marathon_lbs_variable_and_a_pkcs1_key_work_too() {
         &[],
         &[("DCOS_SERVICE_ACCOUNT_CREDENTIAL", &json)],
     );
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{}", output.stderr);
     stand_in.with(|state| assert_eq!(state.logins, vec![None]));
 }
 
@@ -470,7 +454,7 @@ fn a_key_the_login_endpoint_does_not_know_is_refused_with_its_words() {
         &[],
         &[("HAPROXY_MARATHON_SYNC_DCOS_AUTH_CREDENTIALS", &json)],
     );
-    let stderr = text(&output.stderr);
+    let stderr = output.stderr.clone();
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("the login was refused"), "{stderr}");
     assert!(
@@ -493,15 +477,12 @@ fn a_key_the_login_endpoint_does_not_know_is_refused_with_its_words() {
 fn basic_auth_and_a_service_account_together_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let json = account_json("https://leader.mesos/acs/api/v1/auth/login", "x");
-    let output = Command::new(BIN)
+    let output = Sync::new()
         .args(["--group", "external", "--auth-credentials", "a:b"])
         .args(["--dcos-auth-credentials", &json])
-        .arg("--haproxy-config")
-        .arg(dir.path().join("haproxy.cfg"))
-        .env_clear()
-        .output()
-        .unwrap();
-    let stderr = text(&output.stderr);
+        .config(dir.path().join("haproxy.cfg"))
+        .run();
+    let stderr = output.stderr.clone();
     assert_ne!(output.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("not both"), "{stderr}");
 }
@@ -513,35 +494,16 @@ fn the_event_stream_is_opened_with_a_token_too() {
     let keys = keys(dir.path(), "account");
     let stand_in = StandIn::start(&keys.public);
     let json = account_json(&stand_in.login_endpoint(), &keys.pkcs8);
-    let mut child = Command::new(BIN)
-        .args([
-            "--marathon",
-            &stand_in.url(),
-            "--group",
-            "external",
-            "--sse",
-        ])
-        .args([
-            "--interval",
-            "1h",
-            "--dont-bind-http-https",
-            "--skip-validation",
-        ])
-        .args([
-            "--reload-command",
-            "true",
-            "--timeout",
-            "5",
-            "--haproxy-config",
-        ])
-        .arg(dir.path().join("haproxy.cfg"))
-        .env_clear()
+    let mut child = Sync::new()
+        .marathon(stand_in.url())
+        .group("external")
+        .args(["--sse", "--interval", "1h"])
+        .args(["--dont-bind-http-https", "--skip-validation"])
+        .reload_command("true")
+        .args(["--timeout", "5"])
+        .config(dir.path().join("haproxy.cfg"))
         .env("DCOS_SERVICE_ACCOUNT_CREDENTIAL", &json)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_with_stderr(std::fs::File::create(dir.path().join("stderr")).unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut pause = Duration::from_millis(10);
     while std::time::Instant::now() < deadline
@@ -550,16 +512,8 @@ fn the_event_stream_is_opened_with_a_token_too() {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(200));
     }
-    // SAFETY: a plain syscall on the PID of the child this test started and has not reaped.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let ended = (0..200).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        child.try_wait().ok().flatten().is_some()
-    });
-    if !ended {
-        child.kill().ok();
-        child.wait().ok();
-    }
+    // SIGTERM, and whether that alone ended it within the guard's grace (SIGKILL if not).
+    let (_, ended) = child.stop();
     stand_in.with(|state| {
         let token = state.events_auth.first().cloned().flatten();
         assert!(

@@ -3,12 +3,16 @@
 //! writes nothing beside the config. Driven through the binary with real `haproxy -c`, reading
 //! saved Marathon snapshots.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
-/// A temp directory with a snapshot of Marathon (`marathon/`), a certificate for :443 and the
-/// config path `etc/haproxy.cfg`.
+use support::haproxy::HAPROXY_BIN;
+use support::sync::{Run, Sync};
+
+/// A temp directory with a snapshot of Marathon (`marathon/`), a certificate for :443
+/// (`cert.pem`) and the config path `etc/haproxy.cfg`.
 struct Cluster {
     dir: tempfile::TempDir,
 }
@@ -22,18 +26,7 @@ impl Cluster {
         std::fs::create_dir(dir.path().join("marathon")).unwrap();
         std::fs::create_dir(dir.path().join("etc")).unwrap();
         let cluster = Cluster { dir };
-        let (key, cert) = (cluster.path("key.pem"), cluster.path("cert.pem"));
-        let made = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
-            .args(["-subj", "/CN=localhost", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("openssl runs (scripts/test installs it)");
-        assert!(made.status.success());
-        let pem = std::fs::read_to_string(&cert).unwrap() + &std::fs::read_to_string(&key).unwrap();
-        std::fs::write(cluster.path("both.pem"), pem).unwrap();
+        support::cert::self_signed_pem(cluster.dir.path());
         cluster
     }
 
@@ -64,23 +57,32 @@ impl Cluster {
         let write = |name: &str, text: String| {
             std::fs::write(self.path(&format!("marathon/{name}")), text).unwrap()
         };
-        write("apps.json", format!(r#"{{"apps":[{}]}}"#, app_json.join(",")));
-        write("tasks.json", format!(r#"{{"tasks":[{}]}}"#, task_json.join(",")));
+        write(
+            "apps.json",
+            format!(r#"{{"apps":[{}]}}"#, app_json.join(",")),
+        );
+        write(
+            "tasks.json",
+            format!(r#"{{"tasks":[{}]}}"#, task_json.join(",")),
+        );
     }
 
-    fn run(&self, extra: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_haproxy-marathon-sync"))
-            .arg("--marathon")
-            .arg(self.path("marathon"))
-            .args(["--group", "external", "--haproxy-config"])
-            .arg(self.config())
+    /// The binary on this cluster's snapshot and config, with its certificate for :443.
+    fn sync(&self) -> Sync {
+        Sync::new()
+            .marathon(self.path("marathon"))
+            .group("external")
+            .config(self.config())
             .arg("--ssl-certs")
-            .arg(self.path("both.pem"))
-            .args(["--haproxy-bin", "/usr/sbin/haproxy", "--reload-command", "true"])
+            .arg(self.path("cert.pem"))
+    }
+
+    fn run(&self, extra: &[&str]) -> Run {
+        self.sync()
+            .args(["--haproxy-bin", HAPROXY_BIN])
+            .reload_command("true")
             .args(extra)
-            .env_remove("HAPROXY_HEAD")
-            .output()
-            .unwrap()
+            .run()
     }
 
     /// Every file under `etc/` with its content.
@@ -96,10 +98,6 @@ impl Cluster {
     }
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 const LABELS: &str = r#"{"HAPROXY_GROUP":"external"}"#;
 
 /// Three apps, two tasks each, applied for real.
@@ -107,16 +105,28 @@ fn applied_cluster() -> Cluster {
     let cluster = Cluster::new();
     cluster.set(&[
         ("/shop", LABELS, &[("10.0.1.7", 31002), ("10.0.1.8", 31003)]),
-        ("/cart", LABELS, &[("10.0.1.9", 31004), ("10.0.1.10", 31005)]),
-        ("/auth", LABELS, &[("10.0.1.11", 31006), ("10.0.1.12", 31007)]),
+        (
+            "/cart",
+            LABELS,
+            &[("10.0.1.9", 31004), ("10.0.1.10", 31005)],
+        ),
+        (
+            "/auth",
+            LABELS,
+            &[("10.0.1.11", 31006), ("10.0.1.12", 31007)],
+        ),
     ]);
     let first = cluster.run(&[]);
-    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    assert_eq!(first.status.code(), Some(0), "{}", first.stderr);
     cluster
 }
 
 fn assert_nothing_written(cluster: &Cluster, before: &BTreeMap<String, Vec<u8>>) {
-    assert_eq!(&cluster.etc(), before, "the dry run wrote beside the config");
+    assert_eq!(
+        &cluster.etc(),
+        before,
+        "the dry run wrote beside the config"
+    );
 }
 
 #[test]
@@ -124,13 +134,21 @@ fn a_dry_run_says_what_the_real_run_would_apply_and_names_each_changed_backend()
     let cluster = applied_cluster();
     cluster.set(&[
         ("/shop", LABELS, &[("10.0.2.5", 31005), ("10.0.1.8", 31003)]),
-        ("/cart", LABELS, &[("10.0.1.9", 31004), ("10.0.1.10", 31005)]),
-        ("/auth", LABELS, &[("10.0.1.11", 31006), ("10.0.1.12", 31007)]),
+        (
+            "/cart",
+            LABELS,
+            &[("10.0.1.9", 31004), ("10.0.1.10", 31005)],
+        ),
+        (
+            "/auth",
+            LABELS,
+            &[("10.0.1.11", 31006), ("10.0.1.12", 31007)],
+        ),
     ]);
     let before = cluster.etc();
     for extra in [&["--dry-run", "--diff"][..], &["--dry-run"][..]] {
         let dry = cluster.run(extra);
-        let stderr = text(&dry.stderr);
+        let stderr = dry.stderr.clone();
         assert_eq!(dry.status.code(), Some(0), "{stderr}");
         assert_eq!(
             stderr,
@@ -141,9 +159,11 @@ fn a_dry_run_says_what_the_real_run_would_apply_and_names_each_changed_backend()
         assert_nothing_written(&cluster, &before);
     }
     let dry = cluster.run(&["--dry-run", "--diff"]);
-    assert!(text(&dry.stdout).contains("\n+  server 10_0_2_5_31005 10.0.2.5:31005"));
+    assert!(dry
+        .stdout
+        .contains("\n+  server 10_0_2_5_31005 10.0.2.5:31005"));
     let json = cluster.run(&["--dry-run", "--log-format", "json"]);
-    let line: serde_json::Value = serde_json::from_slice(&json.stderr).unwrap();
+    let line: serde_json::Value = serde_json::from_str(&json.stderr).unwrap();
     assert_eq!(line["outcome"], "dry-run");
     assert_eq!(
         line["changes"],
@@ -152,7 +172,7 @@ fn a_dry_run_says_what_the_real_run_would_apply_and_names_each_changed_backend()
 
     // The real run does what the dry run said, and says it the same way.
     let real = cluster.run(&[]);
-    let stderr = text(&real.stderr);
+    let stderr = real.stderr.clone();
     assert_eq!(real.status.code(), Some(0), "{stderr}");
     assert!(
         stderr.ends_with(
@@ -163,7 +183,7 @@ fn a_dry_run_says_what_the_real_run_would_apply_and_names_each_changed_backend()
     );
     let unchanged = cluster.run(&["--dry-run", "--diff"]);
     assert_eq!(
-        text(&unchanged.stderr),
+        unchanged.stderr,
         format!(
             "haproxy-marathon-sync: would leave {} unchanged\n",
             cluster.config().display()
@@ -178,7 +198,7 @@ fn a_dry_run_the_guard_would_refuse_exits_9_and_says_so() {
     cluster.set(&[("/shop", LABELS, &[("10.0.1.7", 31002), ("10.0.1.8", 31003)])]);
     let before = cluster.etc();
     let dry = cluster.run(&["--dry-run", "--diff"]);
-    let stderr = text(&dry.stderr);
+    let stderr = dry.stderr.clone();
     assert_eq!(dry.status.code(), Some(9), "{stderr}");
     assert!(
         stderr.contains(
@@ -188,11 +208,14 @@ fn a_dry_run_the_guard_would_refuse_exits_9_and_says_so() {
         ),
         "{stderr}"
     );
-    assert!(stderr.contains("If that is what Marathon runs now"), "{stderr}");
-    assert!(text(&dry.stdout).contains("-backend cart_10001\n"));
+    assert!(
+        stderr.contains("If that is what Marathon runs now"),
+        "{stderr}"
+    );
+    assert!(dry.stdout.contains("-backend cart_10001\n"));
     assert_nothing_written(&cluster, &before);
     let real = cluster.run(&[]);
-    assert_eq!(real.status.code(), Some(9), "{}", text(&real.stderr));
+    assert_eq!(real.status.code(), Some(9), "{}", real.stderr);
 }
 
 #[test]
@@ -200,18 +223,12 @@ fn a_dry_run_haproxy_would_reject_exits_6_with_its_alerts_and_writes_nothing() {
     let cluster = applied_cluster();
     let before = cluster.etc();
     let broken_head = "global\\n  maxconn 100\\n  no-such-keyword\\n";
-    let dry = Command::new(env!("CARGO_BIN_EXE_haproxy-marathon-sync"))
-        .arg("--marathon")
-        .arg(cluster.path("marathon"))
-        .args(["--group", "external", "--dry-run", "--haproxy-config"])
-        .arg(cluster.config())
-        .arg("--ssl-certs")
-        .arg(cluster.path("both.pem"))
-        .args(["--haproxy-bin", "/usr/sbin/haproxy"])
+    let dry = cluster
+        .sync()
+        .args(["--dry-run", "--haproxy-bin", HAPROXY_BIN])
         .env("HAPROXY_HEAD", broken_head)
-        .output()
-        .unwrap();
-    let stderr = text(&dry.stderr);
+        .run();
+    let stderr = dry.stderr.clone();
     assert_eq!(dry.status.code(), Some(6), "{stderr}");
     assert!(
         stderr.contains("haproxy -c would reject it: [ALERT]")
@@ -232,17 +249,25 @@ fn a_dry_run_names_the_apps_the_real_run_would_leave_out_and_exits_10() {
     let bad = r#"{"HAPROXY_GROUP":"external","HAPROXY_0_BACKEND_HEAD":"backend {backend}\n  balance no-such-algorithm\n"}"#;
     cluster.set(&[
         ("/shop", LABELS, &[("10.0.1.7", 31002), ("10.0.1.8", 31003)]),
-        ("/cart", LABELS, &[("10.0.1.9", 31004), ("10.0.1.10", 31005)]),
-        ("/auth", LABELS, &[("10.0.1.11", 31006), ("10.0.1.12", 31007)]),
+        (
+            "/cart",
+            LABELS,
+            &[("10.0.1.9", 31004), ("10.0.1.10", 31005)],
+        ),
+        (
+            "/auth",
+            LABELS,
+            &[("10.0.1.11", 31006), ("10.0.1.12", 31007)],
+        ),
         ("/bad", bad, &[("10.0.1.13", 31008)]),
     ]);
     let before = cluster.etc();
     let dry = cluster.run(&["--dry-run"]);
-    let stderr = text(&dry.stderr);
+    let stderr = dry.stderr.clone();
     assert_eq!(dry.status.code(), Some(10), "{stderr}");
     assert!(stderr.contains("would leave out /bad ([ALERT]"), "{stderr}");
     assert!(stderr.contains("would leave "), "{stderr}");
-    let stdout = text(&dry.stdout);
+    let stdout = dry.stdout.clone();
     assert!(stdout.contains("backend shop_10000\n") && !stdout.contains("backend bad_"));
     assert_nothing_written(&cluster, &before);
 }
@@ -253,8 +278,8 @@ fn a_plain_dry_run_prints_the_map_files_under_a_header_naming_each() {
     let vhost = r#"{"HAPROXY_GROUP":"external","HAPROXY_0_VHOST":"shop.example.com"}"#;
     cluster.set(&[("/shop", vhost, &[("10.0.1.7", 31002)])]);
     let dry = cluster.run(&["--dry-run", "--haproxy-map"]);
-    let stdout = text(&dry.stdout);
-    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry.stderr));
+    let stdout = dry.stdout.clone();
+    assert_eq!(dry.status.code(), Some(0), "{}", dry.stderr);
     let dir = cluster.path("etc");
     let header = format!("\n# ==> {} <==\n", dir.join("domain2backend.map").display());
     let (config, maps) = stdout.split_once(&header).expect(&stdout);
@@ -264,7 +289,8 @@ fn a_plain_dry_run_prints_the_map_files_under_a_header_naming_each() {
     assert!(maps.contains(&app_header), "{maps}");
     // Validation saw the maps (staged in a temporary place), and nothing was written.
     assert!(cluster.etc().is_empty(), "{:?}", cluster.etc().keys());
-    assert!(text(&dry.stderr)
+    assert!(dry
+        .stderr
         .starts_with("haproxy-marathon-sync: would apply: backends +1 -0, servers +1 -0; "));
 }
 
@@ -274,20 +300,22 @@ fn a_dry_run_that_cannot_run_haproxy_says_so_instead_of_blaming_the_candidate() 
     // A change, so there is a candidate to check.
     cluster.set(&[
         ("/shop", LABELS, &[("10.0.1.7", 31002), ("10.0.2.5", 31005)]),
-        ("/cart", LABELS, &[("10.0.1.9", 31004), ("10.0.1.10", 31005)]),
-        ("/auth", LABELS, &[("10.0.1.11", 31006), ("10.0.1.12", 31007)]),
+        (
+            "/cart",
+            LABELS,
+            &[("10.0.1.9", 31004), ("10.0.1.10", 31005)],
+        ),
+        (
+            "/auth",
+            LABELS,
+            &[("10.0.1.11", 31006), ("10.0.1.12", 31007)],
+        ),
     ]);
-    let dry = Command::new(env!("CARGO_BIN_EXE_haproxy-marathon-sync"))
-        .arg("--marathon")
-        .arg(cluster.path("marathon"))
-        .args(["--group", "external", "--dry-run", "--haproxy-config"])
-        .arg(cluster.config())
-        .arg("--ssl-certs")
-        .arg(cluster.path("both.pem"))
-        .args(["--haproxy-bin", "/nonexistent/haproxy"])
-        .output()
-        .unwrap();
-    let stderr = text(&dry.stderr);
+    let dry = cluster
+        .sync()
+        .args(["--dry-run", "--haproxy-bin", "/nonexistent/haproxy"])
+        .run();
+    let stderr = dry.stderr.clone();
     assert_eq!(dry.status.code(), Some(6), "{stderr}");
     assert!(
         stderr.starts_with(&format!(

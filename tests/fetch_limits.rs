@@ -9,19 +9,11 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use support::marathon::{Behaviour, FakeMarathon, APPS_PATH, TASKS_PATH};
-
-const BIN: &str = env!("CARGO_BIN_EXE_haproxy-marathon-sync");
-
-const APPS: &str = r#"{"apps": [
-  {"id": "/web", "labels": {"HAPROXY_GROUP": "external"}, "portDefinitions": [{"port": 10000}]}
-]}"#;
-const TASKS: &str = r#"{"tasks": [
-  {"id": "web.1", "appId": "/web", "host": "10.0.0.1", "ports": [31000], "state": "TASK_RUNNING"}
-]}"#;
+use support::marathon::{ONE_APP as APPS, ONE_TASK as TASKS};
+use support::sync::{Run, Sync};
 
 fn serving(apps: &str, tasks: &str) -> FakeMarathon {
     let marathon = FakeMarathon::start();
@@ -30,35 +22,19 @@ fn serving(apps: &str, tasks: &str) -> FakeMarathon {
 }
 
 /// A dry run of the binary with a clean environment (no settings of the caller's leak in).
-fn dry_run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BIN);
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args([
-            "--group",
-            "*",
-            "--dry-run",
-            "--skip-validation",
-            "--timeout",
-            "5",
-        ])
-        .arg("--haproxy-config")
-        .arg(dir.join("haproxy.cfg"))
-        .args(args);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().expect("running the binary")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+fn dry_run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    Sync::new()
+        .args(["--group", "*", "--dry-run", "--skip-validation"])
+        .args(["--timeout", "5"])
+        .config(dir.join("haproxy.cfg"))
+        .args(args)
+        .envs(env.iter().copied())
+        .run()
 }
 
 /// The run used `good` after `bad` failed with `expected` in its warning.
-fn assert_failed_over(output: &Output, bad: &str, good: &str, expected: &str) {
-    let log = stderr(output);
+fn assert_failed_over(output: &Run, bad: &str, good: &str, expected: &str) {
+    let log = output.stderr.clone();
     assert_eq!(output.status.code(), Some(0), "{log}");
     let warning = log
         .lines()
@@ -66,7 +42,7 @@ fn assert_failed_over(output: &Output, bad: &str, good: &str, expected: &str) {
         .unwrap_or_else(|| panic!("no failover warning for {bad} in {log}"));
     assert!(warning.contains(expected), "{warning}");
     assert!(warning.ends_with(&format!("; used {good}")), "{warning}");
-    let config = String::from_utf8_lossy(&output.stdout);
+    let config = &output.stdout;
     assert!(
         config.contains("server 10_0_0_1_31000 10.0.0.1:31000"),
         "{config}"
@@ -105,7 +81,7 @@ fn the_limits_come_from_the_environment_too_and_none_answering_exits_3() {
         &["-m", &crowded.url()],
         &[("HAPROXY_MARATHON_SYNC_MAX_TASKS", "1")],
     );
-    let log = stderr(&output);
+    let log = output.stderr.clone();
     assert_eq!(output.status.code(), Some(3), "{log}");
     assert!(
         log.contains(&format!(
@@ -140,8 +116,8 @@ fn an_answer_over_max_response_size_is_a_bad_answer() {
         &[],
     );
     // A value that does not parse is a usage error, like every other bad flag value.
-    assert_eq!(bad_size.status.code(), Some(2), "{}", stderr(&bad_size));
-    assert!(stderr(&bad_size).contains("--max-response-size"));
+    assert_eq!(bad_size.status.code(), Some(2), "{}", bad_size.stderr);
+    assert!(bad_size.stderr.contains("--max-response-size"));
 }
 
 #[test]
@@ -202,7 +178,7 @@ fn answers_without_their_list_are_bad_answers_not_an_empty_cluster() {
         assert_failed_over(&output, &bad.url(), &good.url(), expected);
 
         let alone = dry_run(dir.path(), &["-m", &bad.url()], &[]);
-        assert_eq!(alone.status.code(), Some(3), "{}", stderr(&alone));
+        assert_eq!(alone.status.code(), Some(3), "{}", alone.stderr);
     }
 }
 
@@ -217,9 +193,11 @@ fn a_snapshot_obeys_the_same_limits() {
     let output = dry_run(dir.path(), &["-m", &shown, "--max-apps", "2"], &[]);
     assert_eq!(output.status.code(), Some(3));
     assert!(
-        stderr(&output).contains("apps.json: more than 2 apps (the limit set by --max-apps)"),
+        output
+            .stderr
+            .contains("apps.json: more than 2 apps (the limit set by --max-apps)"),
         "{}",
-        stderr(&output)
+        output.stderr
     );
     let output = dry_run(
         dir.path(),
@@ -228,14 +206,16 @@ fn a_snapshot_obeys_the_same_limits() {
     );
     assert_eq!(output.status.code(), Some(3));
     assert!(
-        stderr(&output).contains("larger than the limit of 64 bytes (--max-response-size)"),
+        output
+            .stderr
+            .contains("larger than the limit of 64 bytes (--max-response-size)"),
         "{}",
-        stderr(&output)
+        output.stderr
     );
     std::fs::write(snapshot.join("apps.json"), "{}").unwrap();
     let output = dry_run(dir.path(), &["-m", &shown], &[]);
     assert_eq!(output.status.code(), Some(3));
-    assert!(stderr(&output).contains("has no \"apps\" list"));
+    assert!(output.stderr.contains("has no \"apps\" list"));
 }
 
 /// A server that answers every request with a login page, as a proxy in front of Marathon
@@ -285,8 +265,9 @@ fn json_logs_name_the_url_that_failed_and_the_metric_reason() {
     let good = serving(APPS, TASKS);
     let sources = format!("{},{}", down.url(), good.url());
     let output = dry_run(dir.path(), &["-m", &sources, "--log-format", "json"], &[]);
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let warning: serde_json::Value = stderr(&output)
+    assert_eq!(output.status.code(), Some(0), "{}", output.stderr);
+    let warning: serde_json::Value = output
+        .stderr
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .find(|line| {
@@ -305,7 +286,8 @@ fn json_logs_name_the_url_that_failed_and_the_metric_reason() {
         &[],
     );
     assert_eq!(alone.status.code(), Some(3));
-    let error: serde_json::Value = stderr(&alone)
+    let error: serde_json::Value = alone
+        .stderr
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .find(|line| line["level"] == "error")
@@ -322,16 +304,16 @@ fn an_agent_registered_by_an_ipv6_literal_is_said_to_be_ipv6() {
     ]}"#;
     let marathon = serving(APPS, tasks);
     let output = dry_run(dir.path(), &["-m", &marathon.url()], &[]);
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", output.stderr);
     assert!(
-        stderr(&output).contains(
+        output.stderr.contains(
             "app /web: agent \"fd00::7\" is an IPv6 address; its tasks are skipped, as in \
              marathon-lb, which reaches agents over IPv4 only"
         ),
         "{}",
-        stderr(&output)
+        output.stderr
     );
-    let config = String::from_utf8_lossy(&output.stdout);
+    let config = &output.stdout;
     assert!(
         config.contains("10.0.0.1:31000") && !config.contains("fd00"),
         "{config}"

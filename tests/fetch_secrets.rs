@@ -8,18 +8,10 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use support::marathon::{Behaviour, FakeMarathon};
-
-const BIN: &str = env!("CARGO_BIN_EXE_haproxy-marathon-sync");
-
-const APPS: &str = r#"{"apps": [
-  {"id": "/web", "labels": {"HAPROXY_GROUP": "external"}, "portDefinitions": [{"port": 10000}]}
-]}"#;
-const TASKS: &str = r#"{"tasks": [
-  {"id": "web.1", "appId": "/web", "host": "10.0.0.1", "ports": [31000], "state": "TASK_RUNNING"}
-]}"#;
+use support::marathon::{ONE_APP as APPS, ONE_TASK as TASKS};
+use support::sync::{Run, Sync};
 
 const SECRET: &str = "s3cret-Pa55";
 
@@ -36,32 +28,22 @@ fn with_userinfo(marathon: &FakeMarathon, user: &str, password: &str) -> String 
 }
 
 /// One run of the binary (real unless `args` say `--dry-run`) with a clean environment.
-fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BIN);
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    Sync::new()
         .args(["--group", "*", "--skip-validation", "--timeout", "5"])
-        .arg("--haproxy-config")
-        .arg(dir.join("haproxy.cfg"))
+        .config(dir.join("haproxy.cfg"))
         .arg("--metrics-file")
         .arg(dir.join("metrics.prom"))
-        .args(["--reload-command", "true"])
-        .args(args);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().expect("running the binary")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+        .reload_command("true")
+        .args(args)
+        .envs(env.iter().copied())
+        .run()
 }
 
 /// Nothing the run printed or left beside the config holds the password.
-fn assert_no_secret_anywhere(dir: &Path, output: &Output) {
-    assert!(!stderr(output).contains(SECRET), "{}", stderr(output));
-    assert!(!String::from_utf8_lossy(&output.stdout).contains(SECRET));
+fn assert_no_secret_anywhere(dir: &Path, output: &Run) {
+    assert!(!output.stderr.contains(SECRET), "{}", output.stderr);
+    assert!(!output.stdout.contains(SECRET));
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() {
@@ -81,9 +63,9 @@ fn a_password_in_the_url_is_used_and_never_shown() {
     let marathon = marathon_wanting("admin", SECRET);
     let url = with_userinfo(&marathon, "admin", SECRET);
     let output = run(dir.path(), &["-m", &url], &[]);
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", output.stderr);
     assert!(dir.path().join("haproxy.cfg").exists());
-    let log = stderr(&output);
+    let log = output.stderr.clone();
     assert!(
         log.contains(&format!(
             "warning: Marathon credentials are sent to {} over plain http, readable by anyone \
@@ -106,8 +88,8 @@ fn a_refused_password_in_the_url_is_named_by_the_url_redacted_in_log_status_and_
     let marathon = marathon_wanting("admin", "the-right-one");
     let url = with_userinfo(&marathon, "admin", SECRET);
     let output = run(dir.path(), &["-m", &url], &[]);
-    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
-    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(3), "{}", output.stderr);
+    let log = output.stderr.clone();
     let redacted = format!("http://admin:***@{}", marathon.addr());
     assert!(
         log.contains(&format!(
@@ -127,8 +109,8 @@ fn a_refusal_names_the_flag_the_variable_or_the_file_the_credentials_came_from()
     let dir = tempfile::tempdir().unwrap();
     let marathon = marathon_wanting("lb", "the-right-one");
     let wrong = format!("lb:{SECRET}");
-    let refused = |output: &Output| {
-        let log = stderr(output);
+    let refused = |output: &Run| {
+        let log = output.stderr.clone();
         assert_eq!(output.status.code(), Some(3), "{log}");
         assert!(!log.contains("give them with"), "{log}");
         assert!(!log.contains(SECRET), "{log}");
@@ -195,27 +177,27 @@ fn a_credentials_file_that_does_not_parse_is_named_and_a_readable_one_is_warned_
     std::fs::write(&file, "no colon here\n").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let output = run(dir.path(), &args, &[]);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", output.stderr);
     assert!(
-        stderr(&output).contains(&format!(
+        output.stderr.contains(&format!(
             "the Marathon credentials file {shown} (first line): Marathon credentials must \
              look like user:password"
         )),
         "{}",
-        stderr(&output)
+        output.stderr
     );
 
     std::fs::write(&file, "lb:pw\n").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let output = run(dir.path(), &args, &[]);
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", output.stderr);
     assert!(
-        stderr(&output).contains(&format!(
+        output.stderr.contains(&format!(
             "warning: the Marathon credentials file {shown} has mode 0644: group or others can \
              read the password; make it private with chmod 600"
         )),
         "{}",
-        stderr(&output)
+        output.stderr
     );
 }
 
@@ -236,9 +218,9 @@ fn a_redirect_to_another_origin_is_followed_without_the_credentials_and_said() {
         "--dry-run",
     ];
     let output = run(dir.path(), &args, &[]);
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", output.stderr);
     assert!(leader.requests().iter().all(|r| r.authorization.is_none()));
-    let log = stderr(&output);
+    let log = output.stderr.clone();
     let said = format!(
         "warning: {}/v2/apps redirected to {elsewhere}: followed without the Marathon \
          credentials (not one of the --marathon URLs; add it there to send them)",
@@ -250,11 +232,11 @@ fn a_redirect_to_another_origin_is_followed_without_the_credentials_and_said() {
     let both = format!("{},{elsewhere}", follower.url());
     let args = ["-m", &both, "--auth-credentials", &credentials, "--dry-run"];
     let output = run(dir.path(), &args, &[]);
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", output.stderr);
     assert!(leader.requests().iter().any(|r| r.authorization.is_some()));
     assert!(
-        !stderr(&output).contains("followed without"),
+        !output.stderr.contains("followed without"),
         "{}",
-        stderr(&output)
+        output.stderr
     );
 }

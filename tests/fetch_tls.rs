@@ -1,55 +1,31 @@
 //! TLS to Marathon with real handshakes on 127.0.0.1 (`openssl s_server`, throwaway certificates
 //! made by the `openssl` CLI): `--marathon-ca-cert` trusts what `curl --cacert` trusts, a
 //! self-signed CA:TRUE certificate from `openssl req -x509` included, and every refusal is said
-//! in words (issue 12). Skipped when `openssl` is not installed.
+//! in words (issue 12). Without `openssl` the tests fail (`scripts/test` installs it).
+
+mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use haproxy_marathon_sync::config::{Config, FetchConfig, MarathonSource};
 use haproxy_marathon_sync::error::{classify, Failure};
 use haproxy_marathon_sync::fetch::fetch_state;
 
+use support::cert::openssl;
+use support::ports::Port;
+use support::process::Guarded;
+
 const APPS: &str = r#"{"apps": [{"id": "/web"}]}"#;
 const TASKS: &str = r#"{"tasks": [{"id": "web.1", "appId": "/web", "host": "10.0.0.1"}]}"#;
 
-/// `openssl s_server -WWW` serving APPS and TASKS with one certificate; killed by its PID on
-/// drop.
+/// `openssl s_server -WWW` serving APPS and TASKS with one certificate, on a port held for
+/// its life; stopped by its PID when dropped.
 struct TlsServer {
-    child: Child,
+    _child: Guarded,
+    _port: Port,
     url: String,
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn have_openssl() -> bool {
-    let found = Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !found {
-        eprintln!("skipped: openssl is not installed");
-    }
-    found
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("running openssl");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 const EC: [&str; 5] = [
@@ -130,25 +106,16 @@ fn leaf_signed_by(dir: &Path, ca: &str, name: &str, start: &str, end: &str) {
     );
 }
 
-/// One server at a time: the port is found free, then handed to `openssl`, and two tests in
-/// parallel could be handed the same one.
-static ONE_SERVER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serve(dir: &Path, name: &str) -> (TlsServer, std::sync::MutexGuard<'static, ()>) {
-    let turn = ONE_SERVER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+fn serve(dir: &Path, name: &str) -> TlsServer {
     let root = dir.join(format!("root-{name}"));
     std::fs::create_dir_all(root.join("v2")).unwrap();
     std::fs::write(root.join("v2/apps"), APPS).unwrap();
     std::fs::write(root.join("v2/tasks"), TASKS).unwrap();
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let mut child = Command::new("openssl")
+    // Held while s_server listens on it (s_server binds with SO_REUSEADDR, as HAProxy does).
+    let port = Port::reserve();
+    let child = Command::new("openssl")
         .args(["s_server", "-quiet", "-WWW", "-accept"])
-        .arg(format!("127.0.0.1:{port}"))
+        .arg(port.addr().to_string())
         .arg("-cert")
         .arg(dir.join(format!("{name}.pem")))
         .arg("-key")
@@ -158,23 +125,25 @@ fn serve(dir: &Path, name: &str) -> (TlsServer, std::sync::MutexGuard<'static, (
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("starting openssl s_server");
+        .expect("starting openssl s_server (scripts/test installs openssl)");
+    let mut child = Guarded::new(child);
     // Ready once it accepts connections; bounded, and failing loudly if it died.
     let ready_by = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        let exited = child.try_wait().unwrap();
+    while std::net::TcpStream::connect(port.addr()).is_err() {
+        let exited = child.try_status();
         if exited.is_some() || Instant::now() > ready_by {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("openssl s_server did not start on port {port} ({exited:?})");
+            panic!(
+                "openssl s_server did not start on port {} ({exited:?})",
+                port.number()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let server = TlsServer {
-        child,
-        url: format!("https://127.0.0.1:{port}"),
-    };
-    (server, turn)
+    TlsServer {
+        url: format!("https://{}", port.addr()),
+        _child: child,
+        _port: port,
+    }
 }
 
 fn config(url: &str, ca_cert: Option<PathBuf>) -> FetchConfig {
@@ -207,12 +176,9 @@ fn refusal(config: &FetchConfig) -> String {
 
 #[test]
 fn a_self_signed_ca_certificate_given_as_the_ca_is_trusted_as_curl_trusts_it() {
-    if !have_openssl() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     self_signed(dir.path(), "server", "IP:127.0.0.1,DNS:localhost");
-    let (server, _turn) = serve(dir.path(), "server");
+    let server = serve(dir.path(), "server");
     let state = fetch_state(
         &config(&server.url, Some(dir.path().join("server.pem"))),
         later(),
@@ -224,12 +190,9 @@ fn a_self_signed_ca_certificate_given_as_the_ca_is_trusted_as_curl_trusts_it() {
 
 #[test]
 fn the_trusted_self_signed_certificate_must_still_name_the_host() {
-    if !have_openssl() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     self_signed(dir.path(), "server", "DNS:marathon.example.com");
-    let (server, _turn) = serve(dir.path(), "server");
+    let server = serve(dir.path(), "server");
     let message = refusal(&config(&server.url, Some(dir.path().join("server.pem"))));
     assert!(
         message.contains("TLS failed: the server's certificate is for another host name"),
@@ -239,12 +202,9 @@ fn the_trusted_self_signed_certificate_must_still_name_the_host() {
 
 #[test]
 fn a_self_signed_certificate_not_given_is_said_to_be_self_signed() {
-    if !have_openssl() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     self_signed(dir.path(), "server", "IP:127.0.0.1");
-    let (server, _turn) = serve(dir.path(), "server");
+    let server = serve(dir.path(), "server");
     let message = refusal(&config(&server.url, None));
     assert!(
         message.contains(
@@ -257,9 +217,6 @@ fn a_self_signed_certificate_not_given_is_said_to_be_self_signed() {
 
 #[test]
 fn a_leaf_from_another_ca_is_an_unknown_issuer() {
-    if !have_openssl() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     self_signed(dir.path(), "ca", "DNS:ca");
     self_signed(dir.path(), "other-ca", "DNS:other-ca");
@@ -270,7 +227,7 @@ fn a_leaf_from_another_ca_is_an_unknown_issuer() {
         "20200101000000Z",
         "20991231000000Z",
     );
-    let (server, _turn) = serve(dir.path(), "leaf");
+    let server = serve(dir.path(), "leaf");
     let message = refusal(&config(&server.url, Some(dir.path().join("other-ca.pem"))));
     assert!(
         message.contains("TLS failed: the server's certificate is signed by an unknown issuer"),
@@ -288,9 +245,6 @@ fn a_leaf_from_another_ca_is_an_unknown_issuer() {
 
 #[test]
 fn an_expired_certificate_is_said_to_have_expired() {
-    if !have_openssl() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     self_signed(dir.path(), "ca", "DNS:ca");
     leaf_signed_by(
@@ -300,7 +254,7 @@ fn an_expired_certificate_is_said_to_have_expired() {
         "20200101000000Z",
         "20200102000000Z",
     );
-    let (server, _turn) = serve(dir.path(), "leaf");
+    let server = serve(dir.path(), "leaf");
     let message = refusal(&config(&server.url, Some(dir.path().join("ca.pem"))));
     assert!(
         message.contains("TLS failed: the server's certificate has expired"),

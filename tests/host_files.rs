@@ -9,14 +9,15 @@ mod support;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::backend::{http_get, Backend};
 use support::haproxy::{free_port, wait_for, Haproxy, HAPROXY_BIN};
 use support::marathon::FakeMarathon;
-
-const BIN: &str = env!("CARGO_BIN_EXE_haproxy-marathon-sync");
+use support::ports::Port;
+use support::sync::{Run, Sync};
+use support::workspace::web_app;
 
 /// A uid and gid no file of the test's own has (nobody on Debian).
 const OTHER_ID: u32 = 65534;
@@ -24,59 +25,35 @@ const OTHER_ID: u32 = 65534;
 /// What each stand-in victim holds; it must still hold exactly this afterwards.
 const VICTIM_TEXT: &str = "root:$y$j9T$stand-in-for-/etc/shadow:19000:0:99999:7:::\n";
 
-/// One HTTP app `/web` on `service_port` with one task per `task_ports` entry on 127.0.0.1.
-fn web_state(service_port: u16, task_ports: &[u16]) -> (String, String) {
-    let apps = format!(
-        r#"{{"apps":[{{"id":"/web","instances":{},"labels":{{"HAPROXY_GROUP":"external","HAPROXY_0_MODE":"http","HAPROXY_0_BIND_ADDR":"127.0.0.1"}},"networks":[{{"mode":"host"}}],"portDefinitions":[{{"port":{service_port},"protocol":"tcp"}}],"healthChecks":[]}}]}}"#,
-        task_ports.len()
-    );
-    let tasks: Vec<String> = task_ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            format!(
-                r#"{{"id":"web.{i}","appId":"/web","host":"127.0.0.1","ports":[{port}],"state":"TASK_RUNNING"}}"#
-            )
-        })
-        .collect();
-    (apps, format!(r#"{{"tasks":[{}]}}"#, tasks.join(",")))
-}
-
-/// A temp directory: `etc/` holds the config, `templates/` keeps HAProxy on 127.0.0.1, and
-/// victims (the files a planted link points to) sit at the top, outside `etc/`.
+/// The shared workspace (its `templates/` keeps HAProxy on 127.0.0.1) with the config in
+/// `etc/`, and victims (the files a planted link points to) at the top, outside `etc/`.
 struct Workspace {
-    dir: tempfile::TempDir,
+    shared: support::workspace::Workspace,
     marathon: FakeMarathon,
+    _ports: Vec<Port>,
 }
 
 impl Workspace {
     fn new() -> Workspace {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir(dir.path().join("etc")).unwrap();
-        let templates = dir.path().join("templates");
-        fs::create_dir(&templates).unwrap();
-        fs::write(
-            templates.join("HAPROXY_HEAD"),
-            "global\n  maxconn 1000\n  hard-stop-after 5s\n\ndefaults\n  mode http\n  \
-             timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n",
-        )
-        .unwrap();
-        fs::write(
-            templates.join("HAPROXY_HTTP_FRONTEND_APPID_HEAD"),
-            format!(
-                "\nfrontend marathon_http_appid_in\n  bind 127.0.0.1:{}\n  mode http\n",
-                free_port()
-            ),
-        )
-        .unwrap();
+        let shared = support::workspace::Workspace::new();
+        fs::create_dir(shared.path("etc")).unwrap();
         let marathon = FakeMarathon::start();
-        let (apps, tasks) = web_state(free_port(), &[free_port()]);
+        let ports = vec![Port::reserve(), Port::reserve()];
+        let (apps, tasks) = web_app(ports[0].number(), &[ports[1].number()]);
         marathon.set_state(apps, tasks);
-        Workspace { dir, marathon }
+        Workspace {
+            shared,
+            marathon,
+            _ports: ports,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.shared.dir.path()
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.shared.path(name)
     }
 
     fn etc(&self, name: &str) -> PathBuf {
@@ -101,41 +78,24 @@ impl Workspace {
     }
 
     /// Runs the binary once with `extra` flags (real `haproxy -c`, reload command `true`).
-    fn run(&self, extra: &[&str]) -> Output {
-        self.run_in(self.dir.path(), &self.config(), extra)
+    fn run(&self, extra: &[&str]) -> Run {
+        self.run_in(self.dir(), &self.config(), extra)
     }
 
-    fn run_in(&self, cwd: &Path, config: &Path, extra: &[&str]) -> Output {
-        Command::new(BIN)
+    fn run_in(&self, cwd: &Path, config: &Path, extra: &[&str]) -> Run {
+        Sync::new()
             .current_dir(cwd)
-            .args(["--marathon", &self.marathon.url(), "--group", "external"])
-            .arg("--haproxy-config")
-            .arg(config)
-            .arg("--templates")
-            .arg(self.path("templates"))
-            .args(["--haproxy-bin", HAPROXY_BIN, "--reload-command", "true"])
+            .marathon(self.marathon.url())
+            .group("external")
+            .config(config)
+            .templates(self.shared.templates())
+            .args(["--haproxy-bin", HAPROXY_BIN])
+            .reload_command("true")
             .args(["--dont-bind-http-https", "--timeout", "2"])
             .args(["--command-timeout", "10", "--lock-timeout", "2"])
             .args(extra)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-            .stdin(Stdio::null())
-            .output()
-            .expect("running haproxy-marathon-sync")
+            .run()
     }
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "stderr:\n{}",
-        stderr(output)
-    );
 }
 
 fn assert_intact(victim: &Path) {
@@ -191,8 +151,8 @@ fn links_planted_under_the_names_a_change_writes_are_replaced_never_written_thro
         "--metrics-file",
         metrics.to_str().unwrap(),
     ]);
-    assert_exit(&output, 0);
-    let log = stderr(&output);
+    output.assert_exit(0);
+    let log = output.stderr;
     assert!(log.contains("applied"), "{log}");
     assert!(!log.contains("may be written by"), "{log}");
     for victim in &victims {
@@ -230,7 +190,7 @@ fn a_link_planted_as_the_rejected_candidate_is_replaced() {
     fs::set_permissions(&refuse, fs::Permissions::from_mode(0o755)).unwrap();
 
     let output = workspace.run(&["--haproxy-bin", refuse.to_str().unwrap()]);
-    assert_exit(&output, 6);
+    output.assert_exit(6);
     assert_intact(&victim);
     let rejected = workspace.etc("haproxy.cfg.rejected");
     assert!(is_regular(&rejected));
@@ -250,8 +210,8 @@ fn a_link_in_place_of_a_map_file_is_refused_by_name_and_nothing_changes() {
         workspace.write_live();
         let victim = workspace.plant(map);
         let output = workspace.run(&["--haproxy-map"]);
-        assert_exit(&output, 7);
-        let log = stderr(&output);
+        output.assert_exit(7);
+        let log = output.stderr;
         assert_eq!(log.lines().count(), 1, "{log}");
         assert!(
             log.contains(&format!(
@@ -275,8 +235,8 @@ fn a_link_in_place_of_the_run_record_is_named_and_left_alone() {
     let workspace = Workspace::new();
     let victim = workspace.plant("haproxy.cfg.status");
     let output = workspace.run(&[]);
-    assert_exit(&output, 0);
-    let log = stderr(&output);
+    output.assert_exit(0);
+    let log = output.stderr;
     assert!(
         log.contains(&format!(
             "could not update the run record: {} is a symbolic link",
@@ -286,18 +246,16 @@ fn a_link_in_place_of_the_run_record_is_named_and_left_alone() {
     );
     assert_intact(&victim);
     // `status` will not read through it either.
-    let status = Command::new(BIN)
+    let status = Sync::new()
         .args(["status", "--haproxy-config"])
         .arg(workspace.config())
-        .env_clear()
-        .output()
-        .unwrap();
+        .run();
     assert!(!status.status.success());
-    assert!(!String::from_utf8_lossy(&status.stdout).contains("stand-in"));
+    assert!(!status.stdout.contains("stand-in"));
     assert!(
-        stderr(&status).contains("is a symbolic link"),
+        status.stderr.contains("is a symbolic link"),
         "{}",
-        stderr(&status)
+        status.stderr
     );
 }
 
@@ -309,8 +267,8 @@ fn a_link_in_place_of_the_lock_is_refused_with_exit_5() {
     workspace.write_live();
     let victim = workspace.plant("haproxy.cfg.lock");
     let output = workspace.run(&[]);
-    assert_exit(&output, 5);
-    let log = stderr(&output);
+    output.assert_exit(5);
+    let log = output.stderr;
     let errors: Vec<&str> = log
         .lines()
         .filter(|line| line.contains(": error: "))
@@ -337,8 +295,8 @@ fn a_lock_file_someone_else_owns_is_refused_with_exit_5() {
     fs::write(&lock, "").unwrap();
     std::os::unix::fs::chown(&lock, Some(OTHER_ID), Some(OTHER_ID)).unwrap();
     let output = workspace.run(&[]);
-    assert_exit(&output, 5);
-    let log = stderr(&output);
+    output.assert_exit(5);
+    let log = output.stderr;
     assert!(
         log.contains(&format!("it belongs to uid {OTHER_ID}")),
         "{log}"
@@ -367,10 +325,10 @@ fn other_user_can_open(path: &Path) -> bool {
 fn the_lock_file_is_0600_so_no_other_user_can_hold_it() {
     let workspace = Workspace::new();
     // Let the other user reach the directory, as on a real host (/etc/haproxy is 0755).
-    fs::set_permissions(workspace.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(workspace.dir(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(workspace.path("etc"), fs::Permissions::from_mode(0o755)).unwrap();
     let lock = workspace.etc("haproxy.cfg.lock");
-    assert_exit(&workspace.run(&[]), 0);
+    workspace.run(&[]).assert_exit(0);
     assert_eq!(mode(&lock), 0o600);
     assert!(!other_user_can_open(&lock));
 
@@ -378,7 +336,7 @@ fn the_lock_file_is_0600_so_no_other_user_can_hold_it() {
     fs::set_permissions(&lock, fs::Permissions::from_mode(0o644)).unwrap();
     assert!(other_user_can_open(&lock), "the check itself can tell");
     // ... is tightened by the next run.
-    assert_exit(&workspace.run(&[]), 0);
+    workspace.run(&[]).assert_exit(0);
     assert_eq!(mode(&lock), 0o600);
     assert!(!other_user_can_open(&lock));
 }
@@ -389,13 +347,13 @@ fn the_lock_file_is_0600_so_no_other_user_can_hold_it() {
 fn the_run_record_is_not_world_readable_and_keeps_the_group_it_was_given() {
     let workspace = Workspace::new();
     let record = workspace.etc("haproxy.cfg.status");
-    assert_exit(&workspace.run(&[]), 0);
+    workspace.run(&[]).assert_exit(0);
     assert_eq!(mode(&record), 0o640);
 
     // An operator lets a monitoring group read it; a record left 0644 is tightened.
     std::os::unix::fs::chown(&record, None, Some(OTHER_ID)).unwrap();
     fs::set_permissions(&record, fs::Permissions::from_mode(0o644)).unwrap();
-    assert_exit(&workspace.run(&[]), 0);
+    workspace.run(&[]).assert_exit(0);
     assert_eq!(mode(&record), 0o640);
     assert_eq!(fs::metadata(&record).unwrap().gid(), OTHER_ID);
     assert!(fs::read_to_string(&record)
@@ -409,7 +367,7 @@ fn owner_and_mode_of_the_live_config_carry_over_to_the_new_one_and_the_archive()
     workspace.write_live();
     std::os::unix::fs::chown(workspace.config(), Some(OTHER_ID), Some(OTHER_ID)).unwrap();
     fs::set_permissions(workspace.config(), fs::Permissions::from_mode(0o640)).unwrap();
-    assert_exit(&workspace.run(&[]), 0);
+    workspace.run(&[]).assert_exit(0);
     for path in [workspace.config(), workspace.etc("haproxy.cfg.1")] {
         let metadata = fs::metadata(&path).unwrap();
         assert_eq!(
@@ -437,8 +395,8 @@ fn a_config_directory_others_may_write_to_is_named_with_its_mode() {
         let etc = workspace.path("etc");
         fs::set_permissions(&etc, fs::Permissions::from_mode(dir_mode)).unwrap();
         let output = workspace.run(&[]);
-        assert_exit(&output, 0);
-        let log = stderr(&output);
+        output.assert_exit(0);
+        let log = output.stderr;
         let expected = format!("{} (mode {dir_mode:04o}) {who}", etc.display());
         assert!(log.contains(&expected), "{log}");
         assert!(
@@ -469,10 +427,10 @@ fn a_symlinked_config_is_updated_through_the_link_and_haproxy_reloads_what_it_po
             .parse()
             .unwrap()
     };
-    let (apps, tasks) = web_state(service_port, &[port_of(&a)]);
+    let (apps, tasks) = web_app(service_port, &[port_of(&a)]);
     workspace.marathon.set_state(apps, tasks);
 
-    assert_exit(&workspace.run(&[]), 0);
+    workspace.run(&[]).assert_exit(0);
     assert!(is_link(&link));
     assert_eq!(
         fs::read_link(&link).unwrap(),
@@ -486,14 +444,14 @@ fn a_symlinked_config_is_updated_through_the_link_and_haproxy_reloads_what_it_po
     assert!(wait_for(Duration::from_secs(15), || {
         matches!(http_get(service_port, "/"), Ok((200, body)) if body == "task-a")
     }));
-    let (apps, tasks) = web_state(service_port, &[port_of(&b)]);
+    let (apps, tasks) = web_app(service_port, &[port_of(&b)]);
     workspace.marathon.set_state(apps, tasks);
     let output = workspace.run(&[
         "--force",
         "--reload-command",
         &haproxy.reload_shell_command(),
     ]);
-    assert_exit(&output, 0);
+    output.assert_exit(0);
     assert!(haproxy.wait_for_reloads(1), "{}", haproxy.log_text());
     assert!(
         wait_for(Duration::from_secs(15), || {
@@ -531,8 +489,8 @@ fn a_config_link_someone_else_made_is_not_followed() {
     let victim = workspace.plant("haproxy.cfg");
     std::os::unix::fs::lchown(workspace.config(), Some(OTHER_ID), Some(OTHER_ID)).unwrap();
     let output = workspace.run(&[]);
-    assert_exit(&output, 7);
-    let log = stderr(&output);
+    output.assert_exit(7);
+    let log = output.stderr;
     assert!(
         log.contains(&format!(
             "not following the symbolic link {}: it belongs to uid {OTHER_ID}",
@@ -549,7 +507,7 @@ fn a_relative_config_path_gives_absolute_map_paths() {
     let workspace = Workspace::new();
     let cwd = workspace.path("etc");
     let output = workspace.run_in(&cwd, Path::new("haproxy.cfg"), &["--haproxy-map"]);
-    assert_exit(&output, 0);
+    output.assert_exit(0);
     let config = fs::read_to_string(cwd.join("haproxy.cfg")).unwrap();
     let absolute = cwd.canonicalize().unwrap();
     let expected = format!("map({}/app2backend.map)", absolute.display());
@@ -557,7 +515,7 @@ fn a_relative_config_path_gives_absolute_map_paths() {
     assert!(!config.contains("map(/app2backend.map)"), "{config}");
     assert!(is_regular(&cwd.join("app2backend.map")));
     assert!(is_regular(&cwd.join("domain2backend.map")));
-    assert!(stderr(&output).contains(&format!(
+    assert!(output.stderr.contains(&format!(
         "applied {}",
         absolute.join("haproxy.cfg").display()
     )));
@@ -581,8 +539,8 @@ fn a_config_linked_into_another_filesystem_is_updated_there_and_its_rejects_kept
     .unwrap();
     fs::set_permissions(&refuse, fs::Permissions::from_mode(0o755)).unwrap();
     let output = workspace.run(&["--haproxy-bin", refuse.to_str().unwrap()]);
-    assert_exit(&output, 6);
-    let log = stderr(&output);
+    output.assert_exit(6);
+    let log = output.stderr;
     let rejected = workspace.etc("haproxy.cfg.rejected");
     assert!(
         log.contains(&format!(
@@ -604,7 +562,7 @@ fn a_config_linked_into_another_filesystem_is_updated_there_and_its_rejects_kept
         "no temp file left"
     );
 
-    assert_exit(&workspace.run(&[]), 0);
+    workspace.run(&[]).assert_exit(0);
     assert!(is_link(&workspace.config()));
     assert!(fs::read_to_string(&target)
         .unwrap()

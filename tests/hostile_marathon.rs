@@ -13,93 +13,33 @@ mod support;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 
 use support::backend::{http_get, Backend};
-use support::haproxy::{free_port, wait_for, Haproxy, HAPROXY_BIN};
+use support::haproxy::{assert_valid, free_port, wait_for, Haproxy};
 use support::marathon::FakeMarathon;
+use support::sync::Sync;
+use support::workspace::Workspace;
 
-const BIN: &str = env!("CARGO_BIN_EXE_haproxy-marathon-sync");
 /// A stand-in secret: the hostile BALANCE label asks HAProxy for it.
 const SECRET: &str = "s3cr3t-never-shown";
 
-/// A work directory with a head and a :9091 frontend that keep HAProxy on 127.0.0.1 and away
-/// from system paths.
-struct Workspace {
-    dir: tempfile::TempDir,
+/// Where a `program` section of the payload would leave its mark.
+fn marker(workspace: &Workspace) -> PathBuf {
+    workspace.path("pwned")
 }
 
-impl Workspace {
-    fn new() -> Workspace {
-        let dir = tempfile::tempdir().unwrap();
-        let templates = dir.path().join("templates");
-        fs::create_dir(&templates).unwrap();
-        fs::write(
-            templates.join("HAPROXY_HEAD"),
-            "global\n  hard-stop-after 5s\n\ndefaults\n  mode http\n  timeout connect 2s\n  \
-             timeout client 5s\n  timeout server 5s\n",
-        )
-        .unwrap();
-        fs::write(
-            templates.join("HAPROXY_HTTP_FRONTEND_APPID_HEAD"),
-            format!(
-                "\nfrontend marathon_http_appid_in\n  bind 127.0.0.1:{}\n  mode http\n",
-                free_port()
-            ),
-        )
-        .unwrap();
-        support::cert::self_signed_pem(dir.path());
-        Workspace { dir }
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("haproxy.cfg")
-    }
-
-    /// Where a `program` section of the payload would leave its mark.
-    fn marker(&self) -> PathBuf {
-        self.dir.path().join("pwned")
-    }
-
-    fn run(&self, marathon: &str, extra: &[&str]) -> Output {
-        self.run_with(marathon, extra, &[])
-    }
-
-    fn run_with(&self, marathon: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
-        Command::new(BIN)
-            .args(["--marathon", marathon, "--haproxy-config"])
-            .arg(self.config())
-            .arg("--templates")
-            .arg(self.dir.path().join("templates"))
-            .args(["--haproxy-bin", HAPROXY_BIN, "--reload-command", "true"])
-            .arg("--ssl-certs")
-            .arg(self.dir.path().join("cert.pem"))
-            .args(["--timeout", "2", "--command-timeout", "10"])
-            .args(extra)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .output()
-            .expect("running haproxy-marathon-sync")
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "exit status\nstdout:\n{}\nstderr:\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
+/// The binary against `marathon` in `workspace` (its own head and a held appid port keep HAProxy
+/// on 127.0.0.1 and away from system paths), a throwaway `--ssl-certs`, reloading with `true`.
+fn sync(workspace: &Workspace, marathon: &str) -> Sync {
+    workspace
+        .bare(marathon)
+        .reload_command("true")
+        .arg("--ssl-certs")
+        .arg(workspace.cert())
+        .args(["--timeout", "2", "--command-timeout", "10"])
 }
 
 fn app(id: &str, port: u16, labels: serde_json::Value) -> serde_json::Value {
@@ -135,7 +75,7 @@ struct Hostile {
 fn hostile_cluster(workspace: &Workspace, good: &Backend, other: &Backend) -> Hostile {
     let program = format!(
         "\nglobal\n  master-worker\n\nprogram evil\n  command /usr/bin/touch {}\n",
-        workspace.marker().display()
+        marker(workspace).display()
     );
     let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
     let mut checked = app("/checked", ports[1], json!({"HAPROXY_0_MODE": "http"}));
@@ -207,13 +147,12 @@ fn a_hostile_marathon_gets_no_line_no_section_and_no_program() {
     marathon.set_state(&hostile.apps, &hostile.tasks);
 
     let credentials = format!("ops:{SECRET}");
-    let output = workspace.run_with(
-        &marathon.url(),
-        &["--group", "external", "--dont-bind-http-https"],
-        &[("HAPROXY_MARATHON_SYNC_AUTH_CREDENTIALS", &credentials)],
-    );
-    assert_exit(&output, 0);
-    let stderr = text(&output.stderr);
+    let output = sync(&workspace, &marathon.url())
+        .args(["--group", "external", "--dont-bind-http-https"])
+        .env("HAPROXY_MARATHON_SYNC_AUTH_CREDENTIALS", &credentials)
+        .run();
+    output.assert_exit(0);
+    let stderr = output.stderr.clone();
     let config = fs::read_to_string(workspace.config()).unwrap();
 
     // Each refused value is named with its app and field, escaped onto one line.
@@ -292,12 +231,7 @@ fn a_hostile_marathon_gets_no_line_no_section_and_no_program() {
         "{config}"
     );
 
-    let check = Command::new(HAPROXY_BIN)
-        .args(["-c", "-f"])
-        .arg(workspace.config())
-        .output()
-        .unwrap();
-    assert!(check.status.success(), "{}", text(&check.stderr));
+    assert_valid(&workspace.config());
 
     // A control run: this HAProxy does start a `program` section when a config has one, so
     // the marker's absence below means something.
@@ -329,7 +263,7 @@ fn a_hostile_marathon_gets_no_line_no_section_and_no_program() {
 
     let haproxy = Haproxy::start(
         &workspace.config(),
-        &workspace.dir.path().join("run"),
+        &workspace.path("run"),
         hostile.good_port,
     );
     assert!(
@@ -344,12 +278,12 @@ fn a_hostile_marathon_gets_no_line_no_section_and_no_program() {
     // The master has started its workers and answered: any program would have run by now.
     assert!(haproxy.show_proc().contains("worker"));
     assert!(
-        !workspace.marker().exists(),
+        !marker(&workspace).exists(),
         "a payload's program ran:\n{}",
         haproxy.log_text()
     );
     drop(haproxy);
-    assert!(!workspace.marker().exists());
+    assert!(!marker(&workspace).exists());
 }
 
 #[test]
@@ -368,10 +302,12 @@ fn hostile_vhost_labels_are_refused_in_the_shared_frontends_too() {
     ]});
     let tasks = one_task_each(&["/web", "/redir", "/auth", "/fine"]);
     marathon.set_state(apps.to_string(), tasks.to_string());
-    let output = workspace.run(&marathon.url(), &["--group", "external", "--dry-run"]);
-    assert_exit(&output, 0);
-    let stderr = text(&output.stderr);
-    let config = text(&output.stdout);
+    let output = sync(&workspace, &marathon.url())
+        .args(["--group", "external", "--dry-run"])
+        .run();
+    output.assert_exit(0);
+    let stderr = output.stderr.clone();
+    let config = output.stdout.clone();
     for expected in [
         r#"app /web: label HAPROXY_0_VHOST: "web.example.com\n  use_backend evil if TRUE": contains the control character '\n'"#,
         r#"app /redir: label HAPROXY_0_HTTP_BACKEND_REDIR: "/%[env(HAPROXY_MARATHON_SYNC_AUTH_CREDENTIALS)]": "%[" at byte 1 is a sample fetch"#,
@@ -420,9 +356,11 @@ fn marathon_lb_fidelity_spaced_vhosts_empty_group_and_huge_weights() {
     ]);
     marathon.set_state(apps.to_string(), tasks.to_string());
 
-    let output = workspace.run(&marathon.url(), &["--group", "external", "--dry-run"]);
-    assert_exit(&output, 0);
-    let config = text(&output.stdout);
+    let output = sync(&workspace, &marathon.url())
+        .args(["--group", "external", "--dry-run"])
+        .run();
+    output.assert_exit(0);
+    let config = output.stdout.clone();
     assert!(
         config.contains("hdr(host) -i  b.example.com\n"),
         "spaces after the comma are kept as marathon-lb keeps them:\n{config}"
@@ -438,7 +376,7 @@ fn marathon_lb_fidelity_spaced_vhosts_empty_group_and_huge_weights() {
         ["c-heavier", "b-heavy", "a-light"],
         "weights order as Python's ints do:\n{config}"
     );
-    let stderr = text(&output.stderr);
+    let stderr = output.stderr.clone();
     for loser in ["b-heavy", "a-light"] {
         assert!(
             stderr.contains(&format!(
@@ -451,12 +389,11 @@ fn marathon_lb_fidelity_spaced_vhosts_empty_group_and_huge_weights() {
     }
     assert!(!config.contains("ungrouped"));
 
-    let output = workspace.run(
-        &marathon.url(),
-        &["--group", "", "--dont-bind-http-https", "--dry-run"],
-    );
-    assert_exit(&output, 0);
-    let config = text(&output.stdout);
+    let output = sync(&workspace, &marathon.url())
+        .args(["--group", "", "--dont-bind-http-https", "--dry-run"])
+        .run();
+    output.assert_exit(0);
+    let config = output.stdout.clone();
     assert!(
         config.contains(&format!("backend ungrouped_{}", port + 4)),
         "{config}"
@@ -483,10 +420,12 @@ fn conflicts_are_said_on_changing_and_dry_runs_and_the_output_stays_marathon_lbs
          connections between them"
     );
 
-    let dry = workspace.run(&marathon.url(), &[&flags[..], &["--dry-run"]].concat());
-    assert_exit(&dry, 0);
-    assert!(text(&dry.stderr).contains(&said), "{}", text(&dry.stderr));
-    let config = text(&dry.stdout);
+    let dry = sync(&workspace, &marathon.url())
+        .args([&flags[..], &["--dry-run"]].concat())
+        .run();
+    dry.assert_exit(0);
+    assert!(dry.stderr.contains(&said), "{}", dry.stderr);
+    let config = dry.stdout.clone();
     assert_eq!(
         config
             .matches(&format!("  bind 127.0.0.1:{port}\n"))
@@ -495,16 +434,12 @@ fn conflicts_are_said_on_changing_and_dry_runs_and_the_output_stays_marathon_lbs
         "{config}"
     );
 
-    let changing = workspace.run(&marathon.url(), &flags);
-    assert_exit(&changing, 0);
-    assert!(
-        text(&changing.stderr).contains(&said),
-        "{}",
-        text(&changing.stderr)
-    );
+    let changing = sync(&workspace, &marathon.url()).args(flags).run();
+    changing.assert_exit(0);
+    assert!(changing.stderr.contains(&said), "{}", changing.stderr);
     assert_eq!(fs::read_to_string(workspace.config()).unwrap(), config);
 
-    let unchanged = workspace.run(&marathon.url(), &flags);
-    assert_exit(&unchanged, 0);
-    assert_eq!(text(&unchanged.stderr), "", "an unchanged run stays silent");
+    let unchanged = sync(&workspace, &marathon.url()).args(flags).run();
+    unchanged.assert_exit(0);
+    assert_eq!(unchanged.stderr, "", "an unchanged run stays silent");
 }

@@ -7,15 +7,14 @@
 mod support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use support::backend::{http_get, Backend};
-use support::haproxy::{free_port, wait_for, Haproxy, HAPROXY_BIN};
+use support::haproxy::{assert_valid, free_port, wait_for, Haproxy};
 use support::marathon::FakeMarathon;
-
-const BIN: &str = env!("CARGO_BIN_EXE_haproxy-marathon-sync");
+use support::sync::{Run, Sync};
+use support::workspace::Workspace;
 
 /// Longest any one run of the binary may take before the test gives up on it.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
@@ -23,85 +22,23 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 /// Exit code of a template failure (`Exit::Template` in main.rs).
 const EXIT_TEMPLATE: i32 = 4;
 
-/// A work directory with a head that keeps HAProxy on 127.0.0.1, away from system paths, and
-/// within the open-file limit.
-struct Workspace {
-    dir: tempfile::TempDir,
+/// The binary in `workspace` (the shared head keeps HAProxy on 127.0.0.1, away from system
+/// paths and within the open-file limit) with `templates` as `--templates`.
+fn sync(workspace: &Workspace, marathon: &str, templates: &Path) -> Sync {
+    workspace
+        .bare(marathon)
+        .group("external")
+        .arg("--dont-bind-http-https")
+        .templates(templates)
+        .reload_command("true")
+        .args(["--timeout", "5", "--command-timeout", "20"])
 }
 
-impl Workspace {
-    fn new() -> Workspace {
-        let dir = tempfile::tempdir().unwrap();
-        let templates = dir.path().join("templates");
-        fs::create_dir(&templates).unwrap();
-        fs::write(
-            templates.join("HAPROXY_HEAD"),
-            "global\n  maxconn 1000\n  hard-stop-after 5s\n\ndefaults\n  mode http\n  \
-             timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n",
-        )
-        .unwrap();
-        fs::write(
-            templates.join("HAPROXY_HTTP_FRONTEND_APPID_HEAD"),
-            format!(
-                "\nfrontend marathon_http_appid_in\n  bind 127.0.0.1:{}\n  mode http\n",
-                free_port()
-            ),
-        )
-        .unwrap();
-        Workspace { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn config(&self) -> PathBuf {
-        self.path("haproxy.cfg")
-    }
-
-    /// Runs the binary once (bounded by [`RUN_LIMIT`]; the child is killed by PID past it).
-    fn run(&self, marathon: &str, templates: &Path, extra: &[&str]) -> Output {
-        let mut command = Command::new(BIN);
-        command
-            .args(["--marathon", marathon, "--group", "external"])
-            .arg("--dont-bind-http-https")
-            .arg("--haproxy-config")
-            .arg(self.config())
-            .arg("--templates")
-            .arg(templates)
-            .args(["--haproxy-bin", HAPROXY_BIN, "--reload-command", "true"])
-            .args(["--timeout", "5", "--command-timeout", "20"])
-            .args(extra)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("starting haproxy-marathon-sync");
-        let finished = wait_for(RUN_LIMIT, || matches!(child.try_wait(), Ok(Some(_))));
-        if !finished {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("haproxy-marathon-sync did not finish within {RUN_LIMIT:?}");
-        }
-        child
-            .wait_with_output()
-            .expect("collecting the run's output")
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "exit status\nstdout:\n{}\nstderr:\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
+/// Runs the binary once (bounded by [`RUN_LIMIT`]; the child is killed by PID past it).
+fn run(workspace: &Workspace, marathon: &str, templates: &Path, extra: &[&str]) -> Run {
+    sync(workspace, marathon, templates)
+        .args(extra)
+        .run_within(RUN_LIMIT)
 }
 
 /// One host-networking app on `127.0.0.1:service_port` with one task on `task_port` and the
@@ -223,9 +160,14 @@ fn a_label_leaving_its_section_leaves_only_its_app_out_and_runs_nothing() {
     )
     .unwrap();
 
-    let output = workspace.run(&marathon.url(), &workspace.path("templates"), &[]);
-    assert_exit(&output, 0);
-    let stderr = text(&output.stderr);
+    let output = run(
+        &workspace,
+        &marathon.url(),
+        &workspace.path("templates"),
+        &[],
+    );
+    output.assert_exit(0);
+    let stderr = output.stderr.clone();
     for (app, keyword) in [
         ("/evil-global", "`global`"),
         ("/evil-program", "`program`"),
@@ -252,13 +194,7 @@ fn a_label_leaving_its_section_leaves_only_its_app_out_and_runs_nothing() {
             "{refused:?} reached the config:\n{config}"
         );
     }
-    let check = Command::new(HAPROXY_BIN)
-        .arg("-c")
-        .arg("-f")
-        .arg(workspace.config())
-        .output()
-        .unwrap();
-    assert!(check.status.success(), "{}", text(&check.stderr));
+    assert_valid(&workspace.config());
 
     let haproxy = Haproxy::start(&workspace.config(), &workspace.path("run"), good_port);
     assert!(
@@ -302,20 +238,21 @@ fn huge_format_specs_leave_their_app_out_and_the_rest_renders() {
     let marathon = FakeMarathon::start();
     marathon.set_state(apps, tasks);
 
-    let output = workspace.run(
+    let output = run(
+        &workspace,
         &marathon.url(),
         &workspace.path("templates"),
         &["--dry-run"],
     );
-    assert_exit(&output, 0);
-    let stderr = text(&output.stderr);
+    output.assert_exit(0);
+    let stderr = output.stderr.clone();
     for (app, label) in [("/wide", "BACKEND_HEAD"), ("/grouped", "FRONTEND_HEAD")] {
         let warned = stderr.lines().any(|line| {
             line.contains(app) && line.contains(label) && line.contains("above the limit of 1024")
         });
         assert!(warned, "no warning naming {app} and {label}:\n{stderr}");
     }
-    let config = text(&output.stdout);
+    let config = output.stdout.clone();
     assert!(config.contains("backend good_"), "{config}");
     assert!(
         !config.contains("wide_") && !config.contains("grouped_"),
@@ -336,9 +273,14 @@ fn an_operator_template_with_a_huge_spec_fails_the_run_naming_it() {
     marathon.set_state(apps, tasks);
     fs::write(workspace.config(), "# live\n").unwrap();
 
-    let output = workspace.run(&marathon.url(), &workspace.path("templates"), &[]);
-    assert_exit(&output, EXIT_TEMPLATE);
-    let stderr = text(&output.stderr);
+    let output = run(
+        &workspace,
+        &marathon.url(),
+        &workspace.path("templates"),
+        &[],
+    );
+    output.assert_exit(EXIT_TEMPLATE);
+    let stderr = output.stderr.clone();
     assert!(
         stderr.contains("HAPROXY_BACKEND_HEAD") && stderr.contains("above the limit of 1024"),
         "{stderr}"
@@ -356,9 +298,9 @@ fn a_templates_path_that_does_not_exist_fails_before_anything_is_written() {
     fs::write(workspace.config(), live).unwrap();
 
     let missing = Path::new("/does/not/exist");
-    let output = workspace.run(&marathon.url(), missing, &[]);
-    assert_exit(&output, EXIT_TEMPLATE);
-    let stderr = text(&output.stderr);
+    let output = run(&workspace, &marathon.url(), missing, &[]);
+    output.assert_exit(EXIT_TEMPLATE);
+    let stderr = output.stderr.clone();
     assert!(
         stderr.contains("/does/not/exist") && stderr.contains("does not exist"),
         "{stderr}"
@@ -366,9 +308,9 @@ fn a_templates_path_that_does_not_exist_fails_before_anything_is_written() {
     assert_eq!(fs::read_to_string(workspace.config()).unwrap(), live);
 
     let not_a_dir = workspace.path("templates/HAPROXY_HEAD");
-    let output = workspace.run(&marathon.url(), &not_a_dir, &[]);
-    assert_exit(&output, EXIT_TEMPLATE);
-    assert!(text(&output.stderr).contains("is not a directory"));
+    let output = run(&workspace, &marathon.url(), &not_a_dir, &[]);
+    output.assert_exit(EXIT_TEMPLATE);
+    assert!(output.stderr.contains("is not a directory"));
     assert_eq!(fs::read_to_string(workspace.config()).unwrap(), live);
     let beside: Vec<String> = fs::read_dir(workspace.dir.path())
         .unwrap()

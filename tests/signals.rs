@@ -7,52 +7,30 @@ mod support;
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::haproxy::{free_port, http_config, wait_for, Haproxy, HAPROXY_BIN};
+use support::haproxy::{free_port, http_config, wait_for, Haproxy};
 use support::marathon::FakeMarathon;
+use support::process::Guarded;
+use support::workspace::web_app;
 
-const BIN: &str = env!("CARGO_BIN_EXE_haproxy-marathon-sync");
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// One app on `service_port`, bound to 127.0.0.1, with one task per port.
-fn state(service_port: u16, task_ports: &[u16]) -> (String, String) {
-    let apps = format!(
-        r#"{{"apps":[{{"id":"/web","labels":{{"HAPROXY_GROUP":"external","HAPROXY_0_MODE":"http","HAPROXY_0_BIND_ADDR":"127.0.0.1"}},"portDefinitions":[{{"port":{service_port},"protocol":"tcp"}}]}}]}}"#
-    );
-    let tasks: Vec<String> = task_ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            format!(
-                r#"{{"id":"web.{i}","appId":"/web","host":"127.0.0.1","ports":[{port}],"state":"TASK_RUNNING"}}"#
-            )
-        })
-        .collect();
-    (apps, format!(r#"{{"tasks":[{}]}}"#, tasks.join(",")))
-}
-
+/// The shared workspace (its head and held appid port keep HAProxy on 127.0.0.1) with a
+/// snapshot directory for `--marathon`.
 struct Workspace {
-    dir: tempfile::TempDir,
+    shared: support::workspace::Workspace,
 }
 
 impl Workspace {
     fn new() -> Workspace {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir(dir.path().join("templates")).unwrap();
-        fs::write(
-            dir.path().join("templates/HAPROXY_HEAD"),
-            "global\n  hard-stop-after 5s\n\ndefaults\n  mode http\n  timeout connect 2s\n  \
-             timeout client 5s\n  timeout server 5s\n",
-        )
-        .unwrap();
-        fs::create_dir(dir.path().join("snapshot")).unwrap();
-        Workspace { dir }
+        let shared = support::workspace::Workspace::new();
+        fs::create_dir(shared.path("snapshot")).unwrap();
+        Workspace { shared }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.shared.path(name)
     }
 
     fn set_snapshot(&self, (apps, tasks): (String, String)) {
@@ -61,53 +39,42 @@ impl Workspace {
     }
 
     fn config_text(&self) -> String {
-        fs::read_to_string(self.path("haproxy.cfg")).unwrap_or_default()
+        fs::read_to_string(self.shared.config()).unwrap_or_default()
     }
 
     fn reloads(&self) -> usize {
-        fs::read_to_string(self.path("reloads.log")).map_or(0, |log| log.lines().count())
+        self.shared.reload_count()
     }
 
     /// The binary in a loop on `marathon`, validating with the real HAProxy.
     fn spawn(&self, marathon: &str, extra: &[&str]) -> Running {
-        let child = Command::new(BIN)
-            .args(["--marathon", marathon, "--group", "external"])
-            .args(["--dont-bind-http-https", "--haproxy-bin", HAPROXY_BIN])
-            .arg("--haproxy-config")
-            .arg(self.path("haproxy.cfg"))
-            .arg("--templates")
-            .arg(self.path("templates"))
-            .arg("--reload-command")
-            .arg(format!(
+        let stderr = self.path("stderr");
+        let child = self
+            .shared
+            .bare(marathon)
+            .group("external")
+            .arg("--dont-bind-http-https")
+            .reload_command(&format!(
                 "echo reload >> '{}'",
-                self.path("reloads.log").display()
+                self.shared.reload_log().display()
             ))
             .args(["--interval", "1h", "--command-timeout", "10"])
             .args(extra)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(self.path("stderr")).unwrap())
-            .spawn()
-            .unwrap();
-        Running {
-            child,
-            stderr: self.path("stderr"),
-        }
+            .spawn_with_stderr(fs::File::create(&stderr).unwrap());
+        Running { child, stderr }
     }
 }
 
-/// The loop under test; ended by SIGTERM (SIGKILL if it does not end) when dropped.
+/// The loop under test; stopped (SIGTERM, then SIGKILL) by its guard when dropped.
 struct Running {
-    child: Child,
+    child: Guarded,
     stderr: PathBuf,
 }
 
 impl Running {
     fn signal(&self, signal: libc::c_int) {
         // SAFETY: a plain syscall on the PID of the child this test started and has not reaped.
-        let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        let sent = unsafe { libc::kill(self.child.pid() as libc::pid_t, signal) };
         assert_eq!(sent, 0, "kill({signal})");
     }
 
@@ -118,21 +85,7 @@ impl Running {
     /// SIGTERM, and the exit status once it ended (bounded).
     fn stop(mut self) -> Option<std::process::ExitStatus> {
         self.signal(libc::SIGTERM);
-        let mut status = None;
-        wait_for(PATIENCE, || {
-            status = self.child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        status
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.child.wait_timeout(PATIENCE)
     }
 }
 
@@ -144,14 +97,14 @@ fn assert_waited(what: &str, held: bool, running: &Running) {
 fn interval_loop_runs_on_sighup_and_reloads_the_live_file_on_sigusr1() {
     let workspace = Workspace::new();
     let (service_port, first, second, third) = (free_port(), free_port(), free_port(), free_port());
-    workspace.set_snapshot(state(service_port, &[first]));
+    workspace.set_snapshot(web_app(service_port, &[first]));
     let snapshot = workspace.path("snapshot");
     let running = workspace.spawn(snapshot.to_str().unwrap(), &[]);
     let started = wait_for(PATIENCE, || workspace.reloads() == 1);
     assert_waited("the first run applied and reloaded", started, &running);
 
     // SIGHUP: a full run now, long before the hour is up.
-    workspace.set_snapshot(state(service_port, &[first, second]));
+    workspace.set_snapshot(web_app(service_port, &[first, second]));
     running.signal(libc::SIGHUP);
     let ran = wait_for(PATIENCE, || {
         workspace.config_text().contains(&format!(":{second}")) && workspace.reloads() == 2
@@ -159,7 +112,7 @@ fn interval_loop_runs_on_sighup_and_reloads_the_live_file_on_sigusr1() {
     assert_waited("SIGHUP ran and applied the new task", ran, &running);
 
     // SIGUSR1: the live file reloaded, nothing rendered (the third task stays out).
-    workspace.set_snapshot(state(service_port, &[first, second, third]));
+    workspace.set_snapshot(web_app(service_port, &[first, second, third]));
     let live = workspace.config_text();
     running.signal(libc::SIGUSR1);
     let reloaded = wait_for(PATIENCE, || workspace.reloads() == 3);
@@ -181,7 +134,7 @@ fn interval_loop_runs_on_sighup_and_reloads_the_live_file_on_sigusr1() {
 fn sigusr1_refuses_a_live_file_haproxy_rejects_and_the_loop_goes_on() {
     let workspace = Workspace::new();
     let (service_port, first) = (free_port(), free_port());
-    workspace.set_snapshot(state(service_port, &[first]));
+    workspace.set_snapshot(web_app(service_port, &[first]));
     let snapshot = workspace.path("snapshot");
     let running = workspace.spawn(snapshot.to_str().unwrap(), &[]);
     let started = wait_for(PATIENCE, || workspace.reloads() == 1);
@@ -209,7 +162,7 @@ fn sse_loop_obeys_the_same_signals_through_the_master_socket() {
     let workspace = Workspace::new();
     let (service_port, first, second) = (free_port(), free_port(), free_port());
     let marathon = FakeMarathon::start();
-    let (apps, tasks) = state(service_port, &[first]);
+    let (apps, tasks) = web_app(service_port, &[first]);
     marathon.set_state(apps, tasks);
 
     // HAProxy runs before the tool's first run, with a serverless config of its own.
@@ -238,7 +191,7 @@ fn sse_loop_obeys_the_same_signals_through_the_master_socket() {
         &running,
     );
 
-    let (apps, tasks) = state(service_port, &[first, second]);
+    let (apps, tasks) = web_app(service_port, &[first, second]);
     marathon.set_state(apps, tasks);
     running.signal(libc::SIGHUP);
     let ran = wait_for(PATIENCE, || {
@@ -274,7 +227,7 @@ fn a_loops_splay_obeys_sighup_and_sigterm() {
         let workspace = Workspace::new();
         let (service_port, first) = (free_port(), free_port());
         let marathon = FakeMarathon::start();
-        let (apps, tasks) = state(service_port, &[first]);
+        let (apps, tasks) = web_app(service_port, &[first]);
         marathon.set_state(apps, tasks);
         let mut extra = vec!["--splay", "40s", "--log-level", "debug"];
         if sse {

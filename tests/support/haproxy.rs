@@ -2,6 +2,7 @@
 //! the test chooses, reloaded and queried through the master CLI, stopped by PID on drop.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -32,6 +33,22 @@ pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool 
         thread::sleep(pause.min(left));
         pause = (pause * 2).min(Duration::from_millis(100));
     }
+}
+
+/// Panics, showing HAProxy's words, unless `haproxy -c -f config` accepts `config`.
+#[track_caller]
+pub fn assert_valid(config: &Path) {
+    let check = Command::new(HAPROXY_BIN)
+        .args(["-c", "-f"])
+        .arg(config)
+        .output()
+        .expect("running haproxy -c");
+    assert!(
+        check.status.success(),
+        "haproxy -c -f {}: {}",
+        config.display(),
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 /// A port on 127.0.0.1 reserved for the rest of the test process (see [`super::ports`]): no
@@ -67,6 +84,12 @@ impl Haproxy {
     /// Starts `haproxy -W -S <dir>/master.sock -f config -p <dir>/haproxy.pid` and waits (bounded)
     /// until `port` on 127.0.0.1 accepts connections and the master socket answers.
     pub fn start(config: &Path, dir: &Path, port: u16) -> Haproxy {
+        Haproxy::start_files(&[config], dir, port)
+    }
+
+    /// [`Haproxy::start`] with several `-f` files, read in order at start and at each reload
+    /// (a test can make a later one block a reload, e.g. by replacing it with a FIFO).
+    pub fn start_files(configs: &[&Path], dir: &Path, port: u16) -> Haproxy {
         std::fs::create_dir_all(dir).expect("creating haproxy's run directory");
         let master_socket = dir.join("master.sock");
         let pid_file = dir.join("haproxy.pid");
@@ -76,8 +99,11 @@ impl Haproxy {
             .arg("-W")
             .arg("-S")
             .arg(&master_socket)
-            .arg("-f")
-            .arg(config)
+            .args(
+                configs
+                    .iter()
+                    .flat_map(|config| [OsStr::new("-f"), config.as_os_str()]),
+            )
             .arg("-p")
             .arg(&pid_file)
             .stdin(Stdio::null())

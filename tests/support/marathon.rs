@@ -19,6 +19,17 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+/// `/v2/apps` with one app, `/web` in group `external` on service port 10000, for tests about
+/// how the answer is fetched rather than what it holds.
+pub const ONE_APP: &str = r#"{"apps": [
+  {"id": "/web", "labels": {"HAPROXY_GROUP": "external"}, "portDefinitions": [{"port": 10000}]}
+]}"#;
+
+/// `/v2/tasks` with `/web`'s one task, at 10.0.0.1:31000 (rendered as `server 10_0_0_1_31000`).
+pub const ONE_TASK: &str = r#"{"tasks": [
+  {"id": "web.1", "appId": "/web", "host": "10.0.0.1", "ports": [31000], "state": "TASK_RUNNING"}
+]}"#;
+
 pub const APPS_PATH: &str = "/v2/apps";
 pub const TASKS_PATH: &str = "/v2/tasks";
 pub const EVENTS_PATH: &str = "/v2/events";

@@ -6,8 +6,11 @@
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::Duration;
 
 use super::process::Guarded;
 
@@ -37,7 +40,10 @@ impl Sync {
     /// `command` is a wrapper (e.g. `unshare ... sh -c '... exec "$@"' sh BIN`) that ends by
     /// running the binary; the flags added later go after it.
     pub fn wrapped(mut command: Command) -> Sync {
-        command.env_clear().env("PATH", TEST_PATH).stdin(Stdio::null());
+        command
+            .env_clear()
+            .env("PATH", TEST_PATH)
+            .stdin(Stdio::null());
         Sync { command }
     }
 
@@ -113,6 +119,38 @@ impl Sync {
         }
     }
 
+    /// Runs it as [`Sync::run`] does, but gives up past `limit`: the child is killed (by its
+    /// PID) and the test fails, so a run that hangs cannot hang the suite.
+    pub fn run_within(mut self, limit: Duration) -> Run {
+        let child = self
+            .command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {:?}: {err}", self.command));
+        let mut child = Guarded::new(child);
+        // Read both pipes while it runs, so a large output cannot block it.
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+        };
+        let stdout = drain(child.inner().stdout.take().map(|p| Box::new(p) as _));
+        let stderr = drain(child.inner().stderr.take().map(|p| Box::new(p) as _));
+        let Some(status) = child.wait_timeout(limit) else {
+            panic!("{:?} did not finish within {limit:?}", self.command);
+        };
+        Run {
+            status,
+            stdout: stdout.join().expect("reading stdout"),
+            stderr: stderr.join().expect("reading stderr"),
+        }
+    }
+
     /// Runs it to the end with stdout discarded and stderr written to `file` (for tests of what
     /// the binary does when stderr is a particular file, such as the journal stream).
     pub fn run_with_stderr(mut self, file: std::fs::File) -> ExitStatus {
@@ -121,6 +159,18 @@ impl Sync {
             .stderr(file)
             .status()
             .unwrap_or_else(|err| panic!("running {:?}: {err}", self.command))
+    }
+
+    /// Starts it as [`Sync::spawn`] does, with stderr written to `file` instead of a pipe (so
+    /// a test can read what a long-running one said so far).
+    pub fn spawn_with_stderr(mut self, file: std::fs::File) -> Guarded {
+        let child = self
+            .command
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {:?}: {err}", self.command));
+        Guarded::new(child)
     }
 
     /// Starts it with stdout discarded and stderr piped, behind a guard that stops it (SIGTERM,

@@ -1,10 +1,13 @@
 //! A work directory for running the binary against a stand-in Marathon: template overrides
 //! that keep HAProxy on 127.0.0.1 and away from system paths (no /dev/log, no /run/haproxy, a
-//! small maxconn under the test machine's open-file cap), the config path, and a reload command
-//! that logs each reload before running the test's own.
+//! small maxconn under the test machine's open-file cap), the config path, a throwaway
+//! certificate for `--ssl-certs`, and a reload command that logs each reload before running the
+//! test's own.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use super::haproxy::HAPROXY_BIN;
@@ -64,6 +67,13 @@ impl Workspace {
         workspace
     }
 
+    /// A workspace whose `HAPROXY_HEAD` is `head` instead of [`TEST_HEAD`].
+    pub fn with_head(head: &str) -> Workspace {
+        let workspace = Workspace::new();
+        workspace.set_template("HAPROXY_HEAD", head);
+        workspace
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -84,6 +94,24 @@ impl Workspace {
         fs::read(self.config()).ok()
     }
 
+    /// `cert.pem` in the workspace, a self-signed certificate and key made on first use, for
+    /// `--ssl-certs` (so the `:443` frontend passes `haproxy -c`).
+    pub fn cert(&self) -> PathBuf {
+        let path = self.path("cert.pem");
+        if !path.exists() {
+            assert_eq!(super::cert::self_signed_pem(self.dir.path()), path);
+        }
+        path
+    }
+
+    /// Writes an executable `sh` script `name` in the workspace and returns its path.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.path(name);
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
     pub fn reload_log(&self) -> PathBuf {
         self.path("reloads.log")
     }
@@ -92,6 +120,17 @@ impl Workspace {
         fs::read_to_string(self.reload_log())
             .map(|text| text.lines().count())
             .unwrap_or(0)
+    }
+
+    /// The binary against `marathon` with this workspace's config and templates, validating
+    /// with the real HAProxy, and no other flag: the test chooses the group, the binds and the
+    /// reload command.
+    pub fn bare(&self, marathon: impl AsRef<OsStr>) -> Sync {
+        Sync::new()
+            .marathon(marathon)
+            .config(self.config())
+            .templates(self.templates())
+            .args(["--haproxy-bin", HAPROXY_BIN])
     }
 
     /// The binary against `marathon`, validating with the real HAProxy, with `reload` as the
