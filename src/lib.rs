@@ -6,6 +6,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod exclusion;
 pub mod fetch;
 pub mod isolate;
 pub mod log;
@@ -18,11 +19,11 @@ pub mod status;
 use std::io::Write;
 use std::time::Instant;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
 use anyhow::{anyhow, Context, Result};
 
-use crate::apply::{Candidate, Outcome};
+use crate::apply::Outcome;
 use crate::config::Config;
 use crate::error::Failure;
 use crate::fetch::resolve::CachingResolver;
@@ -99,44 +100,45 @@ fn run_measured(
     report.phases.insert("fetch", phase.elapsed().as_secs_f64());
     let phase = Instant::now();
     let resolver = CachingResolver::default();
+    let resolve = |host: &str| resolver.resolve(host);
     let templates = render::Templates::load(&config.render)
         .context(Failure::Template)?
         .until(deadline);
-    let (model, rendered, mut warnings) =
-        model_and_render(&state.apps, &state.tasks, config, &templates, &|host| {
-            resolver.resolve(host)
-        })?;
-    warnings.extend(model::conflicts::find(&model, &config.render));
-    let candidate = to_candidate(rendered, config);
+    let mut store_warnings = Vec::new();
+    let last_good = exclusion::LastGood::load(&config.apply.haproxy_config, &mut store_warnings)?;
+    let mut room = exclusion::Room::new(&state.apps, &state.tasks, &last_good);
+    let mut prepared = room.prepare(config, &templates, &resolve)?;
     report
         .phases
         .insert("render", phase.elapsed().as_secs_f64());
-    let mut left_out: BTreeSet<&str> = warnings
-        .iter()
-        .filter(|warning| warning.app_left_out)
-        .map(|warning| warning.app_id.as_str())
-        .collect();
     // Waiting for another run's lock must not carry this run past its deadline either.
     let mut apply_config = config.apply.clone();
     let time_left = deadline.saturating_duration_since(Instant::now());
     apply_config.lock_timeout = apply_config.lock_timeout.min(time_left);
     let mut timings = apply::Timings::default();
-    let first = apply::apply_timed(&candidate, &apply_config, out, &mut timings);
-    let (outcome, excluded, candidate) = match first {
-        Err(error) if isolation_may_help(&error, &apply_config) => {
-            let excluded = isolate::find_rejected_apps(&model, &templates, config, &apply_config)
-                .map_err(|search| {
-                error.context(format!(
-                    "looking for the apps HAProxy rejects failed too: {search:#}"
-                ))
-            })?;
-            let without = isolate::without_apps(&model, excluded.keys());
-            let candidate = render_candidate(&without, &templates, config)?;
-            let outcome = apply::apply_timed(&candidate, &apply_config, out, &mut timings)?;
-            (outcome, excluded, candidate)
+    // Each retry follows an app held or left out for HAProxy's or the host's refusal; a few
+    // rounds cover a rejection followed by a listener another process holds.
+    let mut rounds = 0;
+    let (outcome, candidate) = loop {
+        let candidate = exclusion::candidate(prepared.rendered.clone(), config);
+        match apply::apply_timed(&candidate, &apply_config, out, &mut timings) {
+            Ok(outcome) => break (outcome, candidate),
+            Err(error) if rounds < MAX_APPLY_ROUNDS => {
+                room.blame(error, &prepared, &templates, config, &apply_config)?;
+                prepared = room.prepare(config, &templates, &resolve)?;
+                rounds += 1;
+            }
+            Err(error) => return Err(error),
         }
-        result => (result?, BTreeMap::new(), candidate),
     };
+    if matches!(outcome, Outcome::Applied { .. } | Outcome::Unchanged) {
+        if let Err(error) = room.keep_last_good(&apply_config) {
+            store_warnings.push(format!("{error:#}"));
+        }
+    }
+    let exclusions = room.exclusions();
+    let mut warnings = prepared.warnings;
+    warnings.extend(model::conflicts::find(&prepared.model, &config.render));
     report
         .phases
         .insert("validate", timings.validate.as_secs_f64());
@@ -145,12 +147,25 @@ fn run_measured(
     let inventory = apply::Inventory::of(&candidate.config);
     report.backends = inventory.backends.len();
     report.servers = inventory.servers.len();
-    left_out.extend(excluded.keys().map(String::as_str));
-    report.apps_excluded = left_out.len();
-    report.apps = model
+    report.apps_excluded = exclusions
+        .iter()
+        .filter(|exclusion| !matches!(exclusion.action, exclusion::Action::Held { .. }))
+        .count();
+    report.apps_held = exclusions
+        .iter()
+        .filter(|exclusion| matches!(exclusion.action, exclusion::Action::Held { .. }))
+        .map(|exclusion| exclusion.app_id.clone())
+        .collect();
+    report.apps_left_out = exclusions
+        .iter()
+        .filter(|exclusion| !matches!(exclusion.action, exclusion::Action::Held { .. }))
+        .map(|exclusion| exclusion.app_id.clone())
+        .collect();
+    report.apps = prepared
+        .model
         .services
         .iter()
-        .filter(|service| !service.backends.is_empty() && !excluded.contains_key(&service.app_id))
+        .filter(|service| !service.backends.is_empty())
         .map(|service| service.app_id.as_str())
         .collect::<BTreeSet<_>>()
         .len();
@@ -166,7 +181,7 @@ fn run_measured(
             let fields = [("source", state.source.clone().into())];
             log::write(log, log::Level::Warn, &message, &fields);
         }
-        for warning in templates.warnings() {
+        for warning in templates.warnings().iter().chain(&store_warnings) {
             log::write(log, log::Level::Warn, warning, &[]);
         }
         for warning in &warnings {
@@ -175,6 +190,13 @@ fn run_measured(
                 fields.push(("label", label.clone().into()));
             }
             log::write(log, log::Level::Warn, &warning.to_string(), &fields);
+        }
+        for exclusion in &exclusions {
+            let mut fields = vec![("app", exclusion.app_id.clone().into())];
+            if let Some(label) = exclusion.label() {
+                fields.push(("label", label.to_string().into()));
+            }
+            log::write(log, log::Level::Warn, &exclusion.to_string(), &fields);
         }
     }
     match &outcome {
@@ -202,166 +224,17 @@ fn run_measured(
         }
         Outcome::DryRun => {}
     }
-    if !excluded.is_empty() {
-        let apps: Vec<String> = excluded
-            .iter()
-            .map(|(app, alerts)| format!("{app} ({alerts})"))
-            .collect();
-        return Err(anyhow!("left out {}", apps.join("; ")))
-            .context(Failure::AppliedWithExclusions);
+    let failing: Vec<String> = exclusions
+        .iter()
+        .filter(|exclusion| exclusion.fails_the_run())
+        .map(ToString::to_string)
+        .collect();
+    if !failing.is_empty() {
+        return Err(anyhow!("{}", failing.join("; "))).context(Failure::AppliedWithExclusions);
     }
     Ok(outcome)
 }
 
-/// Builds the model and renders it. An app whose own template label does not format is left
-/// out with a warning and everything built again without it, as the model does for a label
-/// that does not parse (marathon-lb fails the whole run over either).
-fn model_and_render(
-    apps: &[fetch::api::App],
-    tasks: &[fetch::api::Task],
-    config: &Config,
-    templates: &render::Templates,
-    resolve: model::Resolver<'_>,
-) -> Result<(model::Model, render::Rendered, Vec<model::Warning>)> {
-    let mut left_out = HashSet::new();
-    let mut label_warnings = Vec::new();
-    // Each retry leaves out at least one more app, so this ends within the app count.
-    loop {
-        let (model, mut warnings) =
-            model::build_without(apps, tasks, &config.model, resolve, &left_out);
-        let err = match render::render(&model, templates, &config.render) {
-            Ok(rendered) => {
-                warnings.extend(label_warnings);
-                return Ok((model, rendered, warnings));
-            }
-            Err(err) => err,
-        };
-        let Some(bad_labels) = err.downcast_ref::<render::BadTemplateLabels>() else {
-            return Err(err);
-        };
-        let mut progress = false;
-        for bad in &bad_labels.0 {
-            if left_out.insert(bad.app_id.clone()) {
-                progress = true;
-                label_warnings.push(model::Warning {
-                    app_id: bad.app_id.clone(),
-                    label: None,
-                    message: format!("{}; app left out", bad.without_app()),
-                    app_left_out: true,
-                    reason: model::Reason::TemplateLabel,
-                });
-            }
-        }
-        if !progress {
-            return Err(err);
-        }
-    }
-}
-
-/// Renders the model into a candidate whose map files sit beside the config.
-pub(crate) fn render_candidate(
-    model: &model::Model,
-    templates: &render::Templates,
-    config: &Config,
-) -> Result<Candidate> {
-    Ok(to_candidate(
-        render::render(model, templates, &config.render)?,
-        config,
-    ))
-}
-
-/// The rendered text as a candidate, its map files beside the config.
-fn to_candidate(rendered: render::Rendered, config: &Config) -> Candidate {
-    let config_dir = config
-        .apply
-        .haproxy_config
-        .parent()
-        .map(|dir| dir.to_path_buf())
-        .unwrap_or_default();
-    Candidate {
-        config: rendered.config,
-        companions: rendered
-            .maps
-            .into_iter()
-            .map(|map| (config_dir.join(map.file_name), map.content))
-            .collect(),
-    }
-}
-
-/// Only a candidate HAProxy itself rejected (not one it could not check) may be saved by
-/// leaving apps out.
-fn isolation_may_help(error: &anyhow::Error, config: &config::ApplyConfig) -> bool {
-    !config.skip_validation
-        && error::classify(error) == Some(Failure::ValidationFailed)
-        && error
-            .chain()
-            .any(|cause| cause.to_string().contains("failed (exit status"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::fetch::api::{AppList, TaskList};
-    use std::net::IpAddr;
-
-    /// Two IP-per-task apps without service ports and room for one auto-assigned port: the first
-    /// takes it, so leaving the first out must rebuild as if Marathon did not have it, and the
-    /// second gets the port.
-    #[test]
-    fn app_with_a_bad_template_label_is_left_out_as_if_absent() {
-        let app = |id: &str, labels: &str| {
-            format!(
-                r#"{{"id": "{id}", "labels": {labels}, "ipAddress": {{"discovery": {{"ports": [{{"number": 80}}]}}}}}}"#
-            )
-        };
-        let apps: AppList = serde_json::from_str(&format!(
-            r#"{{"apps": [{}, {}]}}"#,
-            app("/a", r#"{"HAPROXY_0_BACKEND_HEAD": "backend {nope}\n"}"#),
-            app("/b", "{}")
-        ))
-        .unwrap();
-        let task = |app: &str, ip: &str| {
-            format!(
-                r#"{{"id": "{app}.1", "appId": "/{app}", "host": "10.0.0.1", "ipAddresses": [{{"ipAddress": "{ip}"}}]}}"#
-            )
-        };
-        let tasks: TaskList = serde_json::from_str(&format!(
-            r#"{{"tasks": [{}, {}]}}"#,
-            task("a", "9.0.0.1"),
-            task("b", "9.0.0.2")
-        ))
-        .unwrap();
-        let mut config = Config::new(Vec::new(), "/etc/haproxy/haproxy.cfg".into());
-        config.render.groups = vec!["*".to_string()];
-        config.model.min_serv_port_ip_per_task = 10050;
-        config.model.max_serv_port_ip_per_task = 10050;
-        let templates = render::Templates::load(&config.render).unwrap();
-        let no_resolution = |host: &str| -> Option<IpAddr> { panic!("{host} needs no resolving") };
-
-        let (_model, rendered, warnings) = model_and_render(
-            &apps.apps,
-            &tasks.tasks,
-            &config,
-            &templates,
-            &no_resolution,
-        )
-        .unwrap();
-
-        let alone = &apps.apps[1..];
-        let (model_alone, _) = model::build(alone, &tasks.tasks, &config.model, &no_resolution);
-        let expected = render::render(&model_alone, &templates, &config.render).unwrap();
-        assert_eq!(rendered.config, expected.config);
-        assert!(!rendered.config.contains("backend a_"));
-        assert!(
-            rendered.config.contains("\nbackend b_10050\n"),
-            "{}",
-            rendered.config
-        );
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert_eq!(
-            warnings[0].to_string(),
-            "app /a: template label HAPROXY_{n}_BACKEND_HEAD (service port 10050): unknown \
-             placeholder {nope}; this template knows {backend}, {balance}, {mode}; app left out"
-        );
-    }
-}
+/// How many times one run applies again after holding or leaving out apps HAProxy or the host
+/// refused.
+const MAX_APPLY_ROUNDS: usize = 3;

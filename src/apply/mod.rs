@@ -18,6 +18,7 @@ mod command;
 mod guard;
 mod lock;
 mod master;
+mod refusal;
 mod state;
 mod summary;
 mod write;
@@ -34,6 +35,7 @@ use crate::error::Failure;
 
 pub use command::CommandError;
 pub use master::{show_proc, ProcessTable};
+pub use refusal::{rejected_by_haproxy, BusyListener, ListenersUnavailable};
 pub use state::{pending_path, state_path, utc_timestamp};
 pub use summary::Inventory;
 pub use write::directory_warnings;
@@ -415,6 +417,13 @@ fn install_and_reload(
             ));
             return Err(undo(e, &mut swap).context(Failure::ValidationFailed));
         }
+    }
+
+    let busy = refusal::unavailable_new_listeners(&live_config.text(), &candidate.config);
+    if !busy.is_empty() {
+        let e = anyhow::Error::new(ListenersUnavailable(busy))
+            .context(format!("the candidate for {} is not applied", path.display()));
+        return Err(undo(e, &mut swap).context(Failure::ReloadFailed));
     }
 
     // From here until the reload is settled, a killed run must leave a trace: the marker makes

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Body of `GET /v2/apps`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -26,7 +26,7 @@ pub struct TaskList {
 }
 
 /// One app of `/v2/apps` (without embedded tasks: they come from `/v2/tasks`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct App {
     #[serde(default, deserialize_with = "null_as_default")]
@@ -56,9 +56,12 @@ pub struct App {
     pub networks: Vec<Network>,
     #[serde(default)]
     pub version_info: Option<VersionInfo>,
+    /// When this definition was written (ISO-8601); names the version an app is held at.
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PortDefinition {
     #[serde(default)]
@@ -69,7 +72,7 @@ pub struct PortDefinition {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PortMapping {
     #[serde(default)]
@@ -84,7 +87,7 @@ pub struct PortMapping {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Container {
     #[serde(default, rename = "type")]
@@ -96,7 +99,7 @@ pub struct Container {
     pub port_mappings: Vec<PortMapping>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Docker {
     #[serde(default)]
@@ -109,7 +112,7 @@ pub struct Docker {
     pub port_mappings: Vec<PortMapping>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Network {
     /// `container`, `container/bridge` or `host`; absent means `container`.
@@ -121,7 +124,7 @@ pub struct Network {
 
 /// The legacy `ipAddress` object of an app. marathon-lb treats an app whose `ipAddress` has any
 /// (non-null) field as IP-per-task, so the fields it does not read are kept in `other`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppIpAddress {
     #[serde(default)]
@@ -141,14 +144,14 @@ impl AppIpAddress {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Discovery {
     #[serde(default, deserialize_with = "present_elements")]
     pub ports: Vec<DiscoveryPort>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DiscoveryPort {
     #[serde(default)]
@@ -159,7 +162,7 @@ pub struct DiscoveryPort {
     pub protocol: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionInfo {
     /// ISO-8601 timestamp; compared during blue/green merges.
@@ -213,7 +216,7 @@ pub struct TaskIpAddress {
 
 /// One of an app's `healthChecks`. The fields `render` formats into check options are kept
 /// optional: Marathon always fills them, a hand-written snapshot may not.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheck {
     /// `HTTP`, `HTTPS`, `TCP`, `COMMAND`, `MESOS_HTTP`, `MESOS_HTTPS`, `MESOS_TCP`; empty when

@@ -166,6 +166,9 @@ impl Service {
     }
 }
 
+/// How the message of a [`Warning`] that left its app out ends.
+pub const LEFT_OUT: &str = "; app left out";
+
 /// Something the model left out or could not honour; the run goes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
@@ -300,7 +303,7 @@ pub fn build_without(
             exclusion_warnings.push(Warning {
                 app_id: apps[fault.source].id.clone(),
                 label: fault.label,
-                message: format!("{}; app left out", fault.message),
+                message: format!("{}{LEFT_OUT}", fault.message),
                 app_left_out: true,
                 reason: fault.reason,
             });
