@@ -198,6 +198,24 @@ impl LastGood {
         Ok(LastGood { apps, read, path })
     }
 
+    /// A store holding `apps` as they are (for tests of what is done with it).
+    #[cfg(test)]
+    fn holding(apps: &[App]) -> LastGood {
+        LastGood {
+            apps: apps
+                .iter()
+                .map(|app| {
+                    let kept = Kept {
+                        version: version_of(app),
+                        definition: app.clone(),
+                    };
+                    (app.id.clone(), kept)
+                })
+                .collect(),
+            ..LastGood::default()
+        }
+    }
+
     /// The kept definition of `app_id` and its version.
     fn get(&self, app_id: &str) -> Option<&Kept> {
         self.apps.get(app_id)
@@ -630,5 +648,128 @@ mod tests {
             "app /a: template label HAPROXY_{n}_BACKEND_HEAD (service port 10050): unknown \
              placeholder {nope}; this template knows {backend}, {balance}, {mode}; app left out"
         );
+    }
+
+    fn host_app(id: &str, port: u16, labels: &str, version: &str) -> String {
+        format!(
+            r#"{{"id": "{id}", "version": "{version}", "labels": {labels}, "portDefinitions": [{{"port": {port}}}]}}"#
+        )
+    }
+
+    fn parse(apps: &[String], tasks: &[(&str, u16)]) -> (Vec<App>, Vec<Task>) {
+        let apps: AppList =
+            serde_json::from_str(&format!(r#"{{"apps": [{}]}}"#, apps.join(","))).unwrap();
+        let tasks: Vec<String> = tasks
+            .iter()
+            .map(|(app, port)| {
+                format!(
+                    r#"{{"id": "{app}.{port}", "appId": "{app}", "host": "10.0.0.1", "ports": [{port}]}}"#
+                )
+            })
+            .collect();
+        let tasks: TaskList =
+            serde_json::from_str(&format!(r#"{{"tasks": [{}]}}"#, tasks.join(","))).unwrap();
+        (apps.apps, tasks.tasks)
+    }
+
+    fn config() -> Config {
+        let mut config = Config::new(Vec::new(), "/etc/haproxy/haproxy.cfg".into());
+        config.render.groups = vec!["*".to_string()];
+        config
+    }
+
+    fn resolve(_: &str) -> Option<IpAddr> {
+        Some(IpAddr::from([10, 0, 0, 1]))
+    }
+
+    #[test]
+    fn a_live_app_with_a_bad_label_is_held_at_its_last_good_definition_with_current_tasks() {
+        let (before, _) = parse(
+            &[host_app("/a", 10001, r#"{"HAPROXY_0_BALANCE": "leastconn"}"#, "v1")],
+            &[],
+        );
+        let (apps, tasks) = parse(
+            &[
+                host_app("/a", 10001, r#"{"HAPROXY_0_BALANCE": "leastconns"}"#, "v2"),
+                host_app("/new", 10002, r#"{"HAPROXY_0_BALANCE": "leastconns"}"#, "v1"),
+                host_app("/fine", 10003, "{}", "v1"),
+            ],
+            &[("/a", 31005), ("/new", 31006), ("/fine", 31007)],
+        );
+        let last_good = LastGood::holding(&before);
+        let config = config();
+        let templates = render::Templates::load(&config.render).unwrap();
+        let mut room = Room::new(&apps, &tasks, &last_good);
+        let prepared = room.prepare(&config, &templates, &resolve).unwrap();
+        let text = &prepared.rendered.config;
+        assert!(text.contains("backend a_10001\n  balance leastconn\n"), "{text}");
+        assert!(text.contains("server 10_0_0_1_31005 10.0.0.1:31005"), "{text}");
+        assert!(!text.contains("new_10002"), "{text}");
+        assert!(text.contains("backend fine_10003"), "{text}");
+        let exclusions = room.exclusions();
+        assert_eq!(exclusions.len(), 2, "{exclusions:?}");
+        assert_eq!(exclusions[0].app_id, "/a");
+        assert_eq!(
+            exclusions[0].action,
+            Action::Held {
+                version: "v1".to_string()
+            }
+        );
+        assert!(exclusions[0].fails_the_run());
+        let message = exclusions[0].to_string();
+        assert!(
+            message.starts_with("app /a: label HAPROXY_0_BALANCE: ")
+                && message.contains("leastconns")
+                && message.ends_with("; held at its last good definition (version v1)"),
+            "{message}"
+        );
+        assert_eq!(exclusions[1].app_id, "/new");
+        assert_eq!(exclusions[1].action, Action::LeftOut);
+        assert!(!exclusions[1].fails_the_run());
+    }
+
+    #[test]
+    fn a_held_app_whose_last_good_definition_fails_too_is_left_out() {
+        let (before, _) = parse(
+            &[host_app("/a", 10001, r#"{"HAPROXY_0_BACKEND_HEAD": "backend {nope}\n"}"#, "v1")],
+            &[],
+        );
+        let (apps, tasks) = parse(
+            &[host_app("/a", 10001, r#"{"HAPROXY_0_BALANCE": "no such"}"#, "v2")],
+            &[("/a", 31005)],
+        );
+        let last_good = LastGood::holding(&before);
+        let config = config();
+        let templates = render::Templates::load(&config.render).unwrap();
+        let mut room = Room::new(&apps, &tasks, &last_good);
+        let prepared = room.prepare(&config, &templates, &resolve).unwrap();
+        assert!(!prepared.rendered.config.contains("backend a_"));
+        let exclusions = room.exclusions();
+        assert_eq!(exclusions.len(), 1, "{exclusions:?}");
+        assert!(matches!(exclusions[0].action, Action::HeldFailedToo { .. }));
+        assert!(exclusions[0].fails_the_run());
+        assert!(exclusions[0].to_string().contains("its last good definition (version v1) fails too"));
+    }
+
+    #[test]
+    fn a_kept_definition_renders_as_the_original_did() {
+        let (apps, tasks) = parse(
+            &[host_app(
+                "/a",
+                10001,
+                r#"{"HAPROXY_0_VHOST": "a.example", "HAPROXY_0_STICKY": "true", "HAPROXY_0_PATH": "/x"}"#,
+                "v1",
+            )],
+            &[("/a", 31005)],
+        );
+        let json = serde_json::to_vec(&apps[0]).unwrap();
+        let again: App = serde_json::from_slice(&json).unwrap();
+        let config = config();
+        let templates = render::Templates::load(&config.render).unwrap();
+        let render_with = |apps: &[App]| {
+            let (model, _) = model::build(apps, &tasks, &config.model, &resolve);
+            render::render(&model, &templates, &config.render).unwrap().config
+        };
+        assert_eq!(render_with(&apps), render_with(&[again]));
     }
 }
