@@ -371,19 +371,15 @@ impl<'a> Room<'a> {
         if let Some(sections) = operator_fault(&prepared.model)? {
             return Err(template_fault(error, &sections, templates));
         }
-        let rejected = match isolate::find_rejected_apps(
-            &prepared.model,
-            templates,
-            config,
-            apply_config,
-        ) {
-            Ok(rejected) => rejected,
-            Err(search) => {
-                return Err(error.context(format!(
-                    "looking for the apps HAProxy rejects failed too: {search:#}"
-                )))
-            }
-        };
+        let rejected =
+            match isolate::find_rejected_apps(&prepared.model, templates, config, apply_config) {
+                Ok(rejected) => rejected,
+                Err(search) => {
+                    return Err(error.context(format!(
+                        "looking for the apps HAProxy rejects failed too: {search:#}"
+                    )))
+                }
+            };
         // An app is only blamed for its own labels: when its sections pass with the built-in
         // defaults in place of the operator's templates, the operator's are at fault.
         for app in rejected.keys() {
@@ -410,7 +406,8 @@ impl<'a> Room<'a> {
             return false;
         }
         if let Some(first) = self.held.remove(app_id) {
-            self.left_out.insert(app_id.to_string(), (first, Some(cause)));
+            self.left_out
+                .insert(app_id.to_string(), (first, Some(cause)));
             return true;
         }
         let live = self.apps.iter().any(|app| app.id == app_id);
@@ -586,8 +583,8 @@ pub fn candidate(rendered: render::Rendered, config: &Config) -> apply::Candidat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fetch::api::{AppList, TaskList};
     use crate::config::Config;
+    use crate::fetch::api::{AppList, TaskList};
     use std::net::IpAddr;
 
     /// Two IP-per-task apps without service ports and room for one auto-assigned port: the first
@@ -642,7 +639,10 @@ mod tests {
         );
         assert!(prepared.warnings.is_empty(), "{:?}", prepared.warnings);
         assert_eq!(exclusions.len(), 1, "{exclusions:?}");
-        assert!(!exclusions[0].fails_the_run(), "a new app is left out with a warning only");
+        assert!(
+            !exclusions[0].fails_the_run(),
+            "a new app is left out with a warning only"
+        );
         assert_eq!(
             exclusions[0].to_string(),
             "app /a: template label HAPROXY_{n}_BACKEND_HEAD (service port 10050): unknown \
@@ -685,13 +685,23 @@ mod tests {
     #[test]
     fn a_live_app_with_a_bad_label_is_held_at_its_last_good_definition_with_current_tasks() {
         let (before, _) = parse(
-            &[host_app("/a", 10001, r#"{"HAPROXY_0_BALANCE": "leastconn"}"#, "v1")],
+            &[host_app(
+                "/a",
+                10001,
+                r#"{"HAPROXY_0_BALANCE": "leastconn"}"#,
+                "v1",
+            )],
             &[],
         );
         let (apps, tasks) = parse(
             &[
                 host_app("/a", 10001, r#"{"HAPROXY_0_BALANCE": "leastconns"}"#, "v2"),
-                host_app("/new", 10002, r#"{"HAPROXY_0_BALANCE": "leastconns"}"#, "v1"),
+                host_app(
+                    "/new",
+                    10002,
+                    r#"{"HAPROXY_0_BALANCE": "leastconns"}"#,
+                    "v1",
+                ),
                 host_app("/fine", 10003, "{}", "v1"),
             ],
             &[("/a", 31005), ("/new", 31006), ("/fine", 31007)],
@@ -702,8 +712,14 @@ mod tests {
         let mut room = Room::new(&apps, &tasks, &last_good);
         let prepared = room.prepare(&config, &templates, &resolve).unwrap();
         let text = &prepared.rendered.config;
-        assert!(text.contains("backend a_10001\n  balance leastconn\n"), "{text}");
-        assert!(text.contains("server 10_0_0_1_31005 10.0.0.1:31005"), "{text}");
+        assert!(
+            text.contains("backend a_10001\n  balance leastconn\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("server 10_0_0_1_31005 10.0.0.1:31005"),
+            "{text}"
+        );
         assert!(!text.contains("new_10002"), "{text}");
         assert!(text.contains("backend fine_10003"), "{text}");
         let exclusions = room.exclusions();
@@ -731,11 +747,21 @@ mod tests {
     #[test]
     fn a_held_app_whose_last_good_definition_fails_too_is_left_out() {
         let (before, _) = parse(
-            &[host_app("/a", 10001, r#"{"HAPROXY_0_BACKEND_HEAD": "backend {nope}\n"}"#, "v1")],
+            &[host_app(
+                "/a",
+                10001,
+                r#"{"HAPROXY_0_BACKEND_HEAD": "backend {nope}\n"}"#,
+                "v1",
+            )],
             &[],
         );
         let (apps, tasks) = parse(
-            &[host_app("/a", 10001, r#"{"HAPROXY_0_BALANCE": "no such"}"#, "v2")],
+            &[host_app(
+                "/a",
+                10001,
+                r#"{"HAPROXY_0_BALANCE": "no such"}"#,
+                "v2",
+            )],
             &[("/a", 31005)],
         );
         let last_good = LastGood::holding(&before);
@@ -748,7 +774,9 @@ mod tests {
         assert_eq!(exclusions.len(), 1, "{exclusions:?}");
         assert!(matches!(exclusions[0].action, Action::HeldFailedToo { .. }));
         assert!(exclusions[0].fails_the_run());
-        assert!(exclusions[0].to_string().contains("its last good definition (version v1) fails too"));
+        assert!(exclusions[0]
+            .to_string()
+            .contains("its last good definition (version v1) fails too"));
     }
 
     #[test]
@@ -768,7 +796,9 @@ mod tests {
         let templates = render::Templates::load(&config.render).unwrap();
         let render_with = |apps: &[App]| {
             let (model, _) = model::build(apps, &tasks, &config.model, &resolve);
-            render::render(&model, &templates, &config.render).unwrap().config
+            render::render(&model, &templates, &config.render)
+                .unwrap()
+                .config
         };
         assert_eq!(render_with(&apps), render_with(&[again]));
     }

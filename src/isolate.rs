@@ -83,7 +83,11 @@ pub(crate) fn find_rejected_apps(
         .into_iter()
         .collect();
     let verdict = |excluded: &BTreeSet<String>| -> Result<apply::Verdict> {
-        let rendered = render::render(&without_apps(model, excluded.iter()), templates, &config.render)?;
+        let rendered = render::render(
+            &without_apps(model, excluded.iter()),
+            templates,
+            &config.render,
+        )?;
         apply::check(&exclusion::candidate(rendered, config), apply_config)
     };
     let everything: BTreeSet<String> = apps.iter().cloned().collect();
@@ -131,8 +135,10 @@ pub(crate) fn find_rejected_templates(
         let Ok(rendered) = render::render(model, &replaced, &config.render) else {
             return Ok(false);
         };
-        Ok(apply::check(&exclusion::candidate(rendered, config), apply_config)?
-            == apply::Verdict::Accepted)
+        Ok(
+            apply::check(&exclusion::candidate(rendered, config), apply_config)?
+                == apply::Verdict::Accepted,
+        )
     };
     if accepted_with_defaults_for(&BTreeSet::new())? {
         return Ok(None); // not rejected at all: nothing to blame

@@ -136,10 +136,7 @@ fn a_port_another_process_holds_leaves_out_its_app_and_the_other_changes_land() 
         &[app("/web", web_port, "")],
         &[task("/web", web_task.port)],
     );
-    assert_exit(
-        &workspace.run(&marathon, Reload::Command("true"), &[]),
-        0,
-    );
+    assert_exit(&workspace.run(&marathon, Reload::Command("true"), &[]), 0);
     let haproxy = Haproxy::start(
         &workspace.config(),
         &workspace.dir.path().join("run"),
@@ -159,8 +156,9 @@ fn a_port_another_process_holds_leaves_out_its_app_and_the_other_changes_land() 
     assert_exit(&output, 10);
     let stderr = text(&output.stderr);
     assert!(
-        stderr.contains(&format!("app /new: service port {taken}: cannot listen on 127.0.0.1:{taken}"))
-            && stderr.contains("in use"),
+        stderr.contains(&format!(
+            "app /new: service port {taken}: cannot listen on 127.0.0.1:{taken}"
+        )) && stderr.contains("in use"),
         "{stderr}"
     );
     let live = fs::read(workspace.config()).unwrap();
@@ -189,11 +187,12 @@ fn a_live_app_moved_to_a_port_another_process_holds_stays_on_its_last_good_port(
     let workspace = Workspace::new();
     let marathon = FakeMarathon::start();
     let (port, backend) = (free_port(), Backend::start("web-1"));
-    state(&marathon, &[app("/web", port, "")], &[task("/web", backend.port)]);
-    assert_exit(
-        &workspace.run(&marathon, Reload::Command("true"), &[]),
-        0,
+    state(
+        &marathon,
+        &[app("/web", port, "")],
+        &[task("/web", backend.port)],
     );
+    assert_exit(&workspace.run(&marathon, Reload::Command("true"), &[]), 0);
     let haproxy = Haproxy::start(&workspace.config(), &workspace.dir.path().join("run"), port);
     let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = squatter.local_addr().unwrap().port();
@@ -208,7 +207,11 @@ fn a_live_app_moved_to_a_port_another_process_holds_stays_on_its_last_good_port(
             && stderr.contains("held at its last good definition (version v1)"),
         "{stderr}"
     );
-    assert_eq!(fs::read(workspace.config()).unwrap(), live, "v1 is what is live");
+    assert_eq!(
+        fs::read(workspace.config()).unwrap(),
+        live,
+        "v1 is what is live"
+    );
     assert!(traffic_reaches(port, "web-1"), "{}", haproxy.log_text());
 }
 
@@ -224,12 +227,12 @@ fn an_operator_template_haproxy_rejects_exits_6_changes_nothing_and_blames_no_ap
             app("/sticky", sticky_port, r#","HAPROXY_0_STICKY":"true""#),
             app("/plain", plain_port, ""),
         ],
-        &[task("/sticky", sticky_task.port), task("/plain", plain_task.port)],
+        &[
+            task("/sticky", sticky_task.port),
+            task("/plain", plain_task.port),
+        ],
     );
-    assert_exit(
-        &workspace.run(&marathon, Reload::Command("true"), &[]),
-        0,
-    );
+    assert_exit(&workspace.run(&marathon, Reload::Command("true"), &[]), 0);
     let haproxy = Haproxy::start(
         &workspace.config(),
         &workspace.dir.path().join("run"),
@@ -257,7 +260,10 @@ fn an_operator_template_haproxy_rejects_exits_6_changes_nothing_and_blames_no_ap
             && stderr.contains("'cookie' supports"),
         "{stderr}"
     );
-    assert!(!stderr.contains("app left out") && !stderr.contains("--force"), "{stderr}");
+    assert!(
+        !stderr.contains("app left out") && !stderr.contains("--force"),
+        "{stderr}"
+    );
     assert_eq!(fs::read(workspace.config()).unwrap(), live);
     let rejected = fs::read_to_string(workspace.dir.path().join("haproxy.cfg.rejected")).unwrap();
     assert!(rejected.contains("nocahce"));
@@ -280,7 +286,10 @@ fn an_operator_template_haproxy_rejects_exits_6_changes_nothing_and_blames_no_ap
         ),
         "{stderr}"
     );
-    assert!(!stderr.contains("app left out") && !stderr.contains("--force"), "{stderr}");
+    assert!(
+        !stderr.contains("app left out") && !stderr.contains("--force"),
+        "{stderr}"
+    );
     assert_eq!(fs::read(workspace.config()).unwrap(), live);
     assert!(traffic_reaches(sticky_port, "sticky-1"));
     assert!(traffic_reaches(plain_port, "plain-1"));

@@ -147,7 +147,10 @@ fn a_live_app_redeployed_with_a_bad_label_keeps_answering_and_follows_the_fix() 
     );
     assert_exit(&workspace.run(&marathon, "true", &[]), 0);
     let kept = fs::read_to_string(workspace.last_good()).unwrap();
-    assert!(kept.contains("\"/web\"") && kept.contains("\"v1\""), "{kept}");
+    assert!(
+        kept.contains("\"/web\"") && kept.contains("\"v1\""),
+        "{kept}"
+    );
     let haproxy = Haproxy::start(&workspace.config(), &workspace.dir.path().join("run"), port);
     assert!(traffic_reaches(port, "task-1"), "{}", haproxy.log_text());
 
@@ -265,10 +268,7 @@ fn cron_runs_keep_the_last_good_state_and_drop_it_when_the_app_is_deleted() {
     let ports = [free_port(), free_port(), free_port()];
     let bad = r#","HAPROXY_0_BALANCE":"leastconns""#;
     let cluster = |a_labels: &str, a_version: &str, with_a: bool| {
-        let mut apps = vec![
-            app("/b", ports[1], "", "v1"),
-            app("/c", ports[2], "", "v1"),
-        ];
+        let mut apps = vec![app("/b", ports[1], "", "v1"), app("/c", ports[2], "", "v1")];
         let mut tasks = vec![task("/b", 31002), task("/c", 31003)];
         if with_a {
             apps.insert(0, app("/a", ports[0], a_labels, a_version));
@@ -301,7 +301,10 @@ fn cron_runs_keep_the_last_good_state_and_drop_it_when_the_app_is_deleted() {
     state(&marathon, &apps, &tasks);
     assert_exit(&workspace.run(&marathon, "true", &[]), 0);
     let kept = fs::read_to_string(workspace.last_good()).unwrap();
-    assert!(!kept.contains("\"/a\"") && kept.contains("\"/b\""), "{kept}");
+    assert!(
+        !kept.contains("\"/a\"") && kept.contains("\"/b\""),
+        "{kept}"
+    );
 
     // Run 4: /a comes back broken: a new app now, left out as before (exit 0; the config is
     // the one without /a, so this run changes nothing and prints nothing), listed by `status`.

@@ -13,6 +13,8 @@
 //! (`--max-server-loss`, an error unless `--force`), `--min-reload-interval` (a deferral, not
 //! an error: nothing is written, and the first run after the interval applies the change, since
 //! it renders afresh and finds the same difference), and a master socket that does not answer.
+//! After validation, new listeners another process holds stop it too (`refusal.rs`), as a type
+//! the caller can blame on the app whose port it is.
 
 mod command;
 mod guard;
@@ -421,8 +423,10 @@ fn install_and_reload(
 
     let busy = refusal::unavailable_new_listeners(&live_config.text(), &candidate.config);
     if !busy.is_empty() {
-        let e = anyhow::Error::new(ListenersUnavailable(busy))
-            .context(format!("the candidate for {} is not applied", path.display()));
+        let e = anyhow::Error::new(ListenersUnavailable(busy)).context(format!(
+            "the candidate for {} is not applied",
+            path.display()
+        ));
         return Err(undo(e, &mut swap).context(Failure::ReloadFailed));
     }
 

@@ -277,7 +277,10 @@ impl Templates {
             let operator_text = if defaults_for.contains(&full_name) {
                 None
             } else {
-                config.template_env.get(&full_name).filter(|v| !v.is_empty())
+                config
+                    .template_env
+                    .get(&full_name)
+                    .filter(|v| !v.is_empty())
             };
             let from_dir = if defaults_for.contains(&full_name) {
                 None
