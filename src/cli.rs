@@ -56,7 +56,7 @@ pub struct Args {
         value_name = "NAME",
         env = "HAPROXY_MARATHON_SYNC_GROUP",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "longhelp"
     )]
     pub group: Vec<String>,
 
@@ -203,7 +203,7 @@ pub struct Args {
     )]
     pub lock_file: Option<PathBuf>,
 
-    /// Seconds to wait for another run's lock before giving up.
+    /// Seconds to wait for another run's lock before giving up (0: give up at once).
     #[arg(
         long = "lock-timeout",
         value_name = "SECS",
@@ -243,7 +243,8 @@ pub struct Args {
     pub command_timeout: String,
 
     /// Marathon basic-auth credentials as user:password. Prefer the file or the environment
-    /// variable: a flag shows in `ps`.
+    /// variable: a flag shows in `ps`. Without them, user:password@ in a --marathon URL is
+    /// used. Credentials go only to the --marathon URLs' origins and are never printed.
     #[arg(
         long = "auth-credentials",
         value_name = "USER:PASS",
@@ -260,8 +261,9 @@ pub struct Args {
     )]
     pub marathon_auth_credential_file: Option<PathBuf>,
 
-    /// PEM CA bundle to trust for https:// Marathon URLs instead of the built-in Mozilla roots
-    /// (as curl --cacert does). TLS is always verified.
+    /// PEM CA bundle to trust for https:// Marathon URLs instead of the built-in Mozilla roots,
+    /// as curl --cacert trusts it: a self-signed server certificate given here is accepted (its
+    /// host name and dates still checked). TLS is always verified.
     #[arg(
         long = "marathon-ca-cert",
         value_name = "FILE",
@@ -269,9 +271,53 @@ pub struct Args {
     )]
     pub marathon_ca_cert: Option<PathBuf>,
 
+    /// DC/OS service account to log in with instead of basic auth: its JSON (uid, private_key,
+    /// login_endpoint), or a file holding it. Each run signs an RS256 token with the key, logs
+    /// in once, sends `Authorization: token=...`, and logs in again once on a 401. marathon-lb's
+    /// DCOS_SERVICE_ACCOUNT_CREDENTIAL is read too.
+    #[arg(
+        long = "dcos-auth-credentials",
+        value_name = "JSON|FILE",
+        env = "HAPROXY_MARATHON_SYNC_DCOS_AUTH_CREDENTIALS",
+        hide_env_values = true
+    )]
+    pub dcos_auth_credentials: Option<String>,
+
+    /// Largest answer accepted from Marathon (each of /v2/apps and /v2/tasks, or a snapshot
+    /// file): bytes, or with a K, M or G suffix (binary: 64M is 64 MiB). A larger answer is a
+    /// bad answer: the next --marathon URL is asked. With --max-apps and --max-tasks it bounds
+    /// the run's memory (see the README's "Limits").
+    #[arg(
+        long = "max-response-size",
+        value_name = "SIZE",
+        env = "HAPROXY_MARATHON_SYNC_MAX_RESPONSE_SIZE",
+        default_value = "64M"
+    )]
+    pub max_response_size: String,
+
+    /// Most apps accepted in one answer of Marathon's; more is a bad answer (the next --marathon
+    /// URL is asked). Reading stops at the first app over the limit.
+    #[arg(
+        long = "max-apps",
+        value_name = "N",
+        env = "HAPROXY_MARATHON_SYNC_MAX_APPS",
+        default_value_t = config::DEFAULT_MAX_APPS
+    )]
+    pub max_apps: usize,
+
+    /// Most tasks accepted in one answer of Marathon's; more is a bad answer (the next
+    /// --marathon URL is asked).
+    #[arg(
+        long = "max-tasks",
+        value_name = "N",
+        env = "HAPROXY_MARATHON_SYNC_MAX_TASKS",
+        default_value_t = config::DEFAULT_MAX_TASKS
+    )]
+    pub max_tasks: usize,
+
     /// Keep running: one run every DURATION (e.g. 5s, 1m). Errors are logged and the loop goes
-    /// on; SIGTERM or SIGINT ends it between runs. With --sse it is the full-resync period
-    /// (default 5m there).
+    /// on; SIGTERM or SIGINT ends it between runs, SIGHUP starts a run now, SIGUSR1 reloads
+    /// HAProxy with the live file. With --sse it is the full-resync period (default 5m there).
     #[arg(
         long = "interval",
         value_name = "DURATION",
@@ -282,6 +328,7 @@ pub struct Args {
     /// Keep running and react to Marathon's event stream (/v2/events): task, health, app and
     /// deployment events trigger a full run, a burst of them one run. --interval (default 5m
     /// here) becomes the period of a full resync, and of polling while the stream is down.
+    /// Signals as with --interval.
     #[arg(short = 's', long = "sse", env = "HAPROXY_MARATHON_SYNC_SSE")]
     pub sse: bool,
 
@@ -384,6 +431,26 @@ pub struct Args {
     #[arg(long = "syslog-socket", hide = true, value_name = "PATH")]
     pub ignored_syslog_socket: Option<String>,
 
+    /// Before the first run, wait a random time up to DURATION (e.g. 30s), so a fleet's cron
+    /// lines do not all ask Marathon at the same second. The wait counts against
+    /// --run-timeout (so must be shorter); a loop waits before its first run only; --dry-run
+    /// does not wait. 0 turns it off.
+    #[arg(
+        long = "splay",
+        value_name = "DURATION",
+        env = "HAPROXY_MARATHON_SYNC_SPLAY",
+        default_value = "0"
+    )]
+    pub splay: String,
+
+    /// Print where the full reference is (every label and template) and exit.
+    #[arg(long = "longhelp")]
+    pub longhelp: bool,
+
+    /// Which flags took their value from the environment (flag id → variable), for messages.
+    #[arg(skip)]
+    pub from_environment: BTreeMap<String, String>,
+
     /// Least severe lines logged to stderr: error, warn, info (what changed) or debug (every
     /// run). marathon-lb's names (WARNING, CRITICAL, ...) are accepted. An unchanged run logs
     /// nothing at info and above.
@@ -406,6 +473,17 @@ pub struct Args {
     )]
     pub log_format: String,
 }
+
+/// What `--longhelp` prints: marathon-lb printed its whole reference there; ours lives in the
+/// man page and in REFERENCE.md, generated from the same tables as the code.
+pub const LONGHELP: &str = "\
+The full reference of haproxy-marathon-sync:
+  man haproxy-marathon-sync               every flag, signal, file and exit status
+  /usr/share/doc/haproxy-marathon-sync/REFERENCE.md
+                                          every label and template, with its default text
+                                          (docs/REFERENCE.md in the source tree)
+  haproxy-marathon-sync --help            the flags and their environment variables
+";
 
 /// Subcommands; without one, the tool runs (once or on --interval).
 #[derive(Debug, Subcommand)]
@@ -432,13 +510,127 @@ pub enum Command {
 pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
     let mut command = Args::command();
     let name = command.get_name().to_string();
-    clap_complete::generate(shell, &mut command, name, out);
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, name.clone(), &mut script);
+    let mut script = String::from_utf8_lossy(&script).into_owned();
+    if shell == clap_complete::Shell::Bash {
+        // clap_complete 4.6 escapes a hyphenated program name one way where it finds the
+        // subcommand (`haproxy__marathon__sync__subcmd__status`) and another in the case
+        // labels of the subcommands' flags (`haproxy__subcmd__marathon__...`), so `status
+        // --<TAB>` and `completions <TAB>` offered nothing. The labels are made to match.
+        let separator = "__subcmd__";
+        let labelled = format!("{}{separator}", name.replace('-', separator));
+        let found = format!("{}{separator}", name.replace('-', "__"));
+        script = script.replace(&labelled, &found);
+    }
+    out.write_all(script.as_bytes()).ok();
 }
 
 impl Args {
-    /// Parses the process's command line; on a usage error clap prints it and exits with 2.
+    /// Parses the process's command line and environment; on a usage error it prints it and
+    /// exits with 2, naming the environment variable when the bad value came from there.
     pub fn from_command_line() -> Args {
-        Args::parse()
+        let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        match Args::command_with_environment().try_get_matches_from(&argv) {
+            Ok(matches) => Args::from_matches(&matches).unwrap_or_else(|error| error.exit()),
+            Err(error) => match environment_value_error(&error, &argv) {
+                Some(message) => {
+                    eprintln!("haproxy-marathon-sync: error: {message}");
+                    std::process::exit(2);
+                }
+                None => error.exit(),
+            },
+        }
+    }
+
+    /// Parses `words` (the program name first) as [`Args::from_command_line`] parses the real
+    /// command line, the environment included; a usage error comes back as clap's text.
+    pub fn from_words<I, T>(words: I) -> Result<Args, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Args::command_with_environment()
+            .try_get_matches_from(words)
+            .map_err(|error| error.to_string())?;
+        Args::from_matches(&matches).map_err(|error| error.to_string())
+    }
+
+    /// The clap command as `--help` shows it, with the environment read the way a settings
+    /// file is written: an empty variable counts as unset, and booleans take yes/no, on/off,
+    /// 1/0 and true/false in any case (clap alone takes only true/false).
+    fn command_with_environment() -> clap::Command {
+        Args::command().mut_args(|arg| {
+            let empty = arg
+                .get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|value| value.is_empty());
+            let arg = if empty { arg.env(None) } else { arg };
+            if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+                arg.value_parser(clap::builder::BoolishValueParser::new())
+            } else {
+                arg
+            }
+        })
+    }
+
+    fn from_matches(matches: &clap::ArgMatches) -> Result<Args, clap::Error> {
+        use clap::FromArgMatches;
+        let mut args = Args::from_arg_matches(matches)?;
+        for arg in Args::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            let from_env = matches!(
+                matches.try_get_raw(id).ok().and(matches.value_source(id)),
+                Some(clap::parser::ValueSource::EnvVariable)
+            );
+            if let (true, Some(name)) = (from_env, arg.get_env()) {
+                args.from_environment
+                    .insert(id.to_string(), name.to_string_lossy().into_owned());
+            }
+        }
+        Ok(args)
+    }
+
+    /// The `--sse-*` tuning flags; the reconnect backoff keeps its documented defaults.
+    fn events_config(&self) -> Result<EventsConfig> {
+        Ok(EventsConfig {
+            debounce: self.duration("sse_debounce", "--sse-debounce", &self.sse_debounce, true)?,
+            debounce_max: self.duration(
+                "sse_debounce_max",
+                "--sse-debounce-max",
+                &self.sse_debounce_max,
+                true,
+            )?,
+            stream_timeout: self.duration(
+                "sse_timeout",
+                "--sse-timeout",
+                &self.sse_timeout,
+                false,
+            )?,
+            ..EventsConfig::default()
+        })
+    }
+
+    /// How a message names the origin of flag `id`'s value: `--timeout`, or
+    /// `HAPROXY_MARATHON_SYNC_TIMEOUT (--timeout)` when the environment gave it.
+    fn origin(&self, id: &str, flag: &str) -> String {
+        match self.from_environment.get(id) {
+            Some(variable) => format!("{variable} ({flag})"),
+            None => flag.to_string(),
+        }
+    }
+
+    /// A duration flag's value; zero is refused unless `zero_means` says what it does.
+    fn duration(&self, id: &str, flag: &str, value: &str, zero_allowed: bool) -> Result<Duration> {
+        let origin = self.origin(id, flag);
+        let duration =
+            parse_duration(value).map_err(|error| usage(format!("{origin}: {error:#}")))?;
+        if duration.is_zero() && !zero_allowed {
+            return Err(usage(format!(
+                "{origin}: must be longer than zero (got '{value}')"
+            )));
+        }
+        Ok(duration)
     }
 
     /// marathon-lb flags given on this command line that we accept but ignore.
@@ -492,6 +684,54 @@ impl Args {
 
     /// Converts the parsed flags and the process environment into a [`Config`].
     pub fn into_config(self, environment: &BTreeMap<String, String>) -> Result<Config> {
+        let request_timeout = self.duration("timeout", "--timeout", &self.timeout, false)?;
+        let run_deadline =
+            self.duration("run_timeout", "--run-timeout", &self.run_timeout, false)?;
+        let lock_timeout =
+            self.duration("lock_timeout", "--lock-timeout", &self.lock_timeout, true)?;
+        let command_timeout = self.duration(
+            "command_timeout",
+            "--command-timeout",
+            &self.command_timeout,
+            false,
+        )?;
+        let min_reload_interval = self.duration(
+            "min_reload_interval",
+            "--min-reload-interval",
+            &self.min_reload_interval,
+            true,
+        )?;
+        let interval = match &self.interval {
+            Some(value) => Some(self.duration("interval", "--interval", value, false)?),
+            None => None,
+        };
+        let events = if self.sse {
+            Some(self.events_config()?)
+        } else {
+            None
+        };
+        let splay = self.duration("splay", "--splay", &self.splay, true)?;
+        if !splay.is_zero() && splay >= run_deadline {
+            return Err(usage(format!(
+                "{}: must be shorter than --run-timeout ({}), which the wait counts against",
+                self.origin("splay", "--splay"),
+                self.run_timeout
+            )));
+        }
+        let dcos_service_account = match self.dcos_auth_credentials.as_deref() {
+            Some(value) if !value.trim().is_empty() => Some(dcos_service_account(
+                value,
+                &self.origin("dcos_auth_credentials", "--dcos-auth-credentials"),
+            )?),
+            // marathon-lb's own variable, as DC/OS injects the account's secret.
+            _ => match environment.get("DCOS_SERVICE_ACCOUNT_CREDENTIAL") {
+                Some(value) if !value.trim().is_empty() => Some(dcos_service_account(
+                    value,
+                    "DCOS_SERVICE_ACCOUNT_CREDENTIAL",
+                )?),
+                _ => None,
+            },
+        };
         let sources = self
             .marathon
             .iter()
@@ -523,22 +763,39 @@ impl Args {
             self.auth_credentials.as_deref(),
             self.marathon_auth_credential_file.as_deref(),
         )?;
-        config.fetch.ca_cert = self.marathon_ca_cert;
-        config.fetch.request_timeout = parse_duration(&self.timeout).context("--timeout")?;
-        config.run_deadline = parse_duration(&self.run_timeout).context("--run-timeout")?;
-        config.interval = match &self.interval {
-            Some(value) => Some(parse_duration(value).context("--interval")?),
-            None => None,
-        };
-        if config.interval == Some(Duration::ZERO) {
-            bail!("--interval: must be longer than zero");
+        if dcos_service_account.is_some() && config.fetch.credentials.is_some() {
+            bail!(
+                "give either basic-auth credentials (--auth-credentials, \
+                 --marathon-auth-credential-file) or a DC/OS service account \
+                 (--dcos-auth-credentials), not both"
+            );
         }
+        config.fetch.credentials_from = credentials_from(
+            self.auth_credentials.as_deref(),
+            self.marathon_auth_credential_file.as_deref(),
+            environment,
+        );
+        config.fetch.max_body_bytes = parse_size(&self.max_response_size).map_err(|error| {
+            usage(format!(
+                "{}: {error:#}",
+                self.origin("max_response_size", "--max-response-size")
+            ))
+        })?;
+        if self.max_apps == 0 || self.max_tasks == 0 {
+            return Err(usage(
+                "--max-apps and --max-tasks must be at least 1".to_string(),
+            ));
+        }
+        config.fetch.max_apps = self.max_apps;
+        config.fetch.max_tasks = self.max_tasks;
+        config.fetch.dcos_service_account = dcos_service_account;
+        config.splay = splay;
+        config.fetch.ca_cert = self.marathon_ca_cert;
+        config.fetch.request_timeout = request_timeout;
+        config.run_deadline = run_deadline;
+        config.interval = interval;
         if self.sse {
-            config.events = Some(events_config(
-                &self.sse_debounce,
-                &self.sse_debounce_max,
-                &self.sse_timeout,
-            )?);
+            config.events = events;
             config.interval = config
                 .interval
                 .or(Some(config::DEFAULT_SSE_RESYNC_INTERVAL));
@@ -579,37 +836,137 @@ impl Args {
         if let Some(lock_file) = self.lock_file {
             config.apply.lock_file = lock_file;
         }
-        config.apply.lock_timeout = parse_duration(&self.lock_timeout).context("--lock-timeout")?;
+        config.apply.lock_timeout = lock_timeout;
         config.apply.haproxy_bin = self.haproxy_bin;
         config.apply.skip_validation = self.skip_validation;
         config.apply.reload_command = self.reload_command;
-        config.apply.command_timeout =
-            parse_duration(&self.command_timeout).context("--command-timeout")?;
+        config.apply.command_timeout = command_timeout;
         config.apply.archive_versions = self.archive_versions;
         config.metrics_file = self.metrics_file;
         config.apply.haproxy_master_socket = self.haproxy_master_socket;
-        config.apply.min_reload_interval =
-            parse_duration(&self.min_reload_interval).context("--min-reload-interval")?;
+        config.apply.min_reload_interval = min_reload_interval;
         config.apply.max_server_loss_percent = self.max_server_loss;
         config.apply.force = self.force;
         config.apply.dry_run = self.dry_run;
         config.apply.diff = self.diff;
+        config.missing_ssl_certs = missing_ssl_certs(&config.render);
         Ok(config)
     }
 }
 
-/// The `--sse-*` tuning flags; the reconnect backoff keeps its documented defaults.
-fn events_config(debounce: &str, debounce_max: &str, timeout: &str) -> Result<EventsConfig> {
-    let events = EventsConfig {
-        debounce: parse_duration(debounce).context("--sse-debounce")?,
-        debounce_max: parse_duration(debounce_max).context("--sse-debounce-max")?,
-        stream_timeout: parse_duration(timeout).context("--sse-timeout")?,
-        ..EventsConfig::default()
-    };
-    if events.stream_timeout.is_zero() {
-        bail!("--sse-timeout: must be longer than zero");
+/// A flag value that cannot work (zero, negative or unparsable): a usage error, exit 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
-    Ok(events)
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage(message: String) -> anyhow::Error {
+    anyhow::Error::new(UsageError(message))
+}
+
+/// clap names the flag of a value it refuses; when the value came from the environment (the
+/// flag is not on the command line), the operator needs the variable's name instead.
+fn environment_value_error(error: &clap::Error, argv: &[std::ffi::OsString]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(shown)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = shown.split_whitespace().next()?.strip_prefix("--")?;
+    let on_command_line = argv.iter().skip(1).any(|word| {
+        let word = word.to_string_lossy();
+        let name = word.strip_prefix("--").unwrap_or("");
+        let name = name.split('=').next().unwrap_or("");
+        !name.is_empty() && long.starts_with(name)
+    });
+    if on_command_line {
+        return None;
+    }
+    let command = Args::command();
+    let arg = command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))?;
+    let variable = arg.get_env()?.to_string_lossy().into_owned();
+    let value = std::env::var(&variable).unwrap_or_default();
+    let why = if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+        "expected yes/no, on/off, 1/0 or true/false (empty means unset)".to_string()
+    } else if let Some(ContextValue::Strings(values)) = error.get(ContextKind::ValidValue) {
+        format!("expected one of {}", values.join(", "))
+    } else if let Some(source) = std::error::Error::source(error) {
+        source.to_string()
+    } else {
+        "see --help".to_string()
+    };
+    Some(format!(
+        "invalid value '{value}' in the environment variable {variable} (for --{long}): {why}"
+    ))
+}
+
+/// `--dcos-auth-credentials`: the service account's JSON, or a file holding it.
+fn dcos_service_account(value: &str, origin: &str) -> Result<config::DcosServiceAccount> {
+    #[derive(serde::Deserialize)]
+    struct Account {
+        uid: String,
+        private_key: String,
+        login_endpoint: String,
+    }
+    let text = if value.trim_start().starts_with('{') {
+        value.to_string()
+    } else {
+        std::fs::read_to_string(value)
+            .with_context(|| format!("{origin}: reading the DC/OS service account {value}"))?
+    };
+    let account: Account = serde_json::from_str(&text).map_err(|error| {
+        // serde's words name the missing field; the JSON itself holds the key and stays out.
+        anyhow::anyhow!(
+            "{origin}: not a DC/OS service account (JSON with uid, private_key and \
+             login_endpoint): {error}"
+        )
+    })?;
+    if account.uid.is_empty() || !account.login_endpoint.contains("://") {
+        bail!("{origin}: the DC/OS service account needs a uid and a login_endpoint URL");
+    }
+    Ok(config::DcosServiceAccount {
+        uid: account.uid,
+        private_key: account.private_key,
+        login_endpoint: account.login_endpoint,
+    })
+}
+
+/// The `--ssl-certs` files HAProxy will be asked to open that are not there (empty entries are
+/// HAProxy's to refuse). A replaced HTTPS frontend head may not use them: then none is checked.
+fn missing_ssl_certs(render: &config::RenderConfig) -> Vec<String> {
+    let https_head = "HAPROXY_HTTPS_FRONTEND_HEAD";
+    let head_replaced = render.template_env.contains_key(https_head)
+        || render.templates_dir.as_ref().is_some_and(|dir| {
+            dir.join(https_head).exists() || dir.join(format!("{https_head}.j2")).exists()
+        });
+    if !render.bind_http_https || (head_replaced && !render.group_https_by_vhost) {
+        return Vec::new();
+    }
+    let certs: Vec<String> = if render.ssl_certs.is_empty() {
+        vec![config::DEFAULT_SSL_CERT.to_string()]
+    } else {
+        render.ssl_certs.clone()
+    };
+    let mut missing: Vec<String> = Vec::new();
+    for cert in certs {
+        if !cert.is_empty() && !Path::new(&cert).exists() && !missing.contains(&cert) {
+            missing.push(cert);
+        }
+    }
+    missing
 }
 
 /// `--ssl-certs` as marathon-lb splits it: an empty value means the default (an empty list
@@ -640,21 +997,72 @@ fn credentials(flag: Option<&str>, file: Option<&Path>) -> Result<Option<Credent
         (None, Some(path)) => {
             let content = std::fs::read_to_string(path)
                 .with_context(|| format!("reading Marathon credentials from {}", path.display()))?;
-            content
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_string()
+            if let Some(warning) = crate::fetch::credentials_file_mode_warning(path) {
+                log::emit(log::Level::Warn, &warning, &[]);
+            }
+            let line = content.lines().next().unwrap_or_default().trim();
+            return parse_credentials(line).map(Some).with_context(|| {
+                format!(
+                    "the Marathon credentials file {} (first line)",
+                    path.display()
+                )
+            });
         }
         (None, None) => return Ok(None),
     };
+    parse_credentials(&text).map(Some)
+}
+
+fn parse_credentials(text: &str) -> Result<Credentials> {
     match text.split_once(':') {
-        Some((user, password)) if !user.is_empty() => Ok(Some(Credentials {
+        Some((user, password)) if !user.is_empty() => Ok(Credentials {
             user: user.to_string(),
             password: password.to_string(),
-        })),
+        }),
         _ => bail!("Marathon credentials must look like user:password"),
+    }
+}
+
+/// Where the credentials came from, as the 401 message names it (never the value).
+fn credentials_from(
+    flag: Option<&str>,
+    file: Option<&Path>,
+    environment: &BTreeMap<String, String>,
+) -> Option<String> {
+    const VARIABLE: &str = "HAPROXY_MARATHON_SYNC_AUTH_CREDENTIALS";
+    match (flag, file) {
+        (Some(value), _) if environment.get(VARIABLE).map(String::as_str) == Some(value) => {
+            Some(format!("the environment ({VARIABLE})"))
+        }
+        (Some(_), _) => Some("--auth-credentials".to_string()),
+        (None, Some(path)) => Some(format!(
+            "the credentials file {} (--marathon-auth-credential-file)",
+            path.display()
+        )),
+        (None, None) => None,
+    }
+}
+
+/// `1048576`, `512K`, `64M`, `1G` (binary multiples; a trailing `B`/`iB` is allowed).
+pub fn parse_size(text: &str) -> Result<u64> {
+    let text = text.trim();
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    let number: u64 = digits
+        .trim()
+        .parse()
+        .with_context(|| format!("{text:?} is not a size such as 64M or 1048576"))?;
+    let multiple: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => bail!("{text:?}: the unit must be K, M or G"),
+    };
+    match number.checked_mul(multiple) {
+        Some(0) => bail!("{text:?}: must be larger than zero"),
+        Some(bytes) => Ok(bytes),
+        None => bail!("{text:?} is too large"),
     }
 }
 

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where Marathon's state comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where Marathon's state comes from. `Debug` (in `fetch`) redacts a URL's password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum MarathonSource {
     /// A Marathon base URL such as `http://marathon.mesos:8080` (no trailing `/v2`).
     Url(String),
@@ -22,6 +22,29 @@ pub enum MarathonSource {
 pub struct Credentials {
     pub user: String,
     pub password: String,
+}
+
+/// A DC/OS service account (`--dcos-auth-credentials`, marathon-lb's
+/// `DCOS_SERVICE_ACCOUNT_CREDENTIAL`): the run signs an RS256 JWT with `private_key`, logs in at
+/// `login_endpoint` and sends Marathon `Authorization: token=<token>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DcosServiceAccount {
+    pub uid: String,
+    /// The account's RSA private key, PEM (PKCS#8 or PKCS#1).
+    pub private_key: String,
+    /// e.g. `https://leader.mesos/acs/api/v1/auth/login`.
+    pub login_endpoint: String,
+}
+
+impl std::fmt::Debug for DcosServiceAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The private key never reaches a log line through `{:?}`.
+        write!(
+            f,
+            "DcosServiceAccount({} at {}, key ***)",
+            self.uid, self.login_endpoint
+        )
+    }
 }
 
 impl std::fmt::Debug for Credentials {
@@ -39,6 +62,8 @@ pub struct FetchConfig {
     pub sources: Vec<MarathonSource>,
     /// Basic-auth credentials sent to every URL source. Default: none.
     pub credentials: Option<Credentials>,
+    /// DC/OS service-account login instead of basic auth (never both). Default: none.
+    pub dcos_service_account: Option<DcosServiceAccount>,
     /// PEM CA bundle trusted for `https://` sources instead of the built-in Mozilla roots (as
     /// `curl --cacert` and marathon-lb's `--marathon-ca-cert` do). TLS is always verified.
     /// Default: none (the Mozilla roots compiled into the binary).
@@ -46,9 +71,23 @@ pub struct FetchConfig {
     /// Longest one HTTP request may take, connect and whole body included (a stalled body
     /// cannot hold a run); cut shorter when the run's deadline is nearer. Default: 10 s.
     pub request_timeout: Duration,
-    /// Largest response body accepted, in bytes. Default: 256 MiB.
+    /// `--max-response-size`: largest response body (or snapshot file) accepted, in bytes.
+    /// With the two limits below it bounds the run's peak memory (README, "Limits").
+    /// Default: [`DEFAULT_MAX_RESPONSE_BYTES`] (64 MiB).
     pub max_body_bytes: u64,
+    /// `--max-apps`: an answer listing more apps is a bad answer (the next source is tried).
+    /// Default: [`DEFAULT_MAX_APPS`] (20,000).
+    pub max_apps: usize,
+    /// `--max-tasks`: likewise for tasks. Default: [`DEFAULT_MAX_TASKS`] (200,000).
+    pub max_tasks: usize,
+    /// Where `credentials` came from, named (never shown) when Marathon refuses them, e.g.
+    /// `--auth-credentials`. Default: none.
+    pub credentials_from: Option<String>,
 }
+
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_MAX_APPS: usize = 20_000;
+pub const DEFAULT_MAX_TASKS: usize = 200_000;
 
 /// What marathon-lb calls its generation flags: which services are rendered and how.
 #[derive(Debug, Clone)]
@@ -186,6 +225,14 @@ pub struct Config {
     /// `--metrics-file`: a Prometheus textfile rewritten atomically at the end of every run
     /// (for node_exporter's textfile collector). Default: none.
     pub metrics_file: Option<PathBuf>,
+    /// `--splay`: before the first run, wait a random time up to this long, so a fleet's cron
+    /// runs do not all ask Marathon at the same second. A one-shot run counts the wait against
+    /// `run_deadline`. Default 0: no wait.
+    pub splay: Duration,
+    /// The `--ssl-certs` files that did not exist when the flags were read (checked then, since
+    /// `render` does no I/O): HAProxy refuses a `crt` it cannot open, so a run warns about them
+    /// and a rejected candidate is blamed on them. Default: none.
+    pub missing_ssl_certs: Vec<String>,
 }
 
 pub const DEFAULT_HAPROXY_CONFIG: &str = "/etc/haproxy/haproxy.cfg";
@@ -206,9 +253,13 @@ impl Config {
             fetch: FetchConfig {
                 sources,
                 credentials: None,
+                dcos_service_account: None,
                 ca_cert: None,
                 request_timeout: Duration::from_secs(10),
-                max_body_bytes: 256 * 1024 * 1024,
+                max_body_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+                max_apps: DEFAULT_MAX_APPS,
+                max_tasks: DEFAULT_MAX_TASKS,
+                credentials_from: None,
             },
             model: ModelConfig {
                 strict_mode: false,
@@ -249,7 +300,52 @@ impl Config {
             interval: None,
             metrics_file: None,
             events: None,
+            splay: Duration::ZERO,
+            missing_ssl_certs: Vec::new(),
         }
+    }
+
+    /// The warning a dry run gives while an `--ssl-certs` file is missing, so it says what the
+    /// real run would meet in `haproxy -c`.
+    pub fn missing_ssl_certs_warning(&self) -> Option<String> {
+        if self.missing_ssl_certs.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{}: a real run would fail, since HAProxy refuses the :443 frontend; {}",
+            missing_ssl_certs_message(&self.missing_ssl_certs),
+            MISSING_SSL_CERT_FIX
+        ))
+    }
+
+    /// What to say when HAProxy rejects a candidate even without any app: a missing
+    /// certificate when there is one, else the head or a template.
+    pub fn blame_without_apps(&self) -> String {
+        match self.missing_ssl_certs.as_slice() {
+            [] => "the head or a template is at fault".to_string(),
+            missing => format!(
+                "{}; {}",
+                missing_ssl_certs_message(missing),
+                MISSING_SSL_CERT_FIX
+            ),
+        }
+    }
+}
+
+/// How to get a usable `--ssl-certs` file, named wherever a missing one is reported.
+pub const MISSING_SSL_CERT_FIX: &str = "create it (the Debian package makes a self-signed \
+     one at install; by hand: openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj '/CN=*' \
+     -keyout key.pem -out cert.pem && cat cert.pem key.pem > FILE), point --ssl-certs at your \
+     own, or give --dont-bind-http-https";
+
+/// `the certificate /etc/ssl/cert.pem (--ssl-certs) does not exist`, for one or more files.
+pub fn missing_ssl_certs_message(missing: &[String]) -> String {
+    match missing {
+        [one] => format!("the certificate {one} (--ssl-certs) does not exist"),
+        many => format!(
+            "the certificates {} (--ssl-certs) do not exist",
+            many.join(", ")
+        ),
     }
 }
 

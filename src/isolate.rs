@@ -92,7 +92,10 @@ pub(crate) fn find_rejected_apps(
     };
     let everything: BTreeSet<String> = apps.iter().cloned().collect();
     if verdict(&everything)? != apply::Verdict::Accepted {
-        bail!("HAProxy rejects the configuration even without any app: the head or a template is at fault");
+        bail!(
+            "HAProxy rejects the configuration even without any app: {}",
+            config.blame_without_apps()
+        );
     }
     let culprits = find_culprits(&apps, |excluded| {
         Ok(verdict(excluded)? == apply::Verdict::Accepted)

@@ -52,11 +52,21 @@ pub fn run(config: &Config) -> Result<()> {
     match (&config.events, config.interval) {
         (Some(events), interval) => {
             let resync = interval.unwrap_or(config::DEFAULT_SSE_RESYNC_INTERVAL);
-            schedule::run_on_events(&config.fetch, events, resync, |trigger| {
-                once(trigger.event_stream_up())
-            })
+            schedule::run_on_events(
+                &config.fetch,
+                events,
+                resync,
+                schedule::first_wait(config),
+                |trigger| once(trigger.event_stream_up()),
+                || apply::reload_live(&config.apply),
+            )
         }
-        (None, Some(interval)) => schedule::run_every(interval, || once(None)),
+        (None, Some(interval)) => schedule::run_every(
+            schedule::first_wait(config),
+            interval,
+            || once(None),
+            || apply::reload_live(&config.apply),
+        ),
         (None, None) => once(None).map(drop),
     }
 }
@@ -176,13 +186,18 @@ fn run_measured(
         {
             log::write(log, log::Level::Warn, &warning, &[]);
         }
-        for failed in &state.failed_sources {
+        let failed = state.failed_sources.iter().zip(&state.failed_source_names);
+        for (failed, name) in failed {
             let message = format!("Marathon {failed}; used {}", state.source);
-            let fields = [("source", state.source.clone().into())];
+            let reason = report::failure_label(Some(Failure::MarathonUnavailable));
+            let fields = [("source", name.clone().into()), ("failure", reason.into())];
             log::write(log, log::Level::Warn, &message, &fields);
         }
         for warning in templates.warnings().iter().chain(&store_warnings) {
             log::write(log, log::Level::Warn, warning, &[]);
+        }
+        for note in &state.notes {
+            log::write(log, log::Level::Warn, note, &[]);
         }
         for warning in &warnings {
             let mut fields = vec![("app", warning.app_id.clone().into())];

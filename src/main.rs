@@ -16,8 +16,8 @@ enum Exit {
     Ok = 0,
     /// Any failure not listed below (bad flag value, unreadable file, ...).
     Error = 1,
-    /// Command-line usage error (clap exits with this itself).
-    #[allow(dead_code)]
+    /// Command-line usage error (clap exits with this itself; so does a flag value that
+    /// cannot work, such as `--timeout 0`).
     Usage = 2,
     /// No Marathon source answered usefully.
     MarathonUnavailable = 3,
@@ -84,6 +84,10 @@ fn status(haproxy_config: &std::path::Path, json: bool, check_age: Option<&str>)
 
 fn main() -> ExitCode {
     let args = Args::from_command_line();
+    if args.longhelp {
+        print!("{}", cli::LONGHELP);
+        return ExitCode::from(Exit::Ok as u8);
+    }
     match &args.command {
         Some(Command::Completions { shell }) => {
             cli::write_completions(*shell, &mut std::io::stdout().lock());
@@ -109,9 +113,16 @@ fn main() -> ExitCode {
         log::emit(Level::Warn, &message, &[("flag", flag.into())]);
     }
     let environment: BTreeMap<String, String> = std::env::vars().collect();
-    let result = args
-        .into_config(&environment)
-        .and_then(|config| haproxy_marathon_sync::run(&config));
+    let result = args.into_config(&environment).and_then(|mut config| {
+        // A real run meets the same missing file in `haproxy -c` and names it there.
+        if let Some(warning) = config.missing_ssl_certs_warning() {
+            if config.apply.dry_run {
+                log::emit(Level::Warn, &warning, &[]);
+            }
+        }
+        haproxy_marathon_sync::schedule::splay(&mut config);
+        haproxy_marathon_sync::run(&config)
+    });
     match result {
         Ok(()) => ExitCode::from(Exit::Ok as u8),
         Err(error) => fail(error),
@@ -121,10 +132,16 @@ fn main() -> ExitCode {
 /// Logs the whole error chain and picks the exit code from its [`Failure`] kind.
 fn fail(error: anyhow::Error) -> ExitCode {
     let failure = classify(&error);
-    let exit = exit_for(failure);
+    let usage = error.chain().any(|cause| cause.is::<cli::UsageError>());
+    let exit = if usage {
+        Exit::Usage
+    } else {
+        exit_for(failure)
+    };
     let mut fields = vec![("exit_code", (exit as u8).into())];
     if let Some(failure) = failure {
-        fields.push(("failure", format!("{failure:?}").into()));
+        let reason = haproxy_marathon_sync::report::failure_label(Some(failure));
+        fields.push(("failure", reason.into()));
     }
     log::emit(Level::Error, &format!("{error:#}"), &fields);
     ExitCode::from(exit as u8)

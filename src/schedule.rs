@@ -1,17 +1,20 @@
-//! When runs happen in a long-running process: the `--interval` loop, and the `--sse` loop that
-//! also runs on Marathon's events. Errors are logged and survived; SIGTERM/SIGINT end the loop
-//! cleanly between runs (a run in progress always finishes). Every run is a full, normal run:
-//! events only decide when.
+//! When runs happen: the `--splay` wait before the first run, the `--interval` loop, and the
+//! `--sse` loop that also runs on Marathon's events. Errors are logged and survived;
+//! SIGTERM/SIGINT end a loop cleanly between runs (a run in progress always finishes), SIGHUP
+//! asks for a run now and SIGUSR1 for a reload of HAProxy with the live file (as marathon-lb
+//! does). Every run is a full, normal run: events and signals only decide when.
 
 use std::io::Write;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use std::hash::{BuildHasher, Hasher};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::{Handle, Signals};
 
-use crate::config::{EventsConfig, FetchConfig};
+use crate::config::{Config, EventsConfig, FetchConfig};
 use crate::fetch::events::{self, StreamNews};
 
 use crate::log;
@@ -21,31 +24,97 @@ use crate::log;
 /// interval or the next event would bring it.
 pub type RunAgainWithin = Option<Duration>;
 
-/// Calls `run` now and then every `interval` (sooner when a run asks) until SIGTERM or SIGINT.
+/// What a signal asks of a loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// SIGTERM or SIGINT: end the loop between runs.
+    Stop(String),
+    /// SIGHUP: a full run now (after the one in progress, if any).
+    RunNow,
+    /// SIGUSR1: reload HAProxy with the live file, running nothing else.
+    ReloadLive,
+}
+
+/// `--splay` for a one-shot run: waits [`first_wait`] and counts the wait against the run's
+/// deadline, so the run still ends within `--run-timeout`. A loop waits in [`run_every`] or
+/// [`run_on_events`] instead, where signals are already handled, and its runs keep their whole
+/// deadline.
+pub fn splay(config: &mut Config) {
+    if config.interval.is_some() || config.events.is_some() {
+        return;
+    }
+    let wait = first_wait(config);
+    if !wait.is_zero() {
+        note_splay(wait);
+        std::thread::sleep(wait);
+        config.run_deadline = config.run_deadline.saturating_sub(wait);
+    }
+}
+
+/// The random wait up to `config.splay` before the first run; none with `--dry-run`, where a
+/// person is waiting.
+pub fn first_wait(config: &Config) -> Duration {
+    if config.splay.is_zero() || config.apply.dry_run {
+        return Duration::ZERO;
+    }
+    config.splay.mul_f64(random_fraction())
+}
+
+/// Said (at debug) once the wait's signals are handled, so a signal sent on seeing it is obeyed.
+fn note_splay(wait: Duration) {
+    if !wait.is_zero() {
+        let message = format!("waiting {} (--splay) before the first run", humanize(wait));
+        log::emit(log::Level::Debug, &message, &[]);
+    }
+}
+
+/// A number in [0, 1) from the OS's randomness: std seeds each `RandomState` from it, which
+/// is all a splay needs (no crate, no file to open).
+fn random_fraction() -> f64 {
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Calls `run` after `first_wait` and then every `interval` (sooner when a run asks, or at once
+/// on SIGHUP) until SIGTERM or SIGINT; on SIGUSR1 calls `reload` and keeps the schedule.
 pub fn run_every(
+    first_wait: Duration,
     interval: Duration,
     mut run: impl FnMut() -> Result<RunAgainWithin>,
+    mut reload: impl FnMut() -> Result<()>,
 ) -> Result<()> {
-    let (stop_tx, stop_rx) = mpsc::channel();
-    let signals = SignalWatcher::start(stop_tx)?;
+    let (control_tx, control_rx) = mpsc::channel();
+    let signals = SignalWatcher::start(control_tx)?;
+    note_splay(first_wait);
+    let mut next_run = Instant::now() + first_wait;
     let result = loop {
-        let started = Instant::now();
-        let mut wait = interval;
-        match run() {
-            Ok(Some(again)) => wait = wait.min(again),
-            Ok(None) => {}
-            Err(error) => {
-                let message = format!("{error:#} (next try in {})", humanize(interval));
-                log::emit(log::Level::Error, &message, &[]);
+        if Instant::now() >= next_run {
+            let started = Instant::now();
+            let mut wait = interval;
+            match run() {
+                Ok(Some(again)) => wait = wait.min(again),
+                Ok(None) => {}
+                Err(error) => {
+                    let message = format!("{error:#} (next try in {})", humanize(interval));
+                    log::emit(log::Level::Error, &message, &[]);
+                }
             }
+            next_run = started + wait;
         }
-        let wait = wait.saturating_sub(started.elapsed());
-        match stop_rx.recv_timeout(wait) {
-            Ok(reason) => {
+        let wait = next_run.saturating_duration_since(Instant::now());
+        match control_rx.recv_timeout(wait) {
+            Ok(Control::Stop(reason)) => {
                 let message = format!("{reason}, stopping");
                 log::emit(log::Level::Info, &message, &[]);
                 break Ok(());
             }
+            Ok(Control::RunNow) => {
+                log::emit(log::Level::Info, "SIGHUP received: running now", &[]);
+                next_run = Instant::now();
+            }
+            Ok(Control::ReloadLive) => reload_live(&mut reload, &mut std::io::stderr()),
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 break Err(anyhow::anyhow!("the signal watcher stopped unexpectedly"))
@@ -54,6 +123,20 @@ pub fn run_every(
     };
     signals.close();
     result
+}
+
+/// SIGUSR1: the reload, said in the log either way.
+fn reload_live(reload: &mut dyn FnMut() -> Result<()>, out: &mut dyn Write) {
+    log::write(
+        out,
+        log::Level::Info,
+        "SIGUSR1 received: reloading HAProxy with the live configuration",
+        &[],
+    );
+    if let Err(error) = reload() {
+        let message = format!("{error:#}");
+        log::write(out, log::Level::Error, &message, &[]);
+    }
 }
 
 /// Why the `--sse` loop started a run (for logs and metrics; every run is the same full run).
@@ -85,22 +168,28 @@ impl Trigger {
 
 /// `--sse`: calls `run` once the event stream has answered (or failed to), then after every
 /// burst of relevant events, on every reopening of the stream, and at least every `interval`,
-/// until SIGTERM or SIGINT. Log lines go to stderr.
+/// until SIGTERM or SIGINT; SIGHUP runs at once, SIGUSR1 calls `reload`. Log lines go to
+/// stderr.
 pub fn run_on_events(
     fetch: &FetchConfig,
     events: &EventsConfig,
     interval: Duration,
+    first_wait: Duration,
     run: impl FnMut(Trigger) -> Result<RunAgainWithin>,
+    reload: impl FnMut() -> Result<()>,
 ) -> Result<()> {
-    let (stop_tx, stop_rx) = mpsc::channel();
-    let signals = SignalWatcher::start(stop_tx)?;
-    let result = run_on_events_until(
+    let (control_tx, control_rx) = mpsc::channel();
+    let signals = SignalWatcher::start(control_tx)?;
+    note_splay(first_wait);
+    let result = serve_events(
         fetch,
         events,
         interval,
-        stop_rx,
+        first_wait,
+        control_rx,
         &mut std::io::stderr(),
         run,
+        reload,
     );
     signals.close();
     result
@@ -125,17 +214,53 @@ pub fn run_on_events_until(
     log: &mut dyn Write,
     run: impl FnMut(Trigger) -> Result<RunAgainWithin>,
 ) -> Result<()> {
+    let (control_tx, control) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("stop-reasons".to_string())
+        .spawn(move || {
+            if let Ok(reason) = stop.recv() {
+                control_tx.send(Control::Stop(reason)).ok();
+            }
+        })
+        .context("starting the stop forwarder thread")?;
+    serve_events(
+        fetch,
+        events,
+        interval,
+        Duration::ZERO,
+        control,
+        log,
+        run,
+        || Ok(()),
+    )
+}
+
+/// [`run_on_events_until`] taking every [`Control`], not only stop reasons.
+#[allow(clippy::too_many_arguments)]
+fn serve_events(
+    fetch: &FetchConfig,
+    events: &EventsConfig,
+    interval: Duration,
+    first_wait: Duration,
+    control: mpsc::Receiver<Control>,
+    log: &mut dyn Write,
+    run: impl FnMut(Trigger) -> Result<RunAgainWithin>,
+    reload: impl FnMut() -> Result<()>,
+) -> Result<()> {
     let (wake_tx, wakes) = mpsc::channel();
     let reader_tx = wake_tx.clone();
     let _reader = events::spawn_reader(fetch, events, move |news| {
         reader_tx.send(Wake::Stream(news)).is_ok()
     })?;
-    let stop_tx = wake_tx.clone();
+    let control_tx = wake_tx.clone();
     std::thread::Builder::new()
         .name("stop-forwarder".to_string())
         .spawn(move || {
-            if let Ok(reason) = stop.recv() {
-                stop_tx.send(Wake::Stop(reason)).ok();
+            for asked in control {
+                let stop = matches!(asked, Control::Stop(_));
+                if control_tx.send(Wake::Control(asked)).is_err() || stop {
+                    break;
+                }
             }
         })
         .context("starting the stop forwarder thread")?;
@@ -144,12 +269,13 @@ pub fn run_on_events_until(
         interval,
         log,
         run,
+        reload,
         stream: StreamState::Starting,
         burst: None,
         next_resync: Instant::now() + interval,
     };
     // `wake_tx` stays alive in this frame, so `wakes` never reports a disconnection.
-    let result = event_loop.serve(&wakes, fetch.request_timeout);
+    let result = event_loop.serve(&wakes, fetch.request_timeout, first_wait);
     drop(wake_tx);
     result
 }
@@ -157,7 +283,7 @@ pub fn run_on_events_until(
 /// What wakes the event loop up.
 enum Wake {
     Stream(StreamNews),
-    Stop(String),
+    Control(Control),
 }
 
 /// What the log last said about the stream, so each change is said once.
@@ -177,25 +303,53 @@ struct Burst {
     reopened: bool,
 }
 
-struct EventLoop<'a, R> {
+struct EventLoop<'a, R, L> {
     settings: EventsConfig,
     interval: Duration,
     log: &'a mut dyn Write,
     run: R,
+    reload: L,
     stream: StreamState,
     burst: Option<Burst>,
     next_resync: Instant,
 }
 
-impl<R: FnMut(Trigger) -> Result<RunAgainWithin>> EventLoop<'_, R> {
-    fn serve(&mut self, wakes: &mpsc::Receiver<Wake>, startup_wait: Duration) -> Result<()> {
-        let startup_deadline = Instant::now() + startup_wait;
-        while self.stream == StreamState::Starting {
-            let left = startup_deadline.saturating_duration_since(Instant::now());
-            match wakes.recv_timeout(left) {
-                Ok(Wake::Stop(reason)) => return self.stopped(&reason),
+impl<R, L> EventLoop<'_, R, L>
+where
+    R: FnMut(Trigger) -> Result<RunAgainWithin>,
+    L: FnMut() -> Result<()>,
+{
+    /// The first run waits for the stream's first word (at most `startup_wait`) and for the
+    /// splay (`first_wait`), whichever is later; SIGHUP cuts both short.
+    fn serve(
+        &mut self,
+        wakes: &mpsc::Receiver<Wake>,
+        startup_wait: Duration,
+        first_wait: Duration,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let (stream_deadline, splay_until) = (started + startup_wait, started + first_wait);
+        loop {
+            let now = Instant::now();
+            // Past the deadline with the stream still opening: run now, and again once it opens.
+            let for_stream = self.stream == StreamState::Starting && now < stream_deadline;
+            if !for_stream && now >= splay_until {
+                break;
+            }
+            let until = if for_stream {
+                stream_deadline.max(splay_until)
+            } else {
+                splay_until
+            };
+            match wakes.recv_timeout(until - now) {
+                Ok(Wake::Control(Control::Stop(reason))) => return self.stopped(&reason),
+                Ok(Wake::Control(Control::RunNow)) => {
+                    self.say(log::Level::Info, "SIGHUP received: running now");
+                    break;
+                }
+                Ok(Wake::Control(asked)) => self.obey(asked),
                 Ok(Wake::Stream(news)) => self.note(news),
-                Err(_) => break, // Still opening: run now, and again once it opens.
+                Err(_) => {}
             }
         }
         self.run_now(Trigger::Startup);
@@ -214,7 +368,8 @@ impl<R: FnMut(Trigger) -> Result<RunAgainWithin>> EventLoop<'_, R> {
                 continue;
             }
             match wakes.recv_timeout(due - now) {
-                Ok(Wake::Stop(reason)) => return self.stopped(&reason),
+                Ok(Wake::Control(Control::Stop(reason))) => return self.stopped(&reason),
+                Ok(Wake::Control(asked)) => self.obey(asked),
                 Ok(Wake::Stream(news)) => self.note(news),
                 Err(_) => {} // Due now; the next turn runs.
             }
@@ -316,6 +471,19 @@ impl<R: FnMut(Trigger) -> Result<RunAgainWithin>> EventLoop<'_, R> {
         }
     }
 
+    /// SIGHUP makes the next run due now (a resync, as far as the record goes); SIGUSR1
+    /// reloads at once.
+    fn obey(&mut self, asked: Control) {
+        match asked {
+            Control::RunNow => {
+                self.say(log::Level::Info, "SIGHUP received: running now");
+                self.next_resync = Instant::now();
+            }
+            Control::ReloadLive => reload_live(&mut self.reload, self.log),
+            Control::Stop(_) => {}
+        }
+    }
+
     fn stopped(&mut self, reason: &str) -> Result<()> {
         self.say(log::Level::Info, &format!("{reason}, stopping"));
         Ok(())
@@ -326,19 +494,29 @@ impl<R: FnMut(Trigger) -> Result<RunAgainWithin>> EventLoop<'_, R> {
     }
 }
 
-/// A thread turning SIGTERM and SIGINT into a message on a channel.
+/// A thread turning SIGTERM and SIGINT (stop), SIGHUP (run now) and SIGUSR1 (reload) into
+/// messages on a channel.
 struct SignalWatcher {
     handle: Handle,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl SignalWatcher {
-    fn start(stop: mpsc::Sender<String>) -> Result<SignalWatcher> {
-        let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+    fn start(control: mpsc::Sender<Control>) -> Result<SignalWatcher> {
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+            .context("installing signal handlers")?;
         let handle = signals.handle();
         let thread = std::thread::spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                stop.send(format!("signal {signal} received")).ok();
+            for signal in signals.forever() {
+                let asked = match signal {
+                    SIGHUP => Control::RunNow,
+                    SIGUSR1 => Control::ReloadLive,
+                    _ => Control::Stop(format!("signal {signal} received")),
+                };
+                let stop = matches!(asked, Control::Stop(_));
+                if control.send(asked).is_err() || stop {
+                    break;
+                }
             }
         });
         Ok(SignalWatcher { handle, thread })

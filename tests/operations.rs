@@ -173,7 +173,7 @@ fn a_failed_run_logs_one_json_error_with_its_exit_code() {
     let line: Value = serde_json::from_str(stderr.trim()).unwrap();
     assert_eq!(line["level"], "error");
     assert_eq!(line["exit_code"], 3);
-    assert_eq!(line["failure"], "MarathonUnavailable");
+    assert_eq!(line["failure"], "marathon_unavailable");
     assert!(line["msg"].as_str().unwrap().contains("no-such-snapshot"));
 }
 
@@ -408,4 +408,210 @@ fn status_shows_the_record_and_check_age_says_when_it_is_stale() {
     let strict = status(&["--check-age", "0s"]);
     assert_eq!(strict.status.code(), Some(11), "{}", text(&strict.stderr));
     assert!(text(&strict.stderr).contains("older than 0s"));
+}
+
+/// The README's cron line is the one the package installs (commented out there), so a reader who
+/// copies it gets the same one-run-per-minute behaviour, INTERVAL and SSE unset included.
+#[test]
+fn the_readme_cron_line_is_the_packaged_one() {
+    let cron = std::fs::read_to_string(repo_path("packaging/haproxy-marathon-sync.cron")).unwrap();
+    let packaged = cron
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix('#')
+                .filter(|rest| rest.starts_with("* * * * * "))
+        })
+        .expect("a commented once-a-minute line in the cron file");
+    assert!(
+        packaged.contains("unset HAPROXY_MARATHON_SYNC_INTERVAL HAPROXY_MARATHON_SYNC_SSE"),
+        "{packaged}"
+    );
+    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    let readme_lines: Vec<&str> = readme
+        .split("```cron\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .flat_map(str::lines)
+        .filter(|line| line.contains("/etc/default/haproxy-marathon-sync"))
+        .collect();
+    assert_eq!(
+        readme_lines,
+        vec![packaged],
+        "README.md's cron line drifted"
+    );
+}
+
+/// Calls the generated bash completion function as bash would for `words` (the last one being
+/// completed) and returns what it offers.
+fn bash_completes(script: &Path, words: &[&str]) -> Vec<String> {
+    let quoted: Vec<String> = words.iter().map(|word| format!("'{word}'")).collect();
+    let program = format!(
+        "source '{}'\n\
+         COMP_WORDS=({})\n\
+         COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))\n\
+         COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}\n\
+         _haproxy__marathon__sync haproxy-marathon-sync \"${{COMP_WORDS[COMP_CWORD]}}\" \
+         \"${{COMP_WORDS[COMP_CWORD-1]}}\"\n\
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+        script.display(),
+        quoted.join(" ")
+    );
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(program)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "bash: {}", text(&output.stderr));
+    text(&output.stdout).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn bash_completes_subcommands_and_their_flags() {
+    let output = binary().args(["completions", "bash"]).output().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("haproxy-marathon-sync.bash");
+    std::fs::write(&script, &output.stdout).unwrap();
+
+    let status = bash_completes(&script, &["haproxy-marathon-sync", "status", "--"]);
+    for flag in ["--json", "--check-age", "--haproxy-config"] {
+        assert!(
+            status.contains(&flag.to_string()),
+            "status --<TAB>: {status:?}"
+        );
+    }
+    assert!(
+        !status.contains(&"--group".to_string()),
+        "only status's flags: {status:?}"
+    );
+    let shells = bash_completes(&script, &["haproxy-marathon-sync", "completions", ""]);
+    for shell in ["bash", "zsh", "fish"] {
+        assert!(
+            shells.contains(&shell.to_string()),
+            "completions <TAB>: {shells:?}"
+        );
+    }
+    let after_flags = bash_completes(
+        &script,
+        &[
+            "haproxy-marathon-sync",
+            "--haproxy-config",
+            "/x",
+            "status",
+            "--j",
+        ],
+    );
+    assert_eq!(after_flags, vec!["--json"]);
+    let top = bash_completes(&script, &["haproxy-marathon-sync", "st"]);
+    assert_eq!(top, vec!["status"]);
+    let flags = bash_completes(&script, &["haproxy-marathon-sync", "--spl"]);
+    assert_eq!(flags, vec!["--splay"]);
+}
+
+/// zsh and fish are not on the test machine; their scripts must still know the subcommands'
+/// own flags.
+#[test]
+fn zsh_and_fish_scripts_know_the_subcommands_flags() {
+    for shell in ["zsh", "fish"] {
+        let output = binary().args(["completions", shell]).output().unwrap();
+        let script = text(&output.stdout);
+        for needle in ["status", "check-age", "json", "completions", "powershell"] {
+            assert!(script.contains(needle), "{shell} script lacks {needle}");
+        }
+    }
+}
+
+#[test]
+fn the_man_synopsis_lists_every_form() {
+    let man = std::fs::read_to_string(repo_path("man/haproxy-marathon-sync.1")).unwrap();
+    let synopsis = man
+        .split(".SH SYNOPSIS\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n.SH ").next())
+        .expect("a SYNOPSIS section")
+        .replace("\\-", "-");
+    for form in [
+        "haproxy-marathon-sync status",
+        "--check-age",
+        "--json",
+        "haproxy-marathon-sync completions",
+        "--longhelp",
+        "--group",
+    ] {
+        assert!(
+            synopsis.contains(form),
+            "SYNOPSIS lacks {form}:\n{synopsis}"
+        );
+    }
+    for section in [".SH SIGNALS", "SIGHUP", "SIGUSR1"] {
+        assert!(man.contains(section), "man page lacks {section}");
+    }
+}
+
+/// A stock host has no /etc/ssl/cert.pem (the default --ssl-certs). With the real `haproxy -c`:
+/// a dry run warns, naming the file and the fix; a real run fails validation saying the
+/// certificate is missing, not that the head or a template is at fault; once the certificate
+/// is made as the package makes it, the same run applies.
+#[test]
+fn a_missing_certificate_is_named_and_the_packaged_one_makes_the_first_run_work() {
+    let haproxy = "/usr/sbin/haproxy";
+    if !Path::new(haproxy).exists() {
+        eprintln!("{haproxy} is not installed (scripts/test installs it); skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let config = dir.path().join("haproxy.cfg");
+    let run = |extra: &[&str]| {
+        binary()
+            .arg("--marathon")
+            .arg(repo_path("examples/cluster"))
+            .args(["--group", "external", "--haproxy-bin", haproxy])
+            .args(["--reload-command", "true", "--ssl-certs"])
+            .arg(&cert)
+            .arg("--haproxy-config")
+            .arg(&config)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let shown = cert.display().to_string();
+
+    let dry = run(&["--dry-run"]);
+    assert_eq!(dry.status.code(), Some(0));
+    let warning = text(&dry.stderr);
+    assert!(
+        warning.contains(&format!(
+            "warning: the certificate {shown} (--ssl-certs) does not exist"
+        )),
+        "{warning}"
+    );
+    assert!(
+        warning.contains("--dont-bind-http-https"),
+        "the fix is named: {warning}"
+    );
+
+    let real = run(&[]);
+    let error = text(&real.stderr);
+    assert_eq!(real.status.code(), Some(6), "{error}");
+    assert!(
+        error.contains(&format!(
+            "the certificate {shown} (--ssl-certs) does not exist"
+        )),
+        "{error}"
+    );
+    assert!(!error.contains("the head or a template"), "{error}");
+    assert!(!config.exists(), "nothing was put in place");
+
+    let made = Command::new(repo_path("packaging/make-self-signed-cert"))
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let applied = run(&[]);
+    assert_eq!(applied.status.code(), Some(0), "{}", text(&applied.stderr));
+    assert!(std::fs::read_to_string(&config)
+        .unwrap()
+        .contains(&format!("crt {shown}")));
+    let dry = run(&["--dry-run"]);
+    assert_eq!(text(&dry.stderr), "", "no warning once the file is there");
 }

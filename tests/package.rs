@@ -24,6 +24,16 @@ const INSTALLED: &[&str] = &[
     "usr/share/doc/haproxy-marathon-sync/README.md",
     "usr/share/doc/haproxy-marathon-sync/REFERENCE.md",
     "usr/share/doc/haproxy-marathon-sync/copyright",
+    "usr/share/haproxy-marathon-sync/make-self-signed-cert",
+];
+
+/// The default `--ssl-certs`, which postinst makes self-signed when it is missing.
+const DEFAULT_CERT: &str = "/etc/ssl/cert.pem";
+
+/// Where `systemctl enable` puts the units' links; purge must take them away.
+const ENABLEMENT: &[&str] = &[
+    "/etc/systemd/system/timers.target.wants/haproxy-marathon-sync.timer",
+    "/etc/systemd/system/multi-user.target.wants/haproxy-marathon-sync-loop.service",
 ];
 
 fn text(bytes: &[u8]) -> String {
@@ -130,14 +140,28 @@ fn the_deb_installs_runs_and_purges_cleanly() {
         eprintln!("dpkg already knows {PACKAGE} on this machine; not touching it");
         return;
     }
+    let cert_was_there = Path::new(DEFAULT_CERT).exists();
     run(Command::new("dpkg").arg("-i").arg(&deb));
     let _purge_at_end = Installed;
     check_installed(version);
+    check_first_run_with_the_documented_minimum(cert_was_there);
+    enable_the_units();
     drop(_purge_at_end);
     assert!(!already_installed(), "dpkg --purge left the package behind");
-    for path in INSTALLED {
-        assert!(!Path::new("/").join(path).exists(), "/{path} left behind");
+    for path in INSTALLED.iter().map(|path| format!("/{path}")) {
+        assert!(!Path::new(&path).exists(), "{path} left behind");
     }
+    for link in ENABLEMENT {
+        assert!(
+            std::fs::symlink_metadata(link).is_err(),
+            "{link} left behind by the purge"
+        );
+    }
+    assert_eq!(
+        Path::new(DEFAULT_CERT).exists(),
+        cert_was_there,
+        "the purge removes the certificate postinst made, and only that"
+    );
 }
 
 /// Uncomments the cron line and runs it as cron would (`/bin/sh -c`), with settings in the
@@ -173,6 +197,69 @@ fn cron_line_runs_once_with_the_settings_file(cron: &str) {
         .unwrap_or_else(|e| panic!("one JSON line expected ({e}): {stderr}"));
     assert_eq!(line["outcome"], "applied", "{stderr}");
     assert!(config.is_file());
+}
+
+/// A stock host: only MARATHON and GROUP set (and, to keep the machine's own files alone, the
+/// config path and a reload that does nothing). postinst made the default certificate, so the
+/// real `haproxy -c` accepts the :443 frontend and the run applies.
+fn check_first_run_with_the_documented_minimum(cert_was_there: bool) {
+    if !cert_was_there {
+        let made = std::fs::metadata(DEFAULT_CERT).expect("postinst made /etc/ssl/cert.pem");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(made.permissions().mode() & 0o777, 0o600, "it holds a key");
+        run(Command::new("openssl").args(["x509", "-noout", "-in", DEFAULT_CERT]));
+    }
+    if !have("/usr/sbin/haproxy") {
+        eprintln!("haproxy is not installed; the first run is not validated");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("haproxy.cfg");
+    let snapshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster");
+    let output = Command::new("/usr/bin/haproxy-marathon-sync")
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HAPROXY_MARATHON_SYNC_MARATHON", &snapshot)
+        .env("HAPROXY_MARATHON_SYNC_GROUP", "external")
+        .env("HAPROXY_MARATHON_SYNC_HAPROXY_CONFIG", &config)
+        .env("HAPROXY_MARATHON_SYNC_RELOAD_COMMAND", "true")
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "the first real run: {}",
+        text(&output.stderr)
+    );
+    let rendered = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        rendered.contains(&format!("crt {DEFAULT_CERT}")),
+        "{rendered}"
+    );
+}
+
+/// `systemctl enable` for both units (it only makes links, so it works without a running
+/// systemd); by hand where systemctl is missing.
+fn enable_the_units() {
+    let enabled = have("systemctl")
+        && Command::new("systemctl")
+            .args([
+                "enable",
+                "haproxy-marathon-sync.timer",
+                "haproxy-marathon-sync-loop.service",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !enabled {
+        for link in ENABLEMENT {
+            let unit = Path::new(link).file_name().unwrap();
+            std::fs::create_dir_all(Path::new(link).parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(Path::new("/lib/systemd/system").join(unit), link).unwrap();
+        }
+    }
+    for link in ENABLEMENT {
+        assert!(std::fs::symlink_metadata(link).is_ok(), "{link} not made");
+    }
 }
 
 fn architecture() -> String {

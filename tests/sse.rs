@@ -421,7 +421,8 @@ fn credentials_are_sent_and_follow_a_redirect_to_the_leader_on_the_same_host() {
     leader.require_basic_auth("lb", "s3cret");
     let follower = FakeMarathon::start();
     follower.set_path_behaviour(EVENTS_PATH, Behaviour::Redirect(leader.url()));
-    let mut fetch = fetch_config(vec![url(&follower)]);
+    // Credentials follow a redirect only to a listed origin (issue 9).
+    let mut fetch = fetch_config(vec![url(&follower), url(&leader)]);
     fetch.credentials = Some(Credentials {
         user: "lb".to_string(),
         password: "s3cret".to_string(),

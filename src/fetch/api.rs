@@ -8,7 +8,10 @@
 //! and legacy IP-per-task (`ipAddress.discovery.ports`).
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Body of `GET /v2/apps`.
@@ -44,18 +47,19 @@ pub struct App {
     #[serde(default, deserialize_with = "optional_present_elements")]
     pub port_definitions: Option<Vec<PortDefinition>>,
     /// Legacy (pre-1.0) service ports; `null` elements are kept as "undefined service port".
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "ports")]
     pub ports: Vec<Option<i64>>,
-    /// Legacy IP-per-task (Marathon ≤ 1.4).
+    /// Legacy IP-per-task (Marathon ≤ 1.4). Boxed, like `container` and `version_info`: most
+    /// apps lack them, and inline they made every app, even `{}`, hundreds of bytes (issue 9).
     #[serde(default)]
-    pub ip_address: Option<AppIpAddress>,
+    pub ip_address: Option<Box<AppIpAddress>>,
     #[serde(default)]
-    pub container: Option<Container>,
+    pub container: Option<Box<Container>>,
     /// Marathon 1.5+ networking.
     #[serde(default, deserialize_with = "present_elements")]
     pub networks: Vec<Network>,
     #[serde(default)]
-    pub version_info: Option<VersionInfo>,
+    pub version_info: Option<Box<VersionInfo>>,
     /// When this definition was written (ISO-8601); names the version an app is held at.
     #[serde(default)]
     pub version: Option<String>,
@@ -187,7 +191,7 @@ pub struct Task {
     #[serde(default)]
     pub state: Option<String>,
     /// Host ports (or, for IP-per-task, whatever Marathon reports) in port-index order.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "ports")]
     pub ports: Vec<Option<i64>>,
     /// `None` when absent: the task has not been checked yet (unlike an empty list, which
     /// counts in blue/green merges).
@@ -248,6 +252,234 @@ pub struct HealthCheck {
     pub command: Option<serde_json::Value>,
 }
 
+/// Reads the body of `GET /v2/apps` as fetched: an object holding an `apps` array of at most
+/// `max_apps` apps. Unlike `AppList`'s lenient `Deserialize` (kept for hand-written test data),
+/// `{}` or `{"apps": null}` is not an empty cluster but not Marathon's answer at all (issue 10):
+/// read as empty, it would take every backend away. Reading stops at the first app over the
+/// limit, so an oversized answer never reaches memory as apps (issue 9).
+pub fn parse_app_list(bytes: &[u8], max_apps: usize) -> serde_json::Result<AppList> {
+    let seed = Document::<App>::new("apps", max_apps, "--max-apps");
+    let apps = within_budget(bytes, seed, answer_budget(bytes))?;
+    Ok(AppList { apps })
+}
+
+/// [`parse_app_list`] for `GET /v2/tasks`: a `tasks` array of at most `max_tasks` tasks.
+pub fn parse_task_list(bytes: &[u8], max_tasks: usize) -> serde_json::Result<TaskList> {
+    let seed = Document::<Task>::new("tasks", max_tasks, "--max-tasks");
+    let tasks = within_budget(bytes, seed, answer_budget(bytes))?;
+    Ok(TaskList { tasks })
+}
+
+/// How many bytes of parsed structure (charged as read: each list element's size, each
+/// label's strings) one byte of answer may become. Marathon's real answers need under half of
+/// it (`every_sample_and_corpus_document_parses` checks the corpus at half); a crafted one can
+/// make each 3-byte `{},` a 200-byte struct, which is how 3 MB once took 789 MB (issue 9).
+/// Over the budget the answer is refused as it is read, never materialised.
+pub const MEMORY_PER_ANSWER_BYTE: usize = 4;
+
+/// Headroom for tiny answers, whose fixed costs outweigh their bytes.
+const BUDGET_SLACK: usize = 1 << 20;
+
+thread_local! {
+    /// Bytes of parsed structure the document being read may still take; `None` outside
+    /// [`within_budget`] (hand-written test data is not limited).
+    static BUDGET: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `seed` over `bytes` (the whole input, no trailing data) with a memory budget of
+/// `budget` bytes of parsed structure.
+fn within_budget<'de, S: DeserializeSeed<'de>>(
+    bytes: &'de [u8],
+    seed: S,
+    budget: usize,
+) -> serde_json::Result<S::Value> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            BUDGET.with(|budget| budget.set(None));
+        }
+    }
+    let _reset = Reset;
+    BUDGET.with(|cell| cell.set(Some(budget)));
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = seed.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+/// The memory budget of an answer of this size.
+fn answer_budget(bytes: &[u8]) -> usize {
+    bytes.len().saturating_mul(MEMORY_PER_ANSWER_BYTE) + BUDGET_SLACK
+}
+
+/// Takes `bytes` from the budget, or fails the document.
+fn charge<E: de::Error>(bytes: usize) -> Result<(), E> {
+    BUDGET.with(|cell| match cell.get() {
+        None => Ok(()),
+        Some(left) if left >= bytes => {
+            cell.set(Some(left - bytes));
+            Ok(())
+        }
+        Some(_) => Err(E::custom(format!(
+            "the answer would take more than {MEMORY_PER_ANSWER_BYTE} bytes of memory per byte \
+             once read (a real Marathon answer takes under half that): refused as crafted"
+        ))),
+    })
+}
+
+/// A list whose every element is charged to the budget as it is read; `None` for `null`.
+struct ChargedList<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ChargedList<T> {
+    type Value = Option<Vec<T>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut elements = Vec::new();
+        while let Some(element) = seq.next_element::<T>()? {
+            charge(std::mem::size_of::<T>())?;
+            elements.push(element);
+        }
+        Ok(Some(elements))
+    }
+}
+
+/// Port lists: `null` reads as empty, `null` elements are kept.
+fn ports<'de, D>(deserializer: D) -> Result<Vec<Option<i64>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(deserializer
+        .deserialize_option(ChargedList::<Option<i64>>(PhantomData))?
+        .unwrap_or_default())
+}
+
+/// A Marathon list document: an object whose `key` is an array of at most `max` elements
+/// (`null` elements dropped); every other key is skipped unread.
+struct Document<T> {
+    key: &'static str,
+    max: usize,
+    flag: &'static str,
+    element: PhantomData<T>,
+}
+
+impl<T> Document<T> {
+    fn new(key: &'static str, max: usize, flag: &'static str) -> Document<T> {
+        Document {
+            key,
+            max,
+            flag,
+            element: PhantomData,
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Document<T> {
+    type Value = Vec<T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<T>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Document<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a JSON object with an \"{}\" array", self.key)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<T>, A::Error> {
+        let mut found: Option<Option<Vec<T>>> = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key != self.key {
+                map.next_value::<IgnoredAny>()?;
+            } else if found.is_some() {
+                return Err(de::Error::custom(format!(
+                    "\"{}\" is given twice",
+                    self.key
+                )));
+            } else {
+                found = Some(map.next_value_seed(Elements::<T> {
+                    what: self.key,
+                    max: self.max,
+                    flag: self.flag,
+                    element: PhantomData,
+                })?);
+            }
+        }
+        match found {
+            Some(Some(elements)) => Ok(elements),
+            Some(None) => Err(de::Error::custom(format!(
+                "\"{}\" is null, not a list: not Marathon's answer",
+                self.key
+            ))),
+            None => Err(de::Error::custom(format!(
+                "the object has no \"{}\" list: not Marathon's answer",
+                self.key
+            ))),
+        }
+    }
+}
+
+/// The array of a [`Document`]: `None` for `null`, an error past `max` elements.
+struct Elements<T> {
+    what: &'static str,
+    max: usize,
+    flag: &'static str,
+    element: PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Elements<T> {
+    type Value = Option<Vec<T>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Elements<T> {
+    type Value = Option<Vec<T>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a list of {}", self.what)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut elements = Vec::new();
+        while let Some(element) = seq.next_element::<Option<T>>()? {
+            if elements.len() == self.max {
+                return Err(de::Error::custom(format!(
+                    "more than {} {} (the limit set by {})",
+                    self.max, self.what, self.flag
+                )));
+            }
+            charge(std::mem::size_of::<T>())?;
+            elements.extend(element);
+        }
+        Ok(Some(elements))
+    }
+}
+
 /// `null` reads as the type's default (an empty string or list).
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
@@ -272,7 +504,7 @@ where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
 {
-    let elements = Option::<Vec<Option<T>>>::deserialize(deserializer)?;
+    let elements = deserializer.deserialize_option(ChargedList::<Option<T>>(PhantomData))?;
     Ok(elements.map(|elements| elements.into_iter().flatten().collect()))
 }
 
@@ -281,16 +513,45 @@ fn labels<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
 where
     D: Deserializer<'de>,
 {
-    let raw = Option::<BTreeMap<String, serde_json::Value>>::deserialize(deserializer)?;
-    Ok(raw
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(key, value)| match value {
-            serde_json::Value::Null => None,
-            serde_json::Value::String(text) => Some((key, text)),
-            other => Some((key, other.to_string())),
-        })
-        .collect())
+    deserializer.deserialize_option(LabelsVisitor)
+}
+
+/// Reads labels one by one, charging each to the budget (its strings and a tree node's share).
+struct LabelsVisitor;
+
+impl<'de> Visitor<'de> for LabelsVisitor {
+    type Value = BTreeMap<String, String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of labels")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(BTreeMap::new())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(BTreeMap::new())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        const PER_LABEL: usize = 2 * std::mem::size_of::<String>() + 64;
+        let mut labels = BTreeMap::new();
+        while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+            let text = match value {
+                serde_json::Value::Null => continue,
+                serde_json::Value::String(text) => text,
+                other => other.to_string(),
+            };
+            charge(PER_LABEL + key.len() + text.len())?;
+            labels.insert(key, text);
+        }
+        Ok(labels)
+    }
 }
 
 #[cfg(test)]
@@ -370,12 +631,21 @@ mod tests {
                     let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
                         continue;
                     };
+                    // Real answers fit a third of the budget: the margin the limit keeps.
+                    let bytes = text.as_bytes();
+                    let real = bytes.len() * MEMORY_PER_ANSWER_BYTE / 2 + 4096;
                     if value.get("apps").is_some() {
                         serde_json::from_value::<AppList>(value)
+                            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                        let seed = Document::<App>::new("apps", usize::MAX, "--max-apps");
+                        within_budget(bytes, seed, real)
                             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
                         seen += 1;
                     } else if value.get("tasks").is_some() {
                         serde_json::from_value::<TaskList>(value)
+                            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                        let seed = Document::<Task>::new("tasks", usize::MAX, "--max-tasks");
+                        within_budget(bytes, seed, real)
                             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
                         seen += 1;
                     }

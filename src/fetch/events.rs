@@ -78,22 +78,30 @@ pub fn spawn_reader(
     events: &EventsConfig,
     notify: impl FnMut(StreamNews) -> bool + Send + 'static,
 ) -> Result<EventReader> {
-    let bases: Vec<String> = fetch
+    let targets: Vec<(String, http::Target)> = fetch
         .sources
         .iter()
         .filter_map(|source| match source {
-            MarathonSource::Url(base) => Some(base.trim_end_matches('/').to_string()),
+            MarathonSource::Url(base) => Some((
+                source.redacted(),
+                http::Target::new(
+                    base,
+                    fetch.credentials.as_ref(),
+                    fetch.credentials_from.as_deref(),
+                ),
+            )),
             MarathonSource::Snapshot(_) => None,
         })
         .collect();
-    if bases.is_empty() {
+    if targets.is_empty() {
         bail!("--sse needs a Marathon URL: a snapshot directory has no event stream");
     }
     let (stop_tx, stop_rx) = mpsc::channel();
     let reader = Reader {
         agent: http::agent(fetch, "text/event-stream")?,
-        authorization: fetch.credentials.as_ref().map(http::basic_authorization),
-        bases,
+        dcos: fetch.dcos_service_account.clone(),
+        trusted: http::trusted_origins(fetch),
+        targets,
         request_timeout: fetch.request_timeout,
         settings: events.clone(),
         stop: stop_rx,
@@ -107,8 +115,10 @@ pub fn spawn_reader(
 
 struct Reader {
     agent: Agent,
-    authorization: Option<String>,
-    bases: Vec<String>,
+    dcos: Option<crate::config::DcosServiceAccount>,
+    /// Each URL source as named in messages (password redacted) and as asked.
+    targets: Vec<(String, http::Target)>,
+    trusted: Vec<String>,
     request_timeout: Duration,
     settings: EventsConfig,
     stop: mpsc::Receiver<()>,
@@ -165,11 +175,11 @@ impl Reader {
     /// Tries each source in order until one opens a stream, and follows that stream to its end.
     fn pass(&self, notify: &mut impl FnMut(StreamNews) -> bool) -> Pass {
         let mut failures = Vec::new();
-        for base in &self.bases {
+        for (name, target) in &self.targets {
             if matches!(self.stop.try_recv(), Err(mpsc::TryRecvError::Disconnected)) {
                 return Pass::Stopped;
             }
-            match self.open(base) {
+            match self.open(target) {
                 Ok((url, body)) => {
                     if !notify(StreamNews::Connected { url: url.clone() }) {
                         return Pass::Stopped;
@@ -183,7 +193,7 @@ impl Reader {
                         },
                     };
                 }
-                Err(error) => failures.push(format!("{base}: {error:#}")),
+                Err(error) => failures.push(format!("{name}: {error:#}")),
             }
         }
         Pass::Failed {
@@ -192,8 +202,8 @@ impl Reader {
     }
 
     /// Opens the stream at one source; the URL it ended up at (without the query) and the body.
-    fn open(&self, base: &str) -> Result<(String, Body)> {
-        let url = format!("{base}{}", events_path_and_query());
+    fn open(&self, target: &http::Target) -> Result<(String, Body)> {
+        let url = format!("{}{}", target.base, events_path_and_query());
         let budget =
             RequestBudget::new(self.request_timeout, Instant::now() + self.request_timeout)?;
         let send = |url: &str, authorization: Option<&str>| {
@@ -218,8 +228,20 @@ impl Reader {
                 .build()
                 .call()
         };
+        // DC/OS: a fresh login for each opening, so a token that expired meanwhile is renewed.
+        let dcos_authorization = match &self.dcos {
+            Some(account) => Some(
+                super::dcos::Login::new(account, self.request_timeout)
+                    .authorization(&self.agent, Instant::now() + self.request_timeout)?,
+            ),
+            None => None,
+        };
+        let mut redirects = http::Redirects::new(&self.trusted);
+        let authorization = dcos_authorization
+            .as_deref()
+            .or(target.authorization.as_deref());
         let response =
-            http::follow_redirects(&url, self.authorization.as_deref(), MAX_REDIRECTS, send)
+            http::follow_redirects(&url, authorization, MAX_REDIRECTS, &mut redirects, send)
                 .map_err(|error| match error {
                     ureq::Error::TooManyRedirects => anyhow!(
                         "redirected more than once (a Marathon that is not the leader redirects \
@@ -233,8 +255,14 @@ impl Reader {
         let shown = without_query(&final_uri.to_string());
         if !status.is_success() {
             let message = http::marathon_message(response.into_body());
-            let credentials_given = self.authorization.is_some();
-            let text = http::describe_status(status, message, &final_uri, &url, credentials_given);
+            let credentials = http::CredentialsSent {
+                from: match &self.dcos {
+                    Some(_) => Some("--dcos-auth-credentials"),
+                    None => target.from.as_deref(),
+                },
+                held_back_at: redirects.held_back_at.as_deref(),
+            };
+            let text = http::describe_status(status, message, &final_uri, &url, credentials);
             bail!("GET /v2/events: {text}");
         }
         let content_type = response

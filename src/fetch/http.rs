@@ -2,19 +2,22 @@
 //! basic auth, verified TLS, a few redirects. Turns every failure into one line an operator can
 //! act on, keeping HTTP status answers apart from transport failures.
 
+use std::cell::Cell;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
-use serde::de::DeserializeOwned;
+use rustls::pki_types::CertificateDer;
 use ureq::http::{StatusCode, Uri};
-use ureq::tls::{PemItem, RootCerts, TlsConfig};
+use ureq::tls::PemItem;
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{Connector as _, TcpConnector};
 use ureq::{Agent, ResponseExt};
 
-use super::api::{AppList, TaskList};
-use super::parse_json;
-use crate::config::{Credentials, FetchConfig};
+use super::api::{self, AppList, TaskList};
+use super::{parse_document, redact_url, tls};
+use crate::config::{Credentials, FetchConfig, MarathonSource};
 
 /// Redirects followed per request. Marathon non-leaders may redirect to the leader (one hop);
 /// a little slack covers a load balancer in front, while a loop still ends quickly.
@@ -28,44 +31,88 @@ const USER_AGENT: &str = concat!("haproxy-marathon-sync/", env!("CARGO_PKG_VERSI
 /// One ureq agent and the per-request settings shared by every URL source of a fetch.
 pub(super) struct Client {
     agent: Agent,
-    authorization: Option<String>,
+    dcos: Option<super::dcos::Login>,
+    credentials: Option<Credentials>,
+    credentials_from: Option<String>,
+    /// The origins of the `--marathon` URLs: the only ones credentials are sent to.
+    trusted: Vec<String>,
     request_timeout: Duration,
     max_body_bytes: u64,
+    max_apps: usize,
+    max_tasks: usize,
+    /// Whether this run already warned that credentials travel over plain http.
+    warned_plain_http: Cell<bool>,
 }
 
 impl Client {
     pub(super) fn new(config: &FetchConfig) -> Result<Client> {
         Ok(Client {
             agent: agent(config, "application/json")?,
-            authorization: config.credentials.as_ref().map(basic_authorization),
+            dcos: (config.dcos_service_account.as_ref())
+                .map(|account| super::dcos::Login::new(account, config.request_timeout)),
+            credentials: config.credentials.clone(),
+            credentials_from: config.credentials_from.clone(),
+            trusted: trusted_origins(config),
             request_timeout: config.request_timeout,
             max_body_bytes: config.max_body_bytes,
+            max_apps: config.max_apps,
+            max_tasks: config.max_tasks,
+            warned_plain_http: Cell::new(false),
         })
     }
 
-    /// Fetches both documents from one Marathon; `base` is e.g. `http://marathon:8080`.
-    pub(super) fn fetch(&self, base: &str, deadline: Instant) -> Result<(AppList, TaskList)> {
-        let base = base.trim_end_matches('/');
-        let apps = self.get_json(base, "/v2/apps", deadline)?;
-        let tasks = self.get_json(base, "/v2/tasks", deadline)?;
+    /// Fetches both documents from one Marathon; `base` is e.g. `http://marathon:8080`, maybe
+    /// with `user:password@` (used when no other credentials are given, as Python's requests
+    /// in marathon-lb does, and never sent or shown as part of the URL).
+    pub(super) fn fetch(
+        &self,
+        base: &str,
+        deadline: Instant,
+        notes: &mut Vec<String>,
+    ) -> Result<(AppList, TaskList)> {
+        let target = Target::new(
+            base,
+            self.credentials.as_ref(),
+            self.credentials_from.as_deref(),
+        );
+        if target.authorization.is_some() && target.base.starts_with("http://") {
+            self.warn_plain_http_once(&target.base, notes);
+        }
+        let (body, kind) = self.get(&target, "/v2/apps", deadline, notes)?;
+        let max_apps = self.max_apps;
+        let apps = parse_document(&body, kind.as_deref(), |b| api::parse_app_list(b, max_apps))
+            .context("GET /v2/apps")?;
+        drop(body);
+        let (body, kind) = self.get(&target, "/v2/tasks", deadline, notes)?;
+        let max_tasks = self.max_tasks;
+        let tasks = parse_document(&body, kind.as_deref(), |b| {
+            api::parse_task_list(b, max_tasks)
+        })
+        .context("GET /v2/tasks")?;
         Ok((apps, tasks))
     }
 
-    fn get_json<T: DeserializeOwned>(
-        &self,
-        base: &str,
-        path: &str,
-        deadline: Instant,
-    ) -> Result<T> {
-        let body = self
-            .get(&format!("{base}{path}"), deadline)
-            .with_context(|| format!("GET {path}"))?;
-        parse_json(&body).with_context(|| format!("GET {path}"))
+    fn warn_plain_http_once(&self, base: &str, notes: &mut Vec<String>) {
+        if !self.warned_plain_http.replace(true) {
+            notes.push(format!(
+                "Marathon credentials are sent to {base} over plain http, readable by anyone on \
+                 the path; use an https:// URL"
+            ));
+        }
     }
 
-    /// One bounded GET; the successful body, or an error saying what the server did.
-    fn get(&self, url: &str, deadline: Instant) -> Result<Vec<u8>> {
-        let budget = RequestBudget::new(self.request_timeout, deadline)?;
+    /// One bounded GET of `path` at the target; the successful body and its content type, or
+    /// an error saying what the server did.
+    fn get(
+        &self,
+        target: &Target,
+        path: &str,
+        deadline: Instant,
+        notes: &mut Vec<String>,
+    ) -> Result<(Vec<u8>, Option<String>)> {
+        let url = format!("{}{path}", target.base);
+        let context = || format!("GET {path}");
+        let budget = RequestBudget::new(self.request_timeout, deadline).with_context(context)?;
         let send = |url: &str, authorization: Option<&str>| {
             let mut request = self.agent.get(url);
             if let Some(authorization) = authorization {
@@ -81,40 +128,212 @@ impl Client {
                 .build()
                 .call()
         };
-        let response = follow_redirects(url, self.authorization.as_deref(), MAX_REDIRECTS, send)
-            .map_err(|error| anyhow!(describe_transport_error(&error, &budget)))?;
+        // A DC/OS service account's token replaces basic auth (the two are never both given).
+        let dcos_authorization = match &self.dcos {
+            Some(login) => Some(login.authorization(&self.agent, deadline)?),
+            None => None,
+        };
+        let authorization = dcos_authorization
+            .as_deref()
+            .or(target.authorization.as_deref());
+        let mut redirects = Redirects::new(&self.trusted);
+        let response = follow_redirects(&url, authorization, MAX_REDIRECTS, &mut redirects, send)
+            .map_err(|error| anyhow!(describe_transport_error(&error, &budget)))
+            .with_context(context)?;
+        for note in &redirects.notes {
+            // The same redirect of /v2/apps and /v2/tasks is one thing to say.
+            if !notes.contains(note) {
+                notes.push(note.clone());
+            }
+        }
 
         let status = response.status();
         let final_uri = response.get_uri().clone();
         if !status.is_success() {
+            // DC/OS: a refused token is forgotten, and logged in again once per run.
+            let dcos_refused = status == StatusCode::UNAUTHORIZED && self.dcos.is_some();
+            if dcos_refused && self.dcos.as_ref().is_some_and(|login| login.unauthorized()) {
+                return self.get(target, path, deadline, notes);
+            }
             let message = marathon_message(response.into_body());
-            bail!(describe_status(
-                status,
-                message,
-                &final_uri,
-                url,
-                self.authorization.is_some()
-            ));
+            let credentials = CredentialsSent {
+                from: match &self.dcos {
+                    Some(_) => Some("--dcos-auth-credentials"),
+                    None => target.from.as_deref(),
+                },
+                held_back_at: redirects.held_back_at.as_deref(),
+            };
+            let text = describe_status(status, message, &final_uri, &url, credentials);
+            return match (&self.dcos, dcos_refused) {
+                (Some(login), true) => Err(anyhow!(login.explain(&text))),
+                _ => Err(anyhow!(text)),
+            }
+            .with_context(context);
         }
-        response
+        let kind = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let body = response
             .into_body()
             .with_config()
             .limit(self.max_body_bytes)
             .read_to_vec()
             .map_err(|error| anyhow!(describe_transport_error(&error, &budget)))
+            .with_context(context)?;
+        Ok((body, kind))
     }
 }
 
-/// The agent every request to Marathon goes through (the event stream's too): verified TLS
-/// with the configured roots, statuses read as answers, redirects left to `follow_redirects`.
-pub(super) fn agent(config: &FetchConfig, accept: &str) -> Result<Agent> {
-    let roots = match &config.ca_cert {
-        Some(path) => load_ca_bundle(path)?,
-        // Mozilla's roots compiled into the binary: the same trust on every host and in
-        // minimal containers without a CA store.
-        None => RootCerts::WebPki,
+/// One `--marathon` URL as asked: without its userinfo, with the `Authorization` to send and
+/// where those credentials came from.
+pub(super) struct Target {
+    pub(super) base: String,
+    pub(super) authorization: Option<String>,
+    pub(super) from: Option<String>,
+}
+
+impl Target {
+    pub(super) fn new(
+        base: &str,
+        configured: Option<&Credentials>,
+        configured_from: Option<&str>,
+    ) -> Target {
+        let (base, from_url) = split_userinfo(base.trim_end_matches('/'));
+        let (credentials, from) = match (configured, from_url) {
+            (Some(credentials), _) => (
+                Some(credentials.clone()),
+                Some(
+                    configured_from
+                        .unwrap_or("--auth-credentials / --marathon-auth-credential-file")
+                        .to_string(),
+                ),
+            ),
+            (None, Some(credentials)) => {
+                let shown = base_with_user(&base, &credentials);
+                (Some(credentials), Some(format!("the URL {shown}")))
+            }
+            (None, None) => (None, None),
+        };
+        Target {
+            base,
+            authorization: credentials.as_ref().map(basic_authorization),
+            from,
+        }
+    }
+}
+
+fn base_with_user(base: &str, credentials: &Credentials) -> String {
+    match base.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}:***@{rest}", credentials.user),
+        None => base.to_string(),
+    }
+}
+
+/// `http://user:pass@host:8080` → (`http://host:8080`, the credentials, percent-decoded).
+pub(super) fn split_userinfo(url: &str) -> (String, Option<Credentials>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
     };
-    Ok(Agent::config_builder()
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return (url.to_string(), None);
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let credentials = Credentials {
+        user: percent_decode(user),
+        password: percent_decode(password),
+    };
+    (format!("{scheme}://{host}{path}"), Some(credentials))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `scheme://host:port` of a URL, lower-case, the port made explicit; `None` for what is not an
+/// absolute http(s) URL.
+pub(super) fn origin(url: &str) -> Option<String> {
+    let (url, _) = split_userinfo(url);
+    let uri: Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let host = uri.host()?.to_ascii_lowercase();
+    let port = uri.port_u16().unwrap_or(default_port);
+    Some(format!("{scheme}://{host}:{port}"))
+}
+
+/// The origins credentials may go to: those of the `--marathon` URLs.
+pub(super) fn trusted_origins(config: &FetchConfig) -> Vec<String> {
+    config
+        .sources
+        .iter()
+        .filter_map(|source| match source {
+            MarathonSource::Url(base) => origin(base),
+            MarathonSource::Snapshot(_) => None,
+        })
+        .collect()
+}
+
+/// What a request's redirects did with the credentials.
+pub(super) struct Redirects<'a> {
+    trusted: &'a [String],
+    /// The origin the credentials were held back from, when a redirect left the trusted ones.
+    pub(super) held_back_at: Option<String>,
+    /// One line per time that happened, for the log.
+    pub(super) notes: Vec<String>,
+}
+
+impl<'a> Redirects<'a> {
+    pub(super) fn new(trusted: &'a [String]) -> Redirects<'a> {
+        Redirects {
+            trusted,
+            held_back_at: None,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// Where credentials stood when an answer came back, for [`describe_status`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct CredentialsSent<'a> {
+    /// Where the credentials came from (`--auth-credentials`, ...); `None` when none were given.
+    pub(super) from: Option<&'a str>,
+    /// The origin they were held back from after a redirect, if they were.
+    pub(super) held_back_at: Option<&'a str>,
+}
+
+/// The agent every request to Marathon goes through (the event stream's too): verified TLS
+/// with the configured roots (see `tls`), statuses read as answers, redirects left to
+/// `follow_redirects`.
+pub(super) fn agent(config: &FetchConfig, accept: &str) -> Result<Agent> {
+    let pinned = match &config.ca_cert {
+        Some(path) => load_ca_bundle(path)?,
+        None => Vec::new(),
+    };
+    let tls = tls::client_config(pinned).map_err(|error| anyhow!(tls::describe(&error)))?;
+    let settings = Agent::config_builder()
         // Statuses are answers, not transport errors: we read them ourselves so a 401 can
         // say "authentication" and a 503 can carry Marathon's message.
         .http_status_as_error(false)
@@ -122,21 +341,28 @@ pub(super) fn agent(config: &FetchConfig, accept: &str) -> Result<Agent> {
         .max_redirects(0)
         .user_agent(USER_AGENT)
         .accept(accept)
-        .tls_config(TlsConfig::builder().root_certs(roots).build())
-        .build()
-        .new_agent())
+        .build();
+    let connector = ().chain(TcpConnector::default()).chain(tls::TlsConnector { config: tls });
+    Ok(Agent::with_parts(
+        settings,
+        connector,
+        DefaultResolver::default(),
+    ))
 }
 
 /// Sends `GET url` through `send` and follows up to `max_redirects` redirects (a Marathon that
-/// is not the leader redirects to the leader, usually on another host), re-sending the
-/// credentials on each hop except from https down to http. Sending them to another host is
-/// safe here: over https only the verified Marathon can issue the redirect, and over plain http
-/// the credentials are on the wire already. Returns the first answer that is not a redirect
-/// (or a redirect without a usable `Location`, for the caller to report).
+/// is not the leader redirects to the leader). The credentials go along only while the target
+/// is one of the `--marathon` origins (scheme, host and port): a redirect elsewhere is still
+/// followed (a leader or proxy that needs no credentials keeps working), but without them, and
+/// `redirects` says so (issue 9: whoever controls a Marathon answer, or the plain-http path to
+/// it, must not be able to send our password to a host of their choosing). List every
+/// Marathon in `--marathon` to keep the leader's redirect credentialed. Returns the first answer
+/// that is not a redirect (or a redirect without a usable `Location`, for the caller to report).
 pub(super) fn follow_redirects(
     url: &str,
     authorization: Option<&str>,
     max_redirects: u32,
+    redirects: &mut Redirects<'_>,
     mut send: impl FnMut(&str, Option<&str>) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
 ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
     let mut current = url.to_string();
@@ -158,10 +384,27 @@ pub(super) fn follow_redirects(
         if hop >= max_redirects {
             return Err(ureq::Error::TooManyRedirects);
         }
-        if current.starts_with("https://") && next.starts_with("http://") {
+        let next_origin = origin(&next);
+        let trusted = next_origin
+            .as_ref()
+            .is_some_and(|next| redirects.trusted.contains(next));
+        let downgrade = current.starts_with("https://") && next.starts_with("http://");
+        if authorization.is_some() && (!trusted || downgrade) {
+            let shown = next_origin.unwrap_or_else(|| redact_url(&next));
+            let why = if downgrade {
+                "plain http after https: credentials are never sent down to http"
+            } else {
+                "not one of the --marathon URLs; add it there to send them"
+            };
+            redirects.notes.push(format!(
+                "{} redirected to {shown}: followed without the Marathon credentials ({why})",
+                redact_url(&current)
+            ));
+            redirects.held_back_at = Some(format!("{shown} ({why})"));
             authorization = None;
         }
-        current = next;
+        // A Location may carry userinfo of its own; it is never sent, and never shown.
+        current = split_userinfo(&next).0;
     }
     unreachable!("the loop returns")
 }
@@ -191,13 +434,15 @@ pub(super) fn basic_authorization(credentials: &Credentials) -> String {
 }
 
 /// The PEM CA bundle to trust instead of the built-in roots, as `curl --cacert` does.
-fn load_ca_bundle(path: &Path) -> Result<RootCerts> {
+fn load_ca_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let pem = std::fs::read(path)
         .with_context(|| format!("reading the Marathon CA bundle {}", path.display()))?;
     let mut certificates = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
-            Ok(PemItem::Certificate(certificate)) => certificates.push(certificate),
+            Ok(PemItem::Certificate(certificate)) => {
+                certificates.push(CertificateDer::from(certificate.der().to_vec()))
+            }
             Ok(_) => {} // Keys and other PEM sections are not roots; skip them.
             Err(error) => bail!(
                 "the Marathon CA bundle {} is not valid PEM: {error}",
@@ -211,7 +456,7 @@ fn load_ca_bundle(path: &Path) -> Result<RootCerts> {
             path.display()
         );
     }
-    Ok(RootCerts::new_with_certs(&certificates))
+    Ok(certificates)
 }
 
 /// How long one request may take: the per-request timeout, cut short by the run's deadline.
@@ -282,54 +527,46 @@ fn tls_failure(io: &std::io::Error) -> Option<&rustls::Error> {
     io.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
-fn describe_tls_failure(tls: &rustls::Error) -> String {
-    let mut text = format!("TLS failed: {tls}");
-    if matches!(tls, rustls::Error::InvalidCertificate(_)) {
-        text.push_str(
-            "; the server's certificate must chain to a trusted root: the built-in Mozilla \
-             roots, or the CA bundle given with --marathon-ca-cert",
-        );
-    }
-    text
+fn describe_tls_failure(error: &rustls::Error) -> String {
+    format!("TLS failed: {}", tls::describe(error))
 }
 
-/// An HTTP status answer in words, with Marathon's own message when it sent one.
+/// An HTTP status answer in words, with Marathon's own message when it sent one. A refusal of
+/// credentials names where they came from, never what they are.
 pub(super) fn describe_status(
     status: StatusCode,
     marathon_message: Option<String>,
     final_uri: &Uri,
     requested: &str,
-    credentials_given: bool,
+    credentials: CredentialsSent<'_>,
 ) -> String {
     let mut text = format!("HTTP {}", status.as_u16());
     if let Some(reason) = status.canonical_reason() {
         text.push(' ');
         text.push_str(reason);
     }
-    let redirected = *final_uri != requested;
+    let final_url = redact_url(&final_uri.to_string());
+    let redirected = final_url != redact_url(requested);
     if redirected {
-        text.push_str(&format!(" (after a redirect to {final_uri})"));
+        text.push_str(&format!(" (after a redirect to {final_url})"));
     }
-    match status.as_u16() {
-        401 if !credentials_given => text.push_str(
+    match (status.as_u16(), credentials.from, credentials.held_back_at) {
+        (401, None, _) => text.push_str(
             ": authentication failed: Marathon wants credentials; give them with \
-             --auth-credentials or --marathon-auth-credential-file",
+             --auth-credentials, --marathon-auth-credential-file or user:password@ in the URL",
         ),
-        401 => {
-            text.push_str(
-                ": authentication failed: Marathon refused the credentials from \
-                 --auth-credentials / --marathon-auth-credential-file",
-            );
-            if redirected
-                && requested.starts_with("https://")
-                && final_uri.scheme_str() == Some("http")
-            {
-                text.push_str(" (credentials are not re-sent from https down to http)");
-            }
-        }
-        403 => text.push_str(
-            ": authorization failed: the credentials from --auth-credentials / \
-             --marathon-auth-credential-file may not read apps and tasks",
+        (401, Some(from), Some(held_back_at)) => text.push_str(&format!(
+            ": authentication failed: the credentials from {from} were not sent to \
+             {held_back_at}"
+        )),
+        (401, Some(from), None) => text.push_str(&format!(
+            ": authentication failed: Marathon refused the credentials from {from}"
+        )),
+        (403, Some(from), _) => text.push_str(&format!(
+            ": authorization failed: the credentials from {from} may not read apps and tasks"
+        )),
+        (403, None, _) => text.push_str(
+            ": authorization failed: Marathon refuses to show apps and tasks without credentials",
         ),
         _ => {}
     }
@@ -393,22 +630,78 @@ mod tests {
     fn status_messages_name_auth_and_keep_marathons_message() {
         let uri: Uri = "http://m:8080/v2/apps".parse().unwrap();
         let requested = "http://m:8080/v2/apps";
-        let text = describe_status(StatusCode::UNAUTHORIZED, None, &uri, requested, false);
+        let none = CredentialsSent::default();
+        let text = describe_status(StatusCode::UNAUTHORIZED, None, &uri, requested, none);
         assert!(text.starts_with("HTTP 401 Unauthorized: authentication failed"));
-        let text = describe_status(StatusCode::FORBIDDEN, None, &uri, requested, true);
+        assert!(text.contains("give them with --auth-credentials"), "{text}");
+        let given = CredentialsSent {
+            from: Some("the credentials file /etc/m.cred (--marathon-auth-credential-file)"),
+            held_back_at: None,
+        };
+        let text = describe_status(StatusCode::UNAUTHORIZED, None, &uri, requested, given);
+        assert_eq!(
+            text,
+            "HTTP 401 Unauthorized: authentication failed: Marathon refused the credentials \
+             from the credentials file /etc/m.cred (--marathon-auth-credential-file)"
+        );
+        let text = describe_status(StatusCode::FORBIDDEN, None, &uri, requested, given);
         assert!(text.starts_with("HTTP 403 Forbidden: authorization failed"));
+        assert!(text.contains("/etc/m.cred"), "{text}");
         let message = Some("leader unknown".to_string());
         let text = describe_status(
             StatusCode::SERVICE_UNAVAILABLE,
             message,
             &uri,
             requested,
-            false,
+            none,
         );
         assert_eq!(
             text,
             "HTTP 503 Service Unavailable (Marathon says: leader unknown)"
         );
+    }
+
+    #[test]
+    fn userinfo_is_split_off_decoded_and_named_redacted() {
+        let (base, credentials) = split_userinfo("http://ad%40min:p%3Ass@m:8080");
+        assert_eq!(base, "http://m:8080");
+        let credentials = credentials.unwrap();
+        assert_eq!(
+            (credentials.user.as_str(), credentials.password.as_str()),
+            ("ad@min", "p:ss")
+        );
+        let target = Target::new("http://admin:s3cret@m:8080/", None, None);
+        assert_eq!(target.base, "http://m:8080");
+        assert_eq!(
+            target.from.as_deref(),
+            Some("the URL http://admin:***@m:8080")
+        );
+        assert!(target.authorization.is_some());
+        let flag = Credentials {
+            user: "lb".into(),
+            password: "pw".into(),
+        };
+        let target = Target::new(
+            "http://admin:s3cret@m:8080",
+            Some(&flag),
+            Some("--auth-credentials"),
+        );
+        assert_eq!(target.authorization, Some(basic_authorization(&flag)));
+        assert_eq!(target.from.as_deref(), Some("--auth-credentials"));
+    }
+
+    #[test]
+    fn origins_make_the_port_explicit() {
+        assert_eq!(
+            origin("http://M.example:80/x").as_deref(),
+            Some("http://m.example:80")
+        );
+        assert_eq!(origin("https://m").as_deref(), Some("https://m:443"));
+        assert_eq!(
+            origin("https://u:p@m:8443/v2").as_deref(),
+            Some("https://m:8443")
+        );
+        assert_eq!(origin("ftp://m"), None);
     }
 }
 
@@ -424,37 +717,58 @@ mod redirect_tests {
         response.body(ureq::Body::builder().data("")).unwrap()
     }
 
-    /// Follows a scripted chain of answers, noting each hop's URL and credentials.
-    fn follow(
+    /// What a scripted chain did: the final status, each hop's URL and whether it carried the
+    /// credentials, and the notes.
+    type Followed = (Result<u16, String>, Vec<(String, bool)>, Vec<String>);
+
+    /// Follows a scripted chain of answers, noting each hop's URL and credentials; credentials
+    /// may go to the origins in `trusted`.
+    fn follow_trusting(
         start: &str,
         script: &[(u16, Option<&str>)],
         max: u32,
-    ) -> (Result<u16, String>, Vec<(String, bool)>) {
+        trusted: &[&str],
+    ) -> Followed {
+        let trusted: Vec<String> = trusted.iter().filter_map(|url| origin(url)).collect();
+        let mut redirects = Redirects::new(&trusted);
         let mut hops = Vec::new();
         let mut answers = script.iter();
-        let result = follow_redirects(start, Some("Basic x"), max, |url, authorization| {
+        let send = |url: &str, authorization: Option<&str>| {
             hops.push((url.to_string(), authorization.is_some()));
             let (status, location) = answers.next().expect("scripted answer");
             Ok(answer(*status, *location))
-        });
+        };
+        let result = follow_redirects(start, Some("Basic x"), max, &mut redirects, send);
         (
             result
                 .map(|r| r.status().as_u16())
                 .map_err(|e| e.to_string()),
             hops,
+            redirects.notes,
         )
     }
 
+    fn follow(
+        start: &str,
+        script: &[(u16, Option<&str>)],
+        max: u32,
+    ) -> (Result<u16, String>, Vec<(String, bool)>) {
+        let (result, hops, _) = follow_trusting(start, script, max, &[start]);
+        (result, hops)
+    }
+
     #[test]
-    fn credentials_follow_to_another_host_but_never_down_to_http() {
-        let (result, hops) = follow(
+    fn credentials_go_only_to_the_configured_origins_and_never_down_to_http() {
+        let (result, hops, notes) = follow_trusting(
             "https://m1:8443/v2/apps",
             &[
                 (307, Some("https://m2:8443/v2/apps")),
-                (302, Some("http://m3:8080/v2/apps")),
+                (307, Some("https://evil:8443/v2/apps")),
+                (302, Some("http://m2:8443/v2/apps")),
                 (200, None),
             ],
             3,
+            &["https://m1:8443", "https://m2:8443", "http://m2:8443"],
         );
         assert_eq!(result, Ok(200));
         assert_eq!(
@@ -462,9 +776,26 @@ mod redirect_tests {
             vec![
                 ("https://m1:8443/v2/apps".to_string(), true),
                 ("https://m2:8443/v2/apps".to_string(), true),
-                ("http://m3:8080/v2/apps".to_string(), false),
+                ("https://evil:8443/v2/apps".to_string(), false),
+                ("http://m2:8443/v2/apps".to_string(), false),
             ]
         );
+        assert_eq!(
+            notes,
+            [
+                "https://m2:8443/v2/apps redirected to https://evil:8443: followed without the \
+              Marathon credentials (not one of the --marathon URLs; add it there to send them)"
+            ]
+        );
+
+        let (_, hops, notes) = follow_trusting(
+            "https://m1:8443/v2/apps",
+            &[(302, Some("http://m1:8443/v2/apps")), (200, None)],
+            3,
+            &["https://m1:8443", "http://m1:8443"],
+        );
+        assert!(!hops[1].1, "never from https down to http");
+        assert!(notes[0].contains("never sent down to http"), "{notes:?}");
     }
 
     #[test]

@@ -3,15 +3,16 @@
 //! nothing of labels or templates, and never prints: what happened is in the result.
 
 pub mod api;
+mod dcos;
 pub mod events;
 mod http;
 pub mod resolve;
 mod snapshot;
+mod tls;
 
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use serde::de::DeserializeOwned;
 
 use crate::config::{FetchConfig, MarathonSource};
 use crate::error::Failure;
@@ -21,21 +22,29 @@ use crate::error::Failure;
 pub struct MarathonState {
     pub apps: Vec<api::App>,
     pub tasks: Vec<api::Task>,
-    /// Which source answered (URL or snapshot directory), for log lines.
+    /// Which source answered (URL, userinfo redacted, or snapshot directory), for log lines.
     pub source: String,
     /// Sources tried before `source` that failed, each as `"<source>: <what it did>"`, so the
     /// caller can log that a Marathon is down even when the run succeeds.
     pub failed_sources: Vec<String>,
+    /// The `<source>` part of each of `failed_sources`, in the same order: the URL that failed,
+    /// for the `source` field of the failover warning.
+    pub failed_source_names: Vec<String>,
+    /// Things the operator should know that did not stop the fetch (credentials over plain
+    /// http, credentials held back from a redirect to another origin), each one line, for
+    /// the caller to log as warnings.
+    pub notes: Vec<String>,
 }
 
 /// Fetches apps and tasks, failing over between `config.sources` in order.
 ///
 /// Both documents come from the same source. Any failure of a source (refused, timed out, any
-/// non-2xx status, truncated, oversized or unparsable body) passes the turn to the next; the
-/// run fails only when every source failed, with one error naming each source and what it did,
-/// carrying [`Failure::MarathonUnavailable`]. Each HTTP request is bounded by
+/// non-2xx status, truncated, oversized or unparsable body, an answer without its `apps` or
+/// `tasks` list, more apps or tasks than `config.max_apps` / `config.max_tasks`) passes the turn
+/// to the next; the run fails only when every source failed, with one error naming each source
+/// and what it did, carrying [`Failure::MarathonUnavailable`]. Each HTTP request is bounded by
 /// `min(config.request_timeout, time left until deadline)`; once the deadline has passed, the
-/// remaining sources are not tried.
+/// remaining sources are not tried. No URL is ever shown with its password.
 ///
 /// An unreadable `config.ca_cert` is a configuration error and fails at once, naming the file.
 pub fn fetch_state(config: &FetchConfig, deadline: Instant) -> Result<MarathonState> {
@@ -50,47 +59,186 @@ pub fn fetch_state(config: &FetchConfig, deadline: Instant) -> Result<MarathonSt
         None
     };
 
-    let mut failed_sources = Vec::new();
+    let mut state = MarathonState::default();
     for source in &config.sources {
-        let name = source_name(source);
+        let name = source.redacted();
         if Instant::now() >= deadline {
-            failed_sources.push(format!("{name}: not tried, the run's deadline had passed"));
+            state
+                .failed_sources
+                .push(format!("{name}: not tried, the run's deadline had passed"));
+            state.failed_source_names.push(name);
             continue;
         }
         let attempt = match (source, &client) {
-            (MarathonSource::Url(base), Some(client)) => client.fetch(base, deadline),
-            (MarathonSource::Snapshot(dir), _) => snapshot::read(dir),
+            (MarathonSource::Url(base), Some(client)) => {
+                client.fetch(base, deadline, &mut state.notes)
+            }
+            (MarathonSource::Snapshot(dir), _) => snapshot::read(dir, config),
             (MarathonSource::Url(_), None) => unreachable!("a client is built for URL sources"),
         };
         match attempt {
             Ok((apps, tasks)) => {
-                return Ok(MarathonState {
-                    apps: apps.apps,
-                    tasks: tasks.tasks,
-                    source: name,
-                    failed_sources,
-                })
+                state.apps = apps.apps;
+                state.tasks = tasks.tasks;
+                state.source = name;
+                return Ok(state);
             }
-            Err(error) => failed_sources.push(format!("{name}: {error:#}")),
+            Err(error) => {
+                state.failed_sources.push(format!("{name}: {error:#}"));
+                state.failed_source_names.push(name);
+            }
         }
     }
-    let summary = if failed_sources.is_empty() {
+    let summary = if state.failed_sources.is_empty() {
         "no Marathon source was given".to_string()
     } else {
-        failed_sources.join("; ")
+        state.failed_sources.join("; ")
     };
     Err(anyhow!(summary).context(Failure::MarathonUnavailable))
 }
 
-/// How a source is named in messages: the URL without its trailing `/`, or the directory.
-fn source_name(source: &MarathonSource) -> String {
-    match source {
-        MarathonSource::Url(base) => base.trim_end_matches('/').to_string(),
-        MarathonSource::Snapshot(dir) => dir.display().to_string(),
+impl MarathonSource {
+    /// How the source is named in every message, record and metric: the URL without its
+    /// trailing `/` and with any password replaced by `***` (`http://admin:***@host`), or the
+    /// directory.
+    pub fn redacted(&self) -> String {
+        match self {
+            MarathonSource::Url(base) => redact_url(base.trim_end_matches('/')),
+            MarathonSource::Snapshot(dir) => dir.display().to_string(),
+        }
     }
 }
 
-/// Parses one Marathon document; serde's message carries the line and column.
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|error| anyhow!("invalid JSON: {error}"))
+impl std::fmt::Debug for MarathonSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never let a password in a URL reach a log line through `{:?}`.
+        match self {
+            MarathonSource::Url(_) => write!(f, "Url({:?})", self.redacted()),
+            MarathonSource::Snapshot(dir) => write!(f, "Snapshot({dir:?})"),
+        }
+    }
+}
+
+/// `url` with the password of its userinfo replaced by `***` (`http://admin:***@host:8080/x`);
+/// a user without a password is kept, as it is no secret. Anything that is not a URL with an
+/// authority is returned as it was.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+        None => url.to_string(),
+    }
+}
+
+/// A warning when the credentials file can be read by group or others, naming its mode, as
+/// ssh does for private keys. `None` when it is private (or its mode cannot be read).
+pub fn credentials_file_mode_warning(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "the Marathon credentials file {} has mode {mode:04o}: group or others can read \
+             the password; make it private with chmod 600",
+            path.display()
+        )
+    })
+}
+
+/// Parses one fetched Marathon document with `parse`. What does not parse is described by what
+/// it was: an HTML login page or a proxy's error is named by its content type and first bytes
+/// (escaped, capped), not only by serde's line and column.
+fn parse_document<T>(
+    bytes: &[u8],
+    content_type: Option<&str>,
+    parse: impl FnOnce(&[u8]) -> serde_json::Result<T>,
+) -> Result<T> {
+    parse(bytes).map_err(|error| anyhow!(describe_bad_document(bytes, content_type, &error)))
+}
+
+/// How many bytes of a non-JSON answer are quoted.
+const QUOTED_BYTES: usize = 64;
+
+fn describe_bad_document(
+    bytes: &[u8],
+    content_type: Option<&str>,
+    error: &serde_json::Error,
+) -> String {
+    // The content type is news only when it is not JSON's.
+    let kind = match content_type {
+        Some(kind) if !kind.to_ascii_lowercase().contains("json") => {
+            format!(" (Content-Type: {})", quote(kind.as_bytes(), QUOTED_BYTES))
+        }
+        _ => String::new(),
+    };
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace());
+    match start {
+        None => format!("an empty answer{kind}, not JSON"),
+        Some(start) if !matches!(bytes[start], b'{' | b'[') => format!(
+            "not JSON{kind}: it begins \"{}\"",
+            quote(&bytes[start..], QUOTED_BYTES)
+        ),
+        Some(_) if error.is_data() => format!("{error}"),
+        Some(_) => format!("invalid JSON{kind}: {error}"),
+    }
+}
+
+/// At most `limit` bytes of `bytes` as printable text: control characters, quotes and
+/// non-UTF-8 bytes escaped, `…` when cut.
+fn quote(bytes: &[u8], limit: usize) -> String {
+    let shown = &bytes[..bytes.len().min(limit)];
+    let mut text: String = String::from_utf8_lossy(shown).escape_debug().collect();
+    if bytes.len() > limit {
+        text.push('…');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_and_the_rest_kept() {
+        assert_eq!(
+            redact_url("http://admin:s3cret@host:8080/v2"),
+            "http://admin:***@host:8080/v2"
+        );
+        assert_eq!(redact_url("https://a:b:c@h"), "https://a:***@h");
+        assert_eq!(redact_url("http://user@h/x@y"), "http://user@h/x@y");
+        assert_eq!(
+            redact_url("http://h:8080/p?u=a:b@c"),
+            "http://h:8080/p?u=a:b@c"
+        );
+        assert_eq!(redact_url("/srv/snapshot"), "/srv/snapshot");
+        let source = MarathonSource::Url("http://a:pw@m:8080/".to_string());
+        assert_eq!(source.redacted(), "http://a:***@m:8080");
+        assert_eq!(format!("{source:?}"), r#"Url("http://a:***@m:8080")"#);
+    }
+
+    #[test]
+    fn non_json_answers_say_what_they_were() {
+        let html = b"\n<!DOCTYPE html>\n<html><title>Log in</title></html>";
+        let error = serde_json::from_slice::<serde_json::Value>(html).unwrap_err();
+        assert_eq!(
+            describe_bad_document(html, Some("text/html; charset=utf-8"), &error),
+            "not JSON (Content-Type: text/html; charset=utf-8): it begins \
+             \"<!DOCTYPE html>\\n<html><title>Log in</title></html>\""
+        );
+        let long = [b'x'; 100];
+        let error = serde_json::from_slice::<serde_json::Value>(&long).unwrap_err();
+        let text = describe_bad_document(&long, None, &error);
+        assert!(text.ends_with(&format!("{}…\"", "x".repeat(64))), "{text}");
+        let error = serde_json::from_slice::<serde_json::Value>(b"").unwrap_err();
+        assert_eq!(
+            describe_bad_document(b"", Some("text/plain"), &error),
+            "an empty answer (Content-Type: text/plain), not JSON"
+        );
+    }
 }

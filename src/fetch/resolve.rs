@@ -1,5 +1,9 @@
 //! Agent host names → addresses for host and bridge networking, through the system resolver
 //! (marathon-lb uses `gethostbyname`, so IPv4 only), asked once per name and run.
+//!
+//! An agent registered by an IPv6 literal is left out as marathon-lb leaves it out (its
+//! `gethostbyname` fails on one), and the warning says so (issue 12): rendering `[addr]:port`
+//! would be a difference from marathon-lb's output that no user of it has relied on.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -28,6 +32,19 @@ impl CachingResolver {
     }
 }
 
+/// The warning for an agent whose tasks are skipped because it has no IPv4 address.
+pub fn unresolvable_message(host: &str) -> String {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if literal.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!(
+            "agent {host:?} is an IPv6 address; its tasks are skipped, as in marathon-lb, which \
+             reaches agents over IPv4 only"
+        )
+    } else {
+        format!("agent {host:?} does not resolve; its tasks are skipped")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +59,20 @@ mod tests {
         assert_eq!(resolver.resolve("no-such-host.invalid"), None);
         assert_eq!(resolver.answers.borrow().len(), 2);
         assert_eq!(resolver.resolve("no-such-host.invalid"), None);
+    }
+
+    #[test]
+    fn an_ipv6_agent_is_said_to_be_ipv6_not_unresolvable() {
+        let resolver = CachingResolver::default();
+        assert_eq!(resolver.resolve("fd00::1"), None);
+        assert_eq!(
+            unresolvable_message("fd00::1"),
+            "agent \"fd00::1\" is an IPv6 address; its tasks are skipped, as in marathon-lb, \
+             which reaches agents over IPv4 only"
+        );
+        assert_eq!(
+            unresolvable_message("no-such-host.invalid"),
+            "agent \"no-such-host.invalid\" does not resolve; its tasks are skipped"
+        );
     }
 }

@@ -1,21 +1,45 @@
 //! Reads a saved Marathon snapshot: a directory holding `apps.json` (the body of `GET /v2/apps`)
-//! and `tasks.json` (`GET /v2/tasks`), the layout of the compatibility corpus. Reads only.
+//! and `tasks.json` (`GET /v2/tasks`), the layout of the compatibility corpus. Reads only, under
+//! the same limits as an answer over HTTP (size, apps, tasks).
 
+use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use serde::de::DeserializeOwned;
+use anyhow::{bail, Context, Result};
 
-use super::api::{AppList, TaskList};
-use super::parse_json;
+use super::api::{self, AppList, TaskList};
+use super::parse_document;
+use crate::config::FetchConfig;
 
-pub(super) fn read(dir: &Path) -> Result<(AppList, TaskList)> {
-    let apps = read_document(&dir.join("apps.json"))?;
-    let tasks = read_document(&dir.join("tasks.json"))?;
+pub(super) fn read(dir: &Path, config: &FetchConfig) -> Result<(AppList, TaskList)> {
+    let path = dir.join("apps.json");
+    let bytes = read_capped(&path, config.max_body_bytes)?;
+    let apps = parse_document(&bytes, None, |bytes| {
+        api::parse_app_list(bytes, config.max_apps)
+    })
+    .with_context(|| format!("parsing {}", path.display()))?;
+    drop(bytes);
+    let path = dir.join("tasks.json");
+    let bytes = read_capped(&path, config.max_body_bytes)?;
+    let tasks = parse_document(&bytes, None, |bytes| {
+        api::parse_task_list(bytes, config.max_tasks)
+    })
+    .with_context(|| format!("parsing {}", path.display()))?;
     Ok((apps, tasks))
 }
 
-fn read_document<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    parse_json(&bytes).with_context(|| format!("parsing {}", path.display()))
+/// The file's bytes, refused when larger than `limit` (never read past it).
+fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        bail!(
+            "reading {}: larger than the limit of {limit} bytes (--max-response-size)",
+            path.display()
+        );
+    }
+    Ok(bytes)
 }

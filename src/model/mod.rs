@@ -749,10 +749,7 @@ impl<'c> Pass<'c> {
                     .unresolvable
                     .insert((candidate.id.clone(), host.clone()))
                 {
-                    let message = format!(
-                        "agent {} does not resolve; its tasks are skipped",
-                        fields::shown(&host)
-                    );
+                    let message = crate::fetch::resolve::unresolvable_message(&host);
                     self.warn(candidate, Reason::Unservable, message);
                 }
                 return;
