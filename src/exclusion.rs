@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::apply::{self, BusyListener, ListenersUnavailable};
 use crate::config::{ApplyConfig, Config};
 use crate::error::{self, Failure};
-use crate::fetch::api::{App, Task};
+use crate::marathon::{App, Task};
 use crate::{isolate, model, render};
 
 /// Why an app is not rendered from its current definition.
@@ -584,7 +584,7 @@ pub fn candidate(rendered: render::Rendered, config: &Config) -> apply::Candidat
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::fetch::api::{AppList, TaskList};
+    use crate::marathon::{AppList, TaskList};
     use std::net::IpAddr;
 
     /// Two IP-per-task apps without service ports and room for one auto-assigned port: the first

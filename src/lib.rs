@@ -10,6 +10,7 @@ pub mod exclusion;
 pub mod fetch;
 pub mod isolate;
 pub mod log;
+pub mod marathon;
 pub mod model;
 pub mod render;
 pub mod report;

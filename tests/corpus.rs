@@ -7,7 +7,7 @@ mod support {
     pub mod corpus;
 }
 
-use haproxy_marathon_sync::fetch::api::{AppList, TaskList};
+use haproxy_marathon_sync::marathon::{AppList, TaskList};
 use haproxy_marathon_sync::model;
 use haproxy_marathon_sync::render::{self, Rendered, Templates};
 use support::corpus::{self, Case};

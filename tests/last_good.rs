@@ -322,3 +322,42 @@ fn cron_runs_keep_the_last_good_state_and_drop_it_when_the_app_is_deleted() {
         .contains("backend a_"));
     assert!(workspace.status().contains("left out:     /a"));
 }
+
+/// A definition is kept as our own JSON of the parsed app: read back, every corpus case's
+/// apps must render exactly as Marathon's original JSON does.
+#[test]
+fn every_corpus_definition_read_back_from_the_store_renders_the_same() {
+    use haproxy_marathon_sync::marathon::{App, AppList, TaskList};
+    use haproxy_marathon_sync::{model, render};
+    let cases = support::corpus::load_cases();
+    if cases.is_empty() {
+        eprintln!("note: no compatibility corpus at ../shared/compat/cases; skipping");
+        return;
+    }
+    for case in &cases {
+        let apps: AppList = serde_json::from_str(&case.apps_json).unwrap();
+        let tasks: TaskList = serde_json::from_str(&case.tasks_json).unwrap();
+        let kept: Vec<App> = apps
+            .apps
+            .iter()
+            .map(|app| serde_json::from_slice(&serde_json::to_vec(app).unwrap()).unwrap())
+            .collect();
+        let resolve = |host: &str| case.resolve(host);
+        let render_config = case.render_config();
+        let templates = render::Templates::load(&render_config).unwrap();
+        let render_with = |apps: &[App]| {
+            let (model, warnings) =
+                model::build(apps, &tasks.tasks, &case.model_config(), &resolve);
+            let rendered = render::render(&model, &templates, &render_config)
+                .map(|rendered| rendered.config)
+                .map_err(|error| format!("{error:#}"));
+            (rendered, warnings)
+        };
+        assert_eq!(
+            render_with(&apps.apps),
+            render_with(&kept),
+            "case {}",
+            case.name
+        );
+    }
+}

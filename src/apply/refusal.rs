@@ -26,22 +26,20 @@ pub fn rejected_by_haproxy(error: &anyhow::Error) -> bool {
         })
 }
 
-/// A listener of the candidate this host refused to bind.
+/// A listener of the candidate that another process on this host holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusyListener {
     pub address: SocketAddr,
-    /// In use (another process holds it) or not available (no such local address).
-    pub in_use: bool,
 }
 
 impl fmt::Display for BusyListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let why = if self.in_use {
-            "the address is in use on this host (another process listens there)"
-        } else {
-            "the address is not one of this host's"
-        };
-        write!(f, "cannot listen on {}: {why}", self.address)
+        write!(
+            f,
+            "cannot listen on {}: the address is in use on this host (another process listens \
+             there)",
+            self.address
+        )
     }
 }
 
@@ -67,20 +65,14 @@ pub fn unavailable_new_listeners(live: &str, candidate: &str) -> Vec<BusyListene
     let live = listeners(live);
     listeners(candidate)
         .difference(&live)
-        .filter_map(|address| match TcpListener::bind(address) {
-            Ok(_released) => None,
-            Err(error) if error.kind() == ErrorKind::AddrInUse => Some(BusyListener {
-                address: *address,
-                in_use: true,
-            }),
-            Err(error) if error.kind() == ErrorKind::AddrNotAvailable => Some(BusyListener {
-                address: *address,
-                in_use: false,
-            }),
-            // Anything else (a port below 1024 for a user who is not root, say) is for HAProxy
-            // to judge.
-            Err(_) => None,
+        .filter(|address| {
+            // Only "in use" is a verdict: an address that is not (yet) this host's may be
+            // bindable for HAProxy (`transparent`, `freebind`, a VIP that moves here), and
+            // other errors (a port below 1024 for a user who is not root) are for HAProxy to
+            // judge.
+            matches!(TcpListener::bind(address), Err(error) if error.kind() == ErrorKind::AddrInUse)
         })
+        .map(|address| BusyListener { address: *address })
         .collect()
 }
 
@@ -155,7 +147,6 @@ mod tests {
             busy,
             [BusyListener {
                 address: SocketAddr::from(([127, 0, 0, 1], port)),
-                in_use: true
             }]
         );
         assert!(busy[0].to_string().contains(&format!("127.0.0.1:{port}")));

@@ -1,4 +1,6 @@
-//! Serde types for the parts of Marathon's v2 API we read (`/v2/apps`, `/v2/tasks`). Lenient:
+//! Marathon's documents: serde types for the parts of its v2 API we read (`/v2/apps`,
+//! `/v2/tasks`), shared by `fetch` (which parses answers into them), `model` (which reads them)
+//! and `exclusion` (which keeps an app's last good definition, hence `Serialize`). Lenient:
 //! unknown fields are ignored and JSON `null` means absent (marathon-lb strips nulls on receipt).
 //! No I/O, no label semantics: that is `model`'s job.
 //!
