@@ -350,8 +350,8 @@ impl<'a> Room<'a> {
         if error::classify(&error) == Some(Failure::TooMuchRemoved) && !self.left_out.is_empty() {
             return Err(error.context(
                 "the servers it would remove belong to the apps left out above for faults of \
-                 their own, not to an answer from Marathon: fix those apps rather than use \
-                 --force",
+                 their own, not to an answer from Marathon: fix those apps (forcing it would \
+                 take them off the load balancer)",
             ));
         }
         Err(error)
