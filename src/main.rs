@@ -33,7 +33,7 @@ enum Exit {
     ReloadFailed = 8,
     /// The blast-radius guard refused the candidate; nothing changed (--force overrides).
     TooMuchRemoved = 9,
-    /// HAProxy rejected some apps' sections: the rest was applied without them (each named).
+    /// Some apps held at their last good definition or left out (each named); the rest applied.
     AppliedWithExclusions = 10,
     /// `status --check-age`: the last successful sync is older than the limit, or there was none.
     Stale = 11,
