@@ -502,7 +502,13 @@ impl<'a> Room<'a> {
             return Ok(());
         }
         let path = &self.last_good.path;
-        apply::update_kept_file(apply_config, path, |_| bytes)
+        // Under the lock: a run that wrote the store since this one read it applied after this
+        // one did, so its store is the newer and stays.
+        let read = &self.last_good.read;
+        apply::update_kept_file(apply_config, path, |now| match now {
+            Some(newer) if Some(&newer) != read.as_ref() => newer,
+            _ => bytes,
+        })
             .with_context(|| format!("keeping the last good definitions in {}", path.display()))
     }
 }
