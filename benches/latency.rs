@@ -14,6 +14,8 @@ mod backend;
 mod haproxy;
 #[path = "../tests/support/marathon.rs"]
 mod marathon;
+#[path = "../tests/support/ports.rs"]
+mod ports;
 
 use std::fs;
 use std::path::Path;

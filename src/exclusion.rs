@@ -509,7 +509,7 @@ impl<'a> Room<'a> {
             Some(newer) if Some(&newer) != read.as_ref() => newer,
             _ => bytes,
         })
-            .with_context(|| format!("keeping the last good definitions in {}", path.display()))
+        .with_context(|| format!("keeping the last good definitions in {}", path.display()))
     }
 }
 

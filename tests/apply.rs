@@ -5,8 +5,7 @@ mod support;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,7 +17,9 @@ use haproxy_marathon_sync::error::Failure;
 
 use support::backend::{http_get, Backend};
 use support::fixture::{candidate, failure_of, Fixture};
-use support::haproxy::{free_port, http_config, wait_for, Haproxy, HAPROXY_BIN};
+use support::haproxy::{http_config, wait_for, Haproxy, HAPROXY_BIN};
+use support::mounts::{Immutable, SmallDisk};
+use support::ports::Port;
 
 const OLD: &str =
     "global\n  daemon\n\nbackend web_10000\n  server a 10.0.0.1:31000\n  server b 10.0.0.2:31000\n";
@@ -217,32 +218,13 @@ fn hanging_reload_is_killed_then_rolled_back() {
     assert_eq!(fixture.reloads(), 2);
 }
 
-/// Makes a directory immutable with `chattr +i` (which stops root too) until dropped.
-struct Immutable(PathBuf);
-
-impl Immutable {
-    fn try_new(dir: &Path) -> Option<Immutable> {
-        let done = Command::new("chattr").arg("+i").arg(dir).status();
-        matches!(done, Ok(status) if status.success()).then(|| Immutable(dir.to_path_buf()))
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn read_only_directory_fails_cleanly() {
     let mut fixture = Fixture::new();
     fixture.write_live(OLD);
     // The lock lives elsewhere, so the failure is the config write itself.
     fixture.config.lock_file = fixture.path("apply.lock");
-    let Some(_immutable) = Immutable::try_new(&fixture.path("etc")) else {
-        eprintln!("skipped: chattr +i is not supported here");
-        return;
-    };
+    let _immutable = Immutable::new(&fixture.path("etc"));
     let (failure, message) = failure_of(fixture.apply(&candidate(NEW)));
     assert_eq!(failure, Some(Failure::WriteFailed), "{message}");
     assert!(
@@ -254,33 +236,11 @@ fn read_only_directory_fails_cleanly() {
     assert_eq!(fixture.etc_files(), ["haproxy.cfg"]);
 }
 
-/// A small tmpfs mounted on a directory until dropped.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn try_new(dir: &Path, size: &str) -> Option<SmallDisk> {
-        let done = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status();
-        matches!(done, Ok(status) if status.success()).then(|| SmallDisk(dir.to_path_buf()))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn full_disk_fails_cleanly() {
     let mut fixture = Fixture::new();
     fixture.config.lock_file = fixture.path("apply.lock");
-    let Some(_disk) = SmallDisk::try_new(&fixture.path("etc"), "64k") else {
-        eprintln!("skipped: cannot mount a tmpfs here");
-        return;
-    };
+    let _disk = SmallDisk::new(&fixture.path("etc"), "64k");
     fixture.write_live(OLD);
     let huge = NEW.repeat(20_000); // a few MiB: far more than the disk holds
     let (failure, message) = failure_of(fixture.apply(&candidate(&huge)));
@@ -555,7 +515,7 @@ fn real_haproxy_accepts_a_valid_config_and_shows_why_it_rejects_a_broken_one() {
     let mut fixture = Fixture::new();
     fixture.config.haproxy_bin = PathBuf::from(HAPROXY_BIN);
     let valid = http_config(
-        free_port(),
+        Port::reserve().leak(),
         "web_10000",
         &[("a", "127.0.0.1:9".to_string())],
     );
@@ -598,7 +558,8 @@ fn real_haproxy_follows_applied_changes_and_is_not_reloaded_when_unchanged() {
     let (a, b) = (Backend::start("A"), Backend::start("B"));
     let mut fixture = Fixture::new();
     fixture.config.haproxy_bin = PathBuf::from(HAPROXY_BIN);
-    let port = free_port();
+    let reserved = Port::reserve();
+    let port = reserved.number();
     let config_a = http_config(port, "web_10000", &[("a", a.address())]);
     let config_b = http_config(port, "web_10000", &[("b", b.address())]);
 

@@ -3,17 +3,17 @@
 //! `--marathon URL --haproxy-config DIR/haproxy.cfg [--templates CASE/templates]
 //! --skip-validation --reload-command true <case args>` with the case's environment. The files
 //! it writes must match `expected/` byte for byte (map paths follow the config's directory, so
-//! DIR is compared as the directory the case gave marathon-lb).
+//! DIR is compared as the directory the case gave marathon-lb). Also: an app with a bad label
+//! is left out, named with its label, and every other app still renders as marathon-lb does.
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use support::corpus::{self, Case};
 use support::marathon::FakeMarathon;
-
-const BIN: &str = env!("CARGO_BIN_EXE_haproxy-marathon-sync");
+use support::sync::{Run, Sync, BIN};
 
 /// The case's marathon-lb flags without `--haproxy-config`, which the test replaces by DIR.
 fn flags_without_config(args: &[String]) -> Vec<String> {
@@ -30,58 +30,54 @@ fn flags_without_config(args: &[String]) -> Vec<String> {
 }
 
 /// Host names resolve through the case's `hosts` file only: the binary runs in a private mount
-/// namespace with that file over /etc/hosts and DNS switched off (needs root, as CI has).
-fn command_for(case: &Case, work: &Path) -> Option<Command> {
+/// namespace with that file over /etc/hosts and DNS switched off. That needs root (CI and
+/// `scripts/test` run as root); without it the test fails rather than skip the case.
+fn binary_for(case: &Case, work: &Path) -> Sync {
     let Some(hosts) = Some(case.dir.join("hosts")).filter(|path| path.exists()) else {
-        return Some(Command::new(BIN));
+        return Sync::new();
     };
     let nsswitch = work.join("nsswitch.conf");
     std::fs::write(&nsswitch, "hosts: files\n").unwrap();
     let probe = Command::new("unshare").args(["-m", "true"]).output();
-    if !matches!(probe, Ok(ref out) if out.status.success()) {
-        return None;
-    }
+    assert!(
+        matches!(probe, Ok(ref out) if out.status.success()),
+        "case {} needs a private /etc/hosts: `unshare -m` is not permitted here (run as root): \
+         {probe:?}",
+        case.name
+    );
     let mut command = Command::new("unshare");
     command.args(["-m", "sh", "-c"]).arg(
         "mount --bind \"$1\" /etc/hosts && mount --bind \"$2\" /etc/nsswitch.conf && shift 2 && exec \"$@\"",
     );
     command.arg("sh").arg(hosts).arg(&nsswitch).arg(BIN);
-    Some(command)
+    Sync::wrapped(command)
 }
 
-fn run_case(case: &Case, marathon: &FakeMarathon, work: &Path) -> Option<Output> {
-    let mut command = command_for(case, work)?;
-    command
-        .args(["--marathon", &marathon.url()])
-        .arg("--haproxy-config")
-        .arg(work.join("haproxy.cfg"));
+fn run_case(case: &Case, marathon: &FakeMarathon, work: &Path) -> Run {
+    let mut binary = binary_for(case, work)
+        .marathon(marathon.url())
+        .config(work.join("haproxy.cfg"));
     if let Some(templates) = &case.templates_dir {
-        command.arg("--templates").arg(templates);
+        binary = binary.templates(templates);
     }
-    command
-        .args(["--skip-validation", "--reload-command", "true"])
+    binary
+        .arg("--skip-validation")
+        .reload_command("true")
         .args(flags_without_config(&case.args))
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
         .envs(
             case.env
                 .iter()
                 .map(|(key, value)| (key.as_str(), value.as_str())),
         )
-        .stdin(Stdio::null());
-    Some(command.output().expect("running haproxy-marathon-sync"))
+        .run()
 }
 
-/// What differs between the files the binary wrote and the case's expected files.
-fn compare(case: &Case, work: &Path, output: &Output) -> Vec<String> {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        return vec![format!(
-            "{}: exit {:?}: {stderr}",
-            case.name,
-            output.status.code()
-        )];
-    }
+/// The files the binary wrote into `work`, with `work` replaced by the directory the case gave
+/// marathon-lb: (haproxy.cfg, map files by name).
+fn written(
+    case: &Case,
+    work: &Path,
+) -> (Option<String>, std::collections::BTreeMap<String, String>) {
     let expected_dir = case
         .haproxy_config()
         .parent()
@@ -96,39 +92,46 @@ fn compare(case: &Case, work: &Path, output: &Output) -> Vec<String> {
         .into_iter()
         .filter_map(|file| Some((file.to_string(), read(file)?)))
         .collect();
-    let problems = corpus::differences(case, read("haproxy.cfg").as_deref(), &maps);
-    if problems.is_empty() || stderr.trim().is_empty() {
+    (read("haproxy.cfg"), maps)
+}
+
+/// What differs between the files the binary wrote and the case's expected files.
+fn compare(case: &Case, work: &Path, run: &Run) -> Vec<String> {
+    if !run.status.success() {
+        return vec![format!(
+            "{}: exit {:?}: {}",
+            case.name,
+            run.code(),
+            run.stderr
+        )];
+    }
+    let (config, maps) = written(case, work);
+    let problems = corpus::differences(case, config.as_deref(), &maps);
+    if problems.is_empty() || run.stderr.trim().is_empty() {
         return problems;
     }
-    [problems, vec![format!("{}: stderr: {stderr}", case.name)]].concat()
+    [
+        problems,
+        vec![format!("{}: stderr: {}", case.name, run.stderr)],
+    ]
+    .concat()
 }
 
 #[test]
 fn every_corpus_case_through_the_binary_over_http() {
     let cases = corpus::load_cases();
-    if cases.is_empty() {
-        eprintln!("note: no compatibility corpus at ../shared/compat/cases; skipping");
-        return;
-    }
     let marathon = FakeMarathon::start();
     let mut failing = Vec::new();
-    let mut skipped = Vec::new();
     for case in &cases {
         marathon.set_state(&case.apps_json, &case.tasks_json);
         let work = tempfile::tempdir().unwrap();
-        let Some(output) = run_case(case, &marathon, work.path()) else {
-            skipped.push(case.name.clone());
-            continue;
-        };
-        let problems = compare(case, work.path(), &output);
+        let run = run_case(case, &marathon, work.path());
+        let problems = compare(case, work.path(), &run);
         if !problems.is_empty() {
             eprintln!("=== case {} ({})", case.name, case.about);
             problems.iter().for_each(|problem| eprintln!("{problem}"));
             failing.push(case.name.clone());
         }
-    }
-    if !skipped.is_empty() {
-        eprintln!("note: cases needing a private /etc/hosts skipped (unshare -m not permitted): {skipped:?}");
     }
     assert!(
         failing.is_empty(),
@@ -138,27 +141,59 @@ fn every_corpus_case_through_the_binary_over_http() {
     );
 }
 
-/// Cases marathon-lb refuses (`expected/error`) still produce a config here, and the warning
-/// names what was left out.
+/// Labels that do not parse or fall outside their grammar, each on its own extra app.
+const BAD_LABELS: [(&str, &str, &str); 4] = [
+    ("/bad-port", "HAPROXY_0_PORT", "http"),
+    ("/bad-mode", "HAPROXY_0_MODE", "udp"),
+    ("/bad-vhost", "HAPROXY_0_VHOST", "a.example.com\\n  bind :1"),
+    (
+        "/bad-balance",
+        "HAPROXY_0_BALANCE",
+        "roundrobin\\nserver x 10.0.0.1:1",
+    ),
+];
+
+/// The Faults table's bad-label row through the binary: a corpus cluster plus one extra app per
+/// bad label (each with a running task). Each extra app is left out with a warning naming the
+/// app and the label, the run succeeds, and the files are byte for byte what marathon-lb writes
+/// for the cluster without them: every other app renders.
 #[test]
 fn refused_inputs_render_the_rest_and_say_why() {
-    let marathon = FakeMarathon::start();
-    for case in corpus::load_cases()
-        .iter()
-        .filter(|case| case.expected.marathon_lb_error.is_some())
-    {
-        marathon.set_state(&case.apps_json, &case.tasks_json);
-        let work = tempfile::tempdir().unwrap();
-        let Some(output) = run_case(case, &marathon, work.path()) else {
-            continue;
-        };
-        assert!(
-            output.status.success(),
-            "{}: {}",
-            case.name,
-            String::from_utf8_lossy(&output.stderr)
+    let case = Case::load(&corpus::case_dir("mixed-networking-cluster"));
+    let mut apps: serde_json::Value = serde_json::from_str(&case.apps_json).unwrap();
+    let mut tasks: serde_json::Value = serde_json::from_str(&case.tasks_json).unwrap();
+    for (n, (id, label, value)) in BAD_LABELS.iter().enumerate() {
+        let app = format!(
+            r#"{{"id":"{id}","instances":1,"labels":{{"HAPROXY_GROUP":"external","{label}":"{value}"}},
+               "portDefinitions":[{{"port":{port},"protocol":"tcp"}}],"healthChecks":[]}}"#,
+            port = 10900 + n
         );
-        let written: PathBuf = work.path().join("haproxy.cfg");
-        assert!(written.exists(), "{}: nothing written", case.name);
+        apps["apps"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::from_str(&app).unwrap());
+        let task = format!(
+            r#"{{"id":"{name}.1","appId":"{id}","host":"10.0.9.{n}","ports":[31900],"state":"TASK_RUNNING"}}"#,
+            name = &id[1..]
+        );
+        tasks["tasks"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::from_str(&task).unwrap());
     }
+    let marathon = FakeMarathon::start();
+    marathon.set_state(apps.to_string(), tasks.to_string());
+    let work = tempfile::tempdir().unwrap();
+    let run = run_case(&case, &marathon, work.path());
+    run.assert_success();
+    for (id, label, _) in BAD_LABELS {
+        let named = run
+            .stderr
+            .lines()
+            .any(|line| line.contains(id) && line.contains(label));
+        assert!(named, "no warning names {id} and {label}:\n{}", run.stderr);
+    }
+    let (config, maps) = written(&case, work.path());
+    let problems = corpus::differences(&case, config.as_deref(), &maps);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

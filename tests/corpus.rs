@@ -1,7 +1,9 @@
 //! The marathon-lb compatibility corpus at library level (no HTTP, no files written): every case
-//! in `../shared/compat/cases` goes through parse → `model::build` → `Templates::load` →
-//! `render` and must match the expected files byte for byte. One assertion at the end lists
-//! every failing case, after a readable diff for each. The shared corpus is never rewritten.
+//! in `tests/compat/cases` goes through parse → `model::build` → `Templates::load` → `render`
+//! and must match the expected files byte for byte. One assertion at the end lists every
+//! failing case, after a readable diff for each. The corpus is never rewritten. Also here: the
+//! in-repository copy equals the team's `../shared/compat` when that is present, and the
+//! corpus loader's own tests (kept in this one file, not compiled into every test binary).
 
 mod support {
     pub mod corpus;
@@ -38,13 +40,9 @@ fn compare(case: &Case, rendered: &Rendered) -> Vec<String> {
 #[test]
 fn every_corpus_case_renders_byte_identical() {
     if std::env::var_os("UPDATE_EXPECT").is_some() {
-        eprintln!("note: UPDATE_EXPECT is ignored here: the shared corpus is never rewritten");
+        eprintln!("note: UPDATE_EXPECT is ignored here: the corpus is never rewritten");
     }
     let cases = corpus::load_cases();
-    if cases.is_empty() {
-        eprintln!("note: no compatibility corpus at ../shared/compat/cases; skipping");
-        return;
-    }
     let mut failing = Vec::new();
     for case in &cases {
         let problems = match render_case(case) {
@@ -76,15 +74,17 @@ const MODERN_SECTIONS: [&str; 4] = [
     "HAPROXY_HTTP_BACKEND_REVPROXY_GLUE",
 ];
 
-fn haproxy_binary() -> Option<std::path::PathBuf> {
+/// The HAProxy the checks run; missing, the test fails (scripts/test installs it).
+fn haproxy_binary() -> std::path::PathBuf {
     ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
         .iter()
         .map(std::path::PathBuf::from)
         .find(|path| path.is_file())
+        .expect("haproxy is not installed (scripts/test installs it)")
 }
 
-/// A throwaway self-signed certificate and key in one PEM, or `None` without `openssl`.
-fn self_signed_pem(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+/// A throwaway self-signed certificate and key in one PEM; fails the test without `openssl`.
+fn self_signed_pem(dir: &std::path::Path) -> std::path::PathBuf {
     let key = dir.join("key.pem");
     let cert = dir.join("cert.pem");
     let status = std::process::Command::new("openssl")
@@ -106,14 +106,12 @@ fn self_signed_pem(dir: &std::path::Path) -> Option<std::path::PathBuf> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
-        .ok()?;
-    if !status.success() {
-        return None;
-    }
+        .expect("running openssl (scripts/test installs it)");
+    assert!(status.success(), "openssl req -x509 failed: {status}");
     let pem = dir.join("test.pem");
-    let joined = std::fs::read_to_string(&cert).ok()? + &std::fs::read_to_string(&key).ok()?;
-    std::fs::write(&pem, joined).ok()?;
-    Some(pem)
+    let joined = std::fs::read_to_string(&cert).unwrap() + &std::fs::read_to_string(&key).unwrap();
+    std::fs::write(&pem, joined).unwrap();
+    pem
 }
 
 /// Renders the case with our defaults for the four modern sections (the case's other template
@@ -196,19 +194,9 @@ const INVALID_FOR_HAPROXY: [(&str, &str); 2] = [
 #[test]
 fn our_defaults_render_every_corpus_state_into_a_config_haproxy_accepts() {
     let cases = corpus::load_cases();
-    if cases.is_empty() {
-        eprintln!("note: no compatibility corpus at ../shared/compat/cases; skipping");
-        return;
-    }
-    let Some(haproxy) = haproxy_binary() else {
-        eprintln!("note: haproxy is not installed; skipping the haproxy -c check");
-        return;
-    };
+    let haproxy = haproxy_binary();
     let scratch = tempfile::tempdir().unwrap();
-    let Some(pem) = self_signed_pem(scratch.path()) else {
-        eprintln!("note: openssl is not available to make a test certificate; skipping the haproxy -c check");
-        return;
-    };
+    let pem = self_signed_pem(scratch.path());
     let mut failing = Vec::new();
     for case in &cases {
         let dir = scratch.path().join(&case.name);
@@ -258,4 +246,85 @@ fn our_defaults_render_every_corpus_state_into_a_config_haproxy_accepts() {
         cases.len(),
         failing.join(", ")
     );
+}
+
+/// Every file under `root`, relative to it, with its bytes.
+fn tree(root: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                files.insert(path.strip_prefix(root).unwrap().to_path_buf(), bytes);
+            }
+        }
+    }
+    files
+}
+
+/// The copy in `tests/compat` is what `scripts/test` checks on a fresh clone; where the team's
+/// `../shared/compat` is beside the checkout, the two must not drift apart silently.
+#[test]
+fn the_in_repository_corpus_equals_the_shared_one() {
+    let ours = tree(&corpus::corpus_dir());
+    assert!(
+        ours.len() > 100,
+        "tests/compat holds only {} files",
+        ours.len()
+    );
+    let shared_dir = corpus::shared_corpus_dir();
+    if !shared_dir.is_dir() {
+        eprintln!(
+            "note: {} is absent: nothing to compare the in-repository corpus with",
+            shared_dir.display()
+        );
+        return;
+    }
+    let shared = tree(&shared_dir);
+    let mut problems = Vec::new();
+    for (path, bytes) in &shared {
+        match ours.get(path) {
+            None => problems.push(format!("missing from tests/compat: {}", path.display())),
+            Some(ours) if ours != bytes => {
+                problems.push(format!("differs from ../shared/compat: {}", path.display()))
+            }
+            Some(_) => {}
+        }
+    }
+    for path in ours.keys().filter(|path| !shared.contains_key(*path)) {
+        problems.push(format!("not in ../shared/compat: {}", path.display()));
+    }
+    assert!(
+        problems.is_empty(),
+        "tests/compat and ../shared/compat differ (copy the shared corpus in again):\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn shell_words_follow_posix_quoting() {
+    let words =
+        corpus::shell_words(r#"--group '*' --ssl-certs "/a b.pem,/c" plain\ word"#).unwrap();
+    assert_eq!(
+        words,
+        ["--group", "*", "--ssl-certs", "/a b.pem,/c", "plain word"]
+    );
+    assert!(corpus::shell_words("'open").is_err());
+}
+
+#[test]
+fn flags_parse_marathon_lb_command_lines() {
+    let args = corpus::shell_words(
+        "--group external --group '*' -H --haproxy-map --ssl-certs=/x.pem -m http://m:8080",
+    )
+    .unwrap();
+    let flags = corpus::Flags::parse(&args).unwrap();
+    assert_eq!(flags.groups, ["external", "*"]);
+    assert!(flags.health_check && flags.haproxy_map);
+    assert_eq!(flags.ssl_certs.as_deref(), Some("/x.pem"));
+    assert!(corpus::Flags::parse(&["--bogus".to_string()]).is_err());
 }

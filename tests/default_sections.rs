@@ -2,6 +2,10 @@
 //! a real HAProxy: rendered by the library, served by `haproxy -db` on 127.0.0.1 (started and
 //! killed by this test, by PID) in front of a tiny HTTP backend that echoes what it received.
 
+mod support {
+    pub mod ports;
+}
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -12,19 +16,18 @@ use haproxy_marathon_sync::config::Config;
 use haproxy_marathon_sync::model::{Backend, Model, Service};
 use haproxy_marathon_sync::render::{self, Templates};
 
-fn haproxy_binary() -> Option<PathBuf> {
+/// The HAProxy the test runs; missing, the test fails (scripts/test installs it).
+fn haproxy_binary() -> PathBuf {
     ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
         .iter()
         .map(PathBuf::from)
         .find(|path| path.is_file())
+        .expect("haproxy is not installed (scripts/test installs it)")
 }
 
+/// A port reserved for the rest of the test process (see tests/support/ports.rs).
 fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    support::ports::Port::reserve().leak()
 }
 
 /// Kills the HAProxy this test started (by its PID) however the test ends.
@@ -166,10 +169,7 @@ fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
 
 #[test]
 fn hsts_proxypass_and_revproxy_defaults_work_on_real_haproxy() {
-    let Some(haproxy) = haproxy_binary() else {
-        eprintln!("note: haproxy is not installed; skipping");
-        return;
-    };
+    let haproxy = haproxy_binary();
     let dir = tempfile::tempdir().unwrap();
     // Three requests reach the backend; the readiness poll's connections carry no request, so
     // HAProxy never forwards them.

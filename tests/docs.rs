@@ -1,11 +1,13 @@
 //! Drift checks: the man page and README keep up with `--help`, and the README's first command
 //! really runs on the example cluster shipped in the repo.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_haproxy-marathon-sync");
+use support::sync::{Sync, BIN};
 
 fn repo_file(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -35,12 +37,12 @@ fn long_flags(text: &str) -> BTreeSet<String> {
 }
 
 fn help_text() -> String {
-    let output = Command::new(BIN)
+    Sync::new()
         .arg("--help")
-        .output()
-        .expect("running --help");
-    assert!(output.status.success());
-    String::from_utf8(output.stdout).unwrap()
+        .run()
+        .assert_success()
+        .stdout
+        .clone()
 }
 
 #[test]
@@ -58,15 +60,12 @@ fn every_long_flag_of_help_is_in_the_man_page() {
 
 #[test]
 fn man_page_renders_without_warnings() {
-    let Ok(output) = Command::new("groff")
+    let output = Command::new("groff")
         .args(["-man", "-ww", "-z", "man/haproxy-marathon-sync.1"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("LC_ALL", "C.UTF-8")
         .output()
-    else {
-        eprintln!("groff is not installed (scripts/test installs groff-base); skipping");
-        return;
-    };
+        .expect("running groff (scripts/test installs groff-base)");
     let warnings = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success() && warnings.trim().is_empty(),

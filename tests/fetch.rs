@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use haproxy_marathon_sync::config::{Config, Credentials, FetchConfig, MarathonSource};
 use haproxy_marathon_sync::error::{classify, Failure};
 use haproxy_marathon_sync::fetch::{fetch_state, MarathonState};
-use support::marathon::{refused_url, Behaviour, FakeMarathon, APPS_PATH, TASKS_PATH};
+use support::marathon::{Behaviour, FakeMarathon, APPS_PATH, TASKS_PATH};
+use support::ports::Port;
 
 const APPS: &str = r#"{"apps": [
   {"id": "/web", "instances": 2, "labels": {"HAPROXY_GROUP": "external"}, "portDefinitions": [{"port": 10000}]},
@@ -92,12 +93,7 @@ fn assert_failed_over(first: &FakeMarathon, second: &FakeMarathon, expect_in_fai
 
 #[test]
 fn fetches_the_corpus_cluster_in_marathon_order() {
-    let case = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/compat/cases/mixed-networking-cluster");
-    if !case.join("apps.json").exists() {
-        eprintln!("skipped: {} is absent", case.display());
-        return;
-    }
+    let case = support::corpus::case_dir("mixed-networking-cluster");
     let marathon = FakeMarathon::start();
     marathon.set_state_from_dir(&case);
     let state = fetch(&fetch_config(vec![url(&marathon)]));
@@ -140,7 +136,8 @@ fn asks_each_path_once_for_json() {
 #[test]
 fn fails_over_when_the_first_refuses_connections() {
     let second = serving_sample();
-    let first = refused_url();
+    let refused = Port::reserve();
+    let first = refused.refused_url();
     let config = fetch_config(vec![MarathonSource::Url(first.clone()), url(&second)]);
     let state = fetch(&config);
     assert_sample(&state);
@@ -247,7 +244,8 @@ fn takes_apps_and_tasks_from_the_same_source() {
 
 #[test]
 fn all_sources_down_names_each_url_and_what_it_did() {
-    let refused = refused_url();
+    let refused_port = Port::reserve();
+    let refused = refused_port.refused_url();
     let unavailable = serving_sample();
     unavailable.set_behaviour(Behaviour::Status(503));
     let broken = serving_sample();
@@ -312,6 +310,31 @@ fn forbidden_says_authorization() {
     let message = fetch_error(&fetch_config(vec![url(&marathon)]));
     assert!(message.contains("HTTP 403 Forbidden"), "{message}");
     assert!(message.contains("authorization failed"), "{message}");
+}
+
+/// 401 and 403 pass the turn to the next URL, as the Faults table says; the failure kept for
+/// the warning says authentication or authorization and never holds the password.
+#[test]
+fn fails_over_on_refused_credentials_and_on_forbidden() {
+    let first = serving_sample();
+    first.require_basic_auth("lb", "s3cret");
+    let second = serving_sample();
+    let mut config = fetch_config(vec![url(&first), url(&second)]);
+    config.credentials = Some(Credentials {
+        user: "lb".to_string(),
+        password: "wrong-password".to_string(),
+    });
+    let state = fetch(&config);
+    assert_sample(&state);
+    assert_eq!(state.source, second.url());
+    let failure = state.failed_sources.join("\n");
+    assert!(failure.contains("authentication failed"), "{failure}");
+    assert!(!failure.contains("wrong-password"), "{failure}");
+
+    let first = serving_sample();
+    first.set_behaviour(Behaviour::Status(403));
+    let second = serving_sample();
+    assert_failed_over(&first, &second, "authorization failed");
 }
 
 #[test]
@@ -503,7 +526,7 @@ fn a_snapshot_can_back_up_a_url() {
     let dir = tempfile::tempdir().unwrap();
     write_snapshot(dir.path(), APPS, TASKS);
     let config = fetch_config(vec![
-        MarathonSource::Url(refused_url()),
+        MarathonSource::Url(Port::reserve().leak_refused_url()),
         MarathonSource::Snapshot(dir.path().to_path_buf()),
     ]);
     let state = fetch(&config);
@@ -552,6 +575,7 @@ struct TlsMarathon {
     url: String,
     ca_pem: PathBuf,
     _dir: tempfile::TempDir,
+    _port: support::ports::Port,
 }
 
 impl Drop for TlsMarathon {
@@ -574,15 +598,15 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// `None` (the test is skipped) when `openssl` is not installed.
-fn start_tls_marathon() -> Option<TlsMarathon> {
+/// Fails the test when `openssl` is not installed (scripts/test installs it).
+fn start_tls_marathon() -> TlsMarathon {
     let probe = std::process::Command::new("openssl")
         .arg("version")
         .output();
-    if !probe.is_ok_and(|output| output.status.success()) {
-        eprintln!("skipped: openssl is not installed");
-        return None;
-    }
+    assert!(
+        probe.as_ref().is_ok_and(|output| output.status.success()),
+        "openssl is not installed (scripts/test installs it): {probe:?}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
     let ec = [
@@ -641,10 +665,9 @@ fn start_tls_marathon() -> Option<TlsMarathon> {
     std::fs::write(root.join("v2/apps"), APPS).unwrap();
     std::fs::write(root.join("v2/tasks"), TASKS).unwrap();
 
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    // Reserved until the server is dropped; s_server binds it with SO_REUSEADDR.
+    let reserved = support::ports::Port::reserve();
+    let port = reserved.number();
     let mut child = std::process::Command::new("openssl")
         .args(["s_server", "-quiet", "-WWW", "-accept"])
         .arg(format!("127.0.0.1:{port}"))
@@ -669,19 +692,18 @@ fn start_tls_marathon() -> Option<TlsMarathon> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Some(TlsMarathon {
+    TlsMarathon {
         child,
         url: format!("https://127.0.0.1:{port}"),
         ca_pem: path.join("ca.pem"),
         _dir: dir,
-    })
+        _port: reserved,
+    }
 }
 
 #[test]
 fn https_with_an_untrusted_certificate_is_refused_clearly() {
-    let Some(server) = start_tls_marathon() else {
-        return;
-    };
+    let server = start_tls_marathon();
     let config = fetch_config(vec![MarathonSource::Url(server.url.clone())]);
     let message = fetch_error(&config);
     assert!(
@@ -694,9 +716,7 @@ fn https_with_an_untrusted_certificate_is_refused_clearly() {
 
 #[test]
 fn https_trusted_through_the_ca_bundle_is_fetched() {
-    let Some(server) = start_tls_marathon() else {
-        return;
-    };
+    let server = start_tls_marathon();
     let mut config = fetch_config(vec![MarathonSource::Url(server.url.clone())]);
     config.ca_cert = Some(server.ca_pem.clone());
     let state = fetch(&config);

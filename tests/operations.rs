@@ -2,38 +2,34 @@
 //! fit for cron and journald (quiet when nothing changed, JSON that parses), and the packaged
 //! environment file keeping up with the flags.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_haproxy-marathon-sync");
+use support::sync::{Run, Sync};
 
 fn repo_path(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// The binary with a clean environment, so a HAPROXY_MARATHON_SYNC_* variable of the machine
 /// running the tests cannot change what is tested.
-fn binary() -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-        .stdin(Stdio::null());
-    command
+fn binary() -> Sync {
+    Sync::new()
 }
 
 #[test]
 fn completions_for_each_shell_know_the_flags() {
     for shell in ["bash", "zsh", "fish"] {
-        let output = binary().args(["completions", shell]).output().unwrap();
-        assert!(output.status.success(), "{shell}: {}", text(&output.stderr));
-        let script = text(&output.stdout);
+        let output = binary().args(["completions", shell]).run();
+        assert!(
+            output.status.success(),
+            "{shell}: {}",
+            output.stderr.clone()
+        );
+        let script = output.stdout.clone();
         assert!(
             script.contains("--haproxy-config") || script.contains("-l haproxy-config"),
             "{shell} completion lacks --haproxy-config:\n{script}"
@@ -47,7 +43,7 @@ fn completions_for_each_shell_know_the_flags() {
 
 #[test]
 fn bash_completion_script_parses() {
-    let output = binary().args(["completions", "bash"]).output().unwrap();
+    let output = binary().args(["completions", "bash"]).run();
     assert!(output.status.success());
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("haproxy-marathon-sync.bash");
@@ -57,13 +53,17 @@ fn bash_completion_script_parses() {
         .arg(&script)
         .output()
         .unwrap();
-    assert!(check.status.success(), "bash -n: {}", text(&check.stderr));
+    assert!(
+        check.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 #[test]
 fn an_unknown_shell_is_a_usage_error() {
-    let output = binary().args(["completions", "tcsh"]).output().unwrap();
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    let output = binary().args(["completions", "tcsh"]).run();
+    assert_eq!(output.code(), Some(2), "{}", output.stderr.clone());
 }
 
 /// A run of the example cluster (a saved snapshot) into a temporary config; no HAProxy needed.
@@ -82,24 +82,17 @@ impl Workspace {
         self.dir.path().join("haproxy.cfg")
     }
 
-    fn run(&self, extra: &[&str]) -> Output {
-        let output = binary()
-            .arg("--marathon")
-            .arg(repo_path("examples/cluster"))
-            .args(["--group", "external", "--haproxy-config"])
-            .arg(self.config())
-            .args(["--skip-validation", "--reload-command", "true"])
+    fn run(&self, extra: &[&str]) -> Run {
+        let run = binary()
+            .marathon(repo_path("examples/cluster"))
+            .group("external")
+            .config(self.config())
+            .arg("--skip-validation")
+            .reload_command("true")
             .args(extra)
-            .output()
-            .unwrap();
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "stdout:\n{}\nstderr:\n{}",
-            text(&output.stdout),
-            text(&output.stderr)
-        );
-        output
+            .run();
+        run.assert_success();
+        run
     }
 }
 
@@ -107,20 +100,20 @@ impl Workspace {
 fn default_level_reports_a_change_and_is_silent_when_nothing_changed() {
     let workspace = Workspace::new();
     let first = workspace.run(&[]);
-    let stderr = text(&first.stderr);
+    let stderr = first.stderr.clone();
     assert!(
         stderr.starts_with("haproxy-marathon-sync: applied ") && stderr.lines().count() == 1,
         "one summary line: {stderr}"
     );
     let second = workspace.run(&[]);
-    assert_eq!(text(&second.stderr), "", "an unchanged run is silent");
-    assert_eq!(text(&second.stdout), "");
+    assert_eq!(second.stderr.clone(), "", "an unchanged run is silent");
+    assert_eq!(second.stdout.clone(), "");
 
     let debug = workspace.run(&["--log-level", "debug"]);
     assert!(
-        text(&debug.stderr).contains("debug: unchanged "),
+        debug.stderr.clone().contains("debug: unchanged "),
         "debug reports every run: {}",
-        text(&debug.stderr)
+        debug.stderr.clone()
     );
 }
 
@@ -128,7 +121,7 @@ fn default_level_reports_a_change_and_is_silent_when_nothing_changed() {
 fn warn_level_leaves_out_the_change_summary() {
     let workspace = Workspace::new();
     let output = workspace.run(&["--log-level", "WARNING"]);
-    assert_eq!(text(&output.stderr), "");
+    assert_eq!(output.stderr.clone(), "");
     assert!(workspace.config().exists(), "the change was still applied");
 }
 
@@ -136,7 +129,9 @@ fn warn_level_leaves_out_the_change_summary() {
 fn json_lines_parse_and_carry_level_msg_time_and_fields() {
     let workspace = Workspace::new();
     let output = workspace.run(&["--log-format", "json", "--skip-config-cleanup"]);
-    let lines: Vec<Value> = text(&output.stderr)
+    let lines: Vec<Value> = output
+        .stderr
+        .clone()
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect();
@@ -165,10 +160,9 @@ fn a_failed_run_logs_one_json_error_with_its_exit_code() {
         .args(["--group", "external", "--log-format", "json"])
         .arg("--haproxy-config")
         .arg(dir.path().join("haproxy.cfg"))
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
-    let stderr = text(&output.stderr);
+        .run();
+    assert_eq!(output.code(), Some(3), "{}", output.stderr.clone());
+    let stderr = output.stderr.clone();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     let line: Value = serde_json::from_str(stderr.trim()).unwrap();
     assert_eq!(line["level"], "error");
@@ -181,7 +175,7 @@ fn a_failed_run_logs_one_json_error_with_its_exit_code() {
 fn a_marathon_lb_format_string_is_accepted_and_noted() {
     let workspace = Workspace::new();
     let output = workspace.run(&["--log-format", "%(asctime)s %(message)s"]);
-    let stderr = text(&output.stderr);
+    let stderr = output.stderr.clone();
     assert!(
         stderr.contains("warning: --log-format '%(asctime)s %(message)s'"),
         "{stderr}"
@@ -196,8 +190,8 @@ fn a_marathon_lb_format_string_is_accepted_and_noted() {
 /// file the package installs documents the whole configuration.
 #[test]
 fn the_packaged_environment_file_names_every_variable_of_help() {
-    let help = binary().arg("--help").output().unwrap();
-    let help = text(&help.stdout);
+    let help = binary().arg("--help").run();
+    let help = help.stdout.clone();
     let default_file = std::fs::read_to_string(repo_path("packaging/default")).unwrap();
     let missing: Vec<&str> = help
         .split("[env: ")
@@ -237,9 +231,7 @@ fn lines_carry_a_syslog_priority_only_when_stderr_is_the_journal_stream() {
             .arg(workspace.config())
             .args(["--skip-validation", "--reload-command", "true"])
             .env("JOURNAL_STREAM", journal_stream(&meta))
-            .stderr(file)
-            .status()
-            .unwrap();
+            .run_with_stderr(file);
         assert!(status.success());
         std::fs::read_to_string(&stderr_path).unwrap()
     };
@@ -334,9 +326,8 @@ fn the_metrics_file_parses_and_carries_counters_across_runs() {
         .arg("--haproxy-config")
         .arg(workspace.config())
         .args(flag)
-        .output()
-        .unwrap();
-    assert_eq!(failed.status.code(), Some(3));
+        .run();
+    assert_eq!(failed.code(), Some(3));
     let third = scrape(&metrics);
     assert_eq!(
         sample(&third, "haproxy_marathon_sync_runs_total", None),
@@ -378,36 +369,35 @@ fn status_shows_the_record_and_check_age_says_when_it_is_stale() {
             .arg("--haproxy-config")
             .arg(workspace.config())
             .args(extra)
-            .output()
-            .unwrap()
+            .run()
     };
     let never = status(&["--check-age", "5m"]);
     assert_eq!(
-        never.status.code(),
+        never.code(),
         Some(11),
         "no sync yet is stale: {}",
-        text(&never.stderr)
+        never.stderr.clone()
     );
 
     workspace.run(&[]);
     let shown = status(&[]);
-    assert!(shown.status.success(), "{}", text(&shown.stderr));
-    let shown = text(&shown.stdout);
+    assert!(shown.status.success(), "{}", shown.stderr.clone());
+    let shown = shown.stdout.clone();
     assert!(
         shown.contains("last run:") && shown.contains("applied"),
         "{shown}"
     );
     assert!(shown.contains("last error:   none"), "{shown}");
 
-    let json: Value = serde_json::from_slice(&status(&["--json"]).stdout).unwrap();
+    let json: Value = serde_json::from_str(&status(&["--json"]).stdout).unwrap();
     assert_eq!(json["runs_total"], 1);
     assert_eq!(json["last_outcome"], "applied");
     assert!(json["last_success_age_seconds"].as_f64().unwrap() < 60.0);
 
-    assert_eq!(status(&["--check-age", "5m"]).status.code(), Some(0));
+    assert_eq!(status(&["--check-age", "5m"]).code(), Some(0));
     let strict = status(&["--check-age", "0s"]);
-    assert_eq!(strict.status.code(), Some(11), "{}", text(&strict.stderr));
-    assert!(text(&strict.stderr).contains("older than 0s"));
+    assert_eq!(strict.code(), Some(11), "{}", strict.stderr.clone());
+    assert!(strict.stderr.clone().contains("older than 0s"));
 }
 
 /// The README's cron line is the one the package installs (commented out there), so a reader who
@@ -467,7 +457,7 @@ fn bash_completes(script: &Path, words: &[&str]) -> Vec<String> {
 
 #[test]
 fn bash_completes_subcommands_and_their_flags() {
-    let output = binary().args(["completions", "bash"]).output().unwrap();
+    let output = binary().args(["completions", "bash"]).run();
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("haproxy-marathon-sync.bash");
     std::fs::write(&script, &output.stdout).unwrap();
@@ -512,7 +502,7 @@ fn bash_completes_subcommands_and_their_flags() {
 #[test]
 fn zsh_and_fish_scripts_know_the_subcommands_flags() {
     for shell in ["zsh", "fish"] {
-        let output = binary().args(["completions", shell]).output().unwrap();
+        let output = binary().args(["completions", shell]).run();
         let script = text(&output.stdout);
         for needle in ["status", "check-age", "json", "completions", "powershell"] {
             assert!(script.contains(needle), "{shell} script lacks {needle}");
@@ -554,10 +544,10 @@ fn the_man_synopsis_lists_every_form() {
 #[test]
 fn a_missing_certificate_is_named_and_the_packaged_one_makes_the_first_run_work() {
     let haproxy = "/usr/sbin/haproxy";
-    if !Path::new(haproxy).exists() {
-        eprintln!("{haproxy} is not installed (scripts/test installs it); skipping");
-        return;
-    }
+    assert!(
+        Path::new(haproxy).exists(),
+        "{haproxy} is not installed (scripts/test installs it)"
+    );
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("cert.pem");
     let config = dir.path().join("haproxy.cfg");
@@ -571,8 +561,7 @@ fn a_missing_certificate_is_named_and_the_packaged_one_makes_the_first_run_work(
             .arg("--haproxy-config")
             .arg(&config)
             .args(extra)
-            .output()
-            .unwrap()
+            .run()
     };
     let shown = cert.display().to_string();
 
@@ -614,4 +603,9 @@ fn a_missing_certificate_is_named_and_the_packaged_one_makes_the_first_run_work(
         .contains(&format!("crt {shown}")));
     let dry = run(&["--dry-run"]);
     assert_eq!(text(&dry.stderr), "", "no warning once the file is there");
+}
+
+/// Output bytes (or text) as text, for messages and matching.
+fn text(bytes: impl AsRef<[u8]>) -> String {
+    String::from_utf8_lossy(bytes.as_ref()).into_owned()
 }

@@ -62,6 +62,22 @@ fn have(program: &str) -> bool {
         .is_ok_and(|output| output.status.success())
 }
 
+/// `dpkg ARGS`, waiting (bounded) while another dpkg holds its frontend lock.
+fn dpkg(args: &[&std::ffi::OsStr]) -> Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let output = Command::new("dpkg")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running dpkg {args:?}: {e}"));
+        let locked = text(&output.stderr).contains("lock");
+        if output.status.success() || !locked || std::time::Instant::now() >= deadline {
+            return output;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 /// Builds the .deb from the test binary into `out`; returns its path.
 fn build_deb(out: &Path) -> PathBuf {
     let output = run(Command::new("packaging/build-deb")
@@ -76,8 +92,8 @@ struct Installed;
 
 impl Drop for Installed {
     fn drop(&mut self) {
-        let output = Command::new("dpkg").args(["--purge", PACKAGE]).output();
-        if !output.as_ref().is_ok_and(|o| o.status.success()) {
+        let output = dpkg(&["--purge".as_ref(), PACKAGE.as_ref()]);
+        if !output.status.success() {
             eprintln!("dpkg --purge {PACKAGE} failed: {output:?}");
         }
     }
@@ -103,12 +119,28 @@ fn already_installed() -> bool {
         })
 }
 
+/// A machine-wide exclusive lock for installing the package, held until dropped (bounded wait).
+fn machine_lock() -> std::fs::File {
+    use fs2::FileExt;
+    let file = std::fs::File::create("/tmp/haproxy-marathon-sync-package-test.lock")
+        .expect("creating the package test's lock file");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while file.try_lock_exclusive().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "another package test held the machine for 5 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    file
+}
+
 #[test]
 fn the_deb_installs_runs_and_purges_cleanly() {
-    if !have("dpkg-deb") {
-        eprintln!("dpkg-deb is not installed; skipping the package test");
-        return;
-    }
+    assert!(
+        have("dpkg-deb"),
+        "dpkg-deb is not installed: the package test needs it"
+    );
     let out = tempfile::tempdir().unwrap();
     let deb = build_deb(out.path());
     let version = env!("CARGO_PKG_VERSION");
@@ -132,16 +164,32 @@ fn the_deb_installs_runs_and_purges_cleanly() {
     );
     assert!(control.contains("Depends: libc6"), "{control}");
 
-    if !is_root() || !have("dpkg") {
-        eprintln!("not root or no dpkg: built and inspected the package, not installing it");
-        return;
+    assert!(
+        is_root() && have("dpkg"),
+        "installing the package needs root and dpkg (CI and scripts/test run as root)"
+    );
+    // One package test at a time on this machine (test runs of several checkouts share it):
+    // the install, the checks and the purge happen under a machine-wide lock, and a package
+    // another run has installed gets a bounded time to be purged.
+    let _machine = machine_lock();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while already_installed() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    if already_installed() {
-        eprintln!("dpkg already knows {PACKAGE} on this machine; not touching it");
-        return;
-    }
+    assert!(
+        !already_installed(),
+        "dpkg already knows {PACKAGE} on this machine: purge it first; the test installs and \
+         purges its own build"
+    );
     let cert_was_there = Path::new(DEFAULT_CERT).exists();
-    run(Command::new("dpkg").arg("-i").arg(&deb));
+    let installed = dpkg(&["-i".as_ref(), deb.as_os_str()]);
+    assert!(
+        installed.status.success(),
+        "dpkg -i {}: {}\n{}",
+        deb.display(),
+        text(&installed.stdout),
+        text(&installed.stderr)
+    );
     let _purge_at_end = Installed;
     check_installed(version);
     check_first_run_with_the_documented_minimum(cert_was_there);
@@ -324,7 +372,11 @@ fn check_installed(version: &str) {
 
     cron_line_runs_once_with_the_settings_file(&cron);
 
-    if have("systemd-analyze") {
+    assert!(
+        have("systemd-analyze"),
+        "systemd-analyze is not installed: the units cannot be verified"
+    );
+    {
         // With the binary and man page in place, the units must verify without a complaint.
         let verify = Command::new("systemd-analyze")
             .args(["verify", "--man=yes"])
@@ -357,7 +409,5 @@ fn check_installed(version: &str) {
             text(&security.stdout),
             text(&security.stderr)
         );
-    } else {
-        eprintln!("systemd-analyze is not installed; units not verified");
     }
 }

@@ -6,123 +6,13 @@ mod support;
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use support::backend::{http_get, Backend};
-use support::haproxy::{free_port, wait_for, Haproxy};
+use support::haproxy::{wait_for, Haproxy};
 use support::marathon::{Behaviour, FakeMarathon};
-
-const BIN: &str = env!("CARGO_BIN_EXE_haproxy-marathon-sync");
-
-/// One app `/web` whose service port `service_port` HAProxy serves on 127.0.0.1, with one task
-/// per backend port.
-fn web_app(service_port: u16, task_ports: &[u16]) -> (String, String) {
-    let apps = format!(
-        r#"{{"apps":[{{"id":"/web","instances":{},"labels":{{"HAPROXY_GROUP":"external","HAPROXY_0_MODE":"http","HAPROXY_0_BIND_ADDR":"127.0.0.1"}},"networks":[{{"mode":"host"}}],"portDefinitions":[{{"port":{service_port},"protocol":"tcp"}}],"healthChecks":[]}}]}}"#,
-        task_ports.len()
-    );
-    let tasks: Vec<String> = task_ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            format!(
-                r#"{{"id":"web.{i}","appId":"/web","host":"127.0.0.1","ports":[{port}],"state":"TASK_RUNNING"}}"#
-            )
-        })
-        .collect();
-    (apps, format!(r#"{{"tasks":[{}]}}"#, tasks.join(",")))
-}
-
-/// A work directory with template overrides that keep HAProxy on 127.0.0.1 and free of system
-/// paths (no /dev/log, no /run/haproxy), as a test must.
-struct Workspace {
-    dir: tempfile::TempDir,
-}
-
-impl Workspace {
-    fn new() -> Workspace {
-        let dir = tempfile::tempdir().unwrap();
-        let templates = dir.path().join("templates");
-        fs::create_dir(&templates).unwrap();
-        fs::write(
-            templates.join("HAPROXY_HEAD"),
-            "global\n  hard-stop-after 5s\n\ndefaults\n  mode http\n  timeout connect 2s\n  \
-             timeout client 5s\n  timeout server 5s\n",
-        )
-        .unwrap();
-        let appid_port = free_port();
-        fs::write(
-            templates.join("HAPROXY_HTTP_FRONTEND_APPID_HEAD"),
-            format!(
-                "\nfrontend marathon_http_appid_in\n  bind 127.0.0.1:{appid_port}\n  mode http\n"
-            ),
-        )
-        .unwrap();
-        Workspace { dir }
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("haproxy.cfg")
-    }
-
-    fn reload_log(&self) -> PathBuf {
-        self.dir.path().join("reloads.log")
-    }
-
-    fn reload_count(&self) -> usize {
-        fs::read_to_string(self.reload_log())
-            .map(|text| text.lines().count())
-            .unwrap_or(0)
-    }
-
-    /// Runs the binary once against `marathon` with `reload` as the reload command.
-    fn run(&self, marathon: &str, reload: &str, extra: &[&str]) -> Output {
-        let reload = format!(
-            "echo reload >> '{}' && {reload}",
-            self.reload_log().display()
-        );
-        let mut command = Command::new(BIN);
-        command
-            .args([
-                "--marathon",
-                marathon,
-                "--group",
-                "external",
-                "--dont-bind-http-https",
-            ])
-            .arg("--haproxy-config")
-            .arg(self.config())
-            .arg("--templates")
-            .arg(self.dir.path().join("templates"))
-            .args([
-                "--haproxy-bin",
-                support::haproxy::HAPROXY_BIN,
-                "--reload-command",
-                &reload,
-            ])
-            .args(["--timeout", "2", "--command-timeout", "10"])
-            .args(extra)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-            .stdin(Stdio::null());
-        command.output().expect("running haproxy-marathon-sync")
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "exit status\nstdout:\n{}\nstderr:\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-}
+use support::ports::Port;
+use support::workspace::{web_app, Workspace};
 
 /// Waits (bounded) until a request through HAProxy on `port` is answered by `name`.
 fn traffic_reaches(port: u16, name: &str) -> bool {
@@ -136,18 +26,19 @@ fn traffic_reaches(port: u16, name: &str) -> bool {
 fn traffic_follows_marathon_across_reloads_and_an_unchanged_run_does_nothing() {
     let workspace = Workspace::new();
     let (a, b) = (Backend::start("task-a"), Backend::start("task-b"));
-    let service_port = free_port();
+    let service = Port::reserve();
+    let service_port = service.number();
     let marathon = FakeMarathon::start();
     let (apps, tasks) = web_app(service_port, &[a.port]);
     marathon.set_state(&apps, &tasks);
 
     // First run: nothing live yet, so the config is written; HAProxy is not running yet.
     let first = workspace.run(&marathon.url(), "true", &[]);
-    assert_exit(&first, 0);
+    first.assert_exit(0);
     assert!(
-        text(&first.stderr).contains("applied"),
+        first.stderr.contains("applied"),
         "summary line: {}",
-        text(&first.stderr)
+        first.stderr
     );
     let haproxy = Haproxy::start(
         &workspace.config(),
@@ -165,7 +56,7 @@ fn traffic_follows_marathon_across_reloads_and_an_unchanged_run_does_nothing() {
     marathon.set_state(&apps, &tasks);
     let before = workspace.reload_count();
     let second = workspace.run(&marathon.url(), &haproxy.reload_shell_command(), &[]);
-    assert_exit(&second, 0);
+    second.assert_exit(0);
     assert_eq!(workspace.reload_count(), before + 1);
     assert!(haproxy.wait_for_reloads(1), "{}", haproxy.show_proc());
     assert!(
@@ -183,9 +74,9 @@ fn traffic_follows_marathon_across_reloads_and_an_unchanged_run_does_nothing() {
         .modified()
         .unwrap();
     let third = workspace.run(&marathon.url(), &haproxy.reload_shell_command(), &[]);
-    assert_exit(&third, 0);
-    assert_eq!(text(&third.stdout), "");
-    assert_eq!(text(&third.stderr), "");
+    third.assert_exit(0);
+    assert_eq!(third.stdout, "");
+    assert_eq!(third.stderr, "");
     assert_eq!(
         workspace.reload_count(),
         before + 1,
@@ -214,10 +105,11 @@ impl Live {
     fn new() -> Live {
         let workspace = Workspace::new();
         let marathon = FakeMarathon::start();
-        let service_port = free_port();
-        let (apps, tasks) = web_app(service_port, &[free_port()]);
+        // Reserved for the rest of the process: the tests take `Live` apart.
+        let service_port = Port::reserve().leak();
+        let (apps, tasks) = web_app(service_port, &[Port::reserve().leak()]);
         marathon.set_state(&apps, &tasks);
-        assert_exit(&workspace.run(&marathon.url(), "true", &[]), 0);
+        workspace.run(&marathon.url(), "true", &[]).assert_exit(0);
         let config = fs::read(workspace.config()).unwrap();
         Live {
             workspace,
@@ -228,8 +120,11 @@ impl Live {
     }
 }
 
+/// Marathon now runs `/web` on two other task ports (reserved for the rest of the process:
+/// nothing connects to them, they only have to differ).
 fn moved_state(marathon: &FakeMarathon, service_port: u16) {
-    let (apps, tasks) = web_app(service_port, &[free_port(), free_port()]);
+    let task_ports = [Port::reserve().leak(), Port::reserve().leak()];
+    let (apps, tasks) = web_app(service_port, &task_ports);
     marathon.set_state(&apps, &tasks);
 }
 
@@ -244,8 +139,8 @@ fn marathon_down_exits_3_and_leaves_the_live_config_alone() {
 
     marathon.set_behaviour(Behaviour::Status(503));
     let output = workspace.run(&marathon.url(), "true", &[]);
-    assert_exit(&output, 3);
-    let stderr = text(&output.stderr);
+    output.assert_exit(3);
+    let stderr = output.stderr.clone();
     assert!(
         stderr.contains(&marathon.url()) && stderr.contains("503"),
         "{stderr}"
@@ -261,6 +156,7 @@ fn a_candidate_haproxy_rejects_exits_6_keeps_live_and_shows_haproxys_error() {
         marathon,
         service_port,
         config: live,
+        ..
     } = Live::new();
 
     // An operator's template override with a typo renders fine but HAProxy refuses it.
@@ -271,8 +167,8 @@ fn a_candidate_haproxy_rejects_exits_6_keeps_live_and_shows_haproxys_error() {
     .unwrap();
     moved_state(&marathon, service_port);
     let output = workspace.run(&marathon.url(), "true", &[]);
-    assert_exit(&output, 6);
-    let stderr = text(&output.stderr);
+    output.assert_exit(6);
+    let stderr = output.stderr.clone();
     assert!(
         stderr.contains("no-such-directive"),
         "haproxy's complaint is shown: {stderr}"
@@ -293,21 +189,22 @@ fn a_failing_reload_exits_8_and_restores_the_previous_config() {
         marathon,
         service_port,
         config: live,
+        ..
     } = Live::new();
 
     moved_state(&marathon, service_port);
     let output = workspace.run(&marathon.url(), "echo reload refused >&2; exit 1", &[]);
-    assert_exit(&output, 8);
+    output.assert_exit(8);
     assert!(
-        text(&output.stderr).contains("reload refused"),
+        output.stderr.contains("reload refused"),
         "{}",
-        text(&output.stderr)
+        output.stderr
     );
     assert_eq!(fs::read(workspace.config()).unwrap(), live);
 
     // The next run does not mistake the restored file for "unchanged": it retries the change.
     let retry = workspace.run(&marathon.url(), "true", &[]);
-    assert_exit(&retry, 0);
+    retry.assert_exit(0);
     assert_ne!(fs::read(workspace.config()).unwrap(), live);
 }
 
@@ -319,6 +216,7 @@ fn a_held_lock_exits_5_and_changes_nothing() {
         marathon,
         service_port,
         config: live,
+        ..
     } = Live::new();
 
     moved_state(&marathon, service_port);
@@ -331,11 +229,11 @@ fn a_held_lock_exits_5_and_changes_nothing() {
         .unwrap();
     lock.lock_exclusive().unwrap();
     let output = workspace.run(&marathon.url(), "true", &["--lock-timeout", "0.3"]);
-    assert_exit(&output, 5);
+    output.assert_exit(5);
     assert!(
-        text(&output.stderr).contains(&lock_path.display().to_string()),
+        output.stderr.contains(&lock_path.display().to_string()),
         "{}",
-        text(&output.stderr)
+        output.stderr
     );
     assert_eq!(fs::read(workspace.config()).unwrap(), live);
     FileExt::unlock(&lock).unwrap();
@@ -348,18 +246,19 @@ fn dry_run_diff_prints_the_change_and_writes_nothing() {
         marathon,
         service_port,
         config: live,
+        ..
     } = Live::new();
 
     let unchanged = workspace.run(&marathon.url(), "true", &["--dry-run", "--diff"]);
-    assert_exit(&unchanged, 0);
-    assert_eq!(text(&unchanged.stdout), "", "no diff when equal");
+    unchanged.assert_exit(0);
+    assert_eq!(unchanged.stdout, "", "no diff when equal");
 
-    let new_port = free_port();
+    let new_port = Port::reserve().leak();
     let (apps, tasks) = web_app(service_port, &[new_port]);
     marathon.set_state(&apps, &tasks);
     let output = workspace.run(&marathon.url(), "true", &["--dry-run", "--diff"]);
-    assert_exit(&output, 0);
-    let diff = text(&output.stdout);
+    output.assert_exit(0);
+    let diff = output.stdout;
     assert!(
         diff.lines()
             .any(|l| l.starts_with('+') && l.contains(&new_port.to_string())),
@@ -374,65 +273,32 @@ fn interval_mode_survives_a_marathon_outage_and_applies_when_it_is_back() {
     let workspace = Workspace::new();
     let marathon = FakeMarathon::start();
     marathon.set_behaviour(Behaviour::Status(503));
-    let (apps, tasks) = web_app(free_port(), &[free_port()]);
+    let ports = [Port::reserve(), Port::reserve()];
+    let (apps, tasks) = web_app(ports[0].number(), &[ports[1].number()]);
     marathon.set_state(&apps, &tasks);
 
-    let reload = format!("echo reload >> '{}'", workspace.reload_log().display());
-    let mut child = Command::new(BIN)
-        .args([
-            "--marathon",
-            &marathon.url(),
-            "--group",
-            "external",
-            "--dont-bind-http-https",
-        ])
-        .arg("--haproxy-config")
-        .arg(workspace.config())
-        .arg("--templates")
-        .arg(workspace.dir.path().join("templates"))
-        .args([
-            "--skip-validation",
-            "--reload-command",
-            &reload,
-            "--interval",
-            "100ms",
-        ])
-        .args(["--timeout", "2"])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let stop = |child: &mut std::process::Child| {
-        // SAFETY: signalling the child this test started, by its PID.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        wait_for(Duration::from_secs(10), || {
-            child.try_wait().map(|s| s.is_some()).unwrap_or(true)
-        })
-    };
-
+    // Guarded: stopped when the test ends, passed or failed, so no loop outlives it.
+    let mut child = workspace
+        .sync(&marathon.url(), "true")
+        .args(["--skip-validation", "--interval", "100ms"])
+        .spawn();
     let failed_twice =
         marathon.wait_for_requests(support::marathon::APPS_PATH, 2, Duration::from_secs(10));
-    assert!(
-        !workspace.config().exists(),
-        "nothing is written while Marathon fails"
-    );
+    let written_during_outage = workspace.config().exists();
     marathon.clear_behaviours();
     let applied = wait_for(Duration::from_secs(10), || workspace.reload_count() == 1);
-    let stopped = stop(&mut child);
-    let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let (status, on_term, stderr) = child.stop_and_read_stderr();
     assert!(
         failed_twice,
         "the loop kept polling through the outage: {stderr}"
     );
+    assert!(
+        !written_during_outage,
+        "nothing is written while Marathon fails: {stderr}"
+    );
     assert!(applied, "applied once Marathon was back: {stderr}");
     assert!(
-        stopped && status.success(),
+        on_term && status.success(),
         "SIGTERM ends the loop cleanly: {status:?} {stderr}"
     );
     assert!(stderr.contains("503"), "the outage was logged: {stderr}");
@@ -445,7 +311,9 @@ fn interval_mode_survives_a_marathon_outage_and_applies_when_it_is_back() {
 fn an_app_haproxy_rejects_is_left_out_and_the_rest_applied_with_exit_10() {
     let workspace = Workspace::new();
     let marathon = FakeMarathon::start();
-    let (good_port, bad_port, other_port) = (free_port(), free_port(), free_port());
+    let ports: Vec<Port> = (0..3).map(|_| Port::reserve()).collect();
+    let (good_port, bad_port, other_port) =
+        (ports[0].number(), ports[1].number(), ports[2].number());
     // Three apps; /broken carries a raw template label with a directive HAProxy refuses.
     let app = |id: &str, port: u16, extra: &str| {
         format!(
@@ -475,8 +343,8 @@ fn an_app_haproxy_rejects_is_left_out_and_the_rest_applied_with_exit_10() {
     marathon.set_state(&apps, &tasks);
 
     let output = workspace.run(&marathon.url(), "true", &[]);
-    assert_exit(&output, 10);
-    let stderr = text(&output.stderr);
+    output.assert_exit(10);
+    let stderr = output.stderr.clone();
     assert!(
         stderr.contains("/broken") && stderr.contains("no-such-directive"),
         "{stderr}"
@@ -516,11 +384,12 @@ fn fifty_changes_through_the_binary_under_load_fail_no_request() {
     // A window sliding over the backends, alternately 2 and 3 wide: every change adds and
     // removes servers.
     let window = |i: usize| -> Vec<u16> { (0..2 + i % 2).map(|k| ports[(i + k) % 4]).collect() };
-    let service_port = free_port();
+    let service = Port::reserve();
+    let service_port = service.number();
     let marathon = FakeMarathon::start();
     let (apps, tasks) = web_app(service_port, &window(0));
     marathon.set_state(&apps, &tasks);
-    assert_exit(&workspace.run(&marathon.url(), "true", &[]), 0);
+    workspace.run(&marathon.url(), "true", &[]).assert_exit(0);
     let haproxy = Haproxy::start(
         &workspace.config(),
         &workspace.dir.path().join("run"),
@@ -540,7 +409,7 @@ fn fifty_changes_through_the_binary_under_load_fail_no_request() {
             "false",
             &["--haproxy-master-socket", &socket],
         );
-        assert_exit(&output, 0);
+        output.assert_exit(0);
     }
     let tally = load.stop();
     eprintln!(
@@ -568,4 +437,37 @@ fn fifty_changes_through_the_binary_under_load_fail_no_request() {
         1,
         "the master socket, not the reload command, reloads"
     );
+}
+
+/// The Faults table's "first Marathon down" row through the binary: with the first URL refusing
+/// connections, the next one is used; a changing run names the refused URL and the one used,
+/// and an unchanged run (same state, same refusal) prints nothing.
+#[test]
+fn a_refused_first_marathon_is_named_on_a_changing_run_and_an_unchanged_run_is_silent() {
+    let workspace = Workspace::new();
+    let marathon = FakeMarathon::start();
+    let refused = Port::reserve();
+    let ports: Vec<Port> = (0..2).map(|_| Port::reserve()).collect();
+    let (apps, tasks) = web_app(ports[0].number(), &[ports[1].number()]);
+    marathon.set_state(&apps, &tasks);
+    let sources = format!("{},{}", refused.refused_url(), marathon.url());
+
+    let changing = workspace.run(&sources, "true", &[]);
+    changing.assert_exit(0).assert_stderr_contains("applied");
+    let warning = changing
+        .stderr
+        .lines()
+        .find(|line| line.contains(&refused.refused_url()))
+        .unwrap_or_else(|| panic!("no line names the refused URL:\n{}", changing.stderr));
+    assert!(
+        warning.contains("warning") && warning.contains(&format!("used {}", marathon.url())),
+        "the warning names the URL used too: {warning}"
+    );
+    assert_eq!(workspace.reload_count(), 1);
+
+    workspace
+        .run(&sources, "true", &[])
+        .assert_exit(0)
+        .assert_silent();
+    assert_eq!(workspace.reload_count(), 1);
 }

@@ -22,7 +22,10 @@ use haproxy_marathon_sync::config::{
 };
 use haproxy_marathon_sync::fetch::events::{events_path_and_query, RELEVANT_EVENTS};
 use haproxy_marathon_sync::schedule::{run_on_events_until, Trigger};
-use support::marathon::{refused_url, Behaviour, FakeMarathon, LineEnding, EVENTS_PATH};
+use support::marathon::{Behaviour, FakeMarathon, LineEnding, EVENTS_PATH};
+use support::ports::Port;
+use support::process::Guarded;
+use support::sync::Sync;
 
 /// Longest any expected thing may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -278,6 +281,62 @@ fn a_burst_of_events_is_one_run() {
     lp.stop();
 }
 
+/// The quiet period counts from the last event of a burst, not the first: events spaced just
+/// under the debounce start no run until the last one has been quiet for the debounce, then
+/// exactly one. Asserted by order (the run starts no sooner than the last push plus the
+/// debounce, which holds however slow the machine) and by count. The pushes are paced, not
+/// synchronised; a spacing the scheduler stretched past the debounce would make an earlier run
+/// legitimate, so such an attempt is discarded and the burst sent again (bounded).
+#[test]
+fn events_spaced_under_the_debounce_run_once_after_the_last() {
+    const DEBOUNCE: Duration = Duration::from_millis(600);
+    const SPACING: Duration = Duration::from_millis(400);
+    const EVENTS: usize = 4;
+    let marathon = marathon();
+    let events = EventsConfig {
+        debounce: DEBOUNCE,
+        debounce_max: Duration::from_secs(60),
+        ..events_config()
+    };
+    let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events, NEVER);
+    lp.expect_run(Trigger::Startup, "the first run");
+    wait_for_streams(&marathon, 1, &lp.log);
+    for attempt in 1..=3 {
+        let mut pushed = Vec::new();
+        for n in 0..EVENTS {
+            if n > 0 {
+                thread::sleep(SPACING);
+            }
+            assert_eq!(
+                marathon.push_event("status_update_event", "{}"),
+                1,
+                "the event reached the stream"
+            );
+            pushed.push(Instant::now());
+        }
+        let last = *pushed.last().unwrap();
+        let at = lp.expect_run(Trigger::Events, "the spaced burst");
+        let stretched = pushed.windows(2).any(|w| w[1] - w[0] >= DEBOUNCE);
+        if stretched {
+            eprintln!("attempt {attempt}: a push came late ({pushed:?}); sending the burst again");
+            // Let any run the stretched burst legitimately owes pass before the next attempt.
+            while lp.runs.recv_timeout(DEBOUNCE * 2).is_ok() {}
+            continue;
+        }
+        assert!(
+            at >= last + DEBOUNCE,
+            "the run started {:?} after the last event, before the debounce of {DEBOUNCE:?} \
+             had passed; log:\n{}",
+            at.saturating_duration_since(last),
+            lp.log.text()
+        );
+        lp.expect_no_run_for(DEBOUNCE * 2, "the spaced burst's run");
+        lp.stop();
+        return;
+    }
+    panic!("three bursts in a row were stretched past the debounce by the scheduler");
+}
+
 #[test]
 fn irrelevant_events_comments_and_heartbeats_do_not_run() {
     let marathon = marathon();
@@ -334,16 +393,17 @@ fn a_dropped_or_ended_stream_is_reopened_with_a_resync_run() {
 #[test]
 fn a_silent_stream_is_detected_by_the_read_timeout_and_reopened() {
     let marathon = marathon();
+    // Thirty heartbeat periods: only a stall of the stand-in's thread that long, not a slow
+    // machine, could make the timeout fire while heartbeats flow.
     let events = EventsConfig {
-        stream_timeout: Duration::from_millis(600),
+        stream_timeout: HEARTBEAT * 30,
         ..events_config()
     };
     let mut lp = Loop::start(fetch_config(vec![url(&marathon)]), events, NEVER);
     lp.expect_run(Trigger::Startup, "the first run");
     wait_for_streams(&marathon, 1, &lp.log);
-    // Heartbeats every 50 ms keep a 600 ms timeout from firing for three times that: no
-    // reopening, no run.
-    lp.expect_no_run_for(Duration::from_millis(1800), "heartbeats alone");
+    // Heartbeats keep the timeout from firing for twice its length: no reopening, no run.
+    lp.expect_no_run_for(HEARTBEAT * 60, "heartbeats alone");
     assert_eq!(marathon.streams_opened(), 1);
 
     marathon.silence_streams();
@@ -351,7 +411,8 @@ fn a_silent_stream_is_detected_by_the_read_timeout_and_reopened() {
     wait_for_streams(&marathon, 2, &lp.log);
     let log = lp.stop();
     assert!(
-        log.contains("no event and no heartbeat for 600ms (--sse-timeout)"),
+        log.contains("no event and no heartbeat for 1500ms (--sse-timeout)")
+            || log.contains("no event and no heartbeat for 1.5s (--sse-timeout)"),
         "{log}"
     );
 }
@@ -405,7 +466,8 @@ fn a_stream_that_never_opens_falls_back_to_polling_at_the_interval() {
 #[test]
 fn a_refused_source_passes_the_turn_to_the_next() {
     let marathon = marathon();
-    let sources = vec![MarathonSource::Url(refused_url()), url(&marathon)];
+    let refused = Port::reserve();
+    let sources = vec![MarathonSource::Url(refused.refused_url()), url(&marathon)];
     let mut lp = Loop::start(fetch_config(sources), events_config(), NEVER);
     lp.expect_run(Trigger::Startup, "the first run");
     wait_for_streams(&marathon, 1, &lp.log);
@@ -535,38 +597,16 @@ fn a_flood_of_events_cannot_postpone_the_run_past_the_ceiling() {
 fn the_binary_stops_on_sigterm_while_the_stream_is_idle() {
     let marathon = FakeMarathon::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("haproxy.cfg");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_haproxy-marathon-sync"))
-        .args([
-            "--marathon",
-            &marathon.url(),
-            "--group",
-            "external",
-            "--sse",
-        ])
-        .args(["--sse-timeout", "60s", "--dry-run", "--haproxy-config"])
-        .arg(&config)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Sync::new()
+        .marathon(marathon.url())
+        .group("external")
+        .args(["--sse", "--sse-timeout", "60s", "--dry-run"])
+        .config(dir.path().join("haproxy.cfg"))
+        .spawn();
     let opened = marathon.wait_for_streams_opened(1, PATIENCE);
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let stopped = wait_for(|| child.try_wait().map_or(true, |s| s.is_some()));
-    if !stopped {
-        child.kill().ok();
-    }
-    let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let (status, on_term, stderr) = child.stop_and_read_stderr();
     assert!(opened, "the binary never opened the stream:\n{stderr}");
-    assert!(stopped, "still running after SIGTERM:\n{stderr}");
+    assert!(on_term, "still running after SIGTERM:\n{stderr}");
     assert!(status.success(), "{status}:\n{stderr}");
     assert!(stderr.contains("signal 15 received, stopping"), "{stderr}");
 }
@@ -595,9 +635,10 @@ fn web_state(task_port: u16) -> (String, String) {
 }
 
 /// The binary with `--sse --interval 1h` (the resync an hour away) against `marathon`,
-/// writing into `dir`, with `extra` flags; reloads are counted in `dir/reloads.log`.
+/// writing into `dir`, with `extra` flags; reloads are counted in `dir/reloads.log`. Stopped
+/// when dropped, should the test fail first.
 struct SseBinary {
-    child: std::process::Child,
+    child: Guarded,
     config: PathBuf,
     reloads: PathBuf,
 }
@@ -606,31 +647,15 @@ impl SseBinary {
     fn start(marathon: &FakeMarathon, dir: &std::path::Path, extra: &[&str]) -> SseBinary {
         let config = dir.join("haproxy.cfg");
         let reloads = dir.join("reloads.log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_haproxy-marathon-sync"))
-            .args([
-                "--marathon",
-                &marathon.url(),
-                "--group",
-                "external",
-                "--sse",
-            ])
-            .args([
-                "--interval",
-                "1h",
-                "--dont-bind-http-https",
-                "--skip-validation",
-            ])
+        let child = Sync::new()
+            .marathon(marathon.url())
+            .group("external")
+            .args(["--sse", "--interval", "1h"])
+            .args(["--dont-bind-http-https", "--skip-validation"])
             .args(extra)
-            .arg("--haproxy-config")
-            .arg(&config)
-            .arg("--reload-command")
-            .arg(format!("echo reload >> '{}'", reloads.display()))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            .config(&config)
+            .reload_command(&format!("echo reload >> '{}'", reloads.display()))
+            .spawn();
         SseBinary {
             child,
             config,
@@ -648,20 +673,10 @@ impl SseBinary {
         std::fs::read_to_string(&self.config).unwrap_or_default()
     }
 
-    /// SIGTERM, a bounded wait, then whether it ended in time and what it wrote to stderr.
+    /// SIGTERM, a bounded wait, then whether it ended on SIGTERM and what it wrote to stderr.
     fn stop(mut self) -> (bool, String) {
-        std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let stopped = wait_for(|| self.child.try_wait().map_or(true, |s| s.is_some()));
-        if !stopped {
-            self.child.kill().ok();
-        }
-        self.child.wait().ok();
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-        (stopped, stderr)
+        let (_, on_term, stderr) = self.child.stop_and_read_stderr();
+        (on_term, stderr)
     }
 }
 

@@ -1,5 +1,5 @@
-//! Checks the model against the compatibility corpus (`../shared/compat/cases`, skipped when
-//! absent): every case builds without panicking, and the servers of each rendered backend in
+//! Checks the model against the compatibility corpus (`tests/compat/cases`; a missing corpus
+//! fails): every case builds without panicking, and the servers of each rendered backend in
 //! marathon-lb's `expected/haproxy.cfg` are exactly the backends the model gives that service.
 
 use std::collections::{BTreeMap, HashMap};
@@ -10,7 +10,7 @@ use super::*;
 use crate::config::ModelConfig;
 use crate::marathon::{AppList, TaskList};
 
-const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/compat/cases");
+const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/cases");
 
 struct Case {
     name: String,
@@ -83,15 +83,14 @@ fn read_case(dir: &Path) -> Case {
 }
 
 fn cases() -> Vec<Case> {
-    let Ok(entries) = std::fs::read_dir(CASES) else {
-        return Vec::new();
-    };
+    let entries = std::fs::read_dir(CASES).unwrap_or_else(|e| panic!("{CASES}: {e}"));
     let mut dirs: Vec<_> = entries
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
+    assert!(dirs.len() >= 50, "only {} cases in {CASES}", dirs.len());
     dirs.iter().map(|dir| read_case(dir)).collect()
 }
 

@@ -1,7 +1,8 @@
-//! Loading the marathon-lb compatibility corpus (`../shared/compat/cases`): each case's state,
-//! flags, environment, templates and host table, and the files marathon-lb (or, where it
-//! refuses the input, this project) writes for it. Shared by the library-level corpus test and
-//! any test that drives the binary over HTTP; it never writes into the corpus.
+//! Loading the marathon-lb compatibility corpus (`tests/compat/cases`, the in-repository copy of
+//! the team's `../shared/compat`): each case's state, flags, environment, templates and host
+//! table, and the files marathon-lb (or, where it refuses the input, this project) writes for
+//! it. The one loader every corpus test uses; it never writes into the corpus, and a corpus
+//! that is missing or empty is a failure, never a skip.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,24 +14,55 @@ use haproxy_marathon_sync::config::{
     DEFAULT_MIN_SERV_PORT_IP_PER_TASK, DEFAULT_SSL_CERT,
 };
 
-/// The corpus directory, or `None` when this checkout has none (tests then skip).
-pub fn cases_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/compat/cases");
-    dir.is_dir().then_some(dir)
+/// The corpus in this repository (`tests/compat`, with its README and INDEX).
+pub fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat")
 }
 
-/// Every case directory, sorted by name, so cases added later are picked up.
+/// The team's shared corpus the in-repository copy is taken from, when this checkout sits
+/// beside it.
+pub fn shared_corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/compat")
+}
+
+/// The directory of cases; panics when it is missing, so no corpus test can pass without data.
+pub fn cases_dir() -> PathBuf {
+    let dir = corpus_dir().join("cases");
+    assert!(
+        dir.is_dir(),
+        "the compatibility corpus is missing: {} is not a directory",
+        dir.display()
+    );
+    dir
+}
+
+/// Fewer cases than this means the corpus was cut short, not that there is nothing to check.
+pub const MIN_CASES: usize = 50;
+
+/// Every case directory, sorted by name, so cases added later are picked up. Panics when the
+/// corpus is missing or holds fewer than [`MIN_CASES`] cases.
 pub fn load_cases() -> Vec<Case> {
-    let Some(dir) = cases_dir() else {
-        return Vec::new();
-    };
+    let dir = cases_dir();
     let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|err| panic!("reading {}: {err}", dir.display()))
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .filter(|path| path.join("apps.json").is_file())
         .collect();
     names.sort();
+    assert!(
+        names.len() >= MIN_CASES,
+        "only {} cases in {} (expected at least {MIN_CASES})",
+        names.len(),
+        dir.display()
+    );
     names.iter().map(|path| Case::load(path)).collect()
+}
+
+/// One case by name; panics when it is not in the corpus.
+pub fn case_dir(name: &str) -> PathBuf {
+    let dir = cases_dir().join(name);
+    assert!(dir.is_dir(), "corpus case {} is missing", dir.display());
+    dir
 }
 
 /// marathon-lb's command-line flags that change the output (others are accepted and ignored).
@@ -413,32 +445,4 @@ pub fn diff(case: &str, file: &str, expected: &str, actual: &str) -> String {
             &format!("{case}/ours/{file}")
         )
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shell_words_follow_posix_quoting() {
-        let words = shell_words(r#"--group '*' --ssl-certs "/a b.pem,/c" plain\ word"#).unwrap();
-        assert_eq!(
-            words,
-            ["--group", "*", "--ssl-certs", "/a b.pem,/c", "plain word"]
-        );
-        assert!(shell_words("'open").is_err());
-    }
-
-    #[test]
-    fn flags_parse_marathon_lb_command_lines() {
-        let args = shell_words(
-            "--group external --group '*' -H --haproxy-map --ssl-certs=/x.pem -m http://m:8080",
-        )
-        .unwrap();
-        let flags = Flags::parse(&args).unwrap();
-        assert_eq!(flags.groups, ["external", "*"]);
-        assert!(flags.health_check && flags.haproxy_map);
-        assert_eq!(flags.ssl_certs.as_deref(), Some("/x.pem"));
-        assert!(Flags::parse(&["--bogus".to_string()]).is_err());
-    }
 }

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,10 +34,11 @@ pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool 
     }
 }
 
-/// A port on 127.0.0.1 that was free a moment ago (bound to :0, then released).
+/// A port on 127.0.0.1 reserved for the rest of the test process (see [`super::ports`]): no
+/// other test can take it, HAProxy can bind it, and a connection to it is refused until
+/// something listens. Prefer [`super::ports::Port::reserve`], which releases it with the test.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-    listener.local_addr().unwrap().port()
+    super::ports::Port::reserve().leak()
 }
 
 /// A minimal HTTP config: one frontend on `127.0.0.1:port` sending everything to one backend.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -60,6 +60,8 @@ pub struct Load {
     stop: Arc<AtomicBool>,
     clients: Vec<JoinHandle<Tally>>,
     started: Instant,
+    /// Connections each keep-alive client has opened so far, as they happen.
+    opened: Arc<Vec<AtomicUsize>>,
 }
 
 impl Load {
@@ -69,18 +71,34 @@ impl Load {
     pub fn start(port: u16, clients: usize, keep_alive: usize, limit: Duration) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
+        let opened: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..keep_alive).map(|_| AtomicUsize::new(0)).collect());
         let clients = (0..clients + keep_alive)
             .map(|client| {
                 let stop = stop.clone();
-                let reuse = client >= clients;
-                thread::spawn(move || run_client(client, port, reuse, &stop, started, limit))
+                let opened = opened.clone();
+                let keep_alive_slot = client.checked_sub(clients);
+                thread::spawn(move || {
+                    let counter = keep_alive_slot.map(|slot| &opened[slot]);
+                    run_client(client, port, counter, &stop, started, limit)
+                })
             })
             .collect();
         Load {
             stop,
             clients,
             started,
+            opened,
         }
+    }
+
+    /// How many connections each keep-alive client has opened so far (one per worker it was
+    /// moved to, the first included).
+    pub fn keep_alive_opened(&self) -> Vec<usize> {
+        self.opened
+            .iter()
+            .map(|count| count.load(Ordering::SeqCst))
+            .collect()
     }
 
     /// Stops every client and adds up what they saw.
@@ -95,10 +113,11 @@ impl Load {
     }
 }
 
+/// `keep_alive`: this client reuses its connection and counts each one it opens there.
 fn run_client(
     client: usize,
     port: u16,
-    reuse: bool,
+    keep_alive: Option<&AtomicUsize>,
     stop: &AtomicBool,
     started: Instant,
     limit: Duration,
@@ -108,9 +127,10 @@ fn run_client(
     while !stop.load(Ordering::SeqCst) && started.elapsed() < limit {
         tally.requests += 1;
         let at = started.elapsed();
-        let answer = if reuse {
+        let answer = if let Some(opened) = keep_alive {
             if connection.is_none() {
                 tally.keep_alive_connections += 1;
+                opened.fetch_add(1, Ordering::SeqCst);
             }
             keep_alive_get(port, &mut connection)
         } else {

@@ -366,12 +366,11 @@ impl Drop for FakeMarathon {
     }
 }
 
-/// A `http://127.0.0.1:PORT` URL where nothing listens: the port was bound, then released.
+/// A `http://127.0.0.1:PORT` URL that refuses connections for the rest of the test process:
+/// the port stays reserved (bound, never listening; see [`super::ports`]), so no other test
+/// can start listening there. Prefer [`super::ports::Port::refused_url`].
 pub fn refused_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a throwaway port");
-    let addr = listener.local_addr().expect("throwaway address");
-    drop(listener);
-    format!("http://{addr}")
+    super::ports::Port::reserve().leak_refused_url()
 }
 
 fn count_path(state: &State, path: &str) -> usize {

@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests: a stand-in Marathon, real HAProxy processes, tiny
-//! HTTP backends, an `apply` fixture and a load generator. Each test file uses the part it
-//! needs.
+//! HTTP backends, an `apply` fixture, a load generator, reserved ports, a kill-on-drop child
+//! guard, the fluent binary driver (`sync::Sync`) and the corpus loader. Each test file uses the
+//! part it needs.
 #![allow(dead_code)]
 
 pub mod backend;
@@ -9,3 +10,8 @@ pub mod fixture;
 pub mod haproxy;
 pub mod load;
 pub mod marathon;
+pub mod mounts;
+pub mod ports;
+pub mod process;
+pub mod sync;
+pub mod workspace;
