@@ -808,4 +808,30 @@ mod tests {
         };
         assert_eq!(render_with(&apps), render_with(&[again]));
     }
+
+    #[test]
+    fn a_refused_listener_is_blamed_on_the_rendered_services_of_its_port_only() {
+        let (apps, tasks) = parse(
+            &[
+                host_app("/a", 10001, "{}", "v1"),
+                host_app("/b", 10002, "{}", "v1"),
+                host_app("/idle", 10001, "{}", "v1"),
+            ],
+            &[("/a", 31001), ("/b", 31002)],
+        );
+        let config = config();
+        let (model, _) = model::build(&apps, &tasks, &config.model, &resolve);
+        let refused = ListenersUnavailable(vec![BusyListener {
+            address: "127.0.0.1:10001".parse().unwrap(),
+        }]);
+        let owners = listener_owners(&model, &config.render.groups, &refused);
+        // /idle has no task, so no listener of its own: only /a is blamed.
+        assert_eq!(owners.len(), 1, "{owners:?}");
+        assert_eq!(owners[0].0, "/a");
+        assert_eq!(
+            format!("{}", owners[0].1),
+            "service port 10001: cannot listen on 127.0.0.1:10001: the address is in use on \
+             this host (another process listens there)"
+        );
+    }
 }
