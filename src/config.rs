@@ -322,7 +322,9 @@ impl Config {
     /// certificate when there is one, else the head or a template.
     pub fn blame_without_apps(&self) -> String {
         match self.missing_ssl_certs.as_slice() {
-            [] => "the head or a template is at fault".to_string(),
+            [] => "the fault is in what every configuration shares (the head, a template, or a \
+                   file they name such as --ssl-certs), not in an app"
+                .to_string(),
             missing => format!(
                 "{}; {}",
                 missing_ssl_certs_message(missing),

@@ -16,7 +16,8 @@ pub enum Failure {
     ValidationFailed,
     /// Writing or renaming a file failed; the live config is untouched.
     WriteFailed,
-    /// The reload command failed; the previous config was put back.
+    /// HAProxy could not be reloaded: the reload failed (the previous config was put back), or
+    /// the master socket did not answer before anything was written.
     ReloadFailed,
     /// The blast-radius guard refused the candidate (too many servers lost, a backend emptied,
     /// or no backends at all); nothing changed. `--force` applies it anyway.
@@ -33,11 +34,12 @@ impl fmt::Display for Failure {
             Failure::MarathonUnavailable => "could not read Marathon's state",
             Failure::Template => "could not render the configuration",
             Failure::LockTimeout => "could not take the lock",
-            Failure::ValidationFailed => "haproxy rejected the candidate configuration",
+            // Also when `haproxy -c` could not run at all: the message says which.
+            Failure::ValidationFailed => "the candidate configuration did not pass haproxy -c",
             Failure::WriteFailed => "could not write the configuration",
-            Failure::ReloadFailed => {
-                "reloading haproxy failed; the previous configuration was restored"
-            }
+            // What became of the previous configuration is the message's to say: a master
+            // socket that does not answer stops a run before anything is written.
+            Failure::ReloadFailed => "reloading haproxy failed",
             Failure::TooMuchRemoved => "refused by the blast-radius guard (--max-server-loss)",
             Failure::AppliedWithExclusions => {
                 "applied without some apps' current definitions (held at their last good one, or \

@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::{self, BusyListener, ListenersUnavailable};
 use crate::config::{ApplyConfig, Config};
-use crate::error::{self, Failure};
 use crate::marathon::{App, Task};
 use crate::{isolate, model, render};
 
@@ -102,6 +101,11 @@ impl Exclusion {
                 Cause::Definition(_) | Cause::TemplateLabel(_)
             )
         )
+    }
+
+    /// Whether the app is served from its last good definition (rather than left out).
+    pub fn is_held(&self) -> bool {
+        matches!(self.action, Action::Held { .. })
     }
 
     /// The label at fault, when one is.
@@ -347,13 +351,6 @@ impl<'a> Room<'a> {
                  frontends'); free it or change the template",
             ));
         }
-        if error::classify(&error) == Some(Failure::TooMuchRemoved) && !self.left_out.is_empty() {
-            return Err(error.context(
-                "the servers it would remove belong to the apps left out above for faults of \
-                 their own, not to an answer from Marathon: fix those apps (forcing it would \
-                 take them off the load balancer)",
-            ));
-        }
         Err(error)
     }
 
@@ -474,8 +471,9 @@ impl<'a> Room<'a> {
 
     /// After an apply that put the candidate in place (or found it live): every app rendered
     /// from its current definition becomes its last good one; held and left-out apps keep
-    /// theirs; apps Marathon no longer has lose theirs. Written only when it changed.
-    pub fn keep_last_good(&self, apply_config: &ApplyConfig) -> Result<()> {
+    /// theirs; apps Marathon no longer has lose theirs. Written only when it changed. Returns
+    /// why the lock was not held for the write, for a warning.
+    pub fn keep_last_good(&self, apply_config: &ApplyConfig) -> Result<Option<String>> {
         let mut apps: BTreeMap<&str, KeptRef<'_>> = BTreeMap::new();
         for app in self.apps {
             let faulted = self.held.contains_key(&app.id) || self.left_out.contains_key(&app.id);
@@ -499,13 +497,14 @@ impl<'a> Room<'a> {
         }
         let bytes = serde_json::to_vec(&StoreFileRef { apps }).context("encoding the store")?;
         if self.last_good.read.as_deref() == Some(bytes.as_slice()) {
-            return Ok(());
+            return Ok(None);
         }
         let path = &self.last_good.path;
         // Under the lock: a run that wrote the store since this one read it applied after this
         // one did, so its store is the newer and stays.
         let read = &self.last_good.read;
-        apply::update_kept_file(apply_config, path, |now| match now {
+        let wait = apply_config.lock_timeout;
+        apply::update_kept_file(apply_config, path, wait, |now| match now {
             Some(newer) if Some(&newer) != read.as_ref() => newer,
             _ => bytes,
         })
@@ -569,22 +568,27 @@ fn template_fault(
     ))
 }
 
-/// The rendered text as a candidate, its map files beside the config.
-pub fn candidate(rendered: render::Rendered, config: &Config) -> apply::Candidate {
+/// The rendered text as a candidate, its map files beside the config, and the app each
+/// backend serves.
+pub fn candidate(
+    rendered: render::Rendered,
+    config: &Config,
+) -> (apply::Candidate, apply::BackendApps) {
     let config_dir = config
         .apply
         .haproxy_config
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    apply::Candidate {
+    let candidate = apply::Candidate {
         config: rendered.config,
         companions: rendered
             .maps
             .into_iter()
             .map(|map| (config_dir.join(map.file_name), map.content))
             .collect(),
-    }
+    };
+    (candidate, rendered.backend_apps)
 }
 #[cfg(test)]
 mod tests {

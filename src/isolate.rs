@@ -88,7 +88,8 @@ pub(crate) fn find_rejected_apps(
             templates,
             &config.render,
         )?;
-        apply::check(&exclusion::candidate(rendered, config), apply_config)
+        let (candidate, _) = exclusion::candidate(rendered, config);
+        apply::check(&candidate, apply_config)
     };
     let everything: BTreeSet<String> = apps.iter().cloned().collect();
     if verdict(&everything)? != apply::Verdict::Accepted {
@@ -138,10 +139,8 @@ pub(crate) fn find_rejected_templates(
         let Ok(rendered) = render::render(model, &replaced, &config.render) else {
             return Ok(false);
         };
-        Ok(
-            apply::check(&exclusion::candidate(rendered, config), apply_config)?
-                == apply::Verdict::Accepted,
-        )
+        let (candidate, _) = exclusion::candidate(rendered, config);
+        Ok(apply::check(&candidate, apply_config)? == apply::Verdict::Accepted)
     };
     if accepted_with_defaults_for(&BTreeSet::new())? {
         return Ok(None); // not rejected at all: nothing to blame

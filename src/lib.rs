@@ -88,24 +88,33 @@ pub fn run_once_with(
     out: &mut dyn Write,
     log: &mut dyn Write,
 ) -> Result<Outcome> {
+    // One deadline for the whole run, the lock waits and the run record's update included.
+    let deadline = Instant::now() + config.run_deadline;
     let mut report = report::RunReport {
         event_stream_up,
         ..report::RunReport::default()
     };
-    let result = run_measured(config, out, log, &mut report);
+    let result = run_measured(config, deadline, out, log, &mut report);
     if !config.apply.dry_run {
-        status::keep_record(config, &mut report, &result, log);
+        status::keep_record(config, deadline, &mut report, &result, log);
     }
     result
 }
 
+/// What the apply stage ended with, after any passes that held or left out apps.
+struct Applied {
+    outcome: Outcome,
+    candidate: apply::Candidate,
+    backend_apps: apply::BackendApps,
+}
+
 fn run_measured(
     config: &Config,
+    deadline: Instant,
     out: &mut dyn Write,
     log: &mut dyn Write,
     report: &mut report::RunReport,
 ) -> Result<Outcome> {
-    let deadline = Instant::now() + config.run_deadline;
     let phase = Instant::now();
     let state = fetch::fetch_state(&config.fetch, deadline)?;
     report.phases.insert("fetch", phase.elapsed().as_secs_f64());
@@ -126,62 +135,44 @@ fn run_measured(
     let mut apply_config = config.apply.clone();
     let time_left = deadline.saturating_duration_since(Instant::now());
     apply_config.lock_timeout = apply_config.lock_timeout.min(time_left);
-    let mut timings = apply::Timings::default();
-    // Each retry follows an app held or left out for HAProxy's or the host's refusal; a few
-    // rounds cover a rejection followed by a listener another process holds.
-    let mut rounds = 0;
-    let (outcome, candidate) = loop {
-        let candidate = exclusion::candidate(prepared.rendered.clone(), config);
-        match apply::apply_timed(&candidate, &apply_config, out, &mut timings) {
-            Ok(outcome) => break (outcome, candidate),
-            Err(error) if rounds < MAX_APPLY_ROUNDS => {
-                room.blame(error, &prepared, &templates, config, &apply_config)?;
-                prepared = room.prepare(config, &templates, &resolve)?;
-                rounds += 1;
-            }
-            Err(error) => return Err(error),
-        }
-    };
-    if matches!(outcome, Outcome::Applied { .. } | Outcome::Unchanged) {
-        if let Err(error) = room.keep_last_good(&apply_config) {
-            store_warnings.push(format!("{error:#}"));
+    let mut noted = apply::Noted::default();
+    let applied = apply_passes(
+        &mut room,
+        &mut prepared,
+        (&templates, config, &apply_config, &resolve),
+        out,
+        &mut noted,
+        report,
+    );
+    report
+        .phases
+        .insert("validate", noted.timings.validate.as_secs_f64());
+    report
+        .phases
+        .insert("write", noted.timings.write.as_secs_f64());
+    report
+        .phases
+        .insert("reload", noted.timings.reload.as_secs_f64());
+    if let Ok(Applied {
+        outcome: Outcome::Applied { .. } | Outcome::Unchanged,
+        ..
+    }) = &applied
+    {
+        match room.keep_last_good(&apply_config) {
+            Ok(None) => {}
+            Ok(Some(unlocked)) => store_warnings.push(format!(
+                "the last good definitions were written without the lock: {unlocked}"
+            )),
+            Err(error) => store_warnings.push(format!("{error:#}")),
         }
     }
     let exclusions = room.exclusions();
-    let mut warnings = prepared.warnings;
+    let mut warnings = std::mem::take(&mut prepared.warnings);
     warnings.extend(model::conflicts::find(&prepared.model, &config.render));
-    report
-        .phases
-        .insert("validate", timings.validate.as_secs_f64());
-    report.phases.insert("write", timings.write.as_secs_f64());
-    report.phases.insert("reload", timings.reload.as_secs_f64());
-    let inventory = apply::Inventory::of(&candidate.config);
-    report.backends = inventory.backends.len();
-    report.servers = inventory.servers.len();
-    report.apps_excluded = exclusions
-        .iter()
-        .filter(|exclusion| !matches!(exclusion.action, exclusion::Action::Held { .. }))
-        .count();
-    report.apps_held = exclusions
-        .iter()
-        .filter(|exclusion| matches!(exclusion.action, exclusion::Action::Held { .. }))
-        .map(|exclusion| exclusion.app_id.clone())
-        .collect();
-    report.apps_left_out = exclusions
-        .iter()
-        .filter(|exclusion| !matches!(exclusion.action, exclusion::Action::Held { .. }))
-        .map(|exclusion| exclusion.app_id.clone())
-        .collect();
-    report.apps = prepared
-        .model
-        .services
-        .iter()
-        .filter(|service| !service.backends.is_empty())
-        .map(|service| service.app_id.as_str())
-        .collect::<BTreeSet<_>>()
-        .len();
-    let config_path = config.apply.haproxy_config.display().to_string();
-    if outcome != Outcome::Unchanged || log::enabled(log::Level::Debug) {
+    // Warnings go with every run that did not end unchanged, a failed one included: an app
+    // left out may be just what made it fail (its servers count as lost to the guard).
+    let unchanged = matches!(&applied, Ok(applied) if applied.outcome == Outcome::Unchanged);
+    if !unchanged || log::enabled(log::Level::Debug) {
         for warning in
             apply::directory_warnings(&config.apply.haproxy_config, &config.apply.lock_file)
         {
@@ -215,30 +206,85 @@ fn run_measured(
             log::write(log, log::Level::Warn, &exclusion.to_string(), &fields);
         }
     }
+    let left_out: Vec<&str> = exclusions
+        .iter()
+        .filter(|exclusion| !exclusion.is_held())
+        .map(|exclusion| exclusion.app_id.as_str())
+        .collect();
+    let Applied {
+        outcome,
+        candidate,
+        backend_apps,
+    } = applied.map_err(|error| {
+        if error::classify(&error) != Some(Failure::TooMuchRemoved) || left_out.is_empty() {
+            return error;
+        }
+        error.context(format!(
+            "refused while this run left out {} app(s) named in the warnings ({}) for faults of \
+             their own, not Marathon's: their servers count as lost, so fixing them is the \
+             answer rather than --force",
+            left_out.len(),
+            left_out.join(", ")
+        ))
+    })?;
+    let inventory = apply::Inventory::of(&candidate.config);
+    report.backends = inventory.backends.len();
+    report.servers = inventory.servers.len();
+    report.apps_excluded = left_out.len();
+    report.apps_left_out = left_out.iter().map(|app| app.to_string()).collect();
+    report.apps_held = exclusions
+        .iter()
+        .filter(|exclusion| exclusion.is_held())
+        .map(|exclusion| exclusion.app_id.clone())
+        .collect();
+    report.apps = backend_apps.values().collect::<BTreeSet<_>>().len();
+    let config_path = config.apply.haproxy_config.display().to_string();
+    // One line per event: the changed backends ride on the summary line (capped by
+    // `apply`), and JSON lines carry them as a list too.
+    let with_changes = |line: &str, changes: &[String]| match changes {
+        [] => line.to_string(),
+        _ => format!("{line}; {}", changes.join("; ")),
+    };
+    let changes_field = |changes: &[String]| -> (&'static str, serde_json::Value) {
+        ("changes", changes.to_vec().into())
+    };
     match &outcome {
         Outcome::Applied { summary } => {
             let fields = [
-                ("config", config_path.into()),
+                ("config", config_path.clone().into()),
                 ("outcome", "applied".into()),
+                changes_field(&noted.lines),
             ];
-            log::write(log, log::Level::Info, summary, &fields);
+            let message = with_changes(summary, &noted.lines);
+            log::write(log, log::Level::Info, &message, &fields);
         }
         Outcome::Unchanged => {
             let message = format!("unchanged {config_path}: nothing written or reloaded");
             let fields = [
-                ("config", config_path.into()),
+                ("config", config_path.clone().into()),
                 ("outcome", "unchanged".into()),
             ];
             log::write(log, log::Level::Debug, &message, &fields);
         }
         Outcome::Deferred { note, .. } => {
             let fields = [
-                ("config", config_path.into()),
+                ("config", config_path.clone().into()),
                 ("outcome", "deferred".into()),
             ];
             log::write(log, log::Level::Info, note, &fields);
         }
-        Outcome::DryRun => {}
+        Outcome::DryRun => {
+            // The first line is the prediction, the others the backends it would change.
+            if let Some((prediction, changes)) = noted.lines.split_first() {
+                let fields = [
+                    ("config", config_path.clone().into()),
+                    ("outcome", "dry-run".into()),
+                    changes_field(changes),
+                ];
+                let message = with_changes(prediction, changes);
+                log::write(log, log::Level::Info, &message, &fields);
+            }
+        }
     }
     let failing: Vec<String> = exclusions
         .iter()
@@ -246,7 +292,13 @@ fn run_measured(
         .map(ToString::to_string)
         .collect();
     if !failing.is_empty() {
-        return Err(anyhow!("{}", failing.join("; "))).context(Failure::AppliedWithExclusions);
+        let prefix = if config.apply.dry_run {
+            "dry run, the real run would do the same: "
+        } else {
+            ""
+        };
+        return Err(anyhow!("{prefix}{}", failing.join("; ")))
+            .context(Failure::AppliedWithExclusions);
     }
     Ok(outcome)
 }
@@ -254,3 +306,45 @@ fn run_measured(
 /// How many times one run applies again after holding or leaving out apps HAProxy or the host
 /// refused.
 const MAX_APPLY_ROUNDS: usize = 3;
+
+/// Applies the prepared candidate; when `apply` refuses it for an app's fault, lets
+/// `exclusion` hold or leave out that app (the search timed as the `isolate` phase), prepares
+/// again and applies again.
+fn apply_passes(
+    room: &mut exclusion::Room<'_>,
+    prepared: &mut exclusion::Prepared,
+    (templates, config, apply_config, resolve): (
+        &render::Templates,
+        &Config,
+        &config::ApplyConfig,
+        model::Resolver<'_>,
+    ),
+    out: &mut dyn Write,
+    noted: &mut apply::Noted,
+    report: &mut report::RunReport,
+) -> Result<Applied> {
+    for round in 0.. {
+        let (candidate, backend_apps) = exclusion::candidate(prepared.rendered.clone(), config);
+        // Each pass's validation adds to the phase: apply notes only its own.
+        let validated_before = std::mem::take(&mut noted.timings.validate);
+        let applied = apply::apply_noting(&candidate, &backend_apps, apply_config, out, noted);
+        noted.timings.validate += validated_before;
+        let error = match applied {
+            Ok(outcome) => {
+                return Ok(Applied {
+                    outcome,
+                    candidate,
+                    backend_apps,
+                })
+            }
+            Err(error) if round < MAX_APPLY_ROUNDS => error,
+            Err(error) => return Err(error),
+        };
+        let phase = Instant::now();
+        let blamed = room.blame(error, prepared, templates, config, apply_config);
+        *report.phases.entry("isolate").or_default() += phase.elapsed().as_secs_f64();
+        blamed?;
+        *prepared = room.prepare(config, templates, resolve)?;
+    }
+    unreachable!("the loop returns by its last round")
+}

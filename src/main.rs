@@ -17,7 +17,7 @@ enum Exit {
     /// Any failure not listed below (bad flag value, unreadable file, ...).
     Error = 1,
     /// Command-line usage error (clap exits with this itself; so does a flag value that
-    /// cannot work, such as `--timeout 0`).
+    /// cannot work, such as `--timeout 0`, and `status` for its own values).
     Usage = 2,
     /// No Marathon source answered usefully.
     MarathonUnavailable = 3,
@@ -37,6 +37,8 @@ enum Exit {
     AppliedWithExclusions = 10,
     /// `status --check-age`: the last successful sync is older than the limit, or there was none.
     Stale = 11,
+    /// `status`: neither the config nor its run record exists (a mistyped --haproxy-config?).
+    NothingThere = 12,
 }
 
 fn exit_for(failure: Option<Failure>) -> Exit {
@@ -57,9 +59,27 @@ fn exit_for(failure: Option<Failure>) -> Exit {
 fn status(haproxy_config: &std::path::Path, json: bool, check_age: Option<&str>) -> ExitCode {
     let max_age = match check_age.map(cli::parse_duration).transpose() {
         Ok(max_age) => max_age,
-        Err(error) => return fail(error.context("--check-age")),
+        Err(error) => {
+            let message = format!("{:#}", error.context("status --check-age"));
+            log::emit(
+                Level::Error,
+                &message,
+                &[("exit_code", (Exit::Usage as u8).into())],
+            );
+            return ExitCode::from(Exit::Usage as u8);
+        }
     };
     match haproxy_marathon_sync::status::status(haproxy_config, json, max_age) {
+        Ok(found) if found.nothing_there => {
+            let message = format!(
+                "status: neither {} nor its run record exists: no run has used this path (is \
+                 --haproxy-config right?)",
+                haproxy_config.display()
+            );
+            let fields = [("exit_code", (Exit::NothingThere as u8).into())];
+            log::emit(Level::Error, &message, &fields);
+            ExitCode::from(Exit::NothingThere as u8)
+        }
         Ok(found) => {
             print!("{}", found.text);
             if found.fresh {

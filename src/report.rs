@@ -21,9 +21,11 @@ pub struct RunReport {
     pub failure: Option<String>,
     /// The one-line error when the run failed (or applied with exclusions).
     pub error: Option<String>,
-    /// Seconds each phase took: fetch, render, validate, write, reload.
+    /// Seconds each phase took: fetch, render, validate, isolate (finding the apps HAProxy
+    /// rejects), write, reload.
     pub phases: BTreeMap<&'static str, f64>,
-    /// Apps with at least one rendered service.
+    /// Apps with at least one rendered backend (after `--group`, `--strict-mode` and the apps
+    /// left out).
     pub apps: usize,
     /// Backends and servers in the rendered candidate.
     pub backends: usize,
@@ -199,7 +201,7 @@ pub fn metrics_text(record: &RunRecord, run: &RunReport) -> String {
             &plain(at),
         );
     }
-    let phases: Vec<(String, f64)> = ["fetch", "render", "validate", "write", "reload"]
+    let phases: Vec<(String, f64)> = ["fetch", "render", "validate", "isolate", "write", "reload"]
         .iter()
         .map(|phase| {
             let seconds = run.phases.get(phase).copied().unwrap_or(0.0);

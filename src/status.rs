@@ -3,6 +3,7 @@
 //! `report`'s; the files are written through `apply`.
 
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -17,6 +18,9 @@ pub struct Status {
     pub text: String,
     /// False when `--check-age` was given and the last successful sync is older, or missing.
     pub fresh: bool,
+    /// Neither the config nor its run record exists: most likely a mistyped
+    /// `--haproxy-config`, which must not pass for a fresh install.
+    pub nothing_there: bool,
 }
 
 /// `status`: the run record of `haproxy_config`, as text or JSON; with `max_age`, whether the
@@ -27,7 +31,9 @@ pub fn status(
     max_age: Option<std::time::Duration>,
 ) -> Result<Status> {
     let record_path = apply::record_path(haproxy_config);
-    let record: report::RunRecord = match apply::read_kept_file(&record_path)? {
+    let kept = apply::read_kept_file(&record_path)?;
+    let nothing_there = kept.is_none() && !haproxy_config.exists();
+    let record: report::RunRecord = match kept {
         Some(bytes) => serde_json::from_slice(&bytes)
             .with_context(|| format!("reading the run record {}", record_path.display()))?,
         None => report::RunRecord::default(),
@@ -57,18 +63,28 @@ pub fn status(
             now,
         )
     };
-    Ok(Status { text, fresh })
+    Ok(Status {
+        text,
+        fresh,
+        nothing_there,
+    })
 }
 
 /// Folds this run into the run record and, with `--metrics-file`, rewrites the metrics. A
 /// failure here is logged, never the run's failure: the change itself is done (or not).
+///
+/// Whatever the run's fate, the counters and the last success time are carried over: the
+/// record's lock is waited for only until the run's `deadline` (not at all after a lock
+/// timeout: that run has waited once already), and without it the record is updated anyway.
 pub(crate) fn keep_record(
     config: &Config,
+    deadline: Instant,
     report: &mut report::RunReport,
     result: &Result<Outcome>,
     log: &mut dyn Write,
 ) {
     report.ended_unix = unix_now();
+    let mut failure = None;
     match result {
         Ok(outcome) => {
             report.outcome = match outcome {
@@ -81,7 +97,7 @@ pub(crate) fn keep_record(
             report.reloaded = matches!(outcome, Outcome::Applied { .. });
         }
         Err(error) => {
-            let failure = error::classify(error);
+            failure = error::classify(error);
             report.error = Some(format!("{error:#}"));
             // A reload was asked for when its phase ran (a failed one and its rollback too).
             report.reloaded = report.phases.get("reload").is_some_and(|s| *s > 0.0);
@@ -93,9 +109,16 @@ pub(crate) fn keep_record(
             }
         }
     }
+    let wait = match failure {
+        Some(Failure::LockTimeout) => Duration::ZERO,
+        _ => config
+            .apply
+            .lock_timeout
+            .min(deadline.saturating_duration_since(Instant::now())),
+    };
     let record_path = apply::record_path(&config.apply.haproxy_config);
     let mut record = report::RunRecord::default();
-    let kept = apply::update_kept_file(&config.apply, &record_path, |previous| {
+    let kept = apply::update_kept_file(&config.apply, &record_path, wait, |previous| {
         record = previous
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
@@ -104,9 +127,23 @@ pub(crate) fn keep_record(
         text.push(b'\n');
         text
     });
-    if let Err(error) = kept {
-        let message = format!("could not update the run record: {error:#}");
-        log::write(log, log::Level::Warn, &message, &[]);
+    match kept {
+        Ok(None) => {}
+        // Another run's record update may be lost; this run's is not. Said only at debug: the
+        // run that could not take the lock has already said so when that was its failure.
+        Ok(Some(unlocked)) => {
+            let message = format!("updated the run record without its lock: {unlocked}");
+            log::write(log, log::Level::Debug, &message, &[]);
+        }
+        Err(error) => {
+            let message = format!("could not update the run record: {error:#}");
+            log::write(log, log::Level::Warn, &message, &[]);
+            // The metrics still carry the counters kept so far, and this run.
+            if let Ok(Some(bytes)) = apply::read_kept_file(&record_path) {
+                record = serde_json::from_slice(&bytes).unwrap_or_default();
+                record.record(report);
+            }
+        }
     }
     if let Some(metrics_file) = &config.metrics_file {
         let text = report::metrics_text(&record, report);

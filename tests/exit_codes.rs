@@ -241,6 +241,8 @@ fn exit_11_status_check_age_without_a_recent_success() {
             .args(["--check-age", "5m"])
             .run()
     };
+    // A config that no run has synced yet (a fresh install): no success recorded.
+    std::fs::write(workspace.config(), "").unwrap();
     status(&workspace)
         .assert_exit(11)
         .assert_stderr_contains("older than 5m");
@@ -250,4 +252,16 @@ fn exit_11_status_check_age_without_a_recent_success() {
     marathon.set_state(apps, tasks);
     workspace.run(&marathon.url(), "true", &[]).assert_success();
     status(&workspace).assert_success();
+}
+
+#[test]
+fn exit_12_status_on_a_path_with_neither_config_nor_record() {
+    let workspace = Workspace::new();
+    Sync::new()
+        .arg("status")
+        .config(workspace.config())
+        .run()
+        .assert_exit(12)
+        .assert_stderr_contains("neither ")
+        .assert_stderr_contains("is --haproxy-config right?");
 }

@@ -51,6 +51,7 @@ impl Workspace {
             ),
         )
         .unwrap();
+        support::cert::self_signed_pem(dir.path());
         Workspace { dir }
     }
 
@@ -74,6 +75,8 @@ impl Workspace {
             .arg("--templates")
             .arg(self.dir.path().join("templates"))
             .args(["--haproxy-bin", HAPROXY_BIN, "--reload-command", "true"])
+            .arg("--ssl-certs")
+            .arg(self.dir.path().join("cert.pem"))
             .args(["--timeout", "2", "--command-timeout", "10"])
             .args(extra)
             .env_clear()

@@ -24,6 +24,7 @@ const INSTALLED: &[&str] = &[
     "usr/share/doc/haproxy-marathon-sync/README.md",
     "usr/share/doc/haproxy-marathon-sync/REFERENCE.md",
     "usr/share/doc/haproxy-marathon-sync/copyright",
+    "usr/share/haproxy-marathon-sync/prometheus/alerts.yml",
     "usr/share/haproxy-marathon-sync/make-self-signed-cert",
 ];
 

@@ -70,6 +70,20 @@ pub fn refusal(live: &str, candidate: &str, max_loss_percent: u8) -> Option<Stri
     Some(reason)
 }
 
+/// What the operator can do about a refusal. The guard sees only config text: it cannot tell
+/// apps that really went away from a Marathon answer that is short, apps this run left out, or
+/// a change of `--group`/`--strict-mode`, so it says what to check before `--force`.
+pub fn what_to_do(live: &str, candidate: &str) -> String {
+    let kept = Inventory::of(candidate).servers.len();
+    let live_servers = Inventory::of(live).servers.len();
+    format!(
+        "The candidate keeps {kept} of {live_servers} servers. If that is what Marathon runs now \
+         (apps removed or scaled down on purpose), run once with --force; if not, the loss comes \
+         from upstream: check Marathon's tasks for the backends named, the warnings about apps \
+         left out, and --group/--strict-mode"
+    )
+}
+
 /// Servers per backend, every backend listed (0 for one without servers).
 fn per_backend(inventory: &Inventory) -> BTreeMap<&str, usize> {
     let mut counts: BTreeMap<&str, usize> = inventory

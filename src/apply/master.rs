@@ -130,12 +130,8 @@ pub fn reload(socket: &Path, name: &str, timeout: Duration) -> Result<(), Reload
             None,
         )
     })?;
-    let before = ProcessTable::parse(&before_text).ok_or_else(|| {
-        fail(
-            "`show proc` did not list a master process".to_string(),
-            Some(before_text.clone()),
-        )
-    })?;
+    let before =
+        ProcessTable::parse(&before_text).ok_or_else(|| fail(not_a_master(&before_text), None))?;
 
     // The master re-executes on `reload` and drops the connection: an error reading the answer
     // is expected; the `show proc` polling below is what decides.
@@ -189,12 +185,26 @@ pub fn reload(socket: &Path, name: &str, timeout: Duration) -> Result<(), Reload
 /// `show proc` on `socket`, parsed.
 pub fn show_proc(socket: &Path, timeout: Duration) -> io::Result<ProcessTable> {
     let text = exchange(socket, "show proc", Instant::now() + timeout)?;
-    ProcessTable::parse(&text).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("`show proc` listed no master: {text:?}"),
-        )
-    })
+    ProcessTable::parse(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, not_a_master(&text)))
+}
+
+/// Why an answer to `show proc` without a master line is not the master CLI, in one line. A
+/// stats socket (one worker's runtime API) answers `Unknown command` and its whole help text:
+/// that is named, not pasted.
+fn not_a_master(answer: &str) -> String {
+    if answer.contains("Unknown command") {
+        return "this is a stats socket (`stats socket` in the global section, one worker's \
+                runtime API), not the master CLI: give --haproxy-master-socket the socket of \
+                `haproxy -W -S PATH` (Debian's unit uses /run/haproxy-master.sock)"
+            .to_string();
+    }
+    let first = answer
+        .lines()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("");
+    let first: String = first.chars().take(120).collect();
+    format!("`show proc` listed no master process (it answered {first:?}): is this HAProxy's master CLI?")
 }
 
 /// Sends one command (followed by `quit`, or the master keeps the session open) and reads the
@@ -261,6 +271,21 @@ mod tests {
     fn show_proc_without_master_is_refused() {
         assert_eq!(ProcessTable::parse("Unknown command.\n"), None);
         assert_eq!(ProcessTable::parse(""), None);
+    }
+
+    #[test]
+    fn a_stats_socket_is_named_as_such_without_its_help_text() {
+        let help = "Unknown command: 'show proc'\nThe following commands are valid at this \
+                    level:\n  help           : full commands list\n  show info      : report \
+                    information about the running process\n";
+        let said = not_a_master(help);
+        assert!(said.starts_with("this is a stats socket"), "{said}");
+        assert!(!said.contains("show info"), "{said}");
+        assert_eq!(
+            not_a_master("hello\n"),
+            "`show proc` listed no master process (it answered \"hello\"): is this HAProxy's \
+             master CLI?"
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub use master::{show_proc, ProcessTable};
 pub use refusal::{rejected_by_haproxy, BusyListener, ListenersUnavailable};
 pub use reload_live::reload_live;
 pub use state::{pending_path, state_path, utc_timestamp};
-pub use summary::Inventory;
+pub use summary::{BackendApps, Inventory};
 pub use write::directory_warnings;
 
 use write::{CompanionSwap, LiveFile};
@@ -79,6 +79,15 @@ pub struct Timings {
     pub reload: Duration,
 }
 
+/// What an apply noted besides its outcome, for the metrics and the operator's log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Noted {
+    pub timings: Timings,
+    /// Lines for the log at `info`: after an applied change, one per changed backend; after a
+    /// dry run, what the real run would decide, then the backends it would change.
+    pub lines: Vec<String>,
+}
+
 /// Where a candidate that `haproxy -c` rejected is kept for inspection.
 pub fn rejected_path(haproxy_config: &Path) -> PathBuf {
     write::with_suffix(haproxy_config, ".rejected")
@@ -91,19 +100,28 @@ pub fn archive_path(haproxy_config: &Path, number: usize) -> PathBuf {
 
 /// Applies the candidate under the lock. Diff or dry-run output goes to `out`.
 pub fn apply(candidate: &Candidate, config: &ApplyConfig, out: &mut dyn Write) -> Result<Outcome> {
-    apply_timed(candidate, config, out, &mut Timings::default())
+    apply_noting(
+        candidate,
+        &BackendApps::new(),
+        config,
+        out,
+        &mut Noted::default(),
+    )
 }
 
-/// [`apply`], noting in `timings` how long each phase took.
-pub fn apply_timed(
+/// [`apply`], noting in `noted` how long each phase took and what changed; `apps` names the
+/// app each backend serves, for those lines.
+pub fn apply_noting(
     candidate: &Candidate,
+    apps: &BackendApps,
     config: &ApplyConfig,
     out: &mut dyn Write,
-    timings: &mut Timings,
+    noted: &mut Noted,
 ) -> Result<Outcome> {
     if config.dry_run {
-        return preview(candidate, config, out);
+        return preview(candidate, apps, config, out, noted);
     }
+    let timings = &mut noted.timings;
     let _lock = lock::acquire(&config.lock_file, config.lock_timeout)?;
     let path = &config.haproxy_config;
     // Under the lock no other apply is running: temp files beside our targets are leftovers of
@@ -141,6 +159,7 @@ pub fn apply_timed(
     }
     out.write_all(&applied_diff)
         .context("printing the diff of what was applied (the change itself is in place)")?;
+    noted.lines = summary::backend_changes(&old_config, &candidate.config, apps);
     Ok(Outcome::Applied { summary })
 }
 
@@ -156,9 +175,9 @@ fn check_before_writing(
         if let Some(reason) = guard::refusal(old_config, new_config, config.max_server_loss_percent)
         {
             return Err(anyhow!(
-                "the candidate for {} is not applied: {reason}. Nothing was changed; run once \
-                 with --force if this is intended",
-                path.display()
+                "the candidate for {} is not applied: {reason}. Nothing was changed. {}",
+                path.display(),
+                guard::what_to_do(old_config, new_config)
             ))
             .context(Failure::TooMuchRemoved);
         }
@@ -172,7 +191,9 @@ fn check_before_writing(
         master::show_proc(socket, config.command_timeout)
             .with_context(|| {
                 format!(
-                    "HAProxy's master socket {} does not answer `show proc`; nothing was changed",
+                    "the candidate for {} is not applied: HAProxy's master socket {} does not \
+                     answer `show proc`, so HAProxy could not be reloaded; nothing was changed",
+                    path.display(),
                     socket.display()
                 )
             })
@@ -207,16 +228,22 @@ pub fn write_kept_file(path: &Path, content: &[u8]) -> Result<()> {
     write::replace_own(path, content).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Runs `update` on a kept file's content under the run lock, so counters kept across runs are
-/// not lost to a concurrent run.
+/// Runs `update` on a kept file's content under the run lock, waiting for it at most `wait`, so
+/// counters kept across runs are not lost to a concurrent run. When the lock cannot be had (held
+/// on, or its file cannot be created) the file is updated all the same, outside the lock: a run
+/// must never lose the counters for want of a lock (issue 13), and the only risk is losing one
+/// concurrent run's update. Returns why the lock was not held, for a warning.
 pub fn update_kept_file(
     config: &ApplyConfig,
     path: &Path,
+    wait: Duration,
     update: impl FnOnce(Option<Vec<u8>>) -> Vec<u8>,
-) -> Result<()> {
-    let _lock = lock::acquire(&config.lock_file, config.lock_timeout)?;
+) -> Result<Option<String>> {
+    let lock = lock::acquire(&config.lock_file, wait);
     let updated = update(read_kept_file(path)?);
-    write::replace_private(path, &updated).with_context(|| format!("writing {}", path.display()))
+    write::replace_private(path, &updated)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(lock.err().map(|e| format!("{e:#}")))
 }
 
 /// What `haproxy -c` said of a candidate checked with [`check`].
@@ -233,29 +260,77 @@ pub enum Verdict {
 /// the check and put back afterwards, exactly as [`apply`] would validate it. Used to find the
 /// apps a rejected candidate can do without. A check that cannot run (HAProxy missing, timed
 /// out) is an error, not a rejection.
+///
+/// With `--dry-run` the check writes nothing beside the config: it takes no lock and checks a
+/// copy of the candidate and its companions in a temporary directory ([`validate_elsewhere`]).
 pub fn check(candidate: &Candidate, config: &ApplyConfig) -> Result<Verdict> {
+    if config.dry_run {
+        return verdict_of(validate_elsewhere(candidate, config)?);
+    }
     let _lock = lock::acquire(&config.lock_file, config.lock_timeout)?;
     let path = &config.haproxy_config;
     let live = Live::read(candidate, path)?;
     let (staged, mut swap) = stage_with_companions(candidate, &live.config, live.companions)?;
-    let verdict = match validate(config, staged.path()) {
-        Ok(()) => Ok(Verdict::Accepted),
-        Err(error) if error.ran_and_failed() => {
-            let alerts: Vec<&str> = error
-                .stdout
-                .lines()
-                .chain(error.stderr.lines())
-                .filter(|line| line.contains("[ALERT]"))
-                .collect();
-            Ok(Verdict::Rejected {
-                alerts: alerts.join("\n"),
-            })
-        }
-        Err(error) => Err(anyhow::Error::new(error).context(Failure::ValidationFailed)),
-    };
+    let verdict = verdict_of(validate(config, staged.path()));
     swap.restore()
         .context("putting the companion files back after a check")?;
     verdict
+}
+
+/// A validation's result as a [`Verdict`]; a check that could not run is an error.
+fn verdict_of(validated: Result<(), CommandError>) -> Result<Verdict> {
+    match validated {
+        Ok(()) => Ok(Verdict::Accepted),
+        Err(error) if error.ran_and_failed() => Ok(Verdict::Rejected {
+            alerts: alert_lines(&error).join("\n"),
+        }),
+        Err(error) => Err(anyhow::Error::new(error).context(Failure::ValidationFailed)),
+    }
+}
+
+/// HAProxy's `[ALERT]` lines (the rest of its output is noise for a one-line verdict).
+fn alert_lines(error: &CommandError) -> Vec<&str> {
+    error
+        .stdout
+        .lines()
+        .chain(error.stderr.lines())
+        .filter(|line| line.contains("[ALERT]"))
+        .collect()
+}
+
+/// `haproxy -c` on a copy of the candidate in a fresh temporary directory, its companions (map
+/// files) staged there too and the config's references to them pointed at the copies, so the
+/// check sees the candidate's maps without touching the live ones. Messages naming the copy are
+/// made to say `dry-run candidate`.
+fn validate_elsewhere(
+    candidate: &Candidate,
+    config: &ApplyConfig,
+) -> Result<Result<(), CommandError>> {
+    let dir = tempfile::Builder::new()
+        .prefix("haproxy-marathon-sync-check.")
+        .tempdir()
+        .context("creating a temporary directory to check the dry run's candidate")?;
+    let mut text = candidate.config.clone();
+    for (number, (path, content)) in candidate.companions.iter().enumerate() {
+        let copy = dir.path().join(format!("{number}-{}", file_name(path)));
+        std::fs::write(&copy, content).with_context(|| format!("writing {}", copy.display()))?;
+        text = text.replace(&path.display().to_string(), &copy.display().to_string());
+    }
+    let copy = dir.path().join(file_name(&config.haproxy_config));
+    std::fs::write(&copy, text).with_context(|| format!("writing {}", copy.display()))?;
+    let validated = validate(config, &copy).map_err(|mut failure| {
+        let named = copy.display().to_string();
+        failure.stdout = failure.stdout.replace(&named, "dry-run candidate");
+        failure.stderr = failure.stderr.replace(&named, "dry-run candidate");
+        failure
+    });
+    Ok(validated)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or("haproxy.cfg".into(), |name| {
+        name.to_string_lossy().into_owned()
+    })
 }
 
 /// `Deferred` when `--min-reload-interval` has not passed since the last recorded reload.
@@ -317,20 +392,112 @@ fn record_reload(config: &ApplyConfig) -> Option<String> {
         .map(|e| format!("{e:#}; --min-reload-interval cannot hold back the next change"))
 }
 
-/// `--dry-run`: the candidate (or the diff live → candidate) to `out`, and nothing else.
+/// `--dry-run`: the candidate (or the diff live → candidate) to `out`, and in `noted` what the
+/// real run would decide. The checks the real run makes before writing are made the same way —
+/// the blast-radius guard, and `haproxy -c` (unless `--skip-validation`) on a copy in a
+/// temporary directory — and a candidate either would refuse fails the same way, so the dry
+/// run exits with the real run's status. A candidate `haproxy -c` rejects is not printed: the
+/// run goes on to find the apps at fault and prints the candidate without them.
 ///
-/// It takes no lock, on purpose: it writes nothing (not even the lock file, so it works for a
-/// user who may only read `/etc/haproxy`), must never wait on or hold up a real run, and every
-/// file it reads is replaced by rename, so it always reads a whole file.
-fn preview(candidate: &Candidate, config: &ApplyConfig, out: &mut dyn Write) -> Result<Outcome> {
-    let live = Live::read(candidate, &config.haproxy_config)?;
+/// It takes no lock, on purpose: it writes nothing beside the config (not even the lock file,
+/// so it works for a user who may only read `/etc/haproxy`), must never wait on or hold up a
+/// real run, and every file it reads is replaced by rename, so it always reads a whole file.
+fn preview(
+    candidate: &Candidate,
+    apps: &BackendApps,
+    config: &ApplyConfig,
+    out: &mut dyn Write,
+    noted: &mut Noted,
+) -> Result<Outcome> {
+    let path = &config.haproxy_config;
+    let live = Live::read(candidate, path)?;
+    let old = live.config.text();
+    if live.matches(candidate) {
+        print_preview(&live, candidate, config, out)?;
+        noted.lines.push(if state::reload_pending(path) {
+            format!(
+                "would reload HAProxy: {} is unchanged, but a previous run was stopped before \
+                 its reload was confirmed",
+                path.display()
+            )
+        } else {
+            format!("would leave {} unchanged", path.display())
+        });
+        return Ok(Outcome::DryRun);
+    }
+    let refusal = match config.force {
+        true => None,
+        false => guard::refusal(&old, &candidate.config, config.max_server_loss_percent),
+    };
+    if refusal.is_none() && !config.skip_validation {
+        let started = Instant::now();
+        let validated = validate_elsewhere(candidate, config)?;
+        noted.timings.validate = started.elapsed();
+        if let Err(failure) = validated {
+            // A check that could not run (no haproxy, timed out) is not HAProxy's verdict.
+            let context = if failure.ran_and_failed() {
+                let alerts = alert_lines(&failure).join(" / ");
+                let said = if alerts.is_empty() {
+                    "see its output below"
+                } else {
+                    &alerts
+                };
+                format!(
+                    "dry run for {}: haproxy -c would reject it: {said}",
+                    path.display()
+                )
+            } else {
+                format!(
+                    "dry run for {}: the candidate could not be checked with haproxy -c, so the \
+                     real run would stop here too",
+                    path.display()
+                )
+            };
+            return Err(anyhow::Error::new(failure).context(context))
+                .context(Failure::ValidationFailed);
+        }
+    }
+    print_preview(&live, candidate, config, out)?;
+    if let Some(reason) = refusal {
+        return Err(anyhow!(
+            "dry run for {}: would be refused by the blast-radius guard: {reason}. {}",
+            path.display(),
+            guard::what_to_do(&old, &candidate.config)
+        ))
+        .context(Failure::TooMuchRemoved);
+    }
+    let counts = summary::counts(&old, &candidate.config);
+    noted.lines.push(match deferral(config, SystemTime::now()) {
+        Some(Outcome::Deferred { until, .. }) => format!(
+            "would defer the change ({counts}) until {} (--min-reload-interval)",
+            state::utc_timestamp(until)
+        ),
+        _ => format!("would apply: {counts}"),
+    });
+    noted
+        .lines
+        .extend(summary::backend_changes(&old, &candidate.config, apps));
+    Ok(Outcome::DryRun)
+}
+
+/// The dry run's stdout: the diff of every file that differs, or the candidate config followed
+/// by each companion (map) file under a `# ==> PATH <==` header.
+fn print_preview(
+    live: &Live,
+    candidate: &Candidate,
+    config: &ApplyConfig,
+    out: &mut dyn Write,
+) -> Result<()> {
     let printed = if config.diff {
         live.write_diffs(candidate, ("live", "candidate"), out)
     } else {
-        out.write_all(candidate.config.as_bytes())
+        out.write_all(candidate.config.as_bytes()).and_then(|()| {
+            candidate.companions.iter().try_for_each(|(path, content)| {
+                write!(out, "\n# ==> {} <==\n{content}", path.display())
+            })
+        })
     };
-    printed.context("printing the dry-run output")?;
-    Ok(Outcome::DryRun)
+    printed.context("printing the dry-run output")
 }
 
 /// The live config and companions, read under the lock before anything changes.

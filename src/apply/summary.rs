@@ -1,8 +1,10 @@
 //! What an apply tells people: the one summary line (backends and servers added and removed,
-//! read from the config text alone) and unified diffs. Knows HAProxy's section syntax, not the
-//! model.
+//! read from the config text alone), one line per changed backend (named with its app id when
+//! the caller hands in which app each backend serves), and unified diffs. Knows HAProxy's
+//! section syntax, not the model.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -31,7 +33,19 @@ const SECTION_KEYWORDS: &[&str] = &[
 pub struct Inventory {
     pub backends: BTreeSet<String>,
     pub servers: BTreeSet<(String, String)>,
+    /// Each backend's server addresses (`ADDR:PORT`, the word after the server's name).
+    pub addresses: BTreeMap<String, BTreeSet<String>>,
 }
+
+/// Which app each backend serves (backend name → Marathon app id), as the caller knows it.
+/// Plain data: `apply` knows no model types.
+pub type BackendApps = BTreeMap<String, String>;
+
+/// Most changed backends [`backend_changes`] lists; the rest are counted. They share one log
+/// line with the summary, so it stays readable: at most a few hundred characters.
+const LISTED_BACKENDS: usize = 5;
+/// Most servers listed per sign (`+`/`-`) for one backend; the rest are counted.
+const LISTED_SERVERS: usize = 3;
 
 impl Inventory {
     pub fn of(config: &str) -> Inventory {
@@ -55,6 +69,13 @@ impl Inventory {
                 inventory
                     .servers
                     .insert((backend.clone(), name.to_string()));
+                if let Some(address) = words.next() {
+                    inventory
+                        .addresses
+                        .entry(backend.clone())
+                        .or_default()
+                        .insert(address.to_string());
+                }
             }
         }
         inventory
@@ -64,21 +85,79 @@ impl Inventory {
 /// `applied PATH: backends +1 -0, servers +3 -2 (reloaded)`; `companions` counts the other
 /// files (maps) that changed and is mentioned only when non-zero.
 pub fn applied_line(path: &Path, old: &str, new: &str, companions: usize) -> String {
-    let (before, after) = (Inventory::of(old), Inventory::of(new));
-    let mut line = format!(
-        "applied {}: backends +{} -{}, servers +{} -{}",
-        path.display(),
-        only_in(&after.backends, &before.backends),
-        only_in(&before.backends, &after.backends),
-        only_in(&after.servers, &before.servers),
-        only_in(&before.servers, &after.servers),
-    );
+    let mut line = format!("applied {}: {}", path.display(), counts(old, new));
     if companions > 0 {
         let noun = if companions == 1 { "file" } else { "files" };
         line.push_str(&format!(", {companions} companion {noun} updated"));
     }
     line.push_str(" (reloaded)");
     line
+}
+
+/// `backends +1 -0, servers +3 -2`.
+pub fn counts(old: &str, new: &str) -> String {
+    let (before, after) = (Inventory::of(old), Inventory::of(new));
+    format!(
+        "backends +{} -{}, servers +{} -{}",
+        only_in(&after.backends, &before.backends),
+        only_in(&before.backends, &after.backends),
+        only_in(&after.servers, &before.servers),
+        only_in(&before.servers, &after.servers),
+    )
+}
+
+/// One entry per backend whose servers changed, `/shop (shop_10001): +10.0.2.5:31005
+/// -10.0.1.7:31002`, at most [`LISTED_BACKENDS`] of them and a last one counting the rest. A
+/// backend is named by its app id when `apps` knows it; a new or removed backend says so.
+pub fn backend_changes(old: &str, new: &str, apps: &BackendApps) -> Vec<String> {
+    let (before, after) = (Inventory::of(old), Inventory::of(new));
+    let none = BTreeSet::new();
+    let names: BTreeSet<&String> = before.backends.iter().chain(&after.backends).collect();
+    let mut lines = Vec::new();
+    let mut unlisted = 0;
+    for name in names {
+        let old_servers = before.addresses.get(name).unwrap_or(&none);
+        let new_servers = after.addresses.get(name).unwrap_or(&none);
+        let (is_new, is_gone) = (
+            !before.backends.contains(name),
+            !after.backends.contains(name),
+        );
+        if old_servers == new_servers && !is_new && !is_gone {
+            continue;
+        }
+        if lines.len() == LISTED_BACKENDS {
+            unlisted += 1;
+            continue;
+        }
+        let mut line = match apps.get(name) {
+            Some(app) => format!("{app} ({name}):"),
+            None => format!("{name}:"),
+        };
+        if is_new {
+            line.push_str(" new backend");
+        } else if is_gone {
+            line.push_str(" backend removed");
+        }
+        listed_servers(&mut line, '+', new_servers.difference(old_servers));
+        listed_servers(&mut line, '-', old_servers.difference(new_servers));
+        lines.push(line);
+    }
+    if unlisted > 0 {
+        let noun = if unlisted == 1 { "backend" } else { "backends" };
+        lines.push(format!("and {unlisted} more {noun} changed"));
+    }
+    lines
+}
+
+/// ` +a +b +c and 4 more` onto `line`.
+fn listed_servers<'a>(line: &mut String, sign: char, servers: impl Iterator<Item = &'a String>) {
+    let servers: Vec<&String> = servers.collect();
+    for server in servers.iter().take(LISTED_SERVERS) {
+        let _ = write!(line, " {sign}{server}");
+    }
+    if servers.len() > LISTED_SERVERS {
+        let _ = write!(line, " {sign}{} more", servers.len() - LISTED_SERVERS);
+    }
 }
 
 /// How many entries of `a` are not in `b`.
@@ -164,6 +243,47 @@ backend db_10001
         let new = OLD.replace("backend db_10001", "backend db_10009");
         let line = applied_line(Path::new("c"), OLD, &new, 0);
         assert_eq!(line, "applied c: backends +1 -1, servers +1 -1 (reloaded)");
+    }
+
+    #[test]
+    fn each_changed_backend_is_named_with_its_app_and_servers() {
+        let new = OLD.replace("10.0.0.2:31001", "10.0.2.5:31005").replace(
+            "backend db_10001\n  server 10_0_0_3_31002 10.0.0.3:31002\n",
+            "",
+        ) + "backend api_10002\n  server a 10.0.0.4:1\n";
+        let apps = BackendApps::from([
+            ("web_10000".to_string(), "/web".to_string()),
+            ("api_10002".to_string(), "/api".to_string()),
+        ]);
+        assert_eq!(
+            backend_changes(OLD, &new, &apps),
+            [
+                "/api (api_10002): new backend +10.0.0.4:1",
+                "db_10001: backend removed -10.0.0.3:31002",
+                "/web (web_10000): +10.0.2.5:31005 -10.0.0.2:31001",
+            ]
+        );
+        assert!(backend_changes(OLD, OLD, &apps).is_empty());
+    }
+
+    #[test]
+    fn long_change_lists_are_cut_with_a_count_of_the_rest() {
+        let backend = |name: usize, servers: std::ops::Range<usize>| {
+            let mut text = format!("backend b{name:02}\n");
+            for s in servers {
+                text.push_str(&format!("  server s{s} 10.0.0.{s}:80\n"));
+            }
+            text
+        };
+        let old: String = (0..12).map(|b| backend(b, 0..1)).collect();
+        let new: String = (0..12).map(|b| backend(b, 1..9)).collect();
+        let lines = backend_changes(&old, &new, &BackendApps::new());
+        assert_eq!(lines.len(), 6);
+        assert_eq!(
+            lines[0],
+            "b00: +10.0.0.1:80 +10.0.0.2:80 +10.0.0.3:80 +5 more -10.0.0.0:80"
+        );
+        assert_eq!(lines[5], "and 7 more backends changed");
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Rendered {
     pub config: String,
     /// Present (possibly empty) exactly when `--haproxy-map` is on.
     pub maps: Vec<MapFile>,
+    /// The app each rendered backend serves (backend name → app id), for change summaries.
+    pub backend_apps: BTreeMap<String, String>,
 }
 
 pub const DOMAIN_MAP_FILE: &str = "domain2backend.map";
@@ -118,6 +120,7 @@ struct Renderer<'a> {
     https_vhosts: Vec<(i64, String)>,
     grouped: BTreeMap<String, GroupedVhost>,
     maps: MapState,
+    backend_apps: BTreeMap<String, String>,
 }
 
 fn s(text: &str) -> Value {
@@ -146,6 +149,7 @@ impl<'a> Renderer<'a> {
             http_vhosts: Vec::new(),
             https_vhosts: Vec::new(),
             grouped: BTreeMap::new(),
+            backend_apps: BTreeMap::new(),
             maps: MapState::default(),
         }
     }
@@ -218,7 +222,11 @@ impl<'a> Renderer<'a> {
         } else {
             Vec::new()
         };
-        Ok(Rendered { config: out, maps })
+        Ok(Rendered {
+            config: out,
+            maps,
+            backend_apps: std::mem::take(&mut self.backend_apps),
+        })
     }
 
     /// Group membership (per-port groups replace the app's), `enabled`, and at least one
@@ -254,6 +262,8 @@ impl<'a> Renderer<'a> {
         };
         let backend = prepared.backend.as_str();
         let mode = prepared.mode.as_str();
+        self.backend_apps
+            .insert(backend.to_string(), service.app_id.clone());
 
         if let Some(auth) = service.auth.as_ref().filter(|auth| !auth.user.is_empty()) {
             self.userlists += &templates.format(

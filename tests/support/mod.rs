@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod cert;
 pub mod corpus;
 pub mod fixture;
 pub mod haproxy;
