@@ -457,6 +457,18 @@ fn preview(
                 .context(Failure::ValidationFailed);
         }
     }
+    if refusal.is_none() {
+        // As a real run would find before its reload: trying a bind writes nothing.
+        let busy = refusal::unavailable_new_listeners(&old, &candidate.config);
+        if !busy.is_empty() {
+            return Err(anyhow::Error::new(ListenersUnavailable(busy)))
+                .context(format!(
+                    "dry run for {}: would not be applied",
+                    path.display()
+                ))
+                .context(Failure::ReloadFailed);
+        }
+    }
     print_preview(&live, candidate, config, out)?;
     if let Some(reason) = refusal {
         return Err(anyhow!(
