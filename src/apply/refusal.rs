@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::command::CommandError;
 use crate::error::{self, Failure};
@@ -70,7 +70,8 @@ pub fn unavailable_new_listeners(live: &str, candidate: &str) -> Vec<BusyListene
             // bindable for HAProxy (`transparent`, `freebind`, a VIP that moves here), and
             // other errors (a port below 1024 for a user who is not root) are for HAProxy to
             // judge.
-            matches!(TcpListener::bind(address), Err(error) if error.kind() == ErrorKind::AddrInUse)
+            matches!(listen_as_haproxy(address), Err(error) if error.kind() == ErrorKind::AddrInUse)
+            // An `Ok` listener is dropped, and so closed, at once.
         })
         .map(|address| BusyListener { address: *address })
         .collect()
@@ -87,6 +88,61 @@ pub fn listeners(config: &str) -> BTreeSet<SocketAddr> {
         .flat_map(|addresses| addresses.split(','))
         .filter_map(socket_address)
         .collect()
+}
+
+/// Listens on `address` as HAProxy does on Linux (`SO_REUSEADDR` and `SO_REUSEPORT`): a port
+/// another process listens on without `SO_REUSEPORT` refuses both, while one another HAProxy
+/// shares with `SO_REUSEPORT` would take HAProxy's bind too, and is no reason to stop.
+fn listen_as_haproxy(address: &SocketAddr) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let family = match address {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: plain socket calls on a descriptor this function owns (closed by `OwnedFd` on
+    // every path); the address structures are initialised in full before they are passed.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let owned = OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            let set = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            if set != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        let bound = match address {
+            SocketAddr::V4(v4) => {
+                let mut raw: libc::sockaddr_in = std::mem::zeroed();
+                raw.sin_family = libc::AF_INET as libc::sa_family_t;
+                raw.sin_port = v4.port().to_be();
+                raw.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+                let length = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                libc::bind(fd, (&raw as *const libc::sockaddr_in).cast(), length)
+            }
+            SocketAddr::V6(v6) => {
+                let mut raw: libc::sockaddr_in6 = std::mem::zeroed();
+                raw.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                raw.sin6_port = v6.port().to_be();
+                raw.sin6_addr.s6_addr = v6.ip().octets();
+                let length = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+                libc::bind(fd, (&raw as *const libc::sockaddr_in6).cast(), length)
+            }
+        };
+        if bound != 0 || libc::listen(fd, 1) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(owned)
+    }
 }
 
 fn socket_address(written: &str) -> Option<SocketAddr> {
@@ -130,6 +186,8 @@ mod tests {
         );
     }
 
+    use std::net::TcpListener;
+
     #[test]
     fn only_new_listeners_are_tried_and_a_held_one_is_named() {
         let held = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -150,5 +208,18 @@ mod tests {
             }]
         );
         assert!(busy[0].to_string().contains(&format!("127.0.0.1:{port}")));
+    }
+
+    #[test]
+    fn a_port_shared_with_so_reuseport_is_no_reason_to_stop() {
+        // Another HAProxy of ours listening with SO_REUSEPORT: HAProxy's own bind would share it.
+        let port = {
+            let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let _shared = listen_as_haproxy(&address).unwrap();
+        let candidate = format!("frontend new\n  bind 127.0.0.1:{port}\n");
+        assert_eq!(unavailable_new_listeners("", &candidate), []);
     }
 }
