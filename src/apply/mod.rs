@@ -26,6 +26,9 @@ mod state;
 mod summary;
 mod write;
 
+pub mod runtime;
+pub mod runtime_plan;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
