@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use haproxy_marathon_sync::config::{Config, MarathonSource};
-use haproxy_marathon_sync::fetch::api::{AppList, TaskList};
+use haproxy_marathon_sync::marathon::{AppList, TaskList};
 use haproxy_marathon_sync::{model, render};
 
 /// Counts live heap bytes and remembers the peak, so the benchmark can report memory.

@@ -75,7 +75,8 @@ pub struct Args {
 
     /// Directory of template overrides: a file named like a section (HAPROXY_BACKEND_HEAD) in
     /// marathon-lb's {placeholder} format, or NAME.j2 in Jinja, replaces that section. It must
-    /// exist; a file named like no section gets a warning with the closest name.
+    /// exist; a file named like no section gets a warning with the closest name. A section
+    /// HAProxy rejects fails the run (exit 6) naming the file; no app is left out for it.
     #[arg(
         long = "templates",
         value_name = "DIR",

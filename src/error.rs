@@ -22,8 +22,9 @@ pub enum Failure {
     /// The blast-radius guard refused the candidate (too many servers lost, a backend emptied,
     /// or no backends at all); nothing changed. `--force` applies it anyway.
     TooMuchRemoved,
-    /// HAProxy rejected the full candidate; the apps responsible were found and left out, and
-    /// the rest was applied.
+    /// Some apps could not be applied as Marathon defines them (HAProxy rejected their sections,
+    /// the host refused their new listener, or a live app's new definition does not render):
+    /// they were held at their last good definition or left out, and the rest was applied.
     AppliedWithExclusions,
 }
 
@@ -41,7 +42,8 @@ impl fmt::Display for Failure {
             Failure::ReloadFailed => "reloading haproxy failed",
             Failure::TooMuchRemoved => "refused by the blast-radius guard (--max-server-loss)",
             Failure::AppliedWithExclusions => {
-                "applied without the apps whose sections haproxy rejected"
+                "applied without some apps' current definitions (held at their last good one, or \
+                 left out)"
             }
         })
     }

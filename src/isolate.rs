@@ -1,13 +1,15 @@
-//! Bad-app isolation: when `haproxy -c` rejects a candidate, find the apps responsible with a
-//! few checks (bisection, not one check per app) so the rest of the cluster can still be
-//! applied. The search is generic over the check, which `lib.rs` builds from render + validate.
+//! Finding what makes `haproxy -c` reject a candidate with a few checks (bisection, not one
+//! check per suspect): the apps whose sections are at fault, so the rest of the cluster can
+//! still be applied, or the operator's templates, so no app is blamed for them. The search is
+//! generic over the check; here it is built from render + `apply::check`. What is done about
+//! the apps found is `exclusion`'s.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Result};
 
 use crate::config::{ApplyConfig, Config};
-use crate::{apply, model, render};
+use crate::{apply, exclusion, model, render};
 
 /// Finds a set of apps whose exclusion makes `accepts` true, given that `accepts` is false for
 /// the whole of `apps` and true for none of them (checked by the caller). Each call of
@@ -81,8 +83,12 @@ pub(crate) fn find_rejected_apps(
         .into_iter()
         .collect();
     let verdict = |excluded: &BTreeSet<String>| -> Result<apply::Verdict> {
-        let (candidate, _) =
-            crate::render_candidate(&without_apps(model, excluded.iter()), templates, config)?;
+        let rendered = render::render(
+            &without_apps(model, excluded.iter()),
+            templates,
+            &config.render,
+        )?;
+        let (candidate, _) = exclusion::candidate(rendered, config);
         apply::check(&candidate, apply_config)
     };
     let everything: BTreeSet<String> = apps.iter().cloned().collect();
@@ -111,6 +117,46 @@ pub(crate) fn find_rejected_apps(
         excluded.insert(app.clone(), alerts);
     }
     Ok(excluded)
+}
+
+/// The operator's sections (`--templates` files, `HAPROXY_*` variables) that make HAProxy
+/// reject `model`'s candidate: `Some` when it passes with the built-in
+/// defaults in their place, narrowed to the sections at fault; `None` when the defaults do not
+/// help (the fault is an app's, or the built-in head does not suit this host). A render that
+/// fails with the defaults counts as a rejection.
+pub(crate) fn find_rejected_templates(
+    model: &model::Model,
+    templates: &render::Templates,
+    config: &Config,
+    apply_config: &ApplyConfig,
+) -> Result<Option<Vec<String>>> {
+    let operator = templates.operator_sections();
+    if operator.is_empty() {
+        return Ok(None);
+    }
+    let accepted_with_defaults_for = |defaults_for: &BTreeSet<String>| -> Result<bool> {
+        let replaced = templates.with_defaults_for(&config.render, defaults_for)?;
+        let Ok(rendered) = render::render(model, &replaced, &config.render) else {
+            return Ok(false);
+        };
+        let (candidate, _) = exclusion::candidate(rendered, config);
+        Ok(apply::check(&candidate, apply_config)? == apply::Verdict::Accepted)
+    };
+    if accepted_with_defaults_for(&BTreeSet::new())? {
+        return Ok(None); // not rejected at all: nothing to blame
+    }
+    let all: BTreeSet<String> = operator.iter().cloned().collect();
+    if accepted_with_defaults_for(&all)? {
+        let culprits = find_culprits(&operator, &accepted_with_defaults_for)?;
+        return Ok(Some(culprits.into_iter().collect()));
+    }
+    // The built-in head may not suit this host: one section at a time, the rest kept.
+    for section in &operator {
+        if accepted_with_defaults_for(&BTreeSet::from([section.clone()]))? {
+            return Ok(Some(vec![section.clone()]));
+        }
+    }
+    Ok(None)
 }
 
 /// The model without the services of `apps`.

@@ -6,9 +6,11 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod exclusion;
 pub mod fetch;
 pub mod isolate;
 pub mod log;
+pub mod marathon;
 pub mod model;
 pub mod render;
 pub mod report;
@@ -18,11 +20,11 @@ pub mod status;
 use std::io::Write;
 use std::time::Instant;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
 use anyhow::{anyhow, Context, Result};
 
-use crate::apply::{Candidate, Outcome};
+use crate::apply::Outcome;
 use crate::config::Config;
 use crate::error::Failure;
 use crate::fetch::resolve::CachingResolver;
@@ -99,12 +101,10 @@ pub fn run_once_with(
     result
 }
 
-/// What was applied in the end, and which apps were left out to get there.
+/// What the apply stage ended with, after any passes that held or left out apps.
 struct Applied {
     outcome: Outcome,
-    /// Apps HAProxy rejected, each with its alerts.
-    excluded: BTreeMap<String, String>,
-    candidate: Candidate,
+    candidate: apply::Candidate,
     backend_apps: apply::BackendApps,
 }
 
@@ -120,32 +120,26 @@ fn run_measured(
     report.phases.insert("fetch", phase.elapsed().as_secs_f64());
     let phase = Instant::now();
     let resolver = CachingResolver::default();
+    let resolve = |host: &str| resolver.resolve(host);
     let templates = render::Templates::load(&config.render)
         .context(Failure::Template)?
         .until(deadline);
-    let (model, rendered, mut warnings) =
-        model_and_render(&state.apps, &state.tasks, config, &templates, &|host| {
-            resolver.resolve(host)
-        })?;
-    warnings.extend(model::conflicts::find(&model, &config.render));
-    let (candidate, backend_apps) = to_candidate(rendered, config);
+    let mut store_warnings = Vec::new();
+    let last_good = exclusion::LastGood::load(&config.apply.haproxy_config, &mut store_warnings)?;
+    let mut room = exclusion::Room::new(&state.apps, &state.tasks, &last_good);
+    let mut prepared = room.prepare(config, &templates, &resolve)?;
     report
         .phases
         .insert("render", phase.elapsed().as_secs_f64());
-    let mut left_out: BTreeSet<&str> = warnings
-        .iter()
-        .filter(|warning| warning.app_left_out)
-        .map(|warning| warning.app_id.as_str())
-        .collect();
     // Waiting for another run's lock must not carry this run past its deadline either.
     let mut apply_config = config.apply.clone();
     let time_left = deadline.saturating_duration_since(Instant::now());
     apply_config.lock_timeout = apply_config.lock_timeout.min(time_left);
     let mut noted = apply::Noted::default();
-    let applied = apply_isolating(
-        candidate,
-        backend_apps,
-        (&model, &templates, config, &apply_config),
+    let applied = apply_passes(
+        &mut room,
+        &mut prepared,
+        (&templates, config, &apply_config, &resolve),
         out,
         &mut noted,
         report,
@@ -159,6 +153,22 @@ fn run_measured(
     report
         .phases
         .insert("reload", noted.timings.reload.as_secs_f64());
+    if let Ok(Applied {
+        outcome: Outcome::Applied { .. } | Outcome::Unchanged,
+        ..
+    }) = &applied
+    {
+        match room.keep_last_good(&apply_config) {
+            Ok(None) => {}
+            Ok(Some(unlocked)) => store_warnings.push(format!(
+                "the last good definitions were written without the lock: {unlocked}"
+            )),
+            Err(error) => store_warnings.push(format!("{error:#}")),
+        }
+    }
+    let exclusions = room.exclusions();
+    let mut warnings = std::mem::take(&mut prepared.warnings);
+    warnings.extend(model::conflicts::find(&prepared.model, &config.render));
     // Warnings go with every run that did not end unchanged, a failed one included: an app
     // left out may be just what made it fail (its servers count as lost to the guard).
     let unchanged = matches!(&applied, Ok(applied) if applied.outcome == Outcome::Unchanged);
@@ -175,7 +185,7 @@ fn run_measured(
             let fields = [("source", name.clone().into()), ("failure", reason.into())];
             log::write(log, log::Level::Warn, &message, &fields);
         }
-        for warning in templates.warnings() {
+        for warning in templates.warnings().iter().chain(&store_warnings) {
             log::write(log, log::Level::Warn, warning, &[]);
         }
         for note in &state.notes {
@@ -188,29 +198,45 @@ fn run_measured(
             }
             log::write(log, log::Level::Warn, &warning.to_string(), &fields);
         }
+        for exclusion in &exclusions {
+            let mut fields = vec![("app", exclusion.app_id.clone().into())];
+            if let Some(label) = exclusion.label() {
+                fields.push(("label", label.to_string().into()));
+            }
+            log::write(log, log::Level::Warn, &exclusion.to_string(), &fields);
+        }
     }
+    let left_out: Vec<&str> = exclusions
+        .iter()
+        .filter(|exclusion| !exclusion.is_held())
+        .map(|exclusion| exclusion.app_id.as_str())
+        .collect();
     let Applied {
         outcome,
-        excluded,
         candidate,
         backend_apps,
     } = applied.map_err(|error| {
         if error::classify(&error) != Some(Failure::TooMuchRemoved) || left_out.is_empty() {
             return error;
         }
-        let apps: Vec<&str> = left_out.iter().copied().collect();
         error.context(format!(
-            "refused while this run left out {} app(s) named in the warnings ({}): their \
-             servers count as lost, so fixing them may be the answer rather than --force",
-            apps.len(),
-            apps.join(", ")
+            "refused while this run left out {} app(s) named in the warnings ({}) for faults of \
+             their own, not Marathon's: their servers count as lost, so fixing them is the \
+             answer rather than --force",
+            left_out.len(),
+            left_out.join(", ")
         ))
     })?;
     let inventory = apply::Inventory::of(&candidate.config);
     report.backends = inventory.backends.len();
     report.servers = inventory.servers.len();
-    left_out.extend(excluded.keys().map(String::as_str));
     report.apps_excluded = left_out.len();
+    report.apps_left_out = left_out.iter().map(|app| app.to_string()).collect();
+    report.apps_held = exclusions
+        .iter()
+        .filter(|exclusion| exclusion.is_held())
+        .map(|exclusion| exclusion.app_id.clone())
+        .collect();
     report.apps = backend_apps.values().collect::<BTreeSet<_>>().len();
     let config_path = config.apply.haproxy_config.display().to_string();
     // One line per event: the changed backends ride on the summary line (capped by
@@ -260,222 +286,65 @@ fn run_measured(
             }
         }
     }
-    if !excluded.is_empty() {
-        let apps: Vec<String> = excluded
-            .iter()
-            .map(|(app, alerts)| format!("{app} ({alerts})"))
-            .collect();
-        let verb = if config.apply.dry_run {
-            "would leave out"
+    let failing: Vec<String> = exclusions
+        .iter()
+        .filter(|exclusion| exclusion.fails_the_run())
+        .map(ToString::to_string)
+        .collect();
+    if !failing.is_empty() {
+        let prefix = if config.apply.dry_run {
+            "dry run, the real run would do the same: "
         } else {
-            "left out"
+            ""
         };
-        return Err(anyhow!("{verb} {}", apps.join("; "))).context(Failure::AppliedWithExclusions);
+        return Err(anyhow!("{prefix}{}", failing.join("; ")))
+            .context(Failure::AppliedWithExclusions);
     }
     Ok(outcome)
 }
 
-/// Applies the candidate; when HAProxy rejects it, finds the apps at fault (timed as the
-/// `isolate` phase), and applies the cluster without them.
-fn apply_isolating(
-    candidate: Candidate,
-    backend_apps: apply::BackendApps,
-    (model, templates, config, apply_config): (
-        &model::Model,
+/// How many times one run applies again after holding or leaving out apps HAProxy or the host
+/// refused.
+const MAX_APPLY_ROUNDS: usize = 3;
+
+/// Applies the prepared candidate; when `apply` refuses it for an app's fault, lets
+/// `exclusion` hold or leave out that app (the search timed as the `isolate` phase), prepares
+/// again and applies again.
+fn apply_passes(
+    room: &mut exclusion::Room<'_>,
+    prepared: &mut exclusion::Prepared,
+    (templates, config, apply_config, resolve): (
         &render::Templates,
         &Config,
         &config::ApplyConfig,
+        model::Resolver<'_>,
     ),
     out: &mut dyn Write,
     noted: &mut apply::Noted,
     report: &mut report::RunReport,
 ) -> Result<Applied> {
-    let first = apply::apply_noting(&candidate, &backend_apps, apply_config, out, noted);
-    let error = match first {
-        Err(error) if isolation_may_help(&error, apply_config) => error,
-        result => {
-            return Ok(Applied {
-                outcome: result?,
-                excluded: BTreeMap::new(),
-                candidate,
-                backend_apps,
-            })
-        }
-    };
-    let phase = Instant::now();
-    let found = isolate::find_rejected_apps(model, templates, config, apply_config);
-    report
-        .phases
-        .insert("isolate", phase.elapsed().as_secs_f64());
-    let excluded = found.map_err(|search| {
-        error.context(format!(
-            "looking for the apps HAProxy rejects failed too: {search:#}"
-        ))
-    })?;
-    let without = isolate::without_apps(model, excluded.keys());
-    let (candidate, backend_apps) = render_candidate(&without, templates, config)?;
-    let validated_before = noted.timings.validate;
-    let outcome = apply::apply_noting(&candidate, &backend_apps, apply_config, out, noted)?;
-    noted.timings.validate += validated_before;
-    Ok(Applied {
-        outcome,
-        excluded,
-        candidate,
-        backend_apps,
-    })
-}
-
-/// Builds the model and renders it. An app whose own template label does not format is left
-/// out with a warning and everything built again without it, as the model does for a label
-/// that does not parse (marathon-lb fails the whole run over either).
-fn model_and_render(
-    apps: &[fetch::api::App],
-    tasks: &[fetch::api::Task],
-    config: &Config,
-    templates: &render::Templates,
-    resolve: model::Resolver<'_>,
-) -> Result<(model::Model, render::Rendered, Vec<model::Warning>)> {
-    let mut left_out = HashSet::new();
-    let mut label_warnings = Vec::new();
-    // Each retry leaves out at least one more app, so this ends within the app count.
-    loop {
-        let (model, mut warnings) =
-            model::build_without(apps, tasks, &config.model, resolve, &left_out);
-        let err = match render::render(&model, templates, &config.render) {
-            Ok(rendered) => {
-                warnings.extend(label_warnings);
-                return Ok((model, rendered, warnings));
+    for round in 0.. {
+        let (candidate, backend_apps) = exclusion::candidate(prepared.rendered.clone(), config);
+        // Each pass's validation adds to the phase: apply notes only its own.
+        let validated_before = std::mem::take(&mut noted.timings.validate);
+        let applied = apply::apply_noting(&candidate, &backend_apps, apply_config, out, noted);
+        noted.timings.validate += validated_before;
+        let error = match applied {
+            Ok(outcome) => {
+                return Ok(Applied {
+                    outcome,
+                    candidate,
+                    backend_apps,
+                })
             }
-            Err(err) => err,
+            Err(error) if round < MAX_APPLY_ROUNDS => error,
+            Err(error) => return Err(error),
         };
-        let Some(bad_labels) = err.downcast_ref::<render::BadTemplateLabels>() else {
-            return Err(err);
-        };
-        let mut progress = false;
-        for bad in &bad_labels.0 {
-            if left_out.insert(bad.app_id.clone()) {
-                progress = true;
-                label_warnings.push(model::Warning {
-                    app_id: bad.app_id.clone(),
-                    label: None,
-                    message: format!("{}; app left out", bad.without_app()),
-                    app_left_out: true,
-                    reason: model::Reason::TemplateLabel,
-                });
-            }
-        }
-        if !progress {
-            return Err(err);
-        }
+        let phase = Instant::now();
+        let blamed = room.blame(error, prepared, templates, config, apply_config);
+        *report.phases.entry("isolate").or_default() += phase.elapsed().as_secs_f64();
+        blamed?;
+        *prepared = room.prepare(config, templates, resolve)?;
     }
-}
-
-/// Renders the model into a candidate whose map files sit beside the config.
-pub(crate) fn render_candidate(
-    model: &model::Model,
-    templates: &render::Templates,
-    config: &Config,
-) -> Result<(Candidate, apply::BackendApps)> {
-    Ok(to_candidate(
-        render::render(model, templates, &config.render)?,
-        config,
-    ))
-}
-
-/// The rendered text as a candidate, its map files beside the config, and the app each
-/// backend serves.
-fn to_candidate(rendered: render::Rendered, config: &Config) -> (Candidate, apply::BackendApps) {
-    let config_dir = config
-        .apply
-        .haproxy_config
-        .parent()
-        .map(|dir| dir.to_path_buf())
-        .unwrap_or_default();
-    let candidate = Candidate {
-        config: rendered.config,
-        companions: rendered
-            .maps
-            .into_iter()
-            .map(|map| (config_dir.join(map.file_name), map.content))
-            .collect(),
-    };
-    (candidate, rendered.backend_apps)
-}
-
-/// Only a candidate HAProxy itself rejected (not one it could not check) may be saved by
-/// leaving apps out.
-fn isolation_may_help(error: &anyhow::Error, config: &config::ApplyConfig) -> bool {
-    !config.skip_validation
-        && error::classify(error) == Some(Failure::ValidationFailed)
-        && error
-            .chain()
-            .any(|cause| cause.to_string().contains("failed (exit status"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::fetch::api::{AppList, TaskList};
-    use std::net::IpAddr;
-
-    /// Two IP-per-task apps without service ports and room for one auto-assigned port: the first
-    /// takes it, so leaving the first out must rebuild as if Marathon did not have it, and the
-    /// second gets the port.
-    #[test]
-    fn app_with_a_bad_template_label_is_left_out_as_if_absent() {
-        let app = |id: &str, labels: &str| {
-            format!(
-                r#"{{"id": "{id}", "labels": {labels}, "ipAddress": {{"discovery": {{"ports": [{{"number": 80}}]}}}}}}"#
-            )
-        };
-        let apps: AppList = serde_json::from_str(&format!(
-            r#"{{"apps": [{}, {}]}}"#,
-            app("/a", r#"{"HAPROXY_0_BACKEND_HEAD": "backend {nope}\n"}"#),
-            app("/b", "{}")
-        ))
-        .unwrap();
-        let task = |app: &str, ip: &str| {
-            format!(
-                r#"{{"id": "{app}.1", "appId": "/{app}", "host": "10.0.0.1", "ipAddresses": [{{"ipAddress": "{ip}"}}]}}"#
-            )
-        };
-        let tasks: TaskList = serde_json::from_str(&format!(
-            r#"{{"tasks": [{}, {}]}}"#,
-            task("a", "9.0.0.1"),
-            task("b", "9.0.0.2")
-        ))
-        .unwrap();
-        let mut config = Config::new(Vec::new(), "/etc/haproxy/haproxy.cfg".into());
-        config.render.groups = vec!["*".to_string()];
-        config.model.min_serv_port_ip_per_task = 10050;
-        config.model.max_serv_port_ip_per_task = 10050;
-        let templates = render::Templates::load(&config.render).unwrap();
-        let no_resolution = |host: &str| -> Option<IpAddr> { panic!("{host} needs no resolving") };
-
-        let (_model, rendered, warnings) = model_and_render(
-            &apps.apps,
-            &tasks.tasks,
-            &config,
-            &templates,
-            &no_resolution,
-        )
-        .unwrap();
-
-        let alone = &apps.apps[1..];
-        let (model_alone, _) = model::build(alone, &tasks.tasks, &config.model, &no_resolution);
-        let expected = render::render(&model_alone, &templates, &config.render).unwrap();
-        assert_eq!(rendered.config, expected.config);
-        assert!(!rendered.config.contains("backend a_"));
-        assert!(
-            rendered.config.contains("\nbackend b_10050\n"),
-            "{}",
-            rendered.config
-        );
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert_eq!(
-            warnings[0].to_string(),
-            "app /a: template label HAPROXY_{n}_BACKEND_HEAD (service port 10050): unknown \
-             placeholder {nope}; this template knows {backend}, {balance}, {mode}; app left out"
-        );
-    }
+    unreachable!("the loop returns by its last round")
 }

@@ -33,7 +33,7 @@ enum Exit {
     ReloadFailed = 8,
     /// The blast-radius guard refused the candidate; nothing changed (--force overrides).
     TooMuchRemoved = 9,
-    /// HAProxy rejected some apps' sections: the rest was applied without them (each named).
+    /// Some apps held at their last good definition or left out (each named); the rest applied.
     AppliedWithExclusions = 10,
     /// `status --check-age`: the last successful sync is older than the limit, or there was none.
     Stale = 11,
@@ -61,7 +61,11 @@ fn status(haproxy_config: &std::path::Path, json: bool, check_age: Option<&str>)
         Ok(max_age) => max_age,
         Err(error) => {
             let message = format!("{:#}", error.context("status --check-age"));
-            log::emit(Level::Error, &message, &[("exit_code", (Exit::Usage as u8).into())]);
+            log::emit(
+                Level::Error,
+                &message,
+                &[("exit_code", (Exit::Usage as u8).into())],
+            );
             return ExitCode::from(Exit::Usage as u8);
         }
     };

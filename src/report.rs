@@ -32,6 +32,10 @@ pub struct RunReport {
     pub servers: usize,
     /// Apps left out: a label that did not parse, or rejected by HAProxy.
     pub apps_excluded: usize,
+    /// Apps served from their last good definition, their current one being at fault.
+    pub apps_held: Vec<String>,
+    /// Apps left out of the configuration (the ones `apps_excluded` counts).
+    pub apps_left_out: Vec<String>,
     /// Whether this run reloaded HAProxy.
     pub reloaded: bool,
     /// `--sse`: whether Marathon's event stream was up (false: polling in its place); `None`
@@ -58,6 +62,10 @@ pub struct RunRecord {
     pub failures_total: BTreeMap<String, u64>,
     /// `--sse`: whether the event stream was up at the last run that knew.
     pub event_stream_up: Option<bool>,
+    /// The apps the last run that got as far as rendering held at their last good definition.
+    pub apps_held: Vec<String>,
+    /// The apps that run left out.
+    pub apps_left_out: Vec<String>,
 }
 
 impl RunRecord {
@@ -88,6 +96,10 @@ impl RunRecord {
         }
         if run.event_stream_up.is_some() {
             self.event_stream_up = run.event_stream_up;
+        }
+        if run.outcome != "failed" {
+            self.apps_held.clone_from(&run.apps_held);
+            self.apps_left_out.clone_from(&run.apps_left_out);
         }
         if let Some(failure) = &run.failure {
             *self.failures_total.entry(failure.clone()).or_default() += 1;
@@ -226,6 +238,12 @@ pub fn metrics_text(record: &RunRecord, run: &RunReport) -> String {
         "gauge",
         &plain(run.apps_excluded as f64),
     );
+    metric(
+        "apps_held",
+        "Apps the last run served from their last good definition (their current one is at fault).",
+        "gauge",
+        &plain(run.apps_held.len() as f64),
+    );
     if let Some(up) = record.event_stream_up {
         metric(
             "event_stream_up",
@@ -312,6 +330,12 @@ pub fn status_text(
             let _ = writeln!(out, "event stream: down, polling at --interval");
         }
         None => {}
+    }
+    if !record.apps_held.is_empty() {
+        let _ = writeln!(out, "held back:    {}", record.apps_held.join(", "));
+    }
+    if !record.apps_left_out.is_empty() {
+        let _ = writeln!(out, "left out:     {}", record.apps_left_out.join(", "));
     }
     let failures: Vec<String> = record
         .failures_total

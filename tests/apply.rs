@@ -17,9 +17,9 @@ use haproxy_marathon_sync::error::Failure;
 
 use support::backend::{http_get, Backend};
 use support::fixture::{candidate, failure_of, Fixture};
+use support::haproxy::{http_config, wait_for, Haproxy, HAPROXY_BIN};
 use support::mounts::{Immutable, SmallDisk};
 use support::ports::Port;
-use support::haproxy::{http_config, wait_for, Haproxy, HAPROXY_BIN};
 
 const OLD: &str =
     "global\n  daemon\n\nbackend web_10000\n  server a 10.0.0.1:31000\n  server b 10.0.0.2:31000\n";

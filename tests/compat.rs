@@ -64,13 +64,20 @@ fn run_case(case: &Case, marathon: &FakeMarathon, work: &Path) -> Run {
         .arg("--skip-validation")
         .reload_command("true")
         .args(flags_without_config(&case.args))
-        .envs(case.env.iter().map(|(key, value)| (key.as_str(), value.as_str())))
+        .envs(
+            case.env
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_str())),
+        )
         .run()
 }
 
 /// The files the binary wrote into `work`, with `work` replaced by the directory the case gave
 /// marathon-lb: (haproxy.cfg, map files by name).
-fn written(case: &Case, work: &Path) -> (Option<String>, std::collections::BTreeMap<String, String>) {
+fn written(
+    case: &Case,
+    work: &Path,
+) -> (Option<String>, std::collections::BTreeMap<String, String>) {
     let expected_dir = case
         .haproxy_config()
         .parent()
@@ -91,14 +98,23 @@ fn written(case: &Case, work: &Path) -> (Option<String>, std::collections::BTree
 /// What differs between the files the binary wrote and the case's expected files.
 fn compare(case: &Case, work: &Path, run: &Run) -> Vec<String> {
     if !run.status.success() {
-        return vec![format!("{}: exit {:?}: {}", case.name, run.code(), run.stderr)];
+        return vec![format!(
+            "{}: exit {:?}: {}",
+            case.name,
+            run.code(),
+            run.stderr
+        )];
     }
     let (config, maps) = written(case, work);
     let problems = corpus::differences(case, config.as_deref(), &maps);
     if problems.is_empty() || run.stderr.trim().is_empty() {
         return problems;
     }
-    [problems, vec![format!("{}: stderr: {}", case.name, run.stderr)]].concat()
+    [
+        problems,
+        vec![format!("{}: stderr: {}", case.name, run.stderr)],
+    ]
+    .concat()
 }
 
 #[test]
@@ -130,7 +146,11 @@ const BAD_LABELS: [(&str, &str, &str); 4] = [
     ("/bad-port", "HAPROXY_0_PORT", "http"),
     ("/bad-mode", "HAPROXY_0_MODE", "udp"),
     ("/bad-vhost", "HAPROXY_0_VHOST", "a.example.com\\n  bind :1"),
-    ("/bad-balance", "HAPROXY_0_BALANCE", "roundrobin\\nserver x 10.0.0.1:1"),
+    (
+        "/bad-balance",
+        "HAPROXY_0_BALANCE",
+        "roundrobin\\nserver x 10.0.0.1:1",
+    ),
 ];
 
 /// The Faults table's bad-label row through the binary: a corpus cluster plus one extra app per

@@ -9,7 +9,7 @@ mod support {
     pub mod corpus;
 }
 
-use haproxy_marathon_sync::fetch::api::{AppList, TaskList};
+use haproxy_marathon_sync::marathon::{AppList, TaskList};
 use haproxy_marathon_sync::model;
 use haproxy_marathon_sync::render::{self, Rendered, Templates};
 use support::corpus::{self, Case};
@@ -271,7 +271,11 @@ fn tree(root: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf
 #[test]
 fn the_in_repository_corpus_equals_the_shared_one() {
     let ours = tree(&corpus::corpus_dir());
-    assert!(ours.len() > 100, "tests/compat holds only {} files", ours.len());
+    assert!(
+        ours.len() > 100,
+        "tests/compat holds only {} files",
+        ours.len()
+    );
     let shared_dir = corpus::shared_corpus_dir();
     if !shared_dir.is_dir() {
         eprintln!(

@@ -37,7 +37,12 @@ fn long_flags(text: &str) -> BTreeSet<String> {
 }
 
 fn help_text() -> String {
-    Sync::new().arg("--help").run().assert_success().stdout.clone()
+    Sync::new()
+        .arg("--help")
+        .run()
+        .assert_success()
+        .stdout
+        .clone()
 }
 
 #[test]

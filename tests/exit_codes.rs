@@ -100,7 +100,10 @@ fn exit_4_a_template_that_does_not_render() {
     let before = workspace.read_config();
     move_tasks(&marathon, &mut ports, 1);
     fs::remove_file(workspace.templates().join("HAPROXY_HEAD")).unwrap();
-    workspace.set_template("HAPROXY_HEAD.j2", "global\n  maxconn {{ no_such_variable }}\n");
+    workspace.set_template(
+        "HAPROXY_HEAD.j2",
+        "global\n  maxconn {{ no_such_variable }}\n",
+    );
     workspace
         .run(&marathon.url(), "true", &[])
         .assert_exit(4)

@@ -33,7 +33,9 @@ impl Changed {
         let ports: Vec<Port> = (0..3).map(|_| Port::reserve()).collect();
         let (apps, tasks) = web_app(ports[0].number(), &[ports[1].number()]);
         marathon.set_state(apps, tasks);
-        workspace.run(&marathon.url(), "true", extra).assert_success();
+        workspace
+            .run(&marathon.url(), "true", extra)
+            .assert_success();
         let live = workspace.read_config().unwrap();
         let (apps, tasks) = web_app(ports[0].number(), &[ports[2].number()]);
         marathon.set_state(apps, tasks);
@@ -72,7 +74,11 @@ fn haproxy_missing_exits_6_and_changes_nothing() {
     let missing = changed.workspace.path("no-such-haproxy");
     changed
         .workspace
-        .run(&changed.url(), "true", &["--haproxy-bin", missing.to_str().unwrap()])
+        .run(
+            &changed.url(),
+            "true",
+            &["--haproxy-bin", missing.to_str().unwrap()],
+        )
         .assert_exit(6)
         .assert_stderr_contains("no-such-haproxy");
     changed.assert_live_untouched();
@@ -135,7 +141,10 @@ fn a_master_socket_that_does_not_answer_exits_8_before_anything_is_written() {
         .into_iter()
         .filter(|name| !name.ends_with(".status"))
         .collect();
-    assert_eq!(files_after, files_before, "nothing written but the run record");
+    assert_eq!(
+        files_after, files_before,
+        "nothing written but the run record"
+    );
 }
 
 #[test]
@@ -194,12 +203,7 @@ fn a_change_within_the_min_reload_interval_is_deferred_with_exit_0() {
         .workspace
         .run(&changed.url(), "true", &["--min-reload-interval", "1h"]);
     run.assert_success();
-    assert_eq!(
-        run.stderr.lines().count(),
-        1,
-        "one line:\n{}",
-        run.stderr
-    );
+    assert_eq!(run.stderr.lines().count(), 1, "one line:\n{}", run.stderr);
     run.assert_stderr_contains("change deferred until");
     changed.assert_live_untouched();
     assert_eq!(changed.workspace.reload_count(), 1);

@@ -211,18 +211,28 @@ fn a_run_killed_during_its_reload_is_finished_by_the_next_run() {
     marathon.set_state(apps, tasks);
     let reload_pid = workspace.path("reload.pid");
     // Records its PID, then waits (bounded) to be killed; `exec` keeps the PID.
-    let hanging = format!("echo $$ > '{}.tmp' && mv '{0}.tmp' '{0}' && exec sleep 60", reload_pid.display());
+    let hanging = format!(
+        "echo $$ > '{}.tmp' && mv '{0}.tmp' '{0}' && exec sleep 60",
+        reload_pid.display()
+    );
     let mut run = workspace.sync(&marathon.url(), &hanging).spawn();
     let started = wait_for(Duration::from_secs(30), || reload_pid.exists());
     run.signal(libc::SIGKILL);
     let status = run.wait_timeout(Duration::from_secs(10));
     assert!(started, "the reload command never started");
-    let pid: libc::pid_t = fs::read_to_string(&reload_pid).unwrap().trim().parse().unwrap();
+    let pid: libc::pid_t = fs::read_to_string(&reload_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     // SAFETY: the reload command the killed run started (it wrote its own PID and sleeps).
     unsafe {
         libc::kill(pid, libc::SIGKILL);
     }
-    assert!(status.is_some_and(|s| !s.success()), "the run was killed: {status:?}");
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the run was killed: {status:?}"
+    );
     let on_disk = fs::read_to_string(workspace.config()).unwrap();
     assert!(
         on_disk.contains(&format!(":{}", ports[2].number())),

@@ -474,6 +474,7 @@ fn a_symlinked_config_is_updated_through_the_link_and_haproxy_reloads_what_it_po
         [
             "haproxy.cfg",
             "haproxy.cfg.1",
+            "haproxy.cfg.last-good",
             "haproxy.cfg.lock",
             "haproxy.cfg.status"
         ]

@@ -430,7 +430,7 @@ fn random_label(rng: &mut Rng) -> (String, String, bool) {
 #[test]
 fn no_template_label_leaves_its_section() {
     use haproxy_marathon_sync::config::{Config, MarathonSource};
-    use haproxy_marathon_sync::fetch::api::{AppList, TaskList};
+    use haproxy_marathon_sync::marathon::{AppList, TaskList};
     use haproxy_marathon_sync::model;
     use haproxy_marathon_sync::render::{self, BadTemplateLabels, Templates};
     use std::collections::HashSet;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
 use haproxy_marathon_sync::config::{Config, MarathonSource};
-use haproxy_marathon_sync::fetch::api::{AppList, TaskList};
+use haproxy_marathon_sync::marathon::{AppList, TaskList};
 use haproxy_marathon_sync::model::labels::{LabelKind, LABELS};
 use haproxy_marathon_sync::model::{self, Model, Warning};
 use haproxy_marathon_sync::render::{self, Templates, TEMPLATES};

@@ -124,13 +124,23 @@ fn haproxy_refusing_the_reload_through_the_master_cli_exits_8_and_keeps_the_live
     );
 
     // The new app's frontend passes `haproxy -c`, which binds nothing, but the reload cannot
-    // bind a port another process listens on.
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let taken_port = taken.local_addr().unwrap().port();
+    // bind an address this host does not have (192.0.2.1, TEST-NET-1). apply's own check of new
+    // listeners leaves such addresses to HAProxy (a VIP may be added later), so it is HAProxy
+    // that refuses the reload.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap();
     let (apps, tasks) = two_apps(
         served.service_port.number(),
-        taken_port,
+        port.local_addr().unwrap().port(),
         served.backend.port,
+    );
+    let (web, second) = apps.split_at(apps.find(r#""id":"/second""#).unwrap());
+    let apps = format!(
+        "{web}{}",
+        second.replacen(
+            r#""HAPROXY_0_BIND_ADDR":"127.0.0.1""#,
+            r#""HAPROXY_0_BIND_ADDR":"192.0.2.1""#,
+            1
+        )
     );
     served.marathon.set_state(apps, tasks);
 

@@ -24,7 +24,11 @@ fn binary() -> Sync {
 fn completions_for_each_shell_know_the_flags() {
     for shell in ["bash", "zsh", "fish"] {
         let output = binary().args(["completions", shell]).run();
-        assert!(output.status.success(), "{shell}: {}", output.stderr.clone());
+        assert!(
+            output.status.success(),
+            "{shell}: {}",
+            output.stderr.clone()
+        );
         let script = output.stdout.clone();
         assert!(
             script.contains("--haproxy-config") || script.contains("-l haproxy-config"),
@@ -125,7 +129,9 @@ fn warn_level_leaves_out_the_change_summary() {
 fn json_lines_parse_and_carry_level_msg_time_and_fields() {
     let workspace = Workspace::new();
     let output = workspace.run(&["--log-format", "json", "--skip-config-cleanup"]);
-    let lines: Vec<Value> = output.stderr.clone()
+    let lines: Vec<Value> = output
+        .stderr
+        .clone()
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect();

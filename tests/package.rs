@@ -138,7 +138,10 @@ fn machine_lock() -> std::fs::File {
 
 #[test]
 fn the_deb_installs_runs_and_purges_cleanly() {
-    assert!(have("dpkg-deb"), "dpkg-deb is not installed: the package test needs it");
+    assert!(
+        have("dpkg-deb"),
+        "dpkg-deb is not installed: the package test needs it"
+    );
     let out = tempfile::tempdir().unwrap();
     let deb = build_deb(out.path());
     let version = env!("CARGO_PKG_VERSION");

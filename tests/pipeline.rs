@@ -312,7 +312,8 @@ fn an_app_haproxy_rejects_is_left_out_and_the_rest_applied_with_exit_10() {
     let workspace = Workspace::new();
     let marathon = FakeMarathon::start();
     let ports: Vec<Port> = (0..3).map(|_| Port::reserve()).collect();
-    let (good_port, bad_port, other_port) = (ports[0].number(), ports[1].number(), ports[2].number());
+    let (good_port, bad_port, other_port) =
+        (ports[0].number(), ports[1].number(), ports[2].number());
     // Three apps; /broken carries a raw template label with a directive HAProxy refuses.
     let app = |id: &str, port: u16, extra: &str| {
         format!(
@@ -349,7 +350,10 @@ fn an_app_haproxy_rejects_is_left_out_and_the_rest_applied_with_exit_10() {
         "{stderr}"
     );
     // Only the rejected app is named as left out (the summary line names the changed ones).
-    let left_out = stderr.lines().find(|line| line.contains("left out")).unwrap();
+    let left_out = stderr
+        .lines()
+        .find(|line| line.contains("left out"))
+        .unwrap();
     assert!(
         !left_out.contains("/good (") && !left_out.contains("/other ("),
         "{stderr}"
@@ -466,6 +470,9 @@ fn a_refused_first_marathon_is_named_on_a_changing_run_and_an_unchanged_run_is_s
     );
     assert_eq!(workspace.reload_count(), 1);
 
-    workspace.run(&sources, "true", &[]).assert_exit(0).assert_silent();
+    workspace
+        .run(&sources, "true", &[])
+        .assert_exit(0)
+        .assert_silent();
     assert_eq!(workspace.reload_count(), 1);
 }

@@ -133,7 +133,10 @@ fn every_row_of_the_exit_status_table_has_its_test() {
         .filter_map(|(_, code)| code.parse().ok())
         .collect();
     assert!(defined.len() >= 12, "enum Exit parsed as {defined:?}");
-    assert_eq!(codes, defined, "the exit-status table's rows against enum Exit");
+    assert_eq!(
+        codes, defined,
+        "the exit-status table's rows against enum Exit"
+    );
     let tests = repo_file("tests/exit_codes.rs");
     let missing: Vec<u8> = codes
         .into_iter()

@@ -251,11 +251,12 @@ fn reload_haproxy_refuses_is_rolled_back_and_retried_next_run() {
     master_fixture(&mut fixture, &haproxy);
 
     // Valid for `haproxy -c`, which binds nothing, but the reload cannot bind a port that
-    // another process holds.
+    // another process holds. Written as a one-port range, which apply's own check of new
+    // listeners leaves to HAProxy, so that the reload itself meets the held port.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_port = taken.local_addr().unwrap().port();
     let new = format!(
-        "{old}\nfrontend second\n  bind 127.0.0.1:{taken_port}\n  default_backend web_10000\n"
+        "{old}\nfrontend second\n  bind 127.0.0.1:{taken_port}-{taken_port}\n  default_backend web_10000\n"
     );
     let (failure, message) = failure_of(fixture.apply(&candidate(&new)));
     assert_eq!(failure, Some(Failure::ReloadFailed), "{message}");

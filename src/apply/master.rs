@@ -130,8 +130,8 @@ pub fn reload(socket: &Path, name: &str, timeout: Duration) -> Result<(), Reload
             None,
         )
     })?;
-    let before = ProcessTable::parse(&before_text)
-        .ok_or_else(|| fail(not_a_master(&before_text), None))?;
+    let before =
+        ProcessTable::parse(&before_text).ok_or_else(|| fail(not_a_master(&before_text), None))?;
 
     // The master re-executes on `reload` and drops the connection: an error reading the answer
     // is expected; the `show proc` polling below is what decides.
@@ -199,7 +199,10 @@ fn not_a_master(answer: &str) -> String {
                 `haproxy -W -S PATH` (Debian's unit uses /run/haproxy-master.sock)"
             .to_string();
     }
-    let first = answer.lines().find(|line| !line.trim().is_empty()).unwrap_or("");
+    let first = answer
+        .lines()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("");
     let first: String = first.chars().take(120).collect();
     format!("`show proc` listed no master process (it answered {first:?}): is this HAProxy's master CLI?")
 }

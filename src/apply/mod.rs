@@ -13,11 +13,14 @@
 //! (`--max-server-loss`, an error unless `--force`), `--min-reload-interval` (a deferral, not
 //! an error: nothing is written, and the first run after the interval applies the change, since
 //! it renders afresh and finds the same difference), and a master socket that does not answer.
+//! After validation, new listeners another process holds stop it too (`refusal.rs`), as a type
+//! the caller can blame on the app whose port it is.
 
 mod command;
 mod guard;
 mod lock;
 mod master;
+mod refusal;
 mod reload_live;
 mod state;
 mod summary;
@@ -38,6 +41,7 @@ use crate::error::Failure;
 
 pub use command::CommandError;
 pub use master::{show_proc, ProcessTable};
+pub use refusal::{rejected_by_haproxy, BusyListener, ListenersUnavailable};
 pub use reload_live::reload_live;
 pub use state::{pending_path, state_path, utc_timestamp};
 pub use summary::{BackendApps, Inventory};
@@ -99,7 +103,13 @@ pub fn archive_path(haproxy_config: &Path, number: usize) -> PathBuf {
 
 /// Applies the candidate under the lock. Diff or dry-run output goes to `out`.
 pub fn apply(candidate: &Candidate, config: &ApplyConfig, out: &mut dyn Write) -> Result<Outcome> {
-    apply_noting(candidate, &BackendApps::new(), config, out, &mut Noted::default())
+    apply_noting(
+        candidate,
+        &BackendApps::new(),
+        config,
+        out,
+        &mut Noted::default(),
+    )
 }
 
 /// [`apply`], noting in `noted` how long each phase took and what changed; `apps` names the
@@ -306,8 +316,7 @@ fn validate_elsewhere(
     let mut text = candidate.config.clone();
     for (number, (path, content)) in candidate.companions.iter().enumerate() {
         let copy = dir.path().join(format!("{number}-{}", file_name(path)));
-        std::fs::write(&copy, content)
-            .with_context(|| format!("writing {}", copy.display()))?;
+        std::fs::write(&copy, content).with_context(|| format!("writing {}", copy.display()))?;
         text = text.replace(&path.display().to_string(), &copy.display().to_string());
     }
     let copy = dir.path().join(file_name(&config.haproxy_config));
@@ -322,8 +331,9 @@ fn validate_elsewhere(
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map_or("haproxy.cfg".into(), |name| name.to_string_lossy().into_owned())
+    path.file_name().map_or("haproxy.cfg".into(), |name| {
+        name.to_string_lossy().into_owned()
+    })
 }
 
 /// `Deferred` when `--min-reload-interval` has not passed since the last recorded reload.
@@ -430,8 +440,15 @@ fn preview(
             // A check that could not run (no haproxy, timed out) is not HAProxy's verdict.
             let context = if failure.ran_and_failed() {
                 let alerts = alert_lines(&failure).join(" / ");
-                let said = if alerts.is_empty() { "see its output below" } else { &alerts };
-                format!("dry run for {}: haproxy -c would reject it: {said}", path.display())
+                let said = if alerts.is_empty() {
+                    "see its output below"
+                } else {
+                    &alerts
+                };
+                format!(
+                    "dry run for {}: haproxy -c would reject it: {said}",
+                    path.display()
+                )
             } else {
                 format!(
                     "dry run for {}: the candidate could not be checked with haproxy -c, so the \
@@ -441,6 +458,18 @@ fn preview(
             };
             return Err(anyhow::Error::new(failure).context(context))
                 .context(Failure::ValidationFailed);
+        }
+    }
+    if refusal.is_none() {
+        // As a real run would find before its reload: trying a bind writes nothing.
+        let busy = refusal::unavailable_new_listeners(&old, &candidate.config);
+        if !busy.is_empty() {
+            return Err(anyhow::Error::new(ListenersUnavailable(busy)))
+                .context(format!(
+                    "dry run for {}: would not be applied",
+                    path.display()
+                ))
+                .context(Failure::ReloadFailed);
         }
     }
     print_preview(&live, candidate, config, out)?;
@@ -574,6 +603,15 @@ fn install_and_reload(
             ));
             return Err(undo(e, &mut swap).context(Failure::ValidationFailed));
         }
+    }
+
+    let busy = refusal::unavailable_new_listeners(&live_config.text(), &candidate.config);
+    if !busy.is_empty() {
+        let e = anyhow::Error::new(ListenersUnavailable(busy)).context(format!(
+            "the candidate for {} is not applied",
+            path.display()
+        ));
+        return Err(undo(e, &mut swap).context(Failure::ReloadFailed));
     }
 
     // From here until the reload is settled, a killed run must leave a trace: the marker makes

@@ -247,10 +247,10 @@ backend db_10001
 
     #[test]
     fn each_changed_backend_is_named_with_its_app_and_servers() {
-        let new = OLD
-            .replace("10.0.0.2:31001", "10.0.2.5:31005")
-            .replace("backend db_10001\n  server 10_0_0_3_31002 10.0.0.3:31002\n", "")
-            + "backend api_10002\n  server a 10.0.0.4:1\n";
+        let new = OLD.replace("10.0.0.2:31001", "10.0.2.5:31005").replace(
+            "backend db_10001\n  server 10_0_0_3_31002 10.0.0.3:31002\n",
+            "",
+        ) + "backend api_10002\n  server a 10.0.0.4:1\n";
         let apps = BackendApps::from([
             ("web_10000".to_string(), "/web".to_string()),
             ("api_10002".to_string(), "/api".to_string()),

@@ -15,9 +15,9 @@ use ureq::unversioned::resolver::DefaultResolver;
 use ureq::unversioned::transport::{Connector as _, TcpConnector};
 use ureq::{Agent, ResponseExt};
 
-use super::api::{self, AppList, TaskList};
 use super::{parse_document, redact_url, tls};
 use crate::config::{Credentials, FetchConfig, MarathonSource};
+use crate::marathon::{self, AppList, TaskList};
 
 /// Redirects followed per request. Marathon non-leaders may redirect to the leader (one hop);
 /// a little slack covers a load balancer in front, while a loop still ends quickly.
@@ -80,13 +80,15 @@ impl Client {
         }
         let (body, kind) = self.get(&target, "/v2/apps", deadline, notes)?;
         let max_apps = self.max_apps;
-        let apps = parse_document(&body, kind.as_deref(), |b| api::parse_app_list(b, max_apps))
-            .context("GET /v2/apps")?;
+        let apps = parse_document(&body, kind.as_deref(), |b| {
+            marathon::parse_app_list(b, max_apps)
+        })
+        .context("GET /v2/apps")?;
         drop(body);
         let (body, kind) = self.get(&target, "/v2/tasks", deadline, notes)?;
         let max_tasks = self.max_tasks;
         let tasks = parse_document(&body, kind.as_deref(), |b| {
-            api::parse_task_list(b, max_tasks)
+            marathon::parse_task_list(b, max_tasks)
         })
         .context("GET /v2/tasks")?;
         Ok((apps, tasks))

@@ -2,7 +2,6 @@
 //! the first source that answers (or reads a saved snapshot directory) and parses them. It knows
 //! nothing of labels or templates, and never prints: what happened is in the result.
 
-pub mod api;
 mod dcos;
 pub mod events;
 mod http;
@@ -16,12 +15,13 @@ use anyhow::{anyhow, Result};
 
 use crate::config::{FetchConfig, MarathonSource};
 use crate::error::Failure;
+use crate::marathon;
 
 /// Marathon's state as fetched, apps and tasks in the order Marathon listed them.
 #[derive(Debug, Clone, Default)]
 pub struct MarathonState {
-    pub apps: Vec<api::App>,
-    pub tasks: Vec<api::Task>,
+    pub apps: Vec<marathon::App>,
+    pub tasks: Vec<marathon::Task>,
     /// Which source answered (URL, userinfo redacted, or snapshot directory), for log lines.
     pub source: String,
     /// Sources tried before `source` that failed, each as `"<source>: <what it did>"`, so the

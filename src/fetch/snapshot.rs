@@ -7,22 +7,22 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::api::{self, AppList, TaskList};
 use super::parse_document;
 use crate::config::FetchConfig;
+use crate::marathon::{self, AppList, TaskList};
 
 pub(super) fn read(dir: &Path, config: &FetchConfig) -> Result<(AppList, TaskList)> {
     let path = dir.join("apps.json");
     let bytes = read_capped(&path, config.max_body_bytes)?;
     let apps = parse_document(&bytes, None, |bytes| {
-        api::parse_app_list(bytes, config.max_apps)
+        marathon::parse_app_list(bytes, config.max_apps)
     })
     .with_context(|| format!("parsing {}", path.display()))?;
     drop(bytes);
     let path = dir.join("tasks.json");
     let bytes = read_capped(&path, config.max_body_bytes)?;
     let tasks = parse_document(&bytes, None, |bytes| {
-        api::parse_task_list(bytes, config.max_tasks)
+        marathon::parse_task_list(bytes, config.max_tasks)
     })
     .with_context(|| format!("parsing {}", path.display()))?;
     Ok((apps, tasks))

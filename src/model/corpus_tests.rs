@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::*;
 use crate::config::ModelConfig;
-use crate::fetch::api::{AppList, TaskList};
+use crate::marathon::{AppList, TaskList};
 
 const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/cases");
 

@@ -5,7 +5,7 @@
 
 use std::cmp::Ordering;
 
-use crate::fetch::api::{App, Task};
+use crate::marathon::{App, Task};
 
 use super::fields::shown;
 use super::health;

@@ -3,7 +3,39 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::fetch::api::{App, HealthCheck, Task};
+use crate::marathon::{App, HealthCheck, Task};
+
+/// The health check a service's servers are checked with, as `render` formats it. Marathon fills
+/// in the timings on every app it returns (marathon-lb would crash without them); Marathon's own
+/// defaults stand in here for a hand-written snapshot that lacks them (interval 60 s, timeout
+/// 20 s, grace period 300 s, 3 failures), so `render` never needs to know Marathon's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceCheck {
+    /// `HTTP`, `TCP`, `MESOS_HTTP`, ...; never empty (a check without one leaves its app out).
+    pub protocol: String,
+    pub path: Option<String>,
+    pub port_index: Option<i64>,
+    pub port: Option<i64>,
+    pub timeout_seconds: i64,
+    pub interval_seconds: i64,
+    pub grace_period_seconds: i64,
+    pub max_consecutive_failures: i64,
+}
+
+impl ServiceCheck {
+    pub fn of(check: &HealthCheck) -> ServiceCheck {
+        ServiceCheck {
+            protocol: check.protocol.clone(),
+            path: check.path.clone(),
+            port_index: check.port_index,
+            port: check.port,
+            timeout_seconds: check.timeout_seconds.unwrap_or(20),
+            interval_seconds: check.interval_seconds.unwrap_or(60),
+            grace_period_seconds: check.grace_period_seconds.unwrap_or(300),
+            max_consecutive_failures: check.max_consecutive_failures.unwrap_or(3),
+        }
+    }
+}
 
 /// marathon-lb's `get_health_check`: the first check with a non-zero `port` (it applies to every
 /// port), or with `portIndex` equal to `port_index`.

@@ -33,6 +33,8 @@ pub mod conflicts;
 mod deployment;
 pub mod fields;
 mod health;
+
+pub use health::ServiceCheck;
 pub mod labels;
 mod networking;
 mod safety;
@@ -42,7 +44,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::config::ModelConfig;
-use crate::fetch::api::{App, HealthCheck, Task};
+use crate::marathon::{App, HealthCheck, Task};
 
 use deployment::{Candidate, CandidateTask, MergeFault};
 use labels::PortLabels;
@@ -117,7 +119,7 @@ pub struct Service {
     pub balance: String,
     /// The app's health check for this port: the first with a non-zero `port`, or with
     /// `portIndex` equal to the port's index (or to the health-check port index label).
-    pub health_check: Option<HealthCheck>,
+    pub health_check: Option<ServiceCheck>,
     /// Raw template labels of this port, keyed by template name without prefix
     /// (`BACKEND_HEAD` for `HAPROXY_0_BACKEND_HEAD`), CRLF normalised to LF.
     pub template_labels: BTreeMap<String, String>,
@@ -165,6 +167,9 @@ impl Service {
         }
     }
 }
+
+/// How the message of a [`Warning`] that left its app out ends.
+pub const LEFT_OUT: &str = "; app left out";
 
 /// Something the model left out or could not honour; the run goes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,7 +305,7 @@ pub fn build_without(
             exclusion_warnings.push(Warning {
                 app_id: apps[fault.source].id.clone(),
                 label: fault.label,
-                message: format!("{}; app left out", fault.message),
+                message: format!("{}{LEFT_OUT}", fault.message),
                 app_left_out: true,
                 reason: fault.reason,
             });
@@ -656,7 +661,7 @@ impl<'c> Pass<'c> {
         Some(Service {
             enabled: !self.config.strict_mode,
             mode,
-            health_check: usable(candidate.app, health_check, refused_checks).cloned(),
+            health_check: usable(candidate.app, health_check, refused_checks).map(ServiceCheck::of),
             ..Service::new(candidate.id.clone(), port)
         })
     }
@@ -686,7 +691,8 @@ impl<'c> Pass<'c> {
         ) {
             service.mode = Some("http".to_string());
         }
-        service.health_check = usable(candidate.app, Some(check), refused_checks).cloned();
+        service.health_check =
+            usable(candidate.app, Some(check), refused_checks).map(ServiceCheck::of);
     }
 
     fn fault_no_protocol(&mut self, candidate: &Candidate<'_>) {

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use sha1::{Digest, Sha1};
 
-use crate::fetch::api::{App, PortMapping, Task};
+use crate::marathon::{App, PortMapping, Task};
 
 /// marathon-lb's networking modes. `Other` is a `networks[].mode` it does not know: such tasks
 /// are reached through their agent, with container-style ports.

@@ -1,7 +1,7 @@
 //! Behaviour of [`build`], one test per marathon-lb rule, on small inline Marathon documents.
 
 use super::*;
-use crate::fetch::api::{AppList, TaskList};
+use crate::marathon::{AppList, TaskList};
 
 fn config() -> ModelConfig {
     ModelConfig {

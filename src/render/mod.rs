@@ -23,8 +23,7 @@ pub use templates::{
 };
 
 use crate::config::{RenderConfig, DEFAULT_SSL_CERT};
-use crate::fetch::api::HealthCheck;
-use crate::model::{Model, Service};
+use crate::model::{Model, Service, ServiceCheck};
 use server_id::sanitize;
 use vhost::{GroupedVhost, MapState, VhostInput};
 
@@ -692,19 +691,17 @@ struct CheckFacts {
     max_consecutive_failures: i64,
 }
 
-impl From<&HealthCheck> for CheckFacts {
-    fn from(check: &HealthCheck) -> CheckFacts {
-        // Marathon fills these in on every app it returns (marathon-lb would crash without
-        // them); Marathon's own defaults stand in for a hand-written snapshot that lacks them.
+impl From<&ServiceCheck> for CheckFacts {
+    fn from(check: &ServiceCheck) -> CheckFacts {
         CheckFacts {
             protocol: check.protocol.clone(),
             path: check.path.clone(),
             port_index: check.port_index,
             port: check.port,
-            timeout_seconds: Value::Int(check.timeout_seconds.unwrap_or(20)),
-            interval_seconds: Value::Int(check.interval_seconds.unwrap_or(60)),
-            grace_period_seconds: Value::Int(check.grace_period_seconds.unwrap_or(300)),
-            max_consecutive_failures: check.max_consecutive_failures.unwrap_or(3),
+            timeout_seconds: Value::Int(check.timeout_seconds),
+            interval_seconds: Value::Int(check.interval_seconds),
+            grace_period_seconds: Value::Int(check.grace_period_seconds),
+            max_consecutive_failures: check.max_consecutive_failures,
         }
     }
 }

@@ -10,7 +10,7 @@
 //! have been put there on purpose for this tool, while the bare file may be a leftover from a
 //! marathon-lb setup.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -256,6 +256,16 @@ impl Templates {
     /// newlines), else `<NAME>.j2` or `<NAME>` in the templates directory, else the embedded
     /// default. A `.j2` file that names no known section is refused, as it is most likely a typo.
     pub fn load(config: &RenderConfig) -> Result<Templates> {
+        Templates::load_with_defaults_for(config, &BTreeSet::new())
+    }
+
+    /// [`Templates::load`] with the built-in default in place of the operator's text for the
+    /// sections named in `defaults_for` (full names, `HAPROXY_BACKEND_HEAD`): how a rejected
+    /// candidate is checked for a fault in the operator's templates rather than an app's.
+    pub fn load_with_defaults_for(
+        config: &RenderConfig,
+        defaults_for: &BTreeSet<String>,
+    ) -> Result<Templates> {
         let mut jinja = new_jinja_environment(config.templates_dir.clone());
         let mut sections = Vec::with_capacity(TEMPLATES.len());
         let warnings = match &config.templates_dir {
@@ -264,18 +274,27 @@ impl Templates {
         };
         for def in TEMPLATES {
             let full_name = def.full_name();
-            let section = match config
-                .template_env
-                .get(&full_name)
-                .filter(|v| !v.is_empty())
-            {
+            let operator_text = if defaults_for.contains(&full_name) {
+                None
+            } else {
+                config
+                    .template_env
+                    .get(&full_name)
+                    .filter(|v| !v.is_empty())
+            };
+            let from_dir = if defaults_for.contains(&full_name) {
+                None
+            } else {
+                config.templates_dir.as_deref()
+            };
+            let section = match operator_text {
                 Some(value) => Section {
                     text: value.replace("\\n", "\n"),
                     syntax: Syntax::Format,
                     origin: Origin::Environment,
                     jinja_name: String::new(),
                 },
-                None => match read_from_dir(config.templates_dir.as_deref(), &full_name)? {
+                None => match read_from_dir(from_dir, &full_name)? {
                     Some(section) => section,
                     None => Section {
                         text: def.default_text.to_string(),
@@ -319,6 +338,41 @@ impl Templates {
             ))
             .context(Failure::Template),
             _ => Ok(()),
+        }
+    }
+
+    /// These templates with the built-in defaults for `defaults_for`, under the same deadline.
+    pub fn with_defaults_for(
+        &self,
+        config: &RenderConfig,
+        defaults_for: &BTreeSet<String>,
+    ) -> Result<Templates> {
+        let mut replaced = Templates::load_with_defaults_for(config, defaults_for)?;
+        replaced.deadline = self.deadline;
+        Ok(replaced)
+    }
+
+    /// The full names of the sections the operator wrote (an environment variable or a file
+    /// in `--templates`), in table order.
+    pub fn operator_sections(&self) -> Vec<String> {
+        TEMPLATES
+            .iter()
+            .zip(&self.sections)
+            .filter(|(_, section)| matches!(section.origin, Origin::Environment | Origin::File(_)))
+            .map(|(def, _)| def.full_name())
+            .collect()
+    }
+
+    /// Where the operator's text of section `full_name` came from, for messages: the file, or
+    /// the environment variable.
+    pub fn operator_source(&self, full_name: &str) -> Option<String> {
+        let (def, section) = TEMPLATES
+            .iter()
+            .zip(&self.sections)
+            .find(|(def, _)| def.full_name() == full_name)?;
+        match &section.origin {
+            Origin::Environment | Origin::File(_) => Some(describe(def, &section.origin)),
+            Origin::Embedded | Origin::Label => None,
         }
     }
 

@@ -1,4 +1,6 @@
-//! Serde types for the parts of Marathon's v2 API we read (`/v2/apps`, `/v2/tasks`). Lenient:
+//! Marathon's documents: serde types for the parts of its v2 API we read (`/v2/apps`,
+//! `/v2/tasks`), shared by `fetch` (which parses answers into them), `model` (which reads them)
+//! and `exclusion` (which keeps an app's last good definition, hence `Serialize`). Lenient:
 //! unknown fields are ignored and JSON `null` means absent (marathon-lb strips nulls on receipt).
 //! No I/O, no label semantics: that is `model`'s job.
 //!
@@ -12,7 +14,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Body of `GET /v2/apps`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -29,7 +31,7 @@ pub struct TaskList {
 }
 
 /// One app of `/v2/apps` (without embedded tasks: they come from `/v2/tasks`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct App {
     #[serde(default, deserialize_with = "null_as_default")]
@@ -60,9 +62,12 @@ pub struct App {
     pub networks: Vec<Network>,
     #[serde(default)]
     pub version_info: Option<Box<VersionInfo>>,
+    /// When this definition was written (ISO-8601); names the version an app is held at.
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PortDefinition {
     #[serde(default)]
@@ -73,7 +78,7 @@ pub struct PortDefinition {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PortMapping {
     #[serde(default)]
@@ -88,7 +93,7 @@ pub struct PortMapping {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Container {
     #[serde(default, rename = "type")]
@@ -100,7 +105,7 @@ pub struct Container {
     pub port_mappings: Vec<PortMapping>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Docker {
     #[serde(default)]
@@ -113,7 +118,7 @@ pub struct Docker {
     pub port_mappings: Vec<PortMapping>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Network {
     /// `container`, `container/bridge` or `host`; absent means `container`.
@@ -125,7 +130,7 @@ pub struct Network {
 
 /// The legacy `ipAddress` object of an app. marathon-lb treats an app whose `ipAddress` has any
 /// (non-null) field as IP-per-task, so the fields it does not read are kept in `other`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppIpAddress {
     #[serde(default)]
@@ -145,14 +150,14 @@ impl AppIpAddress {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Discovery {
     #[serde(default, deserialize_with = "present_elements")]
     pub ports: Vec<DiscoveryPort>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DiscoveryPort {
     #[serde(default)]
@@ -163,7 +168,7 @@ pub struct DiscoveryPort {
     pub protocol: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionInfo {
     /// ISO-8601 timestamp; compared during blue/green merges.
@@ -217,7 +222,7 @@ pub struct TaskIpAddress {
 
 /// One of an app's `healthChecks`. The fields `render` formats into check options are kept
 /// optional: Marathon always fills them, a hand-written snapshot may not.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheck {
     /// `HTTP`, `HTTPS`, `TCP`, `COMMAND`, `MESOS_HTTP`, `MESOS_HTTPS`, `MESOS_TCP`; empty when

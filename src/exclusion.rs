@@ -1,0 +1,841 @@
+//! The one room for leaving apps out: every reason an app is not rendered from its current
+//! definition, and what is done instead, decided here and returned as one typed list.
+//!
+//! The reasons ([`Cause`]): the model refused the app's own definition (a label, a field,
+//! something marathon-lb dies on: a `model::Warning` with its `model::Reason`); one of its
+//! template labels does not format or leaves its section (`render::BadTemplateLabels`);
+//! `haproxy -c` rejects its sections (the bisection of `isolate`); a listener it adds cannot be
+//! bound on this host (`apply::ListenersUnavailable`). Callers branch on these types, never on
+//! message text.
+//!
+//! What is done: an app that rendered cleanly before (its definition is in the last-good
+//! store, `<config>.last-good`) is *held*: built from that definition with Marathon's current
+//! tasks, so it keeps serving. An app without one (new) is *left out*, as if Marathon did not
+//! have it. A held app whose last good definition fails too is left out.
+//!
+//! "Rendered cleanly" means: this run built and rendered the app's current definition without a
+//! fault, and the candidate holding it was applied (or already live). An app that was not itself
+//! blamed counts even when another app's fault needed a bisection. The store is rewritten only
+//! after such a run, never by a dry run, and only when it changed; an app deleted from Marathon
+//! loses its entry.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::apply::{self, BusyListener, ListenersUnavailable};
+use crate::config::{ApplyConfig, Config};
+use crate::marathon::{App, Task};
+use crate::{isolate, model, render};
+
+/// Why an app is not rendered from its current definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// The model refused its own definition (its `reason` says how: label, field, definition).
+    Definition(model::Warning),
+    /// One of its template labels does not format or leaves its section (render's words).
+    TemplateLabel(String),
+    /// `haproxy -c` rejects its sections; HAProxy's alerts for it alone.
+    Rejected { alerts: String },
+    /// A listener of its service port that this host cannot bind.
+    ListenerUnavailable {
+        service_port: u32,
+        listener: BusyListener,
+    },
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Definition(warning) => {
+                let problem = warning
+                    .message
+                    .strip_suffix(model::LEFT_OUT)
+                    .unwrap_or(&warning.message);
+                match (&warning.label, &warning.reason) {
+                    (Some(label), _) => write!(f, "label {label}: {problem}"),
+                    (None, model::Reason::Field { field, .. }) => write!(f, "{field}: {problem}"),
+                    (None, _) => f.write_str(problem),
+                }
+            }
+            Cause::TemplateLabel(problem) => f.write_str(problem),
+            Cause::Rejected { alerts } => write!(f, "HAProxy rejects its sections: {alerts}"),
+            Cause::ListenerUnavailable {
+                service_port,
+                listener,
+            } => write!(f, "service port {service_port}: {listener}"),
+        }
+    }
+}
+
+/// What was done about an app that could not be rendered from its current definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exclusion {
+    pub app_id: String,
+    pub cause: Cause,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Served from its last good definition, which has this version.
+    Held { version: String },
+    /// Not in the configuration.
+    LeftOut,
+    /// Not in the configuration: its last good definition (this version) fails too.
+    HeldFailedToo { version: String, cause: Cause },
+}
+
+impl Exclusion {
+    /// Whether this alone makes the run end with exit 10: an app that was live is held back or
+    /// taken out, or HAProxy or the host refused it. A new app whose definition does not parse
+    /// is left out with a warning only, as before.
+    pub fn fails_the_run(&self) -> bool {
+        !matches!(
+            (&self.action, &self.cause),
+            (
+                Action::LeftOut,
+                Cause::Definition(_) | Cause::TemplateLabel(_)
+            )
+        )
+    }
+
+    /// Whether the app is served from its last good definition (rather than left out).
+    pub fn is_held(&self) -> bool {
+        matches!(self.action, Action::Held { .. })
+    }
+
+    /// The label at fault, when one is.
+    pub fn label(&self) -> Option<&str> {
+        match &self.cause {
+            Cause::Definition(warning) => warning.label.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let app = model::fields::escaped(&self.app_id);
+        match &self.action {
+            Action::Held { version } => write!(
+                f,
+                "app {app}: {}; held at its last good definition (version {version})",
+                self.cause
+            ),
+            Action::LeftOut => write!(f, "app {app}: {}; app left out", self.cause),
+            Action::HeldFailedToo { version, cause } => write!(
+                f,
+                "app {app}: {}; its last good definition (version {version}) fails too ({cause}); \
+                 app left out",
+                self.cause
+            ),
+        }
+    }
+}
+
+// The last-good store, `<config>.last-good`.
+
+/// Where the last good definitions are kept: `<config>.last-good`.
+pub fn last_good_path(haproxy_config: &Path) -> PathBuf {
+    let mut name = haproxy_config.as_os_str().to_owned();
+    name.push(".last-good");
+    PathBuf::from(name)
+}
+
+/// One app's last good definition as kept on disk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Kept {
+    version: String,
+    definition: App,
+}
+
+/// The same, borrowed for writing (no copy of the cluster's definitions).
+#[derive(Serialize)]
+struct KeptRef<'a> {
+    version: String,
+    definition: &'a App,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StoreFile {
+    #[serde(default)]
+    apps: BTreeMap<String, Kept>,
+}
+
+#[derive(Serialize)]
+struct StoreFileRef<'a> {
+    apps: BTreeMap<&'a str, KeptRef<'a>>,
+}
+
+/// The last good definition of every app that rendered cleanly, as read at the start of a run.
+#[derive(Debug, Default)]
+pub struct LastGood {
+    apps: BTreeMap<String, Kept>,
+    /// The file's bytes as read, so an unchanged store is not rewritten.
+    read: Option<Vec<u8>>,
+    path: PathBuf,
+}
+
+impl LastGood {
+    /// Reads `<config>.last-good` (never through a link). A store that does not parse is
+    /// dropped with a warning: it only matters once an app breaks, and then that app is left
+    /// out as a new one would be.
+    pub fn load(haproxy_config: &Path, warnings: &mut Vec<String>) -> Result<LastGood> {
+        let path = last_good_path(haproxy_config);
+        let read = apply::read_kept_file(&path)?;
+        let apps = match read.as_deref().map(serde_json::from_slice::<StoreFile>) {
+            None => BTreeMap::new(),
+            Some(Ok(store)) => store.apps,
+            Some(Err(error)) => {
+                warnings.push(format!(
+                    "{} does not parse ({error}); it is rewritten after this run, and until then \
+                     no app can be held at its last good definition",
+                    path.display()
+                ));
+                BTreeMap::new()
+            }
+        };
+        Ok(LastGood { apps, read, path })
+    }
+
+    /// A store holding `apps` as they are (for tests of what is done with it).
+    #[cfg(test)]
+    fn holding(apps: &[App]) -> LastGood {
+        LastGood {
+            apps: apps
+                .iter()
+                .map(|app| {
+                    let kept = Kept {
+                        version: version_of(app),
+                        definition: app.clone(),
+                    };
+                    (app.id.clone(), kept)
+                })
+                .collect(),
+            ..LastGood::default()
+        }
+    }
+
+    /// The kept definition of `app_id` and its version.
+    fn get(&self, app_id: &str) -> Option<&Kept> {
+        self.apps.get(app_id)
+    }
+
+    /// The apps that have a last good definition.
+    pub fn apps(&self) -> impl Iterator<Item = &str> {
+        self.apps.keys().map(String::as_str)
+    }
+}
+
+/// The version that names a definition: Marathon's `versionInfo.lastConfigChangeAt` (which a
+/// scale or restart does not change), else its `version`, else `unknown`.
+fn version_of(app: &App) -> String {
+    app.version_info
+        .as_ref()
+        .and_then(|info| info.last_config_change_at.clone())
+        .or_else(|| app.version.clone())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+// Deciding, run by run.
+
+/// A model and its rendering with every fault of the apps' own definitions dealt with.
+pub struct Prepared {
+    pub model: model::Model,
+    pub rendered: render::Rendered,
+    /// The model's warnings that left nothing out (a task skipped, a conflict, ...).
+    pub warnings: Vec<model::Warning>,
+}
+
+/// One run's decisions: which apps are held, which left out, and why.
+pub struct Room<'a> {
+    apps: &'a [App],
+    tasks: &'a [Task],
+    last_good: &'a LastGood,
+    held: BTreeMap<String, Cause>,
+    left_out: BTreeMap<String, (Cause, Option<Cause>)>,
+}
+
+impl<'a> Room<'a> {
+    pub fn new(apps: &'a [App], tasks: &'a [Task], last_good: &'a LastGood) -> Room<'a> {
+        Room {
+            apps,
+            tasks,
+            last_good,
+            held: BTreeMap::new(),
+            left_out: BTreeMap::new(),
+        }
+    }
+
+    /// Builds and renders the cluster, holding or leaving out each app whose definition the
+    /// model refuses or whose template labels do not format, until everything left renders.
+    pub fn prepare(
+        &mut self,
+        config: &Config,
+        templates: &render::Templates,
+        resolve: model::Resolver<'_>,
+    ) -> Result<Prepared> {
+        // Each round holds or leaves out at least one more app (an app is held at most once,
+        // then left out), so this ends within twice the app count.
+        for _ in 0..=2 * self.apps.len() + 1 {
+            let substituted = self.substituted_apps();
+            let apps = substituted.as_deref().unwrap_or(self.apps);
+            let left_out: HashSet<String> = self.left_out.keys().cloned().collect();
+            let (model, warnings) =
+                model::build_without(apps, self.tasks, &config.model, resolve, &left_out);
+            let mut others = Vec::new();
+            let mut changed = false;
+            for warning in warnings {
+                if warning.app_left_out && is_own_definition(&warning.reason) {
+                    let app_id = warning.app_id.clone();
+                    changed |= self.fault(&app_id, Cause::Definition(warning));
+                } else {
+                    others.push(warning);
+                }
+            }
+            if changed {
+                continue;
+            }
+            let error = match render::render(&model, templates, &config.render) {
+                Ok(rendered) => {
+                    return Ok(Prepared {
+                        model,
+                        rendered,
+                        warnings: others,
+                    })
+                }
+                Err(error) => error,
+            };
+            let Some(bad_labels) = error.downcast_ref::<render::BadTemplateLabels>() else {
+                return Err(error);
+            };
+            for bad in &bad_labels.0 {
+                changed |= self.fault(&bad.app_id, Cause::TemplateLabel(bad.without_app()));
+            }
+            if !changed {
+                return Err(error);
+            }
+        }
+        bail!("leaving out the apps that cannot be rendered did not settle")
+    }
+
+    /// An apply failed: when an app is at fault (HAProxy rejects its sections, a listener it
+    /// adds cannot be bound), hold or leave it out and return `Ok` so the caller prepares and
+    /// applies again; otherwise the error, with what is known about its cause.
+    pub fn blame(
+        &mut self,
+        error: anyhow::Error,
+        prepared: &Prepared,
+        templates: &render::Templates,
+        config: &Config,
+        apply_config: &ApplyConfig,
+    ) -> Result<()> {
+        if !apply_config.skip_validation && apply::rejected_by_haproxy(&error) {
+            return self.blame_rejection(error, prepared, templates, config, apply_config);
+        }
+        if let Some(unavailable) = error.downcast_ref::<ListenersUnavailable>() {
+            let blamed = listener_owners(&prepared.model, &config.render.groups, unavailable);
+            let mut changed = false;
+            for (app_id, cause) in blamed {
+                changed |= self.fault(&app_id, cause);
+            }
+            if changed {
+                return Ok(());
+            }
+            return Err(error.context(
+                "the listener belongs to no app's service port (a template's or the shared \
+                 frontends'); free it or change the template",
+            ));
+        }
+        Err(error)
+    }
+
+    fn blame_rejection(
+        &mut self,
+        error: anyhow::Error,
+        prepared: &Prepared,
+        templates: &render::Templates,
+        config: &Config,
+        apply_config: &ApplyConfig,
+    ) -> Result<()> {
+        let operator_fault = |model: &model::Model| {
+            isolate::find_rejected_templates(model, templates, config, apply_config)
+        };
+        if let Some(sections) = operator_fault(&prepared.model)? {
+            return Err(template_fault(error, &sections, templates));
+        }
+        let rejected =
+            match isolate::find_rejected_apps(&prepared.model, templates, config, apply_config) {
+                Ok(rejected) => rejected,
+                Err(search) => {
+                    return Err(error.context(format!(
+                        "looking for the apps HAProxy rejects failed too: {search:#}"
+                    )))
+                }
+            };
+        // An app is only blamed for its own labels: when its sections pass with the built-in
+        // defaults in place of the operator's templates, the operator's are at fault.
+        for app in rejected.keys() {
+            let others = rejected.keys().filter(|other| *other != app);
+            let alone = isolate::without_apps(&prepared.model, others);
+            if let Some(sections) = operator_fault(&alone)? {
+                return Err(template_fault(error, &sections, templates));
+            }
+        }
+        let mut changed = false;
+        for (app_id, alerts) in rejected {
+            changed |= self.fault(&app_id, Cause::Rejected { alerts });
+        }
+        if changed {
+            Ok(())
+        } else {
+            Err(error)
+        }
+    }
+
+    /// Records a fault of `app_id`'s definition; false when nothing changes (already out).
+    fn fault(&mut self, app_id: &str, cause: Cause) -> bool {
+        if self.left_out.contains_key(app_id) {
+            return false;
+        }
+        if let Some(first) = self.held.remove(app_id) {
+            self.left_out
+                .insert(app_id.to_string(), (first, Some(cause)));
+            return true;
+        }
+        let live = self.apps.iter().any(|app| app.id == app_id);
+        if live && self.last_good.get(app_id).is_some() {
+            self.held.insert(app_id.to_string(), cause);
+        } else {
+            self.left_out.insert(app_id.to_string(), (cause, None));
+        }
+        true
+    }
+
+    /// Marathon's apps with each held one replaced by its last good definition; `None` when
+    /// none is held (the common case, which copies nothing).
+    fn substituted_apps(&self) -> Option<Vec<App>> {
+        if self.held.is_empty() {
+            return None;
+        }
+        Some(
+            self.apps
+                .iter()
+                .map(|app| match self.held.get(&app.id) {
+                    Some(_) => {
+                        let kept = self.last_good.get(&app.id).expect("held apps are kept");
+                        let mut definition = kept.definition.clone();
+                        definition.id = app.id.clone();
+                        definition
+                    }
+                    None => app.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Every app held or left out, held first, each in app-id order.
+    pub fn exclusions(&self) -> Vec<Exclusion> {
+        let version = |app_id: &str| {
+            self.last_good
+                .get(app_id)
+                .map_or_else(|| "unknown".to_string(), |kept| kept.version.clone())
+        };
+        let held = self.held.iter().map(|(app_id, cause)| Exclusion {
+            app_id: app_id.clone(),
+            cause: cause.clone(),
+            action: Action::Held {
+                version: version(app_id),
+            },
+        });
+        let left_out = self
+            .left_out
+            .iter()
+            .map(|(app_id, (cause, held_cause))| Exclusion {
+                app_id: app_id.clone(),
+                cause: cause.clone(),
+                action: match held_cause {
+                    Some(then) => Action::HeldFailedToo {
+                        version: version(app_id),
+                        cause: then.clone(),
+                    },
+                    None => Action::LeftOut,
+                },
+            });
+        held.chain(left_out).collect()
+    }
+
+    /// After an apply that put the candidate in place (or found it live): every app rendered
+    /// from its current definition becomes its last good one; held and left-out apps keep
+    /// theirs; apps Marathon no longer has lose theirs. Written only when it changed. Returns
+    /// why the lock was not held for the write, for a warning.
+    pub fn keep_last_good(&self, apply_config: &ApplyConfig) -> Result<Option<String>> {
+        let mut apps: BTreeMap<&str, KeptRef<'_>> = BTreeMap::new();
+        for app in self.apps {
+            let faulted = self.held.contains_key(&app.id) || self.left_out.contains_key(&app.id);
+            if !faulted {
+                apps.insert(
+                    &app.id,
+                    KeptRef {
+                        version: version_of(app),
+                        definition: app,
+                    },
+                );
+            } else if let Some(kept) = self.last_good.get(&app.id) {
+                apps.insert(
+                    &app.id,
+                    KeptRef {
+                        version: kept.version.clone(),
+                        definition: &kept.definition,
+                    },
+                );
+            }
+        }
+        let bytes = serde_json::to_vec(&StoreFileRef { apps }).context("encoding the store")?;
+        if self.last_good.read.as_deref() == Some(bytes.as_slice()) {
+            return Ok(None);
+        }
+        let path = &self.last_good.path;
+        // Under the lock: a run that wrote the store since this one read it applied after this
+        // one did, so its store is the newer and stays.
+        let read = &self.last_good.read;
+        let wait = apply_config.lock_timeout;
+        apply::update_kept_file(apply_config, path, wait, |now| match now {
+            Some(newer) if Some(&newer) != read.as_ref() => newer,
+            _ => bytes,
+        })
+        .with_context(|| format!("keeping the last good definitions in {}", path.display()))
+    }
+}
+
+/// The faults of an app's own definition, which holding it at its last good one can answer.
+fn is_own_definition(reason: &model::Reason) -> bool {
+    matches!(
+        reason,
+        model::Reason::Label
+            | model::Reason::Field { .. }
+            | model::Reason::Definition
+            | model::Reason::TemplateLabel
+    )
+}
+
+/// The rendered services whose service port is one of the listeners the host refused.
+fn listener_owners(
+    model: &model::Model,
+    groups: &[String],
+    unavailable: &ListenersUnavailable,
+) -> Vec<(String, Cause)> {
+    let mut owners = Vec::new();
+    for listener in &unavailable.0 {
+        let port = u32::from(listener.address.port());
+        for service in &model.services {
+            if service.service_port == port && model::conflicts::is_rendered(service, groups) {
+                owners.push((
+                    service.app_id.clone(),
+                    Cause::ListenerUnavailable {
+                        service_port: port,
+                        listener: listener.clone(),
+                    },
+                ));
+            }
+        }
+    }
+    owners
+}
+
+/// The run's error when the operator's templates make HAProxy reject the candidate.
+fn template_fault(
+    error: anyhow::Error,
+    sections: &[String],
+    templates: &render::Templates,
+) -> anyhow::Error {
+    let named: Vec<String> = sections
+        .iter()
+        .map(|name| {
+            templates
+                .operator_source(name)
+                .unwrap_or_else(|| name.clone())
+        })
+        .collect();
+    error.context(format!(
+        "HAProxy rejects the operator's template {}: the candidate passes with the built-in \
+         default in its place. No app was left out and nothing was changed; fix the template",
+        named.join(", ")
+    ))
+}
+
+/// The rendered text as a candidate, its map files beside the config, and the app each
+/// backend serves.
+pub fn candidate(
+    rendered: render::Rendered,
+    config: &Config,
+) -> (apply::Candidate, apply::BackendApps) {
+    let config_dir = config
+        .apply
+        .haproxy_config
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let candidate = apply::Candidate {
+        config: rendered.config,
+        companions: rendered
+            .maps
+            .into_iter()
+            .map(|map| (config_dir.join(map.file_name), map.content))
+            .collect(),
+    };
+    (candidate, rendered.backend_apps)
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::marathon::{AppList, TaskList};
+    use std::net::IpAddr;
+
+    /// Two IP-per-task apps without service ports and room for one auto-assigned port: the first
+    /// takes it, so leaving the first out must rebuild as if Marathon did not have it, and the
+    /// second gets the port.
+    #[test]
+    fn app_with_a_bad_template_label_is_left_out_as_if_absent() {
+        let app = |id: &str, labels: &str| {
+            format!(
+                r#"{{"id": "{id}", "labels": {labels}, "ipAddress": {{"discovery": {{"ports": [{{"number": 80}}]}}}}}}"#
+            )
+        };
+        let apps: AppList = serde_json::from_str(&format!(
+            r#"{{"apps": [{}, {}]}}"#,
+            app("/a", r#"{"HAPROXY_0_BACKEND_HEAD": "backend {nope}\n"}"#),
+            app("/b", "{}")
+        ))
+        .unwrap();
+        let task = |app: &str, ip: &str| {
+            format!(
+                r#"{{"id": "{app}.1", "appId": "/{app}", "host": "10.0.0.1", "ipAddresses": [{{"ipAddress": "{ip}"}}]}}"#
+            )
+        };
+        let tasks: TaskList = serde_json::from_str(&format!(
+            r#"{{"tasks": [{}, {}]}}"#,
+            task("a", "9.0.0.1"),
+            task("b", "9.0.0.2")
+        ))
+        .unwrap();
+        let mut config = Config::new(Vec::new(), "/etc/haproxy/haproxy.cfg".into());
+        config.render.groups = vec!["*".to_string()];
+        config.model.min_serv_port_ip_per_task = 10050;
+        config.model.max_serv_port_ip_per_task = 10050;
+        let templates = render::Templates::load(&config.render).unwrap();
+        let no_resolution = |host: &str| -> Option<IpAddr> { panic!("{host} needs no resolving") };
+
+        let last_good = LastGood::default();
+        let mut room = Room::new(&apps.apps, &tasks.tasks, &last_good);
+        let prepared = room.prepare(&config, &templates, &no_resolution).unwrap();
+        let rendered = prepared.rendered;
+        let exclusions = room.exclusions();
+
+        let alone = &apps.apps[1..];
+        let (model_alone, _) = model::build(alone, &tasks.tasks, &config.model, &no_resolution);
+        let expected = render::render(&model_alone, &templates, &config.render).unwrap();
+        assert_eq!(rendered.config, expected.config);
+        assert!(!rendered.config.contains("backend a_"));
+        assert!(
+            rendered.config.contains("\nbackend b_10050\n"),
+            "{}",
+            rendered.config
+        );
+        assert!(prepared.warnings.is_empty(), "{:?}", prepared.warnings);
+        assert_eq!(exclusions.len(), 1, "{exclusions:?}");
+        assert!(
+            !exclusions[0].fails_the_run(),
+            "a new app is left out with a warning only"
+        );
+        assert_eq!(
+            exclusions[0].to_string(),
+            "app /a: template label HAPROXY_{n}_BACKEND_HEAD (service port 10050): unknown \
+             placeholder {nope}; this template knows {backend}, {balance}, {mode}; app left out"
+        );
+    }
+
+    fn host_app(id: &str, port: u16, labels: &str, version: &str) -> String {
+        format!(
+            r#"{{"id": "{id}", "version": "{version}", "labels": {labels}, "portDefinitions": [{{"port": {port}}}]}}"#
+        )
+    }
+
+    fn parse(apps: &[String], tasks: &[(&str, u16)]) -> (Vec<App>, Vec<Task>) {
+        let apps: AppList =
+            serde_json::from_str(&format!(r#"{{"apps": [{}]}}"#, apps.join(","))).unwrap();
+        let tasks: Vec<String> = tasks
+            .iter()
+            .map(|(app, port)| {
+                format!(
+                    r#"{{"id": "{app}.{port}", "appId": "{app}", "host": "10.0.0.1", "ports": [{port}]}}"#
+                )
+            })
+            .collect();
+        let tasks: TaskList =
+            serde_json::from_str(&format!(r#"{{"tasks": [{}]}}"#, tasks.join(","))).unwrap();
+        (apps.apps, tasks.tasks)
+    }
+
+    fn config() -> Config {
+        let mut config = Config::new(Vec::new(), "/etc/haproxy/haproxy.cfg".into());
+        config.render.groups = vec!["*".to_string()];
+        config
+    }
+
+    fn resolve(_: &str) -> Option<IpAddr> {
+        Some(IpAddr::from([10, 0, 0, 1]))
+    }
+
+    #[test]
+    fn a_live_app_with_a_bad_label_is_held_at_its_last_good_definition_with_current_tasks() {
+        let (before, _) = parse(
+            &[host_app(
+                "/a",
+                10001,
+                r#"{"HAPROXY_0_BALANCE": "leastconn"}"#,
+                "v1",
+            )],
+            &[],
+        );
+        let (apps, tasks) = parse(
+            &[
+                host_app("/a", 10001, r#"{"HAPROXY_0_BALANCE": "leastconns"}"#, "v2"),
+                host_app(
+                    "/new",
+                    10002,
+                    r#"{"HAPROXY_0_BALANCE": "leastconns"}"#,
+                    "v1",
+                ),
+                host_app("/fine", 10003, "{}", "v1"),
+            ],
+            &[("/a", 31005), ("/new", 31006), ("/fine", 31007)],
+        );
+        let last_good = LastGood::holding(&before);
+        let config = config();
+        let templates = render::Templates::load(&config.render).unwrap();
+        let mut room = Room::new(&apps, &tasks, &last_good);
+        let prepared = room.prepare(&config, &templates, &resolve).unwrap();
+        let text = &prepared.rendered.config;
+        assert!(
+            text.contains("backend a_10001\n  balance leastconn\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("server 10_0_0_1_31005 10.0.0.1:31005"),
+            "{text}"
+        );
+        assert!(!text.contains("new_10002"), "{text}");
+        assert!(text.contains("backend fine_10003"), "{text}");
+        let exclusions = room.exclusions();
+        assert_eq!(exclusions.len(), 2, "{exclusions:?}");
+        assert_eq!(exclusions[0].app_id, "/a");
+        assert_eq!(
+            exclusions[0].action,
+            Action::Held {
+                version: "v1".to_string()
+            }
+        );
+        assert!(exclusions[0].fails_the_run());
+        let message = exclusions[0].to_string();
+        assert!(
+            message.starts_with("app /a: label HAPROXY_0_BALANCE: ")
+                && message.contains("leastconns")
+                && message.ends_with("; held at its last good definition (version v1)"),
+            "{message}"
+        );
+        assert_eq!(exclusions[1].app_id, "/new");
+        assert_eq!(exclusions[1].action, Action::LeftOut);
+        assert!(!exclusions[1].fails_the_run());
+    }
+
+    #[test]
+    fn a_held_app_whose_last_good_definition_fails_too_is_left_out() {
+        let (before, _) = parse(
+            &[host_app(
+                "/a",
+                10001,
+                r#"{"HAPROXY_0_BACKEND_HEAD": "backend {nope}\n"}"#,
+                "v1",
+            )],
+            &[],
+        );
+        let (apps, tasks) = parse(
+            &[host_app(
+                "/a",
+                10001,
+                r#"{"HAPROXY_0_BALANCE": "no such"}"#,
+                "v2",
+            )],
+            &[("/a", 31005)],
+        );
+        let last_good = LastGood::holding(&before);
+        let config = config();
+        let templates = render::Templates::load(&config.render).unwrap();
+        let mut room = Room::new(&apps, &tasks, &last_good);
+        let prepared = room.prepare(&config, &templates, &resolve).unwrap();
+        assert!(!prepared.rendered.config.contains("backend a_"));
+        let exclusions = room.exclusions();
+        assert_eq!(exclusions.len(), 1, "{exclusions:?}");
+        assert!(matches!(exclusions[0].action, Action::HeldFailedToo { .. }));
+        assert!(exclusions[0].fails_the_run());
+        assert!(exclusions[0]
+            .to_string()
+            .contains("its last good definition (version v1) fails too"));
+    }
+
+    #[test]
+    fn a_kept_definition_renders_as_the_original_did() {
+        let (apps, tasks) = parse(
+            &[host_app(
+                "/a",
+                10001,
+                r#"{"HAPROXY_0_VHOST": "a.example", "HAPROXY_0_STICKY": "true", "HAPROXY_0_PATH": "/x"}"#,
+                "v1",
+            )],
+            &[("/a", 31005)],
+        );
+        let json = serde_json::to_vec(&apps[0]).unwrap();
+        let again: App = serde_json::from_slice(&json).unwrap();
+        let config = config();
+        let templates = render::Templates::load(&config.render).unwrap();
+        let render_with = |apps: &[App]| {
+            let (model, _) = model::build(apps, &tasks, &config.model, &resolve);
+            render::render(&model, &templates, &config.render)
+                .unwrap()
+                .config
+        };
+        assert_eq!(render_with(&apps), render_with(&[again]));
+    }
+
+    #[test]
+    fn a_refused_listener_is_blamed_on_the_rendered_services_of_its_port_only() {
+        let (apps, tasks) = parse(
+            &[
+                host_app("/a", 10001, "{}", "v1"),
+                host_app("/b", 10002, "{}", "v1"),
+                host_app("/idle", 10001, "{}", "v1"),
+            ],
+            &[("/a", 31001), ("/b", 31002)],
+        );
+        let config = config();
+        let (model, _) = model::build(&apps, &tasks, &config.model, &resolve);
+        let refused = ListenersUnavailable(vec![BusyListener {
+            address: "127.0.0.1:10001".parse().unwrap(),
+        }]);
+        let owners = listener_owners(&model, &config.render.groups, &refused);
+        // /idle has no task, so no listener of its own: only /a is blamed.
+        assert_eq!(owners.len(), 1, "{owners:?}");
+        assert_eq!(owners[0].0, "/a");
+        assert_eq!(
+            format!("{}", owners[0].1),
+            "service port 10001: cannot listen on 127.0.0.1:10001: the address is in use on \
+             this host (another process listens there)"
+        );
+    }
+}
