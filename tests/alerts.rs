@@ -28,7 +28,7 @@ fn promtool(args: &[&str], file: &Path) -> String {
 #[test]
 fn the_rules_file_checks_clean() {
     let said = promtool(&["check", "rules"], &rules());
-    assert!(said.contains("SUCCESS: 4 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 5 rules found"), "{said}");
 }
 
 /// Unit tests of every rule: fires after its `for`, not before, and not on healthy series.
@@ -75,7 +75,21 @@ tests:
         values: '0x22'
       - series: 'haproxy_marathon_sync_event_stream_up{instance="lb1"}'
         values: '1 1 0x20'
+      - series: 'haproxy_marathon_sync_apps_held{instance="lb1"}'
+        values: '0 0 1x20'
+      - series: 'haproxy_marathon_sync_apps_held{instance="lb2"}'
+        values: '0x22'
     alert_rule_test:
+      - eval_time: 5m
+        alertname: HaproxyMarathonSyncAppsHeld
+        exp_alerts: []
+      - eval_time: 15m
+        alertname: HaproxyMarathonSyncAppsHeld
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: lb1}
+            exp_annotations:
+              summary: "haproxy-marathon-sync on lb1 holds 1 app(s) at their last good definition"
+              description: "`haproxy-marathon-sync status` lists them; the journal's warnings name the label or HAProxy error and the version each is held at."
       - eval_time: 5m
         alertname: HaproxyMarathonSyncAppsLeftOut
         exp_alerts: []
