@@ -8,19 +8,11 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use support::backend::{http_get, Backend};
+use support::backend::{traffic_reaches, Backend};
 use support::haproxy::{wait_for, Haproxy};
 use support::marathon::{Behaviour, FakeMarathon};
 use support::ports::Port;
 use support::workspace::{web_app, Workspace};
-
-/// Waits (bounded) until a request through HAProxy on `port` is answered by `name`.
-fn traffic_reaches(port: u16, name: &str) -> bool {
-    wait_for(
-        Duration::from_secs(15),
-        || matches!(http_get(port, "/"), Ok((200, body)) if body == name),
-    )
-}
 
 #[test]
 fn traffic_follows_marathon_across_reloads_and_an_unchanged_run_does_nothing() {

@@ -1,5 +1,6 @@
 //! Tiny HTTP backends for tests: each answers every request with its own name, so a test can see
-//! where HAProxy routed it. Plus a bounded HTTP GET over a plain `TcpStream`.
+//! where HAProxy routed it. Plus a bounded HTTP GET over a plain `TcpStream`, and a bounded wait
+//! for traffic through HAProxy to reach a given backend.
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
@@ -129,4 +130,13 @@ pub fn http_get(port: u16, path: &str) -> io::Result<(u16, String)> {
             )
         })?;
     Ok((status, body.to_string()))
+}
+
+/// Waits (bounded) until a request through HAProxy on `port` is answered 200 by the backend
+/// named `name`: after a reload the old worker may still serve a request or two.
+pub fn traffic_reaches(port: u16, name: &str) -> bool {
+    super::haproxy::wait_for(
+        Duration::from_secs(15),
+        || matches!(http_get(port, "/"), Ok((200, body)) if body == name),
+    )
 }

@@ -208,6 +208,16 @@ impl FakeMarathon {
         state.tasks = tasks_json.into();
     }
 
+    /// [`FakeMarathon::set_state`] from one JSON object per app and one per task (see
+    /// [`http_app`](super::workspace::http_app) and
+    /// [`running_task`](super::workspace::running_task)).
+    pub fn set_apps(&self, apps: &[String], tasks: &[String]) {
+        self.set_state(
+            format!(r#"{{"apps":[{}]}}"#, apps.join(",")),
+            format!(r#"{{"tasks":[{}]}}"#, tasks.join(",")),
+        );
+    }
+
     /// Serves `dir/apps.json` and `dir/tasks.json` (the compatibility corpus layout).
     pub fn set_state_from_dir(&self, dir: &Path) {
         let read = |name: &str| {

@@ -72,6 +72,11 @@ impl Sync {
         self.args(["--reload-command", command])
     }
 
+    /// `--haproxy-master-socket PATH`: reload through HAProxy's master CLI.
+    pub fn master_socket(self, path: impl AsRef<Path>) -> Sync {
+        self.arg("--haproxy-master-socket").arg(path.as_ref())
+    }
+
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Sync {
         self.command.arg(arg);
         self

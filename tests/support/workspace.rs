@@ -2,7 +2,7 @@
 //! that keep HAProxy on 127.0.0.1 and away from system paths (no /dev/log, no /run/haproxy, a
 //! small maxconn under the test machine's open-file cap), the config path, a throwaway
 //! certificate for `--ssl-certs`, and a reload command that logs each reload before running the
-//! test's own.
+//! test's own. Plus builders for the Marathon apps and tasks the tests serve.
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
@@ -36,6 +36,32 @@ pub fn web_app(service_port: u16, task_ports: &[u16]) -> (String, String) {
         })
         .collect();
     (apps, format!(r#"{{"tasks":[{}]}}"#, tasks.join(",")))
+}
+
+/// One Marathon app `id` in group `external`, in http mode on 127.0.0.1:`service_port`, with
+/// `labels` after those three, at `version` (as both `version` and
+/// `versionInfo.lastConfigChangeAt`, the one that names a last good definition). For
+/// [`FakeMarathon::set_apps`](super::marathon::FakeMarathon::set_apps).
+pub fn http_app(id: &str, service_port: u16, labels: &[(&str, &str)], version: &str) -> String {
+    let labels: String = labels
+        .iter()
+        .map(|(name, value)| format!(",{}:{}", json_string(name), json_string(value)))
+        .collect();
+    format!(
+        r#"{{"id":"{id}","version":"{version}","versionInfo":{{"lastConfigChangeAt":"{version}"}},"labels":{{"HAPROXY_GROUP":"external","HAPROXY_0_MODE":"http","HAPROXY_0_BIND_ADDR":"127.0.0.1"{labels}}},"portDefinitions":[{{"port":{service_port}}}],"healthChecks":[]}}"#
+    )
+}
+
+/// One running task of app `app_id` on 127.0.0.1:`port`, with an id of its own per port.
+pub fn running_task(app_id: &str, port: u16) -> String {
+    let name = app_id.trim_start_matches('/');
+    format!(
+        r#"{{"id":"{name}.{port}","appId":"{app_id}","host":"127.0.0.1","ports":[{port}],"state":"TASK_RUNNING"}}"#
+    )
+}
+
+fn json_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap()
 }
 
 pub struct Workspace {
@@ -112,6 +138,21 @@ impl Workspace {
         path
     }
 
+    /// `metrics.prom` in the workspace, for `--metrics-file`.
+    pub fn metrics(&self) -> PathBuf {
+        self.path("metrics.prom")
+    }
+
+    /// `<config>.last-good`, where the binary keeps each app's last good definition.
+    pub fn last_good(&self) -> PathBuf {
+        self.path("haproxy.cfg.last-good")
+    }
+
+    /// `status` on this workspace's config, run to the end; the caller judges its exit.
+    pub fn status(&self) -> Run {
+        Sync::new().arg("status").config(self.config()).run()
+    }
+
     pub fn reload_log(&self) -> PathBuf {
         self.path("reloads.log")
     }
@@ -140,14 +181,15 @@ impl Workspace {
             "echo reload >> '{}' && {reload}",
             self.reload_log().display()
         );
-        Sync::new()
-            .marathon(marathon)
+        self.sync_without_reload(marathon).reload_command(&reload)
+    }
+
+    /// The binary as [`Workspace::sync`] sets it up but with no reload flag, for a test that
+    /// reloads through the master CLI ([`Sync::master_socket`]); nothing goes in the reload log.
+    pub fn sync_without_reload(&self, marathon: &str) -> Sync {
+        self.bare(marathon)
             .group("external")
             .arg("--dont-bind-http-https")
-            .config(self.config())
-            .templates(self.templates())
-            .args(["--haproxy-bin", HAPROXY_BIN])
-            .reload_command(&reload)
             .args(["--timeout", "2", "--command-timeout", "10"])
     }
 
