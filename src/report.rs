@@ -218,12 +218,12 @@ pub fn metrics_text(record: &RunRecord, run: &RunReport) -> String {
     let phases: Vec<(String, f64)> = [
         "fetch", "render", "validate", "isolate", "runtime", "write", "reload",
     ]
-        .iter()
-        .map(|phase| {
-            let seconds = run.phases.get(phase).copied().unwrap_or(0.0);
-            (format!("{{phase=\"{phase}\"}}"), seconds)
-        })
-        .collect();
+    .iter()
+    .map(|phase| {
+        let seconds = run.phases.get(phase).copied().unwrap_or(0.0);
+        (format!("{{phase=\"{phase}\"}}"), seconds)
+    })
+    .collect();
     metric(
         "phase_duration_seconds",
         "Seconds each phase of the last run took (0 when it did not run).",

@@ -686,7 +686,15 @@ fn install_and_reload(
             let updated = update_live(config, &plan);
             timings.runtime = started.elapsed();
             match updated {
-                Ok(report) => return put_in_place_after_runtime(config, staged, &live_config, &report, timings),
+                Ok(report) => {
+                    return put_in_place_after_runtime(
+                        config,
+                        staged,
+                        &live_config,
+                        &report,
+                        timings,
+                    )
+                }
                 Err(e) => Some(format!("the runtime update failed: {e:#}")),
             }
         }

@@ -227,7 +227,13 @@ backend db_10001
             )
             .replace("  server 10_0_0_2_31001 10.0.0.2:31001\n", "")
             + "backend api_10002\n  server a 10.0.0.4:1\n  server b 10.0.0.5:1\n";
-        let line = applied_line(Path::new("/etc/haproxy/haproxy.cfg"), OLD, &new, 0, "reloaded");
+        let line = applied_line(
+            Path::new("/etc/haproxy/haproxy.cfg"),
+            OLD,
+            &new,
+            0,
+            "reloaded",
+        );
         assert_eq!(
             line,
             "applied /etc/haproxy/haproxy.cfg: backends +1 -1, servers +2 -2 (reloaded)"
