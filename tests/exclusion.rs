@@ -69,7 +69,10 @@ impl Workspace {
             .stdin(Stdio::null());
         match reload {
             Reload::Command(line) => command.args(["--reload-command", line]),
-            Reload::Master(socket) => command.arg("--haproxy-master-socket").arg(socket),
+            Reload::Master(socket) => command
+                .arg("--no-runtime-api")
+                .arg("--haproxy-master-socket")
+                .arg(socket),
         };
         command.output().expect("running haproxy-marathon-sync")
     }

@@ -321,12 +321,43 @@ fn a_runtime_command_haproxy_refuses_falls_back_to_a_reload_of_the_file() {
         .command(&format!("@1 show servers state {backend}"));
     let state = state.trim_start_matches(|c: char| c != '1');
     let running = parse_servers_state(state, &backend).unwrap_or_else(|| panic!("{state}"));
-    let ports: Vec<u16> = running.iter().map(|s| s.port).collect();
+    let ports: BTreeSet<u16> = running.iter().map(|s| s.port).collect();
     assert_eq!(
         ports,
-        [a.port, b.port],
+        BTreeSet::from([a.port, b.port]),
         "HAProxy runs the file's servers: {running:?}"
     );
     assert!(!rig.workspace.path("haproxy.cfg.runtime-pending").exists());
     rig.file_matches_a_fresh_render();
+}
+
+#[test]
+fn a_leftover_runtime_marker_reloads_and_min_reload_interval_never_defers_a_runtime_update() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let rig = Rig::start();
+    rig.marathon_runs(&[&a]);
+    rig.applied(&["--min-reload-interval", "1h"]);
+    assert!(rig.haproxy.wait_for_reloads(1));
+
+    // Within the interval, a server-only change still goes live.
+    rig.marathon_runs(&[&a, &b]);
+    let summary = rig.applied(&["--min-reload-interval", "1h"]);
+    assert!(summary.contains("(runtime, no reload)"), "{summary}");
+    rig.serves_exactly(&["a", "b"]);
+    assert_eq!(rig.haproxy.reloads(), Some(1));
+
+    // A run killed during a runtime update leaves the marker: the next run reloads, even with
+    // nothing to change, and clears it.
+    let marker = rig.workspace.path("haproxy.cfg.runtime-pending");
+    fs::write(&marker, "").unwrap();
+    let run = rig.run(&[]);
+    run.assert_success()
+        .assert_stderr_contains("a previous run was stopped before its reload was confirmed");
+    assert!(
+        rig.haproxy.wait_for_reloads(2),
+        "{}",
+        rig.haproxy.show_proc()
+    );
+    assert!(!marker.exists());
+    rig.serves_exactly(&["a", "b"]);
 }
