@@ -352,7 +352,7 @@ fn a_leftover_runtime_marker_reloads_and_min_reload_interval_never_defers_a_runt
     fs::write(&marker, "").unwrap();
     let run = rig.run(&[]);
     run.assert_success()
-        .assert_stderr_contains("a previous run was stopped before its reload was confirmed");
+        .assert_stderr_contains("a previous run was stopped during a runtime update");
     assert!(
         rig.haproxy.wait_for_reloads(2),
         "{}",

@@ -379,10 +379,16 @@ fn deferral(config: &ApplyConfig, now: SystemTime) -> Option<Outcome> {
 }
 
 /// The live config is what the candidate wants, but a previous run was stopped after putting
-/// it in place and before its reload was settled: HAProxy may still run the one before. Reload
+/// it in place and before its reload was settled, or during a runtime update: HAProxy may
+/// still run the one before, or a mix. Reload
 /// now (not deferred: this finishes a change that already happened).
 fn finish_interrupted_reload(config: &ApplyConfig) -> Result<Outcome> {
     let path = &config.haproxy_config;
+    let why = if state::reload_pending(path) {
+        "a previous run was stopped before its reload was confirmed"
+    } else {
+        "a previous run was stopped during a runtime update"
+    };
     let reloaded = reload(config, "reload");
     let warning = record_reload(config);
     reloaded
@@ -396,10 +402,7 @@ fn finish_interrupted_reload(config: &ApplyConfig) -> Result<Outcome> {
         .context(Failure::ReloadFailed)?;
     let _ = state::clear_reload_pending(path);
     let _ = state::clear_runtime_pending(path);
-    let mut summary = format!(
-        "reloaded {}: a previous run was stopped before its reload was confirmed",
-        path.display()
-    );
+    let mut summary = format!("reloaded {}: {why}", path.display());
     if let Some(warning) = warning {
         summary.push_str("; warning: ");
         summary.push_str(&warning);
