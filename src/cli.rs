@@ -372,6 +372,12 @@ pub struct Args {
     )]
     pub haproxy_master_socket: Option<PathBuf>,
 
+    /// Always reload: never apply a server-only change through HAProxy's runtime API (which
+    /// --haproxy-master-socket otherwise does, without a reload). Use it when servers are also
+    /// edited by hand on a stats socket, or to rule the runtime path out while debugging.
+    #[arg(long = "no-runtime-api", env = "HAPROXY_MARATHON_SYNC_NO_RUNTIME_API")]
+    pub no_runtime_api: bool,
+
     /// Reload at most once per DURATION (e.g. 30s, 2m): a change found sooner after the last
     /// reload (recorded in <config>.state) is deferred, with a note, to the first run after
     /// that. 0 turns it off.
@@ -845,6 +851,7 @@ impl Args {
         config.apply.archive_versions = self.archive_versions;
         config.metrics_file = self.metrics_file;
         config.apply.haproxy_master_socket = self.haproxy_master_socket;
+        config.apply.runtime_api = !self.no_runtime_api;
         config.apply.min_reload_interval = min_reload_interval;
         config.apply.max_server_loss_percent = self.max_server_loss;
         config.apply.force = self.force;

@@ -153,6 +153,10 @@ pub struct ApplyConfig {
     /// the reload is `reload` sent there, confirmed by `show proc` (a new worker, no failed
     /// reload) within `command_timeout`. Default: none (run `reload_command`).
     pub haproxy_master_socket: Option<PathBuf>,
+    /// With `haproxy_master_socket`: apply a change that only adds, removes or reweights
+    /// servers through HAProxy's runtime API, without a reload (docs/RUNTIME.md).
+    /// `--no-runtime-api` turns it off. Default true.
+    pub runtime_api: bool,
     /// `--min-reload-interval`: a change found sooner than this after the last reload (recorded
     /// in `<config>.state`) is deferred to the first run after it. Default 0: off.
     pub min_reload_interval: Duration,
@@ -288,6 +292,7 @@ impl Config {
                 skip_validation: false,
                 reload_command: DEFAULT_RELOAD_COMMAND.to_string(),
                 haproxy_master_socket: None,
+                runtime_api: true,
                 min_reload_interval: Duration::ZERO,
                 max_server_loss_percent: DEFAULT_MAX_SERVER_LOSS_PERCENT,
                 force: false,

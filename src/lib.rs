@@ -153,6 +153,11 @@ fn run_measured(
     report
         .phases
         .insert("reload", noted.timings.reload.as_secs_f64());
+    report
+        .phases
+        .insert("runtime", noted.timings.runtime.as_secs_f64());
+    report.runtime_update = noted.runtime_update;
+    report.applied_how.clone_from(&noted.applied_how);
     if let Ok(Applied {
         outcome: Outcome::Applied { .. } | Outcome::Unchanged,
         ..

@@ -38,6 +38,10 @@ pub struct RunReport {
     pub apps_left_out: Vec<String>,
     /// Whether this run reloaded HAProxy.
     pub reloaded: bool,
+    /// Whether this run applied its change through the runtime API, without a reload.
+    pub runtime_update: bool,
+    /// How the run's change reached HAProxy (`runtime, no reload`, `reloaded: <why>`).
+    pub applied_how: Option<String>,
     /// `--sse`: whether Marathon's event stream was up (false: polling in its place); `None`
     /// outside `--sse` or before the stream's first word.
     pub event_stream_up: Option<bool>,
@@ -58,6 +62,10 @@ pub struct RunRecord {
     pub runs_total: u64,
     pub changes_applied_total: u64,
     pub reloads_total: u64,
+    /// Changes applied through the runtime API, without a reload.
+    pub runtime_updates_total: u64,
+    /// How the last change reached HAProxy (`runtime, no reload`, `reloaded: <why>`).
+    pub last_applied_how: Option<String>,
     /// Failed runs by failure kind (`other` for unclassified errors).
     pub failures_total: BTreeMap<String, u64>,
     /// `--sse`: whether the event stream was up at the last run that knew.
@@ -84,6 +92,12 @@ impl RunRecord {
         if changed {
             self.changes_applied_total += 1;
             self.last_change_unix = Some(run.ended_unix);
+            if run.applied_how.is_some() {
+                self.last_applied_how.clone_from(&run.applied_how);
+            }
+        }
+        if run.runtime_update {
+            self.runtime_updates_total += 1;
         }
         if matches!(
             run.outcome.as_str(),
@@ -201,13 +215,15 @@ pub fn metrics_text(record: &RunRecord, run: &RunReport) -> String {
             &plain(at),
         );
     }
-    let phases: Vec<(String, f64)> = ["fetch", "render", "validate", "isolate", "write", "reload"]
-        .iter()
-        .map(|phase| {
-            let seconds = run.phases.get(phase).copied().unwrap_or(0.0);
-            (format!("{{phase=\"{phase}\"}}"), seconds)
-        })
-        .collect();
+    let phases: Vec<(String, f64)> = [
+        "fetch", "render", "validate", "isolate", "runtime", "write", "reload",
+    ]
+    .iter()
+    .map(|phase| {
+        let seconds = run.phases.get(phase).copied().unwrap_or(0.0);
+        (format!("{{phase=\"{phase}\"}}"), seconds)
+    })
+    .collect();
     metric(
         "phase_duration_seconds",
         "Seconds each phase of the last run took (0 when it did not run).",
@@ -270,6 +286,12 @@ pub fn metrics_text(record: &RunRecord, run: &RunReport) -> String {
         "counter",
         &plain(record.reloads_total as f64),
     );
+    metric(
+        "runtime_updates_total",
+        "Changes applied through HAProxy's runtime API, without a reload.",
+        "counter",
+        &plain(record.runtime_updates_total as f64),
+    );
     let failures: Vec<(String, f64)> = FAILURE_REASONS
         .iter()
         .map(|(_, reason)| {
@@ -309,7 +331,18 @@ pub fn status_text(
         when(record.last_run_unix)
     );
     let _ = writeln!(out, "last success: {}", when(record.last_success_unix));
-    let _ = writeln!(out, "last change:  {}", when(record.last_change_unix));
+    match &record.last_applied_how {
+        Some(how) => {
+            let _ = writeln!(
+                out,
+                "last change:  {} ({how})",
+                when(record.last_change_unix)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "last change:  {}", when(record.last_change_unix));
+        }
+    }
     match &record.last_error {
         Some(error) => {
             let _ = writeln!(
@@ -344,10 +377,11 @@ pub fn status_text(
         .collect();
     let _ = writeln!(
         out,
-        "counters:     runs {}, changes {}, reloads {}, failures {}",
+        "counters:     runs {}, changes {}, reloads {}, runtime updates {}, failures {}",
         record.runs_total,
         record.changes_applied_total,
         record.reloads_total,
+        record.runtime_updates_total,
         if failures.is_empty() {
             "0".to_string()
         } else {
@@ -397,6 +431,19 @@ mod tests {
         assert_eq!(record.runs_total, 4);
         assert_eq!(record.changes_applied_total, 1);
         assert_eq!(record.reloads_total, 1);
+        assert_eq!(record.runtime_updates_total, 0);
+        let mut live = run("applied", None);
+        (live.reloaded, live.runtime_update) = (false, true);
+        live.applied_how = Some("runtime, no reload".to_string());
+        let mut counted = record.clone();
+        counted.record(&live);
+        assert_eq!(
+            (counted.reloads_total, counted.runtime_updates_total),
+            (1, 1)
+        );
+        assert!(status_text("/x", &counted, None, 0.0).contains("(runtime, no reload)"));
+        assert!(metrics_text(&counted, &live)
+            .contains("haproxy_marathon_sync_runtime_updates_total 1\n"));
         assert_eq!(record.failures_total["marathon_unavailable"], 2);
         assert_eq!(
             record.last_error.as_deref(),

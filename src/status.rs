@@ -94,7 +94,7 @@ pub(crate) fn keep_record(
                 Outcome::DryRun => "dry-run",
             }
             .to_string();
-            report.reloaded = matches!(outcome, Outcome::Applied { .. });
+            report.reloaded = matches!(outcome, Outcome::Applied { .. }) && !report.runtime_update;
         }
         Err(error) => {
             failure = error::classify(error);

@@ -32,6 +32,8 @@ fn a_port_another_process_holds_leaves_out_its_app_and_the_other_changes_land() 
         workspace
             .sync_without_reload(&marathon.url())
             .master_socket(&haproxy.master_socket)
+            // Reloads, not runtime updates: what is proven here is what the reload meets.
+            .arg("--no-runtime-api")
             .run()
     };
     assert!(traffic_reaches(web_port, "web-1"), "{}", haproxy.log_text());
@@ -104,6 +106,7 @@ fn a_live_app_moved_to_a_port_another_process_holds_stays_on_its_last_good_port(
     let output = workspace
         .sync_without_reload(&marathon.url())
         .master_socket(&haproxy.master_socket)
+        .arg("--no-runtime-api")
         .run();
     output.assert_exit(10);
     assert!(

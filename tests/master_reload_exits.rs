@@ -60,7 +60,7 @@ impl Served {
         let run = self
             .workspace
             .sync(&self.marathon.url(), "false")
-            .args(["--haproxy-master-socket", socket])
+            .args(["--haproxy-master-socket", socket, "--no-runtime-api"])
             .args(extra)
             .run();
         assert_eq!(

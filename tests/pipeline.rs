@@ -404,7 +404,7 @@ fn fifty_changes_through_the_binary_under_load_fail_no_request() {
         let output = workspace.run(
             &marathon.url(),
             "false",
-            &["--haproxy-master-socket", &socket],
+            &["--haproxy-master-socket", &socket, "--no-runtime-api"],
         );
         output.assert_exit(0);
     }

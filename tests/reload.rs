@@ -88,6 +88,7 @@ backend web_10000
 fn master_fixture(fixture: &mut Fixture, haproxy: &Haproxy) {
     fixture.config.haproxy_bin = PathBuf::from(HAPROXY_BIN);
     fixture.config.haproxy_master_socket = Some(haproxy.master_socket.clone());
+    fixture.config.runtime_api = false; // these tests are about reloads (tests/runtime_apply.rs)
     fixture.config.command_timeout = Duration::from_secs(15);
 }
 
@@ -349,6 +350,7 @@ fn reload_never_confirmed_is_rolled_back_within_the_deadline() {
     let mut fixture = Fixture::new();
     let master = StuckMaster::start(fixture.path("master.sock"));
     fixture.config.haproxy_master_socket = Some(master.socket.clone());
+    fixture.config.runtime_api = false;
     fixture.config.command_timeout = Duration::from_millis(800);
     let old = "global\n\nbackend b\n  server a 10.0.0.1:1\n";
     let new = "global\n\nbackend b\n  server a 10.0.0.1:1\n  server b 10.0.0.2:1\n";

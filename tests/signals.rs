@@ -180,7 +180,13 @@ fn sse_loop_obeys_the_same_signals_through_the_master_socket() {
     let socket = haproxy.master_socket.to_str().unwrap().to_string();
     let running = workspace.spawn(
         &marathon.url(),
-        &["--sse", "--haproxy-master-socket", &socket, "--force"],
+        &[
+            "--sse",
+            "--haproxy-master-socket",
+            &socket,
+            "--no-runtime-api",
+            "--force",
+        ],
     );
     let applied = wait_for(PATIENCE, || {
         workspace.config_text().contains(&format!(":{first}")) && haproxy.reloads() == Some(1)

@@ -39,6 +39,8 @@ use anyhow::{anyhow, Context, Result};
 use crate::config::ApplyConfig;
 use crate::error::Failure;
 
+use runtime_plan::{Change, Plan};
+
 pub use command::CommandError;
 pub use master::{show_proc, ProcessTable};
 pub use refusal::{rejected_by_haproxy, BusyListener, ListenersUnavailable};
@@ -80,6 +82,8 @@ pub struct Timings {
     pub write: Duration,
     /// The reload (and, after a failure, the rollback and its reload).
     pub reload: Duration,
+    /// The server changes sent through HAProxy's runtime API (zero when it was not used).
+    pub runtime: Duration,
 }
 
 /// What an apply noted besides its outcome, for the metrics and the operator's log.
@@ -89,6 +93,11 @@ pub struct Noted {
     /// Lines for the log at `info`: after an applied change, one per changed backend; after a
     /// dry run, what the real run would decide, then the backends it would change.
     pub lines: Vec<String>,
+    /// The change went live through the runtime API, without a reload.
+    pub runtime_update: bool,
+    /// How an applied change reached HAProxy: `runtime, no reload`, `reloaded` or
+    /// `reloaded: <why>`, as the summary line ends.
+    pub applied_how: Option<String>,
 }
 
 /// Where a candidate that `haproxy -c` rejected is kept for inspection.
@@ -135,13 +144,15 @@ pub fn apply_noting(
     write::remove_leftover_target_temp_files(path);
     let live = Live::read(candidate, path)?;
     if live.matches(candidate) {
-        if state::reload_pending(path) {
+        if state::reload_pending(path) || state::runtime_pending(path) {
             return finish_interrupted_reload(config);
         }
         return Ok(Outcome::Unchanged);
     }
     let old_config = live.config.text();
-    if let Some(stopped) = check_before_writing(config, &old_config, &candidate.config)? {
+    let route = route(config, &live, candidate, &old_config);
+    let runtime = matches!(route, Route::Runtime(_));
+    if let Some(stopped) = check_before_writing(config, &old_config, &candidate.config, runtime)? {
         return Ok(stopped);
     }
     // Rendered now, printed only once the change is in place and reloaded.
@@ -150,12 +161,19 @@ pub fn apply_noting(
         live.write_diffs(candidate, ("previous", "applied"), &mut applied_diff)
             .context("rendering the diff")?;
     }
-    let installed = install_and_reload(candidate, config, live, timings)?;
+    let installed = install_and_reload(candidate, config, live, route, timings)?;
 
     // A rejected candidate from an earlier run is stale once a newer one went live.
     let _ = std::fs::remove_file(rejected_path(path));
-    let mut summary =
-        summary::applied_line(path, &old_config, &candidate.config, installed.companions);
+    let mut summary = summary::applied_line(
+        path,
+        &old_config,
+        &candidate.config,
+        installed.companions,
+        &installed.how,
+    );
+    noted.runtime_update = installed.runtime;
+    noted.applied_how = Some(installed.how);
     if let Some(warning) = installed.warning {
         summary.push_str("; warning: ");
         summary.push_str(&warning);
@@ -168,10 +186,12 @@ pub fn apply_noting(
 
 /// What may stop a change before anything is written: the blast-radius guard (an error), the
 /// reload interval (a deferral), and a master socket that does not answer (an error).
+/// A change that goes live through the runtime API is never deferred: it reloads nothing.
 fn check_before_writing(
     config: &ApplyConfig,
     old_config: &str,
     new_config: &str,
+    runtime: bool,
 ) -> Result<Option<Outcome>> {
     let path = &config.haproxy_config;
     if !config.force {
@@ -185,8 +205,10 @@ fn check_before_writing(
             .context(Failure::TooMuchRemoved);
         }
     }
-    if let Some(deferred) = deferral(config, SystemTime::now()) {
-        return Ok(Some(deferred));
+    if !runtime {
+        if let Some(deferred) = deferral(config, SystemTime::now()) {
+            return Ok(Some(deferred));
+        }
     }
     if let Some(socket) = &config.haproxy_master_socket {
         // Asked before anything is written: without an answering master there is no way to
@@ -357,10 +379,16 @@ fn deferral(config: &ApplyConfig, now: SystemTime) -> Option<Outcome> {
 }
 
 /// The live config is what the candidate wants, but a previous run was stopped after putting
-/// it in place and before its reload was settled: HAProxy may still run the one before. Reload
+/// it in place and before its reload was settled, or during a runtime update: HAProxy may
+/// still run the one before, or a mix. Reload
 /// now (not deferred: this finishes a change that already happened).
 fn finish_interrupted_reload(config: &ApplyConfig) -> Result<Outcome> {
     let path = &config.haproxy_config;
+    let why = if state::reload_pending(path) {
+        "a previous run was stopped before its reload was confirmed"
+    } else {
+        "a previous run was stopped during a runtime update"
+    };
     let reloaded = reload(config, "reload");
     let warning = record_reload(config);
     reloaded
@@ -373,10 +401,8 @@ fn finish_interrupted_reload(config: &ApplyConfig) -> Result<Outcome> {
         })
         .context(Failure::ReloadFailed)?;
     let _ = state::clear_reload_pending(path);
-    let mut summary = format!(
-        "reloaded {}: a previous run was stopped before its reload was confirmed",
-        path.display()
-    );
+    let _ = state::clear_runtime_pending(path);
+    let mut summary = format!("reloaded {}: {why}", path.display());
     if let Some(warning) = warning {
         summary.push_str("; warning: ");
         summary.push_str(&warning);
@@ -568,10 +594,51 @@ fn named(path: &Path, what: &str) -> String {
     format!("{} ({what})", path.display())
 }
 
+/// How a change is to reach HAProxy, decided before anything is written.
+enum Route {
+    /// Server edits through the master CLI, then the file put in place without a reload.
+    Runtime(Plan),
+    /// A reload; why, when the runtime API was in play (`None`: no master socket).
+    Reload(Option<String>),
+}
+
+/// Runtime when a master socket is given, runtime updates are on, no earlier runtime update
+/// was interrupted, no companion (map) file changes, and the classifier finds only server
+/// edits it can make live; else a reload and the first reason found.
+fn route(config: &ApplyConfig, live: &Live, candidate: &Candidate, old_config: &str) -> Route {
+    if config.haproxy_master_socket.is_none() {
+        return Route::Reload(None);
+    }
+    let why = |reason: &str| Route::Reload(Some(reason.to_string()));
+    if !config.runtime_api {
+        return why("--no-runtime-api");
+    }
+    if state::runtime_pending(&config.haproxy_config) {
+        return why("a previous runtime update was interrupted");
+    }
+    let companion_changed = live
+        .companions
+        .iter()
+        .zip(&candidate.companions)
+        .any(|(live, (_, wanted))| !live.holds(wanted.as_bytes()));
+    if companion_changed {
+        return why("a map file changed");
+    }
+    match runtime_plan::classify(old_config, &candidate.config) {
+        Change::RuntimeOnly(plan) => Route::Runtime(plan),
+        Change::ReloadRequired(reason) => Route::Reload(Some(reason.0)),
+        Change::NoOp => why("only a map file changed"),
+    }
+}
+
 /// What [`install_and_reload`] did on success.
 struct Installed {
     /// How many companion files changed.
     companions: usize,
+    /// `runtime, no reload`, `reloaded` or `reloaded: <why>`.
+    how: String,
+    /// Applied through the runtime API, without a reload.
+    runtime: bool,
     /// Something that went wrong after the change was in place and reloaded.
     warning: Option<String>,
 }
@@ -582,6 +649,7 @@ fn install_and_reload(
     candidate: &Candidate,
     config: &ApplyConfig,
     live: Live,
+    route: Route,
     timings: &mut Timings,
 ) -> Result<Installed> {
     let path = &config.haproxy_config;
@@ -614,6 +682,28 @@ fn install_and_reload(
         return Err(undo(e, &mut swap).context(Failure::ReloadFailed));
     }
 
+    let why = match route {
+        Route::Reload(why) => why,
+        Route::Runtime(plan) => {
+            let started = Instant::now();
+            let updated = update_live(config, &plan);
+            timings.runtime = started.elapsed();
+            match updated {
+                Ok(report) => {
+                    return put_in_place_after_runtime(
+                        config,
+                        staged,
+                        &live_config,
+                        &report,
+                        timings,
+                    )
+                }
+                Err(e) => Some(format!("the runtime update failed: {e:#}")),
+            }
+        }
+    };
+    let how = why.map_or("reloaded".to_string(), |why| format!("reloaded: {why}"));
+
     // From here until the reload is settled, a killed run must leave a trace: the marker makes
     // the next run reload even when it finds the config unchanged.
     let started = Instant::now();
@@ -631,6 +721,9 @@ fn install_and_reload(
     let reloaded = reload(config, "reload");
     if let Err(e) = reloaded {
         let rolled_back = roll_back(config, &live_config, &mut swap);
+        if rolled_back.is_ok() {
+            let _ = state::clear_runtime_pending(path);
+        }
         timings.reload = started.elapsed();
         let _ = record_reload(config);
         let e = match rolled_back {
@@ -652,8 +745,79 @@ fn install_and_reload(
     timings.reload = started.elapsed();
     let warning = record_reload(config);
     let _ = state::clear_reload_pending(path);
+    let _ = state::clear_runtime_pending(path);
     Ok(Installed {
         companions: swap.len(),
+        how,
+        runtime: false,
+        warning,
+    })
+}
+
+/// Marks the runtime update pending, then sends the plan to the master CLI. Any error (the
+/// marker, the socket, a reply) means the caller reloads the validated file instead; the
+/// marker stays until that reload is settled.
+fn update_live(config: &ApplyConfig, plan: &Plan) -> Result<runtime::Report> {
+    let socket = config
+        .haproxy_master_socket
+        .as_ref()
+        .ok_or_else(|| anyhow!("no master socket"))?;
+    state::mark_runtime_pending(&config.haproxy_config)?;
+    let options = runtime::RuntimeOptions {
+        timeout: config.command_timeout,
+        ..runtime::RuntimeOptions::default()
+    };
+    Ok(runtime::execute(socket, plan, &options)?)
+}
+
+/// After a runtime update: archive, rename, clear the marker. HAProxy already runs the
+/// candidate, so if the file cannot be put in place the old file is reloaded, and HAProxy and
+/// the file agree again.
+fn put_in_place_after_runtime(
+    config: &ApplyConfig,
+    staged: tempfile::NamedTempFile,
+    live_config: &LiveFile,
+    report: &runtime::Report,
+    timings: &mut Timings,
+) -> Result<Installed> {
+    let path = &config.haproxy_config;
+    let started = Instant::now();
+    let written = write::archive(live_config, config.archive_versions)
+        .and_then(|()| write::put_in_place(staged, &live_config.target));
+    timings.write = started.elapsed();
+    if let Err(e) = written {
+        let started = Instant::now();
+        let reloaded = reload(config, "reload");
+        timings.reload = started.elapsed();
+        let _ = record_reload(config);
+        let e = match reloaded {
+            Ok(()) => {
+                let _ = state::clear_runtime_pending(path);
+                e.context(format!(
+                    "the servers were changed through the runtime API but {} could not be                      replaced; HAProxy was reloaded to run the file as it is",
+                    path.display()
+                ))
+            }
+            Err(reload) => anyhow!("{e:#}\nthen reloading failed too: {reload:#}").context(
+                format!(
+                    "the servers were changed through the runtime API but {} could not be                      replaced, and the reload to run it as it is failed",
+                    path.display()
+                ),
+            ),
+        };
+        return Err(e.context(Failure::WriteFailed));
+    }
+    let _ = state::clear_runtime_pending(path);
+    let warning = (!report.pending_deletion.is_empty()).then(|| {
+        format!(
+            "left in maintenance until their connections end: {}",
+            report.pending_deletion.join(", ")
+        )
+    });
+    Ok(Installed {
+        companions: 0,
+        how: "runtime, no reload".to_string(),
+        runtime: true,
         warning,
     })
 }

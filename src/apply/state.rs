@@ -1,7 +1,9 @@
 //! What one run leaves for the next, since cron runs share no memory: the time of the last
 //! reload (`<config>.state`, JSON, for `--min-reload-interval`) and the reload-pending marker
 //! (`<config>.reload-pending`, present from just before the rename until the reload is settled,
-//! so a run killed in between is finished by the next one). Only touched under the lock, and
+//! so a run killed in between is finished by the next one), and the runtime-pending marker
+//! (`<config>.runtime-pending`, present while servers are changed through the runtime API and
+//! until the file matching them is in place; the next run reloads). Only touched under the lock, and
 //! like every file beside the config, written by temp file and rename, never through a link.
 
 use std::fs;
@@ -81,6 +83,33 @@ pub fn clear_reload_pending(haproxy_config: &Path) -> Result<()> {
     }
 }
 
+/// Where the runtime-pending marker lives.
+pub fn runtime_pending_path(haproxy_config: &Path) -> PathBuf {
+    write::with_suffix(haproxy_config, ".runtime-pending")
+}
+
+/// True when a previous run began changing servers through the runtime API and was stopped
+/// before the file matching them was in place: HAProxy may run neither file, so reload.
+pub fn runtime_pending(haproxy_config: &Path) -> bool {
+    fs::symlink_metadata(runtime_pending_path(haproxy_config)).is_ok()
+}
+
+/// Creates the runtime-pending marker before the first runtime command (as the reload one).
+pub fn mark_runtime_pending(haproxy_config: &Path) -> Result<()> {
+    let path = runtime_pending_path(haproxy_config);
+    write::replace(&path, b"", None).with_context(|| format!("creating {}", path.display()))
+}
+
+/// Removes the runtime-pending marker once HAProxy runs what is on disk.
+pub fn clear_runtime_pending(haproxy_config: &Path) -> Result<()> {
+    let path = runtime_pending_path(haproxy_config);
+    match fs::remove_file(&path) {
+        Ok(()) => write::sync_dir(&path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
 /// `2026-11-25T10:31:07Z`: UTC, to the second.
 pub fn utc_timestamp(at: SystemTime) -> String {
     crate::clock::utc_seconds(at)
@@ -127,5 +156,10 @@ mod tests {
         clear_reload_pending(&config).unwrap();
         clear_reload_pending(&config).unwrap();
         assert!(!reload_pending(&config));
+        mark_runtime_pending(&config).unwrap();
+        assert!(runtime_pending(&config) && !reload_pending(&config));
+        clear_runtime_pending(&config).unwrap();
+        clear_runtime_pending(&config).unwrap();
+        assert!(!runtime_pending(&config));
     }
 }

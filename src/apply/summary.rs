@@ -84,13 +84,14 @@ impl Inventory {
 
 /// `applied PATH: backends +1 -0, servers +3 -2 (reloaded)`; `companions` counts the other
 /// files (maps) that changed and is mentioned only when non-zero.
-pub fn applied_line(path: &Path, old: &str, new: &str, companions: usize) -> String {
+/// `how` (`reloaded`, `reloaded: <why>`, `runtime, no reload`) closes the line in parentheses.
+pub fn applied_line(path: &Path, old: &str, new: &str, companions: usize, how: &str) -> String {
     let mut line = format!("applied {}: {}", path.display(), counts(old, new));
     if companions > 0 {
         let noun = if companions == 1 { "file" } else { "files" };
         line.push_str(&format!(", {companions} companion {noun} updated"));
     }
-    line.push_str(" (reloaded)");
+    line.push_str(&format!(" ({how})"));
     line
 }
 
@@ -226,12 +227,18 @@ backend db_10001
             )
             .replace("  server 10_0_0_2_31001 10.0.0.2:31001\n", "")
             + "backend api_10002\n  server a 10.0.0.4:1\n  server b 10.0.0.5:1\n";
-        let line = applied_line(Path::new("/etc/haproxy/haproxy.cfg"), OLD, &new, 0);
+        let line = applied_line(
+            Path::new("/etc/haproxy/haproxy.cfg"),
+            OLD,
+            &new,
+            0,
+            "reloaded",
+        );
         assert_eq!(
             line,
             "applied /etc/haproxy/haproxy.cfg: backends +1 -1, servers +2 -2 (reloaded)"
         );
-        let line = applied_line(Path::new("h.cfg"), OLD, OLD, 2);
+        let line = applied_line(Path::new("h.cfg"), OLD, OLD, 2, "reloaded");
         assert_eq!(
             line,
             "applied h.cfg: backends +0 -0, servers +0 -0, 2 companion files updated (reloaded)"
@@ -241,7 +248,7 @@ backend db_10001
     #[test]
     fn a_server_moving_between_backends_counts_both_ways() {
         let new = OLD.replace("backend db_10001", "backend db_10009");
-        let line = applied_line(Path::new("c"), OLD, &new, 0);
+        let line = applied_line(Path::new("c"), OLD, &new, 0, "reloaded");
         assert_eq!(line, "applied c: backends +1 -1, servers +1 -1 (reloaded)");
     }
 

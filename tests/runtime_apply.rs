@@ -1,0 +1,363 @@
+//! Runtime updates through the binary: cron-style runs (one per Marathon change) against a
+//! stand-in Marathon and a real master-worker HAProxy given as `--haproxy-master-socket`.
+//! Server-only changes go live through the master CLI with the worker kept (no reload) and no
+//! request failing under load; structural changes, sticky apps, `--no-runtime-api` and a
+//! runtime command HAProxy refuses all reload, and HAProxy ends running what is on disk.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::time::Duration;
+
+use haproxy_marathon_sync::apply::runtime::parse_servers_state;
+use haproxy_marathon_sync::apply::ProcessTable;
+use support::backend::{http_get, Backend};
+use support::haproxy::{assert_valid, free_port, http_config, wait_for, Haproxy, HAPROXY_DEADLINE};
+use support::load::Load;
+use support::marathon::FakeMarathon;
+use support::sync::{Run, Sync};
+use support::workspace::{web_app, Workspace};
+
+/// A workspace, a stand-in Marathon and a HAProxy started on a placeholder config, before the
+/// tool's first run (which reloads it onto the rendered config).
+struct Rig {
+    workspace: Workspace,
+    marathon: FakeMarathon,
+    haproxy: Haproxy,
+    service_port: u16,
+}
+
+impl Rig {
+    fn start() -> Rig {
+        let workspace = Workspace::new();
+        let marathon = FakeMarathon::start();
+        let placeholder_port = free_port();
+        fs::write(
+            workspace.config(),
+            http_config(placeholder_port, "placeholder", &[]),
+        )
+        .unwrap();
+        let haproxy = Haproxy::start(
+            &workspace.config(),
+            &workspace.path("run"),
+            placeholder_port,
+        );
+        Rig {
+            workspace,
+            marathon,
+            haproxy,
+            service_port: free_port(),
+        }
+    }
+
+    /// Marathon now runs `/web` with one task on each of `backends`.
+    fn marathon_runs(&self, backends: &[&Backend]) {
+        let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
+        let (apps, tasks) = web_app(self.service_port, &ports);
+        self.marathon.set_state(apps, tasks);
+    }
+
+    /// One cron-style run of the binary through the master socket, with `extra` flags.
+    fn run(&self, extra: &[&str]) -> Run {
+        let socket = self.haproxy.master_socket.to_str().unwrap().to_string();
+        let mut flags = vec![
+            "--haproxy-master-socket",
+            socket.as_str(),
+            "--max-server-loss",
+            "100",
+        ];
+        flags.extend_from_slice(extra);
+        self.workspace.run(&self.marathon.url(), "false", &flags)
+    }
+
+    /// The one summary line's ending, from a run that applied a change.
+    fn applied(&self, extra: &[&str]) -> String {
+        let run = self.run(extra);
+        run.assert_success();
+        run.stderr
+            .lines()
+            .find(|line| line.contains("applied "))
+            .unwrap_or_else(|| panic!("no summary line:\n{}", run.stderr))
+            .to_string()
+    }
+
+    fn worker(&self) -> u32 {
+        let table = ProcessTable::parse(&self.haproxy.show_proc()).expect("a master line");
+        let current: Vec<u32> = table
+            .workers
+            .iter()
+            .filter(|(_, outlived)| *outlived == 0)
+            .map(|(pid, _)| *pid)
+            .collect();
+        assert_eq!(current.len(), 1, "{table:?}");
+        current[0]
+    }
+
+    /// Waits (bounded) until requests to the app reach every one of `names`, and asserts that
+    /// none reached another.
+    fn serves_exactly(&self, names: &[&str]) {
+        let wanted: BTreeSet<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut seen = BTreeSet::new();
+        let mut stray = Vec::new();
+        let all_seen = wait_for(HAPROXY_DEADLINE, || {
+            if let Ok((200, body)) = http_get(self.service_port, "/") {
+                if !wanted.contains(&body) {
+                    stray.push(body.clone());
+                }
+                seen.insert(body);
+            }
+            seen.is_superset(&wanted)
+        });
+        assert!(all_seen, "only {seen:?} of {wanted:?} answered");
+        assert!(
+            stray.is_empty(),
+            "answered by servers Marathon no longer runs: {stray:?}"
+        );
+    }
+
+    /// The file on disk is what a fresh render gives (a dry run finds nothing to change) and
+    /// passes `haproxy -c`; HAProxy runs it with the servers it names.
+    fn file_matches_a_fresh_render(&self) {
+        let run = self.run(&["--dry-run", "--diff"]);
+        run.assert_success();
+        assert_eq!(run.stdout, "", "the dry run found a difference");
+        assert_valid(&self.workspace.config());
+    }
+}
+
+#[test]
+fn scale_up_scale_down_and_a_task_move_run_live_under_load_without_a_reload() {
+    let backends: Vec<Backend> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| Backend::start(n))
+        .collect();
+    let (a, b, c, d) = (&backends[0], &backends[1], &backends[2], &backends[3]);
+    let rig = Rig::start();
+    rig.marathon_runs(&[a]);
+    let first = rig.applied(&[]);
+    assert!(first.contains("(reloaded: "), "a new app reloads: {first}");
+    assert!(
+        rig.haproxy.wait_for_reloads(1),
+        "{}",
+        rig.haproxy.show_proc()
+    );
+    rig.serves_exactly(&["a"]);
+    let worker = rig.worker();
+    let load = Load::start(rig.service_port, 3, 1, Duration::from_secs(120));
+
+    let steps: [(&str, Vec<&Backend>, Vec<&str>); 4] = [
+        ("scale up", vec![a, b, c], vec!["a", "b", "c"]),
+        ("scale down", vec![b], vec!["b"]),
+        ("task move", vec![d], vec!["d"]),
+        ("scale up again", vec![d, a], vec!["d", "a"]),
+    ];
+    for (step, running, names) in steps {
+        rig.marathon_runs(&running);
+        let summary = rig.applied(&[]);
+        assert!(
+            summary.contains("(runtime, no reload)"),
+            "{step}: {summary}"
+        );
+        rig.serves_exactly(&names);
+        assert_eq!(rig.worker(), worker, "{step}: HAProxy was reloaded");
+        rig.file_matches_a_fresh_render();
+    }
+    let tally = load.stop();
+    assert_eq!(
+        (tally.failures, tally.non_200),
+        (0, 0),
+        "requests failed during runtime updates: {:#?}",
+        tally.described
+    );
+    assert!(
+        tally.requests > 20,
+        "too little load to prove anything: {tally:?}"
+    );
+    assert_eq!(
+        rig.haproxy.reloads(),
+        Some(1),
+        "only the first run reloaded"
+    );
+    assert!(!rig.workspace.path("haproxy.cfg.runtime-pending").exists());
+
+    // The record counts them apart: one reload, four runtime updates.
+    let status = Sync::new()
+        .arg("status")
+        .config(rig.workspace.config())
+        .run();
+    assert!(
+        status.stdout.contains("(runtime, no reload)")
+            && status.stdout.contains("reloads 1, runtime updates 4"),
+        "{}{}",
+        status.stdout,
+        status.stderr
+    );
+
+    // A structural change (a second app) still reloads, and both apps serve.
+    let (apps, tasks) = web_app(rig.service_port, &[d.port, a.port]);
+    let other_port = free_port();
+    let other_app = format!(
+        r#",{{"id":"/other","instances":1,"labels":{{"HAPROXY_GROUP":"external","HAPROXY_0_MODE":"http","HAPROXY_0_BIND_ADDR":"127.0.0.1"}},"networks":[{{"mode":"host"}}],"portDefinitions":[{{"port":{other_port},"protocol":"tcp"}}],"healthChecks":[]}}]}}"#
+    );
+    let other_task = format!(
+        r#",{{"id":"other.0","appId":"/other","host":"127.0.0.1","ports":[{}],"state":"TASK_RUNNING"}}]}}"#,
+        b.port
+    );
+    let apps = apps.strip_suffix("]}").unwrap().to_string() + &other_app;
+    let tasks = tasks.strip_suffix("]}").unwrap().to_string() + &other_task;
+    rig.marathon.set_state(apps, tasks);
+    let summary = rig.applied(&[]);
+    assert!(summary.contains("(reloaded: "), "{summary}");
+    assert!(
+        rig.haproxy.wait_for_reloads(2),
+        "{}",
+        rig.haproxy.show_proc()
+    );
+    rig.serves_exactly(&["d", "a"]);
+    assert!(wait_for(HAPROXY_DEADLINE, || {
+        http_get(other_port, "/").is_ok_and(|(code, body)| code == 200 && body == "b")
+    }));
+    rig.file_matches_a_fresh_render();
+}
+
+#[test]
+fn no_runtime_api_reloads_every_change() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let rig = Rig::start();
+    rig.marathon_runs(&[&a]);
+    rig.applied(&[]);
+    assert!(rig.haproxy.wait_for_reloads(1));
+    rig.marathon_runs(&[&a, &b]);
+    let summary = rig.applied(&["--no-runtime-api"]);
+    assert!(
+        summary.contains("(reloaded: --no-runtime-api)"),
+        "{summary}"
+    );
+    assert!(
+        rig.haproxy.wait_for_reloads(2),
+        "{}",
+        rig.haproxy.show_proc()
+    );
+    rig.serves_exactly(&["a", "b"]);
+    rig.file_matches_a_fresh_render();
+}
+
+#[test]
+fn a_sticky_app_reloads() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let rig = Rig::start();
+    let sticky = |backends: &[&Backend]| {
+        let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
+        let (apps, tasks) = web_app(rig.service_port, &ports);
+        let apps = apps.replace(
+            r#""HAPROXY_0_MODE":"http""#,
+            r#""HAPROXY_0_MODE":"http","HAPROXY_0_STICKY":"true""#,
+        );
+        rig.marathon.set_state(apps, tasks);
+    };
+    sticky(&[&a]);
+    rig.applied(&[]);
+    assert!(rig.haproxy.wait_for_reloads(1));
+    sticky(&[&a, &b]);
+    let summary = rig.applied(&[]);
+    assert!(summary.contains("(reloaded: "), "{summary}");
+    assert!(!summary.contains("runtime"), "{summary}");
+    assert!(
+        rig.haproxy.wait_for_reloads(2),
+        "{}",
+        rig.haproxy.show_proc()
+    );
+    rig.serves_exactly(&["a", "b"]);
+    rig.file_matches_a_fresh_render();
+}
+
+#[test]
+fn a_runtime_command_haproxy_refuses_falls_back_to_a_reload_of_the_file() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let rig = Rig::start();
+    rig.marathon_runs(&[&a]);
+    rig.applied(&[]);
+    assert!(rig.haproxy.wait_for_reloads(1));
+
+    // The server the next run adds is already in the worker under its name, elsewhere: the
+    // executor finds the mismatch and the run reloads instead.
+    rig.marathon_runs(&[&a, &b]);
+    let preview = rig.run(&["--dry-run"]);
+    preview.assert_success();
+    let line = preview
+        .stdout
+        .lines()
+        .find(|line| line.contains(&b.address()))
+        .unwrap_or_else(|| panic!("no server line for b:\n{}", preview.stdout))
+        .to_string();
+    let name = line.split_whitespace().nth(1).unwrap().to_string();
+    let backend = preview
+        .stdout
+        .lines()
+        .take_while(|l| *l != line)
+        .filter_map(|l| l.strip_prefix("backend "))
+        .last()
+        .unwrap()
+        .to_string();
+    let added = rig
+        .haproxy
+        .command(&format!("@1 add server {backend}/{name} 127.0.0.1:9"));
+    assert!(added.contains("New server registered."), "{added}");
+
+    let summary = rig.applied(&[]);
+    assert!(
+        summary.contains("(reloaded: the runtime update failed: "),
+        "{summary}"
+    );
+    assert!(
+        rig.haproxy.wait_for_reloads(2),
+        "{}",
+        rig.haproxy.show_proc()
+    );
+    rig.serves_exactly(&["a", "b"]);
+    let state = rig
+        .haproxy
+        .command(&format!("@1 show servers state {backend}"));
+    let state = state.trim_start_matches(|c: char| c != '1');
+    let running = parse_servers_state(state, &backend).unwrap_or_else(|| panic!("{state}"));
+    let ports: BTreeSet<u16> = running.iter().map(|s| s.port).collect();
+    assert_eq!(
+        ports,
+        BTreeSet::from([a.port, b.port]),
+        "HAProxy runs the file's servers: {running:?}"
+    );
+    assert!(!rig.workspace.path("haproxy.cfg.runtime-pending").exists());
+    rig.file_matches_a_fresh_render();
+}
+
+#[test]
+fn a_leftover_runtime_marker_reloads_and_min_reload_interval_never_defers_a_runtime_update() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let rig = Rig::start();
+    rig.marathon_runs(&[&a]);
+    rig.applied(&["--min-reload-interval", "1h"]);
+    assert!(rig.haproxy.wait_for_reloads(1));
+
+    // Within the interval, a server-only change still goes live.
+    rig.marathon_runs(&[&a, &b]);
+    let summary = rig.applied(&["--min-reload-interval", "1h"]);
+    assert!(summary.contains("(runtime, no reload)"), "{summary}");
+    rig.serves_exactly(&["a", "b"]);
+    assert_eq!(rig.haproxy.reloads(), Some(1));
+
+    // A run killed during a runtime update leaves the marker: the next run reloads, even with
+    // nothing to change, and clears it.
+    let marker = rig.workspace.path("haproxy.cfg.runtime-pending");
+    fs::write(&marker, "").unwrap();
+    let run = rig.run(&[]);
+    run.assert_success()
+        .assert_stderr_contains("a previous run was stopped during a runtime update");
+    assert!(
+        rig.haproxy.wait_for_reloads(2),
+        "{}",
+        rig.haproxy.show_proc()
+    );
+    assert!(!marker.exists());
+    rig.serves_exactly(&["a", "b"]);
+}
