@@ -12,23 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
-/// Section keywords of HAProxy 2.6: a line whose first word is one of these opens a section.
-const SECTION_KEYWORDS: &[&str] = &[
-    "global",
-    "defaults",
-    "frontend",
-    "backend",
-    "listen",
-    "userlist",
-    "peers",
-    "resolvers",
-    "program",
-    "cache",
-    "ring",
-    "http-errors",
-    "mailers",
-    "fcgi-app",
-];
+use super::summary::SECTION_KEYWORDS;
 
 /// `add server` options HAProxy 2.6 was seen to accept, with how many arguments each takes.
 /// Anything else on an added server's line needs a reload.

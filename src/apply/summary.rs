@@ -10,8 +10,9 @@ use std::path::Path;
 
 use similar::TextDiff;
 
-/// Keywords that open a section in an HAProxy configuration.
-const SECTION_KEYWORDS: &[&str] = &[
+/// Keywords that open a section in an HAProxy 2.6 configuration: a line whose first word is one
+/// of these opens a section (read by the summary and the runtime-update classifier alike).
+pub(super) const SECTION_KEYWORDS: &[&str] = &[
     "global",
     "defaults",
     "frontend",
