@@ -43,9 +43,16 @@ fn mixed_cluster(dir: &Path, count: usize) {
             ));
         }
     }
-    std::fs::write(dir.join("apps.json"), format!(r#"{{"apps":[{}]}}"#, apps.join(","))).unwrap();
-    std::fs::write(dir.join("tasks.json"), format!(r#"{{"tasks":[{}]}}"#, tasks.join(",")))
-        .unwrap();
+    std::fs::write(
+        dir.join("apps.json"),
+        format!(r#"{{"apps":[{}]}}"#, apps.join(",")),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tasks.json"),
+        format!(r#"{{"tasks":[{}]}}"#, tasks.join(",")),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -66,7 +73,11 @@ fn haproxy_check_of_our_default_sections_prints_no_warning() {
         .run();
     assert_eq!(rendered.status.code(), Some(0), "{}", rendered.stderr);
     let text = rendered.stdout;
-    assert_eq!(text.matches("\n  mode tcp\n").count(), 20 * 2 * 2, "TCP frontends and backends");
+    assert_eq!(
+        text.matches("\n  mode tcp\n").count(),
+        20 * 2 * 2,
+        "TCP frontends and backends"
+    );
     assert!(text.contains("frontend marathon_http_in\n"), "{text}");
     std::fs::write(&config, &text).unwrap();
 
@@ -80,7 +91,12 @@ fn haproxy_check_of_our_default_sections_prints_no_warning() {
         + &String::from_utf8_lossy(&check.stderr);
     assert!(check.status.success(), "{output}");
     let warnings: Vec<&str> = output.lines().filter(|l| l.contains("WARNING")).collect();
-    assert!(warnings.is_empty(), "{} warnings:\n{}", warnings.len(), warnings.join("\n"));
+    assert!(
+        warnings.is_empty(),
+        "{} warnings:\n{}",
+        warnings.len(),
+        warnings.join("\n")
+    );
     // Kept where it applies: the HTTP `listen stats` of our head.
     assert!(text.contains("  mode http\n  option            idle-close-on-response\n"));
 }
