@@ -533,7 +533,7 @@ fn listener_owners(
     for listener in &unavailable.0 {
         let port = u32::from(listener.address.port());
         for service in &model.services {
-            if service.service_port == port && model::conflicts::is_rendered(service, groups) {
+            if service.service_port == port && service.is_rendered(groups) {
                 owners.push((
                     service.app_id.clone(),
                     Cause::ListenerUnavailable {

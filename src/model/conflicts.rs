@@ -25,7 +25,7 @@ pub fn find(model: &Model, config: &RenderConfig) -> Vec<Warning> {
     let mut services: Vec<&Service> = model
         .services
         .iter()
-        .filter(|service| is_rendered(service, &config.groups))
+        .filter(|service| service.is_rendered(&config.groups))
         .collect();
     // render's order, which decides the order of the shared frontends' rules.
     services.sort_by(|a, b| (&a.app_id, a.service_port).cmp(&(&b.app_id, b.service_port)));
@@ -34,19 +34,6 @@ pub fn find(model: &Model, config: &RenderConfig) -> Vec<Warning> {
         warnings.extend(vhost_conflicts(&services, config.haproxy_map));
     }
     warnings
-}
-
-/// render's selection: in one of `groups` (per-port groups replace the app's; `*` takes every
-/// service), enabled, and with at least one server.
-pub fn is_rendered(service: &Service, groups: &[String]) -> bool {
-    let own = if service.haproxy_groups.is_empty() {
-        &service.groups
-    } else {
-        &service.haproxy_groups
-    };
-    let in_group =
-        groups.iter().any(|group| group == "*") || own.iter().any(|group| groups.contains(group));
-    in_group && service.enabled && !service.backends.is_empty()
 }
 
 fn is_wildcard(bind_addr: &str) -> bool {

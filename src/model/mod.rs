@@ -135,6 +135,20 @@ pub struct Service {
 }
 
 impl Service {
+    /// Whether render writes this service for `groups`: in one of them (per-port groups replace
+    /// the app's; `*` takes every service), enabled, and with at least one server, as
+    /// marathon-lb selects. One rule for render, the conflict warnings and the listener check.
+    pub fn is_rendered(&self, groups: &[String]) -> bool {
+        let own = if self.haproxy_groups.is_empty() {
+            &self.groups
+        } else {
+            &self.haproxy_groups
+        };
+        let in_group = groups.iter().any(|group| group == "*")
+            || own.iter().any(|group| groups.contains(group));
+        in_group && self.enabled && !self.backends.is_empty()
+    }
+
     /// A service port with marathon-lb's defaults: no backends yet, enabled, bound on `*`,
     /// `roundrobin`, no labels applied.
     pub fn new(app_id: impl Into<String>, service_port: u32) -> Service {

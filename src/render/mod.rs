@@ -229,18 +229,9 @@ impl<'a> Renderer<'a> {
         })
     }
 
-    /// Group membership (per-port groups replace the app's), `enabled`, and at least one
-    /// backend: marathon-lb skips everything else.
+    /// marathon-lb skips services outside the groups, disabled, or without a backend.
     fn is_selected(&self, service: &Service) -> bool {
-        let service_groups = if service.haproxy_groups.is_empty() {
-            &service.groups
-        } else {
-            &service.haproxy_groups
-        };
-        let groups = &self.config.groups;
-        let in_group = groups.iter().any(|group| group == "*")
-            || service_groups.iter().any(|group| groups.contains(group));
-        in_group && service.enabled && !service.backends.is_empty()
+        service.is_rendered(&self.config.groups)
     }
 
     fn render_service(&mut self, service: &'a Service) -> Result<()> {
