@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::rng::Rng;
+
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
@@ -327,24 +329,6 @@ fn a_templates_path_that_does_not_exist_fails_before_anything_is_written() {
     );
 }
 
-/// xorshift64*: small, seedable, good enough to pick test values.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
-
 /// Lines a label may carry: directives of its own section.
 const SAFE_LINES: &[&str] = &[
     "  timeout server 30s",
@@ -435,12 +419,8 @@ fn no_template_label_leaves_its_section() {
     use haproxy_marathon_sync::render::{self, BadTemplateLabels, Templates};
     use std::collections::HashSet;
 
-    let seed: u64 = std::env::var("HOSTILE_TEMPLATES_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x7E3A_91C5);
-    eprintln!("hostile templates seed: {seed} (replay with HOSTILE_TEMPLATES_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded("HOSTILE_TEMPLATES_SEED", 0x7E3A_91C5);
+    let seed = rng.seed;
     let mut config = Config::new(
         vec![MarathonSource::Snapshot("unused".into())],
         "/etc/haproxy/haproxy.cfg".into(),

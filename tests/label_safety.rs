@@ -8,6 +8,10 @@
 //! values with newlines, CR, NUL, Unicode line separators, environment references, sample
 //! fetches, conditional blocks, section keywords and very long values.
 
+mod support;
+
+use support::rng::Rng;
+
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
@@ -16,27 +20,6 @@ use haproxy_marathon_sync::marathon::{AppList, TaskList};
 use haproxy_marathon_sync::model::labels::{LabelKind, LABELS};
 use haproxy_marathon_sync::model::{self, Model, Warning};
 use haproxy_marathon_sync::render::{self, Templates, TEMPLATES};
-
-/// xorshift64*: small, seedable, good enough to pick test values.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn one_in(&mut self, n: usize) -> bool {
-        self.below(n) == 0
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
 
 /// Every injected payload carries this marker, so none of it may appear in the output.
 const MARKER: &str = "evil";
@@ -256,12 +239,8 @@ fn breaks_a_line(c: char) -> bool {
 
 #[test]
 fn no_marathon_value_adds_a_line_a_section_or_an_expansion() {
-    let seed: u64 = std::env::var("LABEL_SAFETY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5EED_1AB5);
-    eprintln!("label safety seed: {seed} (replay with LABEL_SAFETY_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded("LABEL_SAFETY_SEED", 0x5EED_1AB5);
+    let seed = rng.seed;
     let mut config = Config::new(
         vec![MarathonSource::Snapshot("unused".into())],
         "/etc/haproxy/haproxy.cfg".into(),

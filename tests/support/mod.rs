@@ -14,5 +14,6 @@ pub mod marathon;
 pub mod mounts;
 pub mod ports;
 pub mod process;
+pub mod rng;
 pub mod sync;
 pub mod workspace;
