@@ -63,24 +63,17 @@ pub fn record_reload(haproxy_config: &Path, at: SystemTime) -> Result<()> {
 /// Anything under the marker's name counts, a link too (never followed): at worst one extra
 /// reload, after which the name is cleared.
 pub fn reload_pending(haproxy_config: &Path) -> bool {
-    fs::symlink_metadata(pending_path(haproxy_config)).is_ok()
+    marker_present(&pending_path(haproxy_config))
 }
 
-/// Creates the marker, durably, before the live config is replaced: an empty temp file renamed
-/// into place, so a link planted under the marker's name is replaced, never written through.
+/// Creates the marker, durably, before the live config is replaced.
 pub fn mark_reload_pending(haproxy_config: &Path) -> Result<()> {
-    let path = pending_path(haproxy_config);
-    write::replace(&path, b"", None).with_context(|| format!("creating {}", path.display()))
+    create_marker(&pending_path(haproxy_config))
 }
 
 /// Removes the marker once HAProxy runs what is on disk.
 pub fn clear_reload_pending(haproxy_config: &Path) -> Result<()> {
-    let path = pending_path(haproxy_config);
-    match fs::remove_file(&path) {
-        Ok(()) => write::sync_dir(&path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
-    }
+    remove_marker(&pending_path(haproxy_config))
 }
 
 /// Where the runtime-pending marker lives.
@@ -91,20 +84,32 @@ pub fn runtime_pending_path(haproxy_config: &Path) -> PathBuf {
 /// True when a previous run began changing servers through the runtime API and was stopped
 /// before the file matching them was in place: HAProxy may run neither file, so reload.
 pub fn runtime_pending(haproxy_config: &Path) -> bool {
-    fs::symlink_metadata(runtime_pending_path(haproxy_config)).is_ok()
+    marker_present(&runtime_pending_path(haproxy_config))
 }
 
 /// Creates the runtime-pending marker before the first runtime command (as the reload one).
 pub fn mark_runtime_pending(haproxy_config: &Path) -> Result<()> {
-    let path = runtime_pending_path(haproxy_config);
-    write::replace(&path, b"", None).with_context(|| format!("creating {}", path.display()))
+    create_marker(&runtime_pending_path(haproxy_config))
 }
 
 /// Removes the runtime-pending marker once HAProxy runs what is on disk.
 pub fn clear_runtime_pending(haproxy_config: &Path) -> Result<()> {
-    let path = runtime_pending_path(haproxy_config);
-    match fs::remove_file(&path) {
-        Ok(()) => write::sync_dir(&path),
+    remove_marker(&runtime_pending_path(haproxy_config))
+}
+
+fn marker_present(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok()
+}
+
+/// An empty temp file renamed into place, so a link planted under the marker's name is
+/// replaced, never written through.
+fn create_marker(path: &Path) -> Result<()> {
+    write::replace(path, b"", None).with_context(|| format!("creating {}", path.display()))
+}
+
+fn remove_marker(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => write::sync_dir(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
     }
