@@ -168,8 +168,7 @@ fn iam_message(body: &[u8]) -> Option<String> {
         .get("description")
         .or_else(|| value.get("title"))?
         .as_str()?;
-    let said: String = said.split_whitespace().collect::<Vec<_>>().join(" ");
-    Some(said.chars().take(200).collect())
+    Some(super::http::one_bounded_line(said))
 }
 
 /// The RS256 JWT marathon-lb signs: `{"uid": uid, "exp": now + 60 s}`.

@@ -591,9 +591,13 @@ pub(super) fn marathon_message(body: ureq::Body) -> Option<String> {
         .read_to_vec()
         .ok()?;
     let message = serde_json::from_slice::<ErrorBody>(&bytes).ok()?.message;
-    // One line, bounded, whatever the server sent.
-    let message: String = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    Some(message.chars().take(200).collect())
+    Some(one_bounded_line(&message))
+}
+
+/// A server's own words as one line of at most 200 characters, whatever it sent.
+pub(super) fn one_bounded_line(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    line.chars().take(200).collect()
 }
 
 #[cfg(test)]
