@@ -161,7 +161,7 @@ pub fn apply_noting(
         live.write_diffs(candidate, ("previous", "applied"), &mut applied_diff)
             .context("rendering the diff")?;
     }
-    let installed = install_and_reload(candidate, config, live, route, timings)?;
+    let installed = install_and_reload(candidate, config, live, &old_config, route, timings)?;
 
     // A rejected candidate from an earlier run is stale once a newer one went live.
     let _ = std::fs::remove_file(rejected_path(path));
@@ -649,6 +649,7 @@ fn install_and_reload(
     candidate: &Candidate,
     config: &ApplyConfig,
     live: Live,
+    old_config: &str,
     route: Route,
     timings: &mut Timings,
 ) -> Result<Installed> {
@@ -673,7 +674,7 @@ fn install_and_reload(
         }
     }
 
-    let busy = refusal::unavailable_new_listeners(&live_config.text(), &candidate.config);
+    let busy = refusal::unavailable_new_listeners(old_config, &candidate.config);
     if !busy.is_empty() {
         let e = anyhow::Error::new(ListenersUnavailable(busy)).context(format!(
             "the candidate for {} is not applied",
