@@ -121,9 +121,8 @@ fn run_measured(
     let phase = Instant::now();
     let resolver = CachingResolver::default();
     let resolve = |host: &str| resolver.resolve(host);
-    let templates = render::Templates::load(&config.render)
-        .context(Failure::Template)?
-        .until(deadline);
+    // Every error of `load` already carries `Failure::Template`.
+    let templates = render::Templates::load(&config.render)?.until(deadline);
     let mut store_warnings = Vec::new();
     let last_good = exclusion::LastGood::load(&config.apply.haproxy_config, &mut store_warnings)?;
     let mut room = exclusion::Room::new(&state.apps, &state.tasks, &last_good);
