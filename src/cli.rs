@@ -406,7 +406,8 @@ pub struct Args {
 
     /// Write a Prometheus textfile here at the end of every run (atomically; point
     /// node_exporter's textfile collector at its directory): last run time and result, phase
-    /// durations, apps/backends/servers rendered, apps left out, and counters kept across runs.
+    /// durations, apps/backends/servers rendered, apps left out or held at their last good
+    /// definition, and counters kept across runs.
     #[arg(
         long = "metrics-file",
         value_name = "PATH",
