@@ -405,13 +405,7 @@ fn finish_interrupted_reload(config: &ApplyConfig) -> Result<Outcome> {
     let reloaded = reload(config, "reload");
     let warning = record_reload(config);
     reloaded
-        .with_context(|| {
-            format!(
-                "reloading HAProxy to run {} (a previous run was stopped after installing it, \
-                 before its reload was confirmed)",
-                path.display()
-            )
-        })
+        .with_context(|| format!("reloading HAProxy to run {} ({why})", path.display()))
         .context(Failure::ReloadFailed)?;
     let _ = state::clear_reload_pending(path);
     let _ = state::clear_runtime_pending(path);
@@ -485,7 +479,20 @@ fn preview(
         true => None,
         false => guard::refusal(&old, &candidate.config, config.max_server_loss_percent),
     };
-    if refusal.is_none() && !config.skip_validation {
+    // The real run's own decision, from the files alone: it sends nothing to HAProxy.
+    let how = match route(config, &live, candidate, &old) {
+        Route::Runtime(_) => None,
+        Route::Reload(None) => Some("reload: no --haproxy-master-socket".to_string()),
+        Route::Reload(Some(why)) => Some(format!("reload needed: {why}")),
+    };
+    // As in the real run, only a reload is ever deferred, and a deferred change is deferred
+    // before it is validated (the run that applies it validates it).
+    let deferred = match (&refusal, &how) {
+        (None, Some(_)) => deferral(config, SystemTime::now()),
+        _ => None,
+    };
+    let checked = refusal.is_none() && deferred.is_none();
+    if checked && !config.skip_validation {
         let started = Instant::now();
         let validated = validate_elsewhere(candidate, config)?;
         noted.timings.validate = started.elapsed();
@@ -513,7 +520,7 @@ fn preview(
                 .context(Failure::ValidationFailed);
         }
     }
-    if refusal.is_none() {
+    if checked {
         // As a real run would find before its reload: trying a bind writes nothing.
         let busy = refusal::unavailable_new_listeners(&old, &candidate.config);
         if !busy.is_empty() {
@@ -535,16 +542,6 @@ fn preview(
         .context(Failure::TooMuchRemoved);
     }
     let counts = summary::counts(&old, &candidate.config);
-    // The real run's own decision, from the files alone: it sends nothing to HAProxy.
-    let how = match route(config, &live, candidate, &old) {
-        Route::Runtime(_) => None,
-        Route::Reload(None) => Some("reload: no --haproxy-master-socket".to_string()),
-        Route::Reload(Some(why)) => Some(format!("reload needed: {why}")),
-    };
-    // As in the real run, only a reload is ever deferred.
-    let deferred = how
-        .as_ref()
-        .and_then(|_| deferral(config, SystemTime::now()));
     noted.lines.push(match (deferred, how) {
         (Some(Outcome::Deferred { until, .. }), Some(how)) => format!(
             "would defer the change ({counts}) until {} (--min-reload-interval; {how})",
