@@ -145,3 +145,35 @@ fn without_a_master_socket_the_dry_run_says_reload() {
         "would apply: backends +0 -0, servers +1 -0 (runtime, no reload)"
     );
 }
+
+#[test]
+fn a_leftover_runtime_marker_is_predicted_as_the_reload_it_causes() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let rig = Rig::start();
+    rig.marathon_runs(&[&a]);
+    rig.applied(&[]);
+    assert!(rig.haproxy.wait_for_reloads(1));
+    let marker = rig.workspace.path("haproxy.cfg.runtime-pending");
+    std::fs::write(&marker, "").unwrap();
+    assert_eq!(
+        prediction(&rig, &[]),
+        format!(
+            "would reload HAProxy: {} is unchanged, but a previous run was stopped during a \
+             runtime update",
+            rig.workspace.config().display()
+        )
+    );
+    rig.marathon_runs(&[&a, &b]);
+    assert_eq!(
+        without_changes(&prediction(&rig, &[])),
+        "would apply: backends +0 -0, servers +1 -0 (reload needed: a previous runtime update \
+         was interrupted)"
+    );
+    let summary = rig.applied(&[]);
+    assert_eq!(
+        how(&summary),
+        "reloaded: a previous runtime update was interrupted",
+        "{summary}"
+    );
+    assert!(!marker.exists());
+}

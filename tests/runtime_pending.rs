@@ -125,6 +125,16 @@ fn a_removed_server_with_a_request_in_flight_is_deleted_by_a_later_unchanged_run
         status.stdout,
         status.stderr
     );
+    let json = Sync::new()
+        .args(["status", "--json"])
+        .config(rig.workspace.config())
+        .run();
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).expect(&json.stdout);
+    assert_eq!(
+        json["pending_deletions"],
+        serde_json::json!({"worker": worker, "servers": [what]}),
+        "{json}"
+    );
     let dry = rig.run(&["--dry-run"]);
     dry.assert_success()
         .assert_stderr_contains(&format!("by an earlier runtime update: {what}"));
