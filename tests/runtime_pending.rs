@@ -7,9 +7,10 @@ mod support;
 
 use std::fs;
 use std::thread;
+use std::time::Duration;
 
 use haproxy_marathon_sync::apply::runtime::{parse_servers_state, RunningServer};
-use support::backend::{http_get, Backend, SlowBackend};
+use support::backend::{http_get, http_get_within, Backend, SlowBackend};
 use support::haproxy::HAPROXY_DEADLINE;
 use support::runtime_rig::Rig;
 use support::sync::Sync;
@@ -19,6 +20,10 @@ use support::workspace::Workspace;
 const LONG_TIMEOUTS_HEAD: &str = "global\n  maxconn 1000\n  hard-stop-after 60s\n\ndefaults\n  \
                                   mode http\n  timeout connect 2s\n  timeout client 60s\n  \
                                   timeout server 60s\n";
+
+/// How long the held request's client waits for its answer: within the head's timeouts, past
+/// the several runs the test makes meanwhile on a loaded machine.
+const HELD_REQUEST_WAIT: Duration = Duration::from_secs(50);
 
 /// Most runs the test makes, waiting for HAProxy to let go of the ended connection.
 const MAX_RETRY_RUNS: usize = 30;
@@ -71,7 +76,7 @@ fn a_removed_server_with_a_request_in_flight_is_deleted_by_a_later_unchanged_run
 
     // A request the slow task holds until the test releases it.
     let port = rig.service_port;
-    let request = thread::spawn(move || http_get(port, "/"));
+    let request = thread::spawn(move || http_get_within(port, "/", HELD_REQUEST_WAIT));
     slow.accepted
         .recv_timeout(HAPROXY_DEADLINE)
         .expect("the request never reached the slow task");

@@ -103,12 +103,21 @@ fn answer(mut stream: TcpStream, name: &str) -> io::Result<()> {
 
 /// A plain `GET path` to `127.0.0.1:port`, every step bounded; returns (status code, body).
 pub fn http_get(port: u16, path: &str) -> io::Result<(u16, String)> {
+    http_get_within(port, path, IO_TIMEOUT)
+}
+
+/// [`http_get`] waiting up to `answer_within` for the answer (a request a backend holds).
+pub fn http_get_within(
+    port: u16,
+    path: &str,
+    answer_within: Duration,
+) -> io::Result<(u16, String)> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&address, IO_TIMEOUT)?;
     // `write!` sends the request in pieces; without this, Nagle holds the later pieces until
     // HAProxy's delayed ACK (40 ms per request).
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_read_timeout(Some(answer_within))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     write!(
         stream,
