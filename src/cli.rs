@@ -155,7 +155,8 @@ pub struct Args {
     pub no_label_templates: bool,
 
     /// Change nothing: print the rendered configuration to stdout (with --diff, the diff), say
-    /// on stderr what the real run would decide (guard, haproxy -c), and exit with its status.
+    /// on stderr what the real run would decide (guard, haproxy -c, runtime update or reload
+    /// and why), and exit with its status.
     #[arg(
         short = 'd',
         long = "dry-run",

@@ -252,6 +252,23 @@ fn run_measured(
     let changes_field = |changes: &[String]| -> (&'static str, serde_json::Value) {
         ("changes", changes.to_vec().into())
     };
+    // Said on unchanged runs too: servers an earlier runtime update left in maintenance.
+    if let Some(line) = &noted.deletions {
+        log::write(
+            log,
+            log::Level::Info,
+            line,
+            &[("config", config_path.clone().into())],
+        );
+    }
+    if let Some(line) = &noted.deletion_warning {
+        log::write(
+            log,
+            log::Level::Warn,
+            line,
+            &[("config", config_path.clone().into())],
+        );
+    }
     match &outcome {
         Outcome::Applied { summary } => {
             let fields = [

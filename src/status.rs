@@ -38,6 +38,9 @@ pub fn status(
             .with_context(|| format!("reading the run record {}", record_path.display()))?,
         None => report::RunRecord::default(),
     };
+    // Servers a runtime update left in maintenance, not yet deleted (kept apart from the run
+    // record: the runs that settle them rewrite it under the lock).
+    let pending = apply::pending_deletions(haproxy_config);
     let now = unix_now();
     let age = record.success_age(now);
     let fresh = match max_age {
@@ -51,17 +54,27 @@ pub fn status(
             .map(|age| age.as_secs_f64())
             .into();
         value["last_success_age_seconds"] = age.into();
+        value["pending_deletions"] =
+            serde_json::to_value(&pending).context("encoding the pending deletions")?;
         format!(
             "{}\n",
             serde_json::to_string_pretty(&value).context("encoding the run record")?
         )
     } else {
-        report::status_text(
+        let mut text = report::status_text(
             &haproxy_config.display().to_string(),
             &record,
             apply::file_age(haproxy_config),
             now,
-        )
+        );
+        if let Some(pending) = &pending {
+            text.push_str(&format!(
+                "to delete:    {} (in maintenance until their connections end, worker {})\n",
+                pending.servers.join(", "),
+                pending.worker
+            ));
+        }
+        text
     };
     Ok(Status {
         text,

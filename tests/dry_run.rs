@@ -152,8 +152,8 @@ fn a_dry_run_says_what_the_real_run_would_apply_and_names_each_changed_backend()
         assert_eq!(dry.status.code(), Some(0), "{stderr}");
         assert_eq!(
             stderr,
-            "haproxy-marathon-sync: would apply: backends +0 -0, servers +1 -1; \
-             /shop (shop_10000): +10.0.2.5:31005 -10.0.1.7:31002\n",
+            "haproxy-marathon-sync: would apply: backends +0 -0, servers +1 -1 \
+             (reload: no --haproxy-master-socket); /shop (shop_10000): +10.0.2.5:31005 -10.0.1.7:31002\n",
             "{extra:?}"
         );
         assert_nothing_written(&cluster, &before);
@@ -295,9 +295,9 @@ fn a_plain_dry_run_prints_the_map_files_under_a_header_naming_each() {
     assert!(maps.contains(&app_header), "{maps}");
     // Validation saw the maps (staged in a temporary place), and nothing was written.
     assert!(cluster.etc().is_empty(), "{:?}", cluster.etc().keys());
-    assert!(dry
-        .stderr
-        .starts_with("haproxy-marathon-sync: would apply: backends +1 -0, servers +1 -0; "));
+    assert!(dry.stderr.starts_with(
+        "haproxy-marathon-sync: would apply: backends +1 -0, servers +1 -0 (reload: "
+    ));
 }
 
 #[test]

@@ -7,18 +7,15 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
 use haproxy_marathon_sync::apply::runtime::{execute, Report, RuntimeError, RuntimeOptions};
 use haproxy_marathon_sync::apply::runtime_plan::{classify, Change, Edit, Plan};
 
-use support::backend::{http_get, Backend};
+use support::backend::{http_get, Backend, SlowBackend};
 use support::haproxy::{free_port, wait_for, Haproxy, HAPROXY_BIN, HAPROXY_DEADLINE};
 use support::load::Load;
 
@@ -258,57 +255,6 @@ fn scale_up_scale_down_and_a_task_move_under_load_never_reload() {
     assert_eq!(rig.worker(), worker, "HAProxy was reloaded");
     assert_eq!(rig.haproxy.reloads(), Some(0));
     haproxy_check(&rig.path);
-}
-
-/// A backend that holds its first request until released, for a request in flight.
-struct SlowBackend {
-    port: u16,
-    accepted: mpsc::Receiver<()>,
-    release: mpsc::Sender<()>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl SlowBackend {
-    fn start() -> SlowBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (accepted_tx, accepted) = mpsc::channel();
-        let (release, release_rx) = mpsc::channel::<()>();
-        let thread = thread::spawn(move || {
-            // Health checks connect and close at once; the first request with a head is ours.
-            for stream in listener.incoming().take(100) {
-                let Ok(mut stream) = stream else { continue };
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(5)))
-                    .unwrap();
-                let mut head = [0u8; 4096];
-                if !matches!(stream.read(&mut head), Ok(n) if n > 0) {
-                    continue;
-                }
-                let _ = accepted_tx.send(());
-                let _ = release_rx.recv_timeout(Duration::from_secs(20));
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow",
-                );
-                return;
-            }
-        });
-        SlowBackend {
-            port,
-            accepted,
-            release,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for SlowBackend {
-    fn drop(&mut self) {
-        let _ = self.release.send(());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 #[test]

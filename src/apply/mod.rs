@@ -7,7 +7,9 @@
 //! a mix — and no temp file is left behind (only `<config>.rejected`, on purpose). A failed
 //! reload puts the old config back, so the next run sees a difference and tries again. A run
 //! killed between the rename and the end of its reload leaves `<config>.reload-pending`, and
-//! the next run reloads even though the config is unchanged.
+//! the next run reloads even though the config is unchanged. Servers a runtime update had to
+//! leave in maintenance (connections remained) are deleted by a later run, unchanged runs
+//! included, while the same worker runs (`<config>.runtime-deletions`).
 //!
 //! Before anything is written, three checks may stop a change: the blast-radius guard
 //! (`--max-server-loss`, an error unless `--force`), `--min-reload-interval` (a deferral, not
@@ -45,7 +47,9 @@ pub use command::CommandError;
 pub use master::{show_proc, ProcessTable};
 pub use refusal::{rejected_by_haproxy, BusyListener, ListenersUnavailable};
 pub use reload_live::reload_live;
-pub use state::{pending_path, state_path, utc_timestamp};
+pub use state::{
+    deletions_path, pending_deletions, pending_path, state_path, utc_timestamp, PendingDeletions,
+};
 pub use summary::{BackendApps, Inventory};
 pub use write::directory_warnings;
 
@@ -98,6 +102,11 @@ pub struct Noted {
     /// How an applied change reached HAProxy: `runtime, no reload`, `reloaded` or
     /// `reloaded: <why>`, as the summary line ends.
     pub applied_how: Option<String>,
+    /// For the log at `info`, unchanged runs included: servers an earlier runtime update left
+    /// in maintenance that this run deleted, or that still hold connections.
+    pub deletions: Option<String>,
+    /// For the log at `warn`: retrying those deletions failed (the next run tries again).
+    pub deletion_warning: Option<String>,
 }
 
 /// Where a candidate that `haproxy -c` rejected is kept for inspection.
@@ -133,7 +142,6 @@ pub fn apply_noting(
     if config.dry_run {
         return preview(candidate, apps, config, out, noted);
     }
-    let timings = &mut noted.timings;
     let _lock = lock::acquire(&config.lock_file, config.lock_timeout)?;
     let path = &config.haproxy_config;
     // Under the lock no other apply is running: temp files beside our targets are leftovers of
@@ -143,13 +151,18 @@ pub fn apply_noting(
     }
     write::remove_leftover_target_temp_files(path);
     let live = Live::read(candidate, path)?;
-    if live.matches(candidate) {
-        if state::reload_pending(path) || state::runtime_pending(path) {
-            return finish_interrupted_reload(config);
-        }
-        return Ok(Outcome::Unchanged);
+    let interrupted = state::reload_pending(path) || state::runtime_pending(path);
+    if live.matches(candidate) && interrupted {
+        return finish_interrupted_reload(config);
     }
     let old_config = live.config.text();
+    if !interrupted {
+        retry_pending_deletions(config, &old_config, noted);
+    }
+    if live.matches(candidate) {
+        return Ok(Outcome::Unchanged);
+    }
+    let timings = &mut noted.timings;
     let route = route(config, &live, candidate, &old_config);
     let runtime = matches!(route, Route::Runtime(_));
     if let Some(stopped) = check_before_writing(config, &old_config, &candidate.config, runtime)? {
@@ -392,16 +405,11 @@ fn finish_interrupted_reload(config: &ApplyConfig) -> Result<Outcome> {
     let reloaded = reload(config, "reload");
     let warning = record_reload(config);
     reloaded
-        .with_context(|| {
-            format!(
-                "reloading HAProxy to run {} (a previous run was stopped after installing it, \
-                 before its reload was confirmed)",
-                path.display()
-            )
-        })
+        .with_context(|| format!("reloading HAProxy to run {} ({why})", path.display()))
         .context(Failure::ReloadFailed)?;
     let _ = state::clear_reload_pending(path);
     let _ = state::clear_runtime_pending(path);
+    let _ = state::clear_pending_deletions(path);
     let mut summary = format!("reloaded {}: {why}", path.display());
     if let Some(warning) = warning {
         summary.push_str("; warning: ");
@@ -443,14 +451,27 @@ fn preview(
     let old = live.config.text();
     if live.matches(candidate) {
         print_preview(&live, candidate, config, out)?;
-        noted.lines.push(if state::reload_pending(path) {
-            format!(
-                "would reload HAProxy: {} is unchanged, but a previous run was stopped before \
-                 its reload was confirmed",
-                path.display()
-            )
+        let interrupted = if state::reload_pending(path) {
+            Some("a previous run was stopped before its reload was confirmed")
+        } else if state::runtime_pending(path) {
+            Some("a previous run was stopped during a runtime update")
         } else {
-            format!("would leave {} unchanged", path.display())
+            None
+        };
+        noted.lines.push(match interrupted {
+            Some(why) => format!(
+                "would reload HAProxy: {} is unchanged, but {why}",
+                path.display()
+            ),
+            None => match pending_deletions_to_retry(config) {
+                Some(servers) => format!(
+                    "would leave {} unchanged and retry deleting the servers left in \
+                     maintenance by an earlier runtime update: {}",
+                    path.display(),
+                    servers.join(", ")
+                ),
+                None => format!("would leave {} unchanged", path.display()),
+            },
         });
         return Ok(Outcome::DryRun);
     }
@@ -458,7 +479,20 @@ fn preview(
         true => None,
         false => guard::refusal(&old, &candidate.config, config.max_server_loss_percent),
     };
-    if refusal.is_none() && !config.skip_validation {
+    // The real run's own decision, from the files alone: it sends nothing to HAProxy.
+    let how = match route(config, &live, candidate, &old) {
+        Route::Runtime(_) => None,
+        Route::Reload(None) => Some("reload: no --haproxy-master-socket".to_string()),
+        Route::Reload(Some(why)) => Some(format!("reload needed: {why}")),
+    };
+    // As in the real run, only a reload is ever deferred, and a deferred change is deferred
+    // before it is validated (the run that applies it validates it).
+    let deferred = match (&refusal, &how) {
+        (None, Some(_)) => deferral(config, SystemTime::now()),
+        _ => None,
+    };
+    let checked = refusal.is_none() && deferred.is_none();
+    if checked && !config.skip_validation {
         let started = Instant::now();
         let validated = validate_elsewhere(candidate, config)?;
         noted.timings.validate = started.elapsed();
@@ -486,7 +520,7 @@ fn preview(
                 .context(Failure::ValidationFailed);
         }
     }
-    if refusal.is_none() {
+    if checked {
         // As a real run would find before its reload: trying a bind writes nothing.
         let busy = refusal::unavailable_new_listeners(&old, &candidate.config);
         if !busy.is_empty() {
@@ -508,17 +542,27 @@ fn preview(
         .context(Failure::TooMuchRemoved);
     }
     let counts = summary::counts(&old, &candidate.config);
-    noted.lines.push(match deferral(config, SystemTime::now()) {
-        Some(Outcome::Deferred { until, .. }) => format!(
-            "would defer the change ({counts}) until {} (--min-reload-interval)",
+    noted.lines.push(match (deferred, how) {
+        (Some(Outcome::Deferred { until, .. }), Some(how)) => format!(
+            "would defer the change ({counts}) until {} (--min-reload-interval; {how})",
             state::utc_timestamp(until)
         ),
-        _ => format!("would apply: {counts}"),
+        (_, Some(how)) => format!("would apply: {counts} ({how})"),
+        (_, None) => format!("would apply: {counts} (runtime, no reload)"),
     });
     noted
         .lines
         .extend(summary::backend_changes(&old, &candidate.config, apps));
     Ok(Outcome::DryRun)
+}
+
+/// The servers a real run would try to delete now (recorded pending deletion), when it would
+/// try at all; the dry run does not ask HAProxy whether they still hold connections.
+fn pending_deletions_to_retry(config: &ApplyConfig) -> Option<Vec<String>> {
+    if config.haproxy_master_socket.is_none() || !config.runtime_api {
+        return None;
+    }
+    state::pending_deletions(&config.haproxy_config).map(|record| record.servers)
 }
 
 /// The dry run's stdout: the diff of every file that differs, or the candidate config followed
@@ -693,7 +737,7 @@ fn install_and_reload(
                 Ok(report) => {
                     return put_in_place_after_runtime(
                         config,
-                        staged,
+                        (staged, &candidate.config),
                         &live_config,
                         &report,
                         timings,
@@ -747,6 +791,8 @@ fn install_and_reload(
     let warning = record_reload(config);
     let _ = state::clear_reload_pending(path);
     let _ = state::clear_runtime_pending(path);
+    // The new worker has none of the old one's servers: nothing is left pending deletion.
+    let _ = state::clear_pending_deletions(path);
     Ok(Installed {
         companions: swap.len(),
         how,
@@ -776,7 +822,7 @@ fn update_live(config: &ApplyConfig, plan: &Plan) -> Result<runtime::Report> {
 /// the file agree again.
 fn put_in_place_after_runtime(
     config: &ApplyConfig,
-    staged: tempfile::NamedTempFile,
+    (staged, staged_config): (tempfile::NamedTempFile, &str),
     live_config: &LiveFile,
     report: &runtime::Report,
     timings: &mut Timings,
@@ -794,33 +840,136 @@ fn put_in_place_after_runtime(
         let e = match reloaded {
             Ok(()) => {
                 let _ = state::clear_runtime_pending(path);
+                let _ = state::clear_pending_deletions(path);
                 e.context(format!(
-                    "the servers were changed through the runtime API but {} could not be                      replaced; HAProxy was reloaded to run the file as it is",
+                    "the servers were changed through the runtime API but {} could not be \
+                     replaced; HAProxy was reloaded to run the file as it is",
                     path.display()
                 ))
             }
-            Err(reload) => anyhow!("{e:#}\nthen reloading failed too: {reload:#}").context(
-                format!(
-                    "the servers were changed through the runtime API but {} could not be                      replaced, and the reload to run it as it is failed",
+            Err(reload) => {
+                anyhow!("{e:#}\nthen reloading failed too: {reload:#}").context(format!(
+                    "the servers were changed through the runtime API but {} could not be \
+                     replaced, and the reload to run it as it is failed",
                     path.display()
-                ),
-            ),
+                ))
+            }
         };
         return Err(e.context(Failure::WriteFailed));
     }
     let _ = state::clear_runtime_pending(path);
-    let warning = (!report.pending_deletion.is_empty()).then(|| {
+    let mut warning = (!report.pending_deletion.is_empty()).then(|| {
         format!(
-            "left in maintenance until their connections end: {}",
+            "left in maintenance until their connections end, deleted by a later run: {}",
             report.pending_deletion.join(", ")
         )
     });
+    if let Err(e) = keep_pending_deletions(config, report, staged_config) {
+        let note = format!("{e:#}; they stay in maintenance until the next reload");
+        warning = Some(warning.map_or(note.clone(), |w| format!("{w}; {note}")));
+    }
     Ok(Installed {
         companions: 0,
         how: "runtime, no reload".to_string(),
         runtime: true,
         warning,
     })
+}
+
+/// Records the servers left pending deletion after a runtime update: the ones it could not
+/// delete, and those of an earlier record for the same worker that it did not settle (it only
+/// touched the backends it changed) and the new file does not want back.
+fn keep_pending_deletions(
+    config: &ApplyConfig,
+    report: &runtime::Report,
+    new_config: &str,
+) -> Result<()> {
+    let path = &config.haproxy_config;
+    let mut servers: std::collections::BTreeSet<String> =
+        report.pending_deletion.iter().cloned().collect();
+    if let Some(earlier) = state::pending_deletions(path).filter(|r| r.worker == report.worker) {
+        let wanted = Inventory::of(new_config).servers;
+        servers.extend(earlier.servers.into_iter().filter(|what| {
+            !report.deleted.contains(what)
+                && !report.reused.contains(what)
+                && !what
+                    .split_once('/')
+                    .is_some_and(|(b, s)| wanted.contains(&(b.to_string(), s.to_string())))
+        }));
+    }
+    let record = state::PendingDeletions {
+        worker: report.worker,
+        servers: servers.into_iter().collect(),
+    };
+    state::record_pending_deletions(path, &record)
+}
+
+/// Every run with a master socket and runtime updates on, unchanged runs included: deletes the
+/// servers an earlier runtime update left in maintenance whose connections have ended, while
+/// the worker that holds them still runs (a reload makes the record moot), and only those the
+/// live file (`live_config`) no longer has. Says in `noted` what it deleted or left pending; a
+/// failure is a warning, never the run's failure, and the record stays for the next run.
+/// Never `shutdown sessions`: a server in maintenance takes no new requests anyway.
+fn retry_pending_deletions(config: &ApplyConfig, live_config: &str, noted: &mut Noted) {
+    let path = &config.haproxy_config;
+    let Some(socket) = config.haproxy_master_socket.as_ref() else {
+        return;
+    };
+    let Some(record) = state::pending_deletions(path).filter(|_| config.runtime_api) else {
+        return;
+    };
+    let wanted = Inventory::of(live_config).servers;
+    let wanted =
+        |backend: &str, server: &str| wanted.contains(&(backend.to_string(), server.to_string()));
+    let retried = runtime::retry_deletions(
+        socket,
+        record.worker,
+        &record.servers,
+        &wanted,
+        config.command_timeout,
+    );
+    let (deleted, pending) = match retried {
+        Ok(runtime::Retried::Done { deleted, pending }) => (deleted, pending),
+        Ok(runtime::Retried::Reloaded { .. }) => {
+            let _ = state::clear_pending_deletions(path);
+            return;
+        }
+        Err(e) => {
+            noted.deletion_warning = Some(format!(
+                "could not retry deleting the servers left in maintenance by an earlier runtime \
+                 update ({}): {e:#}; the next run tries again",
+                record.servers.join(", ")
+            ));
+            return;
+        }
+    };
+    let kept = state::PendingDeletions {
+        worker: record.worker,
+        servers: pending.clone(),
+    };
+    if let Err(e) = state::record_pending_deletions(path, &kept) {
+        noted.deletion_warning = Some(format!("{e:#}"));
+    }
+    noted.deletions = deletions_line(&deleted, &pending);
+}
+
+/// The one log line about servers left pending deletion: those deleted, those still pending.
+fn deletions_line(deleted: &[String], pending: &[String]) -> Option<String> {
+    let mut parts = Vec::new();
+    if !deleted.is_empty() {
+        parts.push(format!(
+            "deleted the servers an earlier runtime update left in maintenance: {}",
+            deleted.join(", ")
+        ));
+    }
+    if !pending.is_empty() {
+        parts.push(format!(
+            "still in maintenance until their connections end, deletion retried by the next run: \
+             {}",
+            pending.join(", ")
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// Writes the candidate config to a temp file beside the live one and puts its companions in

@@ -23,5 +23,8 @@ pub fn reload_live(config: &ApplyConfig) -> Result<()> {
     }
     super::reload(config, "reload")
         .with_context(|| format!("reloading HAProxy with the live {}", live.display()))
-        .context(Failure::ReloadFailed)
+        .context(Failure::ReloadFailed)?;
+    // The new worker has none of the old one's servers left pending deletion.
+    let _ = super::state::clear_pending_deletions(live);
+    Ok(())
 }

@@ -3,8 +3,9 @@
 //! exactly. Plans against what the worker runs (`show servers state <backend>`), so servers
 //! left from an earlier run are reused or finished off. Never cuts a connection: a removed
 //! server goes to maintenance and is deleted once its connections end (`shutdown sessions` is
-//! never sent). Any other reply, a socket error or a timeout is a [`RuntimeError`], on which
-//! the caller reloads the validated file, so HAProxy and the file never disagree.
+//! never sent); [`retry_deletions`] finishes such servers off on later runs, in the same worker
+//! only. Any other reply, a socket error or a timeout is a [`RuntimeError`], on which the caller
+//! reloads the validated file, so HAProxy and the file never disagree.
 //!
 //! What HAProxy 2.6.12 answers (docs/RUNTIME.md has the full table): after `prompt`, every
 //! answer ends in `master> `; `add server` answers `New server registered.` and a blank line;
@@ -242,6 +243,73 @@ pub fn execute(
     }
     report.commands = session.commands;
     Ok(report)
+}
+
+/// What [`retry_deletions`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retried {
+    /// The worker is the one that held the servers: `deleted` are gone now, `pending` still
+    /// hold connections (in maintenance still). Servers the file wants again, that HAProxy no
+    /// longer has, or that are out of forced maintenance (someone's `set server`) are in
+    /// neither: they are not ours to delete any more.
+    Done {
+        deleted: Vec<String>,
+        pending: Vec<String>,
+    },
+    /// HAProxy runs another worker (it was reloaded): the servers went with the old one.
+    Reloaded { worker: u32 },
+}
+
+/// One `del server` for each of `servers` (`backend/server`, left pending deletion by an
+/// earlier run in `worker`) that the live file no longer wants (`wanted` says false) and the
+/// worker still has in forced maintenance. One try each, no waiting: the next run tries again.
+pub fn retry_deletions(
+    socket: &Path,
+    worker: u32,
+    servers: &[String],
+    wanted: &dyn Fn(&str, &str) -> bool,
+    timeout: Duration,
+) -> Result<Retried, RuntimeError> {
+    let mut session = Session::open(socket, Instant::now() + timeout)?;
+    let current = session.current_worker()?;
+    if current != worker {
+        return Ok(Retried::Reloaded { worker: current });
+    }
+    let mut by_backend: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (backend, server) in servers.iter().filter_map(|what| what.split_once('/')) {
+        if !wanted(backend, server) {
+            by_backend.entry(backend).or_default().push(server);
+        }
+    }
+    let mut removals = Vec::new();
+    for (backend, names) in by_backend {
+        let command = format!("show servers state {backend}");
+        let answer = session.worker(worker, &command)?;
+        let running = parse_servers_state(&answer, backend).ok_or(RuntimeError::Unexpected {
+            command,
+            reply: answer.clone(),
+        })?;
+        removals.extend(
+            running
+                .into_iter()
+                .filter(|s| names.contains(&s.name.as_str()) && s.in_maintenance())
+                .map(|s| (format!("{backend}/{}", s.name), s)),
+        );
+    }
+    let pending = delete(&mut session, worker, &removals, Duration::ZERO)?;
+    let after = session.current_worker()?;
+    if after != worker {
+        return Err(RuntimeError::WorkerChanged {
+            before: worker,
+            after,
+        });
+    }
+    let deleted = removals
+        .into_iter()
+        .map(|(what, _)| what)
+        .filter(|what| !pending.contains(what))
+        .collect();
+    Ok(Retried::Done { deleted, pending })
 }
 
 /// `add server` with the line's own options, then its health check and traffic (a server

@@ -3,8 +3,11 @@
 //! (`<config>.reload-pending`, present from just before the rename until the reload is settled,
 //! so a run killed in between is finished by the next one), and the runtime-pending marker
 //! (`<config>.runtime-pending`, present while servers are changed through the runtime API and
-//! until the file matching them is in place; the next run reloads). Only touched under the lock, and
-//! like every file beside the config, written by temp file and rename, never through a link.
+//! until the file matching them is in place; the next run reloads), and the servers a runtime
+//! update left in maintenance because connections remained (`<config>.runtime-deletions`, JSON,
+//! with the worker that holds them, so later runs delete them once their connections end).
+//! Only touched under the lock (read-only by dry runs and `status`), and like every file beside
+//! the config, written by temp file and rename, never through a link.
 
 use std::fs;
 use std::io;
@@ -97,6 +100,63 @@ pub fn clear_runtime_pending(haproxy_config: &Path) -> Result<()> {
     remove_marker(&runtime_pending_path(haproxy_config))
 }
 
+/// The `<config>.runtime-deletions` record: servers an earlier runtime update put in
+/// maintenance and could not delete yet, because connections remained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDeletions {
+    /// The worker that holds them: any other worker (a reload, ours or anyone's) no longer has
+    /// them, and the record is moot.
+    pub worker: u32,
+    /// `backend/server`, sorted, without duplicates.
+    pub servers: Vec<String>,
+}
+
+/// Where the servers left pending deletion are recorded.
+pub fn deletions_path(haproxy_config: &Path) -> PathBuf {
+    write::with_suffix(haproxy_config, ".runtime-deletions")
+}
+
+/// The servers an earlier runtime update left pending deletion. A missing, damaged or empty
+/// record is `None`; names HAProxy would not allow (a record edited by hand) are dropped, since
+/// they are sent to HAProxy's CLI.
+pub fn pending_deletions(haproxy_config: &Path) -> Option<PendingDeletions> {
+    let text = write::read_own(&deletions_path(haproxy_config)).ok()??;
+    let mut record: PendingDeletions = serde_json::from_slice(&text).ok()?;
+    record.servers.retain(|what| is_server_path(what));
+    record.servers.sort();
+    record.servers.dedup();
+    (!record.servers.is_empty()).then_some(record)
+}
+
+/// Records the servers left pending deletion, or removes the record when there are none.
+pub fn record_pending_deletions(haproxy_config: &Path, record: &PendingDeletions) -> Result<()> {
+    if record.servers.is_empty() {
+        return clear_pending_deletions(haproxy_config);
+    }
+    let path = deletions_path(haproxy_config);
+    let mut text = serde_json::to_vec(record).context("encoding the pending deletions")?;
+    text.push(b'\n');
+    write::replace(&path, &text, None).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Removes the record (after a reload, which leaves no server of the old worker behind).
+pub fn clear_pending_deletions(haproxy_config: &Path) -> Result<()> {
+    remove_marker(&deletions_path(haproxy_config))
+}
+
+/// `backend/server` with both names made of what HAProxy allows in a name (letters, digits,
+/// `-`, `_`, `.`, `:`).
+fn is_server_path(what: &str) -> bool {
+    let name = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    };
+    what.split_once('/')
+        .is_some_and(|(backend, server)| name(backend) && name(server))
+}
+
 fn marker_present(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
 }
@@ -166,5 +226,33 @@ mod tests {
         clear_runtime_pending(&config).unwrap();
         clear_runtime_pending(&config).unwrap();
         assert!(!runtime_pending(&config));
+    }
+
+    #[test]
+    fn pending_deletions_read_back_and_hand_edited_names_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("haproxy.cfg");
+        assert_eq!(pending_deletions(&config), None);
+        let record = PendingDeletions {
+            worker: 42,
+            servers: vec!["web_10000/127_0_0_1_4000".into()],
+        };
+        record_pending_deletions(&config, &record).unwrap();
+        assert_eq!(pending_deletions(&config), Some(record));
+        fs::write(
+            deletions_path(&config),
+            r#"{"worker":7,"servers":["b/s; shutdown sessions b/s","b/s","b/s","nobackend"]}"#,
+        )
+        .unwrap();
+        let read = pending_deletions(&config).unwrap();
+        assert_eq!((read.worker, read.servers), (7, vec!["b/s".to_string()]));
+        let none = PendingDeletions {
+            worker: 7,
+            servers: vec![],
+        };
+        record_pending_deletions(&config, &none).unwrap();
+        assert!(!deletions_path(&config).exists());
+        fs::write(deletions_path(&config), "{\"worker\"").unwrap();
+        assert_eq!(pending_deletions(&config), None);
     }
 }

@@ -1,12 +1,13 @@
 //! Tiny HTTP backends for tests: each answers every request with its own name, so a test can see
-//! where HAProxy routed it. Plus a bounded HTTP GET over a plain `TcpStream`, and a bounded wait
-//! for traffic through HAProxy to reach a given backend.
+//! where HAProxy routed it; one that holds its first request until the test releases it (a
+//! request in flight). Plus a bounded HTTP GET over a plain `TcpStream`, and a bounded wait for
+//! traffic through HAProxy to reach a given backend.
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -102,12 +103,21 @@ fn answer(mut stream: TcpStream, name: &str) -> io::Result<()> {
 
 /// A plain `GET path` to `127.0.0.1:port`, every step bounded; returns (status code, body).
 pub fn http_get(port: u16, path: &str) -> io::Result<(u16, String)> {
+    http_get_within(port, path, IO_TIMEOUT)
+}
+
+/// [`http_get`] waiting up to `answer_within` for the answer (a request a backend holds).
+pub fn http_get_within(
+    port: u16,
+    path: &str,
+    answer_within: Duration,
+) -> io::Result<(u16, String)> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&address, IO_TIMEOUT)?;
     // `write!` sends the request in pieces; without this, Nagle holds the later pieces until
     // HAProxy's delayed ACK (40 ms per request).
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_read_timeout(Some(answer_within))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     write!(
         stream,
@@ -139,4 +149,57 @@ pub fn traffic_reaches(port: u16, name: &str) -> bool {
         Duration::from_secs(15),
         || matches!(http_get(port, "/"), Ok((200, body)) if body == name),
     )
+}
+
+/// A backend that holds its first request until released, for a request in flight.
+pub struct SlowBackend {
+    pub port: u16,
+    /// Told when the held request has arrived.
+    pub accepted: mpsc::Receiver<()>,
+    /// Answers the held request.
+    pub release: mpsc::Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SlowBackend {
+    pub fn start() -> SlowBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (accepted_tx, accepted) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let thread = thread::spawn(move || {
+            // Health checks connect and close at once; the first request with a head is ours.
+            for stream in listener.incoming().take(100) {
+                let Ok(mut stream) = stream else { continue };
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let mut head = [0u8; 4096];
+                if !matches!(stream.read(&mut head), Ok(n) if n > 0) {
+                    continue;
+                }
+                let _ = accepted_tx.send(());
+                let _ = release_rx.recv_timeout(Duration::from_secs(20));
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow",
+                );
+                return;
+            }
+        });
+        SlowBackend {
+            port,
+            accepted,
+            release,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SlowBackend {
+    fn drop(&mut self) {
+        let _ = self.release.send(());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! Shared helpers for integration tests: a stand-in Marathon, real HAProxy processes, tiny
 //! HTTP backends, an `apply` fixture, a load generator, reserved ports, a kill-on-drop child
-//! guard, the fluent binary driver (`sync::Sync`) and the corpus loader. Each test file uses the
-//! part it needs.
+//! guard, the fluent binary driver (`sync::Sync`), the corpus loader and a runtime-update rig
+//! (`runtime_rig::Rig`: Marathon, master-worker HAProxy, the binary through the master socket).
+//! Each test file uses the part it needs.
 #![allow(dead_code)]
 
 pub mod backend;
@@ -15,5 +16,6 @@ pub mod mounts;
 pub mod ports;
 pub mod process;
 pub mod rng;
+pub mod runtime_rig;
 pub mod sync;
 pub mod workspace;
