@@ -114,10 +114,24 @@ fn interval_loop_runs_on_sighup_and_reloads_the_live_file_on_sigusr1() {
     // SIGUSR1: the live file reloaded, nothing rendered (the third task stays out).
     workspace.set_snapshot(web_app(service_port, &[first, second, third]));
     let live = workspace.config_text();
+    // As a run killed before its reload, or during a runtime update, leaves them: once HAProxy
+    // runs the file on disk, they have nothing left to finish.
+    let config = workspace.shared.config();
+    let markers = [".reload-pending", ".runtime-pending"]
+        .map(|suffix| PathBuf::from(format!("{}{suffix}", config.display())));
+    for marker in &markers {
+        fs::write(marker, "").unwrap();
+    }
     running.signal(libc::SIGUSR1);
     let reloaded = wait_for(PATIENCE, || workspace.reloads() == 3);
     assert_waited("SIGUSR1 ran the reload command", reloaded, &running);
     assert_eq!(workspace.config_text(), live, "SIGUSR1 renders nothing");
+    let settled = wait_for(PATIENCE, || markers.iter().all(|marker| !marker.exists()));
+    assert_waited(
+        "SIGUSR1's reload cleared the interrupted-run markers",
+        settled,
+        &running,
+    );
 
     let stderr = running.stderr();
     assert!(stderr.contains("SIGHUP received: running now"), "{stderr}");

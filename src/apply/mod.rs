@@ -407,9 +407,7 @@ fn finish_interrupted_reload(config: &ApplyConfig) -> Result<Outcome> {
     reloaded
         .with_context(|| format!("reloading HAProxy to run {} ({why})", path.display()))
         .context(Failure::ReloadFailed)?;
-    let _ = state::clear_reload_pending(path);
-    let _ = state::clear_runtime_pending(path);
-    let _ = state::clear_pending_deletions(path);
+    state::settled_after_reload(path);
     let mut summary = format!("reloaded {}: {why}", path.display());
     if let Some(warning) = warning {
         summary.push_str("; warning: ");
@@ -789,10 +787,7 @@ fn install_and_reload(
     }
     timings.reload = started.elapsed();
     let warning = record_reload(config);
-    let _ = state::clear_reload_pending(path);
-    let _ = state::clear_runtime_pending(path);
-    // The new worker has none of the old one's servers: nothing is left pending deletion.
-    let _ = state::clear_pending_deletions(path);
+    state::settled_after_reload(path);
     Ok(Installed {
         companions: swap.len(),
         how,

@@ -24,7 +24,10 @@ pub fn reload_live(config: &ApplyConfig) -> Result<()> {
     super::reload(config, "reload")
         .with_context(|| format!("reloading HAProxy with the live {}", live.display()))
         .context(Failure::ReloadFailed)?;
-    // The new worker has none of the old one's servers left pending deletion.
-    let _ = super::state::clear_pending_deletions(live);
+    // HAProxy now runs the file on disk: a run killed before its reload or during a runtime
+    // update needs no further reload, and the next change's `--min-reload-interval` counts
+    // from this one.
+    let _ = super::record_reload(config);
+    super::state::settled_after_reload(live);
     Ok(())
 }

@@ -144,6 +144,15 @@ pub fn clear_pending_deletions(haproxy_config: &Path) -> Result<()> {
     remove_marker(&deletions_path(haproxy_config))
 }
 
+/// After HAProxy confirmed a reload of the file on disk: it runs that file, so no earlier
+/// reload or runtime update is left unfinished and the new worker has no server left pending
+/// deletion. Best effort: a marker left behind costs one needless reload, never a wrong one.
+pub fn settled_after_reload(haproxy_config: &Path) {
+    let _ = clear_reload_pending(haproxy_config);
+    let _ = clear_runtime_pending(haproxy_config);
+    let _ = clear_pending_deletions(haproxy_config);
+}
+
 /// `backend/server` with both names made of what HAProxy allows in a name (letters, digits,
 /// `-`, `_`, `.`, `:`).
 fn is_server_path(what: &str) -> bool {
