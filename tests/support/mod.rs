@@ -15,5 +15,6 @@ pub mod mounts;
 pub mod ports;
 pub mod process;
 pub mod rng;
+pub mod socket_proxy;
 pub mod sync;
 pub mod workspace;
