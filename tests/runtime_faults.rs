@@ -1,14 +1,15 @@
 //! Faults in the middle of a runtime update, through the binary, on a real master-worker
 //! HAProxy: a master socket that closes at every command line of a runtime session (before the
 //! line reaches HAProxy, after HAProxy did it, or in the middle of its answer), with the
-//! fallback reload passing or broken too; SIGKILL while a command's answer is held back, and
-//! at random moments. Each ends, by the run itself or the next one, with HAProxy's worker
-//! running exactly the servers of the file on disk, the file a fresh render that passes
+//! fallback reload passing or broken too; SIGKILL while a command's answer is held back, while
+//! the fallback reload is held, and at random moments; an `add server` HAProxy refuses; a
+//! master that stops answering. Each ends, by the run itself or the next one, with HAProxy's
+//! worker running exactly the servers of the file on disk, the file a fresh render that passes
 //! `haproxy -c`, no marker left, and no failed request for the app whose servers never change.
 //!
 //! The faults come from a unix-socket proxy between `--haproxy-master-socket` and the real
-//! master socket (tests/support/socket_proxy.rs). A runtime command HAProxy refuses is in
-//! tests/runtime_apply.rs (a name it already runs elsewhere) and tests/runtime.rs (the replies).
+//! master socket (tests/support/socket_proxy.rs). A name HAProxy already runs at another
+//! address is in tests/runtime_apply.rs; the executor's typed errors in tests/runtime.rs.
 
 mod support;
 
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::backend::{traffic_reaches, Backend};
-use support::haproxy::{assert_valid, http_config, wait_for, Haproxy};
+use support::haproxy::{assert_valid, http_config, wait_for, Haproxy, HAPROXY_DEADLINE};
 use support::load::Load;
 use support::marathon::FakeMarathon;
 use support::ports::Port;
@@ -399,17 +400,22 @@ struct Calibration {
     session: (Duration, Duration),
 }
 
-/// The line at which `run` stopped, and checks it broke where it was told to, in a session of
-/// the calibrated shape.
+/// The lines of the next runtime session the proxy reports, once checked that it broke at
+/// line `k` of a session of the calibrated shape.
 #[track_caller]
 fn assert_broken_at(proxy: &SocketProxy, k: usize, shapes: &[String]) -> Vec<String> {
     let session = proxy
         .next_session(EVENT_WAIT)
         .expect("the run opened a runtime session");
+    assert_broken(&session, k, shapes);
+    session.lines
+}
+
+#[track_caller]
+fn assert_broken(session: &Session, k: usize, shapes: &[String]) {
     assert_eq!(session.broken_at, Some(k), "{:?}", session.lines);
     let seen: Vec<String> = session.lines.iter().map(|l| shape(l)).collect();
     assert_eq!(seen, shapes[..k], "the session took another shape");
-    session.lines
 }
 
 #[test]
@@ -498,6 +504,8 @@ fn a_master_socket_closing_at_any_command_of_a_runtime_update_ends_with_haproxy_
 
 /// Kills while an answer is held back: seeded positions.
 const STALLED_KILLS: usize = 8;
+/// Kills while the fallback reload after a broken session is held.
+const FALLBACK_KILLS: usize = 4;
 /// Kills at seeded moments of a whole run, with nothing held back.
 const TIMED_KILLS: usize = 15;
 /// `FAULTS_SEED=<n>` replays another run.
@@ -567,6 +575,84 @@ fn sigkill_during_a_runtime_update_is_finished_by_the_next_run() {
             .assert_stderr_contains("(reloaded: a previous runtime update was interrupted)");
         rig.assert_haproxy_runs_the_file(state, &context);
         assert_eq!(rig.leftovers(), Vec::<String>::new(), "{context}");
+    }
+
+    // Kills during the fallback reload: the session broken, then one of the reload's own
+    // sessions held (its `show proc`, or its `reload`, passed to HAProxy or not). The file is in
+    // place, its reload not settled: the next run reloads.
+    for kill in 0..FALLBACK_KILLS {
+        let k = 1 + rng.below(n - 1);
+        let how = [Break::Unsent, Break::Unanswered, Break::MidAnswer][rng.below(3)];
+        let (session, forwarded) = (1 + rng.below(2), rng.one_in(2));
+        let later = Later::Stall { session, forwarded };
+        let context = format!(
+            "fallback kill {kill}: broken at line {k} ({}), {how:?}, {later:?}, seed {seed}",
+            shapes[k - 1]
+        );
+        state = state.other();
+        rig.marathon_runs(state);
+        rig.proxy.arm(Some(Fault {
+            line: k,
+            how,
+            later,
+        }));
+        let mut child = rig.sync(&rig.proxy.path).spawn();
+        let mut events = Vec::new();
+        rig.proxy.next_event_unless(
+            EVENT_WAIT,
+            || child.try_status().is_some(),
+            |event| {
+                events.push(event.clone());
+                matches!(event, Event::Stalled { .. })
+            },
+        );
+        let Some(Event::Stalled { command }) = events.last().cloned() else {
+            let (status, _, stderr) = child.stop_and_read_stderr();
+            panic!("{context}: no stall ({events:?}); the run ended {status:?}:\n{stderr}");
+        };
+        child.signal(libc::SIGKILL);
+        let status = child.wait_timeout(Duration::from_secs(10));
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{context}: the run was not killed: {status:?}"
+        );
+        let held = ["show proc; quit", "reload; quit"][session - 1];
+        assert_eq!(command, held, "{context}");
+        let broken = events.iter().find_map(|event| match event {
+            Event::Session(session) => Some(session),
+            _ => None,
+        });
+        assert_broken(broken.expect("the broken session"), k, shapes);
+        assert!(
+            rig.on_disk() == rig.rendered(state),
+            "{context}: the validated file is not in place"
+        );
+        assert!(
+            rig.marker().exists() && rig.reload_marker().exists(),
+            "{context}: a marker is missing"
+        );
+
+        // A `reload` the killed run passed on makes the master re-execute, and its socket
+        // refuses connections meanwhile: a run starting then fails at its first `show proc`
+        // (exit 8, both markers kept; the run after finishes it). The next cron run comes
+        // later than that.
+        assert!(
+            wait_for(HAPROXY_DEADLINE, || rig
+                .haproxy
+                .try_command("show proc")
+                .is_some()),
+            "{context}: the master does not answer"
+        );
+        let next = rig.run_direct();
+        next.assert_success()
+            .assert_stderr_contains("a previous run was stopped before its reload was confirmed");
+        rig.assert_haproxy_runs_the_file(state, &context);
+        assert_eq!(rig.leftovers(), Vec::<String>::new(), "{context}");
+        assert!(
+            rig.proxy.wait_idle(EVENT_WAIT),
+            "{context}: a session hangs"
+        );
+        rig.proxy.drain();
     }
 
     // Kills at random moments: half anywhere in a whole run (start-up, fetch, validation...),
@@ -681,7 +767,8 @@ fn sigkill_during_a_runtime_update_is_finished_by_the_next_run() {
         tally.described
     );
     eprintln!(
-        "{STALLED_KILLS} kills with an answer held back and {TIMED_KILLS} at random moments \
+        "{STALLED_KILLS} kills with an answer held back, {FALLBACK_KILLS} in the fallback reload \
+         and {TIMED_KILLS} at random moments \
          (seed {seed}, a whole run {whole_run:.1?}): {found:#?}; {} requests to /steady, none \
          failed; {:.1?} in all",
         tally.requests,

@@ -5,7 +5,7 @@
 //! client is gone (the test kills it). It tells the test through a channel what each runtime
 //! session sent and when it stalls, so the test never waits on time. After a break it can
 //! refuse every later session too (accepted and closed at once), which breaks the fallback
-//! reload as well.
+//! reload as well, or hold one of them (the fallback reload's `show proc` or `reload`).
 #![allow(dead_code)]
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -66,6 +66,10 @@ pub enum Later {
     Pass,
     /// Accepted and closed at once, until the proxy is armed again: the reload fails too.
     Refuse,
+    /// The `session`th later session (1-based; the fallback reload's `show proc` is the first,
+    /// its `reload` the second) is held as [`Break::StallUnsent`] or, when `forwarded`,
+    /// [`Break::StallAnswered`] would hold it; the others pass.
+    Stall { session: usize, forwarded: bool },
 }
 
 /// A fault for the next runtime session: at its `line`th command line (1 = `prompt`).
@@ -81,7 +85,8 @@ pub struct Fault {
 pub enum Event {
     /// A runtime session opened (its `prompt` is read, not yet forwarded).
     Opened,
-    /// A runtime session is stalled at the fault's line (the command as the client sent it).
+    /// A session is held: a runtime session at the fault's line, or a later one-shot session
+    /// ([`Later::Stall`]); the command as the client sent it.
     Stalled { command: String },
     /// A runtime session ended.
     Session(Session),
@@ -103,7 +108,10 @@ pub struct Session {
 #[derive(Default)]
 struct Control {
     armed: Option<Fault>,
-    refusing: bool,
+    /// What happens to later sessions, once a runtime session was broken.
+    after_break: Option<Later>,
+    /// Sessions opened since the break.
+    later_sessions: usize,
     /// Sessions being served now.
     open: usize,
 }
@@ -156,12 +164,13 @@ impl SocketProxy {
         }
     }
 
-    /// Sets the fault for the next runtime session (`None`: pass it through) and stops
-    /// refusing sessions.
+    /// Sets the fault for the next runtime session (`None`: pass it through) and passes later
+    /// sessions through again.
     pub fn arm(&self, fault: Option<Fault>) {
         let mut control = self.control.lock().unwrap();
         control.armed = fault;
-        control.refusing = false;
+        control.after_break = None;
+        control.later_sessions = 0;
     }
 
     /// The next event, waiting at most `timeout`.
@@ -176,7 +185,7 @@ impl SocketProxy {
         &self,
         timeout: Duration,
         mut gone: impl FnMut() -> bool,
-        wanted: impl Fn(&Event) -> bool,
+        mut wanted: impl FnMut(&Event) -> bool,
     ) -> Option<Event> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
@@ -241,7 +250,14 @@ fn serve(
     events: &Sender<Event>,
 ) -> io::Result<()> {
     let opened = Instant::now();
-    if control.lock().unwrap().refusing {
+    let (after_break, nth) = {
+        let mut control = control.lock().unwrap();
+        if control.after_break.is_some() {
+            control.later_sessions += 1;
+        }
+        (control.after_break, control.later_sessions)
+    };
+    if after_break == Some(Later::Refuse) {
         let _ = client.shutdown(Shutdown::Both);
         return Ok(());
     }
@@ -255,7 +271,12 @@ fn serve(
     server.set_read_timeout(Some(IO_TIMEOUT))?;
     server.set_write_timeout(Some(IO_TIMEOUT))?;
     if first != "prompt" {
-        return pass_through(&first, reader, client, server);
+        return match after_break {
+            Some(Later::Stall { session, forwarded }) if session == nth => {
+                stall_one_shot(&first, forwarded, reader, server, events)
+            }
+            _ => pass_through(&first, reader, client, server),
+        };
     }
     let _ = events.send(Event::Opened);
     let fault = control.lock().unwrap().armed.take();
@@ -265,14 +286,10 @@ fn serve(
         lines: Vec::new(),
     };
     let broken_at = session.run(first, &mut reader, fault, events);
-    if broken_at.is_some() {
-        if let Some(Fault {
-            later: Later::Refuse,
-            ..
-        }) = fault
-        {
-            control.lock().unwrap().refusing = true;
-        }
+    if let (Some(_), Some(fault)) = (broken_at, fault) {
+        let mut control = control.lock().unwrap();
+        control.after_break = Some(fault.later);
+        control.later_sessions = 0;
     }
     let _ = session.client.shutdown(Shutdown::Both);
     let _ = session.server.shutdown(Shutdown::Both);
@@ -306,6 +323,32 @@ fn pass_through(
     let _ = server.shutdown(Shutdown::Both);
     let _ = forward.join();
     copied.map(|_| ())
+}
+
+/// A one-shot session held: its line forwarded (and the whole answer read) or not, the test
+/// told, and nothing passed on until the client is gone.
+fn stall_one_shot(
+    first: &str,
+    forwarded: bool,
+    mut reader: BufReader<UnixStream>,
+    mut server: UnixStream,
+    events: &Sender<Event>,
+) -> io::Result<()> {
+    if forwarded {
+        server.write_all(format!("{first}\n").as_bytes())?;
+        // To its end: the master answers, or drops the session as it re-executes (`reload`).
+        let mut answer = Vec::new();
+        let _ = (&mut server)
+            .take(MAX_BYTES as u64)
+            .read_to_end(&mut answer);
+    }
+    let _ = events.send(Event::Stalled {
+        command: first.to_string(),
+    });
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    let _ = server.shutdown(Shutdown::Both);
+    Ok(())
 }
 
 /// A runtime session being proxied.
