@@ -17,5 +17,6 @@ pub mod ports;
 pub mod process;
 pub mod rng;
 pub mod runtime_rig;
+pub mod socket_proxy;
 pub mod sync;
 pub mod workspace;
