@@ -25,6 +25,11 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer read from the master (a `show proc` with hundreds of old workers is far less).
 const MAX_ANSWER_BYTES: u64 = 1024 * 1024;
 
+/// How long a socket that refuses connections is retried: the master refuses them for a moment
+/// while it re-executes after a reload (someone else's, or one a killed run had sent), and a
+/// run starting then would otherwise fail for nothing. A socket that is not there fails at once.
+const REFUSED_PATIENCE: Duration = Duration::from_secs(2);
+
 /// The parts of `show proc` the verification reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessTable {
@@ -215,13 +220,33 @@ fn exchange(socket: &Path, command: &str, deadline: Instant) -> io::Result<Strin
         return Err(io::ErrorKind::TimedOut.into());
     }
     let limit = left.min(EXCHANGE_TIMEOUT);
-    let mut stream = UnixStream::connect(socket)?;
+    let mut stream = connect(socket, deadline)?;
     stream.set_read_timeout(Some(limit))?;
     stream.set_write_timeout(Some(limit))?;
     stream.write_all(format!("{command}; quit\n").as_bytes())?;
     let mut answer = Vec::new();
     stream.take(MAX_ANSWER_BYTES).read_to_end(&mut answer)?;
     Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// Connects to `socket`, retrying a refused connection (a master re-executing) for
+/// [`REFUSED_PATIENCE`] at most, and never past `deadline`.
+pub(super) fn connect(socket: &Path, deadline: Instant) -> io::Result<UnixStream> {
+    let until = deadline.min(Instant::now() + REFUSED_PATIENCE);
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match UnixStream::connect(socket) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(e);
+                }
+                thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            connected => return connected,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -286,6 +311,43 @@ mod tests {
             "`show proc` listed no master process (it answered \"hello\"): is this HAProxy's \
              master CLI?"
         );
+    }
+
+    /// A master re-executing refuses connections for a moment: `show proc` waits for it to
+    /// listen again instead of failing the run.
+    #[test]
+    fn a_socket_that_refuses_for_a_moment_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("master.sock");
+        // A socket file nobody listens on: connecting is refused, as while HAProxy re-executes.
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        assert_eq!(
+            UnixStream::connect(&socket).unwrap_err().kind(),
+            io::ErrorKind::ConnectionRefused
+        );
+        let path = socket.clone();
+        let master = thread::spawn(move || {
+            // The window in which the master is away; the retry, not this pause, is under test.
+            thread::sleep(Duration::from_millis(100));
+            std::fs::remove_file(&path).unwrap();
+            let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut command = [0u8; 64];
+            let _ = stream.read(&mut command).unwrap();
+            stream.write_all(AFTER_SUCCESS.as_bytes()).unwrap();
+        });
+        let table = show_proc(&socket, Duration::from_secs(5)).unwrap();
+        assert_eq!(table.reloads, 1);
+        master.join().unwrap();
+    }
+
+    #[test]
+    fn a_socket_refusing_past_the_patience_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("master.sock");
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let err = show_proc(&socket, Duration::from_millis(50)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
     }
 
     #[test]

@@ -426,10 +426,11 @@ struct Session {
 
 impl Session {
     fn open(socket: &Path, deadline: Instant) -> Result<Session, RuntimeError> {
-        let stream = UnixStream::connect(socket).map_err(|source| RuntimeError::Socket {
-            socket: socket.to_path_buf(),
-            source,
-        })?;
+        let stream =
+            super::master::connect(socket, deadline).map_err(|source| RuntimeError::Socket {
+                socket: socket.to_path_buf(),
+                source,
+            })?;
         let mut session = Session {
             stream,
             socket: socket.to_path_buf(),
