@@ -27,6 +27,7 @@ pub(super) const SECTION_KEYWORDS: &[&str] = &[
     "ring",
     "cache",
     "fcgi-app",
+    "log-forward",
 ];
 
 /// Backends (`backend NAME` sections) and their servers (`server NAME ...` lines) of a config.
