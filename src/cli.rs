@@ -461,7 +461,9 @@ pub struct Args {
 
     /// Least severe lines logged to stderr: error, warn, info (what changed) or debug (every
     /// run). marathon-lb's names (WARNING, CRITICAL, ...) are accepted. An unchanged run logs
-    /// nothing at info and above.
+    /// nothing at info and above, unless the apps held at their last good definition or left
+    /// out (or why) changed since the last run: those are said once, not by every run (which
+    /// still exits 10 while an app is held).
     #[arg(
         long = "log-level",
         value_name = "LEVEL",
@@ -503,7 +505,7 @@ pub enum Command {
         #[arg(long = "json")]
         json: bool,
         /// Exit with status 11 when the last successful sync is older than DURATION (or there
-        /// was none): for monitoring checks.
+        /// was none), saying how old it is: for monitoring checks.
         #[arg(long = "check-age", value_name = "DURATION")]
         check_age: Option<String>,
     },

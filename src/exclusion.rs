@@ -117,25 +117,62 @@ impl Exclusion {
     }
 }
 
-impl fmt::Display for Exclusion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Exclusion {
+    /// What this exclusion is, for telling runs apart: the warning without HAProxy's alerts,
+    /// whose line numbers and file names move with every other app's change. Two runs with the
+    /// same fingerprints held or left out the same apps for the same reasons.
+    pub fn fingerprint(&self) -> String {
+        let mut text = String::new();
+        let _ = self.write(&mut text, false);
+        text
+    }
+
+    fn write(&self, f: &mut dyn fmt::Write, alerts: bool) -> fmt::Result {
         let app = model::fields::escaped(&self.app_id);
+        let cause = |cause: &Cause| match cause {
+            Cause::Rejected { .. } if !alerts => "HAProxy rejects its sections".to_string(),
+            cause => cause.to_string(),
+        };
         match &self.action {
             Action::Held { version } => write!(
                 f,
                 "app {app}: {}; held at its last good definition (version {version})",
-                self.cause
+                cause(&self.cause)
             ),
-            Action::LeftOut => write!(f, "app {app}: {}; app left out", self.cause),
-            Action::HeldFailedToo { version, cause } => write!(
+            Action::LeftOut => write!(f, "app {app}: {}; app left out", cause(&self.cause)),
+            Action::HeldFailedToo {
+                version,
+                cause: then,
+            } => write!(
                 f,
-                "app {app}: {}; its last good definition (version {version}) fails too ({cause}); \
+                "app {app}: {}; its last good definition (version {version}) fails too ({}); \
                  app left out",
-                self.cause
+                cause(&self.cause),
+                cause(then)
             ),
         }
     }
 }
+
+impl fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, true)
+    }
+}
+
+/// Marks a run's exclusions error when the run changed nothing and held or left out the same
+/// apps for the same reasons as the run before, which said so: the exit status still tells,
+/// the log does not say it again (cron mails every line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaidBefore;
+
+impl fmt::Display for SaidBefore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("as the last run said")
+    }
+}
+
+impl std::error::Error for SaidBefore {}
 
 // The last-good store, `<config>.last-good`.
 
