@@ -18,6 +18,10 @@
 //! blamed counts even when another app's fault needed a bisection. The store is rewritten only
 //! after such a run, never by a dry run, and only when it changed; an app deleted from Marathon
 //! loses its entry.
+//!
+//! It also says what the candidate lacks that an app still claims ([`Prepared::unrendered`]):
+//! the backends of apps Marathon has but no task of which can be served, which the blast-radius
+//! guard protects, and the names of deleted apps' backends, for the change summary.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -286,6 +290,19 @@ pub struct Prepared {
     pub rendered: render::Rendered,
     /// The model's warnings that left nothing out (a task skipped, a conflict, ...).
     pub warnings: Vec<model::Warning>,
+    /// The backends this rendering lacks whose app is known: the apps Marathon has that no
+    /// task can serve now, and the apps deleted since their last good definition.
+    pub unrendered: apply::BackendApps,
+}
+
+impl Prepared {
+    /// `rendered` (the candidate's backends and their apps) with what is known of the
+    /// backends the candidate lacks, for the guard and the change summary.
+    pub fn backend_apps(&self, rendered: apply::BackendApps) -> apply::BackendApps {
+        let mut known = self.unrendered.clone();
+        known.names.extend(rendered.names);
+        known
+    }
 }
 
 /// One run's decisions: which apps are held, which left out, and why.
@@ -339,11 +356,13 @@ impl<'a> Room<'a> {
             }
             let error = match render::render(&model, templates, &config.render) {
                 Ok(rendered) => {
+                    let unrendered = self.unrendered(&model, config, resolve);
                     return Ok(Prepared {
                         model,
                         rendered,
                         warnings: others,
-                    })
+                        unrendered,
+                    });
                 }
                 Err(error) => error,
             };
@@ -358,6 +377,51 @@ impl<'a> Room<'a> {
             }
         }
         bail!("leaving out the apps that cannot be rendered did not settle")
+    }
+
+    /// The backends `model` does not render whose app is known. A selected service without a
+    /// server is an app Marathon has and no task of which can be served (none running, none
+    /// healthy): unless Marathon was asked to run none of it (`instances: 0`), the guard
+    /// protects its live servers. A deleted app's backends are named from its last good
+    /// definition, so the summary says whose backend went.
+    fn unrendered(
+        &self,
+        model: &model::Model,
+        config: &Config,
+        resolve: model::Resolver<'_>,
+    ) -> apply::BackendApps {
+        let mut known = apply::BackendApps::default();
+        let groups = &config.render.groups;
+        for service in &model.services {
+            if !service.backends.is_empty() || !service.is_selected(groups) {
+                continue;
+            }
+            let name = render::backend_name(&service.app_id, service.service_port);
+            let app = self.apps.iter().find(|app| app.id == service.app_id);
+            if app.and_then(|app| app.instances) != Some(0) {
+                known.unserved.insert(name.clone());
+            }
+            known.names.insert(name, service.app_id.clone());
+        }
+        let current: HashSet<&str> = self.apps.iter().map(|app| app.id.as_str()).collect();
+        let gone: Vec<App> = self
+            .last_good
+            .apps
+            .iter()
+            .filter(|(app_id, _)| !current.contains(app_id.as_str()))
+            .map(|(_, kept)| kept.definition.clone())
+            .collect();
+        if !gone.is_empty() {
+            let (gone, _) = model::build(&gone, &[], &config.model, resolve);
+            for service in gone.services.iter().filter(|s| s.is_selected(groups)) {
+                let name = render::backend_name(&service.app_id, service.service_port);
+                known
+                    .names
+                    .entry(name)
+                    .or_insert_with(|| service.app_id.clone());
+            }
+        }
+        known
     }
 
     /// An apply failed: when an app is at fault (HAProxy rejects its sections, a listener it
@@ -625,7 +689,11 @@ pub fn candidate(
             .map(|map| (config_dir.join(map.file_name), map.content))
             .collect(),
     };
-    (candidate, rendered.backend_apps)
+    let apps = apply::BackendApps {
+        names: rendered.backend_apps,
+        ..apply::BackendApps::default()
+    };
+    (candidate, apps)
 }
 #[cfg(test)]
 mod tests {

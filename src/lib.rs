@@ -257,11 +257,14 @@ fn run_measured(
         if error::classify(&error) != Some(Failure::TooMuchRemoved) || left_out.is_empty() {
             return error;
         }
+        let (count, own, them) = match left_out.len() {
+            1 => ("1 app named in its warning".to_string(), "its", "it"),
+            n => (format!("{n} apps named in the warnings"), "their", "them"),
+        };
         error.context(format!(
-            "refused while this run left out {} app(s) named in the warnings ({}) for faults of \
-             their own, not Marathon's: their servers count as lost, so fixing them is the \
-             answer rather than --force",
-            left_out.len(),
+            "refused while this run left out {count} ({}) for faults of {own} own, not \
+             Marathon's: {own} servers count as lost, so fixing {them} is the answer rather \
+             than --force",
             left_out.join(", ")
         ))
     })?;
@@ -276,7 +279,14 @@ fn run_measured(
         .map(|exclusion| exclusion.app_id.clone())
         .collect();
     report.exclusions = fingerprints;
-    report.apps = backend_apps.values().collect::<BTreeSet<_>>().len();
+    // The apps of the candidate's own backends (the map also names those it lacks).
+    report.apps = backend_apps
+        .names
+        .iter()
+        .filter(|(backend, _)| inventory.backends.contains(*backend))
+        .map(|(_, app)| app)
+        .collect::<BTreeSet<_>>()
+        .len();
     let config_path = config.apply.haproxy_config.display().to_string();
     // One line per event: the changed backends ride on the summary line (capped by
     // `apply`), and JSON lines carry them as a list too.
@@ -368,6 +378,7 @@ fn apply_passes(
 ) -> Result<Applied> {
     for round in 0.. {
         let (candidate, backend_apps) = exclusion::candidate(prepared.rendered.clone(), config);
+        let backend_apps = prepared.backend_apps(backend_apps);
         // Each pass's validation adds to the phase: apply notes only its own.
         let validated_before = std::mem::take(&mut noted.timings.validate);
         let applied = apply::apply_noting(&candidate, &backend_apps, apply_config, out, noted);

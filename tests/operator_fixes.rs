@@ -276,3 +276,67 @@ fn check_age_says_how_old_the_last_sync_is_and_the_limit() {
         .run()
         .assert_exit(0);
 }
+
+/// An app Marathon still runs whose tasks all vanish from the answer is a backend left without
+/// servers (exit 9, nothing written), as the README promises; scaled to 0 instances on
+/// purpose, or deleted, it goes, and the summary names its app.
+#[test]
+fn the_guard_keeps_an_app_marathon_still_runs_and_the_summary_names_removed_backends() {
+    let workspace = Workspace::new();
+    let marathon = FakeMarathon::start();
+    let ports = [Port::reserve(), Port::reserve(), Port::reserve()];
+    let [web, big, gone] = ports.each_ref().map(Port::number);
+    let big_tasks: Vec<String> = (0..4).map(|i| running_task("/big", 31010 + i)).collect();
+    let set = |web_app: String, web_tasks: bool, with_gone: bool| {
+        let mut apps = vec![web_app, http_app("/big", big, &[], "v1")];
+        let mut tasks = big_tasks.clone();
+        if web_tasks {
+            tasks.push(running_task("/web", 31001));
+        }
+        if with_gone {
+            apps.push(http_app("/gone", gone, &[], "v1"));
+            tasks.push(running_task("/gone", 31002));
+        }
+        marathon.set_apps(&apps, &tasks);
+    };
+    let web_app = || http_app("/web", web, &[], "v1");
+    set(web_app(), true, true);
+    run(&workspace, &marathon, &[]).assert_exit(0);
+    let live = workspace.read_config().unwrap();
+
+    // /web's task is missing from the answer, the app still in Marathon: 1 server of 6 is
+    // under --max-server-loss, yet the app would stop answering.
+    set(web_app(), false, true);
+    let words = format!(
+        "backends left without servers: web_{web} (app /web is in Marathon, but none of its \
+         tasks can be served)"
+    );
+    run(&workspace, &marathon, &[])
+        .assert_exit(9)
+        .assert_stderr_contains("it would remove 1 of the 6 live servers (16%)")
+        .assert_stderr_contains(&words);
+    assert_eq!(workspace.read_config().unwrap(), live);
+    run(&workspace, &marathon, &["--dry-run", "--diff"])
+        .assert_exit(9)
+        .assert_stderr_contains(&words);
+
+    // Scaled to 0 instances on purpose: it goes, named with its app.
+    set(web_app().replacen('{', "{\"instances\":0,", 1), false, true);
+    run(&workspace, &marathon, &[])
+        .assert_exit(0)
+        .assert_stderr_contains(&format!(
+            "/web (web_{web}): backend removed -127.0.0.1:31001"
+        ));
+
+    // Deleted: its last good definition names it.
+    set(
+        web_app().replacen('{', "{\"instances\":0,", 1),
+        false,
+        false,
+    );
+    run(&workspace, &marathon, &[])
+        .assert_exit(0)
+        .assert_stderr_contains(&format!(
+            "/gone (gone_{gone}): backend removed -127.0.0.1:31002"
+        ));
+}

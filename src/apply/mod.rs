@@ -114,7 +114,7 @@ pub fn archive_path(haproxy_config: &Path, number: usize) -> PathBuf {
 pub fn apply(candidate: &Candidate, config: &ApplyConfig, out: &mut dyn Write) -> Result<Outcome> {
     apply_noting(
         candidate,
-        &BackendApps::new(),
+        &BackendApps::default(),
         config,
         out,
         &mut Noted::default(),
@@ -152,7 +152,8 @@ pub fn apply_noting(
     let old_config = live.config.text();
     let route = route(config, &live, candidate, &old_config);
     let runtime = matches!(route, Route::Runtime(_));
-    if let Some(stopped) = check_before_writing(config, &old_config, &candidate.config, runtime)? {
+    let texts = (old_config.as_ref(), candidate.config.as_str());
+    if let Some(stopped) = check_before_writing(config, texts, apps, runtime)? {
         return Ok(stopped);
     }
     // Rendered now, printed only once the change is in place and reloaded.
@@ -189,14 +190,14 @@ pub fn apply_noting(
 /// A change that goes live through the runtime API is never deferred: it reloads nothing.
 fn check_before_writing(
     config: &ApplyConfig,
-    old_config: &str,
-    new_config: &str,
+    (old_config, new_config): (&str, &str),
+    apps: &BackendApps,
     runtime: bool,
 ) -> Result<Option<Outcome>> {
     let path = &config.haproxy_config;
     if !config.force {
-        if let Some(reason) = guard::refusal(old_config, new_config, config.max_server_loss_percent)
-        {
+        let max_loss = config.max_server_loss_percent;
+        if let Some(reason) = guard::refusal(old_config, new_config, apps, max_loss) {
             return Err(anyhow!(
                 "the candidate for {} is not applied: {reason}. Nothing was changed. {}",
                 path.display(),
@@ -456,7 +457,12 @@ fn preview(
     }
     let refusal = match config.force {
         true => None,
-        false => guard::refusal(&old, &candidate.config, config.max_server_loss_percent),
+        false => guard::refusal(
+            &old,
+            &candidate.config,
+            apps,
+            config.max_server_loss_percent,
+        ),
     };
     if refusal.is_none() && !config.skip_validation {
         let started = Instant::now();
