@@ -23,7 +23,7 @@
 //! the backends of apps Marathon has but no task of which can be served, which the blast-radius
 //! guard protects, and the names of deleted apps' backends, for the change summary.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -392,23 +392,27 @@ impl<'a> Room<'a> {
     ) -> apply::BackendApps {
         let mut known = apply::BackendApps::default();
         let groups = &config.render.groups;
+        // Marathon's apps and the instances each is meant to run.
+        let current: HashMap<&str, Option<i64>> = self
+            .apps
+            .iter()
+            .map(|app| (app.id.as_str(), app.instances))
+            .collect();
         for service in &model.services {
             if !service.backends.is_empty() || !service.is_selected(groups) {
                 continue;
             }
             let name = render::backend_name(&service.app_id, service.service_port);
-            let app = self.apps.iter().find(|app| app.id == service.app_id);
-            if app.and_then(|app| app.instances) != Some(0) {
+            if current.get(service.app_id.as_str()).copied().flatten() != Some(0) {
                 known.unserved.insert(name.clone());
             }
             known.names.insert(name, service.app_id.clone());
         }
-        let current: HashSet<&str> = self.apps.iter().map(|app| app.id.as_str()).collect();
         let gone: Vec<App> = self
             .last_good
             .apps
             .iter()
-            .filter(|(app_id, _)| !current.contains(app_id.as_str()))
+            .filter(|(app_id, _)| !current.contains_key(app_id.as_str()))
             .map(|(_, kept)| kept.definition.clone())
             .collect();
         if !gone.is_empty() {
