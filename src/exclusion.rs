@@ -178,6 +178,15 @@ impl fmt::Display for SaidBefore {
 
 impl std::error::Error for SaidBefore {}
 
+/// The level a run's error is logged at: debug when it only repeats exclusions the last run
+/// said ([`SaidBefore`]), else error. For `main` and the long-running loops alike.
+pub fn error_level(error: &anyhow::Error) -> crate::log::Level {
+    match error.downcast_ref::<SaidBefore>() {
+        Some(_) => crate::log::Level::Debug,
+        None => crate::log::Level::Error,
+    }
+}
+
 // The last-good store, `<config>.last-good`.
 
 /// Where the last good definitions are kept: `<config>.last-good`.

@@ -161,14 +161,7 @@ fn fail(error: anyhow::Error) -> ExitCode {
         fields.push(("failure", reason.into()));
     }
     // Exit 10 for the apps the last run named already: the status tells, the log stays quiet.
-    let said_before = error
-        .downcast_ref::<haproxy_marathon_sync::exclusion::SaidBefore>()
-        .is_some();
-    let level = if said_before {
-        Level::Debug
-    } else {
-        Level::Error
-    };
+    let level = haproxy_marathon_sync::exclusion::error_level(&error);
     log::emit(level, &format!("{error:#}"), &fields);
     ExitCode::from(exit as u8)
 }

@@ -2,7 +2,7 @@
 //! when that changes, not on every unchanged run (the exit status and `status` keep telling);
 //! the dry run's words; the blast-radius guard and an app Marathon still runs with no task;
 //! `status` for a config never synced; `--check-age` naming the age; counts in the singular; a
-//! `log-forward` section read as a section.
+//! `log-forward` section read as a section. The `--interval` loop keeps quiet as cron runs do.
 
 mod support;
 
@@ -339,4 +339,52 @@ fn the_guard_keeps_an_app_marathon_still_runs_and_the_summary_names_removed_back
         .assert_stderr_contains(&format!(
             "/gone (gone_{gone}): backend removed -127.0.0.1:31002"
         ));
+}
+
+/// The `--interval` loop (its runs woken by SIGHUP) says a held app once, as cron runs do.
+#[test]
+fn the_interval_loop_says_a_held_app_once() {
+    let workspace = Workspace::new();
+    let marathon = FakeMarathon::start();
+    let web = Port::reserve();
+    let set = |balance: &str, version: &str| {
+        marathon.set_apps(
+            &[http_app(
+                "/web",
+                web.number(),
+                &[("HAPROXY_0_BALANCE", balance)],
+                version,
+            )],
+            &[running_task("/web", 31001)],
+        );
+    };
+    set("leastconn", "v1");
+    run(&workspace, &marathon, &[]).assert_exit(0);
+    set("leastconns", "v2");
+    let runs = || -> u64 {
+        fs::read(workspace.path("haproxy.cfg.status"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|record| record["runs_total"].as_u64())
+            .unwrap_or(0)
+    };
+    let log = workspace.path("loop.log");
+    let mut looping = workspace
+        .sync(&marathon.url(), "true")
+        .args(["--interval", "1h"])
+        .spawn_with_stderr(fs::File::create(&log).unwrap());
+    let patience = std::time::Duration::from_secs(20);
+    for total in 2..=4 {
+        if total > 2 {
+            looping.signal(libc::SIGHUP);
+        }
+        let ran = support::haproxy::wait_for(patience, || runs() >= total);
+        assert!(ran, "run {total}: {}", fs::read_to_string(&log).unwrap());
+    }
+    let (_, stopped_on_term) = looping.stop();
+    assert!(stopped_on_term);
+    let said = fs::read_to_string(&log).unwrap();
+    // The first loop run's warning and its error line; the two runs after it say nothing.
+    let lines = said.matches("app /web: label HAPROXY_0_BALANCE").count();
+    assert_eq!(lines, 2, "{said}");
 }
