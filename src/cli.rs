@@ -391,7 +391,9 @@ pub struct Args {
     pub min_reload_interval: String,
 
     /// Refuse a candidate with more than PERCENT fewer servers than the live config (a backend
-    /// left with no servers, or no backends at all, is refused too) unless --force.
+    /// left with no servers, or no backends at all, is refused too; so is a backend gone because
+    /// its app, still in Marathon and not scaled to 0 instances, has no task to serve) unless
+    /// --force.
     #[arg(
         long = "max-server-loss",
         value_name = "PERCENT",
@@ -462,7 +464,9 @@ pub struct Args {
 
     /// Least severe lines logged to stderr: error, warn, info (what changed) or debug (every
     /// run). marathon-lb's names (WARNING, CRITICAL, ...) are accepted. An unchanged run logs
-    /// nothing at info and above.
+    /// nothing at info and above, unless the apps held at their last good definition or left
+    /// out (or why) changed since the last run: those are said once, not by every run (which
+    /// still exits 10 while an app is held).
     #[arg(
         long = "log-level",
         value_name = "LEVEL",
@@ -504,7 +508,7 @@ pub enum Command {
         #[arg(long = "json")]
         json: bool,
         /// Exit with status 11 when the last successful sync is older than DURATION (or there
-        /// was none): for monitoring checks.
+        /// was none), saying how old it is: for monitoring checks.
         #[arg(long = "check-age", value_name = "DURATION")]
         check_age: Option<String>,
     },

@@ -41,9 +41,10 @@ impl fmt::Display for Failure {
             // socket that does not answer stops a run before anything is written.
             Failure::ReloadFailed => "reloading haproxy failed",
             Failure::TooMuchRemoved => "refused by the blast-radius guard (--max-server-loss)",
+            // A dry run ends with it too: said so that it is true of both.
             Failure::AppliedWithExclusions => {
-                "applied without some apps' current definitions (held at their last good one, or \
-                 left out)"
+                "some apps' current definitions cannot be used (each held at its last good one, \
+                 or left out)"
             }
         })
     }

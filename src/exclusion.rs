@@ -18,8 +18,12 @@
 //! blamed counts even when another app's fault needed a bisection. The store is rewritten only
 //! after such a run, never by a dry run, and only when it changed; an app deleted from Marathon
 //! loses its entry.
+//!
+//! It also says what the candidate lacks that an app still claims ([`Prepared::unrendered`]):
+//! the backends of apps Marathon has but no task of which can be served, which the blast-radius
+//! guard protects, and the names of deleted apps' backends, for the change summary.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -117,23 +121,69 @@ impl Exclusion {
     }
 }
 
-impl fmt::Display for Exclusion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Exclusion {
+    /// What this exclusion is, for telling runs apart: the warning without HAProxy's alerts,
+    /// whose line numbers and file names move with every other app's change. Two runs with the
+    /// same fingerprints held or left out the same apps for the same reasons.
+    pub fn fingerprint(&self) -> String {
+        let mut text = String::new();
+        let _ = self.write(&mut text, false);
+        text
+    }
+
+    fn write(&self, f: &mut dyn fmt::Write, alerts: bool) -> fmt::Result {
         let app = model::fields::escaped(&self.app_id);
+        let cause = |cause: &Cause| match cause {
+            Cause::Rejected { .. } if !alerts => "HAProxy rejects its sections".to_string(),
+            cause => cause.to_string(),
+        };
         match &self.action {
             Action::Held { version } => write!(
                 f,
                 "app {app}: {}; held at its last good definition (version {version})",
-                self.cause
+                cause(&self.cause)
             ),
-            Action::LeftOut => write!(f, "app {app}: {}; app left out", self.cause),
-            Action::HeldFailedToo { version, cause } => write!(
+            Action::LeftOut => write!(f, "app {app}: {}; app left out", cause(&self.cause)),
+            Action::HeldFailedToo {
+                version,
+                cause: then,
+            } => write!(
                 f,
-                "app {app}: {}; its last good definition (version {version}) fails too ({cause}); \
+                "app {app}: {}; its last good definition (version {version}) fails too ({}); \
                  app left out",
-                self.cause
+                cause(&self.cause),
+                cause(then)
             ),
         }
+    }
+}
+
+impl fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, true)
+    }
+}
+
+/// Marks a run's exclusions error when the run changed nothing and held or left out the same
+/// apps for the same reasons as the run before, which said so: the exit status still tells,
+/// the log does not say it again (cron mails every line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaidBefore;
+
+impl fmt::Display for SaidBefore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("as the last run said")
+    }
+}
+
+impl std::error::Error for SaidBefore {}
+
+/// The level a run's error is logged at: debug when it only repeats exclusions the last run
+/// said ([`SaidBefore`]), else error. For `main` and the long-running loops alike.
+pub fn error_level(error: &anyhow::Error) -> crate::log::Level {
+    match error.downcast_ref::<SaidBefore>() {
+        Some(_) => crate::log::Level::Debug,
+        None => crate::log::Level::Error,
     }
 }
 
@@ -249,6 +299,19 @@ pub struct Prepared {
     pub rendered: render::Rendered,
     /// The model's warnings that left nothing out (a task skipped, a conflict, ...).
     pub warnings: Vec<model::Warning>,
+    /// The backends this rendering lacks whose app is known: the apps Marathon has that no
+    /// task can serve now, and the apps deleted since their last good definition.
+    pub unrendered: apply::BackendApps,
+}
+
+impl Prepared {
+    /// `rendered` (the candidate's backends and their apps) with what is known of the
+    /// backends the candidate lacks, for the guard and the change summary.
+    pub fn backend_apps(&self, rendered: apply::BackendApps) -> apply::BackendApps {
+        let mut known = self.unrendered.clone();
+        known.names.extend(rendered.names);
+        known
+    }
 }
 
 /// One run's decisions: which apps are held, which left out, and why.
@@ -302,11 +365,13 @@ impl<'a> Room<'a> {
             }
             let error = match render::render(&model, templates, &config.render) {
                 Ok(rendered) => {
+                    let unrendered = self.unrendered(&model, config, resolve);
                     return Ok(Prepared {
                         model,
                         rendered,
                         warnings: others,
-                    })
+                        unrendered,
+                    });
                 }
                 Err(error) => error,
             };
@@ -321,6 +386,55 @@ impl<'a> Room<'a> {
             }
         }
         bail!("leaving out the apps that cannot be rendered did not settle")
+    }
+
+    /// The backends `model` does not render whose app is known. A selected service without a
+    /// server is an app Marathon has and no task of which can be served (none running, none
+    /// healthy): unless Marathon was asked to run none of it (`instances: 0`), the guard
+    /// protects its live servers. A deleted app's backends are named from its last good
+    /// definition, so the summary says whose backend went.
+    fn unrendered(
+        &self,
+        model: &model::Model,
+        config: &Config,
+        resolve: model::Resolver<'_>,
+    ) -> apply::BackendApps {
+        let mut known = apply::BackendApps::default();
+        let groups = &config.render.groups;
+        // Marathon's apps and the instances each is meant to run.
+        let current: HashMap<&str, Option<i64>> = self
+            .apps
+            .iter()
+            .map(|app| (app.id.as_str(), app.instances))
+            .collect();
+        for service in &model.services {
+            if !service.backends.is_empty() || !service.is_selected(groups) {
+                continue;
+            }
+            let name = render::backend_name(&service.app_id, service.service_port);
+            if current.get(service.app_id.as_str()).copied().flatten() != Some(0) {
+                known.unserved.insert(name.clone());
+            }
+            known.names.insert(name, service.app_id.clone());
+        }
+        let gone: Vec<App> = self
+            .last_good
+            .apps
+            .iter()
+            .filter(|(app_id, _)| !current.contains_key(app_id.as_str()))
+            .map(|(_, kept)| kept.definition.clone())
+            .collect();
+        if !gone.is_empty() {
+            let (gone, _) = model::build(&gone, &[], &config.model, resolve);
+            for service in gone.services.iter().filter(|s| s.is_selected(groups)) {
+                let name = render::backend_name(&service.app_id, service.service_port);
+                known
+                    .names
+                    .entry(name)
+                    .or_insert_with(|| service.app_id.clone());
+            }
+        }
+        known
     }
 
     /// An apply failed: when an app is at fault (HAProxy rejects its sections, a listener it
@@ -588,7 +702,11 @@ pub fn candidate(
             .map(|map| (config_dir.join(map.file_name), map.content))
             .collect(),
     };
-    (candidate, rendered.backend_apps)
+    let apps = apply::BackendApps {
+        names: rendered.backend_apps,
+        ..apply::BackendApps::default()
+    };
+    (candidate, apps)
 }
 #[cfg(test)]
 mod tests {

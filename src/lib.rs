@@ -20,7 +20,7 @@ pub mod status;
 use std::io::Write;
 use std::time::Instant;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{anyhow, Context, Result};
 
@@ -171,6 +171,18 @@ fn run_measured(
         }
     }
     let exclusions = room.exclusions();
+    let fingerprints: BTreeMap<String, String> = exclusions
+        .iter()
+        .map(|exclusion| (exclusion.app_id.clone(), exclusion.fingerprint()))
+        .collect();
+    // Apps held or left out are said when that changes (newly held or left out, released, for
+    // another reason), not on every run that changes nothing: cron mails every line. A dry
+    // run, asked by a person, says everything.
+    let said_before = match config.apply.dry_run {
+        true => None,
+        false => Some(status::said_exclusions(&config.apply.haproxy_config)),
+    };
+    let exclusions_news = said_before.as_ref() != Some(&fingerprints);
     let mut warnings = std::mem::take(&mut prepared.warnings);
     warnings.extend(model::conflicts::find(&prepared.model, &config.render));
     // Warnings go with every run that did not end unchanged, a failed one included: an app
@@ -202,12 +214,34 @@ fn run_measured(
             }
             log::write(log, log::Level::Warn, &warning.to_string(), &fields);
         }
+    }
+    if !unchanged || exclusions_news || log::enabled(log::Level::Debug) {
         for exclusion in &exclusions {
             let mut fields = vec![("app", exclusion.app_id.clone().into())];
             if let Some(label) = exclusion.label() {
                 fields.push(("label", label.to_string().into()));
             }
             log::write(log, log::Level::Warn, &exclusion.to_string(), &fields);
+        }
+        let released = said_before.iter().flat_map(BTreeMap::keys);
+        for app_id in released.filter(|app_id| !fingerprints.contains_key(*app_id)) {
+            let app = model::fields::escaped(app_id);
+            let message = match state.apps.iter().any(|app| app.id == *app_id) {
+                true => format!(
+                    "app {app}: rendered from its current definition again (the last run held \
+                     it at its last good one or left it out)"
+                ),
+                false => format!(
+                    "app {app}: no longer in Marathon (the last run held it at its last good \
+                     definition or left it out)"
+                ),
+            };
+            log::write(
+                log,
+                log::Level::Info,
+                &message,
+                &[("app", app_id.clone().into())],
+            );
         }
     }
     let left_out: Vec<&str> = exclusions
@@ -223,11 +257,14 @@ fn run_measured(
         if error::classify(&error) != Some(Failure::TooMuchRemoved) || left_out.is_empty() {
             return error;
         }
+        let (count, own, them) = match left_out.len() {
+            1 => ("1 app named in its warning".to_string(), "its", "it"),
+            n => (format!("{n} apps named in the warnings"), "their", "them"),
+        };
         error.context(format!(
-            "refused while this run left out {} app(s) named in the warnings ({}) for faults of \
-             their own, not Marathon's: their servers count as lost, so fixing them is the \
-             answer rather than --force",
-            left_out.len(),
+            "refused while this run left out {count} ({}) for faults of {own} own, not \
+             Marathon's: {own} servers count as lost, so fixing {them} is the answer rather \
+             than --force",
             left_out.join(", ")
         ))
     })?;
@@ -241,7 +278,15 @@ fn run_measured(
         .filter(|exclusion| exclusion.is_held())
         .map(|exclusion| exclusion.app_id.clone())
         .collect();
-    report.apps = backend_apps.values().collect::<BTreeSet<_>>().len();
+    report.exclusions = fingerprints;
+    // The apps of the candidate's own backends (the map also names those it lacks).
+    report.apps = backend_apps
+        .names
+        .iter()
+        .filter(|(backend, _)| inventory.backends.contains(*backend))
+        .map(|(_, app)| app)
+        .collect::<BTreeSet<_>>()
+        .len();
     let config_path = config.apply.haproxy_config.display().to_string();
     // One line per event: the changed backends ride on the summary line (capped by
     // `apply`), and JSON lines carry them as a list too.
@@ -318,8 +363,12 @@ fn run_measured(
         } else {
             ""
         };
-        return Err(anyhow!("{prefix}{}", failing.join("; ")))
-            .context(Failure::AppliedWithExclusions);
+        let error = anyhow!("{prefix}{}", failing.join("; "));
+        let error = match unchanged && !exclusions_news {
+            true => error.context(exclusion::SaidBefore),
+            false => error,
+        };
+        return Err(error).context(Failure::AppliedWithExclusions);
     }
     Ok(outcome)
 }
@@ -346,6 +395,7 @@ fn apply_passes(
 ) -> Result<Applied> {
     for round in 0.. {
         let (candidate, backend_apps) = exclusion::candidate(prepared.rendered.clone(), config);
+        let backend_apps = prepared.backend_apps(backend_apps);
         // Each pass's validation adds to the phase: apply notes only its own.
         let validated_before = std::mem::take(&mut noted.timings.validate);
         let applied = apply::apply_noting(&candidate, &backend_apps, apply_config, out, noted);

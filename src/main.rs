@@ -69,12 +69,13 @@ fn status(haproxy_config: &std::path::Path, json: bool, check_age: Option<&str>)
             return ExitCode::from(Exit::Usage as u8);
         }
     };
-    match haproxy_marathon_sync::status::status(haproxy_config, json, max_age) {
+    let limit = max_age.zip(check_age);
+    match haproxy_marathon_sync::status::status(haproxy_config, json, limit) {
         Ok(found) if found.nothing_there => {
             let message = format!(
                 "status: neither {} nor its run record exists: no run has used this path (is \
                  --haproxy-config right?)",
-                haproxy_config.display()
+                found.config.display()
             );
             let fields = [("exit_code", (Exit::NothingThere as u8).into())];
             log::emit(Level::Error, &message, &fields);
@@ -82,20 +83,16 @@ fn status(haproxy_config: &std::path::Path, json: bool, check_age: Option<&str>)
         }
         Ok(found) => {
             print!("{}", found.text);
-            if found.fresh {
-                ExitCode::from(Exit::Ok as u8)
-            } else {
-                let message = format!(
-                    "the last successful sync of {} is older than {} (or there was none)",
-                    haproxy_config.display(),
-                    check_age.unwrap_or_default()
-                );
-                log::emit(
-                    Level::Error,
-                    &message,
-                    &[("exit_code", (Exit::Stale as u8).into())],
-                );
-                ExitCode::from(Exit::Stale as u8)
+            match found.stale {
+                None => ExitCode::from(Exit::Ok as u8),
+                Some(message) => {
+                    log::emit(
+                        Level::Error,
+                        &message,
+                        &[("exit_code", (Exit::Stale as u8).into())],
+                    );
+                    ExitCode::from(Exit::Stale as u8)
+                }
             }
         }
         Err(error) => fail(error),
@@ -163,6 +160,8 @@ fn fail(error: anyhow::Error) -> ExitCode {
         let reason = haproxy_marathon_sync::report::failure_label(Some(failure));
         fields.push(("failure", reason.into()));
     }
-    log::emit(Level::Error, &format!("{error:#}"), &fields);
+    // Exit 10 for the apps the last run named already: the status tells, the log stays quiet.
+    let level = haproxy_marathon_sync::exclusion::error_level(&error);
+    log::emit(level, &format!("{error:#}"), &fields);
     ExitCode::from(exit as u8)
 }

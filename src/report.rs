@@ -36,6 +36,8 @@ pub struct RunReport {
     pub apps_held: Vec<String>,
     /// Apps left out of the configuration (the ones `apps_excluded` counts).
     pub apps_left_out: Vec<String>,
+    /// Every app held or left out, with what was said of it (`exclusion::Exclusion::fingerprint`).
+    pub exclusions: BTreeMap<String, String>,
     /// Whether this run reloaded HAProxy.
     pub reloaded: bool,
     /// Whether this run applied its change through the runtime API, without a reload.
@@ -74,6 +76,9 @@ pub struct RunRecord {
     pub apps_held: Vec<String>,
     /// The apps that run left out.
     pub apps_left_out: Vec<String>,
+    /// What that run said of each app it held or left out, so the next run says it again only
+    /// when it changed.
+    pub exclusions: BTreeMap<String, String>,
 }
 
 impl RunRecord {
@@ -114,6 +119,7 @@ impl RunRecord {
         if run.outcome != "failed" {
             self.apps_held.clone_from(&run.apps_held);
             self.apps_left_out.clone_from(&run.apps_left_out);
+            self.exclusions.clone_from(&run.exclusions);
         }
         if let Some(failure) = &run.failure {
             *self.failures_total.entry(failure.clone()).or_default() += 1;
@@ -308,6 +314,29 @@ pub fn metrics_text(record: &RunRecord, run: &RunReport) -> String {
     out
 }
 
+/// `status --check-age`: why the last successful sync of `config` is too old for `limit`
+/// (named as the operator wrote it, `limit_text`), with its age and time, or that none is
+/// recorded; `None` when it is recent enough.
+pub fn staleness(
+    config: &str,
+    record: &RunRecord,
+    now_unix: f64,
+    (limit, limit_text): (Duration, &str),
+) -> Option<String> {
+    match (record.last_success_unix, record.success_age(now_unix)) {
+        (Some(at), Some(age)) if age > limit.as_secs_f64() => Some(format!(
+            "the last successful sync of {config} was {} ago ({}): older than {limit_text} \
+             (--check-age)",
+            humanize(age),
+            utc(at)
+        )),
+        (Some(_), _) => None,
+        (None, _) => Some(format!(
+            "no successful sync of {config} is recorded yet (--check-age {limit_text})"
+        )),
+    }
+}
+
 /// `status`: the record and the config's age, for a person.
 pub fn status_text(
     config: &str,
@@ -324,12 +353,20 @@ pub fn status_text(
         format!("last written {} ago", humanize(age.as_secs_f64()))
     });
     let _ = writeln!(out, "config:       {config} ({age})");
-    let outcome = record.last_outcome.as_deref().unwrap_or("-");
-    let _ = writeln!(
-        out,
-        "last run:     {}, {outcome}",
-        when(record.last_run_unix)
-    );
+    match (record.last_run_unix, &record.last_outcome) {
+        (Some(at), Some(outcome)) => {
+            let _ = writeln!(out, "last run:     {}, {outcome}", when(Some(at)));
+        }
+        (Some(at), None) => {
+            let _ = writeln!(out, "last run:     {}", when(Some(at)));
+        }
+        (None, _) => {
+            let _ = writeln!(
+                out,
+                "last run:     never: no run has recorded itself for this config yet"
+            );
+        }
+    }
     let _ = writeln!(out, "last success: {}", when(record.last_success_unix));
     match &record.last_applied_how {
         Some(how) => {

@@ -98,7 +98,7 @@ pub fn run_every(
                 Ok(None) => {}
                 Err(error) => {
                     let message = format!("{error:#} (next try in {})", humanize(interval));
-                    log::emit(log::Level::Error, &message, &[]);
+                    log::emit(crate::exclusion::error_level(&error), &message, &[]);
                 }
             }
             next_run = started + wait;
@@ -464,7 +464,7 @@ where
             Err(error) => {
                 let next = humanize(self.interval);
                 self.say(
-                    log::Level::Error,
+                    crate::exclusion::error_level(&error),
                     &format!("{error:#} (next try on the next event, or in {next})"),
                 );
             }

@@ -2,6 +2,7 @@
 //! (`<config>.status`) folded after every run, and the `--metrics-file` textfile. The formats are
 //! `report`'s; the files are written through `apply`.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -16,20 +17,26 @@ use crate::{log, report};
 pub struct Status {
     /// The text (or JSON) to print.
     pub text: String,
-    /// False when `--check-age` was given and the last successful sync is older, or missing.
-    pub fresh: bool,
+    /// With `--check-age`: why the last successful sync is too old (its age and the limit), or
+    /// that there was none; `None` when it is recent enough or no limit was given.
+    pub stale: Option<String>,
+    /// The config as `status` names it: absolute, so a message or a monitoring check's output
+    /// says which config wherever it ran from (links are not resolved: the record is beside
+    /// the name given).
+    pub config: std::path::PathBuf,
     /// Neither the config nor its run record exists: most likely a mistyped
     /// `--haproxy-config`, which must not pass for a fresh install.
     pub nothing_there: bool,
 }
 
-/// `status`: the run record of `haproxy_config`, as text or JSON; with `max_age`, whether the
-/// last successful sync is recent enough.
+/// `status`: the run record of `haproxy_config`, as text or JSON; with `max_age` (and the
+/// operator's words for it), whether the last successful sync is recent enough.
 pub fn status(
     haproxy_config: &std::path::Path,
     json: bool,
-    max_age: Option<std::time::Duration>,
+    max_age: Option<(std::time::Duration, &str)>,
 ) -> Result<Status> {
+    let shown = std::path::absolute(haproxy_config).unwrap_or_else(|_| haproxy_config.into());
     let record_path = apply::record_path(haproxy_config);
     let kept = apply::read_kept_file(&record_path)?;
     let nothing_there = kept.is_none() && !haproxy_config.exists();
@@ -43,13 +50,11 @@ pub fn status(
     let pending = apply::pending_deletions(haproxy_config);
     let now = unix_now();
     let age = record.success_age(now);
-    let fresh = match max_age {
-        Some(limit) => age.is_some_and(|age| age <= limit.as_secs_f64()),
-        None => true,
-    };
+    let stale = max_age
+        .and_then(|limit| report::staleness(&shown.display().to_string(), &record, now, limit));
     let text = if json {
         let mut value = serde_json::to_value(&record).context("encoding the run record")?;
-        value["config"] = haproxy_config.display().to_string().into();
+        value["config"] = shown.display().to_string().into();
         value["config_age_seconds"] = apply::file_age(haproxy_config)
             .map(|age| age.as_secs_f64())
             .into();
@@ -62,7 +67,7 @@ pub fn status(
         )
     } else {
         let mut text = report::status_text(
-            &haproxy_config.display().to_string(),
+            &shown.display().to_string(),
             &record,
             apply::file_age(haproxy_config),
             now,
@@ -78,9 +83,21 @@ pub fn status(
     };
     Ok(Status {
         text,
-        fresh,
+        stale,
+        config: shown,
         nothing_there,
     })
+}
+
+/// What the last recorded run held or left out and said so (app → what it said); empty when
+/// there is no record or it cannot be read, so the next run says it rather than keep quiet.
+pub(crate) fn said_exclusions(haproxy_config: &std::path::Path) -> BTreeMap<String, String> {
+    apply::read_kept_file(&apply::record_path(haproxy_config))
+        .ok()
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice::<report::RunRecord>(&bytes).ok())
+        .map(|record| record.exclusions)
+        .unwrap_or_default()
 }
 
 /// Folds this run into the run record and, with `--metrics-file`, rewrites the metrics. A

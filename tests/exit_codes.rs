@@ -245,7 +245,7 @@ fn exit_11_status_check_age_without_a_recent_success() {
     std::fs::write(workspace.config(), "").unwrap();
     status(&workspace)
         .assert_exit(11)
-        .assert_stderr_contains("older than 5m");
+        .assert_stderr_contains("is recorded yet (--check-age 5m)");
     let marathon = FakeMarathon::start();
     let ports = [Port::reserve(), Port::reserve()];
     let (apps, tasks) = web_app(ports[0].number(), &[ports[1].number()]);

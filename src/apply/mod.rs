@@ -123,7 +123,7 @@ pub fn archive_path(haproxy_config: &Path, number: usize) -> PathBuf {
 pub fn apply(candidate: &Candidate, config: &ApplyConfig, out: &mut dyn Write) -> Result<Outcome> {
     apply_noting(
         candidate,
-        &BackendApps::new(),
+        &BackendApps::default(),
         config,
         out,
         &mut Noted::default(),
@@ -165,7 +165,8 @@ pub fn apply_noting(
     let timings = &mut noted.timings;
     let route = route(config, &live, candidate, &old_config);
     let runtime = matches!(route, Route::Runtime(_));
-    if let Some(stopped) = check_before_writing(config, &old_config, &candidate.config, runtime)? {
+    let texts = (old_config.as_ref(), candidate.config.as_str());
+    if let Some(stopped) = check_before_writing(config, texts, apps, runtime)? {
         return Ok(stopped);
     }
     // Rendered now, printed only once the change is in place and reloaded.
@@ -202,14 +203,14 @@ pub fn apply_noting(
 /// A change that goes live through the runtime API is never deferred: it reloads nothing.
 fn check_before_writing(
     config: &ApplyConfig,
-    old_config: &str,
-    new_config: &str,
+    (old_config, new_config): (&str, &str),
+    apps: &BackendApps,
     runtime: bool,
 ) -> Result<Option<Outcome>> {
     let path = &config.haproxy_config;
     if !config.force {
-        if let Some(reason) = guard::refusal(old_config, new_config, config.max_server_loss_percent)
-        {
+        let max_loss = config.max_server_loss_percent;
+        if let Some(reason) = guard::refusal(old_config, new_config, apps, max_loss) {
             return Err(anyhow!(
                 "the candidate for {} is not applied: {reason}. Nothing was changed. {}",
                 path.display(),
@@ -475,7 +476,12 @@ fn preview(
     }
     let refusal = match config.force {
         true => None,
-        false => guard::refusal(&old, &candidate.config, config.max_server_loss_percent),
+        false => guard::refusal(
+            &old,
+            &candidate.config,
+            apps,
+            config.max_server_loss_percent,
+        ),
     };
     // The real run's own decision, from the files alone: it sends nothing to HAProxy.
     let how = match route(config, &live, candidate, &old) {

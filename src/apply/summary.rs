@@ -27,6 +27,7 @@ pub(super) const SECTION_KEYWORDS: &[&str] = &[
     "ring",
     "cache",
     "fcgi-app",
+    "log-forward",
 ];
 
 /// Backends (`backend NAME` sections) and their servers (`server NAME ...` lines) of a config.
@@ -38,9 +39,17 @@ pub struct Inventory {
     pub addresses: BTreeMap<String, BTreeSet<String>>,
 }
 
-/// Which app each backend serves (backend name → Marathon app id), as the caller knows it.
-/// Plain data: `apply` knows no model types.
-pub type BackendApps = BTreeMap<String, String>;
+/// What the caller knows of the apps behind backends. Plain data: `apply` knows no model types.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendApps {
+    /// Backend name → Marathon app id: the candidate's backends, and those it lacks whose app
+    /// the caller can name (one Marathon still has, or a deleted one's last good definition).
+    pub names: BTreeMap<String, String>,
+    /// Backends the candidate lacks although their app is still in Marathon, selected, and
+    /// meant to run (instances not 0): none of its tasks can be served. The blast-radius guard
+    /// counts each as left without servers.
+    pub unserved: BTreeSet<String>,
+}
 
 /// Most changed backends [`backend_changes`] lists; the rest are counted. They share one log
 /// line with the summary, so it stays readable: at most a few hundred characters.
@@ -131,7 +140,7 @@ pub fn backend_changes(old: &str, new: &str, apps: &BackendApps) -> Vec<String> 
             unlisted += 1;
             continue;
         }
-        let mut line = match apps.get(name) {
+        let mut line = match apps.names.get(name) {
             Some(app) => format!("{app} ({name}):"),
             None => format!("{name}:"),
         };
@@ -259,15 +268,19 @@ backend db_10001
             "backend db_10001\n  server 10_0_0_3_31002 10.0.0.3:31002\n",
             "",
         ) + "backend api_10002\n  server a 10.0.0.4:1\n";
-        let apps = BackendApps::from([
-            ("web_10000".to_string(), "/web".to_string()),
-            ("api_10002".to_string(), "/api".to_string()),
-        ]);
+        let apps = BackendApps {
+            names: BTreeMap::from([
+                ("web_10000".to_string(), "/web".to_string()),
+                ("api_10002".to_string(), "/api".to_string()),
+                ("db_10001".to_string(), "/db".to_string()),
+            ]),
+            ..BackendApps::default()
+        };
         assert_eq!(
             backend_changes(OLD, &new, &apps),
             [
                 "/api (api_10002): new backend +10.0.0.4:1",
-                "db_10001: backend removed -10.0.0.3:31002",
+                "/db (db_10001): backend removed -10.0.0.3:31002",
                 "/web (web_10000): +10.0.2.5:31005 -10.0.0.2:31001",
             ]
         );
@@ -285,7 +298,7 @@ backend db_10001
         };
         let old: String = (0..12).map(|b| backend(b, 0..1)).collect();
         let new: String = (0..12).map(|b| backend(b, 1..9)).collect();
-        let lines = backend_changes(&old, &new, &BackendApps::new());
+        let lines = backend_changes(&old, &new, &BackendApps::default());
         assert_eq!(lines.len(), 6);
         assert_eq!(
             lines[0],

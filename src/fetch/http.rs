@@ -15,7 +15,7 @@ use ureq::unversioned::resolver::DefaultResolver;
 use ureq::unversioned::transport::{Connector as _, TcpConnector};
 use ureq::{Agent, ResponseExt};
 
-use super::{parse_document, redact_url, tls};
+use super::{parse_document, redact_url, tls, with_userinfo};
 use crate::config::{Credentials, FetchConfig, MarathonSource};
 use crate::marathon::{self, AppList, TaskList};
 
@@ -235,20 +235,19 @@ fn base_with_user(base: &str, credentials: &Credentials) -> String {
 
 /// `http://user:pass@host:8080` → (`http://host:8080`, the credentials, percent-decoded).
 pub(super) fn split_userinfo(url: &str) -> (String, Option<Credentials>) {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some(parts) = with_userinfo(url) else {
         return (url.to_string(), None);
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return (url.to_string(), None);
-    };
-    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let (user, password) = parts
+        .userinfo
+        .split_once(':')
+        .unwrap_or((parts.userinfo, ""));
     let credentials = Credentials {
         user: percent_decode(user),
         password: percent_decode(password),
     };
-    (format!("{scheme}://{host}{path}"), Some(credentials))
+    let url = format!("{}://{}", parts.scheme, parts.host_and_path);
+    (url, Some(credentials))
 }
 
 fn percent_decode(text: &str) -> String {

@@ -119,20 +119,39 @@ impl std::fmt::Debug for MarathonSource {
     }
 }
 
+/// A URL with a userinfo, cut around it: `scheme://userinfo@host/path?query`. The authority
+/// ends at the first `/`, `?` or `#`, and the userinfo at its last `@` (a password may hold
+/// one). The one reading of a URL's userinfo, for redaction and for the request alike.
+pub(crate) struct WithUserinfo<'a> {
+    pub scheme: &'a str,
+    pub userinfo: &'a str,
+    /// The host (and port) with the path, query and fragment after it.
+    pub host_and_path: &'a str,
+}
+
+/// `url` cut around its userinfo; `None` when it has no authority or no userinfo.
+pub(crate) fn with_userinfo(url: &str) -> Option<WithUserinfo<'_>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let userinfo_end = rest[..authority_end].rfind('@')?;
+    Some(WithUserinfo {
+        scheme,
+        userinfo: &rest[..userinfo_end],
+        host_and_path: &rest[userinfo_end + 1..],
+    })
+}
+
 /// `url` with the password of its userinfo replaced by `***` (`http://admin:***@host:8080/x`);
 /// a user without a password is kept, as it is no secret. Anything that is not a URL with an
 /// authority is returned as it was.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some(parts) = with_userinfo(url) else {
         return url.to_string();
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_string();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+    match parts.userinfo.split_once(':') {
+        Some((user, _password)) => {
+            format!("{}://{user}:***@{}", parts.scheme, parts.host_and_path)
+        }
         None => url.to_string(),
     }
 }

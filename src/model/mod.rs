@@ -139,6 +139,12 @@ impl Service {
     /// the app's; `*` takes every service), enabled, and with at least one server, as
     /// marathon-lb selects. One rule for render, the conflict warnings and the listener check.
     pub fn is_rendered(&self, groups: &[String]) -> bool {
+        self.is_selected(groups) && !self.backends.is_empty()
+    }
+
+    /// Whether this service is one `groups` asks for and enabled: rendered once it has a
+    /// server. (A selected service without one is an app HAProxy should serve and cannot.)
+    pub fn is_selected(&self, groups: &[String]) -> bool {
         let own = if self.haproxy_groups.is_empty() {
             &self.groups
         } else {
@@ -146,7 +152,7 @@ impl Service {
         };
         let in_group = groups.iter().any(|group| group == "*")
             || own.iter().any(|group| groups.contains(group));
-        in_group && self.enabled && !self.backends.is_empty()
+        in_group && self.enabled
     }
 
     /// A service port with marathon-lb's defaults: no backends yet, enabled, bound on `*`,

@@ -79,6 +79,17 @@ fn python_dirname(path: &str) -> &str {
     }
 }
 
+/// The backend a service of `app_id` on `service_port` is rendered as: marathon-lb's
+/// `{app_id[1:] with / as _}_{service_port}`. Also names the backends of services not rendered
+/// (no task to serve), for the guard and the change summary.
+pub fn backend_name(app_id: &str, service_port: u32) -> String {
+    format!(
+        "{}_{}",
+        without_first_char(app_id).replace('/', "_"),
+        service_port
+    )
+}
+
 /// Python's `app_id[1:]`: the id without its leading `/` (or whatever its first character is).
 fn without_first_char(app_id: &str) -> &str {
     app_id
@@ -239,11 +250,7 @@ impl<'a> Renderer<'a> {
         let hostname = service.hostname.as_deref().filter(|host| !host.is_empty());
         let prepared = Prepared {
             service,
-            backend: format!(
-                "{}_{}",
-                without_first_char(&service.app_id).replace('/', "_"),
-                service.service_port
-            ),
+            backend: backend_name(&service.app_id, service.service_port),
             mode: match &service.mode {
                 Some(mode) => mode.clone(),
                 None if hostname.is_some() => "http".to_string(),
