@@ -391,9 +391,8 @@ pub struct Args {
     pub min_reload_interval: String,
 
     /// Refuse a candidate with more than PERCENT fewer servers than the live config (a backend
-    /// left with no servers, or no backends at all, is refused too; so is a backend gone because
-    /// its app, still in Marathon and not scaled to 0 instances, has no task to serve) unless
-    /// --force.
+    /// left with no servers, or no backends at all, is refused too; a backend gone with its
+    /// app's tasks counts towards PERCENT only) unless --force.
     #[arg(
         long = "max-server-loss",
         value_name = "PERCENT",

@@ -281,7 +281,7 @@ fn check_age_says_how_old_the_last_sync_is_and_the_limit() {
 /// servers (exit 9, nothing written), as the README promises; scaled to 0 instances on
 /// purpose, or deleted, it goes, and the summary names its app.
 #[test]
-fn the_guard_keeps_an_app_marathon_still_runs_and_the_summary_names_removed_backends() {
+fn a_backend_gone_with_its_apps_tasks_is_named_with_its_app_and_why() {
     let workspace = Workspace::new();
     let marathon = FakeMarathon::start();
     let ports = [Port::reserve(), Port::reserve(), Port::reserve()];
@@ -304,21 +304,20 @@ fn the_guard_keeps_an_app_marathon_still_runs_and_the_summary_names_removed_back
     run(&workspace, &marathon, &[]).assert_exit(0);
     let live = workspace.read_config().unwrap();
 
-    // /web's task is missing from the answer, the app still in Marathon: 1 server of 6 is
-    // under --max-server-loss, yet the app would stop answering.
+    // /web's task is missing from the answer (restarting, or failing its health checks), the
+    // app still in Marathon: 1 server of 6 is under --max-server-loss, and one app's tasks
+    // never hold back the other apps' changes, so it goes, and the summary says why.
     set(web_app(), false, true);
-    let words = format!(
-        "backends left without servers: web_{web} (app /web is in Marathon, but none of its \
-         tasks can be served)"
-    );
     run(&workspace, &marathon, &[])
-        .assert_exit(9)
-        .assert_stderr_contains("it would remove 1 of the 6 live servers (16%)")
-        .assert_stderr_contains(&words);
+        .assert_exit(0)
+        .assert_stderr_contains(&format!(
+            "/web (web_{web}): backend removed (no task of the app can be served) \
+             -127.0.0.1:31001"
+        ));
+    // Back, then scaled to 0: a backend removed on purpose says nothing more.
+    set(web_app(), true, true);
+    run(&workspace, &marathon, &[]).assert_exit(0);
     assert_eq!(workspace.read_config().unwrap(), live);
-    run(&workspace, &marathon, &["--dry-run", "--diff"])
-        .assert_exit(9)
-        .assert_stderr_contains(&words);
 
     // Scaled to 0 instances on purpose: it goes, named with its app.
     set(web_app().replacen('{', "{\"instances\":0,", 1), false, true);

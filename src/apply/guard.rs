@@ -4,27 +4,22 @@
 //!
 //! Servers are counted, not matched by name: a rolling deploy replaces every task (and so every
 //! server name) of an app while keeping the count, and must pass. A backend that disappears
-//! with its app (deleted, or scaled to 0 instances on purpose) counts towards the percentage
-//! only; one whose app Marathon still runs but none of whose servers remain — the backend
-//! empty, or gone because no task of it can be served (`BackendApps::unserved`) — is refused
-//! on its own: the app stops answering, and a short or stale `/v2/tasks` looks just like that.
+//! with its app counts towards the percentage only — deleted, scaled to 0, or still in Marathon
+//! with no task that can be served (restarting, none healthy): refusing the whole candidate for
+//! one app's tasks would hold back every other team's change on every agent, while the
+//! percentage still catches a short `/v2/tasks` answer; the summary names such a backend with
+//! its app. One that stays but loses all its servers is refused on its own.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::summary::{BackendApps, Inventory};
+use super::summary::Inventory;
 
 /// Most backend names a refusal lists per kind; the rest are counted.
 const LISTED_NAMES: usize = 8;
 
 /// Why a candidate is refused: the one paragraph for the operator, or `None` when it passes.
-/// `apps` says which missing backends belong to apps Marathon still runs.
-pub fn refusal(
-    live: &str,
-    candidate: &str,
-    apps: &BackendApps,
-    max_loss_percent: u8,
-) -> Option<String> {
+pub fn refusal(live: &str, candidate: &str, max_loss_percent: u8) -> Option<String> {
     let (before, after) = (Inventory::of(live), Inventory::of(candidate));
     let live_servers = before.servers.len();
     if live_servers == 0 {
@@ -45,17 +40,11 @@ pub fn refusal(
 
     let lost = live_servers.saturating_sub(after.servers.len());
     let too_many = lost * 100 > usize::from(max_loss_percent) * live_servers;
-    let still_wanted = |name: &str| after.backends.contains(name) || apps.unserved.contains(name);
     let emptied: Vec<String> = counts_before
         .iter()
-        .filter(|(name, count)| **count > 0 && still_wanted(name))
+        .filter(|(name, count)| **count > 0 && after.backends.contains(**name))
         .filter(|(name, _)| counts_after.get(*name).copied().unwrap_or(0) == 0)
-        .map(|(name, _)| match apps.names.get(*name) {
-            Some(app) if !after.backends.contains(*name) => {
-                format!("{name} (app {app} is in Marathon, but none of its tasks can be served)")
-            }
-            _ => name.to_string(),
-        })
+        .map(|(name, _)| name.to_string())
         .collect();
     if !too_many && emptied.is_empty() {
         return None;
@@ -79,7 +68,7 @@ pub fn refusal(
     }
     let removed: Vec<String> = counts_before
         .iter()
-        .filter(|(name, count)| **count > 0 && !still_wanted(name))
+        .filter(|(name, count)| **count > 0 && !after.backends.contains(**name))
         .map(|(name, _)| name.to_string())
         .collect();
     if !removed.is_empty() {
@@ -137,10 +126,6 @@ fn listed(names: &[String]) -> String {
 mod tests {
     use super::*;
 
-    fn none() -> BackendApps {
-        BackendApps::default()
-    }
-
     /// A config with the given backends, each with `n` servers named `<prefix><i>`.
     fn config(backends: &[(&str, usize)], prefix: &str) -> String {
         let mut text = String::from("global\n  daemon\n\nfrontend f\n  bind :80\n");
@@ -157,62 +142,53 @@ mod tests {
     fn small_changes_and_rolling_deploys_pass() {
         let live = config(&[("a", 4), ("b", 4)], "s");
         assert_eq!(
-            refusal(&live, &config(&[("a", 3), ("b", 3)], "s"), &none(), 50),
+            refusal(&live, &config(&[("a", 3), ("b", 3)], "s"), 50),
             None
         );
         // Every server renamed (new tasks), same count: not a loss.
         assert_eq!(
-            refusal(&live, &config(&[("a", 4), ("b", 4)], "t"), &none(), 50),
+            refusal(&live, &config(&[("a", 4), ("b", 4)], "t"), 50),
             None
         );
         // Exactly the limit passes; growth always passes.
-        assert_eq!(refusal(&live, &config(&[("a", 4)], "s"), &none(), 50), None);
-        assert_eq!(
-            refusal(&live, &config(&[("a", 9), ("b", 9)], "s"), &none(), 0),
-            None
-        );
+        assert_eq!(refusal(&live, &config(&[("a", 4)], "s"), 50), None);
+        assert_eq!(refusal(&live, &config(&[("a", 9), ("b", 9)], "s"), 0), None);
     }
 
     #[test]
     fn losing_more_than_the_limit_is_refused_and_listed() {
         let live = config(&[("a", 4), ("b", 4), ("c", 2)], "s");
-        let reason = refusal(&live, &config(&[("a", 4)], "s"), &none(), 50).unwrap();
+        let reason = refusal(&live, &config(&[("a", 4)], "s"), 50).unwrap();
         assert_eq!(
             reason,
             "it would remove 6 of the 10 live servers (60%, more than --max-server-loss 50%); \
              backends removed: b, c"
         );
-        assert_eq!(refusal(&live, &config(&[("a", 4)], "s"), &none(), 60), None);
+        assert_eq!(refusal(&live, &config(&[("a", 4)], "s"), 60), None);
     }
 
     #[test]
     fn emptying_a_backend_is_refused_even_under_the_limit() {
         let live = config(&[("a", 9), ("b", 1)], "s");
-        let reason = refusal(&live, &config(&[("a", 9), ("b", 0)], "s"), &none(), 50).unwrap();
+        let reason = refusal(&live, &config(&[("a", 9), ("b", 0)], "s"), 50).unwrap();
         assert_eq!(
             reason,
             "it would remove 1 of the 10 live servers (10%); backends left without servers: b"
         );
         // A backend that was already empty may stay empty.
         let live = config(&[("a", 9), ("b", 0)], "s");
-        assert_eq!(
-            refusal(&live, &live.replace("s8 ", "t8 "), &none(), 50),
-            None
-        );
+        assert_eq!(refusal(&live, &live.replace("s8 ", "t8 "), 50), None);
     }
 
     #[test]
     fn an_empty_candidate_never_replaces_a_live_config_with_servers() {
         let live = config(&[("a", 1), ("b", 2)], "s");
-        let reason = refusal(&live, "global\n  daemon\n", &none(), 100).unwrap();
+        let reason = refusal(&live, "global\n  daemon\n", 100).unwrap();
         assert!(reason.contains("no backends at all"), "{reason}");
         assert!(reason.contains("3 servers in 2 backends"), "{reason}");
         // Nothing live (first run, or only empty backends): nothing to protect.
-        assert_eq!(refusal("", "global\n", &none(), 50), None);
-        assert_eq!(
-            refusal(&config(&[("a", 0)], "s"), "global\n", &none(), 50),
-            None
-        );
+        assert_eq!(refusal("", "global\n", 50), None);
+        assert_eq!(refusal(&config(&[("a", 0)], "s"), "global\n", 50), None);
     }
 
     #[test]
@@ -220,7 +196,7 @@ mod tests {
         let many: Vec<(String, usize)> = (0..20).map(|i| (format!("b{i:02}"), 1)).collect();
         let many: Vec<(&str, usize)> = many.iter().map(|(n, c)| (n.as_str(), *c)).collect();
         let live = config(&many, "s");
-        let reason = refusal(&live, &config(&[("b00", 1)], "s"), &none(), 50).unwrap();
+        let reason = refusal(&live, &config(&[("b00", 1)], "s"), 50).unwrap();
         assert!(
             reason
                 .ends_with("backends removed: b01, b02, b03, b04, b05, b06, b07, b08 and 11 more"),
@@ -229,28 +205,20 @@ mod tests {
     }
 
     #[test]
-    fn a_backend_gone_while_marathon_still_runs_its_app_counts_as_left_without_servers() {
+    fn a_backend_gone_with_its_tasks_counts_towards_the_percentage_only() {
         let live = config(&[("a", 9), ("web_10000", 1)], "s");
         let candidate = config(&[("a", 9)], "s");
-        // Deleted, or scaled to 0 on purpose: under the limit, it passes.
-        assert_eq!(refusal(&live, &candidate, &none(), 50), None);
-        let mut apps = none();
-        apps.unserved.insert("web_10000".to_string());
-        apps.names
-            .insert("web_10000".to_string(), "/web".to_string());
-        assert_eq!(
-            refusal(&live, &candidate, &apps, 50).unwrap(),
-            "it would remove 1 of the 10 live servers (10%); backends left without servers: \
-             web_10000 (app /web is in Marathon, but none of its tasks can be served)"
-        );
+        assert_eq!(refusal(&live, &candidate, 50), None);
+        let reason = refusal(&live, &candidate, 5).unwrap();
+        assert!(reason.ends_with("backends removed: web_10000"), "{reason}");
     }
 
     #[test]
     fn counts_of_one_are_singular() {
         let live = config(&[("a", 1)], "s");
-        let reason = refusal(&live, "global\n  daemon\n", &none(), 100).unwrap();
+        let reason = refusal(&live, "global\n  daemon\n", 100).unwrap();
         assert!(reason.contains("has 1 server in 1 backend:"), "{reason}");
-        let reason = refusal(&live, &config(&[("a", 0)], "s"), &none(), 50).unwrap();
+        let reason = refusal(&live, &config(&[("a", 0)], "s"), 50).unwrap();
         assert!(
             reason.starts_with("it would remove 1 of the 1 live server (100%"),
             "{reason}"

@@ -166,7 +166,7 @@ pub fn apply_noting(
     let route = route(config, &live, candidate, &old_config);
     let runtime = matches!(route, Route::Runtime(_));
     let texts = (old_config.as_ref(), candidate.config.as_str());
-    if let Some(stopped) = check_before_writing(config, texts, apps, runtime)? {
+    if let Some(stopped) = check_before_writing(config, texts, runtime)? {
         return Ok(stopped);
     }
     // Rendered now, printed only once the change is in place and reloaded.
@@ -204,13 +204,12 @@ pub fn apply_noting(
 fn check_before_writing(
     config: &ApplyConfig,
     (old_config, new_config): (&str, &str),
-    apps: &BackendApps,
     runtime: bool,
 ) -> Result<Option<Outcome>> {
     let path = &config.haproxy_config;
     if !config.force {
         let max_loss = config.max_server_loss_percent;
-        if let Some(reason) = guard::refusal(old_config, new_config, apps, max_loss) {
+        if let Some(reason) = guard::refusal(old_config, new_config, max_loss) {
             return Err(anyhow!(
                 "the candidate for {} is not applied: {reason}. Nothing was changed. {}",
                 path.display(),
@@ -476,12 +475,7 @@ fn preview(
     }
     let refusal = match config.force {
         true => None,
-        false => guard::refusal(
-            &old,
-            &candidate.config,
-            apps,
-            config.max_server_loss_percent,
-        ),
+        false => guard::refusal(&old, &candidate.config, config.max_server_loss_percent),
     };
     // The real run's own decision, from the files alone: it sends nothing to HAProxy.
     let how = match route(config, &live, candidate, &old) {

@@ -46,8 +46,8 @@ pub struct BackendApps {
     /// the caller can name (one Marathon still has, or a deleted one's last good definition).
     pub names: BTreeMap<String, String>,
     /// Backends the candidate lacks although their app is still in Marathon, selected, and
-    /// meant to run (instances not 0): none of its tasks can be served. The blast-radius guard
-    /// counts each as left without servers.
+    /// meant to run (instances not 0): none of its tasks can be served. The summary says so,
+    /// so that an app restarting or failing its health checks is not mistaken for a deletion.
     pub unserved: BTreeSet<String>,
 }
 
@@ -146,6 +146,8 @@ pub fn backend_changes(old: &str, new: &str, apps: &BackendApps) -> Vec<String> 
         };
         if is_new {
             line.push_str(" new backend");
+        } else if is_gone && apps.unserved.contains(name) {
+            line.push_str(" backend removed (no task of the app can be served)");
         } else if is_gone {
             line.push_str(" backend removed");
         }
@@ -285,6 +287,14 @@ backend db_10001
             ]
         );
         assert!(backend_changes(OLD, OLD, &apps).is_empty());
+        let restarting = BackendApps {
+            unserved: BTreeSet::from(["db_10001".to_string()]),
+            ..apps
+        };
+        assert_eq!(
+            backend_changes(OLD, &new, &restarting)[1],
+            "/db (db_10001): backend removed (no task of the app can be served) -10.0.0.3:31002"
+        );
     }
 
     #[test]
