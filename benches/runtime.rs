@@ -67,7 +67,7 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(5);
 const POLL_EVERY: Duration = Duration::from_millis(1);
 const SLOW_POLL: Duration = Duration::from_millis(50);
 
-/// The app at index `i` of the measured ones.
+/// The index among all apps of measured app `k`.
 fn measured_index(k: usize) -> usize {
     k * (APPS / MEASURED) + 37
 }
@@ -229,7 +229,6 @@ struct Peak {
     validator_last_seen: Option<Instant>,
     /// Largest RSS of the binary itself.
     tool_rss: u64,
-    samples: usize,
 }
 
 /// A thread reading /proc every [`SAMPLE_EVERY`], keeping the peaks since the last `take`.
@@ -251,7 +250,6 @@ impl Sampler {
                 while !stop.load(Ordering::Relaxed) {
                     let sample = sample(master, bench, &mut known);
                     let mut peak = peak.lock().unwrap();
-                    peak.samples += 1;
                     peak.serving_rss = peak.serving_rss.max(sample.serving_rss);
                     peak.serving_processes = peak.serving_processes.max(sample.serving_processes);
                     peak.validator_rss = peak.validator_rss.max(sample.validator_rss);
@@ -313,9 +311,9 @@ fn stat(pid: u32) -> Option<(String, u32, u64)> {
 fn relation(
     pid: u32,
     ppid: u32,
-    master: u32,
-    bench: u32,
+    (master, bench): (u32, u32),
     known: &mut HashMap<u32, Relation>,
+    depth: usize,
 ) -> Relation {
     if pid == master {
         return Relation::Serving;
@@ -326,10 +324,10 @@ fn relation(
     let parent = match known.get(&ppid) {
         Some(relation) => *relation,
         None if ppid <= 1 => Relation::Unrelated,
+        // Ours are a few levels below the benchmark; a longer chain is none of ours.
         None => match stat(ppid) {
-            // Processes are a few levels deep at most; a chain past that is none of ours.
-            Some((_, grandparent, _)) if known.len() < 100_000 => {
-                relation(ppid, grandparent, master, bench, known)
+            Some((_, grandparent, _)) if depth < 32 => {
+                relation(ppid, grandparent, (master, bench), known, depth + 1)
             }
             _ => Relation::Unrelated,
         },
@@ -373,7 +371,7 @@ fn sample(master: u32, bench: u32, known: &mut HashMap<u32, Relation>) -> Sample
         let Some((comm, ppid, rss)) = stat(pid) else {
             continue;
         };
-        match relation(pid, ppid, master, bench, known) {
+        match relation(pid, ppid, (master, bench), known, 0) {
             Relation::Serving => {
                 sample.serving_rss += rss;
                 sample.serving_processes += 1;
