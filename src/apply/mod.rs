@@ -152,7 +152,9 @@ pub fn apply_noting(
     let old_config = live.config.text();
     let route = route(config, &live, candidate, &old_config);
     let runtime = matches!(route, Route::Runtime(_));
-    if let Some(stopped) = check_before_writing(config, &old_config, &candidate.config, runtime)? {
+    // Read once: the guard, the summary line and the changed backends all count from them.
+    let (before, after) = (Inventory::of(&old_config), Inventory::of(&candidate.config));
+    if let Some(stopped) = check_before_writing(config, (&before, &after), runtime)? {
         return Ok(stopped);
     }
     // Rendered now, printed only once the change is in place and reloaded.
@@ -165,13 +167,8 @@ pub fn apply_noting(
 
     // A rejected candidate from an earlier run is stale once a newer one went live.
     let _ = std::fs::remove_file(rejected_path(path));
-    let mut summary = summary::applied_line(
-        path,
-        &old_config,
-        &candidate.config,
-        installed.companions,
-        &installed.how,
-    );
+    let mut summary =
+        summary::applied_line_of(path, &before, &after, installed.companions, &installed.how);
     noted.runtime_update = installed.runtime;
     noted.applied_how = Some(installed.how);
     if let Some(warning) = installed.warning {
@@ -180,7 +177,7 @@ pub fn apply_noting(
     }
     out.write_all(&applied_diff)
         .context("printing the diff of what was applied (the change itself is in place)")?;
-    noted.lines = summary::backend_changes(&old_config, &candidate.config, apps);
+    noted.lines = summary::backend_changes_of(&before, &after, apps);
     Ok(Outcome::Applied { summary })
 }
 
@@ -189,18 +186,16 @@ pub fn apply_noting(
 /// A change that goes live through the runtime API is never deferred: it reloads nothing.
 fn check_before_writing(
     config: &ApplyConfig,
-    old_config: &str,
-    new_config: &str,
+    (before, after): (&Inventory, &Inventory),
     runtime: bool,
 ) -> Result<Option<Outcome>> {
     let path = &config.haproxy_config;
     if !config.force {
-        if let Some(reason) = guard::refusal(old_config, new_config, config.max_server_loss_percent)
-        {
+        if let Some(reason) = guard::refusal_of(before, after, config.max_server_loss_percent) {
             return Err(anyhow!(
                 "the candidate for {} is not applied: {reason}. Nothing was changed. {}",
                 path.display(),
-                guard::what_to_do(old_config, new_config)
+                guard::what_to_do_of(before, after)
             ))
             .context(Failure::TooMuchRemoved);
         }
@@ -454,9 +449,11 @@ fn preview(
         });
         return Ok(Outcome::DryRun);
     }
+    // Read once: the guard, the counts and the changed backends all count from them.
+    let (before, after) = (Inventory::of(&old), Inventory::of(&candidate.config));
     let refusal = match config.force {
         true => None,
-        false => guard::refusal(&old, &candidate.config, config.max_server_loss_percent),
+        false => guard::refusal_of(&before, &after, config.max_server_loss_percent),
     };
     if refusal.is_none() && !config.skip_validation {
         let started = Instant::now();
@@ -503,11 +500,11 @@ fn preview(
         return Err(anyhow!(
             "dry run for {}: would be refused by the blast-radius guard: {reason}. {}",
             path.display(),
-            guard::what_to_do(&old, &candidate.config)
+            guard::what_to_do_of(&before, &after)
         ))
         .context(Failure::TooMuchRemoved);
     }
-    let counts = summary::counts(&old, &candidate.config);
+    let counts = summary::counts_of(&before, &after);
     noted.lines.push(match deferral(config, SystemTime::now()) {
         Some(Outcome::Deferred { until, .. }) => format!(
             "would defer the change ({counts}) until {} (--min-reload-interval)",
@@ -517,7 +514,7 @@ fn preview(
     });
     noted
         .lines
-        .extend(summary::backend_changes(&old, &candidate.config, apps));
+        .extend(summary::backend_changes_of(&before, &after, apps));
     Ok(Outcome::DryRun)
 }
 
