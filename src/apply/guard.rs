@@ -82,12 +82,6 @@ pub fn refusal_of(before: &Inventory, after: &Inventory, max_loss_percent: u8) -
 /// What the operator can do about a refusal. The guard sees only config text: it cannot tell
 /// apps that really went away from a Marathon answer that is short, apps this run left out, or
 /// a change of `--group`/`--strict-mode`, so it says what to check before `--force`.
-#[cfg(test)]
-pub fn what_to_do(live: &str, candidate: &str) -> String {
-    what_to_do_of(&Inventory::of(live), &Inventory::of(candidate))
-}
-
-/// [`what_to_do`] from the inventories of the live config and the candidate.
 pub fn what_to_do_of(before: &Inventory, after: &Inventory) -> String {
     let (kept, live_servers) = (after.servers.len(), before.servers.len());
     format!(

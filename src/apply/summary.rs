@@ -119,12 +119,6 @@ pub fn applied_line_of(
 }
 
 /// `backends +1 -0, servers +3 -2`.
-#[cfg(test)]
-pub fn counts(old: &str, new: &str) -> String {
-    counts_of(&Inventory::of(old), &Inventory::of(new))
-}
-
-/// [`counts`] from the inventories of the old and new config.
 pub fn counts_of(before: &Inventory, after: &Inventory) -> String {
     format!(
         "backends +{} -{}, servers +{} -{}",
