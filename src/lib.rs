@@ -68,7 +68,46 @@ pub fn run(config: &Config) -> Result<()> {
             || once(None),
             || apply::reload_live(&config.apply),
         ),
-        (None, None) => once(None).map(drop),
+        (None, None) => {
+            // The process ends with this run: its large structures need not be freed.
+            ONE_SHOT.store(true, std::sync::atomic::Ordering::Relaxed);
+            once(None).map(drop)
+        }
+    }
+}
+
+/// Set when the process makes one run and exits (the binary without `--interval` or `--sse`).
+static ONE_SHOT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A run's large value (Marathon's state, the model, the candidate): freed piece by piece when
+/// the process goes on, left to the exit when this run is its only one, since freeing tens of
+/// thousands of strings and maps one by one is a measurable part of a large run.
+struct Large<T>(Option<T>);
+
+impl<T> Large<T> {
+    fn new(value: T) -> Large<T> {
+        Large(Some(value))
+    }
+}
+
+impl<T> std::ops::Deref for Large<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl<T> std::ops::DerefMut for Large<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.0.as_mut().expect("present until dropped")
+    }
+}
+
+impl<T> Drop for Large<T> {
+    fn drop(&mut self) {
+        if ONE_SHOT.load(std::sync::atomic::Ordering::Relaxed) {
+            std::mem::forget(self.0.take());
+        }
     }
 }
 
@@ -116,7 +155,7 @@ fn run_measured(
     report: &mut report::RunReport,
 ) -> Result<Outcome> {
     let phase = Instant::now();
-    let state = fetch::fetch_state(&config.fetch, deadline)?;
+    let state = Large::new(fetch::fetch_state(&config.fetch, deadline)?);
     report.phases.insert("fetch", phase.elapsed().as_secs_f64());
     let phase = Instant::now();
     let resolver = CachingResolver::default();
@@ -126,7 +165,7 @@ fn run_measured(
     let mut store_warnings = Vec::new();
     let last_good = exclusion::LastGood::load(&config.apply.haproxy_config, &mut store_warnings)?;
     let mut room = exclusion::Room::new(&state.apps, &state.tasks, &last_good);
-    let mut prepared = room.prepare(config, &templates, &resolve)?;
+    let mut prepared = Large::new(room.prepare(config, &templates, &resolve)?);
     report
         .phases
         .insert("render", phase.elapsed().as_secs_f64());
@@ -268,6 +307,7 @@ fn run_measured(
             left_out.join(", ")
         ))
     })?;
+    let candidate = Large::new(candidate);
     let inventory = apply::Inventory::of(&candidate.config);
     report.backends = inventory.backends.len();
     report.servers = inventory.servers.len();
@@ -283,7 +323,7 @@ fn run_measured(
     report.apps = backend_apps
         .names
         .iter()
-        .filter(|(backend, _)| inventory.backends.contains(*backend))
+        .filter(|(backend, _)| inventory.backends.contains(backend.as_str()))
         .map(|(_, app)| app)
         .collect::<BTreeSet<_>>()
         .len();
@@ -394,7 +434,9 @@ fn apply_passes(
     report: &mut report::RunReport,
 ) -> Result<Applied> {
     for round in 0.. {
-        let (candidate, backend_apps) = exclusion::candidate(prepared.rendered.clone(), config);
+        // Taken, not copied (megabytes for a large cluster): a failed pass prepares anew.
+        let rendered = std::mem::take(&mut prepared.rendered);
+        let (candidate, backend_apps) = exclusion::candidate(rendered, config);
         let backend_apps = prepared.backend_apps(backend_apps);
         // Each pass's validation adds to the phase: apply notes only its own.
         let validated_before = std::mem::take(&mut noted.timings.validate);

@@ -357,6 +357,7 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ChargedList<T> {
             charge(std::mem::size_of::<T>())?;
             elements.push(element);
         }
+        elements.shrink_to_fit();
         Ok(Some(elements))
     }
 }
@@ -478,6 +479,8 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for Elements<T> {
             charge(std::mem::size_of::<T>())?;
             elements.extend(element);
         }
+        // Grown by doubling; the lists live for the whole run.
+        elements.shrink_to_fit();
         Ok(Some(elements))
     }
 }
@@ -507,7 +510,12 @@ where
     T: Deserialize<'de>,
 {
     let elements = deserializer.deserialize_option(ChargedList::<Option<T>>(PhantomData))?;
-    Ok(elements.map(|elements| elements.into_iter().flatten().collect()))
+    // A list of one (most of them) would otherwise keep room for four for the whole run.
+    Ok(elements.map(|elements| {
+        let mut present: Vec<T> = elements.into_iter().flatten().collect();
+        present.shrink_to_fit();
+        present
+    }))
 }
 
 /// Labels as strings: `null` values are absent, other scalars keep their JSON text.

@@ -19,13 +19,22 @@ use super::summary::Inventory;
 const LISTED_NAMES: usize = 8;
 
 /// Why a candidate is refused: the one paragraph for the operator, or `None` when it passes.
+#[cfg(test)]
 pub fn refusal(live: &str, candidate: &str, max_loss_percent: u8) -> Option<String> {
-    let (before, after) = (Inventory::of(live), Inventory::of(candidate));
+    refusal_of(
+        &Inventory::of(live),
+        &Inventory::of(candidate),
+        max_loss_percent,
+    )
+}
+
+/// [`refusal`] from the inventories of the live config and the candidate.
+pub fn refusal_of(before: &Inventory, after: &Inventory, max_loss_percent: u8) -> Option<String> {
     let live_servers = before.servers.len();
     if live_servers == 0 {
         return None; // nothing to lose
     }
-    let (counts_before, counts_after) = (per_backend(&before), per_backend(&after));
+    let (counts_before, counts_after) = (per_backend(before), per_backend(after));
     if after.backends.is_empty() {
         return Some(format!(
             "the candidate has no backends at all, while the live configuration has {} in {}: \
@@ -42,7 +51,7 @@ pub fn refusal(live: &str, candidate: &str, max_loss_percent: u8) -> Option<Stri
     let too_many = lost * 100 > usize::from(max_loss_percent) * live_servers;
     let emptied: Vec<String> = counts_before
         .iter()
-        .filter(|(name, count)| **count > 0 && after.backends.contains(**name))
+        .filter(|(name, count)| **count > 0 && after.backends.contains(*name))
         .filter(|(name, _)| counts_after.get(*name).copied().unwrap_or(0) == 0)
         .map(|(name, _)| name.to_string())
         .collect();
@@ -68,7 +77,7 @@ pub fn refusal(live: &str, candidate: &str, max_loss_percent: u8) -> Option<Stri
     }
     let removed: Vec<String> = counts_before
         .iter()
-        .filter(|(name, count)| **count > 0 && !after.backends.contains(**name))
+        .filter(|(name, count)| **count > 0 && !after.backends.contains(*name))
         .map(|(name, _)| name.to_string())
         .collect();
     if !removed.is_empty() {
@@ -80,9 +89,8 @@ pub fn refusal(live: &str, candidate: &str, max_loss_percent: u8) -> Option<Stri
 /// What the operator can do about a refusal. The guard sees only config text: it cannot tell
 /// apps that really went away from a Marathon answer that is short, apps this run left out, or
 /// a change of `--group`/`--strict-mode`, so it says what to check before `--force`.
-pub fn what_to_do(live: &str, candidate: &str) -> String {
-    let kept = Inventory::of(candidate).servers.len();
-    let live_servers = Inventory::of(live).servers.len();
+pub fn what_to_do_of(before: &Inventory, after: &Inventory) -> String {
+    let (kept, live_servers) = (after.servers.len(), before.servers.len());
     format!(
         "The candidate keeps {kept} of {}. If that is what Marathon runs now (apps removed or \
          scaled down on purpose), run once with --force; if not, the loss comes from upstream: \
@@ -101,14 +109,11 @@ fn counted(count: usize, noun: &str) -> String {
 }
 
 /// Servers per backend, every backend listed (0 for one without servers).
-fn per_backend(inventory: &Inventory) -> BTreeMap<&str, usize> {
-    let mut counts: BTreeMap<&str, usize> = inventory
-        .backends
-        .iter()
-        .map(|name| (name.as_str(), 0))
-        .collect();
+fn per_backend<'a>(inventory: &Inventory<'a>) -> BTreeMap<&'a str, usize> {
+    let mut counts: BTreeMap<&str, usize> =
+        inventory.backends.iter().map(|name| (*name, 0)).collect();
     for (backend, _) in &inventory.servers {
-        *counts.entry(backend.as_str()).or_default() += 1;
+        *counts.entry(*backend).or_default() += 1;
     }
     counts
 }

@@ -165,8 +165,9 @@ pub fn apply_noting(
     let timings = &mut noted.timings;
     let route = route(config, &live, candidate, &old_config);
     let runtime = matches!(route, Route::Runtime(_));
-    let texts = (old_config.as_ref(), candidate.config.as_str());
-    if let Some(stopped) = check_before_writing(config, texts, runtime)? {
+    // Read once: the guard, the summary line and the changed backends all count from them.
+    let (before, after) = (Inventory::of(&old_config), Inventory::of(&candidate.config));
+    if let Some(stopped) = check_before_writing(config, (&before, &after), runtime)? {
         return Ok(stopped);
     }
     // Rendered now, printed only once the change is in place and reloaded.
@@ -179,13 +180,8 @@ pub fn apply_noting(
 
     // A rejected candidate from an earlier run is stale once a newer one went live.
     let _ = std::fs::remove_file(rejected_path(path));
-    let mut summary = summary::applied_line(
-        path,
-        &old_config,
-        &candidate.config,
-        installed.companions,
-        &installed.how,
-    );
+    let mut summary =
+        summary::applied_line_of(path, &before, &after, installed.companions, &installed.how);
     noted.runtime_update = installed.runtime;
     noted.applied_how = Some(installed.how);
     if let Some(warning) = installed.warning {
@@ -194,7 +190,7 @@ pub fn apply_noting(
     }
     out.write_all(&applied_diff)
         .context("printing the diff of what was applied (the change itself is in place)")?;
-    noted.lines = summary::backend_changes(&old_config, &candidate.config, apps);
+    noted.lines = summary::backend_changes_of(&before, &after, apps);
     Ok(Outcome::Applied { summary })
 }
 
@@ -203,17 +199,16 @@ pub fn apply_noting(
 /// A change that goes live through the runtime API is never deferred: it reloads nothing.
 fn check_before_writing(
     config: &ApplyConfig,
-    (old_config, new_config): (&str, &str),
+    (before, after): (&Inventory, &Inventory),
     runtime: bool,
 ) -> Result<Option<Outcome>> {
     let path = &config.haproxy_config;
     if !config.force {
-        let max_loss = config.max_server_loss_percent;
-        if let Some(reason) = guard::refusal(old_config, new_config, max_loss) {
+        if let Some(reason) = guard::refusal_of(before, after, config.max_server_loss_percent) {
             return Err(anyhow!(
                 "the candidate for {} is not applied: {reason}. Nothing was changed. {}",
                 path.display(),
-                guard::what_to_do(old_config, new_config)
+                guard::what_to_do_of(before, after)
             ))
             .context(Failure::TooMuchRemoved);
         }
@@ -473,9 +468,11 @@ fn preview(
         });
         return Ok(Outcome::DryRun);
     }
+    // Read once: the guard, the counts and the changed backends all count from them.
+    let (before, after) = (Inventory::of(&old), Inventory::of(&candidate.config));
     let refusal = match config.force {
         true => None,
-        false => guard::refusal(&old, &candidate.config, config.max_server_loss_percent),
+        false => guard::refusal_of(&before, &after, config.max_server_loss_percent),
     };
     // The real run's own decision, from the files alone: it sends nothing to HAProxy.
     let how = match route(config, &live, candidate, &old) {
@@ -535,11 +532,11 @@ fn preview(
         return Err(anyhow!(
             "dry run for {}: would be refused by the blast-radius guard: {reason}. {}",
             path.display(),
-            guard::what_to_do(&old, &candidate.config)
+            guard::what_to_do_of(&before, &after)
         ))
         .context(Failure::TooMuchRemoved);
     }
-    let counts = summary::counts(&old, &candidate.config);
+    let counts = summary::counts_of(&before, &after);
     noted.lines.push(match (deferred, how) {
         (Some(Outcome::Deferred { until, .. }), Some(how)) => format!(
             "would defer the change ({counts}) until {} (--min-reload-interval; {how})",
@@ -550,7 +547,7 @@ fn preview(
     });
     noted
         .lines
-        .extend(summary::backend_changes(&old, &candidate.config, apps));
+        .extend(summary::backend_changes_of(&before, &after, apps));
     Ok(Outcome::DryRun)
 }
 
@@ -895,7 +892,7 @@ fn keep_pending_deletions(
                 && !report.reused.contains(what)
                 && !what
                     .split_once('/')
-                    .is_some_and(|(b, s)| wanted.contains(&(b.to_string(), s.to_string())))
+                    .is_some_and(|(b, s)| wanted.contains(&(b, s)))
         }));
     }
     let record = state::PendingDeletions {
@@ -920,8 +917,7 @@ fn retry_pending_deletions(config: &ApplyConfig, live_config: &str, noted: &mut 
         return;
     };
     let wanted = Inventory::of(live_config).servers;
-    let wanted =
-        |backend: &str, server: &str| wanted.contains(&(backend.to_string(), server.to_string()));
+    let wanted = |backend: &str, server: &str| wanted.contains(&(backend, server));
     let retried = runtime::retry_deletions(
         socket,
         record.worker,

@@ -30,13 +30,15 @@ pub(super) const SECTION_KEYWORDS: &[&str] = &[
     "log-forward",
 ];
 
-/// Backends (`backend NAME` sections) and their servers (`server NAME ...` lines) of a config.
+/// Backends (`backend NAME` sections) and their servers (`server NAME ...` lines) of a config,
+/// borrowed from its text: read once per config and handed to the guard, the summary and the
+/// run record, since the candidate of a large cluster is megabytes.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Inventory {
-    pub backends: BTreeSet<String>,
-    pub servers: BTreeSet<(String, String)>,
+pub struct Inventory<'a> {
+    pub backends: BTreeSet<&'a str>,
+    pub servers: BTreeSet<(&'a str, &'a str)>,
     /// Each backend's server addresses (`ADDR:PORT`, the word after the server's name).
-    pub addresses: BTreeMap<String, BTreeSet<String>>,
+    pub addresses: BTreeMap<&'a str, BTreeSet<&'a str>>,
 }
 
 /// What the caller knows of the apps behind backends. Plain data: `apply` knows no model types.
@@ -57,10 +59,12 @@ const LISTED_BACKENDS: usize = 5;
 /// Most servers listed per sign (`+`/`-`) for one backend; the rest are counted.
 const LISTED_SERVERS: usize = 3;
 
-impl Inventory {
-    pub fn of(config: &str) -> Inventory {
-        let mut inventory = Inventory::default();
-        let mut backend: Option<String> = None;
+impl<'a> Inventory<'a> {
+    pub fn of(config: &'a str) -> Inventory<'a> {
+        // Gathered in lists and sorted once: a rendered config lists its backends and servers
+        // nearly in order, which a sort takes in one pass where a tree compares at each insert.
+        let (mut backends, mut servers, mut addresses) = (Vec::new(), Vec::new(), Vec::new());
+        let mut backend: Option<&str> = None;
         for line in config.lines() {
             let mut words = line.split_whitespace();
             let Some(keyword) = words.next() else {
@@ -68,35 +72,53 @@ impl Inventory {
             };
             if SECTION_KEYWORDS.contains(&keyword) {
                 backend = match (keyword, words.next()) {
-                    ("backend", Some(name)) => Some(name.to_string()),
+                    ("backend", Some(name)) => Some(name),
                     _ => None,
                 };
-                if let Some(name) = &backend {
-                    inventory.backends.insert(name.clone());
-                }
-            } else if let (Some(backend), "server", Some(name)) = (&backend, keyword, words.next())
-            {
-                inventory
-                    .servers
-                    .insert((backend.clone(), name.to_string()));
+                backends.extend(backend);
+            } else if let (Some(backend), "server", Some(name)) = (backend, keyword, words.next()) {
+                servers.push((backend, name));
                 if let Some(address) = words.next() {
-                    inventory
-                        .addresses
-                        .entry(backend.clone())
-                        .or_default()
-                        .insert(address.to_string());
+                    addresses.push((backend, address));
                 }
             }
         }
-        inventory
+        addresses.sort_unstable();
+        addresses.dedup();
+        Inventory {
+            backends: backends.into_iter().collect(),
+            servers: servers.into_iter().collect(),
+            addresses: addresses
+                .chunk_by(|a, b| a.0 == b.0)
+                .map(|group| {
+                    (
+                        group[0].0,
+                        group.iter().map(|(_, address)| *address).collect(),
+                    )
+                })
+                .collect(),
+        }
     }
 }
 
 /// `applied PATH: backends +1 -0, servers +3 -2 (reloaded)`; `companions` counts the other
 /// files (maps) that changed and is mentioned only when non-zero.
 /// `how` (`reloaded`, `reloaded: <why>`, `runtime, no reload`) closes the line in parentheses.
+#[cfg(test)]
 pub fn applied_line(path: &Path, old: &str, new: &str, companions: usize, how: &str) -> String {
-    let mut line = format!("applied {}: {}", path.display(), counts(old, new));
+    let (before, after) = (Inventory::of(old), Inventory::of(new));
+    applied_line_of(path, &before, &after, companions, how)
+}
+
+/// [`applied_line`] from the inventories of the old and new config.
+pub fn applied_line_of(
+    path: &Path,
+    before: &Inventory,
+    after: &Inventory,
+    companions: usize,
+    how: &str,
+) -> String {
+    let mut line = format!("applied {}: {}", path.display(), counts_of(before, after));
     if companions > 0 {
         let noun = if companions == 1 { "file" } else { "files" };
         line.push_str(&format!(", {companions} companion {noun} updated"));
@@ -106,8 +128,7 @@ pub fn applied_line(path: &Path, old: &str, new: &str, companions: usize, how: &
 }
 
 /// `backends +1 -0, servers +3 -2`.
-pub fn counts(old: &str, new: &str) -> String {
-    let (before, after) = (Inventory::of(old), Inventory::of(new));
+pub fn counts_of(before: &Inventory, after: &Inventory) -> String {
     format!(
         "backends +{} -{}, servers +{} -{}",
         only_in(&after.backends, &before.backends),
@@ -120,10 +141,24 @@ pub fn counts(old: &str, new: &str) -> String {
 /// One entry per backend whose servers changed, `/shop (shop_10001): +10.0.2.5:31005
 /// -10.0.1.7:31002`, at most [`LISTED_BACKENDS`] of them and a last one counting the rest. A
 /// backend is named by its app id when `apps` knows it; a new or removed backend says so.
+#[cfg(test)]
 pub fn backend_changes(old: &str, new: &str, apps: &BackendApps) -> Vec<String> {
-    let (before, after) = (Inventory::of(old), Inventory::of(new));
+    backend_changes_of(&Inventory::of(old), &Inventory::of(new), apps)
+}
+
+/// [`backend_changes`] from the inventories of the old and new config.
+pub fn backend_changes_of(
+    before: &Inventory,
+    after: &Inventory,
+    apps: &BackendApps,
+) -> Vec<String> {
     let none = BTreeSet::new();
-    let names: BTreeSet<&String> = before.backends.iter().chain(&after.backends).collect();
+    let names: BTreeSet<&str> = before
+        .backends
+        .iter()
+        .chain(&after.backends)
+        .copied()
+        .collect();
     let mut lines = Vec::new();
     let mut unlisted = 0;
     for name in names {
@@ -163,8 +198,8 @@ pub fn backend_changes(old: &str, new: &str, apps: &BackendApps) -> Vec<String> 
 }
 
 /// ` +a +b +c and 4 more` onto `line`.
-fn listed_servers<'a>(line: &mut String, sign: char, servers: impl Iterator<Item = &'a String>) {
-    let servers: Vec<&String> = servers.collect();
+fn listed_servers<'a>(line: &mut String, sign: char, servers: impl Iterator<Item = &'a &'a str>) {
+    let servers: Vec<&str> = servers.copied().collect();
     for server in servers.iter().take(LISTED_SERVERS) {
         let _ = write!(line, " {sign}{server}");
     }
@@ -225,9 +260,7 @@ backend db_10001
         let inventory = Inventory::of(OLD);
         assert_eq!(inventory.backends.len(), 2);
         assert_eq!(inventory.servers.len(), 3);
-        assert!(inventory
-            .servers
-            .contains(&("db_10001".to_string(), "10_0_0_3_31002".to_string())));
+        assert!(inventory.servers.contains(&("db_10001", "10_0_0_3_31002")));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::fmt::Write as _;
 
 /// One keyword argument's value, typed as marathon-lb passed it (a Python `str`, `int` or
 /// `None`), since the type decides how it prints and which format specs apply.
@@ -107,17 +108,20 @@ pub fn output_limit(template: &str, vars: &Vars) -> usize {
 pub fn format(template: &str, vars: &Vars) -> Result<String, FormatError> {
     let limit = output_limit(template, vars);
     let mut out = String::with_capacity(template.len() + 64);
-    let mut chars = template.char_indices().peekable();
-    while let Some((at, ch)) = chars.next() {
-        match ch {
-            '{' if chars.peek().map(|&(_, next)| next) == Some('{') => {
-                chars.next();
+    // Text between braces is copied a run at a time: this runs once per server line.
+    let mut copied = 0;
+    while let Some(offset) = template[copied..].find(['{', '}']) {
+        let at = copied + offset;
+        out.push_str(&template[copied..at]);
+        let doubled = template.as_bytes().get(at + 1) == Some(&template.as_bytes()[at]);
+        match template.as_bytes()[at] {
+            b'{' if doubled => {
                 out.push('{');
+                copied = at + 2;
             }
-            '{' => {
+            b'{' => {
                 let start = at + 1;
                 let end = field_end(template, start)?;
-                while chars.next_if(|&(next, _)| next <= end).is_some() {}
                 replace_field(&template[start..end], vars, &mut out)?;
                 if out.len() > limit {
                     return Err(error(format!(
@@ -125,19 +129,21 @@ pub fn format(template: &str, vars: &Vars) -> Result<String, FormatError> {
                          twice and {OUTPUT_SLACK} bytes of padding)"
                     )));
                 }
+                // `field_end` stops at the closing `}`, one byte.
+                copied = end + 1;
             }
-            '}' if chars.peek().map(|&(_, next)| next) == Some('}') => {
-                chars.next();
+            _ if doubled => {
                 out.push('}');
+                copied = at + 2;
             }
-            '}' => {
+            _ => {
                 return Err(error(
                     "single '}' encountered (write '}}' for a literal brace)",
                 ))
             }
-            other => out.push(other),
         }
     }
+    out.push_str(&template[copied..]);
     Ok(out)
 }
 
@@ -281,6 +287,17 @@ fn replace_field(field: &str, vars: &Vars, out: &mut String) -> Result<(), Forma
         Some('a') => Cow::Owned(Value::Str(python_repr(&value, true))),
         Some(other) => return Err(error(format!("unknown conversion !{other} in {{{field}}}"))),
     };
+    if spec.is_empty() {
+        // What `apply_spec` prints for no spec, without a string of its own.
+        match value.as_ref() {
+            Value::Str(text) => out.push_str(text),
+            Value::Int(number) => {
+                let _ = write!(out, "{number}");
+            }
+            Value::None => out.push_str("None"),
+        }
+        return Ok(());
+    }
     out.push_str(&apply_spec(&value, spec).map_err(|why| error(format!("{{{field}}}: {why}")))?);
     Ok(())
 }

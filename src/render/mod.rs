@@ -36,7 +36,7 @@ pub struct MapFile {
 }
 
 /// The rendered candidate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rendered {
     pub config: String,
     /// Present (possibly empty) exactly when `--haproxy-map` is on.
@@ -203,21 +203,46 @@ impl<'a> Renderer<'a> {
                 .context(crate::error::Failure::Template));
         }
 
-        let mut out = head;
-        out += &self.userlists;
+        let (http_head, https) = match config.bind_http_https {
+            true => (
+                self.templates.verbatim(Name::HttpFrontendHead, None, &[])?,
+                self.https_frontends()?,
+            ),
+            false => (String::new(), String::new()),
+        };
         if config.bind_http_https {
-            out += &self.templates.verbatim(Name::HttpFrontendHead, None, &[])?;
             sort_by_weight(&mut self.http_vhosts);
+        }
+        let http_vhosts = self
+            .http_vhosts
+            .iter()
+            .map(|(_, text)| text.len())
+            .sum::<usize>();
+        // The backends, the bulk of a large cluster's config, become the output in place and
+        // the rest is put before them: one more copy of megabytes is neither made nor held.
+        let mut before = String::with_capacity(
+            head.len()
+                + self.userlists.len()
+                + http_head.len()
+                + http_vhosts
+                + self.http_appid_frontends.len()
+                + https.len()
+                + self.frontends.len(),
+        );
+        before += &head;
+        before += &self.userlists;
+        if config.bind_http_https {
+            before += &http_head;
             for (_, text) in &self.http_vhosts {
-                out += text;
+                before += text;
             }
         }
-        out += &self.http_appid_frontends;
-        if config.bind_http_https {
-            out += &self.https_frontends()?;
-        }
-        out += &self.frontends;
-        out += &self.backends;
+        before += &self.http_appid_frontends;
+        before += &https;
+        before += &self.frontends;
+        let mut out = std::mem::take(&mut self.backends);
+        out.reserve_exact(before.len());
+        out.insert_str(0, &before);
 
         let maps = if config.haproxy_map {
             vec![
