@@ -228,6 +228,9 @@ mod tests {
             reason.starts_with("it would remove 1 of the 1 live server (100%"),
             "{reason}"
         );
-        assert!(what_to_do(&live, &live).starts_with("The candidate keeps 1 of 1 server."));
+        let inventory = Inventory::of(&live);
+        assert!(
+            what_to_do_of(&inventory, &inventory).starts_with("The candidate keeps 1 of 1 server.")
+        );
     }
 }
