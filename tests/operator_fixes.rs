@@ -25,6 +25,19 @@ fn run(workspace: &Workspace, marathon: &FakeMarathon, extra: &[&str]) -> Run {
         .run()
 }
 
+/// Marathon runs one app, `/web`, with one task, balanced by `balance` (a bad one is held).
+fn serve_web(marathon: &FakeMarathon, web: &Port, balance: &str, version: &str) {
+    marathon.set_apps(
+        &[http_app(
+            "/web",
+            web.number(),
+            &[("HAPROXY_0_BALANCE", balance)],
+            version,
+        )],
+        &[running_task("/web", 31001)],
+    );
+}
+
 fn metrics(workspace: &Workspace) -> String {
     fs::read_to_string(workspace.metrics()).unwrap()
 }
@@ -145,17 +158,7 @@ fn the_dry_run_says_what_the_real_run_would_do_and_not_that_it_applied() {
     let workspace = Workspace::new();
     let marathon = FakeMarathon::start();
     let web = Port::reserve();
-    let set = |balance: &str, version: &str| {
-        marathon.set_apps(
-            &[http_app(
-                "/web",
-                web.number(),
-                &[("HAPROXY_0_BALANCE", balance)],
-                version,
-            )],
-            &[running_task("/web", 31001)],
-        );
-    };
+    let set = |balance: &str, version: &str| serve_web(&marathon, &web, balance, version);
     set("leastconn", "v1");
     run(&workspace, &marathon, &[]).assert_exit(0);
     set("leastconns", "v2");
@@ -346,17 +349,7 @@ fn the_interval_loop_says_a_held_app_once() {
     let workspace = Workspace::new();
     let marathon = FakeMarathon::start();
     let web = Port::reserve();
-    let set = |balance: &str, version: &str| {
-        marathon.set_apps(
-            &[http_app(
-                "/web",
-                web.number(),
-                &[("HAPROXY_0_BALANCE", balance)],
-                version,
-            )],
-            &[running_task("/web", 31001)],
-        );
-    };
+    let set = |balance: &str, version: &str| serve_web(&marathon, &web, balance, version);
     set("leastconn", "v1");
     run(&workspace, &marathon, &[]).assert_exit(0);
     set("leastconns", "v2");
