@@ -6,7 +6,8 @@
 //! ratio and the peak memory per byte of input. `cargo bench --bench generation`; the README
 //! quotes it. Targets: the dry run within 3× the floor and 1.5× the input size in memory.
 //!
-//! `GENERATION_OUTPUT=DIR` keeps each size's dry-run output as `DIR/<apps>.cfg`, to compare
+//! `GENERATION_OUTPUT=DIR` keeps each size's dry-run output as `DIR/<apps>.cfg` (and its input
+//! as the snapshot directory `DIR/cluster-<apps>`), to compare
 //! the bytes before and after a change; the SHA-256 of each is printed either way.
 //! `GENERATION_BINARY=PATH` runs another build of the binary (say, of main) on the same payload.
 
@@ -173,7 +174,15 @@ fn main() {
                 ""
             },
         );
-        fs::remove_dir_all(&dir).expect("snapshot removed");
+        match &keep {
+            // The input too, as a snapshot directory: to profile one dry run by hand.
+            Some(keep) => {
+                let input = keep.join(format!("cluster-{apps}"));
+                let _ = fs::remove_dir_all(&input);
+                fs::rename(&dir, &input).expect("kept snapshot");
+            }
+            None => fs::remove_dir_all(&dir).expect("snapshot removed"),
+        }
     }
     println!("load average at the end: {}", load());
 }
