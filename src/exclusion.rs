@@ -4,8 +4,11 @@
 //! The reasons ([`Cause`]): the model refused the app's own definition (a label, a field,
 //! something marathon-lb dies on: a `model::Warning` with its `model::Reason`); one of its
 //! template labels does not format or leaves its section (`render::BadTemplateLabels`);
-//! `haproxy -c` rejects its sections (the bisection of `isolate`); a listener it adds cannot be
-//! bound on this host (`apply::ListenersUnavailable`). Callers branch on these types, never on
+//! its listener takes the port of a shared listener, which would hand it a share of every other
+//! app's connections there (`model::conflicts::SharedPortTaken`, against the listeners
+//! `render::shared_listeners` reads from the sections that belong to no app); `haproxy -c`
+//! rejects its sections (the bisection of `isolate`); a listener it adds cannot be bound on this
+//! host (`apply::ListenersUnavailable`). Callers branch on these types, never on
 //! message text.
 //!
 //! What is done: an app that rendered cleanly before (its definition is in the last-good
@@ -44,6 +47,8 @@ pub enum Cause {
     TemplateLabel(String),
     /// `haproxy -c` rejects its sections; HAProxy's alerts for it alone.
     Rejected { alerts: String },
+    /// Its listener takes the port of a shared listener (a section that belongs to no app).
+    SharedListener(model::conflicts::SharedPortTaken),
     /// A listener of its service port that this host cannot bind.
     ListenerUnavailable {
         service_port: u32,
@@ -67,6 +72,7 @@ impl fmt::Display for Cause {
             }
             Cause::TemplateLabel(problem) => f.write_str(problem),
             Cause::Rejected { alerts } => write!(f, "HAProxy rejects its sections: {alerts}"),
+            Cause::SharedListener(taken) => write!(f, "{taken}"),
             Cause::ListenerUnavailable {
                 service_port,
                 listener,
@@ -342,6 +348,7 @@ impl<'a> Room<'a> {
         templates: &render::Templates,
         resolve: model::Resolver<'_>,
     ) -> Result<Prepared> {
+        let shared = render::shared_listeners(templates, &config.render);
         // Each round holds or leaves out at least one more app (an app is held at most once,
         // then left out), so this ends within twice the app count.
         for _ in 0..=2 * self.apps.len() + 1 {
@@ -359,6 +366,14 @@ impl<'a> Room<'a> {
                 } else {
                     others.push(warning);
                 }
+            }
+            if changed {
+                continue;
+            }
+            let groups = &config.render.groups;
+            for taken in model::conflicts::shared_ports_taken(&model, groups, &shared) {
+                let app_id = taken.app_id.clone();
+                changed |= self.fault(&app_id, Cause::SharedListener(taken));
             }
             if changed {
                 continue;
