@@ -888,6 +888,51 @@ mod tests {
     }
 
     #[test]
+    fn an_app_moved_onto_a_shared_listeners_port_is_held_and_a_new_one_left_out() {
+        let (before, _) = parse(&[host_app("/a", 10001, "{}", "v1")], &[]);
+        let (apps, tasks) = parse(
+            &[
+                host_app("/a", 80, "{}", "v2"),
+                host_app("/stats", 9090, "{}", "v1"),
+                host_app("/fine", 10003, "{}", "v1"),
+            ],
+            &[("/a", 31005), ("/stats", 31006), ("/fine", 31007)],
+        );
+        let last_good = LastGood::holding(&before);
+        let config = config();
+        let templates = render::Templates::load(&config.render).unwrap();
+        let mut room = Room::new(&apps, &tasks, &last_good);
+        let prepared = room.prepare(&config, &templates, &resolve).unwrap();
+        let text = &prepared.rendered.config;
+        assert!(
+            text.contains(
+                "frontend a_10001
+"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("a_80") && !text.contains("stats_9090"),
+            "{text}"
+        );
+        assert!(text.contains("backend fine_10003"), "{text}");
+        let exclusions = room.exclusions();
+        let messages: Vec<String> = exclusions.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            [
+                "app /a: service port 80 (bind *:80) is a port of the shared listener frontend \
+                 marathon_http_in (bind *:80), whose new connections HAProxy would split with \
+                 this app; held at its last good definition (version v1)",
+                "app /stats: service port 9090 (bind *:9090) is a port of the shared listener \
+                 listen stats (bind 0.0.0.0:9090), whose new connections HAProxy would split \
+                 with this app; app left out",
+            ]
+        );
+        assert!(exclusions.iter().all(Exclusion::fails_the_run));
+    }
+
+    #[test]
     fn a_held_app_whose_last_good_definition_fails_too_is_left_out() {
         let (before, _) = parse(
             &[host_app(

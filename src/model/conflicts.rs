@@ -109,21 +109,17 @@ impl fmt::Display for SharedPortTaken {
 }
 
 /// The rendered services of `model` whose listener (bind address and service port, as the
-/// model knows them) overlaps one of `shared`: the first such listener for each, in render's
-/// order.
+/// model knows them) overlaps one of `shared`: the first such listener for each, in the
+/// model's order.
 pub fn shared_ports_taken(
     model: &Model,
     groups: &[String],
     shared: &[SharedListener],
 ) -> Vec<SharedPortTaken> {
-    let mut services: Vec<&Service> = model
+    model
         .services
         .iter()
         .filter(|service| service.is_rendered(groups))
-        .collect();
-    services.sort_by(|a, b| (&a.app_id, a.service_port).cmp(&(&b.app_id, b.service_port)));
-    services
-        .into_iter()
         .filter_map(|service| {
             let listener = shared
                 .iter()
