@@ -373,7 +373,22 @@ impl<'a> Room<'a> {
             let groups = &config.render.groups;
             for taken in model::conflicts::shared_ports_taken(&model, groups, &shared) {
                 let app_id = taken.app_id.clone();
-                changed |= self.fault(&app_id, Cause::SharedListener(taken));
+                if config.model.protect_shared_listeners {
+                    changed |= self.fault(&app_id, Cause::SharedListener(taken));
+                } else {
+                    // As marathon-lb renders it (the corpus holds such a case): said, not
+                    // refused, like two apps on one service port.
+                    others.push(model::Warning {
+                        app_id,
+                        label: None,
+                        message: format!(
+                            "{taken}; rendered as marathon-lb renders it \
+                             (--protect-shared-listeners leaves the app out)"
+                        ),
+                        app_left_out: false,
+                        reason: model::Reason::Conflict,
+                    });
+                }
             }
             if changed {
                 continue;
@@ -899,8 +914,20 @@ mod tests {
             &[("/a", 31005), ("/stats", 31006), ("/fine", 31007)],
         );
         let last_good = LastGood::holding(&before);
-        let config = config();
+        let mut config = config();
         let templates = render::Templates::load(&config.render).unwrap();
+        // By default, rendered as marathon-lb renders them, each named in a warning.
+        let mut room = Room::new(&apps, &tasks, &last_good);
+        let prepared = room.prepare(&config, &templates, &resolve).unwrap();
+        assert!(prepared.rendered.config.contains("frontend stats_9090"));
+        assert!(room.exclusions().is_empty());
+        let warned: Vec<&str> = prepared
+            .warnings
+            .iter()
+            .map(|w| w.app_id.as_str())
+            .collect();
+        assert_eq!(warned, ["/a", "/stats"]);
+        config.model.protect_shared_listeners = true;
         let mut room = Room::new(&apps, &tasks, &last_good);
         let prepared = room.prepare(&config, &templates, &resolve).unwrap();
         let text = &prepared.rendered.config;

@@ -1,8 +1,10 @@
-//! An app's listener never takes over a shared one, through the binary with a real HAProxy
-//! running the result: an app whose service port is the :80 frontend's (moved to a reserved
-//! port by its template, as an operator may) or a head template's listener is left out, named
-//! with the port and the section, exit 10, and every request to the shared listener still
-//! reaches it; an app on another specific address than the shared listener's is no conflict.
+//! With `--protect-shared-listeners`, an app's listener never takes over a shared one, through
+//! the binary with a real HAProxy running the result: an app whose service port is the :80
+//! frontend's (moved to a reserved port by its template, as an operator may) or a head
+//! template's listener is left out, named with the port and the section, exit 10, and every
+//! request to the shared listener still reaches it; without it, such an app is rendered as
+//! marathon-lb renders it and named in a warning; an app on another specific address than the
+//! shared listener's is no conflict.
 
 mod support;
 
@@ -65,6 +67,7 @@ fn an_app_on_the_http_frontends_port_is_left_out_and_the_vhost_app_keeps_all_of_
         .group("external")
         .arg("--ssl-certs")
         .arg(&cert)
+        .arg("--protect-shared-listeners")
         .reload_command("true")
         .run();
     output.assert_exit(10);
@@ -124,7 +127,20 @@ fn an_app_on_a_head_templates_listener_is_left_out_and_the_listener_keeps_all_of
             running_task("/thief", thief_task.port),
         ],
     );
+    // By default as marathon-lb renders it, and said: the corpus holds such a case.
     let output = workspace.run(&marathon.url(), "true", &[]);
+    output.assert_exit(0);
+    output.assert_stderr_contains(&format!(
+        "app /thief: service port {port} (bind 127.0.0.1:{port}) is a port of the shared \
+         listener listen stats (bind 127.0.0.1:{port}), whose new connections HAProxy would \
+         split with this app; rendered as marathon-lb renders it (--protect-shared-listeners \
+         leaves the app out)",
+        port = stats.number()
+    ));
+    let config = String::from_utf8(workspace.read_config().unwrap()).unwrap();
+    assert!(config.contains("frontend thief_"), "{config}");
+
+    let output = workspace.run(&marathon.url(), "true", &["--protect-shared-listeners"]);
     output.assert_exit(10);
     output.assert_stderr_contains(&format!(
         "app /thief: service port {port} (bind 127.0.0.1:{port}) is a port of the shared \
