@@ -96,6 +96,16 @@ pub struct Args {
     )]
     pub health_check: bool,
 
+    /// Leave out an app whose listener takes the port of a shared listener (the :80, :443 and
+    /// :9091 frontends, the head's binds), which would hand it a share of every other app's new
+    /// connections there. Without it such an app is rendered as marathon-lb renders it, and
+    /// named in a warning.
+    #[arg(
+        long = "protect-shared-listeners",
+        env = "HAPROXY_MARATHON_SYNC_PROTECT_SHARED_LISTENERS"
+    )]
+    pub protect_shared_listeners: bool,
+
     /// Certificates for the :443 frontend, comma-separated, in order.
     #[arg(
         long = "ssl-certs",
@@ -826,6 +836,7 @@ impl Args {
 
         config.model.strict_mode = self.strict_mode;
         config.model.health_check = self.health_check;
+        config.model.protect_shared_listeners = self.protect_shared_listeners;
         config.model.min_serv_port_ip_per_task = self.min_serv_port_ip_per_task;
         config.model.max_serv_port_ip_per_task = self.max_serv_port_ip_per_task;
         config.model.framework_name = environment.get("FRAMEWORK_NAME").cloned();

@@ -103,6 +103,11 @@ pub struct ModelConfig {
     /// `FRAMEWORK_NAME` from the environment: the app `/<name>` (the load balancer itself) is
     /// skipped. Default: none.
     pub framework_name: Option<String>,
+    /// `--protect-shared-listeners`: an app whose listener takes the port of a shared listener
+    /// (the :80/:443/:9091 frontends, the head's binds) is left out. Default off: it is rendered
+    /// as marathon-lb renders it (HAProxy then splits that port's new connections between the
+    /// two) and named in a warning.
+    pub protect_shared_listeners: bool,
 }
 
 /// How the configuration text is produced.
@@ -271,6 +276,7 @@ impl Config {
                 min_serv_port_ip_per_task: DEFAULT_MIN_SERV_PORT_IP_PER_TASK,
                 max_serv_port_ip_per_task: DEFAULT_MAX_SERV_PORT_IP_PER_TASK,
                 framework_name: None,
+                protect_shared_listeners: false,
             },
             render: RenderConfig {
                 groups: vec!["external".to_string()],

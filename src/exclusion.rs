@@ -4,8 +4,11 @@
 //! The reasons ([`Cause`]): the model refused the app's own definition (a label, a field,
 //! something marathon-lb dies on: a `model::Warning` with its `model::Reason`); one of its
 //! template labels does not format or leaves its section (`render::BadTemplateLabels`);
-//! `haproxy -c` rejects its sections (the bisection of `isolate`); a listener it adds cannot be
-//! bound on this host (`apply::ListenersUnavailable`). Callers branch on these types, never on
+//! its listener takes the port of a shared listener, which would hand it a share of every other
+//! app's connections there (`model::conflicts::SharedPortTaken`, against the listeners
+//! `render::shared_listeners` reads from the sections that belong to no app); `haproxy -c`
+//! rejects its sections (the bisection of `isolate`); a listener it adds cannot be bound on this
+//! host (`apply::ListenersUnavailable`). Callers branch on these types, never on
 //! message text.
 //!
 //! What is done: an app that rendered cleanly before (its definition is in the last-good
@@ -44,6 +47,8 @@ pub enum Cause {
     TemplateLabel(String),
     /// `haproxy -c` rejects its sections; HAProxy's alerts for it alone.
     Rejected { alerts: String },
+    /// Its listener takes the port of a shared listener (a section that belongs to no app).
+    SharedListener(model::conflicts::SharedPortTaken),
     /// A listener of its service port that this host cannot bind.
     ListenerUnavailable {
         service_port: u32,
@@ -67,6 +72,7 @@ impl fmt::Display for Cause {
             }
             Cause::TemplateLabel(problem) => f.write_str(problem),
             Cause::Rejected { alerts } => write!(f, "HAProxy rejects its sections: {alerts}"),
+            Cause::SharedListener(taken) => write!(f, "{taken}"),
             Cause::ListenerUnavailable {
                 service_port,
                 listener,
@@ -342,6 +348,7 @@ impl<'a> Room<'a> {
         templates: &render::Templates,
         resolve: model::Resolver<'_>,
     ) -> Result<Prepared> {
+        let shared = render::shared_listeners(templates, &config.render);
         // Each round holds or leaves out at least one more app (an app is held at most once,
         // then left out), so this ends within twice the app count.
         for _ in 0..=2 * self.apps.len() + 1 {
@@ -358,6 +365,29 @@ impl<'a> Room<'a> {
                     changed |= self.fault(&app_id, Cause::Definition(warning));
                 } else {
                     others.push(warning);
+                }
+            }
+            if changed {
+                continue;
+            }
+            let groups = &config.render.groups;
+            for taken in model::conflicts::shared_ports_taken(&model, groups, &shared) {
+                let app_id = taken.app_id.clone();
+                if config.model.protect_shared_listeners {
+                    changed |= self.fault(&app_id, Cause::SharedListener(taken));
+                } else {
+                    // As marathon-lb renders it (the corpus holds such a case): said, not
+                    // refused, like two apps on one service port.
+                    others.push(model::Warning {
+                        app_id,
+                        label: None,
+                        message: format!(
+                            "{taken}; rendered as marathon-lb renders it \
+                             (--protect-shared-listeners leaves the app out)"
+                        ),
+                        app_left_out: false,
+                        reason: model::Reason::Conflict,
+                    });
                 }
             }
             if changed {
@@ -870,6 +900,63 @@ mod tests {
         assert_eq!(exclusions[1].app_id, "/new");
         assert_eq!(exclusions[1].action, Action::LeftOut);
         assert!(!exclusions[1].fails_the_run());
+    }
+
+    #[test]
+    fn an_app_moved_onto_a_shared_listeners_port_is_held_and_a_new_one_left_out() {
+        let (before, _) = parse(&[host_app("/a", 10001, "{}", "v1")], &[]);
+        let (apps, tasks) = parse(
+            &[
+                host_app("/a", 80, "{}", "v2"),
+                host_app("/stats", 9090, "{}", "v1"),
+                host_app("/fine", 10003, "{}", "v1"),
+            ],
+            &[("/a", 31005), ("/stats", 31006), ("/fine", 31007)],
+        );
+        let last_good = LastGood::holding(&before);
+        let mut config = config();
+        let templates = render::Templates::load(&config.render).unwrap();
+        // By default, rendered as marathon-lb renders them, each named in a warning.
+        let mut room = Room::new(&apps, &tasks, &last_good);
+        let prepared = room.prepare(&config, &templates, &resolve).unwrap();
+        assert!(prepared.rendered.config.contains("frontend stats_9090"));
+        assert!(room.exclusions().is_empty());
+        let warned: Vec<&str> = prepared
+            .warnings
+            .iter()
+            .map(|w| w.app_id.as_str())
+            .collect();
+        assert_eq!(warned, ["/a", "/stats"]);
+        config.model.protect_shared_listeners = true;
+        let mut room = Room::new(&apps, &tasks, &last_good);
+        let prepared = room.prepare(&config, &templates, &resolve).unwrap();
+        let text = &prepared.rendered.config;
+        assert!(
+            text.contains(
+                "frontend a_10001
+"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("a_80") && !text.contains("stats_9090"),
+            "{text}"
+        );
+        assert!(text.contains("backend fine_10003"), "{text}");
+        let exclusions = room.exclusions();
+        let messages: Vec<String> = exclusions.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            [
+                "app /a: service port 80 (bind *:80) is a port of the shared listener frontend \
+                 marathon_http_in (bind *:80), whose new connections HAProxy would split with \
+                 this app; held at its last good definition (version v1)",
+                "app /stats: service port 9090 (bind *:9090) is a port of the shared listener \
+                 listen stats (bind 0.0.0.0:9090), whose new connections HAProxy would split \
+                 with this app; app left out",
+            ]
+        );
+        assert!(exclusions.iter().all(Exclusion::fails_the_run));
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! for byte, but each conflict is a [`Warning`] naming both apps, what they share, and which one
 //! actually gets the traffic. Pure: it reads the model and the render settings, changes nothing.
 //!
+//! An app whose listener takes the port of a shared listener (a bind of a section that belongs
+//! to no app: the head's, the :80/:443 and :9091 frontends') is not a warning but a
+//! [`SharedPortTaken`]: `exclusion` leaves that app out, since otherwise it would take a share
+//! of every other app's connections to that listener.
+//!
 //! Who gets the traffic, as HAProxy runs marathon-lb's output:
 //! - Two frontends binding the same address and port both bind (HAProxy sets `SO_REUSEPORT`),
 //!   and the kernel spreads new connections between them. A specific address beside `*` takes
@@ -15,6 +20,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
+use std::fmt;
 
 use crate::config::RenderConfig;
 
@@ -38,6 +44,94 @@ pub fn find(model: &Model, config: &RenderConfig) -> Vec<Warning> {
 
 fn is_wildcard(bind_addr: &str) -> bool {
     matches!(bind_addr, "*" | "" | "0.0.0.0" | "::" | "[::]")
+}
+
+/// Whether two bind addresses take the same connections: either is a wildcard, or both are the
+/// same address. Distinct specific addresses do not overlap.
+fn overlaps(a: &str, b: &str) -> bool {
+    is_wildcard(a) || is_wildcard(b) || a == b
+}
+
+/// One address and port range bound by a section that belongs to no app, as rendered (`render`
+/// reads it from the text of those sections, so an operator's template is what counts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedListener {
+    /// The section's opening line, e.g. `frontend marathon_http_in`.
+    pub section: String,
+    /// The bind's address as written (`*`, `0.0.0.0`, a specific address; `[]` removed).
+    pub address: String,
+    /// The first and last port it binds.
+    pub ports: (u32, u32),
+}
+
+impl SharedListener {
+    fn takes(&self, bind_addr: &str, port: u32) -> bool {
+        (self.ports.0..=self.ports.1).contains(&port) && overlaps(&self.address, bind_addr)
+    }
+}
+
+impl fmt::Display for SharedListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let address = if self.address.contains(':') {
+            format!("[{}]", self.address)
+        } else {
+            self.address.clone()
+        };
+        match self.ports {
+            (first, last) if first == last => {
+                write!(f, "{} (bind {address}:{first})", self.section)
+            }
+            (first, last) => write!(f, "{} (bind {address}:{first}-{last})", self.section),
+        }
+    }
+}
+
+/// A rendered service whose own listener takes the port of a shared listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedPortTaken {
+    pub app_id: String,
+    pub service_port: u32,
+    pub bind_addr: String,
+    pub listener: SharedListener,
+}
+
+impl fmt::Display for SharedPortTaken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "service port {port} (bind {addr}:{port}) is a port of the shared listener {}, \
+             whose new connections HAProxy would split with this app",
+            self.listener,
+            port = self.service_port,
+            addr = self.bind_addr,
+        )
+    }
+}
+
+/// The rendered services of `model` whose listener (bind address and service port, as the
+/// model knows them) overlaps one of `shared`: the first such listener for each, in the
+/// model's order.
+pub fn shared_ports_taken(
+    model: &Model,
+    groups: &[String],
+    shared: &[SharedListener],
+) -> Vec<SharedPortTaken> {
+    model
+        .services
+        .iter()
+        .filter(|service| service.is_rendered(groups))
+        .filter_map(|service| {
+            let listener = shared
+                .iter()
+                .find(|listener| listener.takes(&service.bind_addr, service.service_port))?;
+            Some(SharedPortTaken {
+                app_id: service.app_id.clone(),
+                service_port: service.service_port,
+                bind_addr: service.bind_addr.clone(),
+                listener: listener.clone(),
+            })
+        })
+        .collect()
 }
 
 fn listener_conflicts(services: &[&Service]) -> Vec<Warning> {
@@ -354,5 +448,73 @@ mod tests {
               requests for it go to /z (its own rule comes before the domain2backend.map rule)"
             ]
         );
+    }
+
+    #[test]
+    fn a_listener_on_a_shared_port_is_taken_unless_both_addresses_are_specific_and_apart() {
+        let shared = |address: &str, ports: (u32, u32)| SharedListener {
+            section: "frontend marathon_http_in".into(),
+            address: address.into(),
+            ports,
+        };
+        let on = |addr: &str, id: &str, port: u32| Service {
+            bind_addr: addr.into(),
+            ..service(id, port)
+        };
+        let taken = |services: Vec<Service>, listeners: &[SharedListener]| -> Vec<String> {
+            let groups = ["external".to_string()];
+            shared_ports_taken(&Model { services }, &groups, listeners)
+                .iter()
+                .map(|taken| format!("{}: {taken}", taken.app_id))
+                .collect()
+        };
+        assert_eq!(
+            taken(
+                vec![on("*", "/b", 80), on("*", "/a", 10000)],
+                &[shared("*", (80, 80))]
+            ),
+            [
+                "/b: service port 80 (bind *:80) is a port of the shared listener frontend \
+                 marathon_http_in (bind *:80), whose new connections HAProxy would split with \
+                 this app"
+            ]
+        );
+        // A wildcard on either side overlaps; a port range counts each of its ports.
+        assert_eq!(
+            taken(
+                vec![on("10.0.0.1", "/a", 80)],
+                &[shared("0.0.0.0", (80, 80))]
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            taken(
+                vec![on("*", "/a", 8005)],
+                &[shared("10.0.0.1", (8000, 8010))]
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            taken(
+                vec![on("10.0.0.1", "/a", 80)],
+                &[shared("10.0.0.1", (80, 80))]
+            )
+            .len(),
+            1
+        );
+        assert!(taken(
+            vec![on("10.0.0.2", "/a", 80)],
+            &[shared("10.0.0.1", (80, 80))]
+        )
+        .is_empty());
+        assert!(taken(vec![on("*", "/a", 8011)], &[shared("*", (8000, 8010))]).is_empty());
+        // A service not rendered binds nothing.
+        let idle = Service {
+            backends: Vec::new(),
+            ..service("/idle", 80)
+        };
+        assert!(taken(vec![idle], &[shared("*", (80, 80))]).is_empty());
     }
 }

@@ -37,6 +37,7 @@ fn read_case(dir: &Path) -> Case {
         min_serv_port_ip_per_task: crate::config::DEFAULT_MIN_SERV_PORT_IP_PER_TASK,
         max_serv_port_ip_per_task: crate::config::DEFAULT_MAX_SERV_PORT_IP_PER_TASK,
         framework_name: None,
+        protect_shared_listeners: false,
     };
     let mut groups = Vec::new();
     for (index, arg) in args.iter().enumerate() {

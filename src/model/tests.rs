@@ -10,6 +10,7 @@ fn config() -> ModelConfig {
         min_serv_port_ip_per_task: 10050,
         max_serv_port_ip_per_task: 10100,
         framework_name: None,
+        protect_shared_listeners: false,
     }
 }
 

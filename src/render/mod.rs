@@ -23,6 +23,7 @@ pub use templates::{
 };
 
 use crate::config::{RenderConfig, DEFAULT_SSL_CERT};
+use crate::model::conflicts::SharedListener;
 use crate::model::{Model, Service, ServiceCheck};
 use server_id::sanitize;
 use vhost::{GroupedVhost, MapState, VhostInput};
@@ -116,6 +117,109 @@ pub fn render(model: &Model, templates: &Templates, config: &RenderConfig) -> Re
     Renderer::new(model, templates, config).run()
 }
 
+/// The head section (`global`, `defaults` and whatever else the operator's head adds).
+fn head(templates: &Templates, config: &RenderConfig) -> Result<String> {
+    templates.verbatim(
+        Name::Head,
+        None,
+        &[(
+            "global_default_options",
+            Value::Str(global_default_options(
+                config.global_default_options.as_deref(),
+            )),
+        )],
+    )
+}
+
+/// The listeners of the sections that belong to no app, read from their rendered text (the
+/// head, the :80 and :443 frontends unless `--dont-bind-http-https`, the :9091 app-id
+/// frontend), so an operator's template counts as written. Only address-and-port binds are
+/// listed (not unix sockets, `abns@` or `fd@`). A section that does not render lists nothing:
+/// the render itself then reports it.
+pub fn shared_listeners(templates: &Templates, config: &RenderConfig) -> Vec<SharedListener> {
+    let certs = if config.ssl_certs.is_empty() {
+        vec![DEFAULT_SSL_CERT.to_string()]
+    } else {
+        config.ssl_certs.clone()
+    };
+    let certs_line = certs
+        .iter()
+        .map(|cert| format!("crt {cert}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut sections = vec![
+        head(templates, config),
+        templates.verbatim(Name::HttpFrontendAppidHead, None, &[]),
+    ];
+    if config.bind_http_https {
+        sections.push(templates.verbatim(Name::HttpFrontendHead, None, &[]));
+        sections.push(match config.group_https_by_vhost {
+            true => templates.verbatim(Name::HttpsGroupedFrontendHead, None, &[]),
+            false => templates.format(
+                Name::HttpsFrontendHead,
+                None,
+                &[("sslCerts", s(&certs_line))],
+            ),
+        });
+    }
+    sections
+        .iter()
+        .flatten()
+        .flat_map(|text| binds_in(text))
+        .collect()
+}
+
+/// The address-and-port binds of configuration text, with the section each is in.
+fn binds_in(text: &str) -> Vec<SharedListener> {
+    let mut section = "";
+    let mut binds = Vec::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if !line.starts_with([' ', '\t']) {
+            section = trimmed;
+            continue;
+        }
+        let mut words = trimmed.split_whitespace();
+        if words.next() != Some("bind") {
+            continue;
+        }
+        let Some(addresses) = words.next() else {
+            continue;
+        };
+        binds.extend(addresses.split(',').filter_map(|address| {
+            let (address, ports) = bind_address(address)?;
+            Some(SharedListener {
+                section: section.to_string(),
+                address,
+                ports,
+            })
+        }));
+    }
+    binds
+}
+
+/// One address of a `bind` line as HAProxy reads it: `[ipv4@|ipv6@]address:port[-last]`.
+fn bind_address(address: &str) -> Option<(String, (u32, u32))> {
+    let address = address
+        .strip_prefix("ipv4@")
+        .or_else(|| address.strip_prefix("ipv6@"))
+        .unwrap_or(address);
+    if address.contains('@') || address.starts_with('/') {
+        return None;
+    }
+    let (host, ports) = address.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|host| host.strip_suffix(']'))
+        .unwrap_or(host);
+    let (first, last) = ports.split_once('-').unwrap_or((ports, ports));
+    let ports = (first.parse().ok()?, last.parse().ok()?);
+    Some((host.to_string(), ports))
+}
+
 struct Renderer<'a> {
     model: &'a Model,
     templates: &'a Templates,
@@ -167,16 +271,7 @@ impl<'a> Renderer<'a> {
 
     fn run(mut self) -> Result<Rendered> {
         let config = self.config;
-        let head = self.templates.verbatim(
-            Name::Head,
-            None,
-            &[(
-                "global_default_options",
-                Value::Str(global_default_options(
-                    config.global_default_options.as_deref(),
-                )),
-            )],
-        )?;
+        let head = head(self.templates, config)?;
         self.http_appid_frontends =
             self.templates
                 .verbatim(Name::HttpFrontendAppidHead, None, &[])?;

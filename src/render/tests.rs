@@ -624,3 +624,54 @@ fn rendering_past_the_deadline_is_an_error() {
     assert_eq!(crate::error::classify(&err), Some(Failure::Template));
     assert!(format!("{err:#}").contains("--run-timeout"), "{err:#}");
 }
+
+#[test]
+fn the_shared_listeners_are_read_from_the_rendered_sections_that_belong_to_no_app() {
+    let listed = |config: &RenderConfig| -> Vec<String> {
+        let templates = Templates::load(config).unwrap();
+        shared_listeners(&templates, config)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    let mut config = render_config(None);
+    assert_eq!(
+        listed(&config),
+        [
+            "listen stats (bind 0.0.0.0:9090)",
+            "frontend marathon_http_appid_in (bind *:9091)",
+            "frontend marathon_http_in (bind *:80)",
+            "frontend marathon_https_in (bind *:443)",
+        ]
+    );
+    config.bind_http_https = false;
+    assert_eq!(
+        listed(&config),
+        [
+            "listen stats (bind 0.0.0.0:9090)",
+            "frontend marathon_http_appid_in (bind *:9091)",
+        ]
+    );
+}
+
+#[test]
+fn a_bind_line_lists_each_address_and_port_range_and_no_socket() {
+    let binds: Vec<String> = binds_in(
+        "global\n  stats socket /run/haproxy.sock\n\nfrontend a\n  bind 10.0.0.1:80,:81 ssl\n  \
+         bind [::]:8000-8010\n  bind ipv4@127.0.0.1:90\n  bind unix@/run/x.sock\n  \
+         bind abns@x accept-proxy\n  bind fd@3\n  # bind *:99\nlisten b\n  bind *:7000\n",
+    )
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    assert_eq!(
+        binds,
+        [
+            "frontend a (bind 10.0.0.1:80)",
+            "frontend a (bind :81)",
+            "frontend a (bind [::]:8000-8010)",
+            "frontend a (bind 127.0.0.1:90)",
+            "listen b (bind *:7000)",
+        ]
+    );
+}

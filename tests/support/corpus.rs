@@ -330,6 +330,7 @@ impl Case {
                 .max_serv_port_ip_per_task
                 .unwrap_or(DEFAULT_MAX_SERV_PORT_IP_PER_TASK),
             framework_name: self.env_var("FRAMEWORK_NAME").map(str::to_string),
+            protect_shared_listeners: false,
         }
     }
 
