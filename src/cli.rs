@@ -1242,10 +1242,12 @@ mod tests {
             "--dry",
             "--archive-versions",
             "2",
+            "--protect-shared-listeners",
         ])
         .unwrap();
         assert_eq!(config.render.groups, vec!["external", "internal"]);
         assert!(config.model.strict_mode && config.model.health_check);
+        assert!(config.model.protect_shared_listeners);
         assert_eq!(config.render.ssl_certs, vec!["/a.pem", "/b.pem"]);
         assert!(!config.render.bind_http_https);
         assert!(config.render.group_https_by_vhost && config.render.haproxy_map);
