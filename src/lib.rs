@@ -163,7 +163,10 @@ fn run_measured(
     // Every error of `load` already carries `Failure::Template`.
     let templates = render::Templates::load(&config.render)?.until(deadline);
     let mut store_warnings = Vec::new();
-    let last_good = exclusion::LastGood::load(&config.apply.haproxy_config, &mut store_warnings)?;
+    let last_good = Large::new(exclusion::LastGood::load(
+        &config.apply.haproxy_config,
+        &mut store_warnings,
+    )?);
     let mut room = exclusion::Room::new(&state.apps, &state.tasks, &last_good);
     let mut prepared = Large::new(room.prepare(config, &templates, &resolve)?);
     report
@@ -308,9 +311,9 @@ fn run_measured(
         ))
     })?;
     let candidate = Large::new(candidate);
-    let inventory = apply::Inventory::of(&candidate.config);
-    report.backends = inventory.backends.len();
-    report.servers = inventory.servers.len();
+    let (backends, servers) = apply::backends_and_server_count(&candidate.config);
+    report.backends = backends.len();
+    report.servers = servers;
     report.apps_excluded = left_out.len();
     report.apps_left_out = left_out.iter().map(|app| app.to_string()).collect();
     report.apps_held = exclusions
@@ -323,7 +326,7 @@ fn run_measured(
     report.apps = backend_apps
         .names
         .iter()
-        .filter(|(backend, _)| inventory.backends.contains(backend.as_str()))
+        .filter(|(backend, _)| backends.contains(backend.as_str()))
         .map(|(_, app)| app)
         .collect::<BTreeSet<_>>()
         .len();

@@ -50,7 +50,7 @@ pub use reload_live::reload_live;
 pub use state::{
     deletions_path, pending_deletions, pending_path, state_path, utc_timestamp, PendingDeletions,
 };
-pub use summary::{BackendApps, Inventory};
+pub use summary::{backends_and_server_count, BackendApps, Inventory};
 pub use write::directory_warnings;
 
 use write::{CompanionSwap, LiveFile};

@@ -64,25 +64,7 @@ impl<'a> Inventory<'a> {
         // Gathered in lists and sorted once: a rendered config lists its backends and servers
         // nearly in order, which a sort takes in one pass where a tree compares at each insert.
         let (mut backends, mut servers, mut addresses) = (Vec::new(), Vec::new(), Vec::new());
-        let mut backend: Option<&str> = None;
-        for line in config.lines() {
-            let mut words = line.split_whitespace();
-            let Some(keyword) = words.next() else {
-                continue;
-            };
-            if SECTION_KEYWORDS.contains(&keyword) {
-                backend = match (keyword, words.next()) {
-                    ("backend", Some(name)) => Some(name),
-                    _ => None,
-                };
-                backends.extend(backend);
-            } else if let (Some(backend), "server", Some(name)) = (backend, keyword, words.next()) {
-                servers.push((backend, name));
-                if let Some(address) = words.next() {
-                    addresses.push((backend, address));
-                }
-            }
-        }
+        scan(config, &mut backends, &mut servers, Some(&mut addresses));
         addresses.sort_unstable();
         addresses.dedup();
         Inventory {
@@ -97,6 +79,45 @@ impl<'a> Inventory<'a> {
                     )
                 })
                 .collect(),
+        }
+    }
+}
+
+/// The run record's view of a config: its backends and how many servers they have, counted as
+/// [`Inventory::of`] does but without the addresses the record never reads.
+pub fn backends_and_server_count(config: &str) -> (BTreeSet<&str>, usize) {
+    let (mut backends, mut servers) = (Vec::new(), Vec::new());
+    scan(config, &mut backends, &mut servers, None);
+    servers.sort_unstable();
+    servers.dedup();
+    (backends.into_iter().collect(), servers.len())
+}
+
+/// Each backend's name, each of its servers (backend, name), and, when asked, each server's
+/// address (backend, `ADDR:PORT`), in the config's order.
+fn scan<'a>(
+    config: &'a str,
+    backends: &mut Vec<&'a str>,
+    servers: &mut Vec<(&'a str, &'a str)>,
+    mut addresses: Option<&mut Vec<(&'a str, &'a str)>>,
+) {
+    let mut backend: Option<&str> = None;
+    for line in config.lines() {
+        let mut words = line.split_whitespace();
+        let Some(keyword) = words.next() else {
+            continue;
+        };
+        if SECTION_KEYWORDS.contains(&keyword) {
+            backend = match (keyword, words.next()) {
+                ("backend", Some(name)) => Some(name),
+                _ => None,
+            };
+            backends.extend(backend);
+        } else if let (Some(backend), "server", Some(name)) = (backend, keyword, words.next()) {
+            servers.push((backend, name));
+            if let (Some(addresses), Some(address)) = (addresses.as_deref_mut(), words.next()) {
+                addresses.push((backend, address));
+            }
         }
     }
 }
@@ -237,6 +258,22 @@ pub fn write_diff(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_run_record_counts_what_the_inventory_holds() {
+        let duplicated = format!("{OLD}backend web_10000\n  server web1 9.9.9.9:1\n");
+        for config in [
+            OLD,
+            duplicated.as_str(),
+            "",
+            "listen stats\n  server s 1.1.1.1:1\n",
+        ] {
+            let inventory = Inventory::of(config);
+            let (backends, servers) = backends_and_server_count(config);
+            assert_eq!(backends, inventory.backends, "{config}");
+            assert_eq!(servers, inventory.servers.len(), "{config}");
+        }
+    }
 
     const OLD: &str = "\
 global
