@@ -372,22 +372,13 @@ impl<'a> Room<'a> {
             }
             let groups = &config.render.groups;
             for taken in model::conflicts::shared_ports_taken(&model, groups, &shared) {
-                let app_id = taken.app_id.clone();
                 if config.model.protect_shared_listeners {
+                    let app_id = taken.app_id.clone();
                     changed |= self.fault(&app_id, Cause::SharedListener(taken));
                 } else {
                     // As marathon-lb renders it (the corpus holds such a case): said, not
                     // refused, like two apps on one service port.
-                    others.push(model::Warning {
-                        app_id,
-                        label: None,
-                        message: format!(
-                            "{taken}; rendered as marathon-lb renders it \
-                             (--protect-shared-listeners leaves the app out)"
-                        ),
-                        app_left_out: false,
-                        reason: model::Reason::Conflict,
-                    });
+                    others.push(taken.into_warning());
                 }
             }
             if changed {

@@ -151,12 +151,12 @@ pub fn apply_noting(
     }
     write::remove_leftover_target_temp_files(path);
     let live = Live::read(candidate, path)?;
-    let interrupted = state::reload_pending(path) || state::runtime_pending(path);
-    if live.matches(candidate) && interrupted {
-        return finish_interrupted_reload(config);
+    let interrupted = state::interrupted_run(path);
+    if let (true, Some(why)) = (live.matches(candidate), interrupted) {
+        return finish_interrupted_reload(config, why);
     }
     let old_config = live.config.text();
-    if !interrupted {
+    if interrupted.is_none() {
         retry_pending_deletions(config, &old_config, noted);
     }
     if live.matches(candidate) {
@@ -390,13 +390,8 @@ fn deferral(config: &ApplyConfig, now: SystemTime) -> Option<Outcome> {
 /// it in place and before its reload was settled, or during a runtime update: HAProxy may
 /// still run the one before, or a mix. Reload
 /// now (not deferred: this finishes a change that already happened).
-fn finish_interrupted_reload(config: &ApplyConfig) -> Result<Outcome> {
+fn finish_interrupted_reload(config: &ApplyConfig, why: &str) -> Result<Outcome> {
     let path = &config.haproxy_config;
-    let why = if state::reload_pending(path) {
-        "a previous run was stopped before its reload was confirmed"
-    } else {
-        "a previous run was stopped during a runtime update"
-    };
     let reloaded = reload(config, "reload");
     let warning = record_reload(config);
     reloaded
@@ -444,14 +439,7 @@ fn preview(
     let old = live.config.text();
     if live.matches(candidate) {
         print_preview(&live, candidate, config, out)?;
-        let interrupted = if state::reload_pending(path) {
-            Some("a previous run was stopped before its reload was confirmed")
-        } else if state::runtime_pending(path) {
-            Some("a previous run was stopped during a runtime update")
-        } else {
-            None
-        };
-        noted.lines.push(match interrupted {
+        noted.lines.push(match state::interrupted_run(path) {
             Some(why) => format!(
                 "would reload HAProxy: {} is unchanged, but {why}",
                 path.display()
@@ -837,8 +825,7 @@ fn put_in_place_after_runtime(
         let _ = record_reload(config);
         let e = match reloaded {
             Ok(()) => {
-                let _ = state::clear_runtime_pending(path);
-                let _ = state::clear_pending_deletions(path);
+                state::settled_after_reload(path);
                 e.context(format!(
                     "the servers were changed through the runtime API but {} could not be \
                      replaced; HAProxy was reloaded to run the file as it is",

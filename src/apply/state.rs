@@ -144,6 +144,19 @@ pub fn clear_pending_deletions(haproxy_config: &Path) -> Result<()> {
     remove_marker(&deletions_path(haproxy_config))
 }
 
+/// Why a previous run left HAProxy possibly running something other than the file on disk —
+/// stopped after putting a config in place and before its reload was confirmed, or during a
+/// runtime update — or `None` when it did not. Every such run's next run reloads.
+pub fn interrupted_run(haproxy_config: &Path) -> Option<&'static str> {
+    if reload_pending(haproxy_config) {
+        Some("a previous run was stopped before its reload was confirmed")
+    } else if runtime_pending(haproxy_config) {
+        Some("a previous run was stopped during a runtime update")
+    } else {
+        None
+    }
+}
+
 /// After HAProxy confirmed a reload of the file on disk: it runs that file, so no earlier
 /// reload or runtime update is left unfinished and the new worker has no server left pending
 /// deletion. Best effort: a marker left behind costs one needless reload, never a wrong one.

@@ -4,9 +4,10 @@
 //! actually gets the traffic. Pure: it reads the model and the render settings, changes nothing.
 //!
 //! An app whose listener takes the port of a shared listener (a bind of a section that belongs
-//! to no app: the head's, the :80/:443 and :9091 frontends') is not a warning but a
-//! [`SharedPortTaken`]: `exclusion` leaves that app out, since otherwise it would take a share
-//! of every other app's connections to that listener.
+//! to no app: the head's, the :80/:443 and :9091 frontends') is a [`SharedPortTaken`]: a
+//! warning like the others by default, since marathon-lb renders it too; with
+//! `--protect-shared-listeners`, `exclusion` leaves that app out, since otherwise it takes a
+//! share of every other app's connections to that listener.
 //!
 //! Who gets the traffic, as HAProxy runs marathon-lb's output:
 //! - Two frontends binding the same address and port both bind (HAProxy sets `SO_REUSEPORT`),
@@ -105,6 +106,23 @@ impl fmt::Display for SharedPortTaken {
             port = self.service_port,
             addr = self.bind_addr,
         )
+    }
+}
+
+impl SharedPortTaken {
+    /// The warning given when the app is rendered anyway, as marathon-lb renders it.
+    pub fn into_warning(self) -> Warning {
+        let message = format!(
+            "{self}; rendered as marathon-lb renders it (--protect-shared-listeners leaves the \
+             app out)"
+        );
+        Warning {
+            app_id: self.app_id,
+            label: None,
+            message,
+            app_left_out: false,
+            reason: Reason::Conflict,
+        }
     }
 }
 
