@@ -47,7 +47,7 @@ fn a_server_only_change_is_predicted_live_and_goes_live_without_a_reload() {
         .unwrap_or_else(|| panic!("{first}"));
     let summary = rig.applied(&["--min-reload-interval", "1h"]);
     assert_eq!(how(&summary), format!("reloaded: {why}"), "{summary}");
-    assert!(rig.haproxy.wait_for_reloads(1));
+    rig.assert_reloaded(1);
     let worker = rig.worker();
 
     // Within --min-reload-interval: a runtime update is never deferred, and the dry run knows.
@@ -74,7 +74,7 @@ fn a_structural_change_is_predicted_with_the_real_runs_reason() {
     let rig = Rig::start();
     rig.marathon_runs(&[&a]);
     rig.applied(&["--min-reload-interval", "1h"]);
-    assert!(rig.haproxy.wait_for_reloads(1));
+    rig.assert_reloaded(1);
 
     // A changed label: the backend's balance.
     let (apps, tasks) = support::workspace::web_app(rig.service_port, &[a.port]);
@@ -97,11 +97,7 @@ fn a_structural_change_is_predicted_with_the_real_runs_reason() {
     assert!(why.contains("balance leastconn"), "{why}");
     let summary = rig.applied(&[]);
     assert_eq!(how(&summary), format!("reloaded: {why}"), "{summary}");
-    assert!(
-        rig.haproxy.wait_for_reloads(2),
-        "{}",
-        rig.haproxy.show_proc()
-    );
+    rig.assert_reloaded(2);
     rig.serves_exactly(&["a"]);
     rig.file_matches_a_fresh_render();
 
@@ -125,7 +121,7 @@ fn without_a_master_socket_the_dry_run_says_reload() {
     let rig = Rig::start();
     rig.marathon_runs(&[&a]);
     rig.applied(&[]);
-    assert!(rig.haproxy.wait_for_reloads(1));
+    rig.assert_reloaded(1);
     rig.marathon_runs(&[&a, &b]);
     let run = rig
         .workspace
@@ -152,7 +148,7 @@ fn a_leftover_runtime_marker_is_predicted_as_the_reload_it_causes() {
     let rig = Rig::start();
     rig.marathon_runs(&[&a]);
     rig.applied(&[]);
-    assert!(rig.haproxy.wait_for_reloads(1));
+    rig.assert_reloaded(1);
     let marker = rig.workspace.path("haproxy.cfg.runtime-pending");
     std::fs::write(&marker, "").unwrap();
     assert_eq!(

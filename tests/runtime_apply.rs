@@ -29,11 +29,7 @@ fn scale_up_scale_down_and_a_task_move_run_live_under_load_without_a_reload() {
     rig.marathon_runs(&[a]);
     let first = rig.applied(&[]);
     assert!(first.contains("(reloaded: "), "a new app reloads: {first}");
-    assert!(
-        rig.haproxy.wait_for_reloads(1),
-        "{}",
-        rig.haproxy.show_proc()
-    );
+    rig.assert_reloaded(1);
     rig.serves_exactly(&["a"]);
     let worker = rig.worker();
     let load = Load::start(rig.service_port, 3, 1, Duration::from_secs(120));
@@ -101,11 +97,7 @@ fn scale_up_scale_down_and_a_task_move_run_live_under_load_without_a_reload() {
     rig.marathon.set_state(apps, tasks);
     let summary = rig.applied(&[]);
     assert!(summary.contains("(reloaded: "), "{summary}");
-    assert!(
-        rig.haproxy.wait_for_reloads(2),
-        "{}",
-        rig.haproxy.show_proc()
-    );
+    rig.assert_reloaded(2);
     rig.serves_exactly(&["d", "a"]);
     assert!(wait_for(HAPROXY_DEADLINE, || {
         http_get(other_port, "/").is_ok_and(|(code, body)| code == 200 && body == "b")
@@ -119,18 +111,14 @@ fn no_runtime_api_reloads_every_change() {
     let rig = Rig::start();
     rig.marathon_runs(&[&a]);
     rig.applied(&[]);
-    assert!(rig.haproxy.wait_for_reloads(1));
+    rig.assert_reloaded(1);
     rig.marathon_runs(&[&a, &b]);
     let summary = rig.applied(&["--no-runtime-api"]);
     assert!(
         summary.contains("(reloaded: --no-runtime-api)"),
         "{summary}"
     );
-    assert!(
-        rig.haproxy.wait_for_reloads(2),
-        "{}",
-        rig.haproxy.show_proc()
-    );
+    rig.assert_reloaded(2);
     rig.serves_exactly(&["a", "b"]);
     rig.file_matches_a_fresh_render();
 }
@@ -150,16 +138,12 @@ fn a_sticky_app_reloads() {
     };
     sticky(&[&a]);
     rig.applied(&[]);
-    assert!(rig.haproxy.wait_for_reloads(1));
+    rig.assert_reloaded(1);
     sticky(&[&a, &b]);
     let summary = rig.applied(&[]);
     assert!(summary.contains("(reloaded: "), "{summary}");
     assert!(!summary.contains("runtime"), "{summary}");
-    assert!(
-        rig.haproxy.wait_for_reloads(2),
-        "{}",
-        rig.haproxy.show_proc()
-    );
+    rig.assert_reloaded(2);
     rig.serves_exactly(&["a", "b"]);
     rig.file_matches_a_fresh_render();
 }
@@ -170,7 +154,7 @@ fn a_runtime_command_haproxy_refuses_falls_back_to_a_reload_of_the_file() {
     let rig = Rig::start();
     rig.marathon_runs(&[&a]);
     rig.applied(&[]);
-    assert!(rig.haproxy.wait_for_reloads(1));
+    rig.assert_reloaded(1);
 
     // The server the next run adds is already in the worker under its name, elsewhere: the
     // executor finds the mismatch and the run reloads instead.
@@ -202,11 +186,7 @@ fn a_runtime_command_haproxy_refuses_falls_back_to_a_reload_of_the_file() {
         summary.contains("(reloaded: the runtime update failed: "),
         "{summary}"
     );
-    assert!(
-        rig.haproxy.wait_for_reloads(2),
-        "{}",
-        rig.haproxy.show_proc()
-    );
+    rig.assert_reloaded(2);
     rig.serves_exactly(&["a", "b"]);
     let state = rig
         .haproxy
@@ -229,7 +209,7 @@ fn a_leftover_runtime_marker_reloads_and_min_reload_interval_never_defers_a_runt
     let rig = Rig::start();
     rig.marathon_runs(&[&a]);
     rig.applied(&["--min-reload-interval", "1h"]);
-    assert!(rig.haproxy.wait_for_reloads(1));
+    rig.assert_reloaded(1);
 
     // Within the interval, a server-only change still goes live.
     rig.marathon_runs(&[&a, &b]);
@@ -245,11 +225,7 @@ fn a_leftover_runtime_marker_reloads_and_min_reload_interval_never_defers_a_runt
     let run = rig.run(&[]);
     run.assert_success()
         .assert_stderr_contains("a previous run was stopped during a runtime update");
-    assert!(
-        rig.haproxy.wait_for_reloads(2),
-        "{}",
-        rig.haproxy.show_proc()
-    );
+    rig.assert_reloaded(2);
     assert!(!marker.exists());
     rig.serves_exactly(&["a", "b"]);
 }

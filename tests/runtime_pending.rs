@@ -64,11 +64,7 @@ fn a_removed_server_with_a_request_in_flight_is_deleted_by_a_later_unchanged_run
     rig.marathon_runs_ports(&[slow.port]);
     let first = rig.applied(&[]);
     assert!(first.contains("(reloaded: "), "a new app reloads: {first}");
-    assert!(
-        rig.haproxy.wait_for_reloads(1),
-        "{}",
-        rig.haproxy.show_proc()
-    );
+    rig.assert_reloaded(1);
     let worker = rig.worker();
     let config = fs::read_to_string(rig.workspace.config()).unwrap();
     let (backend, name) = server_at(&config, &format!("127.0.0.1:{}", slow.port));
@@ -193,7 +189,7 @@ fn a_reload_makes_the_pending_deletions_moot() {
     let rig = Rig::start();
     rig.marathon_runs(&[&a, &b]);
     rig.applied(&[]);
-    assert!(rig.haproxy.wait_for_reloads(1));
+    rig.assert_reloaded(1);
     let config = fs::read_to_string(rig.workspace.config()).unwrap();
     let (backend, name) = server_at(&config, &b.address());
     let worker = rig.worker();

@@ -86,6 +86,16 @@ impl Rig {
             .to_string()
     }
 
+    /// Waits (bounded) until HAProxy's master has made `count` reloads, and fails with its
+    /// process table if it does not.
+    pub fn assert_reloaded(&self, count: u32) {
+        assert!(
+            self.haproxy.wait_for_reloads(count),
+            "{}",
+            self.haproxy.show_proc()
+        );
+    }
+
     /// The PID of HAProxy's current worker (there must be exactly one).
     pub fn worker(&self) -> u32 {
         let table = ProcessTable::parse(&self.haproxy.show_proc()).expect("a master line");
