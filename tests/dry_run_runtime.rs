@@ -142,6 +142,34 @@ fn without_a_master_socket_the_dry_run_says_reload() {
     );
 }
 
+/// A run killed after putting its file in place and before HAProxy confirmed the reload leaves
+/// the worker on an older config than the file: a server-only change against the file must
+/// still reload, or the worker would be edited against a config it never loaded.
+#[test]
+fn a_leftover_reload_marker_turns_a_server_only_change_into_a_reload() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let rig = Rig::start();
+    rig.marathon_runs(&[&a]);
+    rig.applied(&[]);
+    rig.assert_reloaded(1);
+    let marker = rig.workspace.path("haproxy.cfg.reload-pending");
+    std::fs::write(&marker, "").unwrap();
+    rig.marathon_runs(&[&a, &b]);
+    assert_eq!(
+        without_changes(&prediction(&rig, &[])),
+        "would apply: backends +0 -0, servers +1 -0 (reload needed: a previous run was \
+         stopped before its reload was confirmed)"
+    );
+    let summary = rig.applied(&[]);
+    assert_eq!(
+        how(&summary),
+        "reloaded: a previous run was stopped before its reload was confirmed",
+        "{summary}"
+    );
+    rig.assert_reloaded(2);
+    assert!(!marker.exists());
+}
+
 #[test]
 fn a_leftover_runtime_marker_is_predicted_as_the_reload_it_causes() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
@@ -162,13 +190,13 @@ fn a_leftover_runtime_marker_is_predicted_as_the_reload_it_causes() {
     rig.marathon_runs(&[&a, &b]);
     assert_eq!(
         without_changes(&prediction(&rig, &[])),
-        "would apply: backends +0 -0, servers +1 -0 (reload needed: a previous runtime update \
-         was interrupted)"
+        "would apply: backends +0 -0, servers +1 -0 (reload needed: a previous run was \
+         stopped during a runtime update)"
     );
     let summary = rig.applied(&[]);
     assert_eq!(
         how(&summary),
-        "reloaded: a previous runtime update was interrupted",
+        "reloaded: a previous run was stopped during a runtime update",
         "{summary}"
     );
     assert!(!marker.exists());

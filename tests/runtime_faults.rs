@@ -476,7 +476,9 @@ fn a_master_socket_closing_at_any_command_of_a_runtime_update_ends_with_haproxy_
         let next = rig.run_direct();
         next.assert_success();
         if next_must_reload {
-            next.assert_stderr_contains("(reloaded: a previous runtime update was interrupted)");
+            next.assert_stderr_contains(
+                "(reloaded: a previous run was stopped during a runtime update)",
+            );
             next_run_reloaded += 1;
         } else {
             next.assert_silent();
@@ -571,8 +573,9 @@ fn sigkill_during_a_runtime_update_is_finished_by_the_next_run() {
         assert!(rig.marker().exists(), "{context}: no marker");
 
         let next = rig.run_direct();
-        next.assert_success()
-            .assert_stderr_contains("(reloaded: a previous runtime update was interrupted)");
+        next.assert_success().assert_stderr_contains(
+            "(reloaded: a previous run was stopped during a runtime update)",
+        );
         rig.assert_haproxy_runs_the_file(state, &context);
         assert_eq!(rig.leftovers(), Vec::<String>::new(), "{context}");
     }
@@ -738,7 +741,7 @@ fn sigkill_during_a_runtime_update_is_finished_by_the_next_run() {
             }
             (false, true) => {
                 next.assert_stderr_contains(
-                    "(reloaded: a previous runtime update was interrupted)",
+                    "(reloaded: a previous run was stopped during a runtime update)",
                 );
                 ("old file and the marker", "reloaded")
             }

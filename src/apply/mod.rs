@@ -629,9 +629,11 @@ enum Route {
     Reload(Option<String>),
 }
 
-/// Runtime when a master socket is given, runtime updates are on, no earlier runtime update
-/// was interrupted, no companion (map) file changes, and the classifier finds only server
-/// edits it can make live; else a reload and the first reason found.
+/// Runtime when a master socket is given, runtime updates are on, no earlier run was stopped
+/// before HAProxy ran its file (mid-reload or mid-runtime-update: the worker may run an older
+/// config than the one on disk, so a diff against the file says nothing about it), no
+/// companion (map) file changes, and the classifier finds only server edits it can make live;
+/// else a reload and the first reason found.
 fn route(config: &ApplyConfig, live: &Live, candidate: &Candidate, old_config: &str) -> Route {
     if config.haproxy_master_socket.is_none() {
         return Route::Reload(None);
@@ -640,8 +642,8 @@ fn route(config: &ApplyConfig, live: &Live, candidate: &Candidate, old_config: &
     if !config.runtime_api {
         return why("--no-runtime-api");
     }
-    if state::runtime_pending(&config.haproxy_config) {
-        return why("a previous runtime update was interrupted");
+    if let Some(interrupted) = state::interrupted_run(&config.haproxy_config) {
+        return why(interrupted);
     }
     let companion_changed = live
         .companions
