@@ -3,8 +3,10 @@
 //! and 30,000 apps × 3 tasks, the floor (read both files and check their JSON syntax with serde
 //! `IgnoredAny`, in this process) against the release binary's `--dry-run --skip-validation`
 //! as a process of its own (wall time, peak RSS from `wait4`), best of N rounds, with the
-//! ratio and the peak memory per byte of input. `cargo bench --bench generation`; the README
-//! quotes it. Targets: the dry run within 3× the floor and 1.5× the input size in memory.
+//! ratio and the peak memory per byte of input; twice: a first run (no live config, so every
+//! listener is new and tried with a bind) and the steady state of a cron line (the first run's
+//! output live, one task moved). `cargo bench --bench generation`; the README quotes it.
+//! Targets: the dry run within 3× the floor and 1.5× the input size in memory.
 //!
 //! `GENERATION_OUTPUT=DIR` keeps each size's dry-run output as `DIR/<apps>.cfg` (and its input
 //! as the snapshot directory `DIR/cluster-<apps>`), to compare
@@ -49,8 +51,9 @@ struct Run {
     ports_held: bool,
 }
 
-/// One dry run of the binary as a process.
-fn dry_run(dir: &Path, work: &Path, round: usize) -> Run {
+/// One dry run of the binary as a process, against `live` as the live config (absent for a
+/// first run).
+fn dry_run(dir: &Path, live: &Path, work: &Path, round: usize) -> Run {
     let output = work.join(format!("dry-run-{round}.out"));
     let stdout = fs::File::create(&output).expect("output file");
     let binary = std::env::var_os("GENERATION_BINARY")
@@ -68,7 +71,7 @@ fn dry_run(dir: &Path, work: &Path, round: usize) -> Run {
         .arg("--marathon")
         .arg(dir)
         .arg("--haproxy-config")
-        .arg(work.join("haproxy.cfg"))
+        .arg(live)
         .args(["--group", "external", "--dry-run", "--skip-validation"])
         // The defaults stop at 20,000 apps and 100,000 tasks; the largest size is over.
         .args(["--max-apps", "1000000", "--max-tasks", "1000000"])
@@ -102,6 +105,39 @@ fn dry_run(dir: &Path, work: &Path, round: usize) -> Run {
     }
 }
 
+/// The steady state: `first_output` is live and one task has moved to another port, so the
+/// run renders everything, compares, counts and guards, and finds no new listener. Best of
+/// [`ROUNDS`]; the snapshot directory is left as it was.
+fn moved_task_run(dir: &Path, first_output: &[u8], work: &Path) -> (Duration, u64) {
+    let live_dir = work.join("live");
+    fs::create_dir_all(&live_dir).expect("live directory");
+    let live = live_dir.join("haproxy.cfg");
+    fs::write(&live, first_output).expect("live config");
+    let moved = work.join("moved");
+    fs::create_dir_all(&moved).expect("moved snapshot directory");
+    fs::copy(dir.join("apps.json"), moved.join("apps.json")).expect("apps.json copied");
+    let tasks = fs::read_to_string(dir.join("tasks.json")).expect("tasks.json reads");
+    // The first task's first host port (31000 in the generator) moves to one no task has.
+    let tasks = tasks.replacen("\"ports\":[31000", "\"ports\":[32000", 1);
+    fs::write(moved.join("tasks.json"), tasks).expect("moved tasks.json");
+    let runs: Vec<(Duration, u64)> = (0..ROUNDS)
+        .map(|round| {
+            let run = dry_run(&moved, &live, work, round);
+            let errors = fs::read_to_string(work.join("dry-run.err")).unwrap_or_default();
+            assert!(
+                errors.contains("servers +1 -1"),
+                "the moved task is not the one change: {errors}"
+            );
+            (run.wall, run.peak)
+        })
+        .collect();
+    fs::remove_dir_all(&moved).expect("moved snapshot removed");
+    fs::remove_dir_all(&live_dir).expect("live directory removed");
+    let wall = runs.iter().map(|run| run.0).min().unwrap();
+    let peak = runs.iter().map(|run| run.1).min().unwrap();
+    (wall, peak)
+}
+
 fn main() {
     let keep = std::env::var_os("GENERATION_OUTPUT").map(std::path::PathBuf::from);
     let work = tempfile::tempdir().expect("temporary directory");
@@ -122,8 +158,21 @@ fn main() {
     };
     println!("load average at start: {}", load());
     println!(
-        "{:>7} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>7}  sha256 of the output",
-        "apps", "input", "output", "floor", "dry run", "ratio", "peak RSS", "/input"
+        "first: no live config yet (every listener is new and tried); moved: the first run's \
+         output live, one task moved (what a cron line pays every minute)"
+    );
+    println!(
+        "{:>7} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>7} {:>9} {:>7}  sha256 of the output",
+        "apps",
+        "input",
+        "output",
+        "floor",
+        "first",
+        "ratio",
+        "peak RSS",
+        "/input",
+        "moved",
+        "ratio"
     );
     for apps in [1_000usize, 10_000, 30_000] {
         let dir = work.path().join(format!("cluster-{apps}"));
@@ -140,8 +189,9 @@ fn main() {
         }
         // Runs that found some service ports held by other processes on this host made a
         // second pass: counted only when no run was clean, and then marked.
+        let first_live = work.path().join("haproxy.cfg");
         let runs: Vec<Run> = (0..ROUNDS)
-            .map(|round| dry_run(&dir, work.path(), round))
+            .map(|round| dry_run(&dir, &first_live, work.path(), round))
             .collect();
         let all_held = runs.iter().all(|run| run.ports_held);
         let counted = || runs.iter().filter(|run| all_held || !run.ports_held);
@@ -156,9 +206,10 @@ fn main() {
             .iter()
             .map(|byte| format!("{byte:02x}"))
             .collect();
+        let (moved, moved_peak) = moved_task_run(&dir, &output, work.path());
         let ms = |d: Duration| format!("{:.0}ms", d.as_secs_f64() * 1000.0);
         println!(
-            "{:>7} {:>7.1}MB {:>7.1}MB {:>9} {:>9} {:>6.1}× {:>7.1}MB {:>6.2}×  {}{}",
+            "{:>7} {:>7.1}MB {:>7.1}MB {:>9} {:>9} {:>6.1}× {:>7.1}MB {:>6.2}× {:>9} {:>6.1}× {:>7.1}MB {:>6.2}×  {}{}",
             apps,
             input as f64 / 1e6,
             output.len() as f64 / 1e6,
@@ -167,6 +218,10 @@ fn main() {
             best_run.as_secs_f64() / best_floor.as_secs_f64(),
             least_peak as f64 / 1e6,
             least_peak as f64 / input as f64,
+            ms(moved),
+            moved.as_secs_f64() / best_floor.as_secs_f64(),
+            moved_peak as f64 / 1e6,
+            moved_peak as f64 / input as f64,
             &digest[..16],
             if all_held {
                 "  (every run found service ports held on this host: apps left out, 2 passes)"
