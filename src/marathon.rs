@@ -343,10 +343,14 @@ fn charge<E: de::Error>(bytes: usize) -> Result<(), E> {
 }
 
 /// A list whose every element is charged to the budget as it is read; `None` for `null`.
-struct ChargedList<T>(PhantomData<T>);
+/// Elements are read as `Read` and kept as `Kept` by `keep` (which drops `null` elements of object
+/// lists, and keeps those of port lists).
+struct ChargedList<Read, Kept> {
+    keep: fn(Read) -> Option<Kept>,
+}
 
-impl<'de, T: Deserialize<'de>> Visitor<'de> for ChargedList<T> {
-    type Value = Option<Vec<T>>;
+impl<'de, Read: Deserialize<'de>, Kept> Visitor<'de> for ChargedList<Read, Kept> {
+    type Value = Option<Vec<Kept>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a list")
@@ -366,9 +370,16 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ChargedList<T> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut elements = Vec::new();
-        while let Some(element) = seq.next_element::<T>()? {
-            charge(std::mem::size_of::<T>())?;
-            elements.push(element);
+        while let Some(element) = seq.next_element::<Read>()? {
+            charge(std::mem::size_of::<Read>())?;
+            if let Some(element) = (self.keep)(element) {
+                // Most lists hold one element: room for exactly one, not the four a first
+                // push makes, saves the shrink (a realloc per list) below.
+                if elements.capacity() == 0 {
+                    elements.reserve_exact(1);
+                }
+                elements.push(element);
+            }
         }
         elements.shrink_to_fit();
         Ok(Some(elements))
@@ -380,9 +391,8 @@ fn ports<'de, D>(deserializer: D) -> Result<Vec<Option<i64>>, D::Error>
 where
     D: Deserializer<'de>,
 {
-    Ok(deserializer
-        .deserialize_option(ChargedList::<Option<i64>>(PhantomData))?
-        .unwrap_or_default())
+    let list = ChargedList::<Option<i64>, Option<i64>> { keep: Some };
+    Ok(deserializer.deserialize_option(list)?.unwrap_or_default())
 }
 
 /// A Marathon list document: an object whose `key` is an array of at most `max` elements
@@ -522,13 +532,10 @@ where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
 {
-    let elements = deserializer.deserialize_option(ChargedList::<Option<T>>(PhantomData))?;
-    // A list of one (most of them) would otherwise keep room for four for the whole run.
-    Ok(elements.map(|elements| {
-        let mut present: Vec<T> = elements.into_iter().flatten().collect();
-        present.shrink_to_fit();
-        present
-    }))
+    let list = ChargedList::<Option<T>, T> {
+        keep: std::convert::identity,
+    };
+    deserializer.deserialize_option(list)
 }
 
 /// Labels as strings: `null` values are absent, other scalars keep their JSON text.
