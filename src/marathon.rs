@@ -9,6 +9,7 @@
 //! `container.docker.portMappings`) and the 1.5+ form (`networks` + `container.portMappings`),
 //! and legacy IP-per-task (`ipAddress.discovery.ports`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
@@ -190,8 +191,9 @@ pub struct Task {
     #[serde(default, deserialize_with = "null_as_default")]
     pub host: String,
     /// Mesos state such as `TASK_RUNNING`; absent in old Marathons (treated as running).
-    #[serde(default)]
-    pub state: Option<String>,
+    /// Mesos's own states are shared, not copied: every task has one.
+    #[serde(default, deserialize_with = "task_state")]
+    pub state: Option<Cow<'static, str>>,
     /// Host ports (or, for IP-per-task, whatever Marathon reports) in port-index order.
     #[serde(default, deserialize_with = "ports")]
     pub ports: Vec<Option<i64>>,
@@ -211,13 +213,12 @@ pub struct HealthCheckResult {
     pub alive: Option<bool>,
 }
 
+/// One of a task's `ipAddresses`; its `protocol` is never read, so not kept.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskIpAddress {
     #[serde(default)]
     pub ip_address: Option<String>,
-    #[serde(default)]
-    pub protocol: Option<String>,
 }
 
 /// One of an app's `healthChecks`. The fields `render` formats into check options are kept
@@ -538,6 +539,57 @@ where
     deserializer.deserialize_option(list)
 }
 
+/// The task states Mesos defines (mesos.proto `TaskState`).
+const MESOS_TASK_STATES: [&str; 14] = [
+    "TASK_STAGING",
+    "TASK_STARTING",
+    "TASK_RUNNING",
+    "TASK_KILLING",
+    "TASK_FINISHED",
+    "TASK_FAILED",
+    "TASK_KILLED",
+    "TASK_ERROR",
+    "TASK_LOST",
+    "TASK_DROPPED",
+    "TASK_UNREACHABLE",
+    "TASK_GONE",
+    "TASK_GONE_BY_OPERATOR",
+    "TASK_UNKNOWN",
+];
+
+/// A task's state: `null` is absent, one of Mesos's states is shared, any other text is kept.
+fn task_state<'de, D>(deserializer: D) -> Result<Option<Cow<'static, str>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct State(Cow<'static, str>);
+
+    impl<'de> Deserialize<'de> for State {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<State, D::Error> {
+            deserializer.deserialize_str(StateVisitor)
+        }
+    }
+
+    struct StateVisitor;
+
+    impl Visitor<'_> for StateVisitor {
+        type Value = State;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<State, E> {
+            Ok(State(match MESOS_TASK_STATES.iter().find(|known| **known == text) {
+                Some(known) => Cow::Borrowed(known),
+                None => Cow::Owned(text.to_string()),
+            }))
+        }
+    }
+
+    Ok(Option::<State>::deserialize(deserializer)?.map(|state| state.0))
+}
+
 /// Labels as strings: `null` values are absent, other scalars keep their JSON text.
 fn labels<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
 where
@@ -628,6 +680,29 @@ mod tests {
         let read = b"{\"tasks\": [{\"id\": \"t\", \"host\": \"\xff\"}]}";
         let error = parse_task_list(read, 10).unwrap_err();
         assert!(error.to_string().contains("invalid unicode"), "{error}");
+    }
+
+    #[test]
+    fn task_states_are_read_as_written() {
+        let tasks: TaskList = serde_json::from_str(
+            r#"{"tasks": [{"state": "TASK_RUNNING"}, {"state": "TASK_\u0052UNNING"},
+                {"state": "SOMETHING_NEW"}, {"state": null}, {}]}"#,
+        )
+        .unwrap();
+        let states: Vec<Option<&str>> = tasks.tasks.iter().map(|t| t.state.as_deref()).collect();
+        assert_eq!(
+            states,
+            [
+                Some("TASK_RUNNING"),
+                Some("TASK_RUNNING"),
+                Some("SOMETHING_NEW"),
+                None,
+                None
+            ]
+        );
+        assert!(matches!(tasks.tasks[0].state, Some(Cow::Borrowed(_))));
+        let error = serde_json::from_str::<Task>(r#"{"state": 1}"#).unwrap_err();
+        assert!(error.to_string().contains("expected a string"), "{error}");
     }
 
     #[test]
