@@ -40,7 +40,7 @@ pub struct App {
     /// Label values as text; `null` values are dropped, other non-string values keep their JSON
     /// text (Marathon only ever sends strings).
     #[serde(default, deserialize_with = "labels")]
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// Configured instance count; used by blue/green draining.
     #[serde(default)]
     pub instances: Option<i64>,
@@ -580,40 +580,118 @@ where
         }
 
         fn visit_str<E: de::Error>(self, text: &str) -> Result<State, E> {
-            Ok(State(match MESOS_TASK_STATES.iter().find(|known| **known == text) {
-                Some(known) => Cow::Borrowed(known),
-                None => Cow::Owned(text.to_string()),
-            }))
+            Ok(State(
+                match MESOS_TASK_STATES.iter().find(|known| **known == text) {
+                    Some(known) => Cow::Borrowed(known),
+                    None => Cow::Owned(text.to_string()),
+                },
+            ))
         }
     }
 
     Ok(Option::<State>::deserialize(deserializer)?.map(|state| state.0))
 }
 
+/// An app's labels: sorted by name, each name once (a later duplicate replaces the earlier
+/// one, as reading the object into a map does). One exact-sized list instead of a tree: a
+/// `BTreeMap` leaf holds room for eleven labels, and an app has a handful (issue 14).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels(Vec<(String, String)>);
+
+impl Labels {
+    /// The value of the label `name`.
+    pub fn get(&self, name: &str) -> Option<&String> {
+        let found = self.0.binary_search_by(|(key, _)| key.as_str().cmp(name));
+        found.ok().map(|index| &self.0[index].1)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The labels named from `first` (included) up to `end` (excluded), in name order.
+    pub fn range(&self, first: &str, end: &str) -> impl Iterator<Item = (&String, &String)> {
+        let start = self.0.partition_point(|(key, _)| key.as_str() < first);
+        let stop = self.0.partition_point(|(key, _)| key.as_str() < end);
+        self.0[start..stop.max(start)]
+            .iter()
+            .map(|(key, value)| (key, value))
+    }
+
+    /// Every label in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(key, value)| (key, value))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<(String, String)> for Labels {
+    /// Labels in any order; of one name given twice, the later is kept.
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(labels: I) -> Labels {
+        let mut labels: Vec<(String, String)> = labels.into_iter().collect();
+        // Stable, so duplicates stay in the order given; `dedup_by` keeps the first of a run,
+        // so each later one is swapped into its place first.
+        labels.sort_by(|a, b| a.0.cmp(&b.0));
+        labels.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(later, kept);
+            }
+            same
+        });
+        labels.shrink_to_fit();
+        Labels(labels)
+    }
+}
+
+impl std::ops::Index<&str> for Labels {
+    type Output = String;
+
+    fn index(&self, name: &str) -> &String {
+        self.get(name)
+            .unwrap_or_else(|| panic!("no label named {name:?}"))
+    }
+}
+
+impl Serialize for Labels {
+    /// As a JSON object in name order, as the `BTreeMap` it replaced was.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
 /// Labels as strings: `null` values are absent, other scalars keep their JSON text.
-fn labels<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+fn labels<'de, D>(deserializer: D) -> Result<Labels, D::Error>
 where
     D: Deserializer<'de>,
 {
     deserializer.deserialize_option(LabelsVisitor)
 }
 
-/// Reads labels one by one, charging each to the budget (its strings and a tree node's share).
+/// Reads labels one by one, charging each to the budget (its strings and a share for the
+/// container, the figure the budget was set with).
 struct LabelsVisitor;
 
 impl<'de> Visitor<'de> for LabelsVisitor {
-    type Value = BTreeMap<String, String>;
+    type Value = Labels;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object of labels")
     }
 
     fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(BTreeMap::new())
+        Ok(Labels::default())
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(BTreeMap::new())
+        Ok(Labels::default())
     }
 
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
@@ -622,7 +700,8 @@ impl<'de> Visitor<'de> for LabelsVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         const PER_LABEL: usize = 2 * std::mem::size_of::<String>() + 64;
-        let mut labels = BTreeMap::new();
+        const TYPICAL_LABELS: usize = 8;
+        let mut labels = Vec::new();
         while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
             let text = match value {
                 serde_json::Value::Null => continue,
@@ -630,9 +709,13 @@ impl<'de> Visitor<'de> for LabelsVisitor {
                 other => other.to_string(),
             };
             charge(PER_LABEL + key.len() + text.len())?;
-            labels.insert(key, text);
+            // Room for a typical app's labels at once: growing 4, 8, 16 cost a realloc each.
+            if labels.capacity() == 0 {
+                labels.reserve_exact(TYPICAL_LABELS);
+            }
+            labels.push((key, text));
         }
-        Ok(labels)
+        Ok(labels.into_iter().collect())
     }
 }
 
@@ -680,6 +763,30 @@ mod tests {
         let read = b"{\"tasks\": [{\"id\": \"t\", \"host\": \"\xff\"}]}";
         let error = parse_task_list(read, 10).unwrap_err();
         assert!(error.to_string().contains("invalid unicode"), "{error}");
+    }
+
+    #[test]
+    fn labels_read_as_a_map_would() {
+        let app: App = serde_json::from_str(
+            r#"{"labels": {"b": "1", "a": "x", "HAPROXY_1_X": "p", "a": "y", "c": null,
+                "HAPROXY_0_Y": "q", "a": "z", "HAPROXY_:": "no"}}"#,
+        )
+        .unwrap();
+        let labels = &app.labels;
+        assert_eq!(labels.len(), 5);
+        assert_eq!(labels["a"], "z", "the last of a name given twice wins");
+        assert!(labels.contains_key("b") && !labels.contains_key("c"));
+        let port_labels: Vec<&str> = labels
+            .range("HAPROXY_0", "HAPROXY_:")
+            .map(|(key, _)| key.as_str())
+            .collect();
+        assert_eq!(port_labels, ["HAPROXY_0_Y", "HAPROXY_1_X"]);
+        assert_eq!(labels.range("z", "a").count(), 0);
+        let json = serde_json::to_string(&app.labels).unwrap();
+        assert_eq!(
+            json,
+            r#"{"HAPROXY_0_Y":"q","HAPROXY_1_X":"p","HAPROXY_:":"no","a":"z","b":"1"}"#
+        );
     }
 
     #[test]
