@@ -10,9 +10,11 @@
 //! and legacy IP-per-task (`ipAddress.discovery.ports`).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -300,10 +302,12 @@ fn within_budget<'de, S: DeserializeSeed<'de>>(
     impl Drop for Reset {
         fn drop(&mut self) {
             BUDGET.with(|budget| budget.set(None));
+            INTERNED.with(|interned| interned.borrow_mut().take());
         }
     }
     let _reset = Reset;
     BUDGET.with(|cell| cell.set(Some(budget)));
+    INTERNED.with(|interned| *interned.borrow_mut() = Some(HashSet::new()));
     // One pass over the whole answer checks its UTF-8 far faster than serde_json checking each
     // string it reads (a sixth of the parse at 10,000 apps). An answer that is not UTF-8 (only
     // in strings we skip, or we refuse it anyway) is read as bytes, exactly as before.
@@ -594,15 +598,17 @@ where
 
 /// An app's labels: sorted by name, each name once (a later duplicate replaces the earlier
 /// one, as reading the object into a map does). One exact-sized list instead of a tree: a
-/// `BTreeMap` leaf holds room for eleven labels, and an app has a handful (issue 14).
+/// `BTreeMap` leaf holds room for eleven labels, and an app has a handful (issue 14). Names
+/// and values read from one answer are shared between apps when equal (see `intern`): most
+/// apps of a cluster carry the same few names, and many the same values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Labels(Vec<(String, String)>);
+pub struct Labels(Vec<(Arc<str>, Arc<str>)>);
 
 impl Labels {
     /// The value of the label `name`.
-    pub fn get(&self, name: &str) -> Option<&String> {
-        let found = self.0.binary_search_by(|(key, _)| key.as_str().cmp(name));
-        found.ok().map(|index| &self.0[index].1)
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let found = self.0.binary_search_by(|(key, _)| (**key).cmp(name));
+        found.ok().map(|index| &*self.0[index].1)
     }
 
     pub fn contains_key(&self, name: &str) -> bool {
@@ -610,17 +616,17 @@ impl Labels {
     }
 
     /// The labels named from `first` (included) up to `end` (excluded), in name order.
-    pub fn range(&self, first: &str, end: &str) -> impl Iterator<Item = (&String, &String)> {
-        let start = self.0.partition_point(|(key, _)| key.as_str() < first);
-        let stop = self.0.partition_point(|(key, _)| key.as_str() < end);
+    pub fn range(&self, first: &str, end: &str) -> impl Iterator<Item = (&str, &str)> {
+        let start = self.0.partition_point(|(key, _)| **key < *first);
+        let stop = self.0.partition_point(|(key, _)| **key < *end);
         self.0[start..stop.max(start)]
             .iter()
-            .map(|(key, value)| (key, value))
+            .map(|(key, value)| (&**key, &**value))
     }
 
     /// Every label in name order.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
-        self.0.iter().map(|(key, value)| (key, value))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(key, value)| (&**key, &**value))
     }
 
     pub fn len(&self) -> usize {
@@ -630,12 +636,9 @@ impl Labels {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-}
 
-impl FromIterator<(String, String)> for Labels {
     /// Labels in any order; of one name given twice, the later is kept.
-    fn from_iter<I: IntoIterator<Item = (String, String)>>(labels: I) -> Labels {
-        let mut labels: Vec<(String, String)> = labels.into_iter().collect();
+    fn from_pairs(mut labels: Vec<(Arc<str>, Arc<str>)>) -> Labels {
         // Stable, so duplicates stay in the order given; `dedup_by` keeps the first of a run,
         // so each later one is swapped into its place first.
         labels.sort_by(|a, b| a.0.cmp(&b.0));
@@ -651,10 +654,19 @@ impl FromIterator<(String, String)> for Labels {
     }
 }
 
-impl std::ops::Index<&str> for Labels {
-    type Output = String;
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Labels {
+    /// Labels in any order; of one name given twice, the later is kept.
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(labels: I) -> Labels {
+        let labels = labels.into_iter();
+        let pairs = labels.map(|(key, value)| (Arc::from(key.as_ref()), Arc::from(value.as_ref())));
+        Labels::from_pairs(pairs.collect())
+    }
+}
 
-    fn index(&self, name: &str) -> &String {
+impl std::ops::Index<&str> for Labels {
+    type Output = str;
+
+    fn index(&self, name: &str) -> &str {
         self.get(name)
             .unwrap_or_else(|| panic!("no label named {name:?}"))
     }
@@ -665,6 +677,29 @@ impl Serialize for Labels {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_map(self.iter())
     }
+}
+
+thread_local! {
+    /// The label names and values read so far from the answer being parsed; `None` outside
+    /// [`within_budget`] (the last-good store and test data are read without sharing).
+    static INTERNED: RefCell<Option<HashSet<Arc<str>>>> = const { RefCell::new(None) };
+}
+
+/// `text` as a shared string: the one already read from this answer when there is one.
+/// Sharing saves an allocation (and its 16 bytes of overhead) per repeated name or value;
+/// nothing else tells the two apart.
+fn intern(text: &str) -> Arc<str> {
+    INTERNED.with(|interned| match interned.borrow_mut().as_mut() {
+        None => Arc::from(text),
+        Some(set) => match set.get(text) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared: Arc<str> = Arc::from(text);
+                set.insert(Arc::clone(&shared));
+                shared
+            }
+        },
+    })
 }
 
 /// Labels as strings: `null` values are absent, other scalars keep their JSON text.
@@ -702,20 +737,131 @@ impl<'de> Visitor<'de> for LabelsVisitor {
         const PER_LABEL: usize = 2 * std::mem::size_of::<String>() + 64;
         const TYPICAL_LABELS: usize = 8;
         let mut labels = Vec::new();
-        while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+        while let Some((key, value)) = map.next_entry::<Text<'de>, LabelValue<'de>>()? {
             let text = match value {
-                serde_json::Value::Null => continue,
-                serde_json::Value::String(text) => text,
-                other => other.to_string(),
+                LabelValue::Null => continue,
+                LabelValue::Text(text) => text,
             };
-            charge(PER_LABEL + key.len() + text.len())?;
+            charge(PER_LABEL + key.0.len() + text.len())?;
             // Room for a typical app's labels at once: growing 4, 8, 16 cost a realloc each.
             if labels.capacity() == 0 {
                 labels.reserve_exact(TYPICAL_LABELS);
             }
-            labels.push((key, text));
+            labels.push((intern(&key.0), intern(&text)));
         }
-        Ok(labels.into_iter().collect())
+        Ok(Labels::from_pairs(labels))
+    }
+}
+
+/// A string read without a copy when the input holds it as is (no escapes).
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Text<'de>, D::Error> {
+        struct TextVisitor;
+
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text.to_string())))
+            }
+
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+/// A label's value: `null`, or its text (a string as is, any other JSON value as its JSON text,
+/// as `serde_json::Value` prints it).
+enum LabelValue<'de> {
+    Null,
+    Text(Cow<'de, str>),
+}
+
+impl<'de> Deserialize<'de> for LabelValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<LabelValue<'de>, D::Error> {
+        deserializer.deserialize_any(LabelValueVisitor)
+    }
+}
+
+struct LabelValueVisitor;
+
+impl LabelValueVisitor {
+    fn json<'de, E>(value: serde_json::Value) -> Result<LabelValue<'de>, E> {
+        Ok(match value {
+            serde_json::Value::Null => LabelValue::Null,
+            serde_json::Value::String(text) => LabelValue::Text(Cow::Owned(text)),
+            other => LabelValue::Text(Cow::Owned(other.to_string())),
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for LabelValueVisitor {
+    type Value = LabelValue<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(LabelValue::Text(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(LabelValue::Text(Cow::Owned(text.to_string())))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+        Ok(LabelValue::Text(Cow::Owned(text)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(LabelValue::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(LabelValue::Null)
+    }
+
+    // Every other value is read as `serde_json::Value` reads it, to print it the same way.
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
+        Self::json(serde_json::Value::from(value))
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+        Self::json(serde_json::Value::from(value))
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+        Self::json(serde_json::Value::from(value))
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
+        let number = serde_json::Number::from_f64(value);
+        Self::json(number.map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let deserializer = de::value::SeqAccessDeserializer::new(seq);
+        Self::json(serde_json::Value::deserialize(deserializer)?)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let deserializer = de::value::MapAccessDeserializer::new(map);
+        Self::json(serde_json::Value::deserialize(deserializer)?)
     }
 }
 
@@ -734,8 +880,8 @@ mod tests {
         assert_eq!(apps.apps.len(), 1);
         let app = &apps.apps[0];
         assert_eq!(app.labels.get("X"), None);
-        assert_eq!(app.labels["Y"], "1");
-        assert_eq!(app.labels["Z"], "2");
+        assert_eq!(&app.labels["Y"], "1");
+        assert_eq!(&app.labels["Z"], "2");
         assert!(app.container.is_none() && app.ip_address.is_none());
         assert!(app.port_definitions.is_none());
         assert_eq!(app.ports, vec![None, Some(80)]);
@@ -774,11 +920,11 @@ mod tests {
         .unwrap();
         let labels = &app.labels;
         assert_eq!(labels.len(), 5);
-        assert_eq!(labels["a"], "z", "the last of a name given twice wins");
+        assert_eq!(&labels["a"], "z", "the last of a name given twice wins");
         assert!(labels.contains_key("b") && !labels.contains_key("c"));
         let port_labels: Vec<&str> = labels
             .range("HAPROXY_0", "HAPROXY_:")
-            .map(|(key, _)| key.as_str())
+            .map(|(key, _)| key)
             .collect();
         assert_eq!(port_labels, ["HAPROXY_0_Y", "HAPROXY_1_X"]);
         assert_eq!(labels.range("z", "a").count(), 0);
@@ -787,6 +933,38 @@ mod tests {
             json,
             r#"{"HAPROXY_0_Y":"q","HAPROXY_1_X":"p","HAPROXY_:":"no","a":"z","b":"1"}"#
         );
+    }
+
+    #[test]
+    fn label_values_keep_the_json_text_value_prints() {
+        let values = r#"["plain", "esc\"aped\u00e9", true, 0, -7, 18446744073709551615,
+            2.50, 1e-7, 1e300, [1, "a", null], {"k": {"n": [false]}}, ""]"#;
+        let values: Vec<serde_json::Value> = serde_json::from_str(values).unwrap();
+        for value in values {
+            let expected = match &value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            let answer = format!(r#"{{"apps": [{{"labels": {{"L": {value}}}}}]}}"#);
+            let apps = parse_app_list(answer.as_bytes(), 10).unwrap().apps;
+            assert_eq!(&apps[0].labels["L"], expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn labels_of_one_answer_share_equal_texts() {
+        let answer = br#"{"apps": [{"labels": {"G": "external", "V": "a.example"}},
+            {"labels": {"G": "external", "V": "b.example"}}]}"#;
+        let apps = parse_app_list(answer, 10).unwrap().apps;
+        let [first, second] = [&apps[0].labels.0, &apps[1].labels.0];
+        assert!(Arc::ptr_eq(&first[0].0, &second[0].0), "names shared");
+        assert!(
+            Arc::ptr_eq(&first[0].1, &second[0].1),
+            "equal values shared"
+        );
+        assert_eq!((&*first[1].1, &*second[1].1), ("a.example", "b.example"));
+        // Nothing is kept from one answer to the next.
+        assert!(INTERNED.with(|interned| interned.borrow().is_none()));
     }
 
     #[test]

@@ -366,7 +366,7 @@ impl<'a> PortLabels<'a> {
             by_index
                 .entry(index)
                 .or_default()
-                .push((&LABELS[position], value.as_str()));
+                .push((&LABELS[position], value));
         }
         for entries in by_index.values_mut() {
             entries.sort_by_key(|(spec, _)| spec.name);
