@@ -9,9 +9,12 @@
 //! `container.docker.portMappings`) and the 1.5+ form (`networks` + `container.portMappings`),
 //! and legacy IP-per-task (`ipAddress.discovery.ports`).
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -39,7 +42,7 @@ pub struct App {
     /// Label values as text; `null` values are dropped, other non-string values keep their JSON
     /// text (Marathon only ever sends strings).
     #[serde(default, deserialize_with = "labels")]
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// Configured instance count; used by blue/green draining.
     #[serde(default)]
     pub instances: Option<i64>,
@@ -190,8 +193,9 @@ pub struct Task {
     #[serde(default, deserialize_with = "null_as_default")]
     pub host: String,
     /// Mesos state such as `TASK_RUNNING`; absent in old Marathons (treated as running).
-    #[serde(default)]
-    pub state: Option<String>,
+    /// Mesos's own states are shared, not copied: every task has one.
+    #[serde(default, deserialize_with = "task_state")]
+    pub state: Option<Cow<'static, str>>,
     /// Host ports (or, for IP-per-task, whatever Marathon reports) in port-index order.
     #[serde(default, deserialize_with = "ports")]
     pub ports: Vec<Option<i64>>,
@@ -211,13 +215,12 @@ pub struct HealthCheckResult {
     pub alive: Option<bool>,
 }
 
+/// One of a task's `ipAddresses`; its `protocol` is never read, so not kept.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskIpAddress {
     #[serde(default)]
     pub ip_address: Option<String>,
-    #[serde(default)]
-    pub protocol: Option<String>,
 }
 
 /// One of an app's `healthChecks`. The fields `render` formats into check options are kept
@@ -299,12 +302,27 @@ fn within_budget<'de, S: DeserializeSeed<'de>>(
     impl Drop for Reset {
         fn drop(&mut self) {
             BUDGET.with(|budget| budget.set(None));
+            INTERNED.with(|interned| interned.borrow_mut().take());
         }
     }
     let _reset = Reset;
     BUDGET.with(|cell| cell.set(Some(budget)));
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = seed.deserialize(&mut deserializer)?;
+    INTERNED.with(|interned| *interned.borrow_mut() = Some(HashSet::new()));
+    // One pass over the whole answer checks its UTF-8 far faster than serde_json checking each
+    // string it reads (a sixth of the parse at 10,000 apps). An answer that is not UTF-8 (only
+    // in strings we skip, or we refuse it anyway) is read as bytes, exactly as before.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => run_seed(seed, &mut serde_json::Deserializer::from_str(text)),
+        Err(_) => run_seed(seed, &mut serde_json::Deserializer::from_slice(bytes)),
+    }
+}
+
+/// Runs `seed` over the whole input of `deserializer`, refusing trailing data.
+fn run_seed<'de, S: DeserializeSeed<'de>, R: serde_json::de::Read<'de>>(
+    seed: S,
+    deserializer: &mut serde_json::Deserializer<R>,
+) -> serde_json::Result<S::Value> {
+    let value = seed.deserialize(&mut *deserializer)?;
     deserializer.end()?;
     Ok(value)
 }
@@ -330,10 +348,14 @@ fn charge<E: de::Error>(bytes: usize) -> Result<(), E> {
 }
 
 /// A list whose every element is charged to the budget as it is read; `None` for `null`.
-struct ChargedList<T>(PhantomData<T>);
+/// Elements are read as `Read` and kept as `Kept` by `keep` (which drops `null` elements of object
+/// lists, and keeps those of port lists).
+struct ChargedList<Read, Kept> {
+    keep: fn(Read) -> Option<Kept>,
+}
 
-impl<'de, T: Deserialize<'de>> Visitor<'de> for ChargedList<T> {
-    type Value = Option<Vec<T>>;
+impl<'de, Read: Deserialize<'de>, Kept> Visitor<'de> for ChargedList<Read, Kept> {
+    type Value = Option<Vec<Kept>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a list")
@@ -353,9 +375,16 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ChargedList<T> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut elements = Vec::new();
-        while let Some(element) = seq.next_element::<T>()? {
-            charge(std::mem::size_of::<T>())?;
-            elements.push(element);
+        while let Some(element) = seq.next_element::<Read>()? {
+            charge(std::mem::size_of::<Read>())?;
+            if let Some(element) = (self.keep)(element) {
+                // Most lists hold one element: room for exactly one, not the four a first
+                // push makes, saves the shrink (a realloc per list) below.
+                if elements.capacity() == 0 {
+                    elements.reserve_exact(1);
+                }
+                elements.push(element);
+            }
         }
         elements.shrink_to_fit();
         Ok(Some(elements))
@@ -367,9 +396,8 @@ fn ports<'de, D>(deserializer: D) -> Result<Vec<Option<i64>>, D::Error>
 where
     D: Deserializer<'de>,
 {
-    Ok(deserializer
-        .deserialize_option(ChargedList::<Option<i64>>(PhantomData))?
-        .unwrap_or_default())
+    let list = ChargedList::<Option<i64>, Option<i64>> { keep: Some };
+    Ok(deserializer.deserialize_option(list)?.unwrap_or_default())
 }
 
 /// A Marathon list document: an object whose `key` is an array of at most `max` elements
@@ -509,39 +537,196 @@ where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
 {
-    let elements = deserializer.deserialize_option(ChargedList::<Option<T>>(PhantomData))?;
-    // A list of one (most of them) would otherwise keep room for four for the whole run.
-    Ok(elements.map(|elements| {
-        let mut present: Vec<T> = elements.into_iter().flatten().collect();
-        present.shrink_to_fit();
-        present
-    }))
+    let list = ChargedList::<Option<T>, T> {
+        keep: std::convert::identity,
+    };
+    deserializer.deserialize_option(list)
+}
+
+/// The task states Mesos defines (mesos.proto `TaskState`).
+const MESOS_TASK_STATES: [&str; 14] = [
+    "TASK_STAGING",
+    "TASK_STARTING",
+    "TASK_RUNNING",
+    "TASK_KILLING",
+    "TASK_FINISHED",
+    "TASK_FAILED",
+    "TASK_KILLED",
+    "TASK_ERROR",
+    "TASK_LOST",
+    "TASK_DROPPED",
+    "TASK_UNREACHABLE",
+    "TASK_GONE",
+    "TASK_GONE_BY_OPERATOR",
+    "TASK_UNKNOWN",
+];
+
+/// A task's state: `null` is absent, one of Mesos's states is shared, any other text is kept.
+fn task_state<'de, D>(deserializer: D) -> Result<Option<Cow<'static, str>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct State(Cow<'static, str>);
+
+    impl<'de> Deserialize<'de> for State {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<State, D::Error> {
+            deserializer.deserialize_str(StateVisitor)
+        }
+    }
+
+    struct StateVisitor;
+
+    impl Visitor<'_> for StateVisitor {
+        type Value = State;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<State, E> {
+            Ok(State(
+                match MESOS_TASK_STATES.iter().find(|known| **known == text) {
+                    Some(known) => Cow::Borrowed(known),
+                    None => Cow::Owned(text.to_string()),
+                },
+            ))
+        }
+    }
+
+    Ok(Option::<State>::deserialize(deserializer)?.map(|state| state.0))
+}
+
+/// An app's labels: sorted by name, each name once (a later duplicate replaces the earlier
+/// one, as reading the object into a map does). One exact-sized list instead of a tree: a
+/// `BTreeMap` leaf holds room for eleven labels, and an app has a handful (issue 14). Names
+/// and values read from one answer are shared between apps when equal (see `intern`): most
+/// apps of a cluster carry the same few names, and many the same values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels(Vec<(Arc<str>, Arc<str>)>);
+
+impl Labels {
+    /// The value of the label `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let found = self.0.binary_search_by(|(key, _)| (**key).cmp(name));
+        found.ok().map(|index| &*self.0[index].1)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The labels named from `first` (included) up to `end` (excluded), in name order.
+    pub fn range(&self, first: &str, end: &str) -> impl Iterator<Item = (&str, &str)> {
+        let start = self.0.partition_point(|(key, _)| **key < *first);
+        let stop = self.0.partition_point(|(key, _)| **key < *end);
+        self.0[start..stop.max(start)]
+            .iter()
+            .map(|(key, value)| (&**key, &**value))
+    }
+
+    /// Every label in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(key, value)| (&**key, &**value))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Labels in any order; of one name given twice, the later is kept.
+    fn from_pairs(mut labels: Vec<(Arc<str>, Arc<str>)>) -> Labels {
+        // Stable, so duplicates stay in the order given; `dedup_by` keeps the first of a run,
+        // so each later one is swapped into its place first.
+        labels.sort_by(|a, b| a.0.cmp(&b.0));
+        labels.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(later, kept);
+            }
+            same
+        });
+        labels.shrink_to_fit();
+        Labels(labels)
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Labels {
+    /// Labels in any order; of one name given twice, the later is kept.
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(labels: I) -> Labels {
+        let labels = labels.into_iter();
+        let pairs = labels.map(|(key, value)| (Arc::from(key.as_ref()), Arc::from(value.as_ref())));
+        Labels::from_pairs(pairs.collect())
+    }
+}
+
+impl std::ops::Index<&str> for Labels {
+    type Output = str;
+
+    fn index(&self, name: &str) -> &str {
+        self.get(name)
+            .unwrap_or_else(|| panic!("no label named {name:?}"))
+    }
+}
+
+impl Serialize for Labels {
+    /// As a JSON object in name order, as the `BTreeMap` it replaced was.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+thread_local! {
+    /// The label names and values read so far from the answer being parsed; `None` outside
+    /// [`within_budget`] (the last-good store and test data are read without sharing).
+    static INTERNED: RefCell<Option<HashSet<Arc<str>>>> = const { RefCell::new(None) };
+}
+
+/// `text` as a shared string: the one already read from this answer when there is one.
+/// Sharing saves an allocation (and its 16 bytes of overhead) per repeated name or value;
+/// nothing else tells the two apart.
+fn intern(text: &str) -> Arc<str> {
+    INTERNED.with(|interned| match interned.borrow_mut().as_mut() {
+        None => Arc::from(text),
+        Some(set) => match set.get(text) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared: Arc<str> = Arc::from(text);
+                set.insert(Arc::clone(&shared));
+                shared
+            }
+        },
+    })
 }
 
 /// Labels as strings: `null` values are absent, other scalars keep their JSON text.
-fn labels<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+fn labels<'de, D>(deserializer: D) -> Result<Labels, D::Error>
 where
     D: Deserializer<'de>,
 {
     deserializer.deserialize_option(LabelsVisitor)
 }
 
-/// Reads labels one by one, charging each to the budget (its strings and a tree node's share).
+/// Reads labels one by one, charging each to the budget (its strings and a share for the
+/// container, the figure the budget was set with).
 struct LabelsVisitor;
 
 impl<'de> Visitor<'de> for LabelsVisitor {
-    type Value = BTreeMap<String, String>;
+    type Value = Labels;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object of labels")
     }
 
     fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(BTreeMap::new())
+        Ok(Labels::default())
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(BTreeMap::new())
+        Ok(Labels::default())
     }
 
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
@@ -550,17 +735,133 @@ impl<'de> Visitor<'de> for LabelsVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         const PER_LABEL: usize = 2 * std::mem::size_of::<String>() + 64;
-        let mut labels = BTreeMap::new();
-        while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+        const TYPICAL_LABELS: usize = 8;
+        let mut labels = Vec::new();
+        while let Some((key, value)) = map.next_entry::<Text<'de>, LabelValue<'de>>()? {
             let text = match value {
-                serde_json::Value::Null => continue,
-                serde_json::Value::String(text) => text,
-                other => other.to_string(),
+                LabelValue::Null => continue,
+                LabelValue::Text(text) => text,
             };
-            charge(PER_LABEL + key.len() + text.len())?;
-            labels.insert(key, text);
+            charge(PER_LABEL + key.0.len() + text.len())?;
+            // Room for a typical app's labels at once: growing 4, 8, 16 cost a realloc each.
+            if labels.capacity() == 0 {
+                labels.reserve_exact(TYPICAL_LABELS);
+            }
+            labels.push((intern(&key.0), intern(&text)));
         }
-        Ok(labels)
+        Ok(Labels::from_pairs(labels))
+    }
+}
+
+/// A string read without a copy when the input holds it as is (no escapes).
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Text<'de>, D::Error> {
+        struct TextVisitor;
+
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text.to_string())))
+            }
+
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+/// A label's value: `null`, or its text (a string as is, any other JSON value as its JSON text,
+/// as `serde_json::Value` prints it).
+enum LabelValue<'de> {
+    Null,
+    Text(Cow<'de, str>),
+}
+
+impl<'de> Deserialize<'de> for LabelValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<LabelValue<'de>, D::Error> {
+        deserializer.deserialize_any(LabelValueVisitor)
+    }
+}
+
+struct LabelValueVisitor;
+
+impl LabelValueVisitor {
+    fn json<'de, E>(value: serde_json::Value) -> Result<LabelValue<'de>, E> {
+        Ok(match value {
+            serde_json::Value::Null => LabelValue::Null,
+            serde_json::Value::String(text) => LabelValue::Text(Cow::Owned(text)),
+            other => LabelValue::Text(Cow::Owned(other.to_string())),
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for LabelValueVisitor {
+    type Value = LabelValue<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(LabelValue::Text(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(LabelValue::Text(Cow::Owned(text.to_string())))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+        Ok(LabelValue::Text(Cow::Owned(text)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(LabelValue::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(LabelValue::Null)
+    }
+
+    // Every other value is read as `serde_json::Value` reads it, to print it the same way.
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
+        Self::json(serde_json::Value::from(value))
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+        Self::json(serde_json::Value::from(value))
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+        Self::json(serde_json::Value::from(value))
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
+        let number = serde_json::Number::from_f64(value);
+        Self::json(number.map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let deserializer = de::value::SeqAccessDeserializer::new(seq);
+        Self::json(serde_json::Value::deserialize(deserializer)?)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let deserializer = de::value::MapAccessDeserializer::new(map);
+        Self::json(serde_json::Value::deserialize(deserializer)?)
     }
 }
 
@@ -579,8 +880,8 @@ mod tests {
         assert_eq!(apps.apps.len(), 1);
         let app = &apps.apps[0];
         assert_eq!(app.labels.get("X"), None);
-        assert_eq!(app.labels["Y"], "1");
-        assert_eq!(app.labels["Z"], "2");
+        assert_eq!(&app.labels["Y"], "1");
+        assert_eq!(&app.labels["Z"], "2");
         assert!(app.container.is_none() && app.ip_address.is_none());
         assert!(app.port_definitions.is_none());
         assert_eq!(app.ports, vec![None, Some(80)]);
@@ -597,6 +898,96 @@ mod tests {
         assert!(parse(r#"{"networkName": null, "groups": null}"#));
         assert!(!parse(r#"{"groups": []}"#));
         assert!(!parse(r#"{"discovery": {}}"#));
+    }
+
+    #[test]
+    fn answers_not_in_utf8_read_as_before() {
+        // Bad UTF-8 in a field we skip is not our business; in one we read it is refused.
+        let skipped = b"{\"apps\": [{\"id\": \"/a\", \"cmd\": \"\xff\"}]}";
+        let apps = parse_app_list(skipped, 10).unwrap().apps;
+        assert_eq!(apps[0].id, "/a");
+        let read = b"{\"tasks\": [{\"id\": \"t\", \"host\": \"\xff\"}]}";
+        let error = parse_task_list(read, 10).unwrap_err();
+        assert!(error.to_string().contains("invalid unicode"), "{error}");
+    }
+
+    #[test]
+    fn labels_read_as_a_map_would() {
+        let app: App = serde_json::from_str(
+            r#"{"labels": {"b": "1", "a": "x", "HAPROXY_1_X": "p", "a": "y", "c": null,
+                "HAPROXY_0_Y": "q", "a": "z", "HAPROXY_:": "no"}}"#,
+        )
+        .unwrap();
+        let labels = &app.labels;
+        assert_eq!(labels.len(), 5);
+        assert_eq!(&labels["a"], "z", "the last of a name given twice wins");
+        assert!(labels.contains_key("b") && !labels.contains_key("c"));
+        let port_labels: Vec<&str> = labels
+            .range("HAPROXY_0", "HAPROXY_:")
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(port_labels, ["HAPROXY_0_Y", "HAPROXY_1_X"]);
+        assert_eq!(labels.range("z", "a").count(), 0);
+        let json = serde_json::to_string(&app.labels).unwrap();
+        assert_eq!(
+            json,
+            r#"{"HAPROXY_0_Y":"q","HAPROXY_1_X":"p","HAPROXY_:":"no","a":"z","b":"1"}"#
+        );
+    }
+
+    #[test]
+    fn label_values_keep_the_json_text_value_prints() {
+        let values = r#"["plain", "esc\"aped\u00e9", true, 0, -7, 18446744073709551615,
+            2.50, 1e-7, 1e300, [1, "a", null], {"k": {"n": [false]}}, ""]"#;
+        let values: Vec<serde_json::Value> = serde_json::from_str(values).unwrap();
+        for value in values {
+            let expected = match &value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            let answer = format!(r#"{{"apps": [{{"labels": {{"L": {value}}}}}]}}"#);
+            let apps = parse_app_list(answer.as_bytes(), 10).unwrap().apps;
+            assert_eq!(&apps[0].labels["L"], expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn labels_of_one_answer_share_equal_texts() {
+        let answer = br#"{"apps": [{"labels": {"G": "external", "V": "a.example"}},
+            {"labels": {"G": "external", "V": "b.example"}}]}"#;
+        let apps = parse_app_list(answer, 10).unwrap().apps;
+        let [first, second] = [&apps[0].labels.0, &apps[1].labels.0];
+        assert!(Arc::ptr_eq(&first[0].0, &second[0].0), "names shared");
+        assert!(
+            Arc::ptr_eq(&first[0].1, &second[0].1),
+            "equal values shared"
+        );
+        assert_eq!((&*first[1].1, &*second[1].1), ("a.example", "b.example"));
+        // Nothing is kept from one answer to the next.
+        assert!(INTERNED.with(|interned| interned.borrow().is_none()));
+    }
+
+    #[test]
+    fn task_states_are_read_as_written() {
+        let tasks: TaskList = serde_json::from_str(
+            r#"{"tasks": [{"state": "TASK_RUNNING"}, {"state": "TASK_\u0052UNNING"},
+                {"state": "SOMETHING_NEW"}, {"state": null}, {}]}"#,
+        )
+        .unwrap();
+        let states: Vec<Option<&str>> = tasks.tasks.iter().map(|t| t.state.as_deref()).collect();
+        assert_eq!(
+            states,
+            [
+                Some("TASK_RUNNING"),
+                Some("TASK_RUNNING"),
+                Some("SOMETHING_NEW"),
+                None,
+                None
+            ]
+        );
+        assert!(matches!(tasks.tasks[0].state, Some(Cow::Borrowed(_))));
+        let error = serde_json::from_str::<Task>(r#"{"state": 1}"#).unwrap_err();
+        assert!(error.to_string().contains("expected a string"), "{error}");
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub fn group_of(app: &App) -> Option<Result<String, String>> {
     let group = app.labels.get(GROUP_LABEL)?;
     let id = match group.chars().next() {
         None => return Some(Err("empty deployment group".to_string())),
-        Some('/') => group.clone(),
+        Some('/') => group.to_string(),
         Some(_) => format!("/{group}"),
     };
     Some(match super::fields::check_app_id(&id) {
@@ -84,7 +84,7 @@ pub fn merge<'a>(
         }
         let label = new.app.labels.get(TARGET_INSTANCES_LABEL);
         // Saturating keeps the result exact for any instance count a cluster runs.
-        match label.and_then(|value| python_integer(value)) {
+        match label.and_then(python_integer) {
             Some(target) => target.saturating_i64(),
             None => {
                 return Err(MergeFault {

@@ -4,9 +4,9 @@
 //! panic.
 
 use std::collections::BTreeMap;
-use std::ops::Bound::{Excluded, Included};
 
 use super::{Auth, Service};
+use crate::marathon::Labels;
 
 /// What a label does to its service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,9 +354,9 @@ pub struct PortLabels<'a> {
 impl<'a> PortLabels<'a> {
     /// Picks the `HAPROXY_{n}_<NAME>` labels out of an app's labels. `{n}` must be written as
     /// Python formats an index (no sign, no leading zero), or marathon-lb would not see it.
-    pub fn new(labels: &'a BTreeMap<String, String>) -> PortLabels<'a> {
+    pub fn new(labels: &'a Labels) -> PortLabels<'a> {
         let mut by_index: BTreeMap<usize, Vec<(&'static LabelSpec, &'a str)>> = BTreeMap::new();
-        for (key, value) in labels.range::<str, _>((Included("HAPROXY_0"), Excluded("HAPROXY_:"))) {
+        for (key, value) in labels.range("HAPROXY_0", "HAPROXY_:") {
             let Some((index, name)) = split_port_label(key) else {
                 continue;
             };
@@ -366,7 +366,7 @@ impl<'a> PortLabels<'a> {
             by_index
                 .entry(index)
                 .or_default()
-                .push((&LABELS[position], value.as_str()));
+                .push((&LABELS[position], value));
         }
         for entries in by_index.values_mut() {
             entries.sort_by_key(|(spec, _)| spec.name);
@@ -692,7 +692,7 @@ mod tests {
 
     #[test]
     fn port_labels_need_python_formatted_indices() {
-        let labels: BTreeMap<String, String> = [
+        let labels: Labels = [
             ("HAPROXY_0_VHOST", "a"),
             ("HAPROXY_00_VHOST", "b"),
             ("HAPROXY_1_PATH", "/p"),

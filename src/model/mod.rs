@@ -556,10 +556,7 @@ impl<'c> Pass<'c> {
         if framework.is_some_and(|name| candidate.id.chars().skip(1).eq(name.chars())) {
             return;
         }
-        let groups = app
-            .labels
-            .get("HAPROXY_GROUP")
-            .map(|v| labels::split_commas(v));
+        let groups = app.labels.get("HAPROXY_GROUP").map(labels::split_commas);
         let mode = networking::app_mode(app);
         let first_task = candidate.tasks.first().map(|t| t.task);
         let (service_ports, exhausted) =
