@@ -99,7 +99,21 @@ fn status(haproxy_config: &std::path::Path, json: bool, check_age: Option<&str>)
     }
 }
 
+/// Large buffers (an answer read whole, the rendered config) are mapped and unmapped on their
+/// own. glibc's default raises this threshold each time such a buffer is freed, after which the
+/// next ones come from the heap and the freed ones stay there as holes: the snapshot reader's
+/// exact-size buffer alone made a 10,000-app run peak 7 MB (10%) higher, and an `--interval`
+/// loop would keep those holes between runs.
+fn keep_large_buffers_mapped() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; no allocation is in flight this early.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_large_buffers_mapped();
     let args = Args::from_command_line();
     if args.longhelp {
         print!("{}", cli::LONGHELP);
