@@ -116,11 +116,13 @@ const MAX_BIND_THREADS: usize = 8;
 /// How many threads try `attempts` binds: one per core, at most `MAX_BIND_THREADS`, and none
 /// with fewer than `ATTEMPTS_PER_THREAD` attempts each.
 fn bind_threads(attempts: usize) -> usize {
+    let wanted = attempts / ATTEMPTS_PER_THREAD;
+    if wanted <= 1 {
+        // The usual run (a few new listeners, if any) does not read the cgroup's CPU limit.
+        return 1;
+    }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    cores
-        .min(MAX_BIND_THREADS)
-        .min(attempts / ATTEMPTS_PER_THREAD)
-        .max(1)
+    cores.min(MAX_BIND_THREADS).min(wanted).max(1)
 }
 
 /// The `addresses` another process holds (a bind attempt says "in use"), in their order, tried
