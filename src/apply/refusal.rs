@@ -109,8 +109,9 @@ pub fn alongside_new_listeners<T>(
 /// tens of µs to start, so below this many attempts per thread one thread is cheaper.
 const ATTEMPTS_PER_THREAD: usize = 256;
 
-/// More threads than this gain nothing: the kernel serialises on its own locks (socket
-/// allocation, the port hash), and on 2 cores 3 or more threads were already no faster than 2.
+/// A bound on what a big host gives one check: the threads share the process's descriptor
+/// table and the kernel's port hash, both behind locks, and only up to 2 cores were measured
+/// (2 threads there: 110 → 61 ms for ~12,000 binds with a core free; 3 or 4 no faster).
 const MAX_BIND_THREADS: usize = 8;
 
 /// How many threads try `attempts` binds: one per core, at most `MAX_BIND_THREADS`, and none
