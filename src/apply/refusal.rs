@@ -75,10 +75,10 @@ pub fn unavailable_new_listeners(live: &str, candidate: &str) -> Vec<BusyListene
         .collect()
 }
 
-/// `check` (`haproxy -c`: ~1.4 s at 10,000 apps, in another process), with the new listeners of
-/// `candidate` tried on other threads meanwhile when `try_listeners`, instead of after it.
-/// `haproxy -c` never binds, so it finds them as free or as busy as trying them after it would;
-/// the caller still judges `check`'s result first, as it would without the overlap.
+/// `check` (`haproxy -c`: over a second at 10,000 apps, in another process), with the new
+/// listeners of `candidate` tried on other threads meanwhile when `try_listeners`, instead of
+/// after it. `haproxy -c` never binds, so it finds them as free or as busy as trying them after
+/// it would; the caller still judges `check`'s result first, as it would without the overlap.
 pub fn alongside_new_listeners<T>(
     try_listeners: bool,
     live: &str,
