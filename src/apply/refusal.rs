@@ -137,8 +137,9 @@ fn refused_by_this_host(addresses: &[SocketAddr], threads: usize) -> Vec<SocketA
                 // bindable for HAProxy (`transparent`, `freebind`, a VIP that moves here), and
                 // other errors (a port below 1024 for a user who is not root) are for HAProxy
                 // to judge.
-                matches!(listen_as_haproxy(address), Err(error) if error.kind() == ErrorKind::AddrInUse)
+                let tried = listen_as_haproxy(address);
                 // An `Ok` listener is dropped, and so closed, at once.
+                matches!(tried, Err(error) if error.kind() == ErrorKind::AddrInUse)
             })
             .copied()
             .collect()
