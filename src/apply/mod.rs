@@ -15,8 +15,8 @@
 //! (`--max-server-loss`, an error unless `--force`), `--min-reload-interval` (a deferral, not
 //! an error: nothing is written, and the first run after the interval applies the change, since
 //! it renders afresh and finds the same difference), and a master socket that does not answer.
-//! After validation, new listeners another process holds stop it too (`refusal.rs`), as a type
-//! the caller can blame on the app whose port it is.
+//! After validation, new listeners another process holds stop it too (`refusal.rs`, tried
+//! while `haproxy -c` runs), as a type the caller can blame on the app whose port it is.
 
 mod command;
 mod guard;
@@ -475,10 +475,16 @@ fn preview(
         _ => None,
     };
     let checked = refusal.is_none() && deferred.is_none();
-    if checked && !config.skip_validation {
-        let started = Instant::now();
-        let validated = validate_elsewhere(candidate, config)?;
-        noted.timings.validate = started.elapsed();
+    // What a real run would find before its reload (trying a bind writes nothing); with
+    // validation, tried while `haproxy -c` runs, as the real run tries them.
+    let busy = if checked && !config.skip_validation {
+        let ((validated, took), busy) =
+            refusal::alongside_new_listeners(true, &old, &candidate.config, || {
+                let started = Instant::now();
+                (validate_elsewhere(candidate, config), started.elapsed())
+            });
+        let validated = validated?;
+        noted.timings.validate = took;
         if let Err(failure) = validated {
             // A check that could not run (no haproxy, timed out) is not HAProxy's verdict.
             let context = if failure.ran_and_failed() {
@@ -502,18 +508,19 @@ fn preview(
             return Err(anyhow::Error::new(failure).context(context))
                 .context(Failure::ValidationFailed);
         }
-    }
-    if checked {
-        // As a real run would find before its reload: trying a bind writes nothing.
-        let busy = refusal::unavailable_new_listeners(&old, &candidate.config);
-        if !busy.is_empty() {
-            return Err(anyhow::Error::new(ListenersUnavailable(busy)))
-                .context(format!(
-                    "dry run for {}: would not be applied",
-                    path.display()
-                ))
-                .context(Failure::ReloadFailed);
-        }
+        busy
+    } else if checked {
+        refusal::unavailable_new_listeners(&old, &candidate.config)
+    } else {
+        Vec::new()
+    };
+    if !busy.is_empty() {
+        return Err(anyhow::Error::new(ListenersUnavailable(busy)))
+            .context(format!(
+                "dry run for {}: would not be applied",
+                path.display()
+            ))
+            .context(Failure::ReloadFailed);
     }
     print_preview(&live, candidate, config, out)?;
     if let Some(reason) = refusal {
@@ -689,10 +696,23 @@ fn install_and_reload(
     } = live;
     let (staged, mut swap) = stage_with_companions(candidate, &live_config, companions)?;
 
-    if !config.skip_validation {
-        let started = Instant::now();
-        let validated = validate(config, staged.path());
-        timings.validate = started.elapsed();
+    // A runtime-only change differs from the live config in server lines alone: it brings no
+    // new listener to try. Parsing every `bind` of both texts cost ~70 ms at 10,000 frontends
+    // (`cargo bench --bench runtime`, busy machine), between `haproxy -c` and the first command.
+    // A reload's new listeners are tried while `haproxy -c` runs, instead of after it.
+    let try_listeners = matches!(route, Route::Reload(_));
+    let busy = if config.skip_validation {
+        match try_listeners {
+            true => refusal::unavailable_new_listeners(old_config, &candidate.config),
+            false => Vec::new(),
+        }
+    } else {
+        let ((validated, took), busy) =
+            refusal::alongside_new_listeners(try_listeners, old_config, &candidate.config, || {
+                let started = Instant::now();
+                (validate(config, staged.path()), started.elapsed())
+            });
+        timings.validate = took;
         if let Err(mut e) = validated {
             let kept = keep_rejected(staged, path, &mut e);
             let e = anyhow::Error::new(e).context(format!(
@@ -701,14 +721,7 @@ fn install_and_reload(
             ));
             return Err(undo(e, &mut swap).context(Failure::ValidationFailed));
         }
-    }
-
-    // A runtime-only change differs from the live config in server lines alone: it brings no
-    // new listener to try. Parsing every `bind` of both texts cost ~70 ms at 10,000 frontends
-    // (`cargo bench --bench runtime`, busy machine), between `haproxy -c` and the first command.
-    let busy = match &route {
-        Route::Runtime(_) => Vec::new(),
-        Route::Reload(_) => refusal::unavailable_new_listeners(old_config, &candidate.config),
+        busy
     };
     if !busy.is_empty() {
         let e = anyhow::Error::new(ListenersUnavailable(busy)).context(format!(
