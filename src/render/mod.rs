@@ -124,7 +124,7 @@ fn head(templates: &Templates, config: &RenderConfig) -> Result<String> {
         None,
         &[(
             "global_default_options",
-            Value::Str(global_default_options(
+            Value::str(global_default_options(
                 config.global_default_options.as_deref(),
             )),
         )],
@@ -238,7 +238,7 @@ struct Renderer<'a> {
     backend_apps: BTreeMap<String, String>,
 }
 
-fn s(text: &str) -> Value {
+fn s(text: &str) -> Value<'_> {
     Value::str(text)
 }
 
@@ -384,7 +384,7 @@ impl<'a> Renderer<'a> {
             .insert(backend.to_string(), service.app_id.clone());
 
         if let Some(auth) = service.auth.as_ref().filter(|auth| !auth.user.is_empty()) {
-            self.userlists += &templates.format(
+            templates.format_into(
                 Name::UserlistHead,
                 Some(service),
                 &[
@@ -392,10 +392,11 @@ impl<'a> Renderer<'a> {
                     ("user", s(&auth.user)),
                     ("passwd", s(&auth.password)),
                 ],
+                &mut self.userlists,
             )?;
         }
 
-        self.frontends += &templates.format(
+        templates.format_into(
             Name::FrontendHead,
             Some(service),
             &[
@@ -412,8 +413,9 @@ impl<'a> Renderer<'a> {
                     s(&prefixed(" ", service.bind_options.as_deref())),
                 ),
             ],
+            &mut self.frontends,
         )?;
-        self.backends += &templates.format(
+        templates.format_into(
             Name::BackendHead,
             Some(service),
             &[
@@ -421,6 +423,7 @@ impl<'a> Renderer<'a> {
                 ("balance", s(&service.balance)),
                 ("mode", s(mode)),
             ],
+            &mut self.backends,
         )?;
 
         if let (true, Some(hostname)) = (self.config.bind_http_https, hostname) {
@@ -452,16 +455,18 @@ impl<'a> Renderer<'a> {
         }
         self.network_allowed(&prepared)?;
         if service.sticky {
-            self.backends += &templates.verbatim(
+            templates.verbatim_into(
                 Name::BackendStickyOptions,
                 Some(service),
                 &backend_vars(&prepared),
+                &mut self.backends,
             )?;
         }
-        self.frontends += &templates.format(
+        templates.format_into(
             Name::FrontendBackendGlue,
             Some(service),
             &[("backend", s(backend))],
+            &mut self.frontends,
         )?;
         self.servers(&prepared)
     }
@@ -471,16 +476,17 @@ impl<'a> Renderer<'a> {
         let service = prepared.service;
         if self.config.haproxy_map {
             if !self.maps.appid_acl_emitted {
-                self.http_appid_frontends += &self.templates.format(
+                self.templates.format_into(
                     Name::MapHttpFrontendAppidAcl,
                     Some(service),
                     &[("haproxy_dir", s(&self.haproxy_dir))],
+                    &mut self.http_appid_frontends,
                 )?;
                 self.maps.appid_acl_emitted = true;
             }
             self.maps.add_app(&service.app_id, &prepared.backend);
         } else {
-            self.http_appid_frontends += &self.templates.format(
+            self.templates.format_into(
                 Name::HttpFrontendAppidAcl,
                 Some(service),
                 &[
@@ -489,6 +495,7 @@ impl<'a> Renderer<'a> {
                     ("appId", s(&service.app_id)),
                     ("backend", s(&prepared.backend)),
                 ],
+                &mut self.http_appid_frontends,
             )?;
         }
         Ok(())
@@ -499,36 +506,41 @@ impl<'a> Renderer<'a> {
         let templates = self.templates;
         let hostname = Value::opt_str(service.hostname.as_deref());
         if service.use_hsts {
-            self.backends += &templates.verbatim(
+            templates.verbatim_into(
                 Name::BackendHstsOptions,
                 Some(service),
                 &backend_vars(prepared),
+                &mut self.backends,
             )?;
         }
-        self.backends += &templates.verbatim(
+        templates.verbatim_into(
             Name::BackendHttpOptions,
             Some(service),
             &backend_vars(prepared),
+            &mut self.backends,
         )?;
         if let Some(proxypath) = non_empty(&service.proxypath) {
-            self.backends += &templates.format(
+            templates.format_into(
                 Name::HttpBackendProxypassGlue,
                 Some(service),
                 &[("hostname", hostname.clone()), ("proxypath", s(proxypath))],
+                &mut self.backends,
             )?;
         }
         if let Some(rootpath) = non_empty(&service.revproxypath) {
-            self.backends += &templates.format(
+            templates.format_into(
                 Name::HttpBackendRevproxyGlue,
                 Some(service),
                 &[("hostname", hostname.clone()), ("rootpath", s(rootpath))],
+                &mut self.backends,
             )?;
         }
         if let Some(redirpath) = non_empty(&service.redirpath) {
-            self.backends += &templates.format(
+            templates.format_into(
                 Name::HttpBackendRedir,
                 Some(service),
                 &[("hostname", hostname), ("redirpath", s(redirpath))],
+                &mut self.backends,
             )?;
         }
         Ok(())
@@ -551,14 +563,19 @@ impl<'a> Renderer<'a> {
             _ => return Ok(()),
         };
         for network in networks.split_whitespace() {
-            self.backends +=
-                &self
-                    .templates
-                    .format(acl, Some(service), &[("network_allowed", s(network))])?;
+            self.templates.format_into(
+                acl,
+                Some(service),
+                &[("network_allowed", s(network))],
+                &mut self.backends,
+            )?;
         }
-        self.backends += &self
-            .templates
-            .verbatim(allow_deny, None, &backend_vars(prepared))?;
+        self.templates.verbatim_into(
+            allow_deny,
+            None,
+            &backend_vars(prepared),
+            &mut self.backends,
+        )?;
         Ok(())
     }
 
@@ -588,8 +605,12 @@ impl<'a> Renderer<'a> {
         if let (Some(check), Some((backend_section, _))) = (&check, check_kind) {
             if !templates.is_empty(backend_section, Some(service)) {
                 let port = self.backend_port(service, &backends, 0);
-                self.backends +=
-                    &templates.format(backend_section, Some(service), &check.vars(Some(port)))?;
+                templates.format_into(
+                    backend_section,
+                    Some(service),
+                    &check.vars(Some(port)),
+                    &mut self.backends,
+                )?;
             }
         }
 
@@ -620,7 +641,7 @@ impl<'a> Renderer<'a> {
             } else {
                 String::new()
             };
-            self.backends += &templates.format(
+            templates.format_into(
                 Name::BackendServerOptions,
                 Some(service),
                 &[
@@ -636,6 +657,7 @@ impl<'a> Renderer<'a> {
                         s(if server.draining { " disabled" } else { "" }),
                     ),
                 ],
+                &mut self.backends,
             )?;
         }
         Ok(())
@@ -784,7 +806,7 @@ fn prefixed(prefix: &str, value: Option<&str>) -> String {
 }
 
 /// Variables offered to `.j2` versions of sections marathon-lb pastes verbatim.
-fn backend_vars(prepared: &Prepared<'_>) -> Vec<(&'static str, Value)> {
+fn backend_vars<'a>(prepared: &'a Prepared<'_>) -> Vec<(&'static str, Value<'a>)> {
     vec![
         ("backend", s(&prepared.backend)),
         ("appId", s(&prepared.service.app_id)),
@@ -803,9 +825,9 @@ struct CheckFacts {
     path: Option<String>,
     port_index: Option<i64>,
     port: Option<i64>,
-    timeout_seconds: Value,
-    interval_seconds: Value,
-    grace_period_seconds: Value,
+    timeout_seconds: i64,
+    interval_seconds: i64,
+    grace_period_seconds: i64,
     max_consecutive_failures: i64,
 }
 
@@ -816,9 +838,9 @@ impl From<&ServiceCheck> for CheckFacts {
             path: check.path.clone(),
             port_index: check.port_index,
             port: check.port,
-            timeout_seconds: Value::Int(check.timeout_seconds),
-            interval_seconds: Value::Int(check.interval_seconds),
-            grace_period_seconds: Value::Int(check.grace_period_seconds),
+            timeout_seconds: check.timeout_seconds,
+            interval_seconds: check.interval_seconds,
+            grace_period_seconds: check.grace_period_seconds,
             max_consecutive_failures: check.max_consecutive_failures,
         }
     }
@@ -826,7 +848,7 @@ impl From<&ServiceCheck> for CheckFacts {
 
 impl CheckFacts {
     /// The variables of marathon-lb's `_get_health_check_options`.
-    fn vars(&self, port: Option<i64>) -> Vec<(&'static str, Value)> {
+    fn vars(&self, port: Option<i64>) -> Vec<(&'static str, Value<'_>)> {
         let port_options = match port {
             Some(port) if port != 0 => format!(" port {port}"),
             _ => String::new(),
@@ -836,11 +858,17 @@ impl CheckFacts {
             ("healthCheckPort", Value::opt_int(port)),
             ("healthCheckProtocol", s(&self.protocol)),
             ("healthCheckPath", s(self.path.as_deref().unwrap_or("/"))),
-            ("healthCheckTimeoutSeconds", self.timeout_seconds.clone()),
-            ("healthCheckIntervalSeconds", self.interval_seconds.clone()),
+            (
+                "healthCheckTimeoutSeconds",
+                Value::Int(self.timeout_seconds),
+            ),
+            (
+                "healthCheckIntervalSeconds",
+                Value::Int(self.interval_seconds),
+            ),
             (
                 "healthCheckGracePeriodSeconds",
-                self.grace_period_seconds.clone(),
+                Value::Int(self.grace_period_seconds),
             ),
             (
                 "healthCheckMaxConsecutiveFailures",
@@ -850,7 +878,7 @@ impl CheckFacts {
                 "healthCheckFalls",
                 Value::Int(self.max_consecutive_failures + 1),
             ),
-            ("healthCheckPortOptions", s(&port_options)),
+            ("healthCheckPortOptions", Value::str(port_options)),
         ]
     }
 }

@@ -27,7 +27,7 @@ fn service() -> Service {
     }
 }
 
-fn backend_head_vars() -> Vec<(&'static str, Value)> {
+fn backend_head_vars() -> Vec<(&'static str, Value<'static>)> {
     vec![
         ("backend", Value::str("shop_web_10000")),
         ("balance", Value::str("roundrobin")),
@@ -345,7 +345,7 @@ fn services_outside_the_groups_or_disabled_or_empty_are_skipped() {
 fn every_default_renders_with_only_its_documented_placeholders() {
     let templates = Templates::load(&render_config(None)).unwrap();
     for def in TEMPLATES {
-        let vars: Vec<(&'static str, Value)> = def
+        let vars: Vec<(&'static str, Value<'_>)> = def
             .placeholders
             .iter()
             .map(|name| (*name, Value::str("x")))

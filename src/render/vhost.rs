@@ -140,7 +140,7 @@ impl Builder<'_> {
     }
 }
 
-fn s(text: &str) -> Value {
+fn s(text: &str) -> Value<'_> {
     Value::str(text)
 }
 
