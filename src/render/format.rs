@@ -16,7 +16,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::fmt::Write as _;
 
 /// One keyword argument's value, typed as marathon-lb passed it (a Python `str`, `int` or
 /// `None`), since the type decides how it prints and which format specs apply. Text is
@@ -61,12 +60,31 @@ impl Value<'_> {
     fn print_into(&self, out: &mut String) {
         match self {
             Value::Str(text) => out.push_str(text),
-            Value::Int(number) => {
-                let _ = write!(out, "{number}");
-            }
+            Value::Int(number) => push_decimal(out, *number),
             Value::None => out.push_str("None"),
         }
     }
+}
+
+/// `number` in decimal, as `write!(out, "{number}")` prints it, without the formatting
+/// machinery: a port or a server id is printed on every server line.
+fn push_decimal(out: &mut String, number: i64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = number.unsigned_abs();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if number < 0 {
+        out.push('-');
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
 }
 
 impl fmt::Display for Value<'_> {
@@ -132,12 +150,13 @@ pub struct Compiled {
     pieces: Vec<Piece>,
 }
 
-/// One piece of a [`Compiled`] template; ranges index its text.
+/// One piece of a [`Compiled`] template, each part held on its own so that filling does not
+/// slice the text again.
 #[derive(Debug, Clone)]
 enum Piece {
-    /// Text copied as it is (a doubled brace is the range of one of its two braces).
-    Literal(std::ops::Range<usize>),
-    Field(Field),
+    /// Text copied as it is (a doubled brace is one brace).
+    Literal(Box<str>),
+    Field(Box<Field>),
     /// The template's first syntax error, met where it stands: every piece before it is
     /// filled first, as Python's scan reports an unknown name before a later stray brace.
     Fail(FormatError),
@@ -147,115 +166,35 @@ enum Piece {
 #[derive(Debug, Clone)]
 struct Field {
     /// The whole field between its braces, for messages.
-    text: std::ops::Range<usize>,
-    name: std::ops::Range<usize>,
-    lookups: std::ops::Range<usize>,
+    text: Box<str>,
+    name: Box<str>,
+    lookups: Box<str>,
     conversion: Option<char>,
-    spec: std::ops::Range<usize>,
+    spec: Box<str>,
 }
 
-impl Compiled {
-    pub fn new(template: &str) -> Compiled {
-        let mut pieces = Vec::new();
-        // Text between braces is kept a run at a time.
-        let mut copied = 0;
-        let bytes = template.as_bytes();
-        while let Some(offset) = bytes[copied..]
-            .iter()
-            .position(|&byte| byte == b'{' || byte == b'}')
-        {
-            let at = copied + offset;
-            if at > copied {
-                pieces.push(Piece::Literal(copied..at));
-            }
-            let doubled = bytes.get(at + 1) == Some(&bytes[at]);
-            if doubled {
-                pieces.push(Piece::Literal(at..at + 1));
-                copied = at + 2;
-                continue;
-            }
-            if bytes[at] == b'}' {
-                pieces.push(Piece::Fail(error(
-                    "single '}' encountered (write '}}' for a literal brace)",
-                )));
-                return Compiled::of(template, pieces);
-            }
-            let start = at + 1;
-            match field_end(template, start).and_then(|end| parse_field(template, start..end)) {
-                Ok(field) => {
-                    // `field_end` stops at the closing `}`, one byte.
-                    copied = field.text.end + 1;
-                    pieces.push(Piece::Field(field));
-                }
-                Err(err) => {
-                    pieces.push(Piece::Fail(err));
-                    return Compiled::of(template, pieces);
-                }
-            }
-        }
-        if copied < template.len() {
-            pieces.push(Piece::Literal(copied..template.len()));
-        }
-        Compiled::of(template, pieces)
+impl Field {
+    /// A bare `{name}`: the value printed as it is.
+    fn is_plain(&self) -> bool {
+        self.lookups.is_empty() && self.conversion.is_none() && self.spec.is_empty()
     }
 
-    fn of(template: &str, pieces: Vec<Piece>) -> Compiled {
-        Compiled {
-            text: template.to_string(),
-            pieces,
-        }
-    }
-
-    /// The template's text.
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-
-    /// Appends `self.text.format(**vars)` to `out`. On an error, `out` holds a part of the
-    /// output; callers drop it with the error.
-    pub fn fill(&self, vars: &Vars<'_>, out: &mut String) -> Result<(), FormatError> {
-        let limit = output_limit(&self.text, vars);
-        let start = out.len();
-        for piece in &self.pieces {
-            match piece {
-                Piece::Literal(range) => out.push_str(&self.text[range.clone()]),
-                Piece::Field(field) => {
-                    self.replace_field(field, vars, out)?;
-                    if out.len() - start > limit {
-                        return Err(error(format!(
-                            "the template expands to more than {limit} bytes (its text, each \
-                             value twice and {OUTPUT_SLACK} bytes of padding)"
-                        )));
-                    }
-                }
-                Piece::Fail(err) => return Err(err.clone()),
-            }
-        }
-        Ok(())
-    }
-
-    /// One `{field!conversion:spec}`.
-    fn replace_field(
-        &self,
-        field: &Field,
-        vars: &Vars<'_>,
-        out: &mut String,
-    ) -> Result<(), FormatError> {
-        let name = &self.text[field.name.clone()];
+    /// Appends this `{field!conversion:spec}` filled from `vars`.
+    fn fill(&self, vars: &Vars<'_>, out: &mut String) -> Result<(), FormatError> {
+        let field = self;
+        let name = &*field.name;
         let Some((_, value)) = vars.iter().find(|(key, _)| *key == name) else {
             return Err(error(format!(
                 "unknown placeholder {{{name}}}; this template knows {}",
                 known_names(vars)
             )));
         };
-        let text = &self.text[field.text.clone()];
-        let lookups = &self.text[field.lookups.clone()];
-        let spec = &self.text[field.spec.clone()];
-        if lookups.is_empty() && field.conversion.is_none() && spec.is_empty() {
+        if field.is_plain() {
             // The common case, printed without a value or a string of its own.
             value.print_into(out);
             return Ok(());
         }
+        let (text, lookups, spec) = (&*field.text, &*field.lookups, &*field.spec);
         let value = look_up(value, lookups, text)?;
         let value = match field.conversion {
             None => value,
@@ -273,10 +212,90 @@ impl Compiled {
     }
 }
 
-/// Splits the field at `range` of `template` into its parts and refuses a positional one, as
-/// Python does before it looks the name up.
-fn parse_field(template: &str, range: std::ops::Range<usize>) -> Result<Field, FormatError> {
-    let field = &template[range.clone()];
+impl Compiled {
+    pub fn new(template: &str) -> Compiled {
+        let mut pieces = Vec::new();
+        // Text between braces is kept a run at a time.
+        let mut copied = 0;
+        let bytes = template.as_bytes();
+        while let Some(offset) = bytes[copied..]
+            .iter()
+            .position(|&byte| byte == b'{' || byte == b'}')
+        {
+            let at = copied + offset;
+            if at > copied {
+                pieces.push(Piece::Literal(template[copied..at].into()));
+            }
+            let doubled = bytes.get(at + 1) == Some(&bytes[at]);
+            if doubled {
+                pieces.push(Piece::Literal(template[at..=at].into()));
+                copied = at + 2;
+                continue;
+            }
+            if bytes[at] == b'}' {
+                pieces.push(Piece::Fail(error(
+                    "single '}' encountered (write '}}' for a literal brace)",
+                )));
+                return Compiled::of(template, pieces);
+            }
+            let start = at + 1;
+            match field_end(template, start).and_then(|end| parse_field(&template[start..end])) {
+                Ok(field) => {
+                    // `field_end` stops at the closing `}`, one byte.
+                    copied = start + field.text.len() + 1;
+                    pieces.push(Piece::Field(Box::new(field)));
+                }
+                Err(err) => {
+                    pieces.push(Piece::Fail(err));
+                    return Compiled::of(template, pieces);
+                }
+            }
+        }
+        if copied < template.len() {
+            pieces.push(Piece::Literal(template[copied..].into()));
+        }
+        Compiled::of(template, pieces)
+    }
+
+    fn of(template: &str, pieces: Vec<Piece>) -> Compiled {
+        Compiled {
+            text: template.to_string(),
+            pieces,
+        }
+    }
+
+    /// The template's text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Appends `text.format(**vars)` to `out`. On an error, `out` holds a part of the
+    /// output; callers drop it with the error.
+    pub fn fill(&self, vars: &Vars<'_>, out: &mut String) -> Result<(), FormatError> {
+        let limit = output_limit(&self.text, vars);
+        let start = out.len();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Literal(text) => out.push_str(text),
+                Piece::Field(field) => {
+                    field.fill(vars, out)?;
+                    if out.len() - start > limit {
+                        return Err(error(format!(
+                            "the template expands to more than {limit} bytes (its text, each \
+                             value twice and {OUTPUT_SLACK} bytes of padding)"
+                        )));
+                    }
+                }
+                Piece::Fail(err) => return Err(err.clone()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits a field (the text between its braces) into its parts and refuses a positional one,
+/// as Python does before it looks the name up.
+fn parse_field(field: &str) -> Result<Field, FormatError> {
     let (name_and_lookups, conversion, spec) = split_field(field)?;
     let name_end = name_and_lookups
         .find(['.', '['])
@@ -287,15 +306,12 @@ fn parse_field(template: &str, range: std::ops::Range<usize>) -> Result<Field, F
             "positional placeholder {{{field}}} is not supported; use a name such as {{backend}}"
         )));
     }
-    let start = range.start;
-    // The spec, when there is one, is the rest of the field.
-    let spec_start = range.end - spec.len();
     Ok(Field {
-        text: range,
-        name: start..start + name_end,
-        lookups: start + name_end..start + name_and_lookups.len(),
+        text: field.into(),
+        name: name.into(),
+        lookups: name_and_lookups[name_end..].into(),
         conversion,
-        spec: spec_start..spec_start + spec.len(),
+        spec: spec.into(),
     })
 }
 
@@ -988,8 +1004,14 @@ mod tests {
             Value::Int(i64::MAX),
             Value::None,
             Value::str("äb"),
+            Value::Int(31000),
+            Value::Int(-7),
+            Value::Int(1_000_000),
         ] {
             assert_eq!(value.printed_len(), value.to_string().len(), "{value:?}");
+            let mut printed = String::new();
+            value.print_into(&mut printed);
+            assert_eq!(printed, value.to_string(), "{value:?}");
         }
     }
 

@@ -84,11 +84,12 @@ fn python_dirname(path: &str) -> &str {
 /// `{app_id[1:] with / as _}_{service_port}`. Also names the backends of services not rendered
 /// (no task to serve), for the guard and the change summary.
 pub fn backend_name(app_id: &str, service_port: u32) -> String {
-    format!(
-        "{}_{}",
-        without_first_char(app_id).replace('/', "_"),
-        service_port
-    )
+    use std::fmt::Write as _;
+    let path = without_first_char(app_id);
+    let mut name = String::with_capacity(path.len() + 6);
+    name.extend(path.chars().map(|c| if c == '/' { '_' } else { c }));
+    let _ = write!(name, "_{service_port}");
+    name
 }
 
 /// Python's `app_id[1:]`: the id without its leading `/` (or whatever its first character is).
@@ -435,6 +436,7 @@ impl<'a> Renderer<'a> {
                     backend,
                     haproxy_map: self.config.haproxy_map,
                     haproxy_dir: &self.haproxy_dir,
+                    group_https_by_vhost: self.config.group_https_by_vhost,
                 },
                 &mut self.maps,
             )?;
@@ -615,6 +617,9 @@ impl<'a> Renderer<'a> {
         }
 
         let mut taken_ids = HashSet::new();
+        // Without a port index every server's check options are the same: they are rendered
+        // at the first server, where they always were, and reused for the rest.
+        let mut shared_check_options: Option<String> = None;
         for (index, server) in backends.iter().enumerate() {
             let name = server_name(&server.host, &server.ip, server.port);
             let id = server_id(&name, &mut taken_ids).map_err(|full| {
@@ -626,15 +631,30 @@ impl<'a> Renderer<'a> {
                     reason: format!("{} servers: {full}", backends.len()),
                 })
             })?;
+            let own_check_options;
             let check_options = match (&check, check_kind) {
-                (Some(check), Some((_, server_section))) => {
-                    let port = match service.healthcheck_port_index {
-                        Some(_) => Some(self.backend_port(service, &backends, index)),
-                        None => check.port,
-                    };
-                    templates.server_check_options(server_section, service, &check.vars(port))?
-                }
-                _ => String::new(),
+                (Some(check), Some((_, server_section))) => match service.healthcheck_port_index {
+                    Some(_) => {
+                        let port = Some(self.backend_port(service, &backends, index));
+                        own_check_options = templates.server_check_options(
+                            server_section,
+                            service,
+                            &check.vars(port),
+                        )?;
+                        own_check_options.as_str()
+                    }
+                    None => {
+                        if shared_check_options.is_none() {
+                            shared_check_options = Some(templates.server_check_options(
+                                server_section,
+                                service,
+                                &check.vars(check.port),
+                            )?);
+                        }
+                        shared_check_options.as_deref().unwrap_or_default()
+                    }
+                },
+                _ => "",
             };
             let cookie = if service.sticky {
                 format!(" check cookie {}", cookie_value(&name))
@@ -651,7 +671,7 @@ impl<'a> Renderer<'a> {
                     ("serverName", s(&name)),
                     ("serverId", Value::Int(id.into())),
                     ("cookieOptions", s(&cookie)),
-                    ("healthCheckOptions", s(&check_options)),
+                    ("healthCheckOptions", s(check_options)),
                     (
                         "otherOptions",
                         s(if server.draining { " disabled" } else { "" }),

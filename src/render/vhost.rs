@@ -101,6 +101,8 @@ pub struct VhostInput<'a> {
     pub backend: &'a str,
     pub haproxy_map: bool,
     pub haproxy_dir: &'a str,
+    /// `--group-https-by-vhost`: only then is the per-vhost table built.
+    pub group_https_by_vhost: bool,
 }
 
 struct Builder<'a> {
@@ -119,23 +121,35 @@ impl Builder<'_> {
             .format(name, Some(self.input.service), vars)
     }
 
-    fn vhost(&mut self, host: &str) -> &mut GroupedVhost {
-        self.grouped.entry(host.to_string()).or_default()
+    /// The vhost's entry in the per-vhost table, or `None` when the table is not wanted.
+    fn vhost(&mut self, host: &str) -> Option<&mut GroupedVhost> {
+        if !self.input.group_https_by_vhost {
+            return None;
+        }
+        Some(self.grouped.entry(host.to_string()).or_default())
     }
 
     fn add_https(&mut self, host: &str, text: String) {
         self.https.push_str(&text);
         let weight = self.weight;
-        self.vhost(host).acls.push((weight, text));
+        if let Some(vhost) = self.vhost(host) {
+            vhost.acls.push((weight, text));
+        }
     }
 
+    /// Notes the service's certificate and bind options on `host`'s entry; the entry is made
+    /// only when there is one to note (an entry decides whether the vhost gets a frontend).
     fn note_cert_and_bind_options(&mut self, host: &str) {
         let service = self.input.service;
         if let Some(cert) = &service.ssl_cert {
-            insert_unique(&mut self.vhost(host).certs, cert.clone());
+            if let Some(vhost) = self.vhost(host) {
+                insert_unique(&mut vhost.certs, cert.clone());
+            }
         }
         if let Some(options) = &service.bind_options {
-            insert_unique(&mut self.vhost(host).bind_options, options.clone());
+            if let Some(vhost) = self.vhost(host) {
+                insert_unique(&mut vhost.bind_options, options.clone());
+            }
         }
     }
 }
@@ -218,7 +232,9 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
 
     for &host in &hosts {
         let weight = b.weight;
-        b.vhost(host).acls.push((weight, shared_head.clone()));
+        if let Some(vhost) = b.vhost(host) {
+            vhost.acls.push((weight, shared_head.clone()));
+        }
         b.note_cert_and_bind_options(host);
 
         if input.haproxy_map && path.is_none() && realm.is_none() && !service.redirect_http_to_https
