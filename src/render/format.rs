@@ -812,6 +812,47 @@ mod tests {
         ]
     }
 
+    /// Python scans left to right and raises at the first fault it meets, so a bad name
+    /// before a syntax error is what is reported, and the other way round.
+    #[test]
+    fn a_compiled_template_reports_the_first_fault_in_text_order() {
+        let cases = [
+            ("{nope} }", "unknown placeholder {nope}"),
+            ("{backend} }", "single '}'"),
+            ("{nope} {", "unknown placeholder {nope}"),
+            ("{backend} {", "without a matching '}'"),
+            ("{nope}{0}", "unknown placeholder {nope}"),
+            ("{backend}{0}", "positional placeholder {0}"),
+            ("{backend}{port!}", "missing conversion"),
+            ("{nope}{port!x}", "unknown placeholder {nope}"),
+            ("{backend}{port!x}", "unknown conversion !x"),
+            ("{port:z}{nope}", "{port:z}"),
+            ("{backend}{a{b}}", "nested placeholder"),
+        ];
+        for (template, why) in cases {
+            let err = format(template, &vars()).unwrap_err();
+            assert!(err.0.contains(why), "{template}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_compiled_template_appends_and_fills_again_alike() {
+        let compiled = Compiled::new("{{{backend}}}:{port:>6} {hostname}}}");
+        let mut out = String::from("head ");
+        compiled.fill(&vars(), &mut out).unwrap();
+        compiled.fill(&vars(), &mut out).unwrap();
+        assert_eq!(out, "head {web_80}: 31000 None}{web_80}: 31000 None}");
+        assert_eq!(compiled.text(), "{{{backend}}}:{port:>6} {hostname}}}");
+        // The output limit counts this call's output only, not what `out` held before.
+        let long = "x".repeat(10_000);
+        let vars = [("bindOptions", Value::str(long.as_str()))];
+        let mut out = "y".repeat(1_000_000);
+        Compiled::new(&"{bindOptions}".repeat(8))
+            .fill(&vars, &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 1_080_000);
+    }
+
     #[test]
     fn substitutes_names_and_keeps_text_exact() {
         let text = "\nbackend {backend}\n  server x 1.2.3.4:{port}\n  # {hostname}\n";

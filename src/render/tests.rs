@@ -675,3 +675,45 @@ fn a_bind_line_lists_each_address_and_port_range_and_no_socket() {
         ]
     );
 }
+
+/// A section that does not format leaves the output it was appended to as it was.
+#[test]
+fn a_section_that_fails_appends_nothing() {
+    let mut config = render_config(None);
+    config.template_env.insert(
+        "HAPROXY_BACKEND_HEAD".to_string(),
+        "backend {backend}\\n  mode {nope}\\n".to_string(),
+    );
+    let templates = Templates::load(&config).unwrap();
+    let mut out = String::from("kept\n");
+    let err = templates
+        .format_into(
+            Name::BackendHead,
+            Some(&service()),
+            &backend_head_vars(),
+            &mut out,
+        )
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("unknown placeholder {nope}"),
+        "{err:#}"
+    );
+    assert_eq!(out, "kept\n");
+    let mut service = service();
+    service
+        .template_labels
+        .insert("BACKEND_HEAD".to_string(), "backend {nope}\n".to_string());
+    let err = templates
+        .format_into(
+            Name::BackendHead,
+            Some(&service),
+            &backend_head_vars(),
+            &mut out,
+        )
+        .unwrap_err();
+    assert!(
+        err.chain().any(|cause| cause.is::<BadTemplateLabel>()),
+        "{err:#}"
+    );
+    assert_eq!(out, "kept\n");
+}
