@@ -115,10 +115,34 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn format(&self, name: Name, vars: &[(&'static str, Value)]) -> Result<String> {
-        self.input
+    /// Appends the section to the :80 frontend's rules.
+    fn http_into(&mut self, name: Name, vars: &[(&'static str, Value)]) -> Result<()> {
+        let input = self.input;
+        input
             .templates
-            .format(name, Some(self.input.service), vars)
+            .format_into(name, Some(input.service), vars, &mut self.http)
+    }
+
+    /// Appends the section to the :443 frontend's rules, and to no vhost's.
+    fn https_into(&mut self, name: Name, vars: &[(&'static str, Value)]) -> Result<()> {
+        let input = self.input;
+        input
+            .templates
+            .format_into(name, Some(input.service), vars, &mut self.https)
+    }
+
+    /// Appends the section to the :443 frontend's rules and to `host`'s.
+    fn https_for(&mut self, host: &str, name: Name, vars: &[(&'static str, Value)]) -> Result<()> {
+        let start = self.https.len();
+        self.https_into(name, vars)?;
+        if self.input.group_https_by_vhost {
+            let text = self.https[start..].to_string();
+            let weight = self.weight;
+            if let Some(vhost) = self.vhost(host) {
+                vhost.acls.push((weight, text));
+            }
+        }
+        Ok(())
     }
 
     /// The vhost's entry in the per-vhost table, or `None` when the table is not wanted.
@@ -127,14 +151,6 @@ impl Builder<'_> {
             return None;
         }
         Some(self.grouped.entry(host.to_string()).or_default())
-    }
-
-    fn add_https(&mut self, host: &str, text: String) {
-        self.https.push_str(&text);
-        let weight = self.weight;
-        if let Some(vhost) = self.vhost(host) {
-            vhost.acls.push((weight, text));
-        }
     }
 
     /// Notes the service's certificate and bind options on `host`'s entry; the entry is made
@@ -217,13 +233,13 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                     ("realm", s(realm)),
                     ("backend", s(backend)),
                 ];
-                b.http += &b.format(Name::HttpFrontendAclOnlyWithPathAndAuth, &vars)?;
-                b.https += &b.format(Name::HttpsFrontendAclOnlyWithPath, &vars)?;
+                b.http_into(Name::HttpFrontendAclOnlyWithPathAndAuth, &vars)?;
+                b.https_into(Name::HttpsFrontendAclOnlyWithPath, &vars)?;
             }
             None => {
                 let vars = [("path", s(path)), ("backend", s(backend))];
-                b.http += &b.format(Name::HttpFrontendAclOnlyWithPath, &vars)?;
-                b.https += &b.format(Name::HttpsFrontendAclOnlyWithPath, &vars)?;
+                b.http_into(Name::HttpFrontendAclOnlyWithPath, &vars)?;
+                b.https_into(Name::HttpsFrontendAclOnlyWithPath, &vars)?;
             }
         }
     }
@@ -241,7 +257,7 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
         {
             if !map.http_acl_emitted {
                 b.weight = -1;
-                b.http += &b.format(
+                b.http_into(
                     Name::MapHttpFrontendAclOnly,
                     &[("haproxy_dir", s(input.haproxy_dir))],
                 )?;
@@ -249,7 +265,7 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
             }
             map.add_domain(host, backend);
         } else {
-            b.http += &b.format(
+            b.http_into(
                 Name::HttpFrontendAclOnly,
                 &[("cleanedUpHostname", s(&acl_name)), ("hostname", s(host))],
             )?;
@@ -257,7 +273,8 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
 
         match (path, realm) {
             (Some(_), Some(realm)) => {
-                let text = b.format(
+                b.https_for(
+                    host,
                     Name::HttpsFrontendAclWithAuthAndPath,
                     &[
                         ("cleanedUpHostname", s(&acl_name)),
@@ -267,10 +284,10 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                         ("backend", s(backend)),
                     ],
                 )?;
-                b.add_https(host, text);
             }
             (Some(_), None) => {
-                let text = b.format(
+                b.https_for(
+                    host,
                     Name::HttpsFrontendAclWithPath,
                     &[
                         ("cleanedUpHostname", s(&acl_name)),
@@ -279,10 +296,10 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                         ("backend", s(backend)),
                     ],
                 )?;
-                b.add_https(host, text);
             }
             (None, Some(realm)) => {
-                let text = b.format(
+                b.https_for(
+                    host,
                     Name::HttpsFrontendAclWithAuth,
                     &[
                         ("cleanedUpHostname", s(&acl_name)),
@@ -292,22 +309,22 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                         ("backend", s(backend)),
                     ],
                 )?;
-                b.add_https(host, text);
             }
             (None, None) if input.haproxy_map => {
                 if !map.https_acl_emitted {
                     b.weight = -1;
-                    let text = b.format(
+                    b.https_for(
+                        host,
                         Name::MapHttpsFrontendAcl,
                         &[("hostname", s(host)), ("haproxy_dir", s(input.haproxy_dir))],
                     )?;
-                    b.add_https(host, text);
                     map.https_acl_emitted = true;
                 }
                 map.add_domain(host, backend);
             }
             (None, None) => {
-                let text = b.format(
+                b.https_for(
+                    host,
                     Name::HttpsFrontendAcl,
                     &[
                         ("cleanedUpHostname", s(&acl_name)),
@@ -316,7 +333,6 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                         ("backend", s(backend)),
                     ],
                 )?;
-                b.add_https(host, text);
             }
         }
     }
@@ -324,8 +340,8 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
     // The host ACLs are in place; now route them (once) to the backend.
     let bind_addr = s(&service.bind_addr);
     if service.redirect_http_to_https {
-        b.http += &match path {
-            Some(_) => b.format(
+        match path {
+            Some(_) => b.http_into(
                 Name::BackendRedirectHttpToHttpsWithPath,
                 &[
                     ("bindAddr", bind_addr),
@@ -333,11 +349,11 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                     ("backend", s(backend)),
                 ],
             )?,
-            None => b.format(
+            None => b.http_into(
                 Name::BackendRedirectHttpToHttps,
                 &[("bindAddr", bind_addr), ("cleanedUpHostname", s(&acl_name))],
             )?,
-        };
+        }
     } else {
         let routing = match (path, realm) {
             (Some(_), Some(realm)) => {
@@ -353,7 +369,7 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
             if let Some(realm) = realm {
                 vars.push(("realm", s(realm)));
             }
-            b.http += &b.format(name, &vars)?;
+            b.http_into(name, &vars)?;
         }
     }
     Ok(())
@@ -373,11 +389,11 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
 
     if let Some(path) = path_of(service) {
         if service.redirect_http_to_https {
-            b.http += &b.format(
+            b.http_into(
                 Name::HttpFrontendAclOnly,
                 &[("cleanedUpHostname", s(&acl_name)), ("hostname", s(host))],
             )?;
-            b.http += &b.format(
+            b.http_into(
                 Name::HttpFrontendAclOnlyWithPath,
                 &[
                     ("cleanedUpHostname", s(&acl_name)),
@@ -386,7 +402,7 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                     ("backend", s(backend)),
                 ],
             )?;
-            b.http += &b.format(
+            b.http_into(
                 Name::BackendRedirectHttpToHttpsWithPath,
                 &[
                     ("bindAddr", s(bind_addr)),
@@ -409,15 +425,16 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                 }
                 None => Name::HttpFrontendAclWithPath,
             };
-            b.http += &b.format(name, &vars)?;
+            b.http_into(name, &vars)?;
         }
-        let text = b.format(
+        b.https_for(
+            host,
             Name::HttpsFrontendAclOnlyWithPath,
             &[("path", s(path)), ("backend", s(backend))],
         )?;
-        b.add_https(host, text);
-        let text = match realm {
-            Some(realm) => b.format(
+        match realm {
+            Some(realm) => b.https_for(
+                host,
                 Name::HttpsFrontendAclWithAuthAndPath,
                 &[
                     ("cleanedUpHostname", s(&acl_name)),
@@ -428,7 +445,8 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                     ("backend", s(backend)),
                 ],
             )?,
-            None => b.format(
+            None => b.https_for(
+                host,
                 Name::HttpsFrontendAclWithPath,
                 &[
                     ("cleanedUpHostname", s(&acl_name)),
@@ -437,13 +455,12 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                     ("backend", s(backend)),
                 ],
             )?,
-        };
-        b.add_https(host, text);
+        }
         return Ok(());
     }
 
     if service.redirect_http_to_https {
-        b.http += &b.format(
+        b.http_into(
             Name::HttpFrontendAcl,
             &[
                 ("cleanedUpHostname", s(&acl_name)),
@@ -451,7 +468,7 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                 ("backend", s(backend)),
             ],
         )?;
-        b.http += &b.format(
+        b.http_into(
             Name::BackendRedirectHttpToHttps,
             &[
                 ("bindAddr", s(bind_addr)),
@@ -459,7 +476,7 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
             ],
         )?;
     } else if let Some(realm) = realm {
-        b.http += &b.format(
+        b.http_into(
             Name::HttpFrontendAclWithAuth,
             &[
                 ("cleanedUpHostname", s(&acl_name)),
@@ -472,7 +489,7 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
     } else if input.haproxy_map {
         if !map.http_acl_emitted {
             b.weight = -1;
-            b.http += &b.format(
+            b.http_into(
                 Name::MapHttpFrontendAcl,
                 &[("haproxy_dir", s(input.haproxy_dir))],
             )?;
@@ -480,7 +497,7 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
         }
         map.add_domain(host, backend);
     } else {
-        b.http += &b.format(
+        b.http_into(
             Name::HttpFrontendAcl,
             &[
                 ("cleanedUpHostname", s(&acl_name)),
@@ -492,7 +509,8 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
     }
 
     if let Some(realm) = realm {
-        let text = b.format(
+        b.https_for(
+            host,
             Name::HttpsFrontendAclWithAuth,
             &[
                 ("cleanedUpHostname", s(&acl_name)),
@@ -502,20 +520,20 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                 ("backend", s(backend)),
             ],
         )?;
-        b.add_https(host, text);
     } else if input.haproxy_map {
         if !map.https_acl_emitted {
             b.weight = -1;
-            let text = b.format(
+            b.https_for(
+                host,
                 Name::MapHttpsFrontendAcl,
                 &[("hostname", s(host)), ("haproxy_dir", s(input.haproxy_dir))],
             )?;
-            b.add_https(host, text);
             map.https_acl_emitted = true;
         }
         map.add_domain(host, backend);
     } else {
-        let text = b.format(
+        b.https_for(
+            host,
             Name::HttpsFrontendAcl,
             &[
                 ("cleanedUpHostname", s(&acl_name)),
@@ -524,7 +542,6 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                 ("backend", s(backend)),
             ],
         )?;
-        b.add_https(host, text);
     }
     Ok(())
 }
