@@ -221,6 +221,13 @@ fn bind_address(address: &str) -> Option<(String, (u32, u32))> {
     Some((host.to_string(), ports))
 }
 
+/// How many services are rendered before the output's size is estimated from them.
+const SIZE_SAMPLE: usize = 256;
+
+/// The most [`Renderer::reserve_for`] reserves for one buffer: an estimate is no reason to
+/// ask for more.
+const MAX_RESERVED: usize = 1 << 30;
+
 struct Renderer<'a> {
     model: &'a Model,
     templates: &'a Templates,
@@ -282,8 +289,12 @@ impl<'a> Renderer<'a> {
         // Bad template labels are collected over the whole pass, so the caller can leave out
         // every app at fault at once; any other failure ends the render.
         let mut bad_labels = Vec::new();
+        let total = services.len();
         for (rendered, service) in services.into_iter().enumerate() {
             self.templates.check_deadline(rendered)?;
+            if rendered == SIZE_SAMPLE {
+                self.reserve_for(rendered, total);
+            }
             if !self.is_selected(service) {
                 continue;
             }
@@ -359,6 +370,40 @@ impl<'a> Renderer<'a> {
             maps,
             backend_apps: std::mem::take(&mut self.backend_apps),
         })
+    }
+
+    /// Reserves room for the whole output, estimated from the text of the first `rendered` of
+    /// `total` services, so that megabytes of backends are not copied to a larger buffer again
+    /// and again as they grow (each copy faulting in fresh pages). An estimate too small only
+    /// means a late copy, as before; one too large is address space never touched.
+    fn reserve_for(&mut self, rendered: usize, total: usize) {
+        let so_far = self.userlists.len()
+            + self.frontends.len()
+            + self.backends.len()
+            + self.http_appid_frontends.len()
+            + self
+                .http_vhosts
+                .iter()
+                .map(|(_, text)| text.len())
+                .sum::<usize>()
+            + self
+                .https_vhosts
+                .iter()
+                .map(|(_, text)| text.len())
+                .sum::<usize>();
+        // An eighth more for the head and for services longer than the sample's.
+        let estimate = so_far / rendered.max(1) * total / 8 * 9;
+        let wanted = estimate
+            .min(MAX_RESERVED)
+            .saturating_sub(self.backends.len());
+        // Not getting the room is no failure: the buffer grows as it would have.
+        let _ = self.backends.try_reserve(wanted);
+        let frontends = self.frontends.len() / rendered.max(1) * total / 8 * 9;
+        let _ = self.frontends.try_reserve(
+            frontends
+                .min(MAX_RESERVED)
+                .saturating_sub(self.frontends.len()),
+        );
     }
 
     /// marathon-lb skips services outside the groups, disabled, or without a backend.
