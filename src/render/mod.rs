@@ -228,6 +228,17 @@ const SIZE_SAMPLE: usize = 256;
 /// ask for more.
 const MAX_RESERVED: usize = 1 << 30;
 
+/// `len` bytes from `rendered` services, scaled to `total` services and an eighth more (for
+/// the head and for services longer than the sample's), at most [`MAX_RESERVED`].
+fn scaled_up(len: usize, rendered: usize, total: usize) -> usize {
+    (len / rendered.max(1))
+        .saturating_mul(total)
+        .saturating_mul(9)
+        .checked_div(8)
+        .unwrap_or(0)
+        .min(MAX_RESERVED)
+}
+
 struct Renderer<'a> {
     model: &'a Model,
     templates: &'a Templates,
@@ -243,7 +254,9 @@ struct Renderer<'a> {
     https_vhosts: Vec<(i64, String)>,
     grouped: BTreeMap<String, GroupedVhost>,
     maps: MapState,
-    backend_apps: BTreeMap<String, String>,
+    /// (backend, app id) in rendering order; a map at the end, the last of a name winning as
+    /// with inserts, without a tree walk per service.
+    backend_apps: Vec<(String, String)>,
 }
 
 fn s(text: &str) -> Value<'_> {
@@ -272,7 +285,7 @@ impl<'a> Renderer<'a> {
             http_vhosts: Vec::new(),
             https_vhosts: Vec::new(),
             grouped: BTreeMap::new(),
-            backend_apps: BTreeMap::new(),
+            backend_apps: Vec::new(),
             maps: MapState::default(),
         }
     }
@@ -368,7 +381,7 @@ impl<'a> Renderer<'a> {
         Ok(Rendered {
             config: out,
             maps,
-            backend_apps: std::mem::take(&mut self.backend_apps),
+            backend_apps: std::mem::take(&mut self.backend_apps).into_iter().collect(),
         })
     }
 
@@ -391,19 +404,12 @@ impl<'a> Renderer<'a> {
                 .iter()
                 .map(|(_, text)| text.len())
                 .sum::<usize>();
-        // An eighth more for the head and for services longer than the sample's.
-        let estimate = so_far / rendered.max(1) * total / 8 * 9;
-        let wanted = estimate
-            .min(MAX_RESERVED)
-            .saturating_sub(self.backends.len());
+        let wanted = scaled_up(so_far, rendered, total).saturating_sub(self.backends.len());
         // Not getting the room is no failure: the buffer grows as it would have.
         let _ = self.backends.try_reserve(wanted);
-        let frontends = self.frontends.len() / rendered.max(1) * total / 8 * 9;
-        let _ = self.frontends.try_reserve(
-            frontends
-                .min(MAX_RESERVED)
-                .saturating_sub(self.frontends.len()),
-        );
+        let wanted =
+            scaled_up(self.frontends.len(), rendered, total).saturating_sub(self.frontends.len());
+        let _ = self.frontends.try_reserve(wanted);
     }
 
     /// marathon-lb skips services outside the groups, disabled, or without a backend.
@@ -427,7 +433,7 @@ impl<'a> Renderer<'a> {
         let backend = prepared.backend.as_str();
         let mode = prepared.mode.as_str();
         self.backend_apps
-            .insert(backend.to_string(), service.app_id.clone());
+            .push((backend.to_string(), service.app_id.clone()));
 
         if let Some(auth) = service.auth.as_ref().filter(|auth| !auth.user.is_empty()) {
             templates.format_into(
