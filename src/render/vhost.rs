@@ -192,6 +192,11 @@ pub fn vhost_acls(input: &VhostInput<'_>, map: &mut MapState) -> Result<VhostAcl
     } else {
         one_host(&mut builder, map)?;
     }
+    // The texts are kept until every service is rendered, and sections appended a piece at a
+    // time leave up to twice their length in capacity: thousands of services would hold
+    // megabytes of it.
+    builder.http.shrink_to_fit();
+    builder.https.shrink_to_fit();
     Ok(VhostAcls {
         weight: builder.weight,
         http: builder.http,
