@@ -16,34 +16,34 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::fmt::Write as _;
 
 /// One keyword argument's value, typed as marathon-lb passed it (a Python `str`, `int` or
-/// `None`), since the type decides how it prints and which format specs apply.
+/// `None`), since the type decides how it prints and which format specs apply. Text is
+/// borrowed where it can be: a server line's values are the model's own strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
-    Str(String),
+pub enum Value<'a> {
+    Str(Cow<'a, str>),
     Int(i64),
     /// Python's `None`, printed `None`.
     None,
 }
 
-impl Value {
-    pub fn str(text: impl Into<String>) -> Value {
+impl<'a> Value<'a> {
+    pub fn str(text: impl Into<Cow<'a, str>>) -> Value<'a> {
         Value::Str(text.into())
     }
 
     /// `Some(text)` → the text, `None` → Python's `None`.
-    pub fn opt_str(text: Option<&str>) -> Value {
+    pub fn opt_str(text: Option<&'a str>) -> Value<'a> {
         text.map_or(Value::None, Value::str)
     }
 
-    pub fn opt_int(number: Option<i64>) -> Value {
+    pub fn opt_int(number: Option<i64>) -> Value<'a> {
         number.map_or(Value::None, Value::Int)
     }
 }
 
-impl Value {
+impl Value<'_> {
     /// The length of the printed value, without printing it.
     fn printed_len(&self) -> usize {
         match self {
@@ -55,9 +55,39 @@ impl Value {
             Value::None => "None".len(),
         }
     }
+
+    /// Appends the value as `str()` prints it.
+    fn print_into(&self, out: &mut String) {
+        match self {
+            Value::Str(text) => out.push_str(text),
+            Value::Int(number) => push_decimal(out, *number),
+            Value::None => out.push_str("None"),
+        }
+    }
 }
 
-impl fmt::Display for Value {
+/// `number` in decimal, as `write!(out, "{number}")` prints it, without the formatting
+/// machinery: a port or a server id is printed on every server line.
+fn push_decimal(out: &mut String, number: i64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = number.unsigned_abs();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if number < 0 {
+        out.push('-');
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+}
+
+impl fmt::Display for Value<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::Str(text) => f.write_str(text),
@@ -68,7 +98,7 @@ impl fmt::Display for Value {
 }
 
 /// The keyword arguments of one `.format(...)` call, in the order marathon-lb passes them.
-pub type Vars = [(&'static str, Value)];
+pub type Vars<'a> = [(&'static str, Value<'a>)];
 
 /// Why a template did not format; the message is meant to be shown with the template's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,52 +129,190 @@ const OUTPUT_SLACK: usize = 64 * 1024;
 /// The most one `format` call may produce: the template's text, each value twice over, and
 /// [`OUTPUT_SLACK`]. A template repeating a long value thousands of times would otherwise turn a
 /// short label into gigabytes; no real template comes near the limit.
-pub fn output_limit(template: &str, vars: &Vars) -> usize {
+pub fn output_limit(template: &str, vars: &Vars<'_>) -> usize {
     let values: usize = vars.iter().map(|(_, value)| value.printed_len()).sum();
     template.len() + 2 * values + OUTPUT_SLACK
 }
 
 /// `template.format(**vars)` as Python does it.
-pub fn format(template: &str, vars: &Vars) -> Result<String, FormatError> {
-    let limit = output_limit(template, vars);
+pub fn format(template: &str, vars: &Vars<'_>) -> Result<String, FormatError> {
     let mut out = String::with_capacity(template.len() + 64);
-    // Text between braces is copied a run at a time: this runs once per server line.
-    let mut copied = 0;
-    while let Some(offset) = template[copied..].find(['{', '}']) {
-        let at = copied + offset;
-        out.push_str(&template[copied..at]);
-        let doubled = template.as_bytes().get(at + 1) == Some(&template.as_bytes()[at]);
-        match template.as_bytes()[at] {
-            b'{' if doubled => {
-                out.push('{');
+    Compiled::new(template).fill(vars, &mut out)?;
+    Ok(out)
+}
+
+/// A template scanned once (its literal runs and its fields, up to its first syntax error), so
+/// that the sections filled once per service or per server line are not scanned again each
+/// time. Filling it gives what [`format`] gives, errors included and in the same order.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    text: String,
+    pieces: Vec<Piece>,
+}
+
+/// One piece of a [`Compiled`] template, each part held on its own so that filling does not
+/// slice the text again.
+#[derive(Debug, Clone)]
+enum Piece {
+    /// Text copied as it is (a doubled brace is one brace).
+    Literal(Box<str>),
+    Field(Box<Field>),
+    /// The template's first syntax error, met where it stands: every piece before it is
+    /// filled first, as Python's scan reports an unknown name before a later stray brace.
+    Fail(FormatError),
+}
+
+/// One `{name[lookups]!conversion:spec}`, split once; the name is looked up when filled.
+#[derive(Debug, Clone)]
+struct Field {
+    /// The whole field between its braces, for messages.
+    text: Box<str>,
+    name: Box<str>,
+    lookups: Box<str>,
+    conversion: Option<char>,
+    spec: Box<str>,
+}
+
+impl Field {
+    /// A bare `{name}`: the value printed as it is.
+    fn is_plain(&self) -> bool {
+        self.lookups.is_empty() && self.conversion.is_none() && self.spec.is_empty()
+    }
+
+    /// Appends this `{field!conversion:spec}` filled from `vars`.
+    fn fill(&self, vars: &Vars<'_>, out: &mut String) -> Result<(), FormatError> {
+        let field = self;
+        let name = &*field.name;
+        let Some((_, value)) = vars.iter().find(|(key, _)| *key == name) else {
+            return Err(error(format!(
+                "unknown placeholder {{{name}}}; this template knows {}",
+                known_names(vars)
+            )));
+        };
+        if field.is_plain() {
+            // The common case, printed without a value or a string of its own.
+            value.print_into(out);
+            return Ok(());
+        }
+        let (text, lookups, spec) = (&*field.text, &*field.lookups, &*field.spec);
+        let value = look_up(value, lookups, text)?;
+        let value = match field.conversion {
+            None => value,
+            Some('s') => Cow::Owned(Value::str(value.to_string())),
+            Some('r') => Cow::Owned(Value::str(python_repr(&value, false))),
+            Some('a') => Cow::Owned(Value::str(python_repr(&value, true))),
+            Some(other) => return Err(error(format!("unknown conversion !{other} in {{{text}}}"))),
+        };
+        if spec.is_empty() {
+            value.print_into(out);
+            return Ok(());
+        }
+        out.push_str(&apply_spec(&value, spec).map_err(|why| error(format!("{{{text}}}: {why}")))?);
+        Ok(())
+    }
+}
+
+impl Compiled {
+    pub fn new(template: &str) -> Compiled {
+        let mut pieces = Vec::new();
+        // Text between braces is kept a run at a time.
+        let mut copied = 0;
+        let bytes = template.as_bytes();
+        while let Some(offset) = bytes[copied..]
+            .iter()
+            .position(|&byte| byte == b'{' || byte == b'}')
+        {
+            let at = copied + offset;
+            if at > copied {
+                pieces.push(Piece::Literal(template[copied..at].into()));
+            }
+            let doubled = bytes.get(at + 1) == Some(&bytes[at]);
+            if doubled {
+                pieces.push(Piece::Literal(template[at..=at].into()));
                 copied = at + 2;
+                continue;
             }
-            b'{' => {
-                let start = at + 1;
-                let end = field_end(template, start)?;
-                replace_field(&template[start..end], vars, &mut out)?;
-                if out.len() > limit {
-                    return Err(error(format!(
-                        "the template expands to more than {limit} bytes (its text, each value \
-                         twice and {OUTPUT_SLACK} bytes of padding)"
-                    )));
-                }
-                // `field_end` stops at the closing `}`, one byte.
-                copied = end + 1;
-            }
-            _ if doubled => {
-                out.push('}');
-                copied = at + 2;
-            }
-            _ => {
-                return Err(error(
+            if bytes[at] == b'}' {
+                pieces.push(Piece::Fail(error(
                     "single '}' encountered (write '}}' for a literal brace)",
-                ))
+                )));
+                return Compiled::of(template, pieces);
+            }
+            let start = at + 1;
+            match field_end(template, start).and_then(|end| parse_field(&template[start..end])) {
+                Ok(field) => {
+                    // `field_end` stops at the closing `}`, one byte.
+                    copied = start + field.text.len() + 1;
+                    pieces.push(Piece::Field(Box::new(field)));
+                }
+                Err(err) => {
+                    pieces.push(Piece::Fail(err));
+                    return Compiled::of(template, pieces);
+                }
             }
         }
+        if copied < template.len() {
+            pieces.push(Piece::Literal(template[copied..].into()));
+        }
+        Compiled::of(template, pieces)
     }
-    out.push_str(&template[copied..]);
-    Ok(out)
+
+    fn of(template: &str, pieces: Vec<Piece>) -> Compiled {
+        Compiled {
+            text: template.to_string(),
+            pieces,
+        }
+    }
+
+    /// The template's text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Appends `text.format(**vars)` to `out`. On an error, `out` holds a part of the
+    /// output; callers drop it with the error.
+    pub fn fill(&self, vars: &Vars<'_>, out: &mut String) -> Result<(), FormatError> {
+        let limit = output_limit(&self.text, vars);
+        let start = out.len();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Literal(text) => out.push_str(text),
+                Piece::Field(field) => {
+                    field.fill(vars, out)?;
+                    if out.len() - start > limit {
+                        return Err(error(format!(
+                            "the template expands to more than {limit} bytes (its text, each \
+                             value twice and {OUTPUT_SLACK} bytes of padding)"
+                        )));
+                    }
+                }
+                Piece::Fail(err) => return Err(err.clone()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits a field (the text between its braces) into its parts and refuses a positional one,
+/// as Python does before it looks the name up.
+fn parse_field(field: &str) -> Result<Field, FormatError> {
+    let (name_and_lookups, conversion, spec) = split_field(field)?;
+    let name_end = name_and_lookups
+        .find(['.', '['])
+        .unwrap_or(name_and_lookups.len());
+    let name = &name_and_lookups[..name_end];
+    if name.is_empty() || name.chars().all(|c| c.is_ascii_digit()) {
+        return Err(error(format!(
+            "positional placeholder {{{field}}} is not supported; use a name such as {{backend}}"
+        )));
+    }
+    Ok(Field {
+        text: field.into(),
+        name: name.into(),
+        lookups: name_and_lookups[name_end..].into(),
+        conversion,
+        spec: spec.into(),
+    })
 }
 
 /// Where the field opened just before `start` closes: the first `}` outside the brackets of
@@ -209,11 +377,11 @@ fn split_field(field: &str) -> Result<(&str, Option<char>, &str), FormatError> {
 
 /// Applies the `[index]` lookups that follow the argument name, as Python's `str.format` does
 /// on a `str`: a decimal index picks one character; anything else is the error Python raises.
-fn look_up<'a>(
-    value: &'a Value,
+fn look_up<'a, 'v>(
+    value: &'a Value<'v>,
     accessors: &str,
     field: &str,
-) -> Result<Cow<'a, Value>, FormatError> {
+) -> Result<Cow<'a, Value<'v>>, FormatError> {
     let mut value = Cow::Borrowed(value);
     let mut rest = accessors;
     while !rest.is_empty() {
@@ -256,53 +424,12 @@ fn look_up<'a>(
             .chars()
             .nth(index)
             .ok_or_else(|| error(format!("{{{field}}}: string index out of range")))?;
-        value = Cow::Owned(Value::Str(ch.to_string()));
+        value = Cow::Owned(Value::str(ch.to_string()));
     }
     Ok(value)
 }
 
-/// One `{field!conversion:spec}`.
-fn replace_field(field: &str, vars: &Vars, out: &mut String) -> Result<(), FormatError> {
-    let (name_and_lookups, conversion, spec) = split_field(field)?;
-    let name_end = name_and_lookups
-        .find(['.', '['])
-        .unwrap_or(name_and_lookups.len());
-    let (name, lookups) = name_and_lookups.split_at(name_end);
-    if name.is_empty() || name.chars().all(|c| c.is_ascii_digit()) {
-        return Err(error(format!(
-            "positional placeholder {{{field}}} is not supported; use a name such as {{backend}}"
-        )));
-    }
-    let Some((_, value)) = vars.iter().find(|(key, _)| *key == name) else {
-        return Err(error(format!(
-            "unknown placeholder {{{name}}}; this template knows {}",
-            known_names(vars)
-        )));
-    };
-    let value = look_up(value, lookups, field)?;
-    let value = match conversion {
-        None => value,
-        Some('s') => Cow::Owned(Value::Str(value.to_string())),
-        Some('r') => Cow::Owned(Value::Str(python_repr(&value, false))),
-        Some('a') => Cow::Owned(Value::Str(python_repr(&value, true))),
-        Some(other) => return Err(error(format!("unknown conversion !{other} in {{{field}}}"))),
-    };
-    if spec.is_empty() {
-        // What `apply_spec` prints for no spec, without a string of its own.
-        match value.as_ref() {
-            Value::Str(text) => out.push_str(text),
-            Value::Int(number) => {
-                let _ = write!(out, "{number}");
-            }
-            Value::None => out.push_str("None"),
-        }
-        return Ok(());
-    }
-    out.push_str(&apply_spec(&value, spec).map_err(|why| error(format!("{{{field}}}: {why}")))?);
-    Ok(())
-}
-
-fn known_names(vars: &Vars) -> String {
+fn known_names(vars: &Vars<'_>) -> String {
     if vars.is_empty() {
         return "no placeholders".to_string();
     }
@@ -311,7 +438,7 @@ fn known_names(vars: &Vars) -> String {
 }
 
 /// Python's `repr()` of a value, or `ascii()` when `ascii_only` (non-ASCII escaped too).
-fn python_repr(value: &Value, ascii_only: bool) -> String {
+fn python_repr(value: &Value<'_>, ascii_only: bool) -> String {
     let Value::Str(text) = value else {
         return value.to_string();
     };
@@ -481,7 +608,7 @@ impl Spec {
 }
 
 /// `format(value, spec)` as Python does it for a `str`, an `int` and `None`.
-fn apply_spec(value: &Value, spec: &str) -> Result<String, String> {
+fn apply_spec(value: &Value<'_>, spec: &str) -> Result<String, String> {
     if spec.is_empty() {
         return Ok(value.to_string());
     }
@@ -677,12 +804,53 @@ fn scientific(magnitude: f64, precision: usize) -> String {
 mod tests {
     use super::*;
 
-    fn vars() -> Vec<(&'static str, Value)> {
+    fn vars() -> Vec<(&'static str, Value<'static>)> {
         vec![
             ("backend", Value::str("web_80")),
             ("port", Value::Int(31000)),
             ("hostname", Value::None),
         ]
+    }
+
+    /// Python scans left to right and raises at the first fault it meets, so a bad name
+    /// before a syntax error is what is reported, and the other way round.
+    #[test]
+    fn a_compiled_template_reports_the_first_fault_in_text_order() {
+        let cases = [
+            ("{nope} }", "unknown placeholder {nope}"),
+            ("{backend} }", "single '}'"),
+            ("{nope} {", "unknown placeholder {nope}"),
+            ("{backend} {", "without a matching '}'"),
+            ("{nope}{0}", "unknown placeholder {nope}"),
+            ("{backend}{0}", "positional placeholder {0}"),
+            ("{backend}{port!}", "missing conversion"),
+            ("{nope}{port!x}", "unknown placeholder {nope}"),
+            ("{backend}{port!x}", "unknown conversion !x"),
+            ("{port:z}{nope}", "{port:z}"),
+            ("{backend}{a{b}}", "nested placeholder"),
+        ];
+        for (template, why) in cases {
+            let err = format(template, &vars()).unwrap_err();
+            assert!(err.0.contains(why), "{template}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_compiled_template_appends_and_fills_again_alike() {
+        let compiled = Compiled::new("{{{backend}}}:{port:>6} {hostname}}}");
+        let mut out = String::from("head ");
+        compiled.fill(&vars(), &mut out).unwrap();
+        compiled.fill(&vars(), &mut out).unwrap();
+        assert_eq!(out, "head {web_80}: 31000 None}{web_80}: 31000 None}");
+        assert_eq!(compiled.text(), "{{{backend}}}:{port:>6} {hostname}}}");
+        // The output limit counts this call's output only, not what `out` held before.
+        let long = "x".repeat(10_000);
+        let vars = [("bindOptions", Value::str(long.as_str()))];
+        let mut out = "y".repeat(1_000_000);
+        Compiled::new(&"{bindOptions}".repeat(8))
+            .fill(&vars, &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 1_080_000);
     }
 
     #[test]
@@ -877,8 +1045,14 @@ mod tests {
             Value::Int(i64::MAX),
             Value::None,
             Value::str("äb"),
+            Value::Int(31000),
+            Value::Int(-7),
+            Value::Int(1_000_000),
         ] {
             assert_eq!(value.printed_len(), value.to_string().len(), "{value:?}");
+            let mut printed = String::new();
+            value.print_into(&mut printed);
+            assert_eq!(printed, value.to_string(), "{value:?}");
         }
     }
 

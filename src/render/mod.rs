@@ -84,11 +84,12 @@ fn python_dirname(path: &str) -> &str {
 /// `{app_id[1:] with / as _}_{service_port}`. Also names the backends of services not rendered
 /// (no task to serve), for the guard and the change summary.
 pub fn backend_name(app_id: &str, service_port: u32) -> String {
-    format!(
-        "{}_{}",
-        without_first_char(app_id).replace('/', "_"),
-        service_port
-    )
+    use std::fmt::Write as _;
+    let path = without_first_char(app_id);
+    let mut name = String::with_capacity(path.len() + 6);
+    name.extend(path.chars().map(|c| if c == '/' { '_' } else { c }));
+    let _ = write!(name, "_{service_port}");
+    name
 }
 
 /// Python's `app_id[1:]`: the id without its leading `/` (or whatever its first character is).
@@ -124,7 +125,7 @@ fn head(templates: &Templates, config: &RenderConfig) -> Result<String> {
         None,
         &[(
             "global_default_options",
-            Value::Str(global_default_options(
+            Value::str(global_default_options(
                 config.global_default_options.as_deref(),
             )),
         )],
@@ -220,6 +221,24 @@ fn bind_address(address: &str) -> Option<(String, (u32, u32))> {
     Some((host.to_string(), ports))
 }
 
+/// How many services are rendered before the output's size is estimated from them.
+const SIZE_SAMPLE: usize = 256;
+
+/// The most [`Renderer::reserve_for`] reserves for one buffer: an estimate is no reason to
+/// ask for more.
+const MAX_RESERVED: usize = 1 << 30;
+
+/// `len` bytes from `rendered` services, scaled to `total` services and an eighth more (for
+/// the head and for services longer than the sample's), at most [`MAX_RESERVED`].
+fn scaled_up(len: usize, rendered: usize, total: usize) -> usize {
+    (len / rendered.max(1))
+        .saturating_mul(total)
+        .saturating_mul(9)
+        .checked_div(8)
+        .unwrap_or(0)
+        .min(MAX_RESERVED)
+}
+
 struct Renderer<'a> {
     model: &'a Model,
     templates: &'a Templates,
@@ -235,10 +254,12 @@ struct Renderer<'a> {
     https_vhosts: Vec<(i64, String)>,
     grouped: BTreeMap<String, GroupedVhost>,
     maps: MapState,
-    backend_apps: BTreeMap<String, String>,
+    /// (backend, app id) in rendering order; a map at the end, the last of a name winning as
+    /// with inserts, without a tree walk per service.
+    backend_apps: Vec<(String, String)>,
 }
 
-fn s(text: &str) -> Value {
+fn s(text: &str) -> Value<'_> {
     Value::str(text)
 }
 
@@ -264,7 +285,7 @@ impl<'a> Renderer<'a> {
             http_vhosts: Vec::new(),
             https_vhosts: Vec::new(),
             grouped: BTreeMap::new(),
-            backend_apps: BTreeMap::new(),
+            backend_apps: Vec::new(),
             maps: MapState::default(),
         }
     }
@@ -281,8 +302,12 @@ impl<'a> Renderer<'a> {
         // Bad template labels are collected over the whole pass, so the caller can leave out
         // every app at fault at once; any other failure ends the render.
         let mut bad_labels = Vec::new();
+        let total = services.len();
         for (rendered, service) in services.into_iter().enumerate() {
             self.templates.check_deadline(rendered)?;
+            if rendered == SIZE_SAMPLE {
+                self.reserve_for(rendered, total);
+            }
             if !self.is_selected(service) {
                 continue;
             }
@@ -356,8 +381,35 @@ impl<'a> Renderer<'a> {
         Ok(Rendered {
             config: out,
             maps,
-            backend_apps: std::mem::take(&mut self.backend_apps),
+            backend_apps: std::mem::take(&mut self.backend_apps).into_iter().collect(),
         })
+    }
+
+    /// Reserves room for the whole output, estimated from the text of the first `rendered` of
+    /// `total` services, so that megabytes of backends are not copied to a larger buffer again
+    /// and again as they grow (each copy faulting in fresh pages). An estimate too small only
+    /// means a late copy, as before; one too large is address space never touched.
+    fn reserve_for(&mut self, rendered: usize, total: usize) {
+        let so_far = self.userlists.len()
+            + self.frontends.len()
+            + self.backends.len()
+            + self.http_appid_frontends.len()
+            + self
+                .http_vhosts
+                .iter()
+                .map(|(_, text)| text.len())
+                .sum::<usize>()
+            + self
+                .https_vhosts
+                .iter()
+                .map(|(_, text)| text.len())
+                .sum::<usize>();
+        let wanted = scaled_up(so_far, rendered, total).saturating_sub(self.backends.len());
+        // Not getting the room is no failure: the buffer grows as it would have.
+        let _ = self.backends.try_reserve(wanted);
+        let wanted =
+            scaled_up(self.frontends.len(), rendered, total).saturating_sub(self.frontends.len());
+        let _ = self.frontends.try_reserve(wanted);
     }
 
     /// marathon-lb skips services outside the groups, disabled, or without a backend.
@@ -381,10 +433,10 @@ impl<'a> Renderer<'a> {
         let backend = prepared.backend.as_str();
         let mode = prepared.mode.as_str();
         self.backend_apps
-            .insert(backend.to_string(), service.app_id.clone());
+            .push((backend.to_string(), service.app_id.clone()));
 
         if let Some(auth) = service.auth.as_ref().filter(|auth| !auth.user.is_empty()) {
-            self.userlists += &templates.format(
+            templates.format_into(
                 Name::UserlistHead,
                 Some(service),
                 &[
@@ -392,10 +444,11 @@ impl<'a> Renderer<'a> {
                     ("user", s(&auth.user)),
                     ("passwd", s(&auth.password)),
                 ],
+                &mut self.userlists,
             )?;
         }
 
-        self.frontends += &templates.format(
+        templates.format_into(
             Name::FrontendHead,
             Some(service),
             &[
@@ -412,8 +465,9 @@ impl<'a> Renderer<'a> {
                     s(&prefixed(" ", service.bind_options.as_deref())),
                 ),
             ],
+            &mut self.frontends,
         )?;
-        self.backends += &templates.format(
+        templates.format_into(
             Name::BackendHead,
             Some(service),
             &[
@@ -421,6 +475,7 @@ impl<'a> Renderer<'a> {
                 ("balance", s(&service.balance)),
                 ("mode", s(mode)),
             ],
+            &mut self.backends,
         )?;
 
         if let (true, Some(hostname)) = (self.config.bind_http_https, hostname) {
@@ -432,6 +487,7 @@ impl<'a> Renderer<'a> {
                     backend,
                     haproxy_map: self.config.haproxy_map,
                     haproxy_dir: &self.haproxy_dir,
+                    group_https_by_vhost: self.config.group_https_by_vhost,
                 },
                 &mut self.maps,
             )?;
@@ -452,16 +508,18 @@ impl<'a> Renderer<'a> {
         }
         self.network_allowed(&prepared)?;
         if service.sticky {
-            self.backends += &templates.verbatim(
+            templates.verbatim_into(
                 Name::BackendStickyOptions,
                 Some(service),
                 &backend_vars(&prepared),
+                &mut self.backends,
             )?;
         }
-        self.frontends += &templates.format(
+        templates.format_into(
             Name::FrontendBackendGlue,
             Some(service),
             &[("backend", s(backend))],
+            &mut self.frontends,
         )?;
         self.servers(&prepared)
     }
@@ -471,16 +529,17 @@ impl<'a> Renderer<'a> {
         let service = prepared.service;
         if self.config.haproxy_map {
             if !self.maps.appid_acl_emitted {
-                self.http_appid_frontends += &self.templates.format(
+                self.templates.format_into(
                     Name::MapHttpFrontendAppidAcl,
                     Some(service),
                     &[("haproxy_dir", s(&self.haproxy_dir))],
+                    &mut self.http_appid_frontends,
                 )?;
                 self.maps.appid_acl_emitted = true;
             }
             self.maps.add_app(&service.app_id, &prepared.backend);
         } else {
-            self.http_appid_frontends += &self.templates.format(
+            self.templates.format_into(
                 Name::HttpFrontendAppidAcl,
                 Some(service),
                 &[
@@ -489,6 +548,7 @@ impl<'a> Renderer<'a> {
                     ("appId", s(&service.app_id)),
                     ("backend", s(&prepared.backend)),
                 ],
+                &mut self.http_appid_frontends,
             )?;
         }
         Ok(())
@@ -499,36 +559,41 @@ impl<'a> Renderer<'a> {
         let templates = self.templates;
         let hostname = Value::opt_str(service.hostname.as_deref());
         if service.use_hsts {
-            self.backends += &templates.verbatim(
+            templates.verbatim_into(
                 Name::BackendHstsOptions,
                 Some(service),
                 &backend_vars(prepared),
+                &mut self.backends,
             )?;
         }
-        self.backends += &templates.verbatim(
+        templates.verbatim_into(
             Name::BackendHttpOptions,
             Some(service),
             &backend_vars(prepared),
+            &mut self.backends,
         )?;
         if let Some(proxypath) = non_empty(&service.proxypath) {
-            self.backends += &templates.format(
+            templates.format_into(
                 Name::HttpBackendProxypassGlue,
                 Some(service),
                 &[("hostname", hostname.clone()), ("proxypath", s(proxypath))],
+                &mut self.backends,
             )?;
         }
         if let Some(rootpath) = non_empty(&service.revproxypath) {
-            self.backends += &templates.format(
+            templates.format_into(
                 Name::HttpBackendRevproxyGlue,
                 Some(service),
                 &[("hostname", hostname.clone()), ("rootpath", s(rootpath))],
+                &mut self.backends,
             )?;
         }
         if let Some(redirpath) = non_empty(&service.redirpath) {
-            self.backends += &templates.format(
+            templates.format_into(
                 Name::HttpBackendRedir,
                 Some(service),
                 &[("hostname", hostname), ("redirpath", s(redirpath))],
+                &mut self.backends,
             )?;
         }
         Ok(())
@@ -551,14 +616,19 @@ impl<'a> Renderer<'a> {
             _ => return Ok(()),
         };
         for network in networks.split_whitespace() {
-            self.backends +=
-                &self
-                    .templates
-                    .format(acl, Some(service), &[("network_allowed", s(network))])?;
+            self.templates.format_into(
+                acl,
+                Some(service),
+                &[("network_allowed", s(network))],
+                &mut self.backends,
+            )?;
         }
-        self.backends += &self
-            .templates
-            .verbatim(allow_deny, None, &backend_vars(prepared))?;
+        self.templates.verbatim_into(
+            allow_deny,
+            None,
+            &backend_vars(prepared),
+            &mut self.backends,
+        )?;
         Ok(())
     }
 
@@ -588,12 +658,19 @@ impl<'a> Renderer<'a> {
         if let (Some(check), Some((backend_section, _))) = (&check, check_kind) {
             if !templates.is_empty(backend_section, Some(service)) {
                 let port = self.backend_port(service, &backends, 0);
-                self.backends +=
-                    &templates.format(backend_section, Some(service), &check.vars(Some(port)))?;
+                templates.format_into(
+                    backend_section,
+                    Some(service),
+                    &check.vars(Some(port)),
+                    &mut self.backends,
+                )?;
             }
         }
 
         let mut taken_ids = HashSet::new();
+        // Without a port index every server's check options are the same: they are rendered
+        // at the first server, where they always were, and reused for the rest.
+        let mut shared_check_options: Option<String> = None;
         for (index, server) in backends.iter().enumerate() {
             let name = server_name(&server.host, &server.ip, server.port);
             let id = server_id(&name, &mut taken_ids).map_err(|full| {
@@ -605,22 +682,37 @@ impl<'a> Renderer<'a> {
                     reason: format!("{} servers: {full}", backends.len()),
                 })
             })?;
+            let own_check_options;
             let check_options = match (&check, check_kind) {
-                (Some(check), Some((_, server_section))) => {
-                    let port = match service.healthcheck_port_index {
-                        Some(_) => Some(self.backend_port(service, &backends, index)),
-                        None => check.port,
-                    };
-                    templates.server_check_options(server_section, service, &check.vars(port))?
-                }
-                _ => String::new(),
+                (Some(check), Some((_, server_section))) => match service.healthcheck_port_index {
+                    Some(_) => {
+                        let port = Some(self.backend_port(service, &backends, index));
+                        own_check_options = templates.server_check_options(
+                            server_section,
+                            service,
+                            &check.vars(port),
+                        )?;
+                        own_check_options.as_str()
+                    }
+                    None => {
+                        if shared_check_options.is_none() {
+                            shared_check_options = Some(templates.server_check_options(
+                                server_section,
+                                service,
+                                &check.vars(check.port),
+                            )?);
+                        }
+                        shared_check_options.as_deref().unwrap_or_default()
+                    }
+                },
+                _ => "",
             };
             let cookie = if service.sticky {
                 format!(" check cookie {}", cookie_value(&name))
             } else {
                 String::new()
             };
-            self.backends += &templates.format(
+            templates.format_into(
                 Name::BackendServerOptions,
                 Some(service),
                 &[
@@ -630,12 +722,13 @@ impl<'a> Renderer<'a> {
                     ("serverName", s(&name)),
                     ("serverId", Value::Int(id.into())),
                     ("cookieOptions", s(&cookie)),
-                    ("healthCheckOptions", s(&check_options)),
+                    ("healthCheckOptions", s(check_options)),
                     (
                         "otherOptions",
                         s(if server.draining { " disabled" } else { "" }),
                     ),
                 ],
+                &mut self.backends,
             )?;
         }
         Ok(())
@@ -784,7 +877,7 @@ fn prefixed(prefix: &str, value: Option<&str>) -> String {
 }
 
 /// Variables offered to `.j2` versions of sections marathon-lb pastes verbatim.
-fn backend_vars(prepared: &Prepared<'_>) -> Vec<(&'static str, Value)> {
+fn backend_vars<'a>(prepared: &'a Prepared<'_>) -> Vec<(&'static str, Value<'a>)> {
     vec![
         ("backend", s(&prepared.backend)),
         ("appId", s(&prepared.service.app_id)),
@@ -803,9 +896,9 @@ struct CheckFacts {
     path: Option<String>,
     port_index: Option<i64>,
     port: Option<i64>,
-    timeout_seconds: Value,
-    interval_seconds: Value,
-    grace_period_seconds: Value,
+    timeout_seconds: i64,
+    interval_seconds: i64,
+    grace_period_seconds: i64,
     max_consecutive_failures: i64,
 }
 
@@ -816,9 +909,9 @@ impl From<&ServiceCheck> for CheckFacts {
             path: check.path.clone(),
             port_index: check.port_index,
             port: check.port,
-            timeout_seconds: Value::Int(check.timeout_seconds),
-            interval_seconds: Value::Int(check.interval_seconds),
-            grace_period_seconds: Value::Int(check.grace_period_seconds),
+            timeout_seconds: check.timeout_seconds,
+            interval_seconds: check.interval_seconds,
+            grace_period_seconds: check.grace_period_seconds,
             max_consecutive_failures: check.max_consecutive_failures,
         }
     }
@@ -826,7 +919,7 @@ impl From<&ServiceCheck> for CheckFacts {
 
 impl CheckFacts {
     /// The variables of marathon-lb's `_get_health_check_options`.
-    fn vars(&self, port: Option<i64>) -> Vec<(&'static str, Value)> {
+    fn vars(&self, port: Option<i64>) -> Vec<(&'static str, Value<'_>)> {
         let port_options = match port {
             Some(port) if port != 0 => format!(" port {port}"),
             _ => String::new(),
@@ -836,11 +929,17 @@ impl CheckFacts {
             ("healthCheckPort", Value::opt_int(port)),
             ("healthCheckProtocol", s(&self.protocol)),
             ("healthCheckPath", s(self.path.as_deref().unwrap_or("/"))),
-            ("healthCheckTimeoutSeconds", self.timeout_seconds.clone()),
-            ("healthCheckIntervalSeconds", self.interval_seconds.clone()),
+            (
+                "healthCheckTimeoutSeconds",
+                Value::Int(self.timeout_seconds),
+            ),
+            (
+                "healthCheckIntervalSeconds",
+                Value::Int(self.interval_seconds),
+            ),
             (
                 "healthCheckGracePeriodSeconds",
-                self.grace_period_seconds.clone(),
+                Value::Int(self.grace_period_seconds),
             ),
             (
                 "healthCheckMaxConsecutiveFailures",
@@ -850,7 +949,7 @@ impl CheckFacts {
                 "healthCheckFalls",
                 Value::Int(self.max_consecutive_failures + 1),
             ),
-            ("healthCheckPortOptions", s(&port_options)),
+            ("healthCheckPortOptions", Value::str(port_options)),
         ]
     }
 }

@@ -71,27 +71,40 @@ pub fn cookie_value(server_name: &str) -> String {
 }
 
 /// marathon-lb's server name: `host_ip_port` (or `ip_port` when host and ip are the same),
-/// with every character outside `[a-zA-Z0-9-]` replaced by `_`.
+/// with every character outside `[a-zA-Z0-9-]` replaced by `_`. Built in one string, since it
+/// is built once per server line.
 pub fn server_name(host: &str, ip: &str, port: u32) -> String {
-    let raw = if host != ip {
-        format!("{host}_{ip}_{port}")
-    } else {
-        format!("{ip}_{port}")
-    };
-    sanitize(&raw)
+    use std::fmt::Write as _;
+    let mut name = String::with_capacity(host.len() + ip.len() + 8);
+    if host != ip {
+        sanitize_into(&mut name, host);
+        name.push('_');
+    }
+    sanitize_into(&mut name, ip);
+    // `_` and the digits of the port are kept by the sanitizing as they are.
+    let _ = write!(name, "_{port}");
+    name
 }
 
 /// `re.sub(r'[^a-zA-Z0-9\-]', '_', text)`: one `_` per offending character.
 pub fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(text.len());
+    sanitize_into(&mut out, text);
+    out
+}
+
+/// [`sanitize`], appended to `out`.
+fn sanitize_into(out: &mut String, text: &str) {
+    let keep = |c: char| c.is_ascii_alphanumeric() || c == '-';
+    if text.is_ascii() {
+        // One byte per character: the common case, without decoding characters.
+        out.extend(text.bytes().map(|byte| match keep(char::from(byte)) {
+            true => char::from(byte),
+            false => '_',
+        }));
+    } else {
+        out.extend(text.chars().map(|c| if keep(c) { c } else { '_' }));
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -189,5 +202,16 @@ mod tests {
         );
         assert_eq!(server_name("10.0.0.1", "10.0.0.1", 31000), "10_0_0_1_31000");
         assert_eq!(cookie_value("10_0_0_1_31000").len(), 10);
+        assert_eq!(
+            server_name("host.ä", "10.0.0.1", 31000),
+            "host___10_0_0_1_31000"
+        );
+    }
+
+    #[test]
+    fn sanitize_replaces_each_character_not_each_byte() {
+        assert_eq!(sanitize("a.b-C_9"), "a_b-C_9");
+        assert_eq!(sanitize("äö/x"), "___x");
+        assert_eq!(sanitize(""), "");
     }
 }

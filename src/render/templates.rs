@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use minijinja::{Environment, UndefinedBehavior};
 
-use super::format::{self, Value, Vars};
+use super::format::{self, Compiled, Value, Vars};
 use crate::config::RenderConfig;
 use crate::error::Failure;
 use crate::model::{confine, Service};
@@ -237,6 +237,32 @@ struct Section {
     origin: Origin,
     /// The minijinja template name, for `Syntax::Jinja`.
     jinja_name: String,
+    /// The text scanned once for `str.format`, since most sections are filled once per service
+    /// or per server.
+    compiled: Compiled,
+    /// The per-server form of a health-check section (its text stripped, after one space), or
+    /// `None` when the stripped text is empty; see [`Templates::server_check_options`].
+    stripped: Option<Compiled>,
+}
+
+impl Section {
+    fn new(text: String, syntax: Syntax, origin: Origin, jinja_name: String) -> Section {
+        Section {
+            compiled: Compiled::new(&text),
+            stripped: stripped_check_options(&text).map(|text| Compiled::new(&text)),
+            text,
+            syntax,
+            origin,
+            jinja_name,
+        }
+    }
+}
+
+/// marathon-lb strips a per-server health-check section and puts one space before it; `None`
+/// when nothing is left.
+fn stripped_check_options(text: &str) -> Option<String> {
+    let trimmed = text.trim();
+    (!trimmed.is_empty()).then(|| format!(" {trimmed}"))
 }
 
 /// Every section resolved to its global source (label overrides are per service and looked up
@@ -288,20 +314,20 @@ impl Templates {
                 config.templates_dir.as_deref()
             };
             let section = match operator_text {
-                Some(value) => Section {
-                    text: value.replace("\\n", "\n"),
-                    syntax: Syntax::Format,
-                    origin: Origin::Environment,
-                    jinja_name: String::new(),
-                },
+                Some(value) => Section::new(
+                    value.replace("\\n", "\n"),
+                    Syntax::Format,
+                    Origin::Environment,
+                    String::new(),
+                ),
                 None => match read_from_dir(from_dir, &full_name)? {
                     Some(section) => section,
-                    None => Section {
-                        text: def.default_text.to_string(),
-                        syntax: syntax_of(def.default_file),
-                        origin: Origin::Embedded,
-                        jinja_name: def.default_file.to_string(),
-                    },
+                    None => Section::new(
+                        def.default_text.to_string(),
+                        syntax_of(def.default_file),
+                        Origin::Embedded,
+                        def.default_file.to_string(),
+                    ),
                 },
             };
             if section.syntax == Syntax::Jinja {
@@ -383,14 +409,45 @@ impl Templates {
     }
 
     /// The section run through `str.format` (or jinja) with `vars`.
-    pub fn format(&self, name: Name, service: Option<&Service>, vars: &Vars) -> Result<String> {
-        self.render(name, service, vars, Use::Formatted)
+    pub fn format(&self, name: Name, service: Option<&Service>, vars: &Vars<'_>) -> Result<String> {
+        let mut out = String::new();
+        self.format_into(name, service, vars, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Templates::format`], appended to `out` (which is left as it was on an error).
+    pub fn format_into(
+        &self,
+        name: Name,
+        service: Option<&Service>,
+        vars: &Vars<'_>,
+        out: &mut String,
+    ) -> Result<()> {
+        self.render_into(name, service, vars, Use::Formatted, out)
     }
 
     /// The section as marathon-lb pastes it: verbatim, unless it is a jinja file, which is
     /// rendered with `vars`.
-    pub fn verbatim(&self, name: Name, service: Option<&Service>, vars: &Vars) -> Result<String> {
-        self.render(name, service, vars, Use::Verbatim)
+    pub fn verbatim(
+        &self,
+        name: Name,
+        service: Option<&Service>,
+        vars: &Vars<'_>,
+    ) -> Result<String> {
+        let mut out = String::new();
+        self.verbatim_into(name, service, vars, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Templates::verbatim`], appended to `out` (which is left as it was on an error).
+    pub fn verbatim_into(
+        &self,
+        name: Name,
+        service: Option<&Service>,
+        vars: &Vars<'_>,
+        out: &mut String,
+    ) -> Result<()> {
+        self.render_into(name, service, vars, Use::Verbatim, out)
     }
 
     /// A per-server health-check section: marathon-lb strips its text and prefixes one space,
@@ -399,28 +456,34 @@ impl Templates {
         &self,
         name: Name,
         service: &Service,
-        vars: &Vars,
+        vars: &Vars<'_>,
     ) -> Result<String> {
         let (text, syntax, origin) = self.resolve(name, Some(service));
         let rendered = match syntax {
             Syntax::Format => {
-                let trimmed = text.trim();
-                if trimmed.is_empty() {
-                    return Ok(String::new());
-                }
-                let out = format::format(&format!(" {trimmed}"), vars).map_err(|err| {
+                let label_text;
+                let compiled = match origin {
+                    Origin::Label => match stripped_check_options(text) {
+                        Some(stripped) => {
+                            label_text = Compiled::new(&stripped);
+                            &label_text
+                        }
+                        None => return Ok(String::new()),
+                    },
+                    _ => match &self.sections[name as usize].stripped {
+                        Some(compiled) => compiled,
+                        None => return Ok(String::new()),
+                    },
+                };
+                let mut out = String::with_capacity(compiled.text().len() + 32);
+                compiled.fill(vars, &mut out).map_err(|err| {
                     format_failure(name.def(), origin, Some(service), anyhow::Error::new(err))
                 })?;
                 confine_label(name.def(), origin, Some(service), out)?
             }
             Syntax::Jinja => {
                 let out = self.render_jinja(name, origin, Some(service), vars)?;
-                let trimmed = out.trim();
-                if trimmed.is_empty() {
-                    String::new()
-                } else {
-                    format!(" {trimmed}")
-                }
+                stripped_check_options(&out).unwrap_or_default()
             }
         };
         Ok(rendered)
@@ -432,13 +495,14 @@ impl Templates {
         self.resolve(name, service).0.is_empty()
     }
 
-    fn render(
+    fn render_into(
         &self,
         name: Name,
         service: Option<&Service>,
-        vars: &Vars,
+        vars: &Vars<'_>,
         usage: Use,
-    ) -> Result<String> {
+        out: &mut String,
+    ) -> Result<()> {
         debug_assert!(
             name.def()
                 .placeholders
@@ -448,14 +512,36 @@ impl Templates {
             name
         );
         let (text, syntax, origin) = self.resolve(name, service);
-        let out = match (syntax, usage) {
-            (Syntax::Format, Use::Verbatim) => text.to_string(),
-            (Syntax::Format, Use::Formatted) => format::format(text, vars).map_err(|err| {
-                format_failure(name.def(), origin, service, anyhow::Error::new(err))
-            })?,
-            (Syntax::Jinja, _) => return self.render_jinja(name, origin, service, vars),
-        };
-        confine_label(name.def(), origin, service, out)
+        match (syntax, usage, origin) {
+            (Syntax::Jinja, _, _) => {
+                out.push_str(&self.render_jinja(name, origin, service, vars)?);
+            }
+            // A label's output is checked before it joins the rest.
+            (Syntax::Format, usage, Origin::Label) => {
+                let label_out = match usage {
+                    Use::Verbatim => text.to_string(),
+                    Use::Formatted => format::format(text, vars).map_err(|err| {
+                        format_failure(name.def(), origin, service, anyhow::Error::new(err))
+                    })?,
+                };
+                out.push_str(&confine_label(name.def(), origin, service, label_out)?);
+            }
+            (Syntax::Format, Use::Verbatim, _) => out.push_str(text),
+            (Syntax::Format, Use::Formatted, _) => {
+                let start = out.len();
+                let compiled = &self.sections[name as usize].compiled;
+                if let Err(err) = compiled.fill(vars, out) {
+                    out.truncate(start);
+                    return Err(format_failure(
+                        name.def(),
+                        origin,
+                        service,
+                        anyhow::Error::new(err),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn render_jinja(
@@ -463,7 +549,7 @@ impl Templates {
         name: Name,
         origin: &Origin,
         service: Option<&Service>,
-        vars: &Vars,
+        vars: &Vars<'_>,
     ) -> Result<String> {
         let section = &self.sections[name as usize];
         let context: BTreeMap<&str, minijinja::Value> = vars
@@ -663,12 +749,12 @@ fn read_from_dir(dir: Option<&Path>, full_name: &str) -> Result<Option<Section>>
         let path = dir.join(&file_name);
         match std::fs::read_to_string(&path) {
             Ok(text) => {
-                return Ok(Some(Section {
-                    text: text.replace("\r\n", "\n").replace('\r', "\n"),
+                return Ok(Some(Section::new(
+                    text.replace("\r\n", "\n").replace('\r', "\n"),
                     syntax,
-                    origin: Origin::File(path),
-                    jinja_name: file_name,
-                }))
+                    Origin::File(path),
+                    file_name,
+                )))
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => {
@@ -800,9 +886,9 @@ pub fn is_plain_file_name(name: &str) -> bool {
     !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0'])
 }
 
-fn jinja_value(value: &Value) -> minijinja::Value {
+fn jinja_value(value: &Value<'_>) -> minijinja::Value {
     match value {
-        Value::Str(text) => minijinja::Value::from(text.as_str()),
+        Value::Str(text) => minijinja::Value::from(text.as_ref()),
         Value::Int(number) => minijinja::Value::from(*number),
         Value::None => minijinja::Value::from(()),
     }

@@ -27,7 +27,7 @@ fn service() -> Service {
     }
 }
 
-fn backend_head_vars() -> Vec<(&'static str, Value)> {
+fn backend_head_vars() -> Vec<(&'static str, Value<'static>)> {
     vec![
         ("backend", Value::str("shop_web_10000")),
         ("balance", Value::str("roundrobin")),
@@ -345,7 +345,7 @@ fn services_outside_the_groups_or_disabled_or_empty_are_skipped() {
 fn every_default_renders_with_only_its_documented_placeholders() {
     let templates = Templates::load(&render_config(None)).unwrap();
     for def in TEMPLATES {
-        let vars: Vec<(&'static str, Value)> = def
+        let vars: Vec<(&'static str, Value<'_>)> = def
             .placeholders
             .iter()
             .map(|name| (*name, Value::str("x")))
@@ -674,4 +674,46 @@ fn a_bind_line_lists_each_address_and_port_range_and_no_socket() {
             "listen b (bind *:7000)",
         ]
     );
+}
+
+/// A section that does not format leaves the output it was appended to as it was.
+#[test]
+fn a_section_that_fails_appends_nothing() {
+    let mut config = render_config(None);
+    config.template_env.insert(
+        "HAPROXY_BACKEND_HEAD".to_string(),
+        "backend {backend}\\n  mode {nope}\\n".to_string(),
+    );
+    let templates = Templates::load(&config).unwrap();
+    let mut out = String::from("kept\n");
+    let err = templates
+        .format_into(
+            Name::BackendHead,
+            Some(&service()),
+            &backend_head_vars(),
+            &mut out,
+        )
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("unknown placeholder {nope}"),
+        "{err:#}"
+    );
+    assert_eq!(out, "kept\n");
+    let mut service = service();
+    service
+        .template_labels
+        .insert("BACKEND_HEAD".to_string(), "backend {nope}\n".to_string());
+    let err = templates
+        .format_into(
+            Name::BackendHead,
+            Some(&service),
+            &backend_head_vars(),
+            &mut out,
+        )
+        .unwrap_err();
+    assert!(
+        err.chain().any(|cause| cause.is::<BadTemplateLabel>()),
+        "{err:#}"
+    );
+    assert_eq!(out, "kept\n");
 }

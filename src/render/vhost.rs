@@ -101,6 +101,8 @@ pub struct VhostInput<'a> {
     pub backend: &'a str,
     pub haproxy_map: bool,
     pub haproxy_dir: &'a str,
+    /// `--group-https-by-vhost`: only then is the per-vhost table built.
+    pub group_https_by_vhost: bool,
 }
 
 struct Builder<'a> {
@@ -113,34 +115,62 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn format(&self, name: Name, vars: &[(&'static str, Value)]) -> Result<String> {
-        self.input
+    /// Appends the section to the :80 frontend's rules.
+    fn http_into(&mut self, name: Name, vars: &[(&'static str, Value)]) -> Result<()> {
+        let input = self.input;
+        input
             .templates
-            .format(name, Some(self.input.service), vars)
+            .format_into(name, Some(input.service), vars, &mut self.http)
     }
 
-    fn vhost(&mut self, host: &str) -> &mut GroupedVhost {
-        self.grouped.entry(host.to_string()).or_default()
+    /// Appends the section to the :443 frontend's rules, and to no vhost's.
+    fn https_into(&mut self, name: Name, vars: &[(&'static str, Value)]) -> Result<()> {
+        let input = self.input;
+        input
+            .templates
+            .format_into(name, Some(input.service), vars, &mut self.https)
     }
 
-    fn add_https(&mut self, host: &str, text: String) {
-        self.https.push_str(&text);
-        let weight = self.weight;
-        self.vhost(host).acls.push((weight, text));
+    /// Appends the section to the :443 frontend's rules and to `host`'s.
+    fn https_for(&mut self, host: &str, name: Name, vars: &[(&'static str, Value)]) -> Result<()> {
+        let start = self.https.len();
+        self.https_into(name, vars)?;
+        if self.input.group_https_by_vhost {
+            let text = self.https[start..].to_string();
+            let weight = self.weight;
+            if let Some(vhost) = self.vhost(host) {
+                vhost.acls.push((weight, text));
+            }
+        }
+        Ok(())
     }
 
+    /// The vhost's entry in the per-vhost table, or `None` when the table is not wanted.
+    fn vhost(&mut self, host: &str) -> Option<&mut GroupedVhost> {
+        if !self.input.group_https_by_vhost {
+            return None;
+        }
+        Some(self.grouped.entry(host.to_string()).or_default())
+    }
+
+    /// Notes the service's certificate and bind options on `host`'s entry; the entry is made
+    /// only when there is one to note (an entry decides whether the vhost gets a frontend).
     fn note_cert_and_bind_options(&mut self, host: &str) {
         let service = self.input.service;
         if let Some(cert) = &service.ssl_cert {
-            insert_unique(&mut self.vhost(host).certs, cert.clone());
+            if let Some(vhost) = self.vhost(host) {
+                insert_unique(&mut vhost.certs, cert.clone());
+            }
         }
         if let Some(options) = &service.bind_options {
-            insert_unique(&mut self.vhost(host).bind_options, options.clone());
+            if let Some(vhost) = self.vhost(host) {
+                insert_unique(&mut vhost.bind_options, options.clone());
+            }
         }
     }
 }
 
-fn s(text: &str) -> Value {
+fn s(text: &str) -> Value<'_> {
     Value::str(text)
 }
 
@@ -162,6 +192,11 @@ pub fn vhost_acls(input: &VhostInput<'_>, map: &mut MapState) -> Result<VhostAcl
     } else {
         one_host(&mut builder, map)?;
     }
+    // The texts are kept until every service is rendered, and sections appended a piece at a
+    // time leave up to twice their length in capacity: thousands of services would hold
+    // megabytes of it.
+    builder.http.shrink_to_fit();
+    builder.https.shrink_to_fit();
     Ok(VhostAcls {
         weight: builder.weight,
         http: builder.http,
@@ -203,13 +238,13 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                     ("realm", s(realm)),
                     ("backend", s(backend)),
                 ];
-                b.http += &b.format(Name::HttpFrontendAclOnlyWithPathAndAuth, &vars)?;
-                b.https += &b.format(Name::HttpsFrontendAclOnlyWithPath, &vars)?;
+                b.http_into(Name::HttpFrontendAclOnlyWithPathAndAuth, &vars)?;
+                b.https_into(Name::HttpsFrontendAclOnlyWithPath, &vars)?;
             }
             None => {
                 let vars = [("path", s(path)), ("backend", s(backend))];
-                b.http += &b.format(Name::HttpFrontendAclOnlyWithPath, &vars)?;
-                b.https += &b.format(Name::HttpsFrontendAclOnlyWithPath, &vars)?;
+                b.http_into(Name::HttpFrontendAclOnlyWithPath, &vars)?;
+                b.https_into(Name::HttpsFrontendAclOnlyWithPath, &vars)?;
             }
         }
     }
@@ -218,14 +253,16 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
 
     for &host in &hosts {
         let weight = b.weight;
-        b.vhost(host).acls.push((weight, shared_head.clone()));
+        if let Some(vhost) = b.vhost(host) {
+            vhost.acls.push((weight, shared_head.clone()));
+        }
         b.note_cert_and_bind_options(host);
 
         if input.haproxy_map && path.is_none() && realm.is_none() && !service.redirect_http_to_https
         {
             if !map.http_acl_emitted {
                 b.weight = -1;
-                b.http += &b.format(
+                b.http_into(
                     Name::MapHttpFrontendAclOnly,
                     &[("haproxy_dir", s(input.haproxy_dir))],
                 )?;
@@ -233,7 +270,7 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
             }
             map.add_domain(host, backend);
         } else {
-            b.http += &b.format(
+            b.http_into(
                 Name::HttpFrontendAclOnly,
                 &[("cleanedUpHostname", s(&acl_name)), ("hostname", s(host))],
             )?;
@@ -241,7 +278,8 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
 
         match (path, realm) {
             (Some(_), Some(realm)) => {
-                let text = b.format(
+                b.https_for(
+                    host,
                     Name::HttpsFrontendAclWithAuthAndPath,
                     &[
                         ("cleanedUpHostname", s(&acl_name)),
@@ -251,10 +289,10 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                         ("backend", s(backend)),
                     ],
                 )?;
-                b.add_https(host, text);
             }
             (Some(_), None) => {
-                let text = b.format(
+                b.https_for(
+                    host,
                     Name::HttpsFrontendAclWithPath,
                     &[
                         ("cleanedUpHostname", s(&acl_name)),
@@ -263,10 +301,10 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                         ("backend", s(backend)),
                     ],
                 )?;
-                b.add_https(host, text);
             }
             (None, Some(realm)) => {
-                let text = b.format(
+                b.https_for(
+                    host,
                     Name::HttpsFrontendAclWithAuth,
                     &[
                         ("cleanedUpHostname", s(&acl_name)),
@@ -276,22 +314,22 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                         ("backend", s(backend)),
                     ],
                 )?;
-                b.add_https(host, text);
             }
             (None, None) if input.haproxy_map => {
                 if !map.https_acl_emitted {
                     b.weight = -1;
-                    let text = b.format(
+                    b.https_for(
+                        host,
                         Name::MapHttpsFrontendAcl,
                         &[("hostname", s(host)), ("haproxy_dir", s(input.haproxy_dir))],
                     )?;
-                    b.add_https(host, text);
                     map.https_acl_emitted = true;
                 }
                 map.add_domain(host, backend);
             }
             (None, None) => {
-                let text = b.format(
+                b.https_for(
+                    host,
                     Name::HttpsFrontendAcl,
                     &[
                         ("cleanedUpHostname", s(&acl_name)),
@@ -300,7 +338,6 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                         ("backend", s(backend)),
                     ],
                 )?;
-                b.add_https(host, text);
             }
         }
     }
@@ -308,8 +345,8 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
     // The host ACLs are in place; now route them (once) to the backend.
     let bind_addr = s(&service.bind_addr);
     if service.redirect_http_to_https {
-        b.http += &match path {
-            Some(_) => b.format(
+        match path {
+            Some(_) => b.http_into(
                 Name::BackendRedirectHttpToHttpsWithPath,
                 &[
                     ("bindAddr", bind_addr),
@@ -317,11 +354,11 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                     ("backend", s(backend)),
                 ],
             )?,
-            None => b.format(
+            None => b.http_into(
                 Name::BackendRedirectHttpToHttps,
                 &[("bindAddr", bind_addr), ("cleanedUpHostname", s(&acl_name))],
             )?,
-        };
+        }
     } else {
         let routing = match (path, realm) {
             (Some(_), Some(realm)) => {
@@ -337,7 +374,7 @@ fn several_hosts(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
             if let Some(realm) = realm {
                 vars.push(("realm", s(realm)));
             }
-            b.http += &b.format(name, &vars)?;
+            b.http_into(name, &vars)?;
         }
     }
     Ok(())
@@ -357,11 +394,11 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
 
     if let Some(path) = path_of(service) {
         if service.redirect_http_to_https {
-            b.http += &b.format(
+            b.http_into(
                 Name::HttpFrontendAclOnly,
                 &[("cleanedUpHostname", s(&acl_name)), ("hostname", s(host))],
             )?;
-            b.http += &b.format(
+            b.http_into(
                 Name::HttpFrontendAclOnlyWithPath,
                 &[
                     ("cleanedUpHostname", s(&acl_name)),
@@ -370,7 +407,7 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                     ("backend", s(backend)),
                 ],
             )?;
-            b.http += &b.format(
+            b.http_into(
                 Name::BackendRedirectHttpToHttpsWithPath,
                 &[
                     ("bindAddr", s(bind_addr)),
@@ -393,15 +430,16 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                 }
                 None => Name::HttpFrontendAclWithPath,
             };
-            b.http += &b.format(name, &vars)?;
+            b.http_into(name, &vars)?;
         }
-        let text = b.format(
+        b.https_for(
+            host,
             Name::HttpsFrontendAclOnlyWithPath,
             &[("path", s(path)), ("backend", s(backend))],
         )?;
-        b.add_https(host, text);
-        let text = match realm {
-            Some(realm) => b.format(
+        match realm {
+            Some(realm) => b.https_for(
+                host,
                 Name::HttpsFrontendAclWithAuthAndPath,
                 &[
                     ("cleanedUpHostname", s(&acl_name)),
@@ -412,7 +450,8 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                     ("backend", s(backend)),
                 ],
             )?,
-            None => b.format(
+            None => b.https_for(
+                host,
                 Name::HttpsFrontendAclWithPath,
                 &[
                     ("cleanedUpHostname", s(&acl_name)),
@@ -421,13 +460,12 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                     ("backend", s(backend)),
                 ],
             )?,
-        };
-        b.add_https(host, text);
+        }
         return Ok(());
     }
 
     if service.redirect_http_to_https {
-        b.http += &b.format(
+        b.http_into(
             Name::HttpFrontendAcl,
             &[
                 ("cleanedUpHostname", s(&acl_name)),
@@ -435,7 +473,7 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                 ("backend", s(backend)),
             ],
         )?;
-        b.http += &b.format(
+        b.http_into(
             Name::BackendRedirectHttpToHttps,
             &[
                 ("bindAddr", s(bind_addr)),
@@ -443,7 +481,7 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
             ],
         )?;
     } else if let Some(realm) = realm {
-        b.http += &b.format(
+        b.http_into(
             Name::HttpFrontendAclWithAuth,
             &[
                 ("cleanedUpHostname", s(&acl_name)),
@@ -456,7 +494,7 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
     } else if input.haproxy_map {
         if !map.http_acl_emitted {
             b.weight = -1;
-            b.http += &b.format(
+            b.http_into(
                 Name::MapHttpFrontendAcl,
                 &[("haproxy_dir", s(input.haproxy_dir))],
             )?;
@@ -464,7 +502,7 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
         }
         map.add_domain(host, backend);
     } else {
-        b.http += &b.format(
+        b.http_into(
             Name::HttpFrontendAcl,
             &[
                 ("cleanedUpHostname", s(&acl_name)),
@@ -476,7 +514,8 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
     }
 
     if let Some(realm) = realm {
-        let text = b.format(
+        b.https_for(
+            host,
             Name::HttpsFrontendAclWithAuth,
             &[
                 ("cleanedUpHostname", s(&acl_name)),
@@ -486,20 +525,20 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                 ("backend", s(backend)),
             ],
         )?;
-        b.add_https(host, text);
     } else if input.haproxy_map {
         if !map.https_acl_emitted {
             b.weight = -1;
-            let text = b.format(
+            b.https_for(
+                host,
                 Name::MapHttpsFrontendAcl,
                 &[("hostname", s(host)), ("haproxy_dir", s(input.haproxy_dir))],
             )?;
-            b.add_https(host, text);
             map.https_acl_emitted = true;
         }
         map.add_domain(host, backend);
     } else {
-        let text = b.format(
+        b.https_for(
+            host,
             Name::HttpsFrontendAcl,
             &[
                 ("cleanedUpHostname", s(&acl_name)),
@@ -508,7 +547,6 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
                 ("backend", s(backend)),
             ],
         )?;
-        b.add_https(host, text);
     }
     Ok(())
 }
