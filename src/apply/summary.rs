@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::{self, Write};
+use std::ops::Range;
 use std::path::Path;
 
 use similar::TextDiff;
@@ -61,24 +62,25 @@ const LISTED_SERVERS: usize = 3;
 
 impl<'a> Inventory<'a> {
     pub fn of(config: &'a str) -> Inventory<'a> {
-        // Gathered in lists and sorted once: a rendered config lists its backends and servers
-        // nearly in order, which a sort takes in one pass where a tree compares at each insert.
-        let (mut backends, mut servers, mut addresses) = (Vec::new(), Vec::new(), Vec::new());
-        scan(config, &mut backends, &mut servers, Some(&mut addresses));
-        addresses.sort_unstable();
-        addresses.dedup();
+        let backends = Backends::of(config);
+        let mut servers = Vec::with_capacity(backends.servers.len());
+        let mut addresses = Vec::new();
+        for (name, of_backend) in backends.iter() {
+            servers.extend(of_backend.iter().map(|server| (name, server.name)));
+            let of_backend: BTreeSet<&str> = of_backend
+                .iter()
+                .filter_map(|server| server.address)
+                .collect();
+            if !of_backend.is_empty() {
+                addresses.push((name, of_backend));
+            }
+        }
+        // In order already, so each collect below is one pass and a bulk build.
+        servers.dedup();
         Inventory {
-            backends: backends.into_iter().collect(),
+            backends: backends.names(),
             servers: servers.into_iter().collect(),
-            addresses: addresses
-                .chunk_by(|a, b| a.0 == b.0)
-                .map(|group| {
-                    (
-                        group[0].0,
-                        group.iter().map(|(_, address)| *address).collect(),
-                    )
-                })
-                .collect(),
+            addresses: addresses.into_iter().collect(),
         }
     }
 }
@@ -86,39 +88,237 @@ impl<'a> Inventory<'a> {
 /// The run record's view of a config: its backends and how many servers they have, counted as
 /// [`Inventory::of`] does but without the addresses the record never reads.
 pub fn backends_and_server_count(config: &str) -> (BTreeSet<&str>, usize) {
-    let (mut backends, mut servers) = (Vec::new(), Vec::new());
-    scan(config, &mut backends, &mut servers, None);
-    servers.sort_unstable();
-    servers.dedup();
-    (backends.into_iter().collect(), servers.len())
+    let backends = Backends::of(config);
+    let servers = backends
+        .iter()
+        .map(|(_, servers)| servers.chunk_by(|a, b| a.name == b.name).count())
+        .sum();
+    (backends.names(), servers)
 }
 
-/// Each backend's name, each of its servers (backend, name), and, when asked, each server's
-/// address (backend, `ADDR:PORT`), in the config's order.
-fn scan<'a>(
-    config: &'a str,
-    backends: &mut Vec<&'a str>,
-    servers: &mut Vec<(&'a str, &'a str)>,
-    mut addresses: Option<&mut Vec<(&'a str, &'a str)>>,
-) {
-    let mut backend: Option<&str> = None;
-    for line in config.lines() {
-        let mut words = line.split_whitespace();
-        let Some(keyword) = words.next() else {
-            continue;
-        };
-        if SECTION_KEYWORDS.contains(&keyword) {
-            backend = match (keyword, words.next()) {
-                ("backend", Some(name)) => Some(name),
-                _ => None,
-            };
-            backends.extend(backend);
-        } else if let (Some(backend), "server", Some(name)) = (backend, keyword, words.next()) {
-            servers.push((backend, name));
-            if let (Some(addresses), Some(address)) = (addresses.as_deref_mut(), words.next()) {
-                addresses.push((backend, address));
+/// A `server NAME ADDRESS ...` line of a backend.
+#[derive(Debug, Clone, Copy)]
+struct Server<'a> {
+    name: &'a str,
+    /// The word after the name (`ADDR:PORT`), when there is one.
+    address: Option<&'a str>,
+}
+
+/// A config's backends, each name once and in order, with their servers in name order. Built
+/// without comparing a backend's name at each server: a config of 10,000 apps has 40,000 servers
+/// whose backend names share long prefixes, and sorting (backend, server) pairs was most of the
+/// summary's time (issue 14).
+struct Backends<'a> {
+    /// Each backend's name, in order, with where its servers are in `servers`.
+    names: Vec<(&'a str, Range<usize>)>,
+    /// The servers of each backend in turn.
+    servers: Vec<Server<'a>>,
+}
+
+impl<'a> Backends<'a> {
+    fn of(config: &'a str) -> Backends<'a> {
+        let (mut sections, servers) = scan(config);
+        // Stable: the sections of one name (a config may repeat one) keep their order.
+        sections.sort_by_key(|(name, _)| *name);
+        let mut names = Vec::with_capacity(sections.len());
+        let mut ordered = Vec::with_capacity(servers.len());
+        for sections_of_name in sections.chunk_by(|a, b| a.0 == b.0) {
+            let first = ordered.len();
+            for (_, range) in sections_of_name {
+                ordered.extend_from_slice(&servers[range.clone()]);
             }
+            // A rendered config lists a backend's servers in order: one pass over them.
+            ordered[first..].sort_by_key(|server: &Server| server.name);
+            names.push((sections_of_name[0].0, first..ordered.len()));
         }
+        Backends {
+            names,
+            servers: ordered,
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&'a str, &[Server<'a>])> {
+        self.names
+            .iter()
+            .map(|(name, range)| (*name, &self.servers[range.clone()]))
+    }
+
+    fn names(&self) -> BTreeSet<&'a str> {
+        self.names.iter().map(|(name, _)| *name).collect()
+    }
+}
+
+/// Each `backend` section of `config` (its name and where its servers are in the list) and the
+/// servers, in the config's order. A line's words are split as `str::split_whitespace` splits
+/// them, but only the first ones are read, byte by byte while they are ASCII.
+fn scan(config: &str) -> (Vec<(&str, Range<usize>)>, Vec<Server<'_>>) {
+    let mut sections: Vec<(&str, Range<usize>)> = Vec::new();
+    let mut servers = Vec::new();
+    let mut in_backend = false;
+    let mut start = 0;
+    while start < config.len() {
+        let end = line_end(config.as_bytes(), start);
+        let line = trim_start(&config[start..end]);
+        start = end + 1;
+        match keyword_of(line) {
+            Some(Keyword::Server) if in_backend => {
+                let mut words = Words(&line["server".len()..]);
+                if let (Some(name), Some(section)) = (words.next(), sections.last_mut()) {
+                    servers.push(Server {
+                        name,
+                        address: words.next(),
+                    });
+                    section.1.end = servers.len();
+                }
+            }
+            Some(Keyword::Backend) => {
+                let name = Words(&line["backend".len()..]).next();
+                in_backend = name.is_some();
+                sections.extend(name.map(|name| (name, servers.len()..servers.len())));
+            }
+            Some(Keyword::OtherSection) => in_backend = false,
+            Some(Keyword::Server) | None => {}
+        }
+    }
+    (sections, servers)
+}
+
+/// The first word of a line, when the scan cares about it.
+enum Keyword {
+    Server,
+    Backend,
+    /// Any other word of [`SECTION_KEYWORDS`]: it ends a backend section.
+    OtherSection,
+}
+
+/// What `line` (white space trimmed at its start) opens with. Most lines differ from every
+/// keyword in their first byte, which is checked before any word is compared.
+fn keyword_of(line: &str) -> Option<Keyword> {
+    let first = *line.as_bytes().first()?;
+    if first == b's' && starts_with_word(line, "server") {
+        return Some(Keyword::Server);
+    }
+    let keyword = SECTION_KEYWORDS
+        .iter()
+        .filter(|keyword| keyword.as_bytes()[0] == first)
+        .find(|keyword| starts_with_word(line, keyword))?;
+    Some(match *keyword {
+        "backend" => Keyword::Backend,
+        _ => Keyword::OtherSection,
+    })
+}
+
+/// Whether `line`'s first word is `word`: it starts with it, followed by white space or the end.
+fn starts_with_word(line: &str, word: &str) -> bool {
+    let (line_bytes, word_bytes) = (line.as_bytes(), word.as_bytes());
+    // A byte loop, not `starts_with`: most lines differ within a byte or two, sooner than a
+    // call to memcmp returns.
+    line_bytes.len() >= word_bytes.len()
+        && line_bytes.iter().zip(word_bytes).all(|(a, b)| a == b)
+        && match line_bytes.get(word_bytes.len()) {
+            None => true,
+            Some(&byte) => match class(byte) {
+                ByteClass::Space => true,
+                ByteClass::Word => false,
+                ByteClass::NonAscii => line[word.len()..].starts_with(char::is_whitespace),
+            },
+        }
+}
+
+/// Where the line starting at `start` ends: the index of its `\n`, or the end of the text.
+/// Eight bytes at a time: for lines this short (40 bytes), faster than `memchr`, whose setup
+/// cost as much as the search.
+fn line_end(bytes: &[u8], start: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut at = start;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let chunk = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        // A newline is a zero byte of `chunk ^ NEWLINES`; the classic zero-byte test sets the
+        // high bit of the first one (and maybe of later bytes, which the lowest bit ignores).
+        let zeros = chunk ^ NEWLINES;
+        let found = zeros.wrapping_sub(ONES) & !zeros & HIGH_BITS;
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    bytes[at..]
+        .iter()
+        .position(|&byte| byte == b'\n')
+        .map_or(bytes.len(), |offset| at + offset)
+}
+
+/// What a byte is to the word splitter: part of a word, ASCII white space (as
+/// `char::is_whitespace` has it: `\t`, `\n`, vertical tab, form feed, `\r`, space), or part of
+/// a non-ASCII character, which may be white space (U+00A0, U+3000, ...).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ByteClass {
+    Word,
+    Space,
+    NonAscii,
+}
+
+const BYTE_CLASSES: [ByteClass; 256] = {
+    let mut classes = [ByteClass::Word; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        classes[byte] = match byte as u8 {
+            b' ' | b'\t'..=b'\r' => ByteClass::Space,
+            0x80..=0xff => ByteClass::NonAscii,
+            _ => ByteClass::Word,
+        };
+        byte += 1;
+    }
+    classes
+};
+
+fn class(byte: u8) -> ByteClass {
+    BYTE_CLASSES[usize::from(byte)]
+}
+
+/// `text` without its leading white space, as `str::trim_start`.
+fn trim_start(text: &str) -> &str {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    while start < bytes.len() && class(bytes[start]) == ByteClass::Space {
+        start += 1;
+    }
+    match bytes.get(start) {
+        Some(&byte) if class(byte) == ByteClass::NonAscii => text[start..].trim_start(),
+        _ => &text[start..],
+    }
+}
+
+/// The words of a text, as `str::split_whitespace` gives them.
+struct Words<'a>(&'a str);
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = trim_start(self.0);
+        if rest.is_empty() {
+            self.0 = rest;
+            return None;
+        }
+        let bytes = rest.as_bytes();
+        let mut end = 0;
+        while end < bytes.len() && class(bytes[end]) == ByteClass::Word {
+            end += 1;
+        }
+        if bytes
+            .get(end)
+            .is_some_and(|&byte| class(byte) == ByteClass::NonAscii)
+        {
+            end += rest[end..]
+                .find(char::is_whitespace)
+                .unwrap_or(rest.len() - end);
+        }
+        let (word, rest) = rest.split_at(end);
+        self.0 = rest;
+        Some(word)
     }
 }
 
@@ -272,6 +472,74 @@ mod tests {
             let (backends, servers) = backends_and_server_count(config);
             assert_eq!(backends, inventory.backends, "{config}");
             assert_eq!(servers, inventory.servers.len(), "{config}");
+        }
+    }
+
+    /// The inventory as it was first written, line by line with `split_whitespace`: the
+    /// reading the byte scan must give on any text.
+    fn inventory_by_words(config: &str) -> Inventory<'_> {
+        let mut inventory = Inventory::default();
+        let mut backend: Option<&str> = None;
+        for line in config.lines() {
+            let mut words = line.split_whitespace();
+            let Some(keyword) = words.next() else {
+                continue;
+            };
+            if SECTION_KEYWORDS.contains(&keyword) {
+                backend = match (keyword, words.next()) {
+                    ("backend", Some(name)) => Some(name),
+                    _ => None,
+                };
+                inventory.backends.extend(backend);
+            } else if let (Some(backend), "server", Some(name)) = (backend, keyword, words.next()) {
+                inventory.servers.insert((backend, name));
+                if let Some(address) = words.next() {
+                    let addresses = inventory.addresses.entry(backend).or_default();
+                    addresses.insert(address);
+                }
+            }
+        }
+        inventory
+    }
+
+    #[test]
+    fn the_byte_scan_reads_as_split_whitespace_does() {
+        let configs = [
+            OLD.to_string(),
+            OLD.replace('\n', "\r\n"),
+            OLD.replace("  server", "\t\x0b\x0c server")
+                .replace(' ', "\t"),
+            // Unicode white space splits words; other non-ASCII characters are part of them.
+            OLD.replace("  server 10_0_0_1", "\u{3000}server\u{a0}10_0_0_1")
+                .replace("backend db", "backend\u{2003}dbé")
+                .replace(" 10.0.0.3", "\u{85}10.0.0.3é\u{2028}x"),
+            "serverä x 1.1.1.1\nbackend b\nserverä x 1.1.1.1\nserver\u{a0}y\n".to_string(),
+            "backend\nserver a 1.1.1.1:1\nbackend b\nserver\nserver a\n server c 2:2 3\n"
+                .to_string(),
+            "backend b\nserver a 1:1\nlisten l\nserver z 2:2\nbackend c\nserver a 3:3".to_string(),
+            "backend b\nserver a 1:1\nbackend c\nserver a 2:2\nbackend b\nserver a 3:3\n\
+             server 0 4:4\nserver a 1:1\nbackends x\nserver y 5:5\nbackend\tb\nserver-x 6:6"
+                .to_string(),
+            "frontend f\n  server s 1:1\nbackendbackend x\n backend  y  \n server  s  \u{a0} "
+                .to_string(),
+            String::new(),
+            "\n\n   \n\u{3000}".to_string(),
+        ];
+        for config in &configs {
+            let expected = inventory_by_words(config);
+            assert_eq!(Inventory::of(config), expected, "{config:?}");
+            let (backends, servers) = backends_and_server_count(config);
+            assert_eq!(backends, expected.backends, "{config:?}");
+            assert_eq!(servers, expected.servers.len(), "{config:?}");
+        }
+    }
+
+    #[test]
+    fn lines_end_at_each_newline_whatever_the_alignment() {
+        let text = "a\nbcdefghijklmnopq\n\nrstuvwxyz0123456789";
+        for start in 0..text.len() {
+            let expected = text[start..].find('\n').map_or(text.len(), |at| start + at);
+            assert_eq!(line_end(text.as_bytes(), start), expected, "from {start}");
         }
     }
 
