@@ -36,10 +36,73 @@ pub(super) const SECTION_KEYWORDS: &[&str] = &[
 /// run record, since the candidate of a large cluster is megabytes.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Inventory<'a> {
-    pub backends: BTreeSet<&'a str>,
-    pub servers: BTreeSet<(&'a str, &'a str)>,
-    /// Each backend's server addresses (`ADDR:PORT`, the word after the server's name).
-    pub addresses: BTreeMap<&'a str, BTreeSet<&'a str>>,
+    pub backends: SortedSet<&'a str>,
+    pub servers: SortedSet<(&'a str, &'a str)>,
+    /// Beside each of `backends`: how many servers it has, and where its addresses are in
+    /// `addresses`.
+    per_backend: Vec<(usize, Range<usize>)>,
+    /// Each backend's server addresses in turn (`ADDR:PORT`, the word after the server's name),
+    /// sorted, each once per backend.
+    addresses: Vec<&'a str>,
+}
+
+/// A set kept as a sorted list, each entry once. The inventory's sets come out of the scan in
+/// order, so they are built in one pass, where a `BTreeSet` allocates and links a node per few
+/// entries and compares each entry again as it goes in (issue 14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortedSet<T>(Vec<T>);
+
+impl<T: Ord> SortedSet<T> {
+    /// From a list already sorted and without duplicates.
+    fn from_sorted(items: Vec<T>) -> SortedSet<T> {
+        debug_assert!(items.windows(2).all(|pair| pair[0] < pair[1]));
+        SortedSet(items)
+    }
+
+    pub fn contains(&self, item: &T) -> bool {
+        self.0.binary_search(item).is_ok()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.iter()
+    }
+
+    /// The entries not in `other`, in order.
+    pub fn difference<'s>(&'s self, other: &'s SortedSet<T>) -> impl Iterator<Item = &'s T> {
+        sorted_difference(&self.0, &other.0)
+    }
+}
+
+impl<T> Default for SortedSet<T> {
+    fn default() -> SortedSet<T> {
+        SortedSet(Vec::new())
+    }
+}
+
+impl<'s, T> IntoIterator for &'s SortedSet<T> {
+    type Item = &'s T;
+    type IntoIter = std::slice::Iter<'s, T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// The entries of sorted `items` not in sorted `others`, in order: one walk along both.
+fn sorted_difference<'s, T: Ord>(items: &'s [T], others: &'s [T]) -> impl Iterator<Item = &'s T> {
+    let mut others = others.iter().peekable();
+    items.iter().filter(move |item| {
+        while others.next_if(|other| other < item).is_some() {}
+        others.peek() != Some(item)
+    })
 }
 
 /// What the caller knows of the apps behind backends. Plain data: `apply` knows no model types.
@@ -64,24 +127,49 @@ impl<'a> Inventory<'a> {
     pub fn of(config: &'a str) -> Inventory<'a> {
         let backends = Backends::of(config);
         let mut servers = Vec::with_capacity(backends.servers.len());
-        let mut addresses = Vec::new();
-        for (name, of_backend) in backends.iter() {
-            servers.extend(of_backend.iter().map(|server| (name, server.name)));
-            let of_backend: BTreeSet<&str> = of_backend
-                .iter()
-                .filter_map(|server| server.address)
-                .collect();
-            if !of_backend.is_empty() {
-                addresses.push((name, of_backend));
+        let mut per_backend = Vec::with_capacity(backends.names.len());
+        let mut addresses = Vec::with_capacity(backends.servers.len());
+        let mut of_backend: Vec<&str> = Vec::new();
+        for (name, backend_servers) in backends.iter() {
+            let first_server = servers.len();
+            // In name order: a server named twice is next to itself.
+            for (index, server) in backend_servers.iter().enumerate() {
+                if index == 0 || backend_servers[index - 1].name != server.name {
+                    servers.push((name, server.name));
+                }
             }
+            of_backend.clear();
+            of_backend.extend(backend_servers.iter().filter_map(|server| server.address));
+            of_backend.sort_unstable();
+            of_backend.dedup();
+            let first_address = addresses.len();
+            addresses.extend_from_slice(&of_backend);
+            per_backend.push((servers.len() - first_server, first_address..addresses.len()));
         }
-        // In order already, so each collect below is one pass and a bulk build.
-        servers.dedup();
         Inventory {
-            backends: backends.names(),
-            servers: servers.into_iter().collect(),
-            addresses: addresses.into_iter().collect(),
+            backends: SortedSet::from_sorted(
+                backends.names.iter().map(|(name, _)| *name).collect(),
+            ),
+            servers: SortedSet::from_sorted(servers),
+            per_backend,
+            addresses,
         }
+    }
+
+    /// The server addresses of the backend `name`, sorted (none when it has no such backend).
+    pub fn addresses_of(&self, name: &str) -> &[&'a str] {
+        match self.backends.0.binary_search(&name) {
+            Ok(index) => &self.addresses[self.per_backend[index].1.clone()],
+            Err(_) => &[],
+        }
+    }
+
+    /// Each backend with how many servers it has (0 for one without), in order.
+    pub fn servers_per_backend(&self) -> impl Iterator<Item = (&'a str, usize)> + '_ {
+        self.backends
+            .iter()
+            .zip(&self.per_backend)
+            .map(|(name, (servers, _))| (*name, *servers))
     }
 }
 
@@ -373,22 +461,18 @@ pub fn backend_changes_of(
     after: &Inventory,
     apps: &BackendApps,
 ) -> Vec<String> {
-    let none = BTreeSet::new();
-    let names: BTreeSet<&str> = before
-        .backends
-        .iter()
-        .chain(&after.backends)
-        .copied()
-        .collect();
     let mut lines = Vec::new();
     let mut unlisted = 0;
-    for name in names {
-        let old_servers = before.addresses.get(name).unwrap_or(&none);
-        let new_servers = after.addresses.get(name).unwrap_or(&none);
-        let (is_new, is_gone) = (
-            !before.backends.contains(name),
-            !after.backends.contains(name),
-        );
+    for (name, is_old, is_current) in names_of_both(before, after) {
+        let old_servers = match is_old {
+            true => before.addresses_of(name),
+            false => &[],
+        };
+        let new_servers = match is_current {
+            true => after.addresses_of(name),
+            false => &[],
+        };
+        let (is_new, is_gone) = (!is_old, !is_current);
         if old_servers == new_servers && !is_new && !is_gone {
             continue;
         }
@@ -407,8 +491,8 @@ pub fn backend_changes_of(
         } else if is_gone {
             line.push_str(" backend removed");
         }
-        listed_servers(&mut line, '+', new_servers.difference(old_servers));
-        listed_servers(&mut line, '-', old_servers.difference(new_servers));
+        listed_servers(&mut line, '+', sorted_difference(new_servers, old_servers));
+        listed_servers(&mut line, '-', sorted_difference(old_servers, new_servers));
         lines.push(line);
     }
     if unlisted > 0 {
@@ -416,6 +500,30 @@ pub fn backend_changes_of(
         lines.push(format!("and {unlisted} more {noun} changed"));
     }
     lines
+}
+
+/// Every backend name of `before` or `after`, in order, with whether each has it: one walk
+/// along both sorted lists.
+fn names_of_both<'s, 'a>(
+    before: &'s Inventory<'a>,
+    after: &'s Inventory<'a>,
+) -> impl Iterator<Item = (&'a str, bool, bool)> + 's {
+    let (mut old, mut new) = (
+        before.backends.iter().peekable(),
+        after.backends.iter().peekable(),
+    );
+    std::iter::from_fn(move || match (old.peek(), new.peek()) {
+        (Some(a), Some(b)) if a == b => {
+            let name = **a;
+            old.next();
+            new.next();
+            Some((name, true, true))
+        }
+        (Some(a), Some(b)) if a < b => old.next().map(|name| (*name, true, false)),
+        (Some(_), None) => old.next().map(|name| (*name, true, false)),
+        (_, Some(_)) => new.next().map(|name| (*name, false, true)),
+        (None, None) => None,
+    })
 }
 
 /// ` +a +b +c and 4 more` onto `line`.
@@ -430,7 +538,7 @@ fn listed_servers<'a>(line: &mut String, sign: char, servers: impl Iterator<Item
 }
 
 /// How many entries of `a` are not in `b`.
-fn only_in<T: Ord>(a: &BTreeSet<T>, b: &BTreeSet<T>) -> usize {
+fn only_in<T: Ord>(a: &SortedSet<T>, b: &SortedSet<T>) -> usize {
     a.difference(b).count()
 }
 
@@ -470,15 +578,48 @@ mod tests {
         ] {
             let inventory = Inventory::of(config);
             let (backends, servers) = backends_and_server_count(config);
-            assert_eq!(backends, inventory.backends, "{config}");
+            assert!(backends.iter().eq(&inventory.backends), "{config}");
             assert_eq!(servers, inventory.servers.len(), "{config}");
         }
     }
 
+    /// An inventory as it was first kept: backends, servers, and each backend's addresses
+    /// (only those with some) in trees.
+    #[derive(Debug, Default, PartialEq, Eq)]
+    struct Trees<'a> {
+        backends: BTreeSet<&'a str>,
+        servers: BTreeSet<(&'a str, &'a str)>,
+        addresses: BTreeMap<&'a str, BTreeSet<&'a str>>,
+    }
+
+    fn as_trees<'a>(inventory: &Inventory<'a>) -> Trees<'a> {
+        let addresses = inventory
+            .backends
+            .iter()
+            .map(|name| (*name, inventory.addresses_of(name)))
+            .filter(|(_, addresses)| !addresses.is_empty())
+            .map(|(name, addresses)| (name, addresses.iter().copied().collect()))
+            .collect();
+        let trees = Trees {
+            backends: inventory.backends.iter().copied().collect(),
+            servers: inventory.servers.iter().copied().collect(),
+            addresses,
+        };
+        // The sorted lists hold what the trees hold, in the same order.
+        assert!(trees.backends.iter().eq(&inventory.backends));
+        assert!(trees.servers.iter().eq(&inventory.servers));
+        let counted: BTreeMap<&str, usize> = inventory.servers_per_backend().collect();
+        for name in &trees.backends {
+            let servers = trees.servers.iter().filter(|(b, _)| b == name).count();
+            assert_eq!(counted[name], servers, "{name}");
+        }
+        trees
+    }
+
     /// The inventory as it was first written, line by line with `split_whitespace`: the
     /// reading the byte scan must give on any text.
-    fn inventory_by_words(config: &str) -> Inventory<'_> {
-        let mut inventory = Inventory::default();
+    fn inventory_by_words(config: &str) -> Trees<'_> {
+        let mut inventory = Trees::default();
         let mut backend: Option<&str> = None;
         for line in config.lines() {
             let mut words = line.split_whitespace();
@@ -527,7 +668,7 @@ mod tests {
         ];
         for config in &configs {
             let expected = inventory_by_words(config);
-            assert_eq!(Inventory::of(config), expected, "{config:?}");
+            assert_eq!(as_trees(&Inventory::of(config)), expected, "{config:?}");
             let (backends, servers) = backends_and_server_count(config);
             assert_eq!(backends, expected.backends, "{config:?}");
             assert_eq!(servers, expected.servers.len(), "{config:?}");
