@@ -3,6 +3,7 @@
 //! the caller hands in which app each backend serves), and unified diffs. Knows HAProxy's
 //! section syntax, not the model.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -157,10 +158,19 @@ impl<'a> Inventory<'a> {
     }
 
     /// The server addresses of the backend `name`, sorted (none when it has no such backend).
-    pub fn addresses_of(&self, name: &str) -> &[&'a str] {
+    #[cfg(test)]
+    fn addresses_of(&self, name: &str) -> &[&'a str] {
         match self.backends.0.binary_search(&name) {
-            Ok(index) => &self.addresses[self.per_backend[index].1.clone()],
+            Ok(index) => self.addresses_at(Some(index)),
             Err(_) => &[],
+        }
+    }
+
+    /// The server addresses of the backend at `index` in `backends`, sorted (none for `None`).
+    fn addresses_at(&self, index: Option<usize>) -> &[&'a str] {
+        match index {
+            Some(index) => &self.addresses[self.per_backend[index].1.clone()],
+            None => &[],
         }
     }
 
@@ -463,16 +473,10 @@ pub fn backend_changes_of(
 ) -> Vec<String> {
     let mut lines = Vec::new();
     let mut unlisted = 0;
-    for (name, is_old, is_current) in names_of_both(before, after) {
-        let old_servers = match is_old {
-            true => before.addresses_of(name),
-            false => &[],
-        };
-        let new_servers = match is_current {
-            true => after.addresses_of(name),
-            false => &[],
-        };
-        let (is_new, is_gone) = (!is_old, !is_current);
+    for (name, old, current) in names_of_both(before, after) {
+        let old_servers = before.addresses_at(old);
+        let new_servers = after.addresses_at(current);
+        let (is_new, is_gone) = (old.is_none(), current.is_none());
         if old_servers == new_servers && !is_new && !is_gone {
             continue;
         }
@@ -502,27 +506,29 @@ pub fn backend_changes_of(
     lines
 }
 
-/// Every backend name of `before` or `after`, in order, with whether each has it: one walk
-/// along both sorted lists.
+/// Every backend name of `before` or `after`, in order, with where each has it in its
+/// `backends`: one walk along both sorted lists, no name looked up.
 fn names_of_both<'s, 'a>(
     before: &'s Inventory<'a>,
     after: &'s Inventory<'a>,
-) -> impl Iterator<Item = (&'a str, bool, bool)> + 's {
-    let (mut old, mut new) = (
-        before.backends.iter().peekable(),
-        after.backends.iter().peekable(),
-    );
-    std::iter::from_fn(move || match (old.peek(), new.peek()) {
-        (Some(a), Some(b)) if a == b => {
-            let name = **a;
-            old.next();
-            new.next();
-            Some((name, true, true))
-        }
-        (Some(a), Some(b)) if a < b => old.next().map(|name| (*name, true, false)),
-        (Some(_), None) => old.next().map(|name| (*name, true, false)),
-        (_, Some(_)) => new.next().map(|name| (*name, false, true)),
-        (None, None) => None,
+) -> impl Iterator<Item = (&'a str, Option<usize>, Option<usize>)> + 's {
+    let (old, new) = (&before.backends.0, &after.backends.0);
+    let (mut at_old, mut at_new) = (0, 0);
+    std::iter::from_fn(move || {
+        let order = match (old.get(at_old), new.get(at_new)) {
+            (Some(a), Some(b)) => a.cmp(b),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => return None,
+        };
+        let (name, in_old, in_new) = match order {
+            Ordering::Less => (old[at_old], Some(at_old), None),
+            Ordering::Greater => (new[at_new], None, Some(at_new)),
+            Ordering::Equal => (old[at_old], Some(at_old), Some(at_new)),
+        };
+        at_old += usize::from(in_old.is_some());
+        at_new += usize::from(in_new.is_some());
+        Some((name, in_old, in_new))
     })
 }
 
@@ -673,6 +679,24 @@ mod tests {
             assert_eq!(backends, expected.backends, "{config:?}");
             assert_eq!(servers, expected.servers.len(), "{config:?}");
         }
+    }
+
+    #[test]
+    fn both_sides_backends_are_walked_together_in_order() {
+        let before = Inventory::of("backend a\nbackend c\nbackend d\n");
+        let after = Inventory::of("backend e\nbackend c\nbackend b\n");
+        let walked: Vec<_> = names_of_both(&before, &after).collect();
+        assert_eq!(
+            walked,
+            [
+                ("a", Some(0), None),
+                ("b", None, Some(0)),
+                ("c", Some(1), Some(1)),
+                ("d", Some(2), None),
+                ("e", None, Some(2)),
+            ]
+        );
+        assert_eq!(names_of_both(&after, &Inventory::default()).count(), 3);
     }
 
     #[test]

@@ -373,7 +373,7 @@ fn order_big_weights(services: &mut [Service], big_weights: &[Option<labels::PyI
 
 /// Each app's tasks, in `/v2/tasks` order. Tasks of unknown apps are dropped.
 fn join_tasks<'a>(apps: &[App], tasks: &'a [Task]) -> Vec<Vec<&'a Task>> {
-    let mut index_by_id: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut index_by_id: HashMap<&str, Vec<usize>> = HashMap::with_capacity(apps.len());
     for (index, app) in apps.iter().enumerate() {
         index_by_id.entry(app.id.as_str()).or_default().push(index);
     }
