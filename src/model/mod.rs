@@ -438,8 +438,9 @@ impl From<MergeFault> for Fault {
     }
 }
 
-/// One run of marathon-lb's `get_apps` over the apps not excluded.
-struct Pass<'c> {
+/// One run of marathon-lb's `get_apps` over the apps not excluded (`'t`: Marathon's apps and
+/// tasks, which the pass borrows from).
+struct Pass<'c, 't> {
     config: &'c ModelConfig,
     resolve: &'c dyn Fn(&str) -> Option<IpAddr>,
     assigner: ServicePortAssigner,
@@ -453,17 +454,17 @@ struct Pass<'c> {
     faults: Vec<Fault>,
     /// (app id, host) pairs already warned about, so a dead agent is named once per app.
     unresolvable: HashSet<(String, String)>,
-    health_results: health::ResultCache,
+    health_results: health::ResultCache<'t>,
 }
 
-impl<'c> Pass<'c> {
+impl<'c, 't> Pass<'c, 't> {
     fn run(
-        apps: &[App],
-        tasks_by_app: &[Vec<&Task>],
+        apps: &'t [App],
+        tasks_by_app: &[Vec<&'t Task>],
         excluded: &[bool],
         config: &'c ModelConfig,
         resolve: &'c dyn Fn(&str) -> Option<IpAddr>,
-    ) -> Pass<'c> {
+    ) -> Pass<'c, 't> {
         let mut pass = Pass {
             config,
             resolve,
@@ -491,14 +492,14 @@ impl<'c> Pass<'c> {
 
     /// marathon-lb's first pass: apps without a deployment group in order, then one merged
     /// candidate per group, in order of the group's first app.
-    fn merge_deployment_groups<'a>(
+    fn merge_deployment_groups(
         &mut self,
-        apps: &'a [App],
-        tasks_by_app: &[Vec<&'a Task>],
+        apps: &'t [App],
+        tasks_by_app: &[Vec<&'t Task>],
         excluded: &[bool],
-    ) -> Vec<Candidate<'a>> {
+    ) -> Vec<Candidate<'t>> {
         let mut plain = Vec::new();
-        let mut groups: Vec<Candidate<'a>> = Vec::new();
+        let mut groups: Vec<Candidate<'t>> = Vec::new();
         let mut group_index: HashMap<String, usize> = HashMap::new();
         for (source, app) in apps.iter().enumerate() {
             if excluded[source] {
@@ -572,7 +573,7 @@ impl<'c> Pass<'c> {
     }
 
     /// marathon-lb's second pass for one app: its services, then its tasks as backends.
-    fn add_app(&mut self, candidate: &Candidate<'_>) {
+    fn add_app(&mut self, candidate: &Candidate<'t>) {
         let app = candidate.app;
         let framework = self.config.framework_name.as_deref();
         if framework.is_some_and(|name| candidate.id.chars().skip(1).eq(name.chars())) {
@@ -747,9 +748,9 @@ impl<'c> Pass<'c> {
 
     fn add_task(
         &mut self,
-        candidate: &Candidate<'_>,
+        candidate: &Candidate<'t>,
         mode: &Mode,
-        candidate_task: &CandidateTask<'_>,
+        candidate_task: &CandidateTask<'t>,
         service_ports: &[Option<i64>],
         first_service: usize,
     ) {
