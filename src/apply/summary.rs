@@ -348,6 +348,29 @@ fn line_end(bytes: &[u8], start: usize) -> usize {
         .map_or(bytes.len(), |offset| at + offset)
 }
 
+/// The first byte at or after `at` that may end a word (below `!`: ASCII white space or a
+/// control byte; or non-ASCII), or the end. Eight bytes at a time, as [`line_end`]: the scan
+/// reads every server's name and address.
+fn word_end_candidate(bytes: &[u8], start: usize) -> usize {
+    const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const BELOW: u64 = u64::from_ne_bytes([b'!'; 8]);
+    let mut at = start;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let chunk = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        // The classic test for a byte below `!` (exact for the first one, as the lowest set
+        // bit is all that is read), or'ed with the high bit of the non-ASCII bytes.
+        let found = (chunk.wrapping_sub(BELOW) & !chunk | chunk) & HIGH_BITS;
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    bytes[at..]
+        .iter()
+        .position(|&byte| byte < b'!' || !byte.is_ascii())
+        .map_or(bytes.len(), |offset| at + offset)
+}
+
 /// What a byte is to the word splitter: part of a word, ASCII white space (as
 /// `char::is_whitespace` has it: `\t`, `\n`, vertical tab, form feed, `\r`, space), or part of
 /// a non-ASCII character, which may be white space (U+00A0, U+3000, ...).
@@ -402,9 +425,13 @@ impl<'a> Iterator for Words<'a> {
             return None;
         }
         let bytes = rest.as_bytes();
-        let mut end = 0;
-        while end < bytes.len() && class(bytes[end]) == ByteClass::Word {
-            end += 1;
+        let mut end = word_end_candidate(bytes, 0);
+        // A control byte is part of a word: look further.
+        while bytes
+            .get(end)
+            .is_some_and(|&byte| class(byte) == ByteClass::Word)
+        {
+            end = word_end_candidate(bytes, end + 1);
         }
         if bytes
             .get(end)
@@ -669,6 +696,10 @@ mod tests {
                 .to_string(),
             "frontend f\n  server s 1:1\nbackendbackend x\n backend  y  \n server  s  \u{a0} "
                 .to_string(),
+            // Control bytes are part of words; long words cross the eight-byte steps.
+            "backend abcdefghij\u{1}klmnopqrstu\n server n\u{1f}ame123456789 1.2.3.4:5678\u{7f}9\n\
+             server 0123456789abcdefé\u{a0}x\tserver 7 8\n  server abcdefgh\n"
+                .to_string(),
             String::new(),
             "\n\n   \n\u{3000}".to_string(),
         ];
@@ -697,6 +728,22 @@ mod tests {
             ]
         );
         assert_eq!(names_of_both(&after, &Inventory::default()).count(), 3);
+    }
+
+    #[test]
+    fn words_end_where_a_byte_below_the_bang_or_a_non_ascii_one_is_whatever_the_alignment() {
+        let text = "abcdefghijk lmnop\tq\u{1}rstuvwxyz!~\u{7f}0123é456 \u{0}789";
+        for start in 0..text.len() {
+            let expected = text.as_bytes()[start..]
+                .iter()
+                .position(|byte| !(b'!'..0x80).contains(byte))
+                .map_or(text.len(), |at| start + at);
+            assert_eq!(
+                word_end_candidate(text.as_bytes(), start),
+                expected,
+                "from {start}"
+            );
+        }
     }
 
     #[test]
