@@ -108,14 +108,10 @@ fn counted(count: usize, noun: &str) -> String {
     }
 }
 
-/// Servers per backend, every backend listed (0 for one without servers).
+/// Servers per backend, every backend listed (0 for one without servers): counted by the
+/// inventory, in order, so the map is built in one pass.
 fn per_backend<'a>(inventory: &Inventory<'a>) -> BTreeMap<&'a str, usize> {
-    let mut counts: BTreeMap<&str, usize> =
-        inventory.backends.iter().map(|name| (*name, 0)).collect();
-    for (backend, _) in &inventory.servers {
-        *counts.entry(*backend).or_default() += 1;
-    }
-    counts
+    inventory.servers_per_backend().collect()
 }
 
 /// `a, b, c and 4 more`.

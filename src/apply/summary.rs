@@ -3,9 +3,11 @@
 //! the caller hands in which app each backend serves), and unified diffs. Knows HAProxy's
 //! section syntax, not the model.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::{self, Write};
+use std::ops::Range;
 use std::path::Path;
 
 use similar::TextDiff;
@@ -35,10 +37,73 @@ pub(super) const SECTION_KEYWORDS: &[&str] = &[
 /// run record, since the candidate of a large cluster is megabytes.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Inventory<'a> {
-    pub backends: BTreeSet<&'a str>,
-    pub servers: BTreeSet<(&'a str, &'a str)>,
-    /// Each backend's server addresses (`ADDR:PORT`, the word after the server's name).
-    pub addresses: BTreeMap<&'a str, BTreeSet<&'a str>>,
+    pub backends: SortedSet<&'a str>,
+    pub servers: SortedSet<(&'a str, &'a str)>,
+    /// Beside each of `backends`: how many servers it has, and where its addresses are in
+    /// `addresses`.
+    per_backend: Vec<(usize, Range<usize>)>,
+    /// Each backend's server addresses in turn (`ADDR:PORT`, the word after the server's name),
+    /// sorted, each once per backend.
+    addresses: Vec<&'a str>,
+}
+
+/// A set kept as a sorted list, each entry once. The inventory's sets come out of the scan in
+/// order, so they are built in one pass, where a `BTreeSet` allocates and links a node per few
+/// entries and compares each entry again as it goes in (issue 14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortedSet<T>(Vec<T>);
+
+impl<T: Ord> SortedSet<T> {
+    /// From a list already sorted and without duplicates.
+    fn from_sorted(items: Vec<T>) -> SortedSet<T> {
+        debug_assert!(items.windows(2).all(|pair| pair[0] < pair[1]));
+        SortedSet(items)
+    }
+
+    pub fn contains(&self, item: &T) -> bool {
+        self.0.binary_search(item).is_ok()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.iter()
+    }
+
+    /// The entries not in `other`, in order.
+    pub fn difference<'s>(&'s self, other: &'s SortedSet<T>) -> impl Iterator<Item = &'s T> {
+        sorted_difference(&self.0, &other.0)
+    }
+}
+
+impl<T> Default for SortedSet<T> {
+    fn default() -> SortedSet<T> {
+        SortedSet(Vec::new())
+    }
+}
+
+impl<'s, T> IntoIterator for &'s SortedSet<T> {
+    type Item = &'s T;
+    type IntoIter = std::slice::Iter<'s, T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// The entries of sorted `items` not in sorted `others`, in order: one walk along both.
+fn sorted_difference<'s, T: Ord>(items: &'s [T], others: &'s [T]) -> impl Iterator<Item = &'s T> {
+    let mut others = others.iter().peekable();
+    items.iter().filter(move |item| {
+        while others.next_if(|other| other < item).is_some() {}
+        others.peek() != Some(item)
+    })
 }
 
 /// What the caller knows of the apps behind backends. Plain data: `apply` knows no model types.
@@ -61,64 +126,324 @@ const LISTED_SERVERS: usize = 3;
 
 impl<'a> Inventory<'a> {
     pub fn of(config: &'a str) -> Inventory<'a> {
-        // Gathered in lists and sorted once: a rendered config lists its backends and servers
-        // nearly in order, which a sort takes in one pass where a tree compares at each insert.
-        let (mut backends, mut servers, mut addresses) = (Vec::new(), Vec::new(), Vec::new());
-        scan(config, &mut backends, &mut servers, Some(&mut addresses));
-        addresses.sort_unstable();
-        addresses.dedup();
-        Inventory {
-            backends: backends.into_iter().collect(),
-            servers: servers.into_iter().collect(),
-            addresses: addresses
-                .chunk_by(|a, b| a.0 == b.0)
-                .map(|group| {
-                    (
-                        group[0].0,
-                        group.iter().map(|(_, address)| *address).collect(),
-                    )
-                })
-                .collect(),
+        let backends = Backends::of(config);
+        let mut servers = Vec::with_capacity(backends.servers.len());
+        let mut per_backend = Vec::with_capacity(backends.names.len());
+        let mut addresses = Vec::with_capacity(backends.servers.len());
+        let mut of_backend: Vec<&str> = Vec::new();
+        for (name, backend_servers) in backends.iter() {
+            let first_server = servers.len();
+            // In name order: a server named twice is next to itself.
+            for (index, server) in backend_servers.iter().enumerate() {
+                if index == 0 || backend_servers[index - 1].name != server.name {
+                    servers.push((name, server.name));
+                }
+            }
+            of_backend.clear();
+            of_backend.extend(backend_servers.iter().filter_map(|server| server.address));
+            of_backend.sort_unstable();
+            of_backend.dedup();
+            let first_address = addresses.len();
+            addresses.extend_from_slice(&of_backend);
+            per_backend.push((servers.len() - first_server, first_address..addresses.len()));
         }
+        Inventory {
+            backends: SortedSet::from_sorted(
+                backends.names.iter().map(|(name, _)| *name).collect(),
+            ),
+            servers: SortedSet::from_sorted(servers),
+            per_backend,
+            addresses,
+        }
+    }
+
+    /// The server addresses of the backend `name`, sorted (none when it has no such backend).
+    #[cfg(test)]
+    fn addresses_of(&self, name: &str) -> &[&'a str] {
+        match self.backends.0.binary_search(&name) {
+            Ok(index) => self.addresses_at(Some(index)),
+            Err(_) => &[],
+        }
+    }
+
+    /// The server addresses of the backend at `index` in `backends`, sorted (none for `None`).
+    fn addresses_at(&self, index: Option<usize>) -> &[&'a str] {
+        match index {
+            Some(index) => &self.addresses[self.per_backend[index].1.clone()],
+            None => &[],
+        }
+    }
+
+    /// Each backend with how many servers it has (0 for one without), in order.
+    pub fn servers_per_backend(&self) -> impl Iterator<Item = (&'a str, usize)> + '_ {
+        self.backends
+            .iter()
+            .zip(&self.per_backend)
+            .map(|(name, (servers, _))| (*name, *servers))
     }
 }
 
 /// The run record's view of a config: its backends and how many servers they have, counted as
 /// [`Inventory::of`] does but without the addresses the record never reads.
 pub fn backends_and_server_count(config: &str) -> (BTreeSet<&str>, usize) {
-    let (mut backends, mut servers) = (Vec::new(), Vec::new());
-    scan(config, &mut backends, &mut servers, None);
-    servers.sort_unstable();
-    servers.dedup();
-    (backends.into_iter().collect(), servers.len())
+    let backends = Backends::of(config);
+    let servers = backends
+        .iter()
+        .map(|(_, servers)| servers.chunk_by(|a, b| a.name == b.name).count())
+        .sum();
+    (backends.names(), servers)
 }
 
-/// Each backend's name, each of its servers (backend, name), and, when asked, each server's
-/// address (backend, `ADDR:PORT`), in the config's order.
-fn scan<'a>(
-    config: &'a str,
-    backends: &mut Vec<&'a str>,
-    servers: &mut Vec<(&'a str, &'a str)>,
-    mut addresses: Option<&mut Vec<(&'a str, &'a str)>>,
-) {
-    let mut backend: Option<&str> = None;
-    for line in config.lines() {
-        let mut words = line.split_whitespace();
-        let Some(keyword) = words.next() else {
-            continue;
-        };
-        if SECTION_KEYWORDS.contains(&keyword) {
-            backend = match (keyword, words.next()) {
-                ("backend", Some(name)) => Some(name),
-                _ => None,
-            };
-            backends.extend(backend);
-        } else if let (Some(backend), "server", Some(name)) = (backend, keyword, words.next()) {
-            servers.push((backend, name));
-            if let (Some(addresses), Some(address)) = (addresses.as_deref_mut(), words.next()) {
-                addresses.push((backend, address));
+/// A `server NAME ADDRESS ...` line of a backend.
+#[derive(Debug, Clone, Copy)]
+struct Server<'a> {
+    name: &'a str,
+    /// The word after the name (`ADDR:PORT`), when there is one.
+    address: Option<&'a str>,
+}
+
+/// A config's backends, each name once and in order, with their servers in name order. Built
+/// without comparing a backend's name at each server: a config of 10,000 apps has 40,000 servers
+/// whose backend names share long prefixes, and sorting (backend, server) pairs was most of the
+/// summary's time (issue 14).
+struct Backends<'a> {
+    /// Each backend's name, in order, with where its servers are in `servers`.
+    names: Vec<(&'a str, Range<usize>)>,
+    /// The servers of each backend in turn.
+    servers: Vec<Server<'a>>,
+}
+
+impl<'a> Backends<'a> {
+    fn of(config: &'a str) -> Backends<'a> {
+        let (mut sections, servers) = scan(config);
+        // Stable: the sections of one name (a config may repeat one) keep their order.
+        sections.sort_by_key(|(name, _)| *name);
+        let mut names = Vec::with_capacity(sections.len());
+        let mut ordered = Vec::with_capacity(servers.len());
+        for sections_of_name in sections.chunk_by(|a, b| a.0 == b.0) {
+            let first = ordered.len();
+            for (_, range) in sections_of_name {
+                ordered.extend_from_slice(&servers[range.clone()]);
             }
+            // A rendered config lists a backend's servers in order: one pass over them.
+            ordered[first..].sort_by_key(|server: &Server| server.name);
+            names.push((sections_of_name[0].0, first..ordered.len()));
         }
+        Backends {
+            names,
+            servers: ordered,
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&'a str, &[Server<'a>])> {
+        self.names
+            .iter()
+            .map(|(name, range)| (*name, &self.servers[range.clone()]))
+    }
+
+    fn names(&self) -> BTreeSet<&'a str> {
+        self.names.iter().map(|(name, _)| *name).collect()
+    }
+}
+
+/// Each `backend` section of `config` (its name and where its servers are in the list) and the
+/// servers, in the config's order. A line's words are split as `str::split_whitespace` splits
+/// them, but only the first ones are read, byte by byte while they are ASCII.
+fn scan(config: &str) -> (Vec<(&str, Range<usize>)>, Vec<Server<'_>>) {
+    let mut sections: Vec<(&str, Range<usize>)> = Vec::new();
+    let mut servers = Vec::new();
+    let mut in_backend = false;
+    let mut start = 0;
+    while start < config.len() {
+        let end = line_end(config.as_bytes(), start);
+        let line = trim_start(&config[start..end]);
+        start = end + 1;
+        match keyword_of(line) {
+            Some(Keyword::Server) if in_backend => {
+                let mut words = Words(&line["server".len()..]);
+                if let (Some(name), Some(section)) = (words.next(), sections.last_mut()) {
+                    servers.push(Server {
+                        name,
+                        address: words.next(),
+                    });
+                    section.1.end = servers.len();
+                }
+            }
+            Some(Keyword::Backend) => {
+                let name = Words(&line["backend".len()..]).next();
+                in_backend = name.is_some();
+                sections.extend(name.map(|name| (name, servers.len()..servers.len())));
+            }
+            Some(Keyword::OtherSection) => in_backend = false,
+            Some(Keyword::Server) | None => {}
+        }
+    }
+    (sections, servers)
+}
+
+/// The first word of a line, when the scan cares about it.
+enum Keyword {
+    Server,
+    Backend,
+    /// Any other word of [`SECTION_KEYWORDS`]: it ends a backend section.
+    OtherSection,
+}
+
+/// What `line` (white space trimmed at its start) opens with. Most lines differ from every
+/// keyword in their first byte, which is checked before any word is compared.
+fn keyword_of(line: &str) -> Option<Keyword> {
+    let first = *line.as_bytes().first()?;
+    if first == b's' && starts_with_word(line, "server") {
+        return Some(Keyword::Server);
+    }
+    let keyword = SECTION_KEYWORDS
+        .iter()
+        .filter(|keyword| keyword.as_bytes()[0] == first)
+        .find(|keyword| starts_with_word(line, keyword))?;
+    Some(match *keyword {
+        "backend" => Keyword::Backend,
+        _ => Keyword::OtherSection,
+    })
+}
+
+/// Whether `line`'s first word is `word`: it starts with it, followed by white space or the end.
+fn starts_with_word(line: &str, word: &str) -> bool {
+    let (line_bytes, word_bytes) = (line.as_bytes(), word.as_bytes());
+    // A byte loop, not `starts_with`: most lines differ within a byte or two, sooner than a
+    // call to memcmp returns.
+    line_bytes.len() >= word_bytes.len()
+        && line_bytes.iter().zip(word_bytes).all(|(a, b)| a == b)
+        && match line_bytes.get(word_bytes.len()) {
+            None => true,
+            Some(&byte) => match class(byte) {
+                ByteClass::Space => true,
+                ByteClass::Word => false,
+                ByteClass::NonAscii => line[word.len()..].starts_with(char::is_whitespace),
+            },
+        }
+}
+
+/// Where the line starting at `start` ends: the index of its `\n`, or the end of the text.
+/// Eight bytes at a time: for lines this short (40 bytes), faster than `memchr`, whose setup
+/// cost as much as the search.
+fn line_end(bytes: &[u8], start: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut at = start;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let chunk = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        // A newline is a zero byte of `chunk ^ NEWLINES`; the classic zero-byte test sets the
+        // high bit of the first one (and maybe of later bytes, which the lowest bit ignores).
+        let zeros = chunk ^ NEWLINES;
+        let found = zeros.wrapping_sub(ONES) & !zeros & HIGH_BITS;
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    bytes[at..]
+        .iter()
+        .position(|&byte| byte == b'\n')
+        .map_or(bytes.len(), |offset| at + offset)
+}
+
+/// The first byte at or after `at` that may end a word (below `!`: ASCII white space or a
+/// control byte; or non-ASCII), or the end. Eight bytes at a time, as [`line_end`]: the scan
+/// reads every server's name and address.
+fn word_end_candidate(bytes: &[u8], start: usize) -> usize {
+    const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const BELOW: u64 = u64::from_ne_bytes([b'!'; 8]);
+    let mut at = start;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let chunk = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        // The classic test for a byte below `!` (exact for the first one, as the lowest set
+        // bit is all that is read), or'ed with the high bit of the non-ASCII bytes.
+        let found = (chunk.wrapping_sub(BELOW) & !chunk | chunk) & HIGH_BITS;
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    bytes[at..]
+        .iter()
+        .position(|&byte| byte < b'!' || !byte.is_ascii())
+        .map_or(bytes.len(), |offset| at + offset)
+}
+
+/// What a byte is to the word splitter: part of a word, ASCII white space (as
+/// `char::is_whitespace` has it: `\t`, `\n`, vertical tab, form feed, `\r`, space), or part of
+/// a non-ASCII character, which may be white space (U+00A0, U+3000, ...).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ByteClass {
+    Word,
+    Space,
+    NonAscii,
+}
+
+const BYTE_CLASSES: [ByteClass; 256] = {
+    let mut classes = [ByteClass::Word; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        classes[byte] = match byte as u8 {
+            b' ' | b'\t'..=b'\r' => ByteClass::Space,
+            0x80..=0xff => ByteClass::NonAscii,
+            _ => ByteClass::Word,
+        };
+        byte += 1;
+    }
+    classes
+};
+
+fn class(byte: u8) -> ByteClass {
+    BYTE_CLASSES[usize::from(byte)]
+}
+
+/// `text` without its leading white space, as `str::trim_start`.
+fn trim_start(text: &str) -> &str {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    while start < bytes.len() && class(bytes[start]) == ByteClass::Space {
+        start += 1;
+    }
+    match bytes.get(start) {
+        Some(&byte) if class(byte) == ByteClass::NonAscii => text[start..].trim_start(),
+        _ => &text[start..],
+    }
+}
+
+/// The words of a text, as `str::split_whitespace` gives them.
+struct Words<'a>(&'a str);
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = trim_start(self.0);
+        if rest.is_empty() {
+            self.0 = rest;
+            return None;
+        }
+        let bytes = rest.as_bytes();
+        let mut end = word_end_candidate(bytes, 0);
+        // A control byte is part of a word: look further.
+        while bytes
+            .get(end)
+            .is_some_and(|&byte| class(byte) == ByteClass::Word)
+        {
+            end = word_end_candidate(bytes, end + 1);
+        }
+        if bytes
+            .get(end)
+            .is_some_and(|&byte| class(byte) == ByteClass::NonAscii)
+        {
+            end += rest[end..]
+                .find(char::is_whitespace)
+                .unwrap_or(rest.len() - end);
+        }
+        let (word, rest) = rest.split_at(end);
+        self.0 = rest;
+        Some(word)
     }
 }
 
@@ -173,22 +498,12 @@ pub fn backend_changes_of(
     after: &Inventory,
     apps: &BackendApps,
 ) -> Vec<String> {
-    let none = BTreeSet::new();
-    let names: BTreeSet<&str> = before
-        .backends
-        .iter()
-        .chain(&after.backends)
-        .copied()
-        .collect();
     let mut lines = Vec::new();
     let mut unlisted = 0;
-    for name in names {
-        let old_servers = before.addresses.get(name).unwrap_or(&none);
-        let new_servers = after.addresses.get(name).unwrap_or(&none);
-        let (is_new, is_gone) = (
-            !before.backends.contains(name),
-            !after.backends.contains(name),
-        );
+    for (name, old, current) in names_of_both(before, after) {
+        let old_servers = before.addresses_at(old);
+        let new_servers = after.addresses_at(current);
+        let (is_new, is_gone) = (old.is_none(), current.is_none());
         if old_servers == new_servers && !is_new && !is_gone {
             continue;
         }
@@ -207,8 +522,8 @@ pub fn backend_changes_of(
         } else if is_gone {
             line.push_str(" backend removed");
         }
-        listed_servers(&mut line, '+', new_servers.difference(old_servers));
-        listed_servers(&mut line, '-', old_servers.difference(new_servers));
+        listed_servers(&mut line, '+', sorted_difference(new_servers, old_servers));
+        listed_servers(&mut line, '-', sorted_difference(old_servers, new_servers));
         lines.push(line);
     }
     if unlisted > 0 {
@@ -216,6 +531,32 @@ pub fn backend_changes_of(
         lines.push(format!("and {unlisted} more {noun} changed"));
     }
     lines
+}
+
+/// Every backend name of `before` or `after`, in order, with where each has it in its
+/// `backends`: one walk along both sorted lists, no name looked up.
+fn names_of_both<'s, 'a>(
+    before: &'s Inventory<'a>,
+    after: &'s Inventory<'a>,
+) -> impl Iterator<Item = (&'a str, Option<usize>, Option<usize>)> + 's {
+    let (old, new) = (&before.backends.0, &after.backends.0);
+    let (mut at_old, mut at_new) = (0, 0);
+    std::iter::from_fn(move || {
+        let order = match (old.get(at_old), new.get(at_new)) {
+            (Some(a), Some(b)) => a.cmp(b),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => return None,
+        };
+        let (name, in_old, in_new) = match order {
+            Ordering::Less => (old[at_old], Some(at_old), None),
+            Ordering::Greater => (new[at_new], None, Some(at_new)),
+            Ordering::Equal => (old[at_old], Some(at_old), Some(at_new)),
+        };
+        at_old += usize::from(in_old.is_some());
+        at_new += usize::from(in_new.is_some());
+        Some((name, in_old, in_new))
+    })
 }
 
 /// ` +a +b +c and 4 more` onto `line`.
@@ -230,7 +571,7 @@ fn listed_servers<'a>(line: &mut String, sign: char, servers: impl Iterator<Item
 }
 
 /// How many entries of `a` are not in `b`.
-fn only_in<T: Ord>(a: &BTreeSet<T>, b: &BTreeSet<T>) -> usize {
+fn only_in<T: Ord>(a: &SortedSet<T>, b: &SortedSet<T>) -> usize {
     a.difference(b).count()
 }
 
@@ -270,8 +611,147 @@ mod tests {
         ] {
             let inventory = Inventory::of(config);
             let (backends, servers) = backends_and_server_count(config);
-            assert_eq!(backends, inventory.backends, "{config}");
+            assert!(backends.iter().eq(&inventory.backends), "{config}");
             assert_eq!(servers, inventory.servers.len(), "{config}");
+        }
+    }
+
+    /// An inventory as it was first kept: backends, servers, and each backend's addresses
+    /// (only those with some) in trees.
+    #[derive(Debug, Default, PartialEq, Eq)]
+    struct Trees<'a> {
+        backends: BTreeSet<&'a str>,
+        servers: BTreeSet<(&'a str, &'a str)>,
+        addresses: BTreeMap<&'a str, BTreeSet<&'a str>>,
+    }
+
+    fn as_trees<'a>(inventory: &Inventory<'a>) -> Trees<'a> {
+        let addresses = inventory
+            .backends
+            .iter()
+            .map(|name| (*name, inventory.addresses_of(name)))
+            .filter(|(_, addresses)| !addresses.is_empty())
+            .map(|(name, addresses)| (name, addresses.iter().copied().collect()))
+            .collect();
+        let trees = Trees {
+            backends: inventory.backends.iter().copied().collect(),
+            servers: inventory.servers.iter().copied().collect(),
+            addresses,
+        };
+        // The sorted lists hold what the trees hold, in the same order.
+        assert!(trees.backends.iter().eq(&inventory.backends));
+        assert!(trees.servers.iter().eq(&inventory.servers));
+        let counted: BTreeMap<&str, usize> = inventory.servers_per_backend().collect();
+        for name in &trees.backends {
+            let servers = trees.servers.iter().filter(|(b, _)| b == name).count();
+            assert_eq!(counted[name], servers, "{name}");
+        }
+        trees
+    }
+
+    /// The inventory as it was first written, line by line with `split_whitespace`: the
+    /// reading the byte scan must give on any text.
+    fn inventory_by_words(config: &str) -> Trees<'_> {
+        let mut inventory = Trees::default();
+        let mut backend: Option<&str> = None;
+        for line in config.lines() {
+            let mut words = line.split_whitespace();
+            let Some(keyword) = words.next() else {
+                continue;
+            };
+            if SECTION_KEYWORDS.contains(&keyword) {
+                backend = match (keyword, words.next()) {
+                    ("backend", Some(name)) => Some(name),
+                    _ => None,
+                };
+                inventory.backends.extend(backend);
+            } else if let (Some(backend), "server", Some(name)) = (backend, keyword, words.next()) {
+                inventory.servers.insert((backend, name));
+                if let Some(address) = words.next() {
+                    let addresses = inventory.addresses.entry(backend).or_default();
+                    addresses.insert(address);
+                }
+            }
+        }
+        inventory
+    }
+
+    #[test]
+    fn the_byte_scan_reads_as_split_whitespace_does() {
+        let configs = [
+            OLD.to_string(),
+            OLD.replace('\n', "\r\n"),
+            OLD.replace("  server", "\t\x0b\x0c server")
+                .replace(' ', "\t"),
+            // Unicode white space splits words; other non-ASCII characters are part of them.
+            OLD.replace("  server 10_0_0_1", "\u{3000}server\u{a0}10_0_0_1")
+                .replace("backend db", "backend\u{2003}dbé")
+                .replace(" 10.0.0.3", "\u{85}10.0.0.3é\u{2028}x"),
+            "serverä x 1.1.1.1\nbackend b\nserverä x 1.1.1.1\nserver\u{a0}y\n".to_string(),
+            "backend\nserver a 1.1.1.1:1\nbackend b\nserver\nserver a\n server c 2:2 3\n"
+                .to_string(),
+            "backend b\nserver a 1:1\nlisten l\nserver z 2:2\nbackend c\nserver a 3:3".to_string(),
+            "backend b\nserver a 1:1\nbackend c\nserver a 2:2\nbackend b\nserver a 3:3\n\
+             server 0 4:4\nserver a 1:1\nbackends x\nserver y 5:5\nbackend\tb\nserver-x 6:6"
+                .to_string(),
+            "frontend f\n  server s 1:1\nbackendbackend x\n backend  y  \n server  s  \u{a0} "
+                .to_string(),
+            // Control bytes are part of words; long words cross the eight-byte steps.
+            "backend abcdefghij\u{1}klmnopqrstu\n server n\u{1f}ame123456789 1.2.3.4:5678\u{7f}9\n\
+             server 0123456789abcdefé\u{a0}x\tserver 7 8\n  server abcdefgh\n"
+                .to_string(),
+            String::new(),
+            "\n\n   \n\u{3000}".to_string(),
+        ];
+        for config in &configs {
+            let expected = inventory_by_words(config);
+            assert_eq!(as_trees(&Inventory::of(config)), expected, "{config:?}");
+            let (backends, servers) = backends_and_server_count(config);
+            assert_eq!(backends, expected.backends, "{config:?}");
+            assert_eq!(servers, expected.servers.len(), "{config:?}");
+        }
+    }
+
+    #[test]
+    fn both_sides_backends_are_walked_together_in_order() {
+        let before = Inventory::of("backend a\nbackend c\nbackend d\n");
+        let after = Inventory::of("backend e\nbackend c\nbackend b\n");
+        let walked: Vec<_> = names_of_both(&before, &after).collect();
+        assert_eq!(
+            walked,
+            [
+                ("a", Some(0), None),
+                ("b", None, Some(0)),
+                ("c", Some(1), Some(1)),
+                ("d", Some(2), None),
+                ("e", None, Some(2)),
+            ]
+        );
+        assert_eq!(names_of_both(&after, &Inventory::default()).count(), 3);
+    }
+
+    #[test]
+    fn words_end_where_a_byte_below_the_bang_or_a_non_ascii_one_is_whatever_the_alignment() {
+        let text = "abcdefghijk lmnop\tq\u{1}rstuvwxyz!~\u{7f}0123é456 \u{0}789";
+        for start in 0..text.len() {
+            let expected = text.as_bytes()[start..]
+                .iter()
+                .position(|byte| !(b'!'..0x80).contains(byte))
+                .map_or(text.len(), |at| start + at);
+            assert_eq!(
+                word_end_candidate(text.as_bytes(), start),
+                expected,
+                "from {start}"
+            );
+        }
+    }
+
+    #[test]
+    fn lines_end_at_each_newline_whatever_the_alignment() {
+        let text = "a\nbcdefghijklmnopq\n\nrstuvwxyz0123456789";
+        for start in 0..text.len() {
+            let expected = text[start..].find('\n').map_or(text.len(), |at| start + at);
+            assert_eq!(line_end(text.as_bytes(), start), expected, "from {start}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! Health checks as marathon-lb reads them: which of an app's checks a service port uses, and
 //! which tasks `--health-check` lets through. Pure.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 
 use crate::marathon::{App, HealthCheck, Task};
 
@@ -54,18 +54,26 @@ pub fn alive(task: &Task) -> Option<bool> {
 /// marathon-lb remembers the last verdict per task id in a 100-entry LRU and uses it for a task
 /// that comes without results. Each of our runs starts empty, as a fresh marathon-lb does, so
 /// it only matters when one run lists a task id twice; kept so that even then we agree.
+///
+/// Kept cheap, since `--health-check` asks it about every task of a checked app: ids are
+/// borrowed from the tasks, and the age order is a queue in which a refreshed entry leaves its
+/// old place behind as a stale one (skipped when it comes up), where a tree of owned ids cost
+/// two allocations and a rebalance per task (issue 14).
 #[derive(Debug, Default)]
-pub struct ResultCache {
-    verdicts: HashMap<String, (bool, u64)>,
-    by_age: BTreeMap<u64, String>,
+pub struct ResultCache<'t> {
+    /// Each remembered id: its verdict and its age (the clock when it was last touched).
+    verdicts: HashMap<&'t str, (bool, u64)>,
+    /// (age, id), oldest first: every remembered id at its age, and stale entries of ids
+    /// touched again since (their age no longer the id's).
+    by_age: VecDeque<(u64, &'t str)>,
     clock: u64,
 }
 
 const CACHE_CAPACITY: usize = 100;
 
-impl ResultCache {
+impl<'t> ResultCache<'t> {
     /// `--health-check`: whether the task may serve, remembering what its results said.
-    pub fn admits(&mut self, task: &Task) -> bool {
+    pub fn admits(&mut self, task: &'t Task) -> bool {
         match alive(task) {
             Some(verdict) => {
                 self.remember(&task.id, verdict);
@@ -75,30 +83,39 @@ impl ResultCache {
         }
     }
 
-    fn recall(&mut self, id: &str) -> bool {
-        let Some((verdict, age)) = self.verdicts.get(id).copied() else {
+    fn recall(&mut self, id: &'t str) -> bool {
+        let Some(&(verdict, _)) = self.verdicts.get(id) else {
             return false;
         };
-        self.by_age.remove(&age);
         self.touch(id, verdict);
         verdict
     }
 
-    fn remember(&mut self, id: &str, verdict: bool) {
-        if let Some((_, age)) = self.verdicts.get(id).copied() {
-            self.by_age.remove(&age);
-        } else if self.verdicts.len() >= CACHE_CAPACITY {
-            if let Some((_, oldest)) = self.by_age.pop_first() {
-                self.verdicts.remove(&oldest);
-            }
+    fn remember(&mut self, id: &'t str, verdict: bool) {
+        if !self.verdicts.contains_key(id) && self.verdicts.len() >= CACHE_CAPACITY {
+            self.forget_oldest();
         }
         self.touch(id, verdict);
     }
 
-    fn touch(&mut self, id: &str, verdict: bool) {
+    /// Drops the least recently touched id.
+    fn forget_oldest(&mut self) {
+        while let Some((age, id)) = self.by_age.pop_front() {
+            if self
+                .verdicts
+                .get(id)
+                .is_some_and(|&(_, current)| current == age)
+            {
+                self.verdicts.remove(id);
+                return;
+            }
+        }
+    }
+
+    fn touch(&mut self, id: &'t str, verdict: bool) {
         self.clock += 1;
-        self.verdicts.insert(id.to_string(), (verdict, self.clock));
-        self.by_age.insert(self.clock, id.to_string());
+        self.verdicts.insert(id, (verdict, self.clock));
+        self.by_age.push_back((self.clock, id));
     }
 }
 
@@ -106,53 +123,102 @@ impl ResultCache {
 mod tests {
     use super::*;
 
-    fn task(json: &str) -> Task {
-        serde_json::from_str(json).unwrap()
+    /// A task that lives as long as the test, as Marathon's answer lives as long as a run.
+    fn task(json: &str) -> &'static Task {
+        Box::leak(Box::new(serde_json::from_str(json).unwrap()))
     }
 
     #[test]
     fn verdicts_from_results() {
         let mut cache = ResultCache::default();
-        assert!(cache.admits(&task(
+        assert!(cache.admits(task(
             r#"{"id": "a", "healthCheckResults": [{"alive": false}, {"alive": true}]}"#
         )));
-        assert!(!cache.admits(&task(
+        assert!(!cache.admits(task(
             r#"{"id": "b", "healthCheckResults": [{"alive": false}]}"#
         )));
-        assert!(!cache.admits(&task(r#"{"id": "c", "healthCheckResults": []}"#)));
-        assert!(!cache.admits(&task(r#"{"id": "d"}"#)));
+        assert!(!cache.admits(task(r#"{"id": "c", "healthCheckResults": []}"#)));
+        assert!(!cache.admits(task(r#"{"id": "d"}"#)));
     }
 
     #[test]
     fn a_repeated_task_id_without_results_takes_the_remembered_verdict() {
         let mut cache = ResultCache::default();
-        assert!(cache.admits(&task(
+        assert!(cache.admits(task(
             r#"{"id": "a", "healthCheckResults": [{"alive": true}]}"#
         )));
-        assert!(cache.admits(&task(r#"{"id": "a"}"#)));
+        assert!(cache.admits(task(r#"{"id": "a"}"#)));
         // The oldest of more than 100 verdicts is forgotten.
         for n in 0..100 {
-            cache.admits(&task(&format!(
+            cache.admits(task(&format!(
                 r#"{{"id": "t{n}", "healthCheckResults": []}}"#
             )));
         }
-        assert!(!cache.admits(&task(r#"{"id": "a"}"#)));
+        assert!(!cache.admits(task(r#"{"id": "a"}"#)));
     }
 
     #[test]
     fn recalling_refreshes_an_entry() {
         let mut cache = ResultCache::default();
-        cache.admits(&task(
+        cache.admits(task(
             r#"{"id": "a", "healthCheckResults": [{"alive": true}]}"#,
         ));
         for n in 0..99 {
-            cache.admits(&task(&format!(
+            cache.admits(task(&format!(
                 r#"{{"id": "t{n}", "healthCheckResults": []}}"#
             )));
         }
-        assert!(cache.admits(&task(r#"{"id": "a"}"#)));
-        cache.admits(&task(r#"{"id": "new", "healthCheckResults": []}"#));
+        assert!(cache.admits(task(r#"{"id": "a"}"#)));
+        cache.admits(task(r#"{"id": "new", "healthCheckResults": []}"#));
         // "t0" was the oldest after "a" was recalled, so it went instead of "a".
-        assert!(cache.admits(&task(r#"{"id": "a"}"#)));
+        assert!(cache.admits(task(r#"{"id": "a"}"#)));
+    }
+
+    #[test]
+    fn the_cache_forgets_the_least_recently_touched_as_a_plain_lru_does() {
+        // Ids from a pool larger than the cache, with results, without, alive or not.
+        let tasks: Vec<&Task> = (0..3000u64)
+            .map(|n| {
+                let scrambled = n.wrapping_mul(2_654_435_761) % 1000;
+                let id = scrambled % 160;
+                match scrambled % 3 {
+                    0 => task(&format!(r#"{{"id": "t{id}"}}"#)),
+                    1 => task(&format!(
+                        r#"{{"id": "t{id}", "healthCheckResults": [{{"alive": true}}]}}"#
+                    )),
+                    _ => task(&format!(
+                        r#"{{"id": "t{id}", "healthCheckResults": [{{"alive": false}}]}}"#
+                    )),
+                }
+            })
+            .collect();
+        // The reference: most recently touched last.
+        let mut lru: Vec<(&str, bool)> = Vec::new();
+        let mut cache = ResultCache::default();
+        for task in tasks {
+            let position = lru.iter().position(|(id, _)| *id == task.id);
+            let expected = match (alive(task), position) {
+                (Some(verdict), Some(at)) => {
+                    lru.remove(at);
+                    lru.push((&task.id, verdict));
+                    verdict
+                }
+                (Some(verdict), None) => {
+                    if lru.len() == CACHE_CAPACITY {
+                        lru.remove(0);
+                    }
+                    lru.push((&task.id, verdict));
+                    verdict
+                }
+                (None, Some(at)) => {
+                    let entry = lru.remove(at);
+                    lru.push(entry);
+                    entry.1
+                }
+                (None, None) => false,
+            };
+            assert_eq!(cache.admits(task), expected, "{}", task.id);
+        }
+        assert!(cache.verdicts.len() <= CACHE_CAPACITY);
     }
 }

@@ -303,11 +303,13 @@ pub fn build_without(
         resolved.borrow_mut().insert(host.to_string(), answer);
         answer
     };
+    // Without apps to leave out (most runs), no app's deployment group need be read here.
     let mut excluded: Vec<bool> = apps
         .iter()
         .map(|app| {
-            left_out.contains(&app.id)
-                || matches!(deployment::group_of(app), Some(Ok(group)) if left_out.contains(&group))
+            !left_out.is_empty()
+                && (left_out.contains(&app.id)
+                    || matches!(deployment::group_of(app), Some(Ok(group)) if left_out.contains(&group)))
         })
         .collect();
     let mut exclusion_warnings = Vec::new();
@@ -371,13 +373,26 @@ fn order_big_weights(services: &mut [Service], big_weights: &[Option<labels::PyI
 
 /// Each app's tasks, in `/v2/tasks` order. Tasks of unknown apps are dropped.
 fn join_tasks<'a>(apps: &[App], tasks: &'a [Task]) -> Vec<Vec<&'a Task>> {
-    let mut index_by_id: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut index_by_id: HashMap<&str, Vec<usize>> = HashMap::with_capacity(apps.len());
     for (index, app) in apps.iter().enumerate() {
         index_by_id.entry(app.id.as_str()).or_default().push(index);
     }
     let mut tasks_by_app = vec![Vec::new(); apps.len()];
+    // `/v2/tasks` lists an app's tasks together: the app of the task before is looked up once
+    // for all of them, sparing a hash and a random read into the table per task.
+    let mut previous: Option<(&str, &[usize])> = None;
     for task in tasks {
-        for &index in index_by_id.get(task.app_id.as_str()).into_iter().flatten() {
+        let indices = match previous {
+            Some((app_id, indices)) if app_id == task.app_id => indices,
+            _ => {
+                let indices = index_by_id
+                    .get(task.app_id.as_str())
+                    .map_or(&[][..], Vec::as_slice);
+                previous = Some((task.app_id.as_str(), indices));
+                indices
+            }
+        };
+        for &index in indices {
             tasks_by_app[index].push(task);
         }
     }
@@ -423,29 +438,33 @@ impl From<MergeFault> for Fault {
     }
 }
 
-/// One run of marathon-lb's `get_apps` over the apps not excluded.
-struct Pass<'c> {
+/// One run of marathon-lb's `get_apps` over the apps not excluded (`'t`: Marathon's apps and
+/// tasks, which the pass borrows from).
+struct Pass<'c, 't> {
     config: &'c ModelConfig,
     resolve: &'c dyn Fn(&str) -> Option<IpAddr>,
     assigner: ServicePortAssigner,
     services: Vec<Service>,
     /// Beside each of `services`: its `HAPROXY_{n}_BACKEND_WEIGHT` when beyond `i64`.
     big_weights: Vec<Option<labels::PyInt>>,
+    /// The original service port of each service of the app being added (from the first of
+    /// them in `services`), reused from app to app.
+    service_keys: Vec<i64>,
     warnings: Vec<Warning>,
     faults: Vec<Fault>,
     /// (app id, host) pairs already warned about, so a dead agent is named once per app.
     unresolvable: HashSet<(String, String)>,
-    health_results: health::ResultCache,
+    health_results: health::ResultCache<'t>,
 }
 
-impl<'c> Pass<'c> {
+impl<'c, 't> Pass<'c, 't> {
     fn run(
-        apps: &[App],
-        tasks_by_app: &[Vec<&Task>],
+        apps: &'t [App],
+        tasks_by_app: &[Vec<&'t Task>],
         excluded: &[bool],
         config: &'c ModelConfig,
         resolve: &'c dyn Fn(&str) -> Option<IpAddr>,
-    ) -> Pass<'c> {
+    ) -> Pass<'c, 't> {
         let mut pass = Pass {
             config,
             resolve,
@@ -455,12 +474,16 @@ impl<'c> Pass<'c> {
             ),
             services: Vec::new(),
             big_weights: Vec::new(),
+            service_keys: Vec::new(),
             warnings: Vec::new(),
             faults: Vec::new(),
             unresolvable: HashSet::new(),
             health_results: health::ResultCache::default(),
         };
         let candidates = pass.merge_deployment_groups(apps, tasks_by_app, excluded);
+        // At least one service per app (most have one or two): fewer copies as the list grows.
+        pass.services.reserve(candidates.len());
+        pass.big_weights.reserve(candidates.len());
         for candidate in &candidates {
             pass.add_app(candidate);
         }
@@ -469,14 +492,14 @@ impl<'c> Pass<'c> {
 
     /// marathon-lb's first pass: apps without a deployment group in order, then one merged
     /// candidate per group, in order of the group's first app.
-    fn merge_deployment_groups<'a>(
+    fn merge_deployment_groups(
         &mut self,
-        apps: &'a [App],
-        tasks_by_app: &[Vec<&'a Task>],
+        apps: &'t [App],
+        tasks_by_app: &[Vec<&'t Task>],
         excluded: &[bool],
-    ) -> Vec<Candidate<'a>> {
+    ) -> Vec<Candidate<'t>> {
         let mut plain = Vec::new();
-        let mut groups: Vec<Candidate<'a>> = Vec::new();
+        let mut groups: Vec<Candidate<'t>> = Vec::new();
         let mut group_index: HashMap<String, usize> = HashMap::new();
         for (source, app) in apps.iter().enumerate() {
             if excluded[source] {
@@ -550,7 +573,7 @@ impl<'c> Pass<'c> {
     }
 
     /// marathon-lb's second pass for one app: its services, then its tasks as backends.
-    fn add_app(&mut self, candidate: &Candidate<'_>) {
+    fn add_app(&mut self, candidate: &Candidate<'t>) {
         let app = candidate.app;
         let framework = self.config.framework_name.as_deref();
         if framework.is_some_and(|name| candidate.id.chars().skip(1).eq(name.chars())) {
@@ -572,10 +595,11 @@ impl<'c> Pass<'c> {
         let refused_checks = self.refused_health_checks(candidate);
 
         let port_labels = PortLabels::new(&app.labels);
-        // Keyed by the original service port; a later port with the same key replaces the
-        // earlier one in place, as assigning to a Python dict does.
-        let mut services: Vec<(i64, Service)> = Vec::new();
-        let mut big_weights: HashMap<i64, labels::PyInt> = HashMap::new();
+        // The app's services are built in place at the end of `services` (and their big weights
+        // beside them), each keyed in `service_keys` by its original service port; a later port
+        // with the same key replaces the earlier one in place, as assigning to a Python dict does.
+        let first = self.services.len();
+        self.service_keys.clear();
         let faults_before = self.faults.len();
         for (index, service_port) in service_ports.iter().enumerate() {
             let Some(service_port) = *service_port else {
@@ -594,30 +618,30 @@ impl<'c> Pass<'c> {
                 }
             }
             self.health_check_from_port_index(candidate, &mut service, &refused_checks);
-            match big_weight(&port_labels, index) {
-                Some(weight) => big_weights.insert(service_port, weight),
-                None => big_weights.remove(&service_port),
-            };
-            match services.iter_mut().find(|(key, _)| *key == service_port) {
-                Some(slot) => slot.1 = service,
-                None => services.push((service_port, service)),
+            let weight = big_weight(&port_labels, index);
+            match self
+                .service_keys
+                .iter()
+                .position(|key| *key == service_port)
+            {
+                Some(slot) => {
+                    self.services[first + slot] = service;
+                    self.big_weights[first + slot] = weight;
+                }
+                None => {
+                    self.service_keys.push(service_port);
+                    self.services.push(service);
+                    self.big_weights.push(weight);
+                }
             }
         }
         if self.faults.len() > faults_before {
+            self.services.truncate(first);
+            self.big_weights.truncate(first);
             return;
         }
         for candidate_task in &candidate.tasks {
-            self.add_task(
-                candidate,
-                &mode,
-                candidate_task,
-                &service_ports,
-                &mut services,
-            );
-        }
-        for (key, service) in services {
-            self.big_weights.push(big_weights.remove(&key));
-            self.services.push(service);
+            self.add_task(candidate, &mode, candidate_task, &service_ports, first);
         }
     }
 
@@ -721,11 +745,11 @@ impl<'c> Pass<'c> {
 
     fn add_task(
         &mut self,
-        candidate: &Candidate<'_>,
+        candidate: &Candidate<'t>,
         mode: &Mode,
-        candidate_task: &CandidateTask<'_>,
+        candidate_task: &CandidateTask<'t>,
         service_ports: &[Option<i64>],
-        services: &mut [(i64, Service)],
+        first_service: usize,
     ) {
         let task = candidate_task.task;
         if task.host.is_empty() {
@@ -781,8 +805,7 @@ impl<'c> Pass<'c> {
             let Some(service_port) = service_port else {
                 continue;
             };
-            let Some((_, service)) = services.iter_mut().find(|(key, _)| key == service_port)
-            else {
+            let Some(slot) = self.service_keys.iter().position(|key| key == service_port) else {
                 continue;
             };
             let Some(port) = task_port.and_then(|port| u32::try_from(port).ok()) else {
@@ -797,7 +820,7 @@ impl<'c> Pass<'c> {
                 self.warn(candidate, Reason::Unservable, message);
                 continue;
             };
-            service.backends.push(Backend {
+            self.services[first_service + slot].backends.push(Backend {
                 host: task.host.clone(),
                 ip: ip.clone(),
                 port,

@@ -2,6 +2,7 @@
 //! the app's service ports, including marathon-lb's deterministic auto-assignment for IP-per-task
 //! apps that Marathon gives none (marathon-lb's `utils.py`). Pure: name resolution is handed in.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
@@ -93,31 +94,32 @@ fn container_ports(app: &App) -> Vec<Option<i64>> {
 }
 
 /// The ports a task serves on, in port-index order (`None`: Marathon listed a `null` port).
-pub fn task_ports(app: &App, task: &Task, mode: &Mode) -> Vec<Option<i64>> {
+/// Borrowed when they are the task's own (the common case: no copy per task).
+pub fn task_ports<'a>(app: &App, task: &'a Task, mode: &Mode) -> Cow<'a, [Option<i64>]> {
     match mode {
         Mode::Host => {
             if !task.ports.is_empty() {
-                return task.ports.clone();
+                return Cow::Borrowed(&task.ports);
             }
-            port_definition_ports(app)
+            Cow::Owned(port_definition_ports(app))
         }
         Mode::Bridge => {
             if !task.ports.is_empty() {
-                return task.ports.clone();
+                return Cow::Borrowed(&task.ports);
             }
             // Marathon < 1.5 lists bridge ports as port definitions.
             let ports = port_definition_ports(app);
             if !ports.is_empty() {
-                return ports;
+                return Cow::Owned(ports);
             }
-            container_ports(app)
+            Cow::Owned(container_ports(app))
         }
         Mode::Container | Mode::Other(_) => {
             let ports = discovery_ports(app);
             if !ports.is_empty() {
-                return ports;
+                return Cow::Owned(ports);
             }
-            container_ports(app)
+            Cow::Owned(container_ports(app))
         }
     }
 }
@@ -232,9 +234,9 @@ impl ServicePortAssigner {
         };
         let mut exhausted = None;
         let assigned = task_ports(app, task, mode)
-            .into_iter()
+            .iter()
             .flatten()
-            .map(|task_port| {
+            .map(|&task_port| {
                 let port = self.assign(app_id, task_port);
                 if port.is_none() {
                     exhausted = Some(PortsExhausted);
@@ -344,11 +346,11 @@ mod tests {
     fn host_task_ports_fall_back_to_port_definitions() {
         let a = app(r#"{"id": "/a", "portDefinitions": [{"port": 10000}, {"name": "x"}]}"#);
         assert_eq!(
-            task_ports(&a, &task(r#"{"ports": [31000]}"#), &Mode::Host),
+            *task_ports(&a, &task(r#"{"ports": [31000]}"#), &Mode::Host),
             [Some(31000)]
         );
         assert_eq!(
-            task_ports(&a, &task(r#"{"ports": []}"#), &Mode::Host),
+            *task_ports(&a, &task(r#"{"ports": []}"#), &Mode::Host),
             [Some(10000)]
         );
     }
@@ -358,9 +360,9 @@ mod tests {
         let a = app(
             r#"{"id": "/a", "container": {"portMappings": [{"containerPort": 80, "servicePort": 10001}]}}"#,
         );
-        assert_eq!(task_ports(&a, &task(r#"{}"#), &Mode::Bridge), [Some(80)]);
+        assert_eq!(*task_ports(&a, &task(r#"{}"#), &Mode::Bridge), [Some(80)]);
         assert_eq!(
-            task_ports(&a, &task(r#"{"ports": [31005]}"#), &Mode::Bridge),
+            *task_ports(&a, &task(r#"{"ports": [31005]}"#), &Mode::Bridge),
             [Some(31005)]
         );
     }
@@ -371,10 +373,10 @@ mod tests {
             r#"{"id": "/a", "ipAddress": {"discovery": {"ports": [{"number": 8080}, {"name": "x"}]}}}"#,
         );
         let t = task(r#"{"ports": [31000]}"#);
-        assert_eq!(task_ports(&legacy, &t, &Mode::Container), [Some(8080)]);
+        assert_eq!(*task_ports(&legacy, &t, &Mode::Container), [Some(8080)]);
         let user = app(r#"{"id": "/a", "container": {"docker": {"network": "USER",
                 "portMappings": [{"containerPort": 9000, "servicePort": 10009}]}}}"#);
-        assert_eq!(task_ports(&user, &t, &Mode::Container), [Some(9000)]);
+        assert_eq!(*task_ports(&user, &t, &Mode::Container), [Some(9000)]);
     }
 
     #[test]

@@ -1109,3 +1109,26 @@ fn a_hostile_health_check_is_left_out_of_haproxys_checks_only() {
     );
     assert!(!warnings[0].app_left_out);
 }
+
+#[test]
+fn a_repeated_service_port_replaces_the_earlier_ones_big_weight_too() {
+    let apps = format!(
+        "[{}, {}]",
+        host_app(
+            "/a",
+            &[5, 5],
+            r#"{"HAPROXY_0_BACKEND_WEIGHT": "100000000000000000000",
+                "HAPROXY_1_BACKEND_WEIGHT": "7"}"#
+        ),
+        host_app("/b", &[6], r#"{"HAPROXY_0_BACKEND_WEIGHT": "9"}"#),
+    );
+    let (model, warnings) = build_json(&apps, "[]");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let weights: Vec<(&str, i64)> = model
+        .services
+        .iter()
+        .map(|s| (s.app_id.as_str(), s.backend_weight))
+        .collect();
+    // No weight beyond 64 bits is left, so the labels' own values stand.
+    assert_eq!(weights, [("/a", 7), ("/b", 9)]);
+}
