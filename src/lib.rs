@@ -165,6 +165,7 @@ fn run_measured(
     let mut store_warnings = Vec::new();
     let last_good = Large::new(exclusion::LastGood::load(
         &config.apply.haproxy_config,
+        &state.apps,
         &mut store_warnings,
     )?);
     let mut room = exclusion::Room::new(&state.apps, &state.tasks, &last_good);
