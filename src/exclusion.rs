@@ -364,24 +364,28 @@ impl LastGood {
     }
 }
 
-/// The store's entries, each compared with the encoding of Marathon's app of its id and parsed
-/// only when it differs. Whatever fails (the file, an entry) is parsed again as a whole, so
-/// the error and what is kept are exactly those of parsing the whole file at once.
+/// The store's entries, each compared with this run's encoding of Marathon's app of its id and
+/// parsed only when it differs; when the whole file is this run's encoding (the cron case:
+/// nothing changed since the last run wrote it), nothing is parsed. Whatever fails (the file,
+/// an entry) is parsed again as a whole, so the error and what is kept are exactly those of
+/// parsing the whole file at once.
 fn entries(bytes: &[u8], apps: &[App]) -> serde_json::Result<BTreeMap<String, Entry>> {
     let compared = || -> Option<BTreeMap<String, Entry>> {
+        let (this_run, places) = encode_current(apps).ok()?;
+        if this_run == bytes {
+            let places = places.into_iter();
+            return Some(
+                places
+                    .map(|(id, place)| (id.to_string(), Entry::Current(place)))
+                    .collect(),
+            );
+        }
         let raw: RawStoreFile<'_> = serde_json::from_slice(bytes).ok()?;
-        // The last app of an id, as the store is written.
-        let current: HashMap<&str, &App> = apps.iter().map(|app| (app.id.as_str(), app)).collect();
-        let mut encoded = Vec::new();
         let mut entries = BTreeMap::new();
         for (app_id, text) in raw.apps {
             let text = text.get().as_bytes();
-            let unchanged = current.get(app_id.as_str()).is_some_and(|app| {
-                encoded.clear();
-                serde_json::to_writer(&mut encoded, &KeptRef::current(app)).is_ok()
-                    && encoded == text
-            });
-            let entry = match unchanged {
+            let place = places.get(app_id.as_str());
+            let entry = match place.is_some_and(|place| this_run.get(place.clone()) == Some(text)) {
                 true => {
                     // The entry's place in the file: `text` is a slice of `bytes`.
                     let start = text.as_ptr() as usize - bytes.as_ptr() as usize;
@@ -397,9 +401,33 @@ fn entries(bytes: &[u8], apps: &[App]) -> serde_json::Result<BTreeMap<String, En
         Some(entries) => Ok(entries),
         None => serde_json::from_slice::<StoreFile>(bytes).map(|store| {
             let parsed = store.apps.into_iter();
-            parsed.map(|(id, kept)| (id, Entry::Parsed(Box::new(kept)))).collect()
+            parsed
+                .map(|(id, kept)| (id, Entry::Parsed(Box::new(kept))))
+                .collect()
         }),
     }
+}
+
+/// The store as this run would write it if every app rendered cleanly (the last app of an id,
+/// as [`Room::encode_store`] does), and where each app's entry lies in it.
+type Encoded<'a> = (Vec<u8>, BTreeMap<&'a str, std::ops::Range<usize>>);
+
+fn encode_current(apps: &[App]) -> serde_json::Result<Encoded<'_>> {
+    let by_id: BTreeMap<&str, &App> = apps.iter().map(|app| (app.id.as_str(), app)).collect();
+    let mut out = b"{\"apps\":{".to_vec();
+    let mut places = BTreeMap::new();
+    for (index, (app_id, app)) in by_id.into_iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, app_id)?;
+        out.push(b':');
+        let start = out.len();
+        serde_json::to_writer(&mut out, &KeptRef::current(app))?;
+        places.insert(app_id, start..out.len());
+    }
+    out.extend_from_slice(b"}}");
+    Ok((out, places))
 }
 
 /// The version that names a definition: Marathon's `versionInfo.lastConfigChangeAt` (which a
@@ -1218,6 +1246,19 @@ mod tests {
         );
         let file = encoded_by_serde(&Room::new(&before, &[], &LastGood::holding(&before)));
         let mut warnings = Vec::new();
+        // Nothing changed since: nothing parsed, every entry written back as read.
+        let steady =
+            LastGood::from_read(PathBuf::new(), Some(file.clone()), &before, &mut warnings);
+        assert!(steady
+            .apps
+            .values()
+            .all(|entry| matches!(entry, Entry::Current(_))));
+        assert_eq!(steady.apps.len(), 4);
+        assert_eq!(steady.get("/held").unwrap().definition.id, "/held");
+        assert_eq!(
+            Room::new(&before, &[], &steady).encode_store().unwrap(),
+            file
+        );
         let last_good = LastGood::from_read(PathBuf::new(), Some(file), &apps, &mut warnings);
         assert!(warnings.is_empty(), "{warnings:?}");
         let kinds: Vec<(&str, bool)> = last_good
