@@ -443,6 +443,7 @@ fn version_of(app: &App) -> String {
 // Deciding, run by run.
 
 /// A model and its rendering with every fault of the apps' own definitions dealt with.
+#[derive(Default)]
 pub struct Prepared {
     pub model: model::Model,
     pub rendered: render::Rendered,
