@@ -216,36 +216,86 @@ struct KeptRef<'a> {
     definition: &'a App,
 }
 
+impl KeptRef<'_> {
+    /// An app of this run as its entry would be written.
+    fn current(app: &App) -> KeptRef<'_> {
+        KeptRef {
+            version: version_of(app),
+            definition: app,
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct StoreFile {
     #[serde(default)]
     apps: BTreeMap<String, Kept>,
 }
 
+/// The store with each entry's text as it is in the file, not yet parsed.
+#[derive(Deserialize)]
+struct RawStoreFile<'a> {
+    #[serde(default, borrow)]
+    apps: BTreeMap<String, &'a serde_json::value::RawValue>,
+}
+
+/// How the store file is encoded, for the tests of [`Room::encode_store`], which writes the
+/// same bytes without encoding again the entries that did not change.
+#[cfg(test)]
 #[derive(Serialize)]
 struct StoreFileRef<'a> {
     apps: BTreeMap<&'a str, KeptRef<'a>>,
 }
 
+/// One entry of the store as read.
+#[derive(Debug)]
+enum Entry {
+    /// These bytes of the file are, byte for byte, this run's own encoding of Marathon's app
+    /// of the same id: they parse (an app's encoding parses back) and are written again as
+    /// they are, so they are parsed only if the app is held or its version asked for.
+    Current(std::ops::Range<usize>),
+    /// Any other entry (an app changed or gone since), parsed when read as every entry once
+    /// was, so a damaged one drops the store as before.
+    Parsed(Box<Kept>),
+}
+
 /// The last good definition of every app that rendered cleanly, as read at the start of a run.
 #[derive(Debug, Default)]
 pub struct LastGood {
-    apps: BTreeMap<String, Kept>,
+    apps: BTreeMap<String, Entry>,
     /// The file's bytes as read, so an unchanged store is not rewritten.
     read: Option<Vec<u8>>,
     path: PathBuf,
+    /// The Marathon apps (address and length) the [`Entry::Current`] entries were compared
+    /// with: only a `Room` over the same apps may write those entries back unencoded.
+    compared_with: (usize, usize),
 }
 
 impl LastGood {
-    /// Reads `<config>.last-good` (never through a link). A store that does not parse is
-    /// dropped with a warning: it only matters once an app breaks, and then that app is left
-    /// out as a new one would be.
-    pub fn load(haproxy_config: &Path, warnings: &mut Vec<String>) -> Result<LastGood> {
+    /// Reads `<config>.last-good` (never through a link), comparing each entry with this run's
+    /// Marathon `apps`: the cron case, where most apps did not change, then parses only the
+    /// entries that did. A store that does not parse is dropped with a warning: it only matters
+    /// once an app breaks, and then that app is left out as a new one would be.
+    pub fn load(
+        haproxy_config: &Path,
+        apps: &[App],
+        warnings: &mut Vec<String>,
+    ) -> Result<LastGood> {
         let path = last_good_path(haproxy_config);
         let read = apply::read_kept_file(&path)?;
-        let apps = match read.as_deref().map(serde_json::from_slice::<StoreFile>) {
+        Ok(LastGood::from_read(path, read, apps, warnings))
+    }
+
+    /// [`LastGood::load`] once the file is read (`None`: there is none).
+    fn from_read(
+        path: PathBuf,
+        read: Option<Vec<u8>>,
+        apps: &[App],
+        warnings: &mut Vec<String>,
+    ) -> LastGood {
+        let entries = match read.as_deref().map(|bytes| entries(bytes, apps)) {
             None => BTreeMap::new(),
-            Some(Ok(store)) => store.apps,
+            Some(Ok(entries)) => entries,
             Some(Err(error)) => {
                 warnings.push(format!(
                     "{} does not parse ({error}); it is rewritten after this run, and until then \
@@ -255,7 +305,12 @@ impl LastGood {
                 BTreeMap::new()
             }
         };
-        Ok(LastGood { apps, read, path })
+        LastGood {
+            apps: entries,
+            read,
+            path,
+            compared_with: (apps.as_ptr() as usize, apps.len()),
+        }
     }
 
     /// A store holding `apps` as they are (for tests of what is done with it).
@@ -269,7 +324,7 @@ impl LastGood {
                         version: version_of(app),
                         definition: app.clone(),
                     };
-                    (app.id.clone(), kept)
+                    (app.id.clone(), Entry::Parsed(Box::new(kept)))
                 })
                 .collect(),
             ..LastGood::default()
@@ -277,14 +332,102 @@ impl LastGood {
     }
 
     /// The kept definition of `app_id` and its version.
-    fn get(&self, app_id: &str) -> Option<&Kept> {
-        self.apps.get(app_id)
+    fn get(&self, app_id: &str) -> Option<std::borrow::Cow<'_, Kept>> {
+        match self.apps.get(app_id)? {
+            Entry::Parsed(kept) => Some(std::borrow::Cow::Borrowed(kept)),
+            // Parses: these bytes are an app's own encoding.
+            Entry::Current(_) => self.parse_current(app_id).map(std::borrow::Cow::Owned),
+        }
+    }
+
+    /// The entry's bytes in the file when they are this run's encoding of `app_id` in `apps`.
+    fn current_bytes(&self, app_id: &str, apps: &[App]) -> Option<&[u8]> {
+        let compared = self.compared_with == (apps.as_ptr() as usize, apps.len());
+        self.unparsed_bytes(app_id).filter(|_| compared)
+    }
+
+    /// The bytes of an [`Entry::Current`] entry in the file.
+    fn unparsed_bytes(&self, app_id: &str) -> Option<&[u8]> {
+        match (self.apps.get(app_id)?, &self.read) {
+            (Entry::Current(range), Some(read)) => read.get(range.clone()),
+            _ => None,
+        }
+    }
+
+    fn parse_current(&self, app_id: &str) -> Option<Kept> {
+        serde_json::from_slice(self.unparsed_bytes(app_id)?).ok()
     }
 
     /// The apps that have a last good definition.
     pub fn apps(&self) -> impl Iterator<Item = &str> {
         self.apps.keys().map(String::as_str)
     }
+}
+
+/// The store's entries, each compared with this run's encoding of Marathon's app of its id and
+/// parsed only when it differs; when the whole file is this run's encoding (the cron case:
+/// nothing changed since the last run wrote it), nothing is parsed. Whatever fails (the file,
+/// an entry) is parsed again as a whole, so the error and what is kept are exactly those of
+/// parsing the whole file at once.
+fn entries(bytes: &[u8], apps: &[App]) -> serde_json::Result<BTreeMap<String, Entry>> {
+    let compared = || -> Option<BTreeMap<String, Entry>> {
+        let (this_run, places) = encode_current(apps).ok()?;
+        if this_run == bytes {
+            let places = places.into_iter();
+            return Some(
+                places
+                    .map(|(id, place)| (id.to_string(), Entry::Current(place)))
+                    .collect(),
+            );
+        }
+        let raw: RawStoreFile<'_> = serde_json::from_slice(bytes).ok()?;
+        let mut entries = BTreeMap::new();
+        for (app_id, text) in raw.apps {
+            let text = text.get().as_bytes();
+            let place = places.get(app_id.as_str());
+            let entry = match place.is_some_and(|place| this_run.get(place.clone()) == Some(text)) {
+                true => {
+                    // The entry's place in the file: `text` is a slice of `bytes`.
+                    let start = text.as_ptr() as usize - bytes.as_ptr() as usize;
+                    Entry::Current(start..start + text.len())
+                }
+                false => Entry::Parsed(serde_json::from_slice(text).ok()?),
+            };
+            entries.insert(app_id, entry);
+        }
+        Some(entries)
+    };
+    match compared() {
+        Some(entries) => Ok(entries),
+        None => serde_json::from_slice::<StoreFile>(bytes).map(|store| {
+            let parsed = store.apps.into_iter();
+            parsed
+                .map(|(id, kept)| (id, Entry::Parsed(Box::new(kept))))
+                .collect()
+        }),
+    }
+}
+
+/// The store as this run would write it if every app rendered cleanly (the last app of an id,
+/// as [`Room::encode_store`] does), and where each app's entry lies in it.
+type Encoded<'a> = (Vec<u8>, BTreeMap<&'a str, std::ops::Range<usize>>);
+
+fn encode_current(apps: &[App]) -> serde_json::Result<Encoded<'_>> {
+    let by_id: BTreeMap<&str, &App> = apps.iter().map(|app| (app.id.as_str(), app)).collect();
+    let mut out = b"{\"apps\":{".to_vec();
+    let mut places = BTreeMap::new();
+    for (index, (app_id, app)) in by_id.into_iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, app_id)?;
+        out.push(b':');
+        let start = out.len();
+        serde_json::to_writer(&mut out, &KeptRef::current(app))?;
+        places.insert(app_id, start..out.len());
+    }
+    out.extend_from_slice(b"}}");
+    Ok((out, places))
 }
 
 /// The version that names a definition: Marathon's `versionInfo.lastConfigChangeAt` (which a
@@ -300,6 +443,7 @@ fn version_of(app: &App) -> String {
 // Deciding, run by run.
 
 /// A model and its rendering with every fault of the apps' own definitions dealt with.
+#[derive(Default)]
 pub struct Prepared {
     pub model: model::Model,
     pub rendered: render::Rendered,
@@ -440,10 +584,10 @@ impl<'a> Room<'a> {
         }
         let gone: Vec<App> = self
             .last_good
-            .apps
-            .iter()
-            .filter(|(app_id, _)| !current.contains_key(app_id.as_str()))
-            .map(|(_, kept)| kept.definition.clone())
+            .apps()
+            .filter(|app_id| !current.contains_key(app_id))
+            .filter_map(|app_id| self.last_good.get(app_id))
+            .map(|kept| kept.into_owned().definition)
             .collect();
         if !gone.is_empty() {
             let (gone, _) = model::build(&gone, &[], &config.model, resolve);
@@ -609,28 +753,7 @@ impl<'a> Room<'a> {
     /// theirs; apps Marathon no longer has lose theirs. Written only when it changed. Returns
     /// why the lock was not held for the write, for a warning.
     pub fn keep_last_good(&self, apply_config: &ApplyConfig) -> Result<Option<String>> {
-        let mut apps: BTreeMap<&str, KeptRef<'_>> = BTreeMap::new();
-        for app in self.apps {
-            let faulted = self.held.contains_key(&app.id) || self.left_out.contains_key(&app.id);
-            if !faulted {
-                apps.insert(
-                    &app.id,
-                    KeptRef {
-                        version: version_of(app),
-                        definition: app,
-                    },
-                );
-            } else if let Some(kept) = self.last_good.get(&app.id) {
-                apps.insert(
-                    &app.id,
-                    KeptRef {
-                        version: kept.version.clone(),
-                        definition: &kept.definition,
-                    },
-                );
-            }
-        }
-        let bytes = serde_json::to_vec(&StoreFileRef { apps }).context("encoding the store")?;
+        let bytes = self.encode_store().context("encoding the store")?;
         if self.last_good.read.as_deref() == Some(bytes.as_slice()) {
             return Ok(None);
         }
@@ -644,6 +767,55 @@ impl<'a> Room<'a> {
             _ => bytes,
         })
         .with_context(|| format!("keeping the last good definitions in {}", path.display()))
+    }
+
+    /// The store this run leaves, as serde encodes it (`{"apps":{"<id>":<entry>,...}}`, ids in
+    /// order), but with the entries the file already holds as this run would encode them
+    /// copied from it rather than encoded again: in the cron case, nearly all of them.
+    fn encode_store(&self) -> serde_json::Result<Vec<u8>> {
+        // Each app's entry: its current definition, or (faulted) the kept one if any.
+        let mut entries: BTreeMap<&str, Option<&App>> = BTreeMap::new();
+        for app in self.apps {
+            let faulted = self.held.contains_key(&app.id) || self.left_out.contains_key(&app.id);
+            if !faulted {
+                entries.insert(&app.id, Some(app));
+            } else if self.last_good.apps.contains_key(&app.id) {
+                entries.insert(&app.id, None);
+            } else {
+                entries.remove(app.id.as_str());
+            }
+        }
+        let size = self.last_good.read.as_ref().map_or(0, Vec::len);
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(b"{\"apps\":{");
+        for (index, (app_id, current)) in entries.into_iter().enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, app_id)?;
+            out.push(b':');
+            match current {
+                Some(app) => match self.last_good.current_bytes(app_id, self.apps) {
+                    Some(unchanged) => out.extend_from_slice(unchanged),
+                    None => serde_json::to_writer(&mut out, &KeptRef::current(app))?,
+                },
+                None => match self.last_good.get(app_id) {
+                    Some(kept) => serde_json::to_writer(
+                        &mut out,
+                        &KeptRef {
+                            version: kept.version.clone(),
+                            definition: &kept.definition,
+                        },
+                    )?,
+                    // Never: `Current` entries parse. Kept as it was rather than lost.
+                    None => out.extend_from_slice(
+                        self.last_good.unparsed_bytes(app_id).unwrap_or(b"null"),
+                    ),
+                },
+            }
+        }
+        out.extend_from_slice(b"}}");
+        Ok(out)
     }
 }
 
@@ -1007,6 +1179,158 @@ mod tests {
                 .config
         };
         assert_eq!(render_with(&apps), render_with(&[again]));
+    }
+
+    /// The store as serde encodes it, as every run wrote it before unchanged entries were
+    /// copied from the file.
+    fn encoded_by_serde(room: &Room<'_>) -> Vec<u8> {
+        let mut apps = BTreeMap::new();
+        let kept: Vec<(String, Kept)> = room
+            .apps
+            .iter()
+            .filter_map(|app| Some((app.id.clone(), room.last_good.get(&app.id)?.into_owned())))
+            .collect();
+        for app in room.apps {
+            let faulted = room.held.contains_key(&app.id) || room.left_out.contains_key(&app.id);
+            if !faulted {
+                apps.insert(app.id.as_str(), KeptRef::current(app));
+            } else if let Some((_, kept)) = kept.iter().find(|(id, _)| *id == app.id) {
+                let version = kept.version.clone();
+                let definition = &kept.definition;
+                apps.insert(
+                    app.id.as_str(),
+                    KeptRef {
+                        version,
+                        definition,
+                    },
+                );
+            }
+        }
+        serde_json::to_vec(&StoreFileRef { apps }).unwrap()
+    }
+
+    #[test]
+    fn the_store_is_written_as_serde_encodes_it_with_unchanged_entries_copied() {
+        let (before, _) = parse(
+            &[
+                host_app("/same", 10001, r#"{"HAPROXY_0_VHOST": "a.example"}"#, "v1"),
+                host_app("/changed", 10002, "{}", "v1"),
+                host_app(
+                    "/held",
+                    10003,
+                    r#"{"HAPROXY_0_BALANCE": "leastconn"}"#,
+                    "v1",
+                ),
+                host_app("/gone", 10004, "{}", "v1"),
+            ],
+            &[],
+        );
+        let (apps, tasks) = parse(
+            &[
+                host_app("/same", 10001, r#"{"HAPROXY_0_VHOST": "a.example"}"#, "v1"),
+                host_app("/changed", 10012, "{}", "v2"),
+                host_app(
+                    "/held",
+                    10003,
+                    r#"{"HAPROXY_0_BALANCE": "leastconns"}"#,
+                    "v2",
+                ),
+                host_app("/new", 10005, "{}", "v1"),
+                host_app(
+                    "/new-bad",
+                    10006,
+                    r#"{"HAPROXY_0_BALANCE": "no such"}"#,
+                    "v1",
+                ),
+            ],
+            &[("/same", 31001), ("/held", 31003), ("/new", 31005)],
+        );
+        let file = encoded_by_serde(&Room::new(&before, &[], &LastGood::holding(&before)));
+        let mut warnings = Vec::new();
+        // Nothing changed since: nothing parsed, every entry written back as read.
+        let steady =
+            LastGood::from_read(PathBuf::new(), Some(file.clone()), &before, &mut warnings);
+        assert!(steady
+            .apps
+            .values()
+            .all(|entry| matches!(entry, Entry::Current(_))));
+        assert_eq!(steady.apps.len(), 4);
+        assert_eq!(steady.get("/held").unwrap().definition.id, "/held");
+        assert_eq!(
+            Room::new(&before, &[], &steady).encode_store().unwrap(),
+            file
+        );
+        let last_good = LastGood::from_read(PathBuf::new(), Some(file), &apps, &mut warnings);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let kinds: Vec<(&str, bool)> = last_good
+            .apps
+            .iter()
+            .map(|(id, entry)| (id.as_str(), matches!(entry, Entry::Current(_))))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("/changed", false),
+                ("/gone", false),
+                ("/held", false),
+                ("/same", true)
+            ]
+        );
+        let config = config();
+        let templates = render::Templates::load(&config.render).unwrap();
+        let mut room = Room::new(&apps, &tasks, &last_good);
+        let prepared = room.prepare(&config, &templates, &resolve).unwrap();
+        assert!(prepared
+            .rendered
+            .config
+            .contains("backend held_10003\n  balance leastconn\n"));
+        assert_eq!(room.exclusions().len(), 2, "{:?}", room.exclusions());
+        let written = room.encode_store().unwrap();
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            String::from_utf8(encoded_by_serde(&room)).unwrap()
+        );
+
+        // The next run: every entry is this run's, copied as read, and held at its kept one.
+        let file = room.encode_store().unwrap();
+        let again = LastGood::from_read(PathBuf::new(), Some(file.clone()), &apps, &mut warnings);
+        assert!(matches!(again.apps["/held"], Entry::Parsed(_)));
+        assert!(matches!(again.apps["/new"], Entry::Current(_)));
+        let mut room = Room::new(&apps, &tasks, &again);
+        room.prepare(&config, &templates, &resolve).unwrap();
+        assert_eq!(room.encode_store().unwrap(), file);
+        assert_eq!(
+            room.exclusions()[0].action,
+            Action::Held {
+                version: "v1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_damaged_entry_drops_the_store_with_the_error_of_parsing_the_whole_file() {
+        let (apps, _) = parse(&[host_app("/a", 10001, "{}", "v1")], &[]);
+        let good = encoded_by_serde(&Room::new(&apps, &[], &LastGood::holding(&apps)));
+        let good = String::from_utf8(good).unwrap();
+        let damaged = good.replace(r#"{"apps":{"#, r#"{"apps":{"/b":{"version":"v1"},"#);
+        for file in [
+            damaged,
+            good.replace("10001", "\"10001\""),
+            "{\"apps\":".to_string(),
+        ] {
+            let whole = serde_json::from_str::<StoreFile>(&file).unwrap_err();
+            let mut warnings = Vec::new();
+            let last_good =
+                LastGood::from_read(PathBuf::from("s"), Some(file.into()), &apps, &mut warnings);
+            assert!(last_good.apps.is_empty());
+            assert_eq!(
+                warnings,
+                [format!(
+                    "s does not parse ({whole}); it is rewritten after this run, and until then \
+                     no app can be held at its last good definition"
+                )]
+            );
+        }
     }
 
     #[test]

@@ -165,6 +165,7 @@ fn run_measured(
     let mut store_warnings = Vec::new();
     let last_good = Large::new(exclusion::LastGood::load(
         &config.apply.haproxy_config,
+        &state.apps,
         &mut store_warnings,
     )?);
     let mut room = exclusion::Room::new(&state.apps, &state.tasks, &last_good);
@@ -456,10 +457,20 @@ fn apply_passes(
             Err(error) if round < MAX_APPLY_ROUNDS => error,
             Err(error) => return Err(error),
         };
+        // The refused candidate is not needed again: freed before the next pass is built.
+        drop((candidate, backend_apps));
         let phase = Instant::now();
         let blamed = room.blame(error, prepared, templates, config, apply_config);
         *report.phases.entry("isolate").or_default() += phase.elapsed().as_secs_f64();
         blamed?;
+        // The refused pass's model is freed before the next is built too (two models at once
+        // were the peak of a run that applies again). Should the next pass fail, the run still
+        // says the refused pass's warnings, its conflicts among them, as it always did.
+        let refused = std::mem::take(prepared);
+        prepared.warnings = refused.warnings;
+        let conflicts = model::conflicts::find(&refused.model, &config.render);
+        prepared.warnings.extend(conflicts);
+        drop(refused.model);
         *prepared = room.prepare(config, templates, resolve)?;
     }
     unreachable!("the loop returns by its last round")
