@@ -20,7 +20,7 @@ pub mod status;
 use std::io::Write;
 use std::time::Instant;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Context, Result};
 
@@ -312,9 +312,12 @@ fn run_measured(
         ))
     })?;
     let candidate = Large::new(candidate);
-    let (backends, servers) = apply::backends_and_server_count(&candidate.config);
-    report.backends = backends.len();
-    report.servers = servers;
+    let served = noted
+        .served
+        .unwrap_or_else(|| apply::Served::of_config(&candidate.config, &backend_apps));
+    report.backends = served.backends;
+    report.servers = served.servers;
+    report.apps = served.apps;
     report.apps_excluded = left_out.len();
     report.apps_left_out = left_out.iter().map(|app| app.to_string()).collect();
     report.apps_held = exclusions
@@ -323,14 +326,6 @@ fn run_measured(
         .map(|exclusion| exclusion.app_id.clone())
         .collect();
     report.exclusions = fingerprints;
-    // The apps of the candidate's own backends (the map also names those it lacks).
-    report.apps = backend_apps
-        .names
-        .iter()
-        .filter(|(backend, _)| backends.contains(backend.as_str()))
-        .map(|(_, app)| app)
-        .collect::<BTreeSet<_>>()
-        .len();
     let config_path = config.apply.haproxy_config.display().to_string();
     // One line per event: the changed backends ride on the summary line (capped by
     // `apply`), and JSON lines carry them as a list too.

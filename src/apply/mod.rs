@@ -50,7 +50,7 @@ pub use reload_live::reload_live;
 pub use state::{
     deletions_path, pending_deletions, pending_path, state_path, utc_timestamp, PendingDeletions,
 };
-pub use summary::{backends_and_server_count, BackendApps, Inventory};
+pub use summary::{BackendApps, Inventory, Served};
 pub use write::directory_warnings;
 
 use write::{CompanionSwap, LiveFile};
@@ -107,6 +107,9 @@ pub struct Noted {
     pub deletions: Option<String>,
     /// For the log at `warn`: retrying those deletions failed (the next run tries again).
     pub deletion_warning: Option<String>,
+    /// What the candidate serves, when this apply counted it already (the run record's
+    /// figures); `None` when it made no inventory of the candidate.
+    pub served: Option<Served>,
 }
 
 /// Where a candidate that `haproxy -c` rejected is kept for inspection.
@@ -139,6 +142,8 @@ pub fn apply_noting(
     out: &mut dyn Write,
     noted: &mut Noted,
 ) -> Result<Outcome> {
+    // A pass applies its own candidate: an earlier pass's count is not this one's.
+    noted.served = None;
     if config.dry_run {
         return preview(candidate, apps, config, out, noted);
     }
@@ -167,6 +172,7 @@ pub fn apply_noting(
     let runtime = matches!(route, Route::Runtime(_));
     // Read once: the guard, the summary line and the changed backends all count from them.
     let (before, after) = (Inventory::of(&old_config), Inventory::of(&candidate.config));
+    noted.served = Some(Served::of_inventory(&after, apps));
     if let Some(stopped) = check_before_writing(config, (&before, &after), runtime)? {
         return Ok(stopped);
     }
@@ -458,6 +464,7 @@ fn preview(
     }
     // Read once: the guard, the counts and the changed backends all count from them.
     let (before, after) = (Inventory::of(&old), Inventory::of(&candidate.config));
+    noted.served = Some(Served::of_inventory(&after, apps));
     let refusal = match config.force {
         true => None,
         false => guard::refusal_of(&before, &after, config.max_server_loss_percent),

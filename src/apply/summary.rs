@@ -183,9 +183,64 @@ impl<'a> Inventory<'a> {
     }
 }
 
-/// The run record's view of a config: its backends and how many servers they have, counted as
-/// [`Inventory::of`] does but without the addresses the record never reads.
-pub fn backends_and_server_count(config: &str) -> (BTreeSet<&str>, usize) {
+/// What the run record says a config serves: its backends, their servers (each name once per
+/// backend) and the apps behind those backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Served {
+    pub backends: usize,
+    pub servers: usize,
+    pub apps: usize,
+}
+
+impl Served {
+    /// From the inventory an apply made of the candidate already (issue 14: a third scan of an
+    /// 8 MB config otherwise).
+    pub fn of_inventory(inventory: &Inventory<'_>, apps: &BackendApps) -> Served {
+        Served::counted(
+            inventory.backends.len(),
+            inventory.servers.len(),
+            |backend| inventory.backends.contains(&backend),
+            apps,
+        )
+    }
+
+    /// From the config's text, for a run whose apply made no inventory (unchanged, or stopped
+    /// before counting).
+    pub fn of_config(config: &str, apps: &BackendApps) -> Served {
+        let (backends, servers) = backends_and_server_count(config);
+        Served::counted(
+            backends.len(),
+            servers,
+            |backend| backends.contains(backend),
+            apps,
+        )
+    }
+
+    fn counted(
+        backends: usize,
+        servers: usize,
+        has_backend: impl Fn(&str) -> bool,
+        apps: &BackendApps,
+    ) -> Served {
+        // The map also names backends the candidate lacks: only its own count.
+        let apps = apps
+            .names
+            .iter()
+            .filter(|(backend, _)| has_backend(backend))
+            .map(|(_, app)| app)
+            .collect::<BTreeSet<_>>()
+            .len();
+        Served {
+            backends,
+            servers,
+            apps,
+        }
+    }
+}
+
+/// A config's backends and how many servers they have, counted as [`Inventory::of`] does but
+/// without the addresses.
+fn backends_and_server_count(config: &str) -> (BTreeSet<&str>, usize) {
     let backends = Backends::of(config);
     let servers = backends
         .iter()
@@ -613,6 +668,16 @@ mod tests {
             let (backends, servers) = backends_and_server_count(config);
             assert!(backends.iter().eq(&inventory.backends), "{config}");
             assert_eq!(servers, inventory.servers.len(), "{config}");
+            // Two backends of one app, and one the config lacks: only its own are counted.
+            let mut apps = BackendApps::default();
+            for backend in &backends {
+                apps.names.insert(backend.to_string(), "/one".to_string());
+            }
+            apps.names.insert("gone_1".to_string(), "/gone".to_string());
+            let served = Served::of_config(config, &apps);
+            assert_eq!(served, Served::of_inventory(&inventory, &apps), "{config}");
+            assert_eq!(served.backends, backends.len(), "{config}");
+            assert_eq!(served.apps, usize::from(!backends.is_empty()), "{config}");
         }
     }
 
