@@ -8,7 +8,7 @@
 //! are in docs/RUNTIME.md; anything this file does not recognise needs a reload, so a mistake
 //! here costs a reload, never a difference between HAProxy and the file.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -206,12 +206,14 @@ pub fn servers_by_backend(text: &str) -> BTreeMap<String, BTreeMap<String, Serve
         .collect()
 }
 
-/// A section: its header line and the lines up to the next header.
+/// A section: its header line and the text of the lines up to the next header, borrowed whole
+/// so an unchanged section (nearly all of them in a run) is one comparison of two slices.
 struct Section<'a> {
     kind: &'a str,
     name: &'a str,
     header: &'a str,
-    body: Vec<&'a str>,
+    /// The lines after the header, each with its line ending, up to the next header line.
+    body: &'a str,
 }
 
 impl<'a> Section<'a> {
@@ -224,62 +226,169 @@ impl<'a> Section<'a> {
         }
     }
 
-    fn server_lines(&self) -> impl Iterator<Item = &&'a str> {
-        self.body.iter().filter(|line| first_word(line) == "server")
+    fn lines(&self) -> std::str::Lines<'a> {
+        self.body.lines()
+    }
+
+    fn server_lines(&self) -> impl Iterator<Item = &'a str> {
+        self.lines().filter(|line| first_word(line) == "server")
     }
 
     fn other_lines(&self) -> Vec<&'a str> {
-        self.body
-            .iter()
-            .copied()
+        self.lines()
             .filter(|line| first_word(line) != "server")
             .collect()
     }
 
     /// The argument of the last line starting with `keyword`.
     fn setting(&self, keyword: &str) -> Option<&'a str> {
-        self.body
-            .iter()
+        self.lines()
             .rev()
             .find(|line| first_word(line) == keyword)
             .map(|line| line.trim().strip_prefix(keyword).unwrap_or("").trim())
     }
 
     fn has(&self, keyword: &str) -> bool {
-        self.body.iter().any(|line| first_word(line) == keyword)
+        self.lines().any(|line| first_word(line) == keyword)
     }
+
+    fn same_body(&self, other: &Section) -> bool {
+        same_lines(self.body, other.body)
+    }
+}
+
+/// Whether two texts hold the same lines: equal text does, and text differing only in line
+/// endings (`\r\n` against `\n`, a last newline or not) may.
+fn same_lines(a: &str, b: &str) -> bool {
+    a == b || a.lines().eq(b.lines())
 }
 
 fn first_word(line: &str) -> &str {
     line.split_whitespace().next().unwrap_or("")
 }
 
-/// The lines before the first section, and the sections in file order.
-fn sections(text: &str) -> (Vec<&str>, Vec<Section<'_>>) {
-    let mut preamble = Vec::new();
-    let mut sections: Vec<Section> = Vec::new();
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        let word = words.next().unwrap_or("");
-        if SECTION_KEYWORDS.contains(&word) {
-            sections.push(Section {
-                kind: word,
-                name: words.next().unwrap_or(""),
-                header: line,
-                body: Vec::new(),
-            });
-        } else if let Some(section) = sections.last_mut() {
-            section.body.push(line);
-        } else {
-            preamble.push(line);
+/// Whether `line` opens a section, as `SECTION_KEYWORDS.contains(&first_word(line))` says,
+/// without decoding the line into chars when it starts (after ASCII blanks) with an ASCII word:
+/// most lines start with a letter no keyword starts with (`server`, `acl`), and a line of
+/// printable ASCII ends its first word at the first ASCII whitespace.
+fn is_header(line: &str) -> bool {
+    let bytes = line.as_bytes();
+    let start = bytes
+        .iter()
+        .position(|b| *b != b' ' && *b != b'\t')
+        .unwrap_or(bytes.len());
+    if let Some(b) = bytes.get(start) {
+        if b.is_ascii_graphic() && !SECTION_INITIALS[usize::from(*b)] {
+            return false;
         }
     }
+    let end = bytes[start..]
+        .iter()
+        .position(|b| !b.is_ascii_graphic())
+        .map_or(bytes.len(), |n| start + n);
+    match bytes.get(end) {
+        None => SECTION_KEYWORDS.contains(&&line[start..end]),
+        Some(b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c') if start < end => {
+            SECTION_KEYWORDS.contains(&&line[start..end])
+        }
+        // Other whitespace first, or a word going on past ASCII: let `char` decide.
+        Some(_) => SECTION_KEYWORDS.contains(&first_word(line)),
+    }
+}
+
+/// Which bytes start a section keyword, for [`is_header`].
+const SECTION_INITIALS: [bool; 256] = {
+    let mut initials = [false; 256];
+    let mut i = 0;
+    while i < SECTION_KEYWORDS.len() {
+        initials[SECTION_KEYWORDS[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    initials
+};
+
+/// Offsets of the header lines of `text` from `from` (the start of a line) on.
+fn header_offsets(text: &str, from: usize, headers: &mut Vec<usize>) {
+    let mut at = from;
+    // The line ending is whitespace to `is_header`, so it need not be cut off.
+    for line in text[from..].split_inclusive('\n') {
+        if is_header(line) {
+            headers.push(at);
+        }
+        at += line.len();
+    }
+}
+
+/// How many leading bytes `a` and `b` share: compared a block at a time, since two configs of
+/// a run usually differ in a few lines of megabytes.
+fn common_prefix(a: &str, b: &str) -> usize {
+    const BLOCK: usize = 4096;
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let shorter = a.len().min(b.len());
+    let mut at = 0;
+    while at + BLOCK <= shorter && a[at..at + BLOCK] == b[at..at + BLOCK] {
+        at += BLOCK;
+    }
+    at + a[at..shorter]
+        .iter()
+        .zip(&b[at..shorter])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+/// The lines before the first section, and the sections in file order, of `text` whose header
+/// lines start at `headers`.
+fn split_at_headers<'a>(text: &'a str, headers: &[usize]) -> (&'a str, Vec<Section<'a>>) {
+    let preamble = &text[..headers.first().copied().unwrap_or(text.len())];
+    let sections = headers
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| {
+            let end = headers.get(i + 1).copied().unwrap_or(text.len());
+            let text = &text[start..end];
+            // `lines()` decides what ends the header line, as it does for the body's lines.
+            let header = text.lines().next().unwrap_or("");
+            let body = text.split_once('\n').map_or("", |(_, body)| body);
+            let mut words = header.split_whitespace();
+            Section {
+                kind: words.next().unwrap_or(""),
+                name: words.next().unwrap_or(""),
+                header,
+                body,
+            }
+        })
+        .collect();
     (preamble, sections)
+}
+
+/// The preamble and sections of `text`.
+#[cfg(test)]
+fn sections(text: &str) -> (&str, Vec<Section<'_>>) {
+    let mut headers = Vec::new();
+    header_offsets(text, 0, &mut headers);
+    split_at_headers(text, &headers)
+}
+
+/// The preambles and sections of both texts. The lines of their common beginning are scanned
+/// once, as they hold the same headers at the same offsets.
+type Split<'a> = (&'a str, Vec<Section<'a>>);
+fn sections_of_both<'a>(live: &'a str, candidate: &'a str) -> (Split<'a>, Split<'a>) {
+    let shared = common_prefix(live, candidate);
+    let shared_lines = live[..shared].rfind('\n').map_or(0, |newline| newline + 1);
+    let mut live_headers = Vec::new();
+    header_offsets(&live[..shared_lines], 0, &mut live_headers);
+    let mut candidate_headers = live_headers.clone();
+    header_offsets(live, shared_lines, &mut live_headers);
+    header_offsets(candidate, shared_lines, &mut candidate_headers);
+    (
+        split_at_headers(live, &live_headers),
+        split_at_headers(candidate, &candidate_headers),
+    )
 }
 
 /// Sections keyed by (kind, name, how many earlier sections had that kind and name).
 fn keyed<'s, 'a>(sections: &'s [Section<'a>]) -> Vec<((&'a str, &'a str, usize), &'s Section<'a>)> {
-    let mut seen: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
     sections
         .iter()
         .map(|s| {
@@ -290,30 +399,48 @@ fn keyed<'s, 'a>(sections: &'s [Section<'a>]) -> Vec<((&'a str, &'a str, usize),
         .collect()
 }
 
-fn plan(live: &str, candidate: &str) -> Result<Plan, String> {
-    let (live_preamble, live_sections) = sections(live);
-    let (candidate_preamble, candidate_sections) = sections(candidate);
-    if live_preamble != candidate_preamble {
-        return Err("lines before the first section changed".to_string());
+/// When the two texts do not have the same sections in the same order: the section added or
+/// removed, or else the first index where the order differs.
+fn section_change(live: &[Section], candidate: &[Section]) -> Result<Option<usize>, String> {
+    let same_order = live.len() == candidate.len()
+        && live
+            .iter()
+            .zip(candidate)
+            .all(|(a, b)| a.kind == b.kind && a.name == b.name);
+    if same_order {
+        return Ok(None);
     }
-    let (live_keyed, candidate_keyed) = (keyed(&live_sections), keyed(&candidate_sections));
-    let live_keys: BTreeSet<_> = live_keyed.iter().map(|(k, _)| *k).collect();
-    let candidate_keys: BTreeSet<_> = candidate_keyed.iter().map(|(k, _)| *k).collect();
+    let (live_keyed, candidate_keyed) = (keyed(live), keyed(candidate));
+    let live_keys: HashSet<_> = live_keyed.iter().map(|(k, _)| *k).collect();
+    let candidate_keys: HashSet<_> = candidate_keyed.iter().map(|(k, _)| *k).collect();
     if let Some((_, s)) = candidate_keyed.iter().find(|(k, _)| !live_keys.contains(k)) {
         return Err(format!("{} added", s.label()));
     }
     if let Some((_, s)) = live_keyed.iter().find(|(k, _)| !candidate_keys.contains(k)) {
         return Err(format!("{} removed", s.label()));
     }
+    // Same keys both sides, so same length: a difference in order is one at some index.
+    Ok(live_keyed
+        .iter()
+        .zip(&candidate_keyed)
+        .position(|((a, _), (b, _))| a != b))
+}
+
+fn plan(live: &str, candidate: &str) -> Result<Plan, String> {
+    let ((live_preamble, live_sections), (candidate_preamble, candidate_sections)) =
+        sections_of_both(live, candidate);
+    if !same_lines(live_preamble, candidate_preamble) {
+        return Err("lines before the first section changed".to_string());
+    }
+    let order_break = section_change(&live_sections, &candidate_sections)?;
     let mut plan = Plan::default();
-    // Same keys both sides: a difference in order is a difference at some index.
     let mut defaults: Option<&Section> = None;
-    for ((live_key, before), (candidate_key, after)) in live_keyed.iter().zip(&candidate_keyed) {
-        if live_key != candidate_key {
+    for (index, (before, after)) in live_sections.iter().zip(&candidate_sections).enumerate() {
+        if order_break == Some(index) {
             return Err("the order of sections changed".to_string());
         }
         if after.kind != "backend" {
-            if before.header != after.header || before.body != after.body {
+            if before.header != after.header || !before.same_body(after) {
                 return Err(format!("{} changed", after.label()));
             }
             if after.kind == "defaults" {
@@ -334,15 +461,15 @@ fn plan_backend(
     after: &Section,
     defaults: Option<&Section>,
 ) -> Result<Option<BackendPlan>, String> {
-    let label = after.label();
     if before.header != after.header {
-        return Err(format!("{label} changed its header line"));
+        return Err(format!("{} changed its header line", after.label()));
     }
     // An unchanged backend is no obstacle, whatever its servers are (`abns@` addresses,
     // hostnames, options `add server` refuses).
-    if before.body == after.body {
+    if before.same_body(after) {
         return Ok(None);
     }
+    let label = after.label();
     // The name goes into CLI commands; HAProxy's own rule for proxy names keeps it one word.
     if !after
         .name
