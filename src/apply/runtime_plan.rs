@@ -307,19 +307,18 @@ const SECTION_INITIALS: [bool; 256] = {
     initials
 };
 
-/// Offsets of the header lines of `text` from `from` (the start of a line) on.
-fn header_offsets(text: &str, from: usize, headers: &mut Vec<usize>) {
-    let mut line_start = from;
+/// Offsets of the header lines of `lines` (whole lines of a text, starting at `base` in it).
+fn header_offsets(lines: &str, base: usize, headers: &mut Vec<usize>) {
+    let mut line_start = 0;
     // The line ending is whitespace to `is_header`, so it need not be cut off.
-    for_each_newline(&text.as_bytes()[from..], |newline| {
-        let next = from + newline + 1;
-        if is_header(&text[line_start..next]) {
-            headers.push(line_start);
+    for_each_newline(lines.as_bytes(), |newline| {
+        if is_header(&lines[line_start..=newline]) {
+            headers.push(base + line_start);
         }
-        line_start = next;
+        line_start = newline + 1;
     });
-    if line_start < text.len() && is_header(&text[line_start..]) {
-        headers.push(line_start);
+    if line_start < lines.len() && is_header(&lines[line_start..]) {
+        headers.push(base + line_start);
     }
 }
 
@@ -351,9 +350,8 @@ fn for_each_newline(bytes: &[u8], mut found: impl FnMut(usize)) {
 
 /// How many leading bytes `a` and `b` share: compared a block at a time, since two configs of
 /// a run usually differ in a few lines of megabytes.
-fn common_prefix(a: &str, b: &str) -> usize {
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     const BLOCK: usize = 4096;
-    let (a, b) = (a.as_bytes(), b.as_bytes());
     let shorter = a.len().min(b.len());
     let mut at = 0;
     while at + BLOCK <= shorter && a[at..at + BLOCK] == b[at..at + BLOCK] {
@@ -364,6 +362,24 @@ fn common_prefix(a: &str, b: &str) -> usize {
         .zip(&b[at..shorter])
         .take_while(|(x, y)| x == y)
         .count()
+}
+
+/// How many trailing bytes `a` and `b` share, as [`common_prefix`] counts leading ones.
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    const BLOCK: usize = 4096;
+    let shorter = a.len().min(b.len());
+    let (a, b) = (&a[a.len() - shorter..], &b[b.len() - shorter..]);
+    let mut at = shorter;
+    while at >= BLOCK && a[at - BLOCK..at] == b[at - BLOCK..at] {
+        at -= BLOCK;
+    }
+    shorter - at
+        + a[..at]
+            .iter()
+            .rev()
+            .zip(b[..at].iter().rev())
+            .take_while(|(x, y)| x == y)
+            .count()
 }
 
 /// The lines before the first section, and the sections in file order, of `text` whose header
@@ -400,17 +416,39 @@ fn sections(text: &str) -> (&str, Vec<Section<'_>>) {
     split_at_headers(text, &headers)
 }
 
-/// The preambles and sections of both texts. The lines of their common beginning are scanned
-/// once, as they hold the same headers at the same offsets.
+/// The preambles and sections of both texts. The lines of their common beginning and of their
+/// common end are scanned once, as they hold the same headers at the same offsets (from the
+/// start, and from the end): a change of a few servers scans the rest of the text once.
 type Split<'a> = (&'a str, Vec<Section<'a>>);
 fn sections_of_both<'a>(live: &'a str, candidate: &'a str) -> (Split<'a>, Split<'a>) {
-    let shared = common_prefix(live, candidate);
-    let shared_lines = live[..shared].rfind('\n').map_or(0, |newline| newline + 1);
+    // Bytes, not `str`: the two texts may part in the middle of a character.
+    let (live_bytes, candidate_bytes) = (live.as_bytes(), candidate.as_bytes());
+    let shared = common_prefix(live_bytes, candidate_bytes);
+    let head = live_bytes[..shared]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |newline| newline + 1);
+    // The common end counted after the common beginning, so that the two never overlap, and
+    // from its first whole line: the byte before that line is a `\n` in both texts.
+    let tail = common_suffix(&live_bytes[shared..], &candidate_bytes[shared..]);
+    let tail_lines = live_bytes[live.len() - tail..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(0, |newline| tail - newline - 1);
+    let (live_tail, candidate_tail) = (live.len() - tail_lines, candidate.len() - tail_lines);
     let mut live_headers = Vec::new();
-    header_offsets(&live[..shared_lines], 0, &mut live_headers);
+    header_offsets(&live[..head], 0, &mut live_headers);
     let mut candidate_headers = live_headers.clone();
-    header_offsets(live, shared_lines, &mut live_headers);
-    header_offsets(candidate, shared_lines, &mut candidate_headers);
+    header_offsets(&live[head..live_tail], head, &mut live_headers);
+    header_offsets(
+        &candidate[head..candidate_tail],
+        head,
+        &mut candidate_headers,
+    );
+    let mut tail_headers = Vec::new();
+    header_offsets(&live[live_tail..], 0, &mut tail_headers);
+    live_headers.extend(tail_headers.iter().map(|at| live_tail + at));
+    candidate_headers.extend(tail_headers.iter().map(|at| candidate_tail + at));
     (
         split_at_headers(live, &live_headers),
         split_at_headers(candidate, &candidate_headers),
