@@ -1225,6 +1225,29 @@ mod tests {
         assert!(reason_of(&live, &swapped).contains("only in layout"));
     }
 
+    /// Sections are compared as text first and scanned once where the two texts agree, so the
+    /// edges of that: texts parting inside a character, in line endings only, and headers
+    /// behind whitespace that is not ASCII.
+    #[test]
+    fn text_shortcuts_keep_line_by_line_results() {
+        let live = config(&[("x_1000", "  description caf\u{e9}\n", &[A, B])]);
+        // U+00E9 and U+00E8 share their first byte: the common beginning ends inside it.
+        let accent = live.replace('\u{e9}', "\u{e8}");
+        assert_eq!(
+            reason_of(&live, &accent),
+            "backend x_1000 changed: `description caf\u{e9}` became `description caf\u{e8}`"
+        );
+        let crlf = live.replace('\n', "\r\n");
+        assert!(reason_of(&live, &crlf).contains("only in layout"));
+        let moved = config(&[("x_1000", "  description caf\u{e9}\n", &[A, C])]);
+        assert_eq!(
+            classify(&live, &moved),
+            classify(&crlf, &moved.replace('\n', "\r\n"))
+        );
+        let ideographic = format!("{live}\u{3000}backend y_1000\n");
+        assert_eq!(reason_of(&live, &ideographic), "backend y_1000 added");
+    }
+
     #[test]
     fn bad_ids_and_weights_reload() {
         let live = config(&[("x_1000", "", &[A])]);
