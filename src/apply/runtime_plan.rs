@@ -8,7 +8,7 @@
 //! are in docs/RUNTIME.md; anything this file does not recognise needs a reload, so a mistake
 //! here costs a reload, never a difference between HAProxy and the file.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -206,12 +206,14 @@ pub fn servers_by_backend(text: &str) -> BTreeMap<String, BTreeMap<String, Serve
         .collect()
 }
 
-/// A section: its header line and the lines up to the next header.
+/// A section: its header line and the text of the lines up to the next header, borrowed whole
+/// so an unchanged section (nearly all of them in a run) is one comparison of two slices.
 struct Section<'a> {
     kind: &'a str,
     name: &'a str,
     header: &'a str,
-    body: Vec<&'a str>,
+    /// The lines after the header, each with its line ending, up to the next header line.
+    body: &'a str,
 }
 
 impl<'a> Section<'a> {
@@ -224,62 +226,238 @@ impl<'a> Section<'a> {
         }
     }
 
-    fn server_lines(&self) -> impl Iterator<Item = &&'a str> {
-        self.body.iter().filter(|line| first_word(line) == "server")
+    fn lines(&self) -> std::str::Lines<'a> {
+        self.body.lines()
+    }
+
+    fn server_lines(&self) -> impl Iterator<Item = &'a str> {
+        self.lines().filter(|line| first_word(line) == "server")
     }
 
     fn other_lines(&self) -> Vec<&'a str> {
-        self.body
-            .iter()
-            .copied()
+        self.lines()
             .filter(|line| first_word(line) != "server")
             .collect()
     }
 
     /// The argument of the last line starting with `keyword`.
     fn setting(&self, keyword: &str) -> Option<&'a str> {
-        self.body
-            .iter()
+        self.lines()
             .rev()
             .find(|line| first_word(line) == keyword)
             .map(|line| line.trim().strip_prefix(keyword).unwrap_or("").trim())
     }
 
     fn has(&self, keyword: &str) -> bool {
-        self.body.iter().any(|line| first_word(line) == keyword)
+        self.lines().any(|line| first_word(line) == keyword)
     }
+
+    fn same_body(&self, other: &Section) -> bool {
+        same_lines(self.body, other.body)
+    }
+}
+
+/// Whether two texts hold the same lines: equal text does, and text differing only in line
+/// endings (`\r\n` against `\n`, a last newline or not) may.
+fn same_lines(a: &str, b: &str) -> bool {
+    a == b || a.lines().eq(b.lines())
 }
 
 fn first_word(line: &str) -> &str {
     line.split_whitespace().next().unwrap_or("")
 }
 
-/// The lines before the first section, and the sections in file order.
-fn sections(text: &str) -> (Vec<&str>, Vec<Section<'_>>) {
-    let mut preamble = Vec::new();
-    let mut sections: Vec<Section> = Vec::new();
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        let word = words.next().unwrap_or("");
-        if SECTION_KEYWORDS.contains(&word) {
-            sections.push(Section {
-                kind: word,
-                name: words.next().unwrap_or(""),
-                header: line,
-                body: Vec::new(),
-            });
-        } else if let Some(section) = sections.last_mut() {
-            section.body.push(line);
-        } else {
-            preamble.push(line);
+/// Whether `line` opens a section, as `SECTION_KEYWORDS.contains(&first_word(line))` says,
+/// without decoding the line into chars when it starts (after ASCII blanks) with an ASCII word:
+/// most lines start with a letter no keyword starts with (`server`, `acl`), and a line of
+/// printable ASCII ends its first word at the first ASCII whitespace.
+fn is_header(line: &str) -> bool {
+    let bytes = line.as_bytes();
+    let start = bytes
+        .iter()
+        .position(|b| *b != b' ' && *b != b'\t')
+        .unwrap_or(bytes.len());
+    if let Some(b) = bytes.get(start) {
+        if b.is_ascii_graphic() && !SECTION_INITIALS[usize::from(*b)] {
+            return false;
         }
     }
+    let end = bytes[start..]
+        .iter()
+        .position(|b| !b.is_ascii_graphic())
+        .map_or(bytes.len(), |n| start + n);
+    match bytes.get(end) {
+        None => SECTION_KEYWORDS.contains(&&line[start..end]),
+        Some(b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c') if start < end => {
+            SECTION_KEYWORDS.contains(&&line[start..end])
+        }
+        // Other whitespace first, or a word going on past ASCII: let `char` decide.
+        Some(_) => SECTION_KEYWORDS.contains(&first_word(line)),
+    }
+}
+
+/// Which bytes start a section keyword, for [`is_header`].
+const SECTION_INITIALS: [bool; 256] = {
+    let mut initials = [false; 256];
+    let mut i = 0;
+    while i < SECTION_KEYWORDS.len() {
+        initials[SECTION_KEYWORDS[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    initials
+};
+
+/// Offsets of the header lines of `lines` (whole lines of a text, starting at `base` in it).
+fn header_offsets(lines: &str, base: usize, headers: &mut Vec<usize>) {
+    let mut line_start = 0;
+    // The line ending is whitespace to `is_header`, so it need not be cut off.
+    for_each_newline(lines.as_bytes(), |newline| {
+        if is_header(&lines[line_start..=newline]) {
+            headers.push(base + line_start);
+        }
+        line_start = newline + 1;
+    });
+    if line_start < lines.len() && is_header(&lines[line_start..]) {
+        headers.push(base + line_start);
+    }
+}
+
+/// Calls `found` with the index of every `\n` of `bytes`, in order, looking at eight bytes at a
+/// time: lines are short, so a search per line (`split_inclusive`) spends more starting than
+/// searching, and this is most of the time of classifying two large configs.
+fn for_each_newline(bytes: &[u8], mut found: impl FnMut(usize)) {
+    const LOW_SEVEN_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const NEWLINES: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes")) ^ NEWLINES;
+        // The top bit of each byte that is zero (was `\n`) and only those: adding to the low
+        // seven bits alone never carries from one byte into the next.
+        let mut zeros = !(((word & LOW_SEVEN_BITS) + LOW_SEVEN_BITS) | word | LOW_SEVEN_BITS);
+        while zeros != 0 {
+            found(base + zeros.trailing_zeros() as usize / 8);
+            zeros &= zeros - 1;
+        }
+        base += 8;
+    }
+    for (i, byte) in chunks.remainder().iter().enumerate() {
+        if *byte == b'\n' {
+            found(base + i);
+        }
+    }
+}
+
+/// How many leading bytes `a` and `b` share: compared a block at a time, since two configs of
+/// a run usually differ in a few lines of megabytes.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    const BLOCK: usize = 4096;
+    let shorter = a.len().min(b.len());
+    let mut at = 0;
+    while at + BLOCK <= shorter && a[at..at + BLOCK] == b[at..at + BLOCK] {
+        at += BLOCK;
+    }
+    at + a[at..shorter]
+        .iter()
+        .zip(&b[at..shorter])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+/// How many trailing bytes `a` and `b` share, as [`common_prefix`] counts leading ones.
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    const BLOCK: usize = 4096;
+    let shorter = a.len().min(b.len());
+    let (a, b) = (&a[a.len() - shorter..], &b[b.len() - shorter..]);
+    let mut at = shorter;
+    while at >= BLOCK && a[at - BLOCK..at] == b[at - BLOCK..at] {
+        at -= BLOCK;
+    }
+    shorter - at
+        + a[..at]
+            .iter()
+            .rev()
+            .zip(b[..at].iter().rev())
+            .take_while(|(x, y)| x == y)
+            .count()
+}
+
+/// The lines before the first section, and the sections in file order, of `text` whose header
+/// lines start at `headers`.
+fn split_at_headers<'a>(text: &'a str, headers: &[usize]) -> (&'a str, Vec<Section<'a>>) {
+    let preamble = &text[..headers.first().copied().unwrap_or(text.len())];
+    let sections = headers
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| {
+            let end = headers.get(i + 1).copied().unwrap_or(text.len());
+            // Cut as `lines()` cuts, as it cuts the body's lines: `\r` goes only before `\n`.
+            let (header, body) = match text[start..end].split_once('\n') {
+                Some((header, body)) => (header.strip_suffix('\r').unwrap_or(header), body),
+                None => (&text[start..end], ""),
+            };
+            let mut words = header.split_whitespace();
+            Section {
+                kind: words.next().unwrap_or(""),
+                name: words.next().unwrap_or(""),
+                header,
+                body,
+            }
+        })
+        .collect();
     (preamble, sections)
+}
+
+/// The preamble and sections of `text`.
+#[cfg(test)]
+fn sections(text: &str) -> (&str, Vec<Section<'_>>) {
+    let mut headers = Vec::new();
+    header_offsets(text, 0, &mut headers);
+    split_at_headers(text, &headers)
+}
+
+/// The preambles and sections of both texts. The lines of their common beginning and of their
+/// common end are scanned once, as they hold the same headers at the same offsets (from the
+/// start, and from the end): a change of a few servers scans the rest of the text once.
+type Split<'a> = (&'a str, Vec<Section<'a>>);
+fn sections_of_both<'a>(live: &'a str, candidate: &'a str) -> (Split<'a>, Split<'a>) {
+    // Bytes, not `str`: the two texts may part in the middle of a character.
+    let (live_bytes, candidate_bytes) = (live.as_bytes(), candidate.as_bytes());
+    let shared = common_prefix(live_bytes, candidate_bytes);
+    let head = live_bytes[..shared]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |newline| newline + 1);
+    // The common end counted after the common beginning, so that the two never overlap, and
+    // from its first whole line: the byte before that line is a `\n` in both texts.
+    let tail = common_suffix(&live_bytes[shared..], &candidate_bytes[shared..]);
+    let tail_lines = live_bytes[live.len() - tail..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(0, |newline| tail - newline - 1);
+    let (live_tail, candidate_tail) = (live.len() - tail_lines, candidate.len() - tail_lines);
+    let mut live_headers = Vec::new();
+    header_offsets(&live[..head], 0, &mut live_headers);
+    let mut candidate_headers = live_headers.clone();
+    header_offsets(&live[head..live_tail], head, &mut live_headers);
+    header_offsets(
+        &candidate[head..candidate_tail],
+        head,
+        &mut candidate_headers,
+    );
+    let mut tail_headers = Vec::new();
+    header_offsets(&live[live_tail..], 0, &mut tail_headers);
+    live_headers.extend(tail_headers.iter().map(|at| live_tail + at));
+    candidate_headers.extend(tail_headers.iter().map(|at| candidate_tail + at));
+    (
+        split_at_headers(live, &live_headers),
+        split_at_headers(candidate, &candidate_headers),
+    )
 }
 
 /// Sections keyed by (kind, name, how many earlier sections had that kind and name).
 fn keyed<'s, 'a>(sections: &'s [Section<'a>]) -> Vec<((&'a str, &'a str, usize), &'s Section<'a>)> {
-    let mut seen: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
     sections
         .iter()
         .map(|s| {
@@ -290,30 +468,48 @@ fn keyed<'s, 'a>(sections: &'s [Section<'a>]) -> Vec<((&'a str, &'a str, usize),
         .collect()
 }
 
-fn plan(live: &str, candidate: &str) -> Result<Plan, String> {
-    let (live_preamble, live_sections) = sections(live);
-    let (candidate_preamble, candidate_sections) = sections(candidate);
-    if live_preamble != candidate_preamble {
-        return Err("lines before the first section changed".to_string());
+/// When the two texts do not have the same sections in the same order: the section added or
+/// removed, or else the first index where the order differs.
+fn section_change(live: &[Section], candidate: &[Section]) -> Result<Option<usize>, String> {
+    let same_order = live.len() == candidate.len()
+        && live
+            .iter()
+            .zip(candidate)
+            .all(|(a, b)| a.kind == b.kind && a.name == b.name);
+    if same_order {
+        return Ok(None);
     }
-    let (live_keyed, candidate_keyed) = (keyed(&live_sections), keyed(&candidate_sections));
-    let live_keys: BTreeSet<_> = live_keyed.iter().map(|(k, _)| *k).collect();
-    let candidate_keys: BTreeSet<_> = candidate_keyed.iter().map(|(k, _)| *k).collect();
+    let (live_keyed, candidate_keyed) = (keyed(live), keyed(candidate));
+    let live_keys: HashSet<_> = live_keyed.iter().map(|(k, _)| *k).collect();
+    let candidate_keys: HashSet<_> = candidate_keyed.iter().map(|(k, _)| *k).collect();
     if let Some((_, s)) = candidate_keyed.iter().find(|(k, _)| !live_keys.contains(k)) {
         return Err(format!("{} added", s.label()));
     }
     if let Some((_, s)) = live_keyed.iter().find(|(k, _)| !candidate_keys.contains(k)) {
         return Err(format!("{} removed", s.label()));
     }
+    // Same keys both sides, so same length: a difference in order is one at some index.
+    Ok(live_keyed
+        .iter()
+        .zip(&candidate_keyed)
+        .position(|((a, _), (b, _))| a != b))
+}
+
+fn plan(live: &str, candidate: &str) -> Result<Plan, String> {
+    let ((live_preamble, live_sections), (candidate_preamble, candidate_sections)) =
+        sections_of_both(live, candidate);
+    if !same_lines(live_preamble, candidate_preamble) {
+        return Err("lines before the first section changed".to_string());
+    }
+    let order_break = section_change(&live_sections, &candidate_sections)?;
     let mut plan = Plan::default();
-    // Same keys both sides: a difference in order is a difference at some index.
     let mut defaults: Option<&Section> = None;
-    for ((live_key, before), (candidate_key, after)) in live_keyed.iter().zip(&candidate_keyed) {
-        if live_key != candidate_key {
+    for (index, (before, after)) in live_sections.iter().zip(&candidate_sections).enumerate() {
+        if order_break == Some(index) {
             return Err("the order of sections changed".to_string());
         }
         if after.kind != "backend" {
-            if before.header != after.header || before.body != after.body {
+            if before.header != after.header || !before.same_body(after) {
                 return Err(format!("{} changed", after.label()));
             }
             if after.kind == "defaults" {
@@ -334,15 +530,15 @@ fn plan_backend(
     after: &Section,
     defaults: Option<&Section>,
 ) -> Result<Option<BackendPlan>, String> {
-    let label = after.label();
     if before.header != after.header {
-        return Err(format!("{label} changed its header line"));
+        return Err(format!("{} changed its header line", after.label()));
     }
     // An unchanged backend is no obstacle, whatever its servers are (`abns@` addresses,
     // hostnames, options `add server` refuses).
-    if before.body == after.body {
+    if before.same_body(after) {
         return Ok(None);
     }
+    let label = after.label();
     // The name goes into CLI commands; HAProxy's own rule for proxy names keeps it one word.
     if !after
         .name
@@ -1027,6 +1223,29 @@ mod tests {
         );
         let swapped = config(&[("x_1000", "", &[B, A])]);
         assert!(reason_of(&live, &swapped).contains("only in layout"));
+    }
+
+    /// Sections are compared as text first and scanned once where the two texts agree, so the
+    /// edges of that: texts parting inside a character, in line endings only, and headers
+    /// behind whitespace that is not ASCII.
+    #[test]
+    fn text_shortcuts_keep_line_by_line_results() {
+        let live = config(&[("x_1000", "  description caf\u{e9}\n", &[A, B])]);
+        // U+00E9 and U+00E8 share their first byte: the common beginning ends inside it.
+        let accent = live.replace('\u{e9}', "\u{e8}");
+        assert_eq!(
+            reason_of(&live, &accent),
+            "backend x_1000 changed: `description caf\u{e9}` became `description caf\u{e8}`"
+        );
+        let crlf = live.replace('\n', "\r\n");
+        assert!(reason_of(&live, &crlf).contains("only in layout"));
+        let moved = config(&[("x_1000", "  description caf\u{e9}\n", &[A, C])]);
+        assert_eq!(
+            classify(&live, &moved),
+            classify(&crlf, &moved.replace('\n', "\r\n"))
+        );
+        let ideographic = format!("{live}\u{3000}backend y_1000\n");
+        assert_eq!(reason_of(&live, &ideographic), "backend y_1000 added");
     }
 
     #[test]
