@@ -143,11 +143,7 @@ pub fn task_ip(
     resolve: &dyn Fn(&str) -> Option<std::net::IpAddr>,
 ) -> Result<String, NoAddress> {
     if *mode == Mode::Container {
-        let ip = task
-            .ip_addresses
-            .first()
-            .and_then(|entry| entry.ip_address.as_deref());
-        return match ip {
+        return match task.ip_address.as_deref() {
             Some(ip) if !ip.is_empty() => match super::fields::check_ip_address(ip) {
                 Ok(()) => Ok(ip.to_string()),
                 Err(why) => Err(NoAddress::Refused {
@@ -158,7 +154,7 @@ pub fn task_ip(
             _ => Err(NoAddress::NotAllocated),
         };
     }
-    let host = task.host.as_str();
+    let host = &*task.host;
     if host.parse::<Ipv4Addr>().is_ok() {
         return Ok(host.to_string());
     }
