@@ -199,8 +199,8 @@ pub struct Task {
     #[serde(default, deserialize_with = "task_state")]
     pub state: Option<Cow<'static, str>>,
     /// Host ports (or, for IP-per-task, whatever Marathon reports) in port-index order.
-    #[serde(default, deserialize_with = "ports")]
-    pub ports: Vec<Option<i64>>,
+    #[serde(default)]
+    pub ports: TaskPorts,
     /// `None` when absent: the task has not been checked yet (unlike an empty list, which
     /// counts in blue/green merges). Read as what `model` asks of it, not kept as a list.
     #[serde(default, deserialize_with = "health_check_results")]
@@ -209,6 +209,84 @@ pub struct Task {
     /// anything reads. Shared with `host` when equal, as it often is.
     #[serde(default, rename = "ipAddresses", deserialize_with = "first_ip_address")]
     pub ip_address: Option<Arc<str>>,
+}
+
+/// A task's ports, read as [`ports`] reads a list (`null` as empty, `null` ports kept): a
+/// single port, as nearly every task has, is kept in place instead of in a list of its own.
+#[derive(Debug, Clone, Default)]
+pub struct TaskPorts(PortStorage);
+
+#[derive(Debug, Clone)]
+enum PortStorage {
+    One(Option<i64>),
+    /// None or several (an empty `Vec` takes no allocation).
+    List(Vec<Option<i64>>),
+}
+
+impl Default for PortStorage {
+    fn default() -> PortStorage {
+        PortStorage::List(Vec::new())
+    }
+}
+
+impl std::ops::Deref for TaskPorts {
+    type Target = [Option<i64>];
+
+    fn deref(&self) -> &[Option<i64>] {
+        match &self.0 {
+            PortStorage::One(port) => std::slice::from_ref(port),
+            PortStorage::List(ports) => ports,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskPorts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TaskPorts, D::Error> {
+        struct TaskPortsVisitor;
+
+        impl<'de> Visitor<'de> for TaskPortsVisitor {
+            type Value = TaskPorts;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list")
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<TaskPorts, E> {
+                Ok(TaskPorts::default())
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<TaskPorts, E> {
+                Ok(TaskPorts::default())
+            }
+
+            fn visit_some<D: Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> Result<TaskPorts, D::Error> {
+                deserializer.deserialize_seq(self)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TaskPorts, A::Error> {
+                let Some(first) = seq.next_element::<Option<i64>>()? else {
+                    return Ok(TaskPorts::default());
+                };
+                charge(std::mem::size_of::<Option<i64>>())?;
+                let Some(second) = seq.next_element::<Option<i64>>()? else {
+                    return Ok(TaskPorts(PortStorage::One(first)));
+                };
+                charge(std::mem::size_of::<Option<i64>>())?;
+                let mut ports = vec![first, second];
+                while let Some(port) = seq.next_element::<Option<i64>>()? {
+                    charge(std::mem::size_of::<Option<i64>>())?;
+                    ports.push(port);
+                }
+                ports.shrink_to_fit();
+                Ok(TaskPorts(PortStorage::List(ports)))
+            }
+        }
+
+        deserializer.deserialize_option(TaskPortsVisitor)
+    }
 }
 
 /// A task's `healthCheckResults` as far as anything reads them.
@@ -1154,6 +1232,26 @@ mod tests {
         assert!(tasks.tasks[2].health_check_results.is_none());
         assert_eq!(&*tasks.tasks[2].host, "");
         assert_eq!(tasks.tasks[2].ip_address, None);
+    }
+
+    #[test]
+    fn task_ports_read_as_a_list_would() {
+        let read = br#"{"tasks": [{"ports": null}, {}, {"ports": []}, {"ports": [null]},
+            {"ports": [31000]}, {"ports": [1, null]}, {"ports": [1, 2, 3]}]}"#;
+        let tasks = parse_task_list(read, 10).unwrap().tasks;
+        let ports: Vec<&[Option<i64>]> = tasks.iter().map(|t| &t.ports[..]).collect();
+        let expected: [&[Option<i64>]; 7] = [
+            &[],
+            &[],
+            &[],
+            &[None],
+            &[Some(31000)],
+            &[Some(1), None],
+            &[Some(1), Some(2), Some(3)],
+        ];
+        assert_eq!(ports, expected);
+        assert!(serde_json::from_str::<Task>(r#"{"ports": ["1"]}"#).is_err());
+        assert!(serde_json::from_str::<Task>(r#"{"ports": 1}"#).is_err());
     }
 
     #[test]

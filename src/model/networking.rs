@@ -99,13 +99,13 @@ pub fn task_ports<'a>(app: &App, task: &'a Task, mode: &Mode) -> Cow<'a, [Option
     match mode {
         Mode::Host => {
             if !task.ports.is_empty() {
-                return Cow::Borrowed(&task.ports);
+                return Cow::Borrowed(&task.ports[..]);
             }
             Cow::Owned(port_definition_ports(app))
         }
         Mode::Bridge => {
             if !task.ports.is_empty() {
-                return Cow::Borrowed(&task.ports);
+                return Cow::Borrowed(&task.ports[..]);
             }
             // Marathon < 1.5 lists bridge ports as port definitions.
             let ports = port_definition_ports(app);
