@@ -187,26 +187,116 @@ pub struct VersionInfo {
 pub struct Task {
     #[serde(default, deserialize_with = "null_as_default")]
     pub id: String,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub app_id: String,
+    /// Shared with the task before when it is of the same app (see `shared_app_id`).
+    #[serde(default, deserialize_with = "shared_app_id")]
+    pub app_id: Arc<str>,
     /// The agent; empty when Marathon has not placed the task (such tasks are ignored).
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub host: String,
+    /// Shared with the task before when on the same agent, as `app_id` is.
+    #[serde(default, deserialize_with = "shared_host")]
+    pub host: Arc<str>,
     /// Mesos state such as `TASK_RUNNING`; absent in old Marathons (treated as running).
     /// Mesos's own states are shared, not copied: every task has one.
     #[serde(default, deserialize_with = "task_state")]
     pub state: Option<Cow<'static, str>>,
     /// Host ports (or, for IP-per-task, whatever Marathon reports) in port-index order.
-    #[serde(default, deserialize_with = "ports")]
-    pub ports: Vec<Option<i64>>,
+    #[serde(default)]
+    pub ports: TaskPorts,
     /// `None` when absent: the task has not been checked yet (unlike an empty list, which
-    /// counts in blue/green merges).
-    #[serde(default, deserialize_with = "optional_present_elements")]
-    pub health_check_results: Option<Vec<HealthCheckResult>>,
-    #[serde(default, deserialize_with = "present_elements")]
-    pub ip_addresses: Vec<TaskIpAddress>,
+    /// counts in blue/green merges). Read as what `model` asks of it, not kept as a list.
+    #[serde(default, deserialize_with = "health_check_results")]
+    pub health_check_results: Option<HealthCheckResults>,
+    /// The `ipAddress` of the first of `ipAddresses` (`null` entries skipped): the only one
+    /// anything reads. Shared with `host` when equal, as it often is.
+    #[serde(default, rename = "ipAddresses", deserialize_with = "first_ip_address")]
+    pub ip_address: Option<Arc<str>>,
 }
 
+/// A task's ports, read as [`ports`] reads a list (`null` as empty, `null` ports kept): a
+/// single port, as nearly every task has, is kept in place instead of in a list of its own.
+#[derive(Debug, Clone, Default)]
+pub struct TaskPorts(PortStorage);
+
+#[derive(Debug, Clone)]
+enum PortStorage {
+    One(Option<i64>),
+    /// None or several (an empty `Vec` takes no allocation).
+    List(Vec<Option<i64>>),
+}
+
+impl Default for PortStorage {
+    fn default() -> PortStorage {
+        PortStorage::List(Vec::new())
+    }
+}
+
+impl std::ops::Deref for TaskPorts {
+    type Target = [Option<i64>];
+
+    fn deref(&self) -> &[Option<i64>] {
+        match &self.0 {
+            PortStorage::One(port) => std::slice::from_ref(port),
+            PortStorage::List(ports) => ports,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskPorts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TaskPorts, D::Error> {
+        struct TaskPortsVisitor;
+
+        impl<'de> Visitor<'de> for TaskPortsVisitor {
+            type Value = TaskPorts;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list")
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<TaskPorts, E> {
+                Ok(TaskPorts::default())
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<TaskPorts, E> {
+                Ok(TaskPorts::default())
+            }
+
+            fn visit_some<D: Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> Result<TaskPorts, D::Error> {
+                deserializer.deserialize_seq(self)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TaskPorts, A::Error> {
+                let Some(first) = seq.next_element::<Option<i64>>()? else {
+                    return Ok(TaskPorts::default());
+                };
+                charge(std::mem::size_of::<Option<i64>>())?;
+                let Some(second) = seq.next_element::<Option<i64>>()? else {
+                    return Ok(TaskPorts(PortStorage::One(first)));
+                };
+                charge(std::mem::size_of::<Option<i64>>())?;
+                let mut ports = vec![first, second];
+                while let Some(port) = seq.next_element::<Option<i64>>()? {
+                    charge(std::mem::size_of::<Option<i64>>())?;
+                    ports.push(port);
+                }
+                ports.shrink_to_fit();
+                Ok(TaskPorts(PortStorage::List(ports)))
+            }
+        }
+
+        deserializer.deserialize_option(TaskPortsVisitor)
+    }
+}
+
+/// A task's `healthCheckResults` as far as anything reads them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HealthCheckResults {
+    /// Whether one of the results says `"alive": true` (false for an empty list).
+    pub any_alive: bool,
+}
+
+/// One of a task's `healthCheckResults`, as read (then folded into [`HealthCheckResults`]).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheckResult {
@@ -215,12 +305,12 @@ pub struct HealthCheckResult {
     pub alive: Option<bool>,
 }
 
-/// One of a task's `ipAddresses`; its `protocol` is never read, so not kept.
+/// One of a task's `ipAddresses`, as read; its `protocol` is never read, so not kept.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskIpAddress {
-    #[serde(default)]
-    pub ip_address: Option<String>,
+    #[serde(default, deserialize_with = "ip_address_shared_with_host")]
+    pub ip_address: Option<Arc<str>>,
 }
 
 /// One of an app's `healthChecks`. The fields `render` formats into check options are kept
@@ -303,11 +393,13 @@ fn within_budget<'de, S: DeserializeSeed<'de>>(
         fn drop(&mut self) {
             BUDGET.with(|budget| budget.set(None));
             INTERNED.with(|interned| interned.borrow_mut().take());
+            RECENT.with(|recent| recent.borrow_mut().take());
         }
     }
     let _reset = Reset;
     BUDGET.with(|cell| cell.set(Some(budget)));
     INTERNED.with(|interned| *interned.borrow_mut() = Some(HashSet::new()));
+    RECENT.with(|recent| *recent.borrow_mut() = Some(RecentTexts::default()));
     // One pass over the whole answer checks its UTF-8 far faster than serde_json checking each
     // string it reads (a sixth of the parse at 10,000 apps). An answer that is not UTF-8 (only
     // in strings we skip, or we refuse it anyway) is read as bytes, exactly as before.
@@ -398,6 +490,143 @@ where
 {
     let list = ChargedList::<Option<i64>, Option<i64>> { keep: Some };
     Ok(deserializer.deserialize_option(list)?.unwrap_or_default())
+}
+
+/// A task's `appId`, shared with the task read before when equal: `/v2/tasks` lists an app's
+/// tasks together. A comparison with the last one, not `intern`: hashing every task's strings
+/// cost more instructions than the allocations it saved.
+fn shared_app_id<'de, D>(deserializer: D) -> Result<Arc<str>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let text = Option::<Text<'de>>::deserialize(deserializer)?;
+    Ok(text.map_or_else(Arc::default, |text| {
+        share_recent(&text.0, |recent| &mut recent.app_id, true)
+    }))
+}
+
+/// A task's `host`, shared with the task read before when equal, as [`shared_app_id`] is.
+fn shared_host<'de, D>(deserializer: D) -> Result<Arc<str>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let text = Option::<Text<'de>>::deserialize(deserializer)?;
+    Ok(text.map_or_else(Arc::default, |text| {
+        share_recent(&text.0, |recent| &mut recent.host, true)
+    }))
+}
+
+/// An `ipAddress` of a task's `ipAddresses`, or `None` for `null`: shared with the last
+/// `host` read when equal (for tasks on the agent's network, the task's own host).
+fn ip_address_shared_with_host<'de, D>(deserializer: D) -> Result<Option<Arc<str>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let text = Option::<Text<'de>>::deserialize(deserializer)?;
+    Ok(text.map(|text| share_recent(&text.0, |recent| &mut recent.host, false)))
+}
+
+/// The last texts read into the fields of [`RecentTexts`] from the answer being parsed.
+#[derive(Default)]
+struct RecentTexts {
+    app_id: Option<Arc<str>>,
+    host: Option<Arc<str>>,
+}
+
+thread_local! {
+    /// `None` outside [`within_budget`], like `INTERNED`.
+    static RECENT: RefCell<Option<RecentTexts>> = const { RefCell::new(None) };
+}
+
+/// `text` as the string in `slot` of the recent texts when equal, else as a new one, which
+/// takes the slot when `remember`.
+fn share_recent(
+    text: &str,
+    slot: fn(&mut RecentTexts) -> &mut Option<Arc<str>>,
+    remember: bool,
+) -> Arc<str> {
+    RECENT.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        let Some(recent) = recent.as_mut() else {
+            return Arc::from(text);
+        };
+        let slot = slot(recent);
+        match slot {
+            Some(last) if **last == *text => Arc::clone(last),
+            _ => {
+                let shared: Arc<str> = Arc::from(text);
+                if remember {
+                    *slot = Some(Arc::clone(&shared));
+                }
+                shared
+            }
+        }
+    })
+}
+
+/// A list folded element by element into one value, each element charged to the budget as
+/// [`ChargedList`] charges it; `None` for `null`. For lists of which only a summary is read.
+struct ChargedFold<Read, Folded> {
+    fold: fn(&mut Folded, Read),
+}
+
+impl<'de, Read: Deserialize<'de>, Folded: Default> Visitor<'de> for ChargedFold<Read, Folded> {
+    type Value = Option<Folded>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut folded = Folded::default();
+        while let Some(element) = seq.next_element::<Read>()? {
+            charge(std::mem::size_of::<Read>())?;
+            (self.fold)(&mut folded, element);
+        }
+        Ok(Some(folded))
+    }
+}
+
+/// `healthCheckResults`: `None` when absent or `null`; `null` results are skipped.
+fn health_check_results<'de, D>(deserializer: D) -> Result<Option<HealthCheckResults>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let fold = ChargedFold::<Option<HealthCheckResult>, HealthCheckResults> {
+        fold: |results, result| {
+            results.any_alive |= result.is_some_and(|result| result.alive == Some(true));
+        },
+    };
+    deserializer.deserialize_option(fold)
+}
+
+/// `ipAddresses`: the `ipAddress` of its first non-`null` entry.
+fn first_ip_address<'de, D>(deserializer: D) -> Result<Option<Arc<str>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    /// The first entry (`None` until one is read) and its address.
+    type First = Option<Option<Arc<str>>>;
+    let fold = ChargedFold::<Option<TaskIpAddress>, First> {
+        fold: |first, entry| {
+            if let (true, Some(entry)) = (first.is_none(), entry) {
+                *first = Some(entry.ip_address);
+            }
+        },
+    };
+    Ok(deserializer.deserialize_option(fold)?.flatten().flatten())
 }
 
 /// A Marathon list document: an object whose `key` is an array of at most `max` elements
@@ -997,13 +1226,60 @@ mod tests {
                 {"id": "c", "healthCheckResults": null, "ipAddresses": null, "host": null}]}"#,
         )
         .unwrap();
-        assert_eq!(
-            tasks.tasks[0].health_check_results.as_ref().map(Vec::len),
-            Some(0)
-        );
+        let not_alive = HealthCheckResults { any_alive: false };
+        assert_eq!(tasks.tasks[0].health_check_results, Some(not_alive));
         assert!(tasks.tasks[1].health_check_results.is_none());
         assert!(tasks.tasks[2].health_check_results.is_none());
-        assert_eq!(tasks.tasks[2].host, "");
+        assert_eq!(&*tasks.tasks[2].host, "");
+        assert_eq!(tasks.tasks[2].ip_address, None);
+    }
+
+    #[test]
+    fn task_ports_read_as_a_list_would() {
+        let read = br#"{"tasks": [{"ports": null}, {}, {"ports": []}, {"ports": [null]},
+            {"ports": [31000]}, {"ports": [1, null]}, {"ports": [1, 2, 3]}]}"#;
+        let tasks = parse_task_list(read, 10).unwrap().tasks;
+        let ports: Vec<&[Option<i64>]> = tasks.iter().map(|t| &t.ports[..]).collect();
+        let expected: [&[Option<i64>]; 7] = [
+            &[],
+            &[],
+            &[],
+            &[None],
+            &[Some(31000)],
+            &[Some(1), None],
+            &[Some(1), Some(2), Some(3)],
+        ];
+        assert_eq!(ports, expected);
+        assert!(serde_json::from_str::<Task>(r#"{"ports": ["1"]}"#).is_err());
+        assert!(serde_json::from_str::<Task>(r#"{"ports": 1}"#).is_err());
+    }
+
+    #[test]
+    fn task_lists_read_as_their_summaries() {
+        let read = br#"{"tasks": [
+            {"appId": "/a", "host": "h1", "healthCheckResults": [null, {"alive": false},
+                {"alive": true}], "ipAddresses": [null, {"ipAddress": "h1"}, {"ipAddress": "x"}]},
+            {"appId": "/a", "host": "h1", "healthCheckResults": [{}, {"alive": false}],
+                "ipAddresses": [{"protocol": "IPv4"}, {"ipAddress": "x"}]},
+            {"appId": "/b", "host": "h2", "ipAddresses": []}]}"#;
+        let tasks = parse_task_list(read, 10).unwrap().tasks;
+        let alive: Vec<_> = tasks.iter().map(|t| t.health_check_results).collect();
+        let results = |any_alive| Some(HealthCheckResults { any_alive });
+        assert_eq!(alive, [results(true), results(false), None]);
+        let ips: Vec<_> = tasks.iter().map(|t| t.ip_address.as_deref()).collect();
+        assert_eq!(ips, [Some("h1"), None, None]);
+        // One answer's equal texts are one string, whichever field they come from.
+        assert!(Arc::ptr_eq(&tasks[0].app_id, &tasks[1].app_id));
+        assert!(Arc::ptr_eq(&tasks[0].host, &tasks[1].host));
+        assert!(Arc::ptr_eq(
+            &tasks[0].host,
+            tasks[0].ip_address.as_ref().unwrap()
+        ));
+        assert!(!Arc::ptr_eq(&tasks[0].app_id, &tasks[2].app_id));
+        let error = serde_json::from_str::<Task>(r#"{"ipAddresses": [1]}"#);
+        assert!(error.is_err());
+        let error = serde_json::from_str::<Task>(r#"{"healthCheckResults": [{"alive": 1}]}"#);
+        assert!(error.is_err());
     }
 
     #[test]

@@ -64,7 +64,7 @@ fn assert_sample(state: &MarathonState) {
     let tasks: Vec<(&str, &str)> = state
         .tasks
         .iter()
-        .map(|t| (t.id.as_str(), t.app_id.as_str()))
+        .map(|t| (t.id.as_str(), &*t.app_id))
         .collect();
     assert_eq!(apps, ["/web", "/db"]);
     assert_eq!(

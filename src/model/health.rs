@@ -47,8 +47,7 @@ pub fn check_for_port(app: &App, port_index: i64) -> Option<&HealthCheck> {
 
 /// Whether one of the task's results is alive (`None` when it has no results).
 pub fn alive(task: &Task) -> Option<bool> {
-    let results = task.health_check_results.as_deref()?;
-    Some(results.iter().any(|result| result.alive == Some(true)))
+    Some(task.health_check_results?.any_alive)
 }
 
 /// marathon-lb remembers the last verdict per task id in a 100-entry LRU and uses it for a task

@@ -383,12 +383,12 @@ fn join_tasks<'a>(apps: &[App], tasks: &'a [Task]) -> Vec<Vec<&'a Task>> {
     let mut previous: Option<(&str, &[usize])> = None;
     for task in tasks {
         let indices = match previous {
-            Some((app_id, indices)) if app_id == task.app_id => indices,
+            Some((app_id, indices)) if app_id == &*task.app_id => indices,
             _ => {
                 let indices = index_by_id
-                    .get(task.app_id.as_str())
+                    .get(&*task.app_id)
                     .map_or(&[][..], Vec::as_slice);
-                previous = Some((task.app_id.as_str(), indices));
+                previous = Some((&*task.app_id, indices));
                 indices
             }
         };
@@ -772,7 +772,7 @@ impl<'c, 't> Pass<'c, 't> {
             };
             let reason = Reason::Field {
                 field,
-                value: task.host.clone(),
+                value: task.host.to_string(),
             };
             self.warn(candidate, reason, format!("{why}; the task is skipped"));
             return;
@@ -821,7 +821,7 @@ impl<'c, 't> Pass<'c, 't> {
                 continue;
             };
             self.services[first_service + slot].backends.push(Backend {
-                host: task.host.clone(),
+                host: task.host.to_string(),
                 ip: ip.clone(),
                 port,
                 draining: candidate_task.draining,

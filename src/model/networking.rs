@@ -99,13 +99,13 @@ pub fn task_ports<'a>(app: &App, task: &'a Task, mode: &Mode) -> Cow<'a, [Option
     match mode {
         Mode::Host => {
             if !task.ports.is_empty() {
-                return Cow::Borrowed(&task.ports);
+                return Cow::Borrowed(&task.ports[..]);
             }
             Cow::Owned(port_definition_ports(app))
         }
         Mode::Bridge => {
             if !task.ports.is_empty() {
-                return Cow::Borrowed(&task.ports);
+                return Cow::Borrowed(&task.ports[..]);
             }
             // Marathon < 1.5 lists bridge ports as port definitions.
             let ports = port_definition_ports(app);
@@ -143,11 +143,7 @@ pub fn task_ip(
     resolve: &dyn Fn(&str) -> Option<std::net::IpAddr>,
 ) -> Result<String, NoAddress> {
     if *mode == Mode::Container {
-        let ip = task
-            .ip_addresses
-            .first()
-            .and_then(|entry| entry.ip_address.as_deref());
-        return match ip {
+        return match task.ip_address.as_deref() {
             Some(ip) if !ip.is_empty() => match super::fields::check_ip_address(ip) {
                 Ok(()) => Ok(ip.to_string()),
                 Err(why) => Err(NoAddress::Refused {
@@ -158,7 +154,7 @@ pub fn task_ip(
             _ => Err(NoAddress::NotAllocated),
         };
     }
-    let host = task.host.as_str();
+    let host = &*task.host;
     if host.parse::<Ipv4Addr>().is_ok() {
         return Ok(host.to_string());
     }
