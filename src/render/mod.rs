@@ -333,36 +333,21 @@ impl<'a> Renderer<'a> {
         if config.bind_http_https {
             sort_by_weight(&mut self.http_vhosts);
         }
-        let http_vhosts = self
-            .http_vhosts
-            .iter()
-            .map(|(_, text)| text.len())
-            .sum::<usize>();
-        // The backends, the bulk of a large cluster's config, become the output in place and
-        // the rest is put before them: one more copy of megabytes is neither made nor held.
-        let mut before = String::with_capacity(
-            head.len()
-                + self.userlists.len()
-                + http_head.len()
-                + http_vhosts
-                + self.http_appid_frontends.len()
-                + https.len()
-                + self.frontends.len(),
-        );
-        before += &head;
-        before += &self.userlists;
+        // The https frontends are built; their vhost texts are not needed again.
+        drop(std::mem::take(&mut self.https_vhosts));
+        let mut before = vec![head, std::mem::take(&mut self.userlists)];
         if config.bind_http_https {
-            before += &http_head;
-            for (_, text) in &self.http_vhosts {
-                before += text;
-            }
+            before.push(http_head);
+            before.extend(
+                std::mem::take(&mut self.http_vhosts)
+                    .into_iter()
+                    .map(|(_, text)| text),
+            );
         }
-        before += &self.http_appid_frontends;
-        before += &https;
-        before += &self.frontends;
-        let mut out = std::mem::take(&mut self.backends);
-        out.reserve_exact(before.len());
-        out.insert_str(0, &before);
+        before.push(std::mem::take(&mut self.http_appid_frontends));
+        before.push(https);
+        before.push(std::mem::take(&mut self.frontends));
+        let out = put_before(std::mem::take(&mut self.backends), before);
 
         let maps = if config.haproxy_map {
             vec![
@@ -854,6 +839,25 @@ impl<'a> Renderer<'a> {
 
 /// Largest weight first; equal weights keep their generation order (Python's stable sort with
 /// `reverse=True`).
+/// `parts` in order, then `bulk`: the backends, the bulk of a large cluster's config, are moved
+/// up once inside their own buffer and each part is copied into the room left in front and freed,
+/// so that neither a joined copy of the parts nor a second buffer of the whole is ever held.
+fn put_before(bulk: String, parts: Vec<String>) -> String {
+    let room = parts.iter().map(String::len).sum::<usize>();
+    let mut out = bulk.into_bytes();
+    let bulk_len = out.len();
+    out.reserve_exact(room);
+    out.resize(bulk_len + room, 0);
+    out.copy_within(..bulk_len, room);
+    let mut at = 0;
+    for part in parts {
+        out[at..at + part.len()].copy_from_slice(part.as_bytes());
+        at += part.len();
+    }
+    // Whole strings laid end to end are valid UTF-8; the check costs a pass at memory speed.
+    String::from_utf8(out).expect("whole strings joined are UTF-8")
+}
+
 fn sort_by_weight(entries: &mut [(i64, String)]) {
     entries.sort_by_key(|entry| std::cmp::Reverse(entry.0));
 }
