@@ -104,7 +104,7 @@ fn without_first_char(app_id: &str) -> &str {
 struct Prepared<'a> {
     service: &'a Service,
     backend: String,
-    mode: String,
+    mode: &'a str,
     hostname: Option<&'a str>,
 }
 
@@ -403,22 +403,31 @@ impl<'a> Renderer<'a> {
     }
 
     fn render_service(&mut self, service: &'a Service) -> Result<()> {
-        let templates = self.templates;
         let hostname = service.hostname.as_deref().filter(|host| !host.is_empty());
         let prepared = Prepared {
             service,
             backend: backend_name(&service.app_id, service.service_port),
             mode: match &service.mode {
-                Some(mode) => mode.clone(),
-                None if hostname.is_some() => "http".to_string(),
-                None => "tcp".to_string(),
+                Some(mode) => mode,
+                None if hostname.is_some() => "http",
+                None => "tcp",
             },
             hostname,
         };
-        let backend = prepared.backend.as_str();
-        let mode = prepared.mode.as_str();
+        let rendered = self.render_prepared(&prepared);
+        // Recorded whether or not a label is bad; the name moves in rather than being copied,
+        // one small string fewer per service held to the end of the render.
         self.backend_apps
-            .push((backend.to_string(), service.app_id.clone()));
+            .push((prepared.backend, service.app_id.clone()));
+        rendered
+    }
+
+    fn render_prepared(&mut self, prepared: &Prepared<'a>) -> Result<()> {
+        let templates = self.templates;
+        let service = prepared.service;
+        let hostname = prepared.hostname;
+        let backend = prepared.backend.as_str();
+        let mode = prepared.mode;
 
         if let Some(auth) = service.auth.as_ref().filter(|auth| !auth.user.is_empty()) {
             templates.format_into(
@@ -486,17 +495,17 @@ impl<'a> Renderer<'a> {
         }
 
         if mode == "http" && self.apps_with_appid_backend.insert(&service.app_id) {
-            self.appid_routing(&prepared)?;
+            self.appid_routing(prepared)?;
         }
         if mode == "http" {
-            self.http_backend_options(&prepared)?;
+            self.http_backend_options(prepared)?;
         }
-        self.network_allowed(&prepared)?;
+        self.network_allowed(prepared)?;
         if service.sticky {
             templates.verbatim_into(
                 Name::BackendStickyOptions,
                 Some(service),
-                &backend_vars(&prepared),
+                &backend_vars(prepared),
                 &mut self.backends,
             )?;
         }
@@ -506,7 +515,7 @@ impl<'a> Renderer<'a> {
             &[("backend", s(backend))],
             &mut self.frontends,
         )?;
-        self.servers(&prepared)
+        self.servers(prepared)
     }
 
     /// The :9091 frontend routes on `X-Marathon-App-Id` to the app's first http service.
@@ -589,7 +598,7 @@ impl<'a> Renderer<'a> {
         let Some(networks) = non_empty(&service.network_allowed) else {
             return Ok(());
         };
-        let (acl, allow_deny) = match prepared.mode.as_str() {
+        let (acl, allow_deny) = match prepared.mode {
             "http" => (
                 Name::HttpBackendNetworkAllowedAcl,
                 Name::HttpBackendAclAllowDeny,
@@ -889,7 +898,7 @@ fn backend_vars<'a>(prepared: &'a Prepared<'_>) -> Vec<(&'static str, Value<'a>)
             "servicePort",
             Value::Int(prepared.service.service_port.into()),
         ),
-        ("mode", s(&prepared.mode)),
+        ("mode", s(prepared.mode)),
         ("hostname", Value::opt_str(prepared.hostname)),
     ]
 }
