@@ -328,12 +328,12 @@ impl<'a> Renderer<'a> {
                 self.templates.verbatim(Name::HttpFrontendHead, None, &[])?,
                 self.https_frontends()?,
             ),
-            false => (String::new(), String::new()),
+            false => (String::new(), Vec::new()),
         };
         if config.bind_http_https {
             sort_by_weight(&mut self.http_vhosts);
         }
-        // The https frontends are built; their vhost texts are not needed again.
+        // Grouped by vhost, the https frontends were built without these texts.
         drop(std::mem::take(&mut self.https_vhosts));
         let mut before = vec![head, std::mem::take(&mut self.userlists)];
         if config.bind_http_https {
@@ -345,7 +345,7 @@ impl<'a> Renderer<'a> {
             );
         }
         before.push(std::mem::take(&mut self.http_appid_frontends));
-        before.push(https);
+        before.extend(https);
         before.push(std::mem::take(&mut self.frontends));
         let out = put_before(std::mem::take(&mut self.backends), before);
 
@@ -774,7 +774,9 @@ impl<'a> Renderer<'a> {
             .map_or(own_port, |&(_, port)| i64::from(port))
     }
 
-    fn https_frontends(&mut self) -> Result<String> {
+    /// The :443 frontend(s) as parts of the output in order: without grouping, its head and then
+    /// each vhost's text as rendered (not joined into one more copy here).
+    fn https_frontends(&mut self) -> Result<Vec<String>> {
         let templates = self.templates;
         let certs_line = |certs: &[String]| {
             certs
@@ -784,16 +786,16 @@ impl<'a> Renderer<'a> {
                 .join(" ")
         };
         if !self.config.group_https_by_vhost {
-            let mut out = templates.format(
+            let head = templates.format(
                 Name::HttpsFrontendHead,
                 None,
                 &[("sslCerts", s(&certs_line(&self.ssl_certs)))],
             )?;
             sort_by_weight(&mut self.https_vhosts);
-            for (_, text) in &self.https_vhosts {
-                out += text;
-            }
-            return Ok(out);
+            let vhosts = std::mem::take(&mut self.https_vhosts);
+            return Ok(std::iter::once(head)
+                .chain(vhosts.into_iter().map(|(_, text)| text))
+                .collect());
         }
 
         let mut out = templates.verbatim(Name::HttpsGroupedFrontendHead, None, &[])?;
@@ -842,7 +844,7 @@ impl<'a> Renderer<'a> {
                 out += text;
             }
         }
-        Ok(out)
+        Ok(vec![out])
     }
 }
 
