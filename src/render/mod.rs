@@ -104,7 +104,7 @@ fn without_first_char(app_id: &str) -> &str {
 struct Prepared<'a> {
     service: &'a Service,
     backend: String,
-    mode: String,
+    mode: &'a str,
     hostname: Option<&'a str>,
 }
 
@@ -328,41 +328,26 @@ impl<'a> Renderer<'a> {
                 self.templates.verbatim(Name::HttpFrontendHead, None, &[])?,
                 self.https_frontends()?,
             ),
-            false => (String::new(), String::new()),
+            false => (String::new(), Vec::new()),
         };
         if config.bind_http_https {
             sort_by_weight(&mut self.http_vhosts);
         }
-        let http_vhosts = self
-            .http_vhosts
-            .iter()
-            .map(|(_, text)| text.len())
-            .sum::<usize>();
-        // The backends, the bulk of a large cluster's config, become the output in place and
-        // the rest is put before them: one more copy of megabytes is neither made nor held.
-        let mut before = String::with_capacity(
-            head.len()
-                + self.userlists.len()
-                + http_head.len()
-                + http_vhosts
-                + self.http_appid_frontends.len()
-                + https.len()
-                + self.frontends.len(),
-        );
-        before += &head;
-        before += &self.userlists;
+        // Grouped by vhost, the https frontends were built without these texts.
+        drop(std::mem::take(&mut self.https_vhosts));
+        let mut before = vec![head, std::mem::take(&mut self.userlists)];
         if config.bind_http_https {
-            before += &http_head;
-            for (_, text) in &self.http_vhosts {
-                before += text;
-            }
+            before.push(http_head);
+            before.extend(
+                std::mem::take(&mut self.http_vhosts)
+                    .into_iter()
+                    .map(|(_, text)| text),
+            );
         }
-        before += &self.http_appid_frontends;
-        before += &https;
-        before += &self.frontends;
-        let mut out = std::mem::take(&mut self.backends);
-        out.reserve_exact(before.len());
-        out.insert_str(0, &before);
+        before.push(std::mem::take(&mut self.http_appid_frontends));
+        before.extend(https);
+        before.push(std::mem::take(&mut self.frontends));
+        let out = put_before(std::mem::take(&mut self.backends), before);
 
         let maps = if config.haproxy_map {
             vec![
@@ -418,22 +403,31 @@ impl<'a> Renderer<'a> {
     }
 
     fn render_service(&mut self, service: &'a Service) -> Result<()> {
-        let templates = self.templates;
         let hostname = service.hostname.as_deref().filter(|host| !host.is_empty());
         let prepared = Prepared {
             service,
             backend: backend_name(&service.app_id, service.service_port),
             mode: match &service.mode {
-                Some(mode) => mode.clone(),
-                None if hostname.is_some() => "http".to_string(),
-                None => "tcp".to_string(),
+                Some(mode) => mode,
+                None if hostname.is_some() => "http",
+                None => "tcp",
             },
             hostname,
         };
-        let backend = prepared.backend.as_str();
-        let mode = prepared.mode.as_str();
+        let rendered = self.render_prepared(&prepared);
+        // Recorded whether or not a label is bad; the name moves in rather than being copied,
+        // one small string fewer per service held to the end of the render.
         self.backend_apps
-            .push((backend.to_string(), service.app_id.clone()));
+            .push((prepared.backend, service.app_id.clone()));
+        rendered
+    }
+
+    fn render_prepared(&mut self, prepared: &Prepared<'a>) -> Result<()> {
+        let templates = self.templates;
+        let service = prepared.service;
+        let hostname = prepared.hostname;
+        let backend = prepared.backend.as_str();
+        let mode = prepared.mode;
 
         if let Some(auth) = service.auth.as_ref().filter(|auth| !auth.user.is_empty()) {
             templates.format_into(
@@ -501,17 +495,17 @@ impl<'a> Renderer<'a> {
         }
 
         if mode == "http" && self.apps_with_appid_backend.insert(&service.app_id) {
-            self.appid_routing(&prepared)?;
+            self.appid_routing(prepared)?;
         }
         if mode == "http" {
-            self.http_backend_options(&prepared)?;
+            self.http_backend_options(prepared)?;
         }
-        self.network_allowed(&prepared)?;
+        self.network_allowed(prepared)?;
         if service.sticky {
             templates.verbatim_into(
                 Name::BackendStickyOptions,
                 Some(service),
-                &backend_vars(&prepared),
+                &backend_vars(prepared),
                 &mut self.backends,
             )?;
         }
@@ -521,7 +515,7 @@ impl<'a> Renderer<'a> {
             &[("backend", s(backend))],
             &mut self.frontends,
         )?;
-        self.servers(&prepared)
+        self.servers(prepared)
     }
 
     /// The :9091 frontend routes on `X-Marathon-App-Id` to the app's first http service.
@@ -604,7 +598,7 @@ impl<'a> Renderer<'a> {
         let Some(networks) = non_empty(&service.network_allowed) else {
             return Ok(());
         };
-        let (acl, allow_deny) = match prepared.mode.as_str() {
+        let (acl, allow_deny) = match prepared.mode {
             "http" => (
                 Name::HttpBackendNetworkAllowedAcl,
                 Name::HttpBackendAclAllowDeny,
@@ -780,7 +774,9 @@ impl<'a> Renderer<'a> {
             .map_or(own_port, |&(_, port)| i64::from(port))
     }
 
-    fn https_frontends(&mut self) -> Result<String> {
+    /// The :443 frontend(s) as parts of the output in order: without grouping, its head and then
+    /// each vhost's text as rendered (not joined into one more copy here).
+    fn https_frontends(&mut self) -> Result<Vec<String>> {
         let templates = self.templates;
         let certs_line = |certs: &[String]| {
             certs
@@ -790,16 +786,16 @@ impl<'a> Renderer<'a> {
                 .join(" ")
         };
         if !self.config.group_https_by_vhost {
-            let mut out = templates.format(
+            let head = templates.format(
                 Name::HttpsFrontendHead,
                 None,
                 &[("sslCerts", s(&certs_line(&self.ssl_certs)))],
             )?;
             sort_by_weight(&mut self.https_vhosts);
-            for (_, text) in &self.https_vhosts {
-                out += text;
-            }
-            return Ok(out);
+            let vhosts = std::mem::take(&mut self.https_vhosts);
+            return Ok(std::iter::once(head)
+                .chain(vhosts.into_iter().map(|(_, text)| text))
+                .collect());
         }
 
         let mut out = templates.verbatim(Name::HttpsGroupedFrontendHead, None, &[])?;
@@ -848,12 +844,31 @@ impl<'a> Renderer<'a> {
                 out += text;
             }
         }
-        Ok(out)
+        Ok(vec![out])
     }
 }
 
 /// Largest weight first; equal weights keep their generation order (Python's stable sort with
 /// `reverse=True`).
+/// `parts` in order, then `bulk`: the backends, the bulk of a large cluster's config, are moved
+/// up once inside their own buffer and each part is copied into the room left in front and freed,
+/// so that neither a joined copy of the parts nor a second buffer of the whole is ever held.
+fn put_before(bulk: String, parts: Vec<String>) -> String {
+    let room = parts.iter().map(String::len).sum::<usize>();
+    let mut out = bulk.into_bytes();
+    let bulk_len = out.len();
+    out.reserve_exact(room);
+    out.resize(bulk_len + room, 0);
+    out.copy_within(..bulk_len, room);
+    let mut at = 0;
+    for part in parts {
+        out[at..at + part.len()].copy_from_slice(part.as_bytes());
+        at += part.len();
+    }
+    // Whole strings laid end to end are valid UTF-8; the check costs a pass at memory speed.
+    String::from_utf8(out).expect("whole strings joined are UTF-8")
+}
+
 fn sort_by_weight(entries: &mut [(i64, String)]) {
     entries.sort_by_key(|entry| std::cmp::Reverse(entry.0));
 }
@@ -885,7 +900,7 @@ fn backend_vars<'a>(prepared: &'a Prepared<'_>) -> Vec<(&'static str, Value<'a>)
             "servicePort",
             Value::Int(prepared.service.service_port.into()),
         ),
-        ("mode", s(&prepared.mode)),
+        ("mode", s(prepared.mode)),
         ("hostname", Value::opt_str(prepared.hostname)),
     ]
 }
