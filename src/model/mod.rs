@@ -487,6 +487,9 @@ impl<'c, 't> Pass<'c, 't> {
         for candidate in &candidates {
             pass.add_app(candidate);
         }
+        // The list doubled past the app count (ports per app are not known ahead): its unused
+        // end, a third of it in a typical cluster, is given back before render runs.
+        pass.services.shrink_to_fit();
         pass
     }
 
@@ -639,6 +642,11 @@ impl<'c, 't> Pass<'c, 't> {
             self.services.truncate(first);
             self.big_weights.truncate(first);
             return;
+        }
+        // Most tasks serve every port: sized once, a service's list is not regrown past its
+        // task count (a 3-task list would otherwise take room for 4).
+        for service in &mut self.services[first..] {
+            service.backends.reserve_exact(candidate.tasks.len());
         }
         for candidate_task in &candidate.tasks {
             self.add_task(candidate, &mode, candidate_task, &service_ports, first);
