@@ -42,6 +42,7 @@ mod safety;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::config::ModelConfig;
 use crate::marathon::{App, HealthCheck, Task};
@@ -53,10 +54,11 @@ use networking::{Mode, NoAddress, ServicePortAssigner};
 /// One task endpoint serving a service port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
-    /// The agent host as Marathon reports it (name or address).
-    pub host: String,
-    /// Address used to reach the task: the task IP for IP-per-task, else `host` resolved.
-    pub ip: String,
+    /// The agent host as Marathon reports it (name or address), shared with the task.
+    pub host: Arc<str>,
+    /// Address used to reach the task: the task IP for IP-per-task, else `host` resolved
+    /// (the task's own text when it is one, shared by the task's servers).
+    pub ip: Arc<str>,
     /// Port on `ip`: the task port for IP-per-task, else the host port.
     pub port: u32,
     /// Blue/green: an old task being drained (rendered ` disabled`).
@@ -829,8 +831,8 @@ impl<'c, 't> Pass<'c, 't> {
                 continue;
             };
             self.services[first_service + slot].backends.push(Backend {
-                host: task.host.to_string(),
-                ip: ip.clone(),
+                host: Arc::clone(&task.host),
+                ip: Arc::clone(&ip),
                 port,
                 draining: candidate_task.draining,
             });
