@@ -458,8 +458,16 @@ impl Prepared {
     /// `rendered` (the candidate's backends and their apps) with what is known of the
     /// backends the candidate lacks, for the guard and the change summary.
     pub fn backend_apps(&self, rendered: apply::BackendApps) -> apply::BackendApps {
-        let mut known = self.unrendered.clone();
-        known.names.extend(rendered.names);
+        // The rendered names are most of them: kept as built, the few unrendered ones added
+        // where the candidate has no such backend (the candidate's app wins, as before).
+        let mut known = rendered;
+        for (name, app_id) in &self.unrendered.names {
+            known
+                .names
+                .entry(name.clone())
+                .or_insert_with(|| app_id.clone());
+        }
+        known.unserved.clone_from(&self.unrendered.unserved);
         known
     }
 }

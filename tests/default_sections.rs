@@ -83,8 +83,8 @@ fn read_head(stream: &mut TcpStream) -> String {
 fn service(service_port: u16, backend_port: u16) -> Service {
     Service {
         backends: vec![Backend {
-            host: "127.0.0.1".to_string(),
-            ip: "127.0.0.1".to_string(),
+            host: "127.0.0.1".into(),
+            ip: "127.0.0.1".into(),
             port: backend_port.into(),
             draining: false,
         }],

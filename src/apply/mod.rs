@@ -160,7 +160,7 @@ pub fn apply_noting(
     if let (true, Some(why)) = (live.matches(candidate), interrupted) {
         return finish_interrupted_reload(config, why);
     }
-    let old_config = live.config.text();
+    let old_config = live.config.text().into_owned();
     if interrupted.is_none() {
         retry_pending_deletions(config, &old_config, noted);
     }

@@ -84,8 +84,9 @@ impl LiveFile {
     }
 
     /// The content as text for diffs and summaries (missing = empty).
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(self.content.as_deref().unwrap_or_default()).into_owned()
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        // Borrowed when the file is UTF-8, as a config is: not a second copy of it.
+        String::from_utf8_lossy(self.content.as_deref().unwrap_or_default())
     }
 
     /// Puts this previous state back: the old content atomically, or no file if there was none.

@@ -42,6 +42,7 @@ mod safety;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::config::ModelConfig;
 use crate::marathon::{App, HealthCheck, Task};
@@ -53,10 +54,11 @@ use networking::{Mode, NoAddress, ServicePortAssigner};
 /// One task endpoint serving a service port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
-    /// The agent host as Marathon reports it (name or address).
-    pub host: String,
-    /// Address used to reach the task: the task IP for IP-per-task, else `host` resolved.
-    pub ip: String,
+    /// The agent host as Marathon reports it (name or address), shared with the task.
+    pub host: Arc<str>,
+    /// Address used to reach the task: the task IP for IP-per-task, else `host` resolved
+    /// (the task's own text when it is one, shared by the task's servers).
+    pub ip: Arc<str>,
     /// Port on `ip`: the task port for IP-per-task, else the host port.
     pub port: u32,
     /// Blue/green: an old task being drained (rendered ` disabled`).
@@ -487,6 +489,9 @@ impl<'c, 't> Pass<'c, 't> {
         for candidate in &candidates {
             pass.add_app(candidate);
         }
+        // The list doubled past the app count (ports per app are not known ahead): its unused
+        // end, a third of it in a typical cluster, is given back before render runs.
+        pass.services.shrink_to_fit();
         pass
     }
 
@@ -639,6 +644,11 @@ impl<'c, 't> Pass<'c, 't> {
             self.services.truncate(first);
             self.big_weights.truncate(first);
             return;
+        }
+        // Most tasks serve every port: sized once, a service's list is not regrown past its
+        // task count (a 3-task list would otherwise take room for 4).
+        for service in &mut self.services[first..] {
+            service.backends.reserve_exact(candidate.tasks.len());
         }
         for candidate_task in &candidate.tasks {
             self.add_task(candidate, &mode, candidate_task, &service_ports, first);
@@ -821,8 +831,8 @@ impl<'c, 't> Pass<'c, 't> {
                 continue;
             };
             self.services[first_service + slot].backends.push(Backend {
-                host: task.host.to_string(),
-                ip: ip.clone(),
+                host: Arc::clone(&task.host),
+                ip: Arc::clone(&ip),
                 port,
                 draining: candidate_task.draining,
             });

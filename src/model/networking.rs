@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use sha1::{Digest, Sha1};
 
@@ -141,11 +142,13 @@ pub fn task_ip(
     task: &Task,
     mode: &Mode,
     resolve: &dyn Fn(&str) -> Option<std::net::IpAddr>,
-) -> Result<String, NoAddress> {
+) -> Result<Arc<str>, NoAddress> {
+    // The task's own text is shared, not copied: every server of every port of a task holds
+    // it, and most clusters name their agents by address.
     if *mode == Mode::Container {
-        return match task.ip_address.as_deref() {
+        return match &task.ip_address {
             Some(ip) if !ip.is_empty() => match super::fields::check_ip_address(ip) {
-                Ok(()) => Ok(ip.to_string()),
+                Ok(()) => Ok(Arc::clone(ip)),
                 Err(why) => Err(NoAddress::Refused {
                     value: ip.to_string(),
                     why,
@@ -156,13 +159,13 @@ pub fn task_ip(
     }
     let host = &*task.host;
     if host.parse::<Ipv4Addr>().is_ok() {
-        return Ok(host.to_string());
+        return Ok(Arc::clone(&task.host));
     }
     if host.is_empty() {
         return Err(NoAddress::Unresolvable(String::new()));
     }
     resolve(host)
-        .map(|ip| ip.to_string())
+        .map(|ip| Arc::from(ip.to_string()))
         .ok_or_else(|| NoAddress::Unresolvable(host.to_string()))
 }
 

@@ -632,7 +632,7 @@ fn agent_names_are_resolved_once_and_unresolvable_ones_skipped() {
         servers(only_service(&model)),
         ["10.0.0.7:31000", "10.0.0.7:31001", "10.9.9.9:31003"]
     );
-    assert_eq!(model.services[0].backends[0].host, "agent-1");
+    assert_eq!(model.services[0].backends[0].host.as_ref(), "agent-1");
     assert_eq!(*calls.borrow(), ["agent-1", "gone"]);
     assert_eq!(warnings.len(), 1);
     assert!(warnings[0].message.contains("gone"), "{}", warnings[0]);

@@ -766,7 +766,7 @@ impl<'a> Renderer<'a> {
         let mut ports: Vec<(&str, u32)> = sibling
             .backends
             .iter()
-            .map(|b| (b.host.as_str(), b.port))
+            .map(|b| (&*b.host, b.port))
             .collect();
         ports.sort();
         ports

@@ -17,8 +17,8 @@ fn render_config(dir: Option<&Path>) -> RenderConfig {
 fn service() -> Service {
     Service {
         backends: vec![Backend {
-            host: "10.0.0.1".to_string(),
-            ip: "10.0.0.1".to_string(),
+            host: "10.0.0.1".into(),
+            ip: "10.0.0.1".into(),
             port: 31000,
             draining: false,
         }],
@@ -498,8 +498,8 @@ fn a_backend_with_more_servers_than_ids_leaves_its_app_out() {
     crowded.app_id = "/crowded".to_string();
     crowded.backends = (0..32_767u32)
         .map(|index| Backend {
-            host: format!("10.{}.{}.{}", index / 65536, index / 256 % 256, index % 256),
-            ip: format!("10.{}.{}.{}", index / 65536, index / 256 % 256, index % 256),
+            host: format!("10.{}.{}.{}", index / 65536, index / 256 % 256, index % 256).into(),
+            ip: format!("10.{}.{}.{}", index / 65536, index / 256 % 256, index % 256).into(),
             port: 31000,
             draining: false,
         })
