@@ -6,12 +6,17 @@
 //! the reload, which then rolls back every app's change, run after run. The candidate's new
 //! listeners (those the live config does not have: HAProxy holds its own already) are tried
 //! here with a plain bind, released at once, before anything is written: ~9 µs of kernel work
-//! each, so on one thread per core (at most 8), and while `haproxy -c` runs when it runs (it
-//! binds nothing, so that changes no verdict; its verdict is still judged first).
+//! each, so on one thread per core (at most 8), and from as soon as the candidate is known,
+//! alongside the rest of the checks and `haproxy -c` (which binds nothing, so that changes no
+//! verdict; every earlier verdict is still judged first).
 
 use std::fmt;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::ScopedJoinHandle;
 
 use super::command::CommandError;
 use crate::error::{self, Failure};
@@ -62,46 +67,84 @@ impl fmt::Display for ListenersUnavailable {
 impl std::error::Error for ListenersUnavailable {}
 
 /// The listeners `candidate` has and `live` does not, that a bind attempt here refuses, in
-/// address order.
-pub fn unavailable_new_listeners(live: &str, candidate: &str) -> Vec<BusyListener> {
+/// address order: what [`while_trying_new_listeners`] answers, tried before returning.
+#[cfg(test)]
+fn unavailable_new_listeners(live: &str, candidate: &str) -> Vec<BusyListener> {
+    while_trying_new_listeners(true, live, candidate, |trying| trying.busy())
+}
+
+/// The listeners `candidate` has and `live` does not, in address order.
+fn new_listeners(live: &str, candidate: &str) -> Vec<SocketAddr> {
     let live = listeners(live);
-    let new: Vec<SocketAddr> = listeners(candidate)
+    listeners(candidate)
         .into_iter()
         .filter(|address| live.binary_search(address).is_err())
-        .collect();
-    refused_by_this_host(&new, bind_threads(new.len()))
-        .into_iter()
-        .map(|address| BusyListener { address })
         .collect()
 }
 
-/// `check` (`haproxy -c`: over a second at 10,000 apps, in another process), with the new
-/// listeners of `candidate` tried on other threads meanwhile when `try_listeners`, instead of
-/// after it. `haproxy -c` never binds, so it finds them as free or as busy as trying them after
-/// it would; the caller still judges `check`'s result first, as it would without the overlap.
-pub fn alongside_new_listeners<T>(
+/// Runs `work` while the new listeners of `candidate` are tried on other threads, when
+/// `try_listeners`; `work` takes their answer from the [`Trying`] it is given, where it needs it.
+///
+/// The tries start as soon as the candidate and the live config are both known, before the
+/// caller knows whether it will want the answer (the guard may refuse the change, the reload
+/// interval defer it, `haproxy -c` reject it), so they overlap everything the caller does
+/// before its verdict on them: ~110 ms of kernel work at a 10,000-app first run. That is safe
+/// because a bind attempt writes nothing and is released at once: an answer the caller does not
+/// ask for is discarded, and those tries are stopped. Nothing else this tool does binds, so
+/// the ports are as free or as busy as they would be when tried at the point of the verdict.
+pub fn while_trying_new_listeners<T>(
     try_listeners: bool,
     live: &str,
     candidate: &str,
-    check: impl FnOnce() -> T,
-) -> (T, Vec<BusyListener>) {
-    if !try_listeners {
-        return (check(), Vec::new());
-    }
+    work: impl FnOnce(Trying<'_>) -> T,
+) -> T {
+    let stop = AtomicBool::new(false);
+    // Read on the caller's thread, and the binds started from it: only they overlap its work.
+    // Shared with the threads, so they are freed once the answer is taken, not when `work`
+    // ends (kept through a dry run's printing, they cost ~0.3 MB of peak RSS at 10,000 apps).
+    let new: Arc<[SocketAddr]> = match try_listeners {
+        true => new_listeners(live, candidate).into(),
+        false => Arc::new([]),
+    };
     std::thread::scope(|scope| {
-        let trying = std::thread::Builder::new()
-            .name("bind-check".into())
-            .spawn_scoped(scope, || unavailable_new_listeners(live, candidate));
-        let checked = check();
-        let busy = match trying {
-            Ok(handle) => handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            // No thread to be had (a limit on threads): tried after the check, as without one.
-            Err(_) => unavailable_new_listeners(live, candidate),
-        };
-        (checked, busy)
+        let threads = bind_threads(new.len());
+        let tries = start_tries(scope, new, threads, &stop);
+        work(Trying { tries, stop: &stop })
     })
+}
+
+/// One consecutive chunk of the addresses being tried: its thread, or the chunk itself when no
+/// thread was to be had (a limit on threads), to be tried when the answer is asked for.
+type Tries<'scope> = Vec<Result<ScopedJoinHandle<'scope, Vec<SocketAddr>>, Chunk>>;
+
+/// A consecutive part of the addresses being tried.
+type Chunk = (Arc<[SocketAddr]>, Range<usize>);
+
+/// The new listeners being tried for [`while_trying_new_listeners`]: [`Trying::busy`] waits for
+/// the answer; dropped unasked, the tries stop (the scope still waits for the threads to end).
+pub struct Trying<'scope> {
+    tries: Tries<'scope>,
+    stop: &'scope AtomicBool,
+}
+
+impl Trying<'_> {
+    /// The candidate's new listeners this host refuses, in address order; none when not asked
+    /// to try them.
+    pub fn busy(mut self) -> Vec<BusyListener> {
+        answers(std::mem::take(&mut self.tries))
+            .into_iter()
+            .map(|address| BusyListener { address })
+            .collect()
+    }
+}
+
+impl Drop for Trying<'_> {
+    fn drop(&mut self) {
+        if !self.tries.is_empty() {
+            // Unasked: the answer is discarded, so the binds left need not be tried.
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Each bind attempt is ~9 µs of kernel work (socket, two `setsockopt`, `bind`, `listen`,
@@ -127,50 +170,73 @@ fn bind_threads(attempts: usize) -> usize {
 }
 
 /// The `addresses` another process holds (a bind attempt says "in use"), in their order, tried
-/// on `threads` threads, each on its own consecutive chunk.
-fn refused_by_this_host(addresses: &[SocketAddr], threads: usize) -> Vec<SocketAddr> {
-    let refused_in = |chunk: &[SocketAddr]| -> Vec<SocketAddr> {
-        chunk
-            .iter()
-            .filter(|address| {
-                // Only "in use" is a verdict: an address that is not (yet) this host's may be
-                // bindable for HAProxy (`transparent`, `freebind`, a VIP that moves here), and
-                // other errors (a port below 1024 for a user who is not root) are for HAProxy
-                // to judge.
-                let tried = listen_as_haproxy(address);
-                // An `Ok` listener is dropped, and so closed, at once.
-                matches!(tried, Err(error) if error.kind() == ErrorKind::AddrInUse)
-            })
-            .copied()
-            .collect()
-    };
-    if threads <= 1 || addresses.len() <= 1 {
-        return refused_in(addresses);
+/// on `threads` threads, each on its own consecutive chunk, until `stop` is set (the answer is
+/// then partial: only for a caller that discards it).
+#[cfg(test)]
+fn refused_by_this_host(
+    addresses: &[SocketAddr],
+    threads: usize,
+    stop: &AtomicBool,
+) -> Vec<SocketAddr> {
+    std::thread::scope(|scope| answers(start_tries(scope, addresses.into(), threads, stop)))
+}
+
+/// Starts trying `addresses` on `threads` threads, each on its own consecutive chunk (none for
+/// no addresses).
+fn start_tries<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    addresses: Arc<[SocketAddr]>,
+    threads: usize,
+    stop: &'scope AtomicBool,
+) -> Tries<'scope> {
+    let chunk_length = addresses.len().div_ceil(threads.max(1)).max(1);
+    (0..addresses.len())
+        .step_by(chunk_length)
+        .map(|start| {
+            let chunk = (
+                Arc::clone(&addresses),
+                start..(start + chunk_length).min(addresses.len()),
+            );
+            let (on_thread, range) = chunk.clone();
+            std::thread::Builder::new()
+                .name("bind-check".into())
+                .spawn_scoped(scope, move || refused_in(&on_thread[range], stop))
+                .map_err(|_| chunk)
+        })
+        .collect()
+}
+
+/// What `tries` found, in their order: each thread joined, each chunk left without one tried
+/// here.
+fn answers(tries: Tries) -> Vec<SocketAddr> {
+    let mut refused = Vec::new();
+    for tried in tries {
+        refused.extend(match tried {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err((addresses, range)) => refused_in(&addresses[range], &AtomicBool::new(false)),
+        });
     }
-    let chunk_length = addresses.len().div_ceil(threads);
-    let mut chunks = addresses.chunks(chunk_length);
-    let first = chunks.next().unwrap_or_default();
-    std::thread::scope(|scope| {
-        // A thread that cannot be started (a limit on threads) leaves its chunk to this one.
-        let started: Vec<Result<_, &[SocketAddr]>> = chunks
-            .map(|chunk| {
-                std::thread::Builder::new()
-                    .name("bind-check".into())
-                    .spawn_scoped(scope, move || refused_in(chunk))
-                    .map_err(|_| chunk)
-            })
-            .collect();
-        let mut refused = refused_in(first);
-        for thread in started {
-            refused.extend(match thread {
-                Ok(handle) => handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                Err(chunk) => refused_in(chunk),
-            });
-        }
-        refused
-    })
+    refused
+}
+
+/// The addresses of `chunk` another process holds, until `stop` is set.
+fn refused_in(chunk: &[SocketAddr], stop: &AtomicBool) -> Vec<SocketAddr> {
+    chunk
+        .iter()
+        .take_while(|_| !stop.load(Ordering::Relaxed))
+        .filter(|address| {
+            // Only "in use" is a verdict: an address that is not (yet) this host's may be
+            // bindable for HAProxy (`transparent`, `freebind`, a VIP that moves here), and
+            // other errors (a port below 1024 for a user who is not root) are for HAProxy to
+            // judge.
+            let tried = listen_as_haproxy(address);
+            // An `Ok` listener is dropped, and so closed, at once.
+            matches!(tried, Err(error) if error.kind() == ErrorKind::AddrInUse)
+        })
+        .copied()
+        .collect()
 }
 
 /// The TCP addresses of every `bind` line of a config, in the plain `address:port` forms
@@ -351,32 +417,50 @@ mod tests {
             .map(|&at| TcpListener::bind(addresses[at]).unwrap())
             .collect();
         let expected = held_at.map(|at| addresses[at]);
-        assert_eq!(refused_by_this_host(&addresses, 4), expected);
-        assert_eq!(refused_by_this_host(&addresses, 3), expected);
-        assert_eq!(refused_by_this_host(&addresses, 1), expected);
+        let go = AtomicBool::new(false);
+        assert_eq!(refused_by_this_host(&addresses, 4, &go), expected);
+        assert_eq!(refused_by_this_host(&addresses, 3, &go), expected);
+        assert_eq!(refused_by_this_host(&addresses, 1, &go), expected);
         // More threads than addresses: one each at most.
         assert_eq!(
-            refused_by_this_host(&addresses[249..251], 8),
+            refused_by_this_host(&addresses[249..251], 8, &go),
             expected[1..3]
         );
     }
 
     #[test]
-    fn listeners_tried_alongside_a_check_are_those_tried_after_it() {
+    fn listeners_tried_alongside_other_work_are_those_tried_after_it() {
         let held = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = held.local_addr().unwrap().port();
         let candidate = format!("frontend new\n  bind 127.0.0.1:{port}\n");
-        let (checked, busy) = alongside_new_listeners(true, "", &candidate, || "checked");
-        assert_eq!(checked, "checked");
+        let (worked, busy) =
+            while_trying_new_listeners(true, "", &candidate, |trying| ("worked", trying.busy()));
+        assert_eq!(worked, "worked");
         assert_eq!(busy, unavailable_new_listeners("", &candidate));
         assert_eq!(busy.len(), 1);
         // Not asked to (a runtime-only change): nothing is tried.
-        let (_, busy) = alongside_new_listeners(false, "", &candidate, || ());
+        let busy = while_trying_new_listeners(false, "", &candidate, |trying| trying.busy());
         assert_eq!(busy, []);
+        // An answer not asked for is discarded, and the work's result is still returned.
+        assert_eq!(while_trying_new_listeners(true, "", &candidate, |_| 7), 7);
     }
 
     #[test]
-    fn a_few_binds_stay_on_the_calling_thread() {
+    fn stopped_tries_try_nothing_more() {
+        let held = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = held.local_addr().unwrap();
+        assert_eq!(
+            refused_by_this_host(&[address], 1, &AtomicBool::new(true)),
+            []
+        );
+        assert_eq!(
+            refused_by_this_host(&[address], 1, &AtomicBool::new(false)),
+            [address]
+        );
+    }
+
+    #[test]
+    fn a_few_binds_take_one_thread() {
         assert_eq!(bind_threads(0), 1);
         assert_eq!(bind_threads(ATTEMPTS_PER_THREAD - 1), 1);
         assert!(bind_threads(1_000_000) <= MAX_BIND_THREADS);
