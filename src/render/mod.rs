@@ -118,6 +118,19 @@ pub fn render(model: &Model, templates: &Templates, config: &RenderConfig) -> Re
     Renderer::new(model, templates, config).run()
 }
 
+/// [`render`] on the calling thread alone, whatever the size: what the two-thread render must
+/// equal.
+#[cfg(test)]
+fn render_on_one_thread(
+    model: &Model,
+    templates: &Templates,
+    config: &RenderConfig,
+) -> Result<Rendered> {
+    let mut renderer = Renderer::new(model, templates, config);
+    renderer.parallel_from = usize::MAX;
+    renderer.run()
+}
+
 /// The head section (`global`, `defaults` and whatever else the operator's head adds).
 fn head(templates: &Templates, config: &RenderConfig) -> Result<String> {
     templates.verbatim(
@@ -224,6 +237,9 @@ fn bind_address(address: &str) -> Option<(String, (u32, u32))> {
 /// How many services are rendered before the output's size is estimated from them.
 const SIZE_SAMPLE: usize = 256;
 
+/// From how many services the render runs on two threads (see [`Renderer::second_half_at`]).
+const PARALLEL_FROM: usize = 512;
+
 /// The most [`Renderer::reserve_for`] reserves for one buffer: an estimate is no reason to
 /// ask for more.
 const MAX_RESERVED: usize = 1 << 30;
@@ -257,6 +273,8 @@ struct Renderer<'a> {
     /// (backend, app id) in rendering order; a map at the end, the last of a name winning as
     /// with inserts, without a tree walk per service.
     backend_apps: Vec<(String, String)>,
+    /// [`PARALLEL_FROM`], except in tests comparing with the one-thread render.
+    parallel_from: usize,
 }
 
 fn s(text: &str) -> Value<'_> {
@@ -287,6 +305,7 @@ impl<'a> Renderer<'a> {
             grouped: BTreeMap::new(),
             backend_apps: Vec::new(),
             maps: MapState::default(),
+            parallel_from: PARALLEL_FROM,
         }
     }
 
@@ -299,25 +318,37 @@ impl<'a> Renderer<'a> {
 
         let mut services: Vec<&Service> = self.model.services.iter().collect();
         services.sort_by(|a, b| (&a.app_id, a.service_port).cmp(&(&b.app_id, b.service_port)));
-        // Bad template labels are collected over the whole pass, so the caller can leave out
-        // every app at fault at once; any other failure ends the render.
-        let mut bad_labels = Vec::new();
         let total = services.len();
-        for (rendered, service) in services.into_iter().enumerate() {
-            self.templates.check_deadline(rendered)?;
-            if rendered == SIZE_SAMPLE {
-                self.reserve_for(rendered, total);
-            }
-            if !self.is_selected(service) {
-                continue;
-            }
-            if let Err(err) = self.render_service(service) {
-                match err.downcast_ref::<BadTemplateLabel>() {
-                    Some(bad) => bad_labels.push(bad.clone()),
-                    None => return Err(err),
+        let bad_labels = match self.second_half_at(&services) {
+            None => self.render_services(&services, 0, total)?,
+            Some(at) => {
+                let (first, second) = services.split_at(at);
+                let (model, templates) = (self.model, self.templates);
+                let (own, other) = std::thread::scope(|scope| {
+                    let other = scope.spawn(move || {
+                        let mut other = Renderer::new(model, templates, config);
+                        let outcome = other.render_services(second, at, second.len());
+                        (other, outcome)
+                    });
+                    // The first half's buffers are reserved for the whole output, so the
+                    // second half's text is appended to them and not the other way round.
+                    let own = self.render_services(first, 0, total);
+                    let other = other
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    (own, other)
+                });
+                let (other, other_outcome) = other;
+                // The error the one-thread pass would have ended with: the first half's
+                // failure, else the second's, else every bad label in output order.
+                let mut bad_labels = own?;
+                bad_labels.extend(other_outcome?);
+                if bad_labels.is_empty() {
+                    self.append(other);
                 }
+                bad_labels
             }
-        }
+        };
         if !bad_labels.is_empty() {
             return Err(anyhow::Error::new(BadTemplateLabels(bad_labels))
                 .context(crate::error::Failure::Template));
@@ -368,6 +399,84 @@ impl<'a> Renderer<'a> {
             maps,
             backend_apps: std::mem::take(&mut self.backend_apps).into_iter().collect(),
         })
+    }
+
+    /// Where the sorted `services` are cut in two for a second thread, if they are: never when
+    /// too few for the thread to pay (starting one costs tens of microseconds), never with
+    /// `--haproxy-map` (its map lines and the one `map` ACL are deduplicated over the whole
+    /// pass), and only between two apps, so that an app's first http service, the one its
+    /// `X-Marathon-App-Id` route goes to, is found by one thread alone.
+    fn second_half_at(&self, services: &[&Service]) -> Option<usize> {
+        if services.len() < self.parallel_from.max(2) || self.config.haproxy_map {
+            return None;
+        }
+        let middle = services.len() / 2;
+        let app_id = &services[middle - 1].app_id;
+        (middle..services.len()).find(|&at| &services[at].app_id != app_id)
+    }
+
+    /// Renders `services`, the `offset`-th on of `total` sorted ones (`total` is what the
+    /// buffers are sized for). The bad template labels met, or the first other failure.
+    fn render_services(
+        &mut self,
+        services: &[&'a Service],
+        offset: usize,
+        total: usize,
+    ) -> Result<Vec<BadTemplateLabel>> {
+        // Bad template labels are collected over the whole pass, so the caller can leave out
+        // every app at fault at once; any other failure ends the render.
+        let mut bad_labels = Vec::new();
+        for (rendered, &service) in services.iter().enumerate() {
+            self.templates.check_deadline(offset + rendered)?;
+            if rendered == SIZE_SAMPLE {
+                self.reserve_for(rendered, total);
+            }
+            if !self.is_selected(service) {
+                continue;
+            }
+            if let Err(err) = self.render_service(service) {
+                match err.downcast_ref::<BadTemplateLabel>() {
+                    Some(bad) => bad_labels.push(bad.clone()),
+                    None => return Err(err),
+                }
+            }
+        }
+        Ok(bad_labels)
+    }
+
+    /// Appends what `later` rendered of the services after this one's, as one pass over both
+    /// would have left it. Each buffer of `later` is freed as soon as it is copied, the
+    /// frontends before the backends, so that no more is held at once than at the end.
+    fn append(&mut self, later: Renderer<'a>) {
+        let Renderer {
+            userlists,
+            frontends,
+            backends,
+            http_appid_frontends,
+            http_vhosts,
+            https_vhosts,
+            grouped,
+            maps,
+            backend_apps,
+            ..
+        } = later;
+        debug_assert!(maps.domains.is_empty() && maps.apps.is_empty());
+        self.userlists.push_str(&userlists);
+        drop(userlists);
+        self.http_appid_frontends.push_str(&http_appid_frontends);
+        drop(http_appid_frontends);
+        self.frontends.push_str(&frontends);
+        drop(frontends);
+        self.backends.push_str(&backends);
+        drop(backends);
+        // The vhost texts are sorted by weight later, stably: appended in order they sort as
+        // one list would.
+        self.http_vhosts.extend(http_vhosts);
+        self.https_vhosts.extend(https_vhosts);
+        for (host, entry) in grouped {
+            self.grouped.entry(host).or_default().merge(entry);
+        }
+        self.backend_apps.extend(backend_apps);
     }
 
     /// Reserves room for the whole output, estimated from the text of the first `rendered` of

@@ -717,3 +717,121 @@ fn a_section_that_fails_appends_nothing() {
     );
     assert_eq!(out, "kept\n");
 }
+
+/// A cluster large enough to render on two threads: several apps with two or three ports (so
+/// the cut falls inside a run of one app's services and must move past it), http services with
+/// vhosts, weights, stickiness, auth and path rules, and tcp services with health checks.
+fn large_model() -> Model {
+    let mut services = Vec::new();
+    for app in 0..400u32 {
+        let ports = 1 + app % 3;
+        for port in 0..ports {
+            let mut service = service();
+            service.app_id = format!("/team{}/app{app:04}", app % 7);
+            service.service_port = 10000 + app * 3 + port;
+            service.backends = (0..1 + app % 4)
+                .map(|task| Backend {
+                    host: format!("agent{}", (app + task) % 9),
+                    ip: format!("10.0.{}.{}", task, app % 250),
+                    port: 31000 + app + task,
+                    draining: task == 2,
+                })
+                .collect();
+            // The app at the middle of the order has two ports, both http: a cut between
+            // them would route its app id twice.
+            if app % 2 == 0 || ports > 1 {
+                service.hostname = Some(format!("app{}.example.com", app % 50));
+                service.backend_weight = i64::from(app % 5);
+                service.ssl_cert = (app % 8 == 0).then(|| format!("/certs/{app}.pem"));
+                service.sticky = app % 4 == 0;
+                service.use_hsts = app % 6 == 0;
+                service.redirpath = (app % 10 == 0).then(|| "/old".to_string());
+            }
+            if app % 11 == 0 {
+                service.auth = Some(crate::model::Auth {
+                    realm: "realm".to_string(),
+                    user: format!("user{app}"),
+                    password: "hash".to_string(),
+                });
+            }
+            if app % 3 == 1 {
+                service.health_check = Some(ServiceCheck {
+                    protocol: if app % 2 == 0 { "HTTP" } else { "TCP" }.to_string(),
+                    path: Some("/health".to_string()),
+                    port_index: Some(0),
+                    port: None,
+                    timeout_seconds: 20,
+                    interval_seconds: 10,
+                    grace_period_seconds: 300,
+                    max_consecutive_failures: 3,
+                });
+                service.healthcheck_port_index = (app % 9 == 1).then_some(-1);
+            }
+            services.push(service);
+        }
+    }
+    // Out of order, as the model may hand them over: the render sorts them.
+    services.reverse();
+    Model { services }
+}
+
+#[test]
+fn two_threads_render_what_one_does() {
+    let model = large_model();
+    assert!(model.services.len() >= PARALLEL_FROM);
+    for grouped in [false, true] {
+        let mut config = render_config(None);
+        config.group_https_by_vhost = grouped;
+        let templates = Templates::load(&config).unwrap();
+        let one = render_on_one_thread(&model, &templates, &config).unwrap();
+        let two = render(&model, &templates, &config).unwrap();
+        assert!(one.config.len() > 100_000, "a large config");
+        assert_eq!(one, two, "grouped by vhost: {grouped}");
+    }
+}
+
+#[test]
+fn two_threads_fail_as_one_does() {
+    let mut model = large_model();
+    let count = model.services.len();
+    // Bad labels near both ends, so that each thread meets some.
+    for at in [3, count / 2 - 5, count / 2 + 7, count - 2] {
+        model.services[at]
+            .template_labels
+            .insert("BACKEND_HEAD".to_string(), "backend {nope}\n".to_string());
+    }
+    let config = render_config(None);
+    let templates = Templates::load(&config).unwrap();
+    let labels = |err: anyhow::Error| {
+        let BadTemplateLabels(bad) = err.downcast_ref::<BadTemplateLabels>().expect("typed");
+        bad.iter()
+            .map(|bad| (bad.app_id.clone(), bad.service_port))
+            .collect::<Vec<_>>()
+    };
+    let one = labels(render_on_one_thread(&model, &templates, &config).unwrap_err());
+    let two = labels(render(&model, &templates, &config).unwrap_err());
+    assert_eq!(one.len(), 4);
+    assert_eq!(one, two, "every bad label, in output order");
+
+    // A failure of the operator's template that only a service late in the order meets ends
+    // the render with that failure, not with the bad labels met before it.
+    let dir = tempfile::tempdir().unwrap();
+    let late = model.services[1].app_id.clone();
+    std::fs::write(
+        dir.path().join("HAPROXY_BACKEND_STICKY_OPTIONS.j2"),
+        format!("{{% if appId == \"{late}\" %}}{{{{ nope }}}}{{% endif %}}  cookie x\n"),
+    )
+    .unwrap();
+    let config = render_config(Some(dir.path()));
+    let templates = Templates::load(&config).unwrap();
+    for sticky in model.services.iter_mut() {
+        sticky.sticky = true;
+    }
+    let one = format!(
+        "{:#}",
+        render_on_one_thread(&model, &templates, &config).unwrap_err()
+    );
+    let two = format!("{:#}", render(&model, &templates, &config).unwrap_err());
+    assert!(one.contains(&late), "{one}");
+    assert_eq!(one, two);
+}
