@@ -731,8 +731,8 @@ fn large_model() -> Model {
             service.service_port = 10000 + app * 3 + port;
             service.backends = (0..1 + app % 4)
                 .map(|task| Backend {
-                    host: format!("agent{}", (app + task) % 9),
-                    ip: format!("10.0.{}.{}", task, app % 250),
+                    host: format!("agent{}", (app + task) % 9).into(),
+                    ip: format!("10.0.{}.{}", task, app % 250).into(),
                     port: 31000 + app + task,
                     draining: task == 2,
                 })
