@@ -835,3 +835,77 @@ fn two_threads_fail_as_one_does() {
     assert!(one.contains(&late), "{one}");
     assert_eq!(one, two);
 }
+
+/// `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX` names a sibling among the app's own services
+/// with backends, by service port, whatever order the model lists them in and whatever other
+/// apps lie between; each server checks the port of the sibling's backend at its position,
+/// the sibling's backends sorted by host.
+#[test]
+fn a_health_check_port_index_reads_the_named_sibling_of_the_same_app() {
+    let backend = |host: &str, port: u32| Backend {
+        host: host.into(),
+        ip: host.into(),
+        port,
+        draining: false,
+    };
+    let with = |app_id: &str, service_port: u32, backends: Vec<Backend>| {
+        let mut service = service();
+        service.app_id = app_id.to_string();
+        service.service_port = service_port;
+        service.backends = backends;
+        service
+    };
+    let mut checked = with(
+        "/a",
+        10000,
+        vec![backend("10.0.0.1", 31000), backend("10.0.0.2", 31001)],
+    );
+    checked.health_check = Some(ServiceCheck {
+        protocol: "TCP".to_string(),
+        path: None,
+        port_index: Some(0),
+        port: None,
+        timeout_seconds: 20,
+        interval_seconds: 10,
+        grace_period_seconds: 300,
+        max_consecutive_failures: 3,
+    });
+    let sibling = with(
+        "/a",
+        10001,
+        vec![backend("10.0.0.9", 32001), backend("10.0.0.8", 32002)],
+    );
+    let model = |index: i64| {
+        let mut checked = checked.clone();
+        checked.healthcheck_port_index = Some(index);
+        Model {
+            services: vec![
+                with("/a", 10002, vec![backend("10.0.0.7", 33000)]),
+                with("/b", 10001, vec![backend("10.0.0.6", 34000)]),
+                sibling.clone(),
+                with("/a", 10003, Vec::new()),
+                checked,
+            ],
+        }
+    };
+    let config = render_config(None);
+    let templates = Templates::load(&config).unwrap();
+    let check_ports = |index: i64| -> Vec<String> {
+        let rendered = render(&model(index), &templates, &config).unwrap().config;
+        let backend = rendered.split("\nbackend a_10000\n").nth(1).unwrap();
+        let backend = backend.split("\nbackend ").next().unwrap();
+        backend
+            .lines()
+            .filter(|line| line.trim_start().starts_with("server "))
+            .map(|line| line.split(" port ").nth(1).unwrap_or("own").to_string())
+            .collect()
+    };
+    // Index 1: the app's second service with backends by port (10001, not /b's 10001 nor the
+    // empty 10003), its backends sorted by host.
+    assert_eq!(check_ports(1), ["32002", "32001"]);
+    // -1: the last of /a's services with backends, 10002, with one backend: the second server
+    // has none at its position and checks its own port.
+    assert_eq!(check_ports(-1), ["33000", "31001"]);
+    // Past the end: every server checks its own port.
+    assert_eq!(check_ports(3), ["31000", "31001"]);
+}
