@@ -718,6 +718,20 @@ fn a_section_that_fails_appends_nothing() {
     assert_eq!(out, "kept\n");
 }
 
+/// A health check on the service's first port, with fixed timings.
+fn check_on_port_index_0(protocol: &str, path: Option<&str>) -> ServiceCheck {
+    ServiceCheck {
+        protocol: protocol.to_string(),
+        path: path.map(str::to_string),
+        port_index: Some(0),
+        port: None,
+        timeout_seconds: 20,
+        interval_seconds: 10,
+        grace_period_seconds: 300,
+        max_consecutive_failures: 3,
+    }
+}
+
 /// A cluster large enough to render on two threads: several apps with two or three ports (so
 /// the cut falls inside a run of one app's services and must move past it), http services with
 /// vhosts, weights, stickiness, auth and path rules, and tcp services with health checks.
@@ -755,16 +769,8 @@ fn large_model() -> Model {
                 });
             }
             if app % 3 == 1 {
-                service.health_check = Some(ServiceCheck {
-                    protocol: if app % 2 == 0 { "HTTP" } else { "TCP" }.to_string(),
-                    path: Some("/health".to_string()),
-                    port_index: Some(0),
-                    port: None,
-                    timeout_seconds: 20,
-                    interval_seconds: 10,
-                    grace_period_seconds: 300,
-                    max_consecutive_failures: 3,
-                });
+                let protocol = if app % 2 == 0 { "HTTP" } else { "TCP" };
+                service.health_check = Some(check_on_port_index_0(protocol, Some("/health")));
                 service.healthcheck_port_index = (app % 9 == 1).then_some(-1);
             }
             services.push(service);
@@ -860,16 +866,7 @@ fn a_health_check_port_index_reads_the_named_sibling_of_the_same_app() {
         10000,
         vec![backend("10.0.0.1", 31000), backend("10.0.0.2", 31001)],
     );
-    checked.health_check = Some(ServiceCheck {
-        protocol: "TCP".to_string(),
-        path: None,
-        port_index: Some(0),
-        port: None,
-        timeout_seconds: 20,
-        interval_seconds: 10,
-        grace_period_seconds: 300,
-        max_consecutive_failures: 3,
-    });
+    checked.health_check = Some(check_on_port_index_0("TCP", None));
     let sibling = with(
         "/a",
         10001,
