@@ -440,26 +440,20 @@ struct Windows {
 /// The per-answer state a window's parse changes, to put back when the window is parsed again.
 struct Saved {
     budget: Option<usize>,
-    recent: Option<(Option<Arc<str>>, Option<Arc<str>>)>,
+    recent: Option<RecentTexts>,
 }
 
 impl Saved {
     fn now() -> Saved {
         Saved {
             budget: BUDGET.with(|cell| cell.get()),
-            recent: RECENT.with(|recent| {
-                (recent.borrow().as_ref()).map(|texts| (texts.app_id.clone(), texts.host.clone()))
-            }),
+            recent: RECENT.with(|recent| recent.borrow().clone()),
         }
     }
 
     fn restore(self) {
         BUDGET.with(|cell| cell.set(self.budget));
-        RECENT.with(|recent| {
-            *recent.borrow_mut() = self
-                .recent
-                .map(|(app_id, host)| RecentTexts { app_id, host });
-        });
+        RECENT.with(|recent| *recent.borrow_mut() = self.recent);
     }
 }
 
@@ -770,7 +764,7 @@ where
 }
 
 /// The last texts read into the fields of [`RecentTexts`] from the answer being parsed.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct RecentTexts {
     app_id: Option<Arc<str>>,
     host: Option<Arc<str>>,
