@@ -24,6 +24,7 @@ mod lock;
 mod master;
 mod refusal;
 mod reload_live;
+mod sockets;
 mod state;
 mod summary;
 mod write;
