@@ -242,6 +242,13 @@ impl<'a> Inventory<'a> {
         }
     }
 
+    /// How many servers backend `name` has (0 for one without); `None` when there is no such
+    /// backend.
+    pub fn server_count_of(&self, name: &str) -> Option<usize> {
+        let index = self.backends.0.binary_search(&name).ok()?;
+        Some(self.ranges_at(index).0.len())
+    }
+
     /// Each backend with how many servers it has (0 for one without), in order.
     pub fn servers_per_backend(&self) -> impl Iterator<Item = (&'a str, usize)> + '_ {
         self.backends
