@@ -83,6 +83,81 @@ fn a_port_another_process_holds_leaves_out_its_app_and_the_other_changes_land() 
     assert!(traffic_reaches(taken, "new-1"), "{}", haproxy.log_text());
 }
 
+/// A socket bound to `127.0.0.1:0` without `SO_REUSEADDR`, neither listening nor connected:
+/// it holds its port against HAProxy's bind, and only a kernel that lists bound-only sockets
+/// shows it in its socket table.
+fn bound_only_socket() -> (std::os::fd::OwnedFd, u16) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor owned from its creation; the address is
+    // initialised in full before it is passed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let socket = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut address: libc::sockaddr_in = std::mem::zeroed();
+        address.sin_family = libc::AF_INET as libc::sa_family_t;
+        address.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let mut length = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(libc::bind(fd, (&raw const address).cast(), length), 0);
+        assert_eq!(
+            libc::getsockname(fd, (&raw mut address).cast(), &mut length),
+            0
+        );
+        (socket, u16::from_be(address.sin_port))
+    }
+}
+
+#[test]
+fn among_hundreds_of_new_listeners_each_port_another_socket_holds_is_found() {
+    // From 256 new listeners on, only the ports some socket of the host holds are tried with a
+    // bind (the kernel lists them): a listener's, a bound-only socket's and a connection's end
+    // must still each leave their app out, and the 300 others land.
+    let workspace = Workspace::new();
+    let marathon = FakeMarathon::start();
+    let free: Vec<Port> = (0..300).map(|_| Port::reserve()).collect();
+    let listening = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (_bound_only, bound_only_port) = bound_only_socket();
+    let connection = std::net::TcpStream::connect(listening.local_addr().unwrap()).unwrap();
+    let held = [
+        ("/held-listening", listening.local_addr().unwrap().port()),
+        ("/held-bound", bound_only_port),
+        ("/held-connection", connection.local_addr().unwrap().port()),
+    ];
+    let backend = Backend::start("web-1");
+    let mut apps: Vec<(String, u16)> = free
+        .iter()
+        .enumerate()
+        .map(|(n, port)| (format!("/free{n}"), port.number()))
+        .collect();
+    apps.extend(held.iter().map(|(id, port)| (id.to_string(), *port)));
+    let definitions: Vec<String> = apps
+        .iter()
+        .map(|(id, port)| http_app(id, *port, &[], "v1"))
+        .collect();
+    let tasks: Vec<String> = apps
+        .iter()
+        .map(|(id, _)| running_task(id, backend.port))
+        .collect();
+    marathon.set_apps(&definitions, &tasks);
+    let output = workspace.run(&marathon.url(), "true", &[]);
+    output.assert_exit(10);
+    for (id, port) in held {
+        assert!(
+            output.stderr.contains(&format!(
+                "app {id}: service port {port}: cannot listen on 127.0.0.1:{port}"
+            )),
+            "{id}: {}",
+            output.stderr
+        );
+    }
+    let config = String::from_utf8(workspace.read_config().unwrap()).unwrap();
+    for (id, port) in &apps {
+        let backend = format!("{}_{port}", id.trim_start_matches('/'));
+        let landed = config.contains(&format!("backend {backend}\n"));
+        assert_eq!(landed, id.starts_with("/free"), "{backend}");
+    }
+}
+
 #[test]
 fn a_live_app_moved_to_a_port_another_process_holds_stays_on_its_last_good_port() {
     let workspace = Workspace::new();

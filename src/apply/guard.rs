@@ -10,7 +10,6 @@
 //! percentage still catches a short `/v2/tasks` answer; the summary names such a backend with
 //! its app. One that stays but loses all its servers is refused on its own.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::summary::Inventory;
@@ -34,14 +33,13 @@ pub fn refusal_of(before: &Inventory, after: &Inventory, max_loss_percent: u8) -
     if live_servers == 0 {
         return None; // nothing to lose
     }
-    let (counts_before, counts_after) = (per_backend(before), per_backend(after));
     if after.backends.is_empty() {
         return Some(format!(
             "the candidate has no backends at all, while the live configuration has {} in {}: \
              an empty answer from Marathon never wipes a live configuration",
             counted(live_servers, "server"),
             counted(
-                counts_before.values().filter(|n| **n > 0).count(),
+                before.servers_per_backend().filter(|(_, n)| *n > 0).count(),
                 "backend"
             )
         ));
@@ -49,10 +47,11 @@ pub fn refusal_of(before: &Inventory, after: &Inventory, max_loss_percent: u8) -
 
     let lost = live_servers.saturating_sub(after.servers.len());
     let too_many = lost * 100 > usize::from(max_loss_percent) * live_servers;
-    let emptied: Vec<String> = counts_before
-        .iter()
-        .filter(|(name, count)| **count > 0 && after.backends.contains(*name))
-        .filter(|(name, _)| counts_after.get(*name).copied().unwrap_or(0) == 0)
+    // Both walks go along the live backends, already sorted, and look each one up in the
+    // candidate's sorted list: no map of either side is built (issue 14).
+    let emptied: Vec<String> = before
+        .servers_per_backend()
+        .filter(|(name, count)| *count > 0 && after.server_count_of(name) == Some(0))
         .map(|(name, _)| name.to_string())
         .collect();
     if !too_many && emptied.is_empty() {
@@ -75,9 +74,9 @@ pub fn refusal_of(before: &Inventory, after: &Inventory, max_loss_percent: u8) -
             listed(&emptied)
         );
     }
-    let removed: Vec<String> = counts_before
-        .iter()
-        .filter(|(name, count)| **count > 0 && !after.backends.contains(*name))
+    let removed: Vec<String> = before
+        .servers_per_backend()
+        .filter(|(name, count)| *count > 0 && after.server_count_of(name).is_none())
         .map(|(name, _)| name.to_string())
         .collect();
     if !removed.is_empty() {
@@ -110,10 +109,6 @@ fn counted(count: usize, noun: &str) -> String {
 
 /// Servers per backend, every backend listed (0 for one without servers): counted by the
 /// inventory, in order, so the map is built in one pass.
-fn per_backend<'a>(inventory: &Inventory<'a>) -> BTreeMap<&'a str, usize> {
-    inventory.servers_per_backend().collect()
-}
-
 /// `a, b, c and 4 more`.
 fn listed(names: &[String]) -> String {
     let mut text = names[..names.len().min(LISTED_NAMES)].join(", ");

@@ -24,6 +24,7 @@ mod lock;
 mod master;
 mod refusal;
 mod reload_live;
+mod sockets;
 mod state;
 mod summary;
 mod write;
@@ -901,13 +902,13 @@ fn keep_pending_deletions(
     let mut servers: std::collections::BTreeSet<String> =
         report.pending_deletion.iter().cloned().collect();
     if let Some(earlier) = state::pending_deletions(path).filter(|r| r.worker == report.worker) {
-        let wanted = Inventory::of(new_config).servers;
+        let wanted = Inventory::of(new_config);
         servers.extend(earlier.servers.into_iter().filter(|what| {
             !report.deleted.contains(what)
                 && !report.reused.contains(what)
                 && !what
                     .split_once('/')
-                    .is_some_and(|(b, s)| wanted.contains(&(b, s)))
+                    .is_some_and(|(b, s)| wanted.has_server(b, s))
         }));
     }
     let record = state::PendingDeletions {
@@ -931,8 +932,8 @@ fn retry_pending_deletions(config: &ApplyConfig, live_config: &str, noted: &mut 
     let Some(record) = state::pending_deletions(path).filter(|_| config.runtime_api) else {
         return;
     };
-    let wanted = Inventory::of(live_config).servers;
-    let wanted = |backend: &str, server: &str| wanted.contains(&(backend, server));
+    let wanted = Inventory::of(live_config);
+    let wanted = |backend: &str, server: &str| wanted.has_server(backend, server);
     let retried = runtime::retry_deletions(
         socket,
         record.worker,

@@ -8,7 +8,9 @@
 //! here with a plain bind, released at once, before anything is written: ~9 µs of kernel work
 //! each, so on one thread per core (at most 8), and from as soon as the candidate is known,
 //! alongside the rest of the checks and `haproxy -c` (which binds nothing, so that changes no
-//! verdict; every earlier verdict is still judged first).
+//! verdict; every earlier verdict is still judged first). Many at once (a host's first run, a
+//! mass deployment) are first narrowed to the ports some socket of the host holds, from the
+//! kernel's list of them (`sockets.rs`): a port no socket holds refuses no bind.
 
 use std::fmt;
 use std::io::ErrorKind;
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use std::thread::ScopedJoinHandle;
 
 use super::command::CommandError;
+use super::sockets;
 use crate::error::{self, Failure};
 
 /// Whether `error` is `haproxy -c` rejecting a candidate (it ran and said no), as opposed to a
@@ -103,7 +106,7 @@ pub fn while_trying_new_listeners<T>(
     // Shared with the threads (a chunk without a thread is tried from it later), and so freed
     // once the answer is taken rather than when `work` ends.
     let new: Arc<[SocketAddr]> = match try_listeners {
-        true => new_listeners(live, candidate).into(),
+        true => worth_trying(new_listeners(live, candidate)).into(),
         false => Arc::new([]),
     };
     std::thread::scope(|scope| {
@@ -111,6 +114,20 @@ pub fn while_trying_new_listeners<T>(
         let tries = start_tries(scope, new, threads, &stop);
         work(Trying { tries, stop: &stop })
     })
+}
+
+/// Of `new`, those a bind might refuse: from `ATTEMPTS_PER_THREAD` addresses on, when the
+/// kernel can list every TCP socket of this host, only those on a port some socket holds (a
+/// port no socket holds refuses no bind: ~9 µs of kernel work saved per address, ~110 ms at a
+/// 10,000-app first run, for one listing of the host's sockets); otherwise all of them.
+fn worth_trying(mut new: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    if new.len() < ATTEMPTS_PER_THREAD {
+        return new;
+    }
+    if let Some(in_use) = sockets::tcp_ports_in_use() {
+        new.retain(|address| in_use.contains(address.port()));
+    }
+    new
 }
 
 /// One consecutive chunk of the addresses being tried: its thread, or the chunk itself when no
@@ -245,15 +262,17 @@ fn refused_in(chunk: &[SocketAddr], stop: &AtomicBool) -> Vec<SocketAddr> {
 pub fn listeners(config: &str) -> Vec<SocketAddr> {
     // A bind line is a line that starts with `bind ` after its whitespace. Searching the text
     // for `bind ` and checking what precedes it on its line is ~40% cheaper than splitting an
-    // 8.6 MB config (10,000 apps) into its ~230,000 lines, the same lines found.
-    let mut found: Vec<SocketAddr> = config
-        .match_indices("bind ")
-        .filter(|(at, _)| {
+    // 8.6 MB config (10,000 apps) into its ~230,000 lines, the same lines found; memchr's
+    // vectorised search halves it again against `str::match_indices` (110 M → 51 M
+    // instructions for the live config and the candidate of a 10,000-app run).
+    const KEYWORD: &str = "bind ";
+    let mut found: Vec<SocketAddr> = memchr::memmem::find_iter(config.as_bytes(), KEYWORD)
+        .filter(|at| {
             let before = config[..*at].trim_end_matches(|c: char| c != '\n' && c.is_whitespace());
             before.is_empty() || before.ends_with('\n')
         })
-        .filter_map(|(at, keyword)| {
-            let rest = &config[at + keyword.len()..];
+        .filter_map(|at| {
+            let rest = &config[at + KEYWORD.len()..];
             let line = rest.split_once('\n').map_or(rest, |(line, _)| line);
             line.split_whitespace().next()
         })
@@ -457,6 +476,39 @@ mod tests {
             refused_by_this_host(&[address], 1, &AtomicBool::new(false)),
             [address]
         );
+    }
+
+    #[test]
+    fn listing_the_hosts_sockets_first_changes_no_verdict() {
+        // Enough new listeners for the listing to be asked: 300 ports just freed, and the
+        // ports of a listener, of a socket bound but not listening, and of a connection's end.
+        let mut addresses: Vec<SocketAddr> = (0..300)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|freed| freed.local_addr().unwrap())
+            .collect();
+        let listening = TcpListener::bind("127.0.0.1:0").unwrap();
+        let bound_only = sockets::bound_only_socket().unwrap();
+        let connection = std::net::TcpStream::connect(listening.local_addr().unwrap()).unwrap();
+        let held = [
+            listening.local_addr().unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], bound_only.port)),
+        ];
+        addresses.extend(held);
+        addresses.push(connection.local_addr().unwrap());
+        addresses.sort_unstable();
+        let filtered = worth_trying(addresses.clone());
+        if sockets::tcp_ports_in_use().is_some() {
+            assert!(filtered.len() < addresses.len(), "free ports are not tried");
+        }
+        let go = AtomicBool::new(false);
+        let busy_filtered = refused_by_this_host(&filtered, 2, &go);
+        let busy_all = refused_by_this_host(&addresses, 2, &go);
+        assert_eq!(busy_filtered, busy_all);
+        for held in held {
+            assert!(busy_all.contains(&held), "{held} is named");
+        }
     }
 
     #[test]

@@ -38,13 +38,29 @@ pub(super) const SECTION_KEYWORDS: &[&str] = &[
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Inventory<'a> {
     pub backends: SortedSet<&'a str>,
-    pub servers: SortedSet<(&'a str, &'a str)>,
-    /// Beside each of `backends`: how many servers it has, and where its addresses are in
-    /// `addresses`.
-    per_backend: Vec<(usize, Range<usize>)>,
+    pub servers: Servers<'a>,
+    /// Beside each of `backends`: where its server names end in `servers` and its addresses
+    /// in `addresses` (each starts where the backend before it ends).
+    ends: Vec<(usize, usize)>,
     /// Each backend's server addresses in turn (`ADDR:PORT`, the word after the server's name),
     /// sorted, each once per backend.
     addresses: Vec<&'a str>,
+}
+
+/// Each backend's server names in turn (the backends in [`Inventory::backends`]' order), sorted
+/// and each once per backend: a name per server, not a (backend, server) pair, since a config
+/// of 10,000 apps has 40,000 of them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Servers<'a>(Vec<&'a str>);
+
+impl Servers<'_> {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// A set kept as a sorted list, each entry once. The inventory's sets come out of the scan in
@@ -125,36 +141,88 @@ const LISTED_BACKENDS: usize = 5;
 const LISTED_SERVERS: usize = 3;
 
 impl<'a> Inventory<'a> {
+    /// Read in two steps, so that no list of every server's words is held beside the
+    /// inventory: where the backends and their server lines are, then, in name order, each
+    /// backend's servers (issue 14: a run's peak RSS is reached here).
     pub fn of(config: &'a str) -> Inventory<'a> {
-        let backends = Backends::of(config);
-        let mut servers = Vec::with_capacity(backends.servers.len());
-        let mut per_backend = Vec::with_capacity(backends.names.len());
-        let mut addresses = Vec::with_capacity(backends.servers.len());
-        let mut of_backend: Vec<&str> = Vec::new();
-        for (name, backend_servers) in backends.iter() {
-            let first_server = servers.len();
-            // In name order: a server named twice is next to itself.
-            for (index, server) in backend_servers.iter().enumerate() {
-                if index == 0 || backend_servers[index - 1].name != server.name {
-                    servers.push((name, server.name));
+        let (mut sections, server_lines) = scan(config);
+        // Stable: the sections of one name (a config may repeat one) keep their order.
+        sections.sort_by_key(|(name, _)| *name);
+        let mut backends = Vec::with_capacity(sections.len());
+        let mut ends = Vec::with_capacity(sections.len());
+        let mut names = Vec::with_capacity(server_lines.len());
+        let mut addresses = Vec::with_capacity(server_lines.len());
+        let (mut of_backend, mut addresses_of_backend) = (Vec::new(), Vec::new());
+        for sections_of_name in sections.chunk_by(|a, b| a.0 == b.0) {
+            of_backend.clear();
+            for (_, lines) in sections_of_name {
+                of_backend.extend(server_lines[lines.clone()].iter().filter_map(|line| {
+                    let mut words = Words(&config[line.clone()]);
+                    let name = words.next()?;
+                    Some(Server {
+                        name,
+                        address: words.next(),
+                    })
+                }));
+            }
+            // Stable, in name order: a server named twice is next to itself.
+            of_backend.sort_by_key(|server: &Server| server.name);
+            for (index, server) in of_backend.iter().enumerate() {
+                if index == 0 || of_backend[index - 1].name != server.name {
+                    names.push(server.name);
                 }
             }
-            of_backend.clear();
-            of_backend.extend(backend_servers.iter().filter_map(|server| server.address));
-            of_backend.sort_unstable();
-            of_backend.dedup();
-            let first_address = addresses.len();
-            addresses.extend_from_slice(&of_backend);
-            per_backend.push((servers.len() - first_server, first_address..addresses.len()));
+            addresses_of_backend.clear();
+            addresses_of_backend.extend(of_backend.iter().filter_map(|server| server.address));
+            addresses_of_backend.sort_unstable();
+            addresses_of_backend.dedup();
+            addresses.extend_from_slice(&addresses_of_backend);
+            backends.push(sections_of_name[0].0);
+            ends.push((names.len(), addresses.len()));
         }
         Inventory {
-            backends: SortedSet::from_sorted(
-                backends.names.iter().map(|(name, _)| *name).collect(),
-            ),
-            servers: SortedSet::from_sorted(servers),
-            per_backend,
+            backends: SortedSet::from_sorted(backends),
+            servers: Servers(names),
+            ends,
             addresses,
         }
+    }
+
+    /// Where the server names and the addresses of the backend at `index` are.
+    fn ranges_at(&self, index: usize) -> (Range<usize>, Range<usize>) {
+        let (names_start, addresses_start) = match index {
+            0 => (0, 0),
+            _ => self.ends[index - 1],
+        };
+        let (names_end, addresses_end) = self.ends[index];
+        (names_start..names_end, addresses_start..addresses_end)
+    }
+
+    /// The server names of the backend at `index` in `backends`, sorted (none for `None`).
+    fn servers_at(&self, index: Option<usize>) -> &[&'a str] {
+        match index {
+            Some(index) => &self.servers.0[self.ranges_at(index).0],
+            None => &[],
+        }
+    }
+
+    /// Whether the backend `backend` has a server `server`.
+    pub fn has_server(&self, backend: &str, server: &str) -> bool {
+        match self.backends.0.binary_search(&backend) {
+            Ok(index) => self.servers_at(Some(index)).binary_search(&server).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Every (backend, server) pair, in order.
+    #[cfg(test)]
+    fn server_pairs(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        (0..self.backends.len()).flat_map(move |index| {
+            let backend = self.backends.0[index];
+            self.servers_at(Some(index))
+                .iter()
+                .map(move |server| (backend, *server))
+        })
     }
 
     /// The server addresses of the backend `name`, sorted (none when it has no such backend).
@@ -169,17 +237,24 @@ impl<'a> Inventory<'a> {
     /// The server addresses of the backend at `index` in `backends`, sorted (none for `None`).
     fn addresses_at(&self, index: Option<usize>) -> &[&'a str] {
         match index {
-            Some(index) => &self.addresses[self.per_backend[index].1.clone()],
+            Some(index) => &self.addresses[self.ranges_at(index).1],
             None => &[],
         }
+    }
+
+    /// How many servers backend `name` has (0 for one without); `None` when there is no such
+    /// backend.
+    pub fn server_count_of(&self, name: &str) -> Option<usize> {
+        let index = self.backends.0.binary_search(&name).ok()?;
+        Some(self.ranges_at(index).0.len())
     }
 
     /// Each backend with how many servers it has (0 for one without), in order.
     pub fn servers_per_backend(&self) -> impl Iterator<Item = (&'a str, usize)> + '_ {
         self.backends
             .iter()
-            .zip(&self.per_backend)
-            .map(|(name, (servers, _))| (*name, *servers))
+            .enumerate()
+            .map(|(index, name)| (*name, self.ranges_at(index).0.len()))
     }
 }
 
@@ -207,13 +282,7 @@ impl Served {
     /// From the config's text, for a run whose apply made no inventory (unchanged, or stopped
     /// before counting).
     pub fn of_config(config: &str, apps: &BackendApps) -> Served {
-        let (backends, servers) = backends_and_server_count(config);
-        Served::counted(
-            backends.len(),
-            servers,
-            |backend| backends.contains(backend),
-            apps,
-        )
+        Served::of_inventory(&Inventory::of(config), apps)
     }
 
     fn counted(
@@ -238,17 +307,6 @@ impl Served {
     }
 }
 
-/// A config's backends and how many servers they have, counted as [`Inventory::of`] does but
-/// without the addresses.
-fn backends_and_server_count(config: &str) -> (BTreeSet<&str>, usize) {
-    let backends = Backends::of(config);
-    let servers = backends
-        .iter()
-        .map(|(_, servers)| servers.chunk_by(|a, b| a.name == b.name).count())
-        .sum();
-    (backends.names(), servers)
-}
-
 /// A `server NAME ADDRESS ...` line of a backend.
 #[derive(Debug, Clone, Copy)]
 struct Server<'a> {
@@ -257,56 +315,16 @@ struct Server<'a> {
     address: Option<&'a str>,
 }
 
-/// A config's backends, each name once and in order, with their servers in name order. Built
-/// without comparing a backend's name at each server: a config of 10,000 apps has 40,000 servers
-/// whose backend names share long prefixes, and sorting (backend, server) pairs was most of the
-/// summary's time (issue 14).
-struct Backends<'a> {
-    /// Each backend's name, in order, with where its servers are in `servers`.
-    names: Vec<(&'a str, Range<usize>)>,
-    /// The servers of each backend in turn.
-    servers: Vec<Server<'a>>,
-}
+/// A backend section: its name, and where its server lines are in [`scan`]'s list of them.
+type Section<'a> = (&'a str, Range<usize>);
 
-impl<'a> Backends<'a> {
-    fn of(config: &'a str) -> Backends<'a> {
-        let (mut sections, servers) = scan(config);
-        // Stable: the sections of one name (a config may repeat one) keep their order.
-        sections.sort_by_key(|(name, _)| *name);
-        let mut names = Vec::with_capacity(sections.len());
-        let mut ordered = Vec::with_capacity(servers.len());
-        for sections_of_name in sections.chunk_by(|a, b| a.0 == b.0) {
-            let first = ordered.len();
-            for (_, range) in sections_of_name {
-                ordered.extend_from_slice(&servers[range.clone()]);
-            }
-            // A rendered config lists a backend's servers in order: one pass over them.
-            ordered[first..].sort_by_key(|server: &Server| server.name);
-            names.push((sections_of_name[0].0, first..ordered.len()));
-        }
-        Backends {
-            names,
-            servers: ordered,
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&'a str, &[Server<'a>])> {
-        self.names
-            .iter()
-            .map(|(name, range)| (*name, &self.servers[range.clone()]))
-    }
-
-    fn names(&self) -> BTreeSet<&'a str> {
-        self.names.iter().map(|(name, _)| *name).collect()
-    }
-}
-
-/// Each `backend` section of `config` (its name and where its servers are in the list) and the
-/// servers, in the config's order. A line's words are split as `str::split_whitespace` splits
-/// them, but only the first ones are read, byte by byte while they are ASCII.
-fn scan(config: &str) -> (Vec<(&str, Range<usize>)>, Vec<Server<'_>>) {
-    let mut sections: Vec<(&str, Range<usize>)> = Vec::new();
-    let mut servers = Vec::new();
+/// Each `backend NAME` section of `config`, in the config's order, with where its server lines
+/// are in the second list: the text after each `server` keyword, in the config's order. A
+/// line's words are split as `str::split_whitespace` splits them, but only the first ones are
+/// read, byte by byte while they are ASCII.
+fn scan(config: &str) -> (Vec<Section<'_>>, Vec<Range<usize>>) {
+    let mut sections: Vec<Section> = Vec::new();
+    let mut server_lines = Vec::new();
     let mut in_backend = false;
     let mut start = 0;
     while start < config.len() {
@@ -315,25 +333,22 @@ fn scan(config: &str) -> (Vec<(&str, Range<usize>)>, Vec<Server<'_>>) {
         start = end + 1;
         match keyword_of(line) {
             Some(Keyword::Server) if in_backend => {
-                let mut words = Words(&line["server".len()..]);
-                if let (Some(name), Some(section)) = (words.next(), sections.last_mut()) {
-                    servers.push(Server {
-                        name,
-                        address: words.next(),
-                    });
-                    section.1.end = servers.len();
+                if let Some(section) = sections.last_mut() {
+                    server_lines.push(end - line.len() + "server".len()..end);
+                    section.1.end = server_lines.len();
                 }
             }
             Some(Keyword::Backend) => {
                 let name = Words(&line["backend".len()..]).next();
                 in_backend = name.is_some();
-                sections.extend(name.map(|name| (name, servers.len()..servers.len())));
+                let at = server_lines.len();
+                sections.extend(name.map(|name| (name, at..at)));
             }
             Some(Keyword::OtherSection) => in_backend = false,
             Some(Keyword::Server) | None => {}
         }
     }
-    (sections, servers)
+    (sections, server_lines)
 }
 
 /// The first word of a line, when the scan cares about it.
@@ -534,8 +549,8 @@ pub fn counts_of(before: &Inventory, after: &Inventory) -> String {
         "backends +{} -{}, servers +{} -{}",
         only_in(&after.backends, &before.backends),
         only_in(&before.backends, &after.backends),
-        only_in(&after.servers, &before.servers),
-        only_in(&before.servers, &after.servers),
+        servers_only_in(after, before),
+        servers_only_in(before, after),
     )
 }
 
@@ -630,6 +645,14 @@ fn only_in<T: Ord>(a: &SortedSet<T>, b: &SortedSet<T>) -> usize {
     a.difference(b).count()
 }
 
+/// How many (backend, server) pairs of `a` are not in `b`: one walk along both backend lists,
+/// and along the server names of each backend both have.
+fn servers_only_in(a: &Inventory, b: &Inventory) -> usize {
+    names_of_both(a, b)
+        .map(|(_, in_a, in_b)| sorted_difference(a.servers_at(in_a), b.servers_at(in_b)).count())
+        .sum()
+}
+
 /// Writes a unified diff `old` → `new` with the given header names; nothing when they are equal.
 pub fn write_diff(
     out: &mut dyn Write,
@@ -665,9 +688,10 @@ mod tests {
             "listen stats\n  server s 1.1.1.1:1\n",
         ] {
             let inventory = Inventory::of(config);
-            let (backends, servers) = backends_and_server_count(config);
+            let expected = inventory_by_words(config);
+            let backends = expected.backends;
             assert!(backends.iter().eq(&inventory.backends), "{config}");
-            assert_eq!(servers, inventory.servers.len(), "{config}");
+            assert_eq!(expected.servers.len(), inventory.servers.len(), "{config}");
             // Two backends of one app, and one the config lacks: only its own are counted.
             let mut apps = BackendApps::default();
             for backend in &backends {
@@ -700,12 +724,15 @@ mod tests {
             .collect();
         let trees = Trees {
             backends: inventory.backends.iter().copied().collect(),
-            servers: inventory.servers.iter().copied().collect(),
+            servers: inventory.server_pairs().collect(),
             addresses,
         };
         // The sorted lists hold what the trees hold, in the same order.
         assert!(trees.backends.iter().eq(&inventory.backends));
-        assert!(trees.servers.iter().eq(&inventory.servers));
+        assert!(trees.servers.iter().copied().eq(inventory.server_pairs()));
+        for (backend, server) in &trees.servers {
+            assert!(inventory.has_server(backend, server), "{backend}/{server}");
+        }
         let counted: BTreeMap<&str, usize> = inventory.servers_per_backend().collect();
         for name in &trees.backends {
             let servers = trees.servers.iter().filter(|(b, _)| b == name).count();
@@ -771,9 +798,21 @@ mod tests {
         for config in &configs {
             let expected = inventory_by_words(config);
             assert_eq!(as_trees(&Inventory::of(config)), expected, "{config:?}");
-            let (backends, servers) = backends_and_server_count(config);
-            assert_eq!(backends, expected.backends, "{config:?}");
-            assert_eq!(servers, expected.servers.len(), "{config:?}");
+        }
+        // Servers are counted per (backend, server) pair, as the sets of pairs differ.
+        for old in &configs {
+            for new in &configs {
+                let (before, after) = (inventory_by_words(old), inventory_by_words(new));
+                let expected = format!(
+                    "backends +{} -{}, servers +{} -{}",
+                    after.backends.difference(&before.backends).count(),
+                    before.backends.difference(&after.backends).count(),
+                    after.servers.difference(&before.servers).count(),
+                    before.servers.difference(&after.servers).count(),
+                );
+                let counted = counts_of(&Inventory::of(old), &Inventory::of(new));
+                assert_eq!(counted, expected, "{old:?} → {new:?}");
+            }
         }
     }
 
@@ -842,7 +881,9 @@ backend db_10001
         let inventory = Inventory::of(OLD);
         assert_eq!(inventory.backends.len(), 2);
         assert_eq!(inventory.servers.len(), 3);
-        assert!(inventory.servers.contains(&("db_10001", "10_0_0_3_31002")));
+        assert!(inventory.has_server("db_10001", "10_0_0_3_31002"));
+        assert!(!inventory.has_server("db_10001", "10_0_0_1_31000"));
+        assert!(!inventory.has_server("db", "10_0_0_3_31002"));
     }
 
     #[test]

@@ -449,9 +449,13 @@ struct Pass<'c, 't> {
     services: Vec<Service>,
     /// Beside each of `services`: its `HAPROXY_{n}_BACKEND_WEIGHT` when beyond `i64`.
     big_weights: Vec<Option<labels::PyInt>>,
-    /// The original service port of each service of the app being added (from the first of
-    /// them in `services`), reused from app to app.
-    service_keys: Vec<i64>,
+    /// Where each original service port of the app being added has its service (counted from
+    /// the first of them in `services`), reused from app to app: a map, not a list searched
+    /// per port, so an app with thousands of ports costs no more per port than one with two.
+    service_slots: HashMap<i64, usize>,
+    /// For each port index of the app being added, its service's slot (as `service_slots`):
+    /// what every task's ports are matched by.
+    slot_by_index: Vec<Option<usize>>,
     warnings: Vec<Warning>,
     faults: Vec<Fault>,
     /// (app id, host) pairs already warned about, so a dead agent is named once per app.
@@ -476,7 +480,8 @@ impl<'c, 't> Pass<'c, 't> {
             ),
             services: Vec::new(),
             big_weights: Vec::new(),
-            service_keys: Vec::new(),
+            service_slots: HashMap::new(),
+            slot_by_index: Vec::new(),
             warnings: Vec::new(),
             faults: Vec::new(),
             unresolvable: HashSet::new(),
@@ -604,7 +609,7 @@ impl<'c, 't> Pass<'c, 't> {
         // beside them), each keyed in `service_keys` by its original service port; a later port
         // with the same key replaces the earlier one in place, as assigning to a Python dict does.
         let first = self.services.len();
-        self.service_keys.clear();
+        self.service_slots.clear();
         let faults_before = self.faults.len();
         for (index, service_port) in service_ports.iter().enumerate() {
             let Some(service_port) = *service_port else {
@@ -624,17 +629,14 @@ impl<'c, 't> Pass<'c, 't> {
             }
             self.health_check_from_port_index(candidate, &mut service, &refused_checks);
             let weight = big_weight(&port_labels, index);
-            match self
-                .service_keys
-                .iter()
-                .position(|key| *key == service_port)
-            {
-                Some(slot) => {
+            match self.service_slots.get(&service_port) {
+                Some(&slot) => {
                     self.services[first + slot] = service;
                     self.big_weights[first + slot] = weight;
                 }
                 None => {
-                    self.service_keys.push(service_port);
+                    self.service_slots
+                        .insert(service_port, self.services.len() - first);
                     self.services.push(service);
                     self.big_weights.push(weight);
                 }
@@ -650,6 +652,11 @@ impl<'c, 't> Pass<'c, 't> {
         for service in &mut self.services[first..] {
             service.backends.reserve_exact(candidate.tasks.len());
         }
+        self.slot_by_index.clear();
+        self.slot_by_index
+            .extend(service_ports.iter().map(|service_port| {
+                service_port.and_then(|service_port| self.service_slots.get(&service_port).copied())
+            }));
         for candidate_task in &candidate.tasks {
             self.add_task(candidate, &mode, candidate_task, &service_ports, first);
         }
@@ -811,11 +818,9 @@ impl<'c, 't> Pass<'c, 't> {
         };
         let task_ports = networking::task_ports(candidate.app, task, mode);
         // Different app versions may have different port counts: match what lines up.
-        for (task_port, service_port) in task_ports.iter().zip(service_ports) {
-            let Some(service_port) = service_port else {
-                continue;
-            };
-            let Some(slot) = self.service_keys.iter().position(|key| key == service_port) else {
+        for (index, (task_port, service_port)) in task_ports.iter().zip(service_ports).enumerate() {
+            let slot = self.slot_by_index.get(index).copied().flatten();
+            let (Some(service_port), Some(slot)) = (service_port, slot) else {
                 continue;
             };
             let Some(port) = task_port.and_then(|port| u32::try_from(port).ok()) else {
