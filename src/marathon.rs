@@ -365,6 +365,237 @@ pub fn parse_task_list(bytes: &[u8], max_tasks: usize) -> serde_json::Result<Tas
     Ok(TaskList { tasks })
 }
 
+/// [`parse_task_list`] for an answer parsed as it is read from `reader`, so that its text is never
+/// held whole: the same tasks, or the same error, at the same line and column. The budget is that
+/// of `size` bytes (a file's size, a `Content-Length`) and grows with every byte read past it, so
+/// an answer of unknown size (`0`) is held to what has arrived.
+///
+/// The answer is parsed in windows of about [`WINDOW_BYTES`], each cut after a task (a `}` before
+/// a `,`) and parsed as a document of its own: `{"tasks":[null` standing for what came before
+/// (the `null` read as no task and not counted), then the window, then `]}`. A cut is taken only
+/// when that document parses with the list as its last key, which proves it fell between two
+/// tasks of the list. When one does not, or at the end of the answer, the rest is read whole and
+/// parsed from the last good cut; an error there is parsed once more behind a prefix of as many
+/// lines and columns as the text it stands for, so that serde_json places it where it would have
+/// in the whole answer.
+pub fn read_task_list(
+    reader: impl std::io::Read,
+    max_tasks: usize,
+    size: u64,
+) -> serde_json::Result<TaskList> {
+    read_in_windows(reader, max_tasks, size, WINDOW_BYTES)
+}
+
+/// [`read_task_list`] with windows of about `window_bytes`.
+fn read_in_windows(
+    mut reader: impl std::io::Read,
+    max_tasks: usize,
+    size: u64,
+    window_bytes: usize,
+) -> serde_json::Result<TaskList> {
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    let budget = size.saturating_mul(MEMORY_PER_ANSWER_BYTE) + BUDGET_SLACK;
+    with_parse_state(budget, || {
+        let mut windows = Windows {
+            max: max_tasks,
+            unpaid: size,
+            window: Vec::new(),
+            start: 0,
+            lines: 0,
+            column: 0,
+            tasks: Vec::new(),
+        };
+        let mut cutting = true;
+        while windows.fill(&mut reader, window_bytes)? {
+            if cutting {
+                cutting = windows.cut();
+            }
+        }
+        windows.finish()
+    })
+    .map(|tasks| TaskList { tasks })
+}
+
+/// How much of a streamed answer is parsed at once.
+const WINDOW_BYTES: usize = 256 << 10;
+
+/// What stands for the tasks before a window: a `null`, which the list skips.
+const BEFORE_WINDOW: &[u8] = br#"{"tasks":[null"#;
+
+/// The state of [`read_task_list`] between windows.
+struct Windows {
+    max: usize,
+    /// Bytes still to read before the budget grows with each byte.
+    unpaid: usize,
+    /// [`BEFORE_WINDOW`] (from the second window on) and the answer's text since the last cut.
+    window: Vec<u8>,
+    /// Where the answer's text starts in `window`.
+    start: usize,
+    /// The lines before the last cut, and the bytes between the last of them and the cut.
+    lines: usize,
+    column: usize,
+    tasks: Vec<Task>,
+}
+
+/// The per-answer state a window's parse changes, to put back when the window is parsed again.
+struct Saved {
+    budget: Option<usize>,
+    recent: Option<RecentTexts>,
+}
+
+impl Saved {
+    fn now() -> Saved {
+        Saved {
+            budget: BUDGET.with(|cell| cell.get()),
+            recent: RECENT.with(|recent| recent.borrow().clone()),
+        }
+    }
+
+    fn restore(self) {
+        BUDGET.with(|cell| cell.set(self.budget));
+        RECENT.with(|recent| *recent.borrow_mut() = self.recent);
+    }
+}
+
+impl Windows {
+    /// Reads up to `bytes` more (fewer only at the end); whether anything was read.
+    fn fill(&mut self, reader: &mut impl std::io::Read, bytes: usize) -> serde_json::Result<bool> {
+        let old = self.window.len();
+        self.window.resize(old + bytes, 0);
+        let mut filled = old;
+        while filled < self.window.len() {
+            match reader.read(&mut self.window[filled..]) {
+                Ok(0) => break,
+                Ok(read) => filled += read,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(serde_json::Error::io(error)),
+            }
+        }
+        self.window.truncate(filled);
+        let read = filled - old;
+        let paid = read.min(self.unpaid);
+        self.unpaid -= paid;
+        let credit = (read - paid).saturating_mul(MEMORY_PER_ANSWER_BYTE);
+        if credit > 0 {
+            BUDGET.with(|cell| cell.set(cell.get().map(|left| left.saturating_add(credit))));
+        }
+        Ok(read > 0)
+    }
+
+    /// Parses the window up to its last cut and keeps the rest for the next; whether to go on
+    /// cutting (not once a cut failed: the rest is then parsed whole).
+    fn cut(&mut self) -> bool {
+        let text = &self.window[self.start..];
+        let Some(cut) = last_cut(text) else {
+            return true;
+        };
+        let newlines = newlines(&text[..cut]);
+        let column = match newlines {
+            0 => self.column + cut,
+            _ => cut - text[..cut].iter().rposition(|&b| b == b'\n').unwrap_or(0) - 1,
+        };
+        let lines = self.lines + newlines;
+        if lines == 0 && column < BEFORE_WINDOW.len() {
+            return true; // No room yet for a prefix of the same width.
+        }
+        let cut = self.start + cut;
+        let rest = self.window.split_off(cut);
+        self.window.extend_from_slice(b"]}");
+        let saved = Saved::now();
+        match self.parse(&self.window, true) {
+            Ok(tasks) => {
+                self.tasks.extend(tasks);
+                self.lines = lines;
+                self.column = column;
+                self.window.clear();
+                self.window.extend_from_slice(BEFORE_WINDOW);
+                self.window.extend_from_slice(&rest);
+                self.start = BEFORE_WINDOW.len();
+                true
+            }
+            Err(_) => {
+                saved.restore();
+                self.window.truncate(cut);
+                self.window.extend_from_slice(&rest);
+                false
+            }
+        }
+    }
+
+    /// Parses the rest of the answer, read whole, from the last cut.
+    fn finish(mut self) -> serde_json::Result<Vec<Task>> {
+        let saved = Saved::now();
+        let error = match self.parse(&self.window, false) {
+            Ok(tasks) => {
+                self.tasks.extend(tasks);
+                self.tasks.shrink_to_fit();
+                return Ok(self.tasks);
+            }
+            Err(error) if self.start == 0 => return Err(error),
+            Err(error) => error,
+        };
+        if error.is_io() {
+            return Err(error);
+        }
+        // The same failure again, placed as in the whole answer.
+        saved.restore();
+        let mut placed = Vec::with_capacity(self.column + self.lines + self.window.len());
+        if self.lines > 0 {
+            placed.extend_from_slice(BEFORE_WINDOW);
+            placed.resize(placed.len() + self.lines, b'\n');
+            placed.resize(placed.len() + self.column, b' ');
+        } else {
+            placed.extend_from_slice(&BEFORE_WINDOW[..BEFORE_WINDOW.len() - 4]);
+            placed.resize(self.column - 4, b' ');
+            placed.extend_from_slice(b"null");
+        }
+        placed.extend_from_slice(&self.window[self.start..]);
+        match self.parse(&placed, false) {
+            Err(placed) => Err(placed),
+            Ok(_) => Err(error),
+        }
+    }
+
+    /// One window as a document of its own: with `cut`, it must end with the list as its last
+    /// key.
+    fn parse(&self, bytes: &[u8], cut: bool) -> serde_json::Result<Vec<Task>> {
+        let mut seed = Document::<Task>::new("tasks", self.max, "--max-tasks");
+        seed.counted = self.tasks.len();
+        seed.after_cut = self.start > 0;
+        seed.list_last = cut;
+        match std::str::from_utf8(bytes) {
+            Ok(text) => run_seed(seed, &mut serde_json::Deserializer::from_str(text)),
+            Err(_) => run_seed(seed, &mut serde_json::Deserializer::from_slice(bytes)),
+        }
+    }
+}
+
+/// How many `\n` `text` holds, counted in lanes of bytes the compiler can vectorise (a plain
+/// filter and count was a tenth of the dry run's instructions).
+fn newlines(text: &[u8]) -> usize {
+    text.chunks(255)
+        .map(|chunk| {
+            let lane = chunk.iter().fold(0u8, |n, &b| n + u8::from(b == b'\n'));
+            usize::from(lane)
+        })
+        .sum()
+}
+
+/// Where the last `}` followed by a `,` (whitespace between) ends in `text`.
+fn last_cut(text: &[u8]) -> Option<usize> {
+    let mut end = text.len();
+    loop {
+        let comma = text[..end].iter().rposition(|&b| b == b',')?;
+        let before = text[..comma]
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())?;
+        if text[before] == b'}' {
+            return Some(before + 1);
+        }
+        end = comma;
+    }
+}
+
 /// How many bytes of parsed structure (charged as read: each list element's size, each
 /// label's strings) one byte of answer may become. Marathon's real answers need under half of
 /// it (`every_sample_and_corpus_document_parses` checks the corpus at half); a crafted one can
@@ -377,7 +608,7 @@ const BUDGET_SLACK: usize = 1 << 20;
 
 thread_local! {
     /// Bytes of parsed structure the document being read may still take; `None` outside
-    /// [`within_budget`] (hand-written test data is not limited).
+    /// [`with_parse_state`] (hand-written test data is not limited).
     static BUDGET: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
@@ -388,6 +619,18 @@ fn within_budget<'de, S: DeserializeSeed<'de>>(
     seed: S,
     budget: usize,
 ) -> serde_json::Result<S::Value> {
+    // One pass over the whole answer checks its UTF-8 far faster than serde_json checking each
+    // string it reads (a sixth of the parse at 10,000 apps). An answer that is not UTF-8 (only
+    // in strings we skip, or we refuse it anyway) is read as bytes, exactly as before.
+    with_parse_state(budget, || match std::str::from_utf8(bytes) {
+        Ok(text) => run_seed(seed, &mut serde_json::Deserializer::from_str(text)),
+        Err(_) => run_seed(seed, &mut serde_json::Deserializer::from_slice(bytes)),
+    })
+}
+
+/// Runs `parse` with this thread's budget set to `budget` and fresh shared texts, all reset
+/// after it, however it ends.
+fn with_parse_state<T>(budget: usize, parse: impl FnOnce() -> T) -> T {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
@@ -400,13 +643,7 @@ fn within_budget<'de, S: DeserializeSeed<'de>>(
     BUDGET.with(|cell| cell.set(Some(budget)));
     INTERNED.with(|interned| *interned.borrow_mut() = Some(HashSet::new()));
     RECENT.with(|recent| *recent.borrow_mut() = Some(RecentTexts::default()));
-    // One pass over the whole answer checks its UTF-8 far faster than serde_json checking each
-    // string it reads (a sixth of the parse at 10,000 apps). An answer that is not UTF-8 (only
-    // in strings we skip, or we refuse it anyway) is read as bytes, exactly as before.
-    match std::str::from_utf8(bytes) {
-        Ok(text) => run_seed(seed, &mut serde_json::Deserializer::from_str(text)),
-        Err(_) => run_seed(seed, &mut serde_json::Deserializer::from_slice(bytes)),
-    }
+    parse()
 }
 
 /// Runs `seed` over the whole input of `deserializer`, refusing trailing data.
@@ -527,14 +764,14 @@ where
 }
 
 /// The last texts read into the fields of [`RecentTexts`] from the answer being parsed.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct RecentTexts {
     app_id: Option<Arc<str>>,
     host: Option<Arc<str>>,
 }
 
 thread_local! {
-    /// `None` outside [`within_budget`], like `INTERNED`.
+    /// `None` outside [`with_parse_state`], like `INTERNED`.
     static RECENT: RefCell<Option<RecentTexts>> = const { RefCell::new(None) };
 }
 
@@ -635,6 +872,12 @@ struct Document<T> {
     key: &'static str,
     max: usize,
     flag: &'static str,
+    /// Elements kept before this text (a window of a longer answer), counted towards `max`.
+    counted: usize,
+    /// The list starts with a `null` standing for the elements before: skipped, not counted.
+    after_cut: bool,
+    /// No key may follow the list (a window is cut inside it).
+    list_last: bool,
     element: PhantomData<T>,
 }
 
@@ -644,6 +887,9 @@ impl<T> Document<T> {
             key,
             max,
             flag,
+            counted: 0,
+            after_cut: false,
+            list_last: false,
             element: PhantomData,
         }
     }
@@ -667,6 +913,9 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for Document<T> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<T>, A::Error> {
         let mut found: Option<Option<Vec<T>>> = None;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if self.list_last && found.is_some() {
+                return Err(de::Error::custom("a key after the list of a window"));
+            }
             if key != self.key {
                 map.next_value::<IgnoredAny>()?;
             } else if found.is_some() {
@@ -679,6 +928,8 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for Document<T> {
                     what: self.key,
                     max: self.max,
                     flag: self.flag,
+                    counted: self.counted,
+                    after_cut: self.after_cut,
                     element: PhantomData,
                 })?);
             }
@@ -702,6 +953,8 @@ struct Elements<T> {
     what: &'static str,
     max: usize,
     flag: &'static str,
+    counted: usize,
+    after_cut: bool,
     element: PhantomData<T>,
 }
 
@@ -726,8 +979,11 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for Elements<T> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut elements = Vec::new();
+        if self.after_cut {
+            seq.next_element::<IgnoredAny>()?;
+        }
         while let Some(element) = seq.next_element::<Option<T>>()? {
-            if elements.len() == self.max {
+            if self.counted + elements.len() == self.max {
                 return Err(de::Error::custom(format!(
                     "more than {} {} (the limit set by {})",
                     self.max, self.what, self.flag
@@ -910,7 +1166,7 @@ impl Serialize for Labels {
 
 thread_local! {
     /// The label names and values read so far from the answer being parsed; `None` outside
-    /// [`within_budget`] (the last-good store and test data are read without sharing).
+    /// [`with_parse_state`] (the last-good store and test data are read without sharing).
     static INTERNED: RefCell<Option<HashSet<Arc<str>>>> = const { RefCell::new(None) };
 }
 
@@ -1138,6 +1394,98 @@ mod tests {
         let read = b"{\"tasks\": [{\"id\": \"t\", \"host\": \"\xff\"}]}";
         let error = parse_task_list(read, 10).unwrap_err();
         assert!(error.to_string().contains("invalid unicode"), "{error}");
+    }
+
+    /// `/v2/tasks` answers, good, broken and hostile, each with the `--max-tasks` to read it.
+    fn task_answers() -> Vec<(Vec<u8>, usize)> {
+        let crafted = format!(
+            r#"{{"tasks": [{{"id": "t", "ipAddresses": [{}]}}]}}"#,
+            vec!["{}"; 200_000].join(",")
+        );
+        let task = |i: usize| {
+            format!(
+                r#"{{"id": "t{i}", "appId": "/a{}", "host": "h{}", "ports": [{i}, 2],
+                "state": "TASK_RUNNING", "healthCheckResults": [{{"alive": true}}],
+                "ipAddresses": [null, {{"ipAddress": "h{}"}}], "note": "}},{{\"x\": [1,2]}}"}}"#,
+                i / 3,
+                i % 4,
+                i % 4
+            )
+        };
+        let tasks: Vec<String> = (0..60).map(task).collect();
+        let list =
+            |tasks: &[String], between: &str| format!("{{\"tasks\": [{}]}}", tasks.join(between));
+        let mut broken = tasks.clone();
+        broken[41] = broken[41].replace("\"ports\": [41, 2]", "\"ports\": [41, \"x\"]");
+        let mut cases: Vec<(String, usize)> = [
+            "",
+            "  \n ",
+            "<html>",
+            "[]",
+            "{}",
+            r#"{"tasks": null}"#,
+            r#"{"tasks": [], "tasks": []}"#,
+            r#"{"tasks": [{"id": "a"}, {"id": "b"}, {"id": "c"}]}"#,
+            r#"{"tasks": [{"id": "a"} {"id": "b"}]}"#,
+            r#"{"tasks": [{"id": "a"},]}"#,
+            r#"{"tasks": [{"id": 7}]}"#,
+            "{\n\"tasks\": [\n{\"id\": \"a\",\n \"ports\": [1, \"x\"]}]}",
+            r#"{"tasks": [{"id": "a", "host": "h\q"}]}"#,
+            r#"{"tasks": [{"id": "a"}]} x"#,
+            r#"{"tasks": [{"id": "a"}"#,
+            r#"{"other": tru, "tasks": []}"#,
+            r#"{"x": [{}, {}], "tasks": [{}, null, {}], "y": [{}, {}]}"#,
+            &crafted,
+        ]
+        .iter()
+        .map(|case| (case.to_string(), 2))
+        .collect();
+        for between in [",", ",\n  ", " , "] {
+            cases.push((list(&tasks, between), 100));
+            cases.push((list(&tasks, between), 60));
+            cases.push((list(&tasks, between), 59));
+            cases.push((list(&tasks, between), 7));
+            cases.push((list(&broken, between), 100));
+            let twice = list(&tasks, between).replacen("]}", "], \"tasks\": []}", 1);
+            cases.push((twice, 100));
+            let after = list(&tasks, between).replacen("]}", "], \"x\": [{}, {}]}", 1);
+            cases.push((after, 100));
+            let cut_short = list(&tasks, between);
+            cases.push((cut_short[..cut_short.len() - 300].to_string(), 100));
+        }
+        let mut cases: Vec<(Vec<u8>, usize)> = cases
+            .into_iter()
+            .map(|(case, max)| (case.into_bytes(), max))
+            .collect();
+        cases.push((
+            b"{\"tasks\": [{\"id\": \"t\", \"host\": \"\xff\"}]}".to_vec(),
+            2,
+        ));
+        cases
+    }
+
+    #[test]
+    fn a_task_answer_read_in_windows_reads_as_the_whole_answer_does() {
+        for (case, max) in task_answers() {
+            let whole = format!("{:?}", parse_task_list(&case, max).map(|list| list.tasks));
+            let shown = String::from_utf8_lossy(&case[..case.len().min(80)]).into_owned();
+            let size = case.len() as u64;
+            for window in (1..24).chain([97, 256, 1000, 4096, WINDOW_BYTES]) {
+                let streamed = read_in_windows(&case[..], max, size, window);
+                let streamed = format!("{:?}", streamed.map(|list| list.tasks));
+                assert_eq!(
+                    streamed, whole,
+                    "{shown} (max {max}) in windows of {window}"
+                );
+            }
+        }
+        // Of unknown size, the budget is that of what has been read.
+        let (crafted, _) = &task_answers()[17];
+        let error = read_task_list(&crafted[..], 2, 0).unwrap_err();
+        assert!(
+            error.to_string().contains("bytes of memory per byte"),
+            "{error}"
+        );
     }
 
     #[test]

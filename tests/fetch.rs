@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use haproxy_marathon_sync::config::{Config, Credentials, FetchConfig, MarathonSource};
 use haproxy_marathon_sync::error::{classify, Failure};
 use haproxy_marathon_sync::fetch::{fetch_state, MarathonState};
+use haproxy_marathon_sync::marathon;
 use support::marathon::{Behaviour, FakeMarathon, APPS_PATH, TASKS_PATH};
 use support::ports::Port;
 
@@ -722,4 +723,84 @@ fn https_trusted_through_the_ca_bundle_is_fetched() {
     let state = fetch(&config);
     assert_sample(&state);
     assert_eq!(state.source, server.url);
+}
+
+/// A cluster whose apps answer is large enough (over 1 MiB) for the tasks to be fetched and parsed
+/// on a second thread while the apps are parsed, with 3,000 tasks: several windows of tasks.
+fn large_cluster() -> (String, String) {
+    let padding = "x".repeat(1 << 20);
+    let apps = format!(r#"{{"apps": [{{"id": "/web", "cmd": "{padding}"}}, {{"id": "/db"}}]}}"#);
+    let tasks: Vec<String> = (0..3000)
+        .map(|i| {
+            format!(
+                r#"{{"id": "web.{i}", "appId": "/web", "host": "10.0.{}.{}", "ports": [{}],
+                "state": "TASK_RUNNING"}}"#,
+                i / 250,
+                i % 250,
+                31000 + i % 1000
+            )
+        })
+        .collect();
+    (apps, format!("{{\"tasks\": [{}]}}", tasks.join(",\n")))
+}
+
+#[test]
+fn a_large_cluster_reads_the_same_over_http_and_from_a_snapshot_as_parsed_whole() {
+    let (apps, tasks) = large_cluster();
+    let whole = marathon::parse_task_list(tasks.as_bytes(), usize::MAX).unwrap();
+    let expected = format!("{:?}", whole.tasks);
+    let marathon = FakeMarathon::start();
+    marathon.set_state(apps.as_str(), tasks.as_str());
+    let state = fetch(&fetch_config(vec![url(&marathon)]));
+    assert_eq!(state.apps.len(), 2);
+    assert_eq!(format!("{:?}", state.tasks), expected);
+    let dir = tempfile::tempdir().unwrap();
+    write_snapshot(dir.path(), &apps, &tasks);
+    let snapshot = MarathonSource::Snapshot(dir.path().to_path_buf());
+    let state = fetch(&fetch_config(vec![snapshot]));
+    assert_eq!(format!("{:?}", state.tasks), expected);
+}
+
+#[test]
+fn a_large_cluster_whose_tasks_fail_fails_over_as_a_small_one_does() {
+    let (apps, tasks) = large_cluster();
+    let broken = tasks.replacen("\"ports\": [31007]", "\"ports\": [31007, \"x\"]", 1);
+    let whole = marathon::parse_task_list(broken.as_bytes(), usize::MAX).unwrap_err();
+    assert!(whole.to_string().contains("at line 15 column"), "{whole}");
+    let cases = [
+        (
+            Behaviour::Truncate,
+            tasks.clone(),
+            "GET /v2/tasks: the connection closed before the whole answer arrived".to_string(),
+        ),
+        (
+            Behaviour::Status(503),
+            tasks.clone(),
+            "GET /v2/tasks: HTTP 503".to_string(),
+        ),
+        (
+            Behaviour::Serve,
+            broken.clone(),
+            format!("GET /v2/tasks: {whole}"),
+        ),
+    ];
+    for (behaviour, tasks, expected) in cases {
+        let first = FakeMarathon::start();
+        first.set_state(apps.as_str(), tasks.as_str());
+        first.set_path_behaviour(TASKS_PATH, behaviour);
+        let second = FakeMarathon::start();
+        second.set_state(apps.as_str(), large_cluster().1);
+        let state = fetch(&fetch_config(vec![url(&first), url(&second)]));
+        assert_eq!(state.source, second.url());
+        assert_eq!(state.tasks.len(), 3000);
+        let failure = &state.failed_sources[0];
+        assert!(failure.contains(&expected), "{failure}");
+        assert_eq!(first.request_count(TASKS_PATH), 1);
+    }
+    // The same answer from a snapshot names the same line and column.
+    let dir = tempfile::tempdir().unwrap();
+    write_snapshot(dir.path(), &apps, &broken);
+    let snapshot = MarathonSource::Snapshot(dir.path().to_path_buf());
+    let message = fetch_error(&fetch_config(vec![snapshot]));
+    assert!(message.ends_with(&whole.to_string()), "{message} / {whole}");
 }

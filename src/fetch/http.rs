@@ -1,9 +1,10 @@
 //! `GET /v2/apps` and `GET /v2/tasks` over HTTP(S) with ureq: hard timeouts, a body size cap,
-//! basic auth, verified TLS, a few redirects. Turns every failure into one line an operator can
+//! basic auth, verified TLS, a few redirects. The tasks' body is parsed as it arrives, on a second
+//! thread while a large apps answer is parsed (so the tasks' transfer and parse overlap it). Turns every failure into one line an operator can
 //! act on, keeping HTTP status answers apart from transport failures.
 
-use std::cell::Cell;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -15,7 +16,10 @@ use ureq::unversioned::resolver::DefaultResolver;
 use ureq::unversioned::transport::{Connector as _, TcpConnector};
 use ureq::{Agent, ResponseExt};
 
-use super::{parse_document, redact_url, tls, with_userinfo};
+use super::{
+    apps_and_tasks, parse_document, parse_streamed, redact_url, tls, with_userinfo, Answer,
+    StreamFailure,
+};
 use crate::config::{Credentials, FetchConfig, MarathonSource};
 use crate::marathon::{self, AppList, TaskList};
 
@@ -41,7 +45,7 @@ pub(super) struct Client {
     max_apps: usize,
     max_tasks: usize,
     /// Whether this run already warned that credentials travel over plain http.
-    warned_plain_http: Cell<bool>,
+    warned_plain_http: AtomicBool,
 }
 
 impl Client {
@@ -57,7 +61,7 @@ impl Client {
             max_body_bytes: config.max_body_bytes,
             max_apps: config.max_apps,
             max_tasks: config.max_tasks,
-            warned_plain_http: Cell::new(false),
+            warned_plain_http: AtomicBool::new(false),
         })
     }
 
@@ -79,23 +83,65 @@ impl Client {
             self.warn_plain_http_once(&target.base, notes);
         }
         let (body, kind) = self.get(&target, "/v2/apps", deadline, notes)?;
+        // A large answer's parse overlaps the tasks' transfer and parse on a second thread.
+        let overlap = body.len() as u64 >= super::OVERLAP_FROM_BYTES;
         let max_apps = self.max_apps;
-        let apps = parse_document(&body, kind.as_deref(), |b| {
-            marathon::parse_app_list(b, max_apps)
-        })
-        .context("GET /v2/apps")?;
-        drop(body);
-        let (body, kind) = self.get(&target, "/v2/tasks", deadline, notes)?;
+        let apps = move || {
+            parse_document(&body, kind.as_deref(), |b| {
+                marathon::parse_app_list(b, max_apps)
+            })
+            .context("GET /v2/apps")
+        };
+        let tasks = || {
+            let mut notes = Vec::new();
+            let tasks = self.get_tasks(&target, deadline, &mut notes);
+            (tasks, notes)
+        };
+        let (apps, (tasks, task_notes)) = apps_and_tasks(overlap, apps, tasks)?;
+        for note in task_notes {
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+        }
+        Ok((apps, tasks?))
+    }
+
+    /// `GET /v2/tasks`, parsed as its body arrives (see [`marathon::read_task_list`]).
+    fn get_tasks(
+        &self,
+        target: &Target,
+        deadline: Instant,
+        notes: &mut Vec<String>,
+    ) -> Result<TaskList> {
+        let path = "/v2/tasks";
+        let context = || format!("GET {path}");
+        let (response, budget) = self.answer(target, path, deadline, notes)?;
+        let kind = content_type(&response);
+        let length = response.body().content_length();
+        // Refused before a byte is parsed, as when the whole body was read first.
+        if length.is_some_and(|length| length > self.max_body_bytes) {
+            let error = ureq::Error::BodyExceedsLimit(self.max_body_bytes);
+            return Err(anyhow!(describe_transport_error(&error, &budget))).with_context(context);
+        }
+        let body = (response.into_body().into_with_config())
+            .limit(self.max_body_bytes)
+            .reader();
+        let mut answer = Answer::new(body, u64::MAX);
         let max_tasks = self.max_tasks;
-        let tasks = parse_document(&body, kind.as_deref(), |b| {
-            marathon::parse_task_list(b, max_tasks)
+        parse_streamed(&mut answer, kind.as_deref(), |answer| {
+            marathon::read_task_list(answer, max_tasks, length.unwrap_or(0))
         })
-        .context("GET /v2/tasks")?;
-        Ok((apps, tasks))
+        .map_err(|failure| match failure {
+            StreamFailure::Read(error) => {
+                anyhow!(describe_transport_error(&ureq::Error::from(error), &budget))
+            }
+            StreamFailure::Document(text) => anyhow!(text),
+        })
+        .with_context(context)
     }
 
     fn warn_plain_http_once(&self, base: &str, notes: &mut Vec<String>) {
-        if !self.warned_plain_http.replace(true) {
+        if !self.warned_plain_http.swap(true, Ordering::Relaxed) {
             notes.push(format!(
                 "Marathon credentials are sent to {base} over plain http, readable by anyone on \
                  the path; use an https:// URL"
@@ -103,8 +149,8 @@ impl Client {
         }
     }
 
-    /// One bounded GET of `path` at the target; the successful body and its content type, or
-    /// an error saying what the server did.
+    /// One bounded GET of `path` at the target; the successful body, read whole, and its
+    /// content type, or an error saying what the server did.
     fn get(
         &self,
         target: &Target,
@@ -112,6 +158,27 @@ impl Client {
         deadline: Instant,
         notes: &mut Vec<String>,
     ) -> Result<(Vec<u8>, Option<String>)> {
+        let (response, budget) = self.answer(target, path, deadline, notes)?;
+        let kind = content_type(&response);
+        let body = response
+            .into_body()
+            .with_config()
+            .limit(self.max_body_bytes)
+            .read_to_vec()
+            .map_err(|error| anyhow!(describe_transport_error(&error, &budget)))
+            .with_context(|| format!("GET {path}"))?;
+        Ok((body, kind))
+    }
+
+    /// The successful answer to one bounded GET of `path` at the target, its body unread, and
+    /// the time it may take; or an error saying what the server did.
+    fn answer(
+        &self,
+        target: &Target,
+        path: &str,
+        deadline: Instant,
+        notes: &mut Vec<String>,
+    ) -> Result<(ureq::http::Response<ureq::Body>, RequestBudget)> {
         let url = format!("{}{path}", target.base);
         let context = || format!("GET {path}");
         let budget = RequestBudget::new(self.request_timeout, deadline).with_context(context)?;
@@ -155,7 +222,7 @@ impl Client {
             // DC/OS: a refused token is forgotten, and logged in again once per run.
             let dcos_refused = status == StatusCode::UNAUTHORIZED && self.dcos.is_some();
             if dcos_refused && self.dcos.as_ref().is_some_and(|login| login.unauthorized()) {
-                return self.get(target, path, deadline, notes);
+                return self.answer(target, path, deadline, notes);
             }
             let message = marathon_message(response.into_body());
             let credentials = CredentialsSent {
@@ -172,20 +239,14 @@ impl Client {
             }
             .with_context(context);
         }
-        let kind = response
-            .headers()
-            .get("content-type")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_string);
-        let body = response
-            .into_body()
-            .with_config()
-            .limit(self.max_body_bytes)
-            .read_to_vec()
-            .map_err(|error| anyhow!(describe_transport_error(&error, &budget)))
-            .with_context(context)?;
-        Ok((body, kind))
+        Ok((response, budget))
     }
+}
+
+fn content_type(response: &ureq::http::Response<ureq::Body>) -> Option<String> {
+    (response.headers().get("content-type"))
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string)
 }
 
 /// One `--marathon` URL as asked: without its userinfo, with the `Authorization` to send and

@@ -1,5 +1,7 @@
 //! The Marathon client: the only code that speaks HTTP. Fetches `/v2/apps` and `/v2/tasks` from
-//! the first source that answers (or reads a saved snapshot directory) and parses them. It knows
+//! the first source that answers (or reads a saved snapshot directory) and parses them: the apps
+//! read whole, the tasks as they are read (never held whole), on a second thread while a large
+//! apps answer is parsed. It knows
 //! nothing of labels or templates, and never prints: what happened is in the result.
 
 mod dcos;
@@ -183,6 +185,127 @@ fn parse_document<T>(
 
 /// How many bytes of a non-JSON answer are quoted.
 const QUOTED_BYTES: usize = 64;
+
+/// From how large an apps answer the tasks are read on a second thread while the apps are
+/// parsed: below it the thread costs more than it saves, and a small answer that fails stops the
+/// fetch before the tasks are asked for.
+const OVERLAP_FROM_BYTES: u64 = 1 << 20;
+
+/// Both documents of one source: `apps` on this thread while `tasks` runs on a scoped thread
+/// when `overlap` (the tasks are then read even when the apps fail); else, or when no thread can
+/// be started, one after the other, the tasks only once the apps succeeded. Either way the apps'
+/// failure is the one returned; what `tasks` returned is the caller's to look at.
+fn apps_and_tasks<A, T: Send>(
+    overlap: bool,
+    apps: impl FnOnce() -> Result<A>,
+    tasks: impl Fn() -> T + Sync,
+) -> Result<(A, T)> {
+    if !overlap {
+        let apps = apps()?;
+        return Ok((apps, tasks()));
+    }
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("fetch-tasks".into())
+            .spawn_scoped(scope, &tasks);
+        let apps = apps();
+        let tasks = match thread {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => {
+                let apps = apps?;
+                return Ok((apps, tasks()));
+            }
+        };
+        Ok((apps?, tasks))
+    })
+}
+
+/// An answer as it is read by a parse that never holds it whole: never read past `limit`
+/// bytes, and its first bytes kept, to quote when it is not JSON.
+pub(super) struct Answer<R> {
+    reader: R,
+    read: u64,
+    limit: u64,
+    /// From the first byte that is not whitespace, one more than is quoted: whether the quote
+    /// was cut shows.
+    prefix: Vec<u8>,
+}
+
+/// The error an [`Answer`] fails with past its limit.
+#[derive(Debug)]
+pub(super) struct OverLimit;
+
+impl std::fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("larger than the limit")
+    }
+}
+
+impl std::error::Error for OverLimit {}
+
+impl<R: std::io::Read> Answer<R> {
+    pub(super) fn new(reader: R, limit: u64) -> Answer<R> {
+        Answer {
+            reader,
+            read: 0,
+            limit,
+            prefix: Vec::new(),
+        }
+    }
+
+    fn keep(&mut self, bytes: &[u8]) {
+        let room = QUOTED_BYTES + 1 - self.prefix.len();
+        let bytes = match self.prefix.is_empty() {
+            true => match bytes.iter().position(|b| !b.is_ascii_whitespace()) {
+                Some(start) => &bytes[start..],
+                None => return,
+            },
+            false => bytes,
+        };
+        self.prefix
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Answer<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.reader.read(buffer)?;
+        self.read += read as u64;
+        if self.read > self.limit {
+            return Err(std::io::Error::other(OverLimit));
+        }
+        if self.prefix.len() <= QUOTED_BYTES {
+            self.keep(&buffer[..read]);
+        }
+        Ok(read)
+    }
+}
+
+/// Why a document parsed as it was read failed.
+pub(super) enum StreamFailure {
+    /// Reading it failed (the transport, the file, the limit): for the caller to describe.
+    Read(std::io::Error),
+    /// It was read but is not the document, in words, as [`parse_document`] says it.
+    Document(String),
+}
+
+/// Parses one document with `parse` as it is read through `answer`; what does not parse is
+/// described as [`parse_document`] describes it, from the first bytes the answer kept (a
+/// document that fails is read to its end first, so they are all there).
+fn parse_streamed<R: std::io::Read, T>(
+    answer: &mut Answer<R>,
+    content_type: Option<&str>,
+    parse: impl FnOnce(&mut Answer<R>) -> serde_json::Result<T>,
+) -> Result<T, StreamFailure> {
+    parse(answer).map_err(|error| {
+        if error.is_io() {
+            return StreamFailure::Read(error.into());
+        }
+        StreamFailure::Document(describe_bad_document(&answer.prefix, content_type, &error))
+    })
+}
 
 fn describe_bad_document(
     bytes: &[u8],
