@@ -1,7 +1,8 @@
 //! `GET /v2/apps` and `GET /v2/tasks` over HTTP(S) with ureq: hard timeouts, a body size cap,
-//! basic auth, verified TLS, a few redirects. The tasks' body is parsed as it arrives, on a second
-//! thread while a large apps answer is parsed (so the tasks' transfer and parse overlap it). Turns every failure into one line an operator can
-//! act on, keeping HTTP status answers apart from transport failures.
+//! basic auth, verified TLS, a few redirects. The tasks' body is parsed as it arrives, on a
+//! second thread while a large apps answer is parsed (so the tasks' transfer and parse overlap
+//! it). Turns every failure into one line an operator can act on, keeping HTTP status answers
+//! apart from transport failures.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
