@@ -762,6 +762,35 @@ fn a_large_cluster_reads_the_same_over_http_and_from_a_snapshot_as_parsed_whole(
 }
 
 #[test]
+fn a_bad_large_apps_answer_fails_over_without_waiting_for_a_slow_tasks_answer() {
+    // Over 1 MiB, so /v2/tasks is asked for beside the apps' parse; the apps answer breaks at
+    // its end, and the same Marathon's /v2/tasks never answers.
+    let (apps, _) = large_cluster();
+    let broken = apps.trim_end_matches("]}").to_string();
+    let first = FakeMarathon::start();
+    first.set_path_behaviour(APPS_PATH, Behaviour::Body(broken));
+    first.set_path_behaviour(TASKS_PATH, Behaviour::Hang);
+    let second = serving_sample();
+    let mut config = fetch_config(vec![url(&first), url(&second)]);
+    config.request_timeout = Duration::from_secs(40);
+    let started = Instant::now();
+    let state = fetch(&config);
+    assert_sample(&state);
+    assert_eq!(state.source, second.url());
+    assert!(
+        state.failed_sources[0].contains("GET /v2/apps"),
+        "{:?}",
+        state.failed_sources
+    );
+    // Waiting for the hanging tasks request would take the whole 40 s request timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the next URL was asked only after {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn a_large_cluster_whose_tasks_fail_fails_over_as_a_small_one_does() {
     let (apps, tasks) = large_cluster();
     let broken = tasks.replacen("\"ports\": [31007]", "\"ports\": [31007, \"x\"]", 1);

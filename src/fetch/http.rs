@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -70,7 +71,7 @@ impl Client {
     /// with `user:password@` (used when no other credentials are given, as Python's requests
     /// in marathon-lb does, and never sent or shown as part of the URL).
     pub(super) fn fetch(
-        &self,
+        self: &Arc<Self>,
         base: &str,
         deadline: Instant,
         notes: &mut Vec<String>,
@@ -93,9 +94,11 @@ impl Client {
             })
             .context("GET /v2/apps")
         };
-        let tasks = || {
+        // Owned: when the apps fail, the tasks' thread is left to end on its own.
+        let client = Arc::clone(self);
+        let tasks = move || {
             let mut notes = Vec::new();
-            let tasks = self.get_tasks(&target, deadline, &mut notes);
+            let tasks = client.get_tasks(&target, deadline, &mut notes);
             (tasks, notes)
         };
         let (apps, (tasks, task_notes)) = apps_and_tasks(overlap, apps, tasks)?;

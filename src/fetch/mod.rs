@@ -11,6 +11,7 @@ pub mod resolve;
 mod snapshot;
 mod tls;
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
@@ -56,7 +57,7 @@ pub fn fetch_state(config: &FetchConfig, deadline: Instant) -> Result<MarathonSt
         .any(|source| matches!(source, MarathonSource::Url(_)));
     // Built once for all URL sources; a snapshot-only run never reads the CA file.
     let client = if has_url_source {
-        Some(http::Client::new(config)?)
+        Some(Arc::new(http::Client::new(config)?))
     } else {
         None
     };
@@ -191,35 +192,49 @@ const QUOTED_BYTES: usize = 64;
 /// fetch before the tasks are asked for.
 const OVERLAP_FROM_BYTES: u64 = 1 << 20;
 
-/// Both documents of one source: `apps` on this thread while `tasks` runs on a scoped thread
-/// when `overlap` (the tasks are then read even when the apps fail); else, or when no thread can
-/// be started, one after the other, the tasks only once the apps succeeded. Either way the apps'
-/// failure is the one returned; what `tasks` returned is the caller's to look at.
-fn apps_and_tasks<A, T: Send>(
+/// Both documents of one source: `apps` on this thread while `tasks` runs on a thread of its
+/// own when `overlap` (the tasks are then asked for even when the apps fail); else, or when no
+/// thread can be started, one after the other, the tasks only once the apps succeeded. Either
+/// way the apps' failure is the one returned, at once: a thread still reading the tasks (a slow
+/// `/v2/tasks` of the same Marathon) is left to end on its own, bounded by its request's
+/// timeout, and what it read is dropped, so the next source is asked without waiting for it.
+/// What `tasks` returned is the caller's to look at.
+fn apps_and_tasks<A, T: Send + 'static>(
     overlap: bool,
     apps: impl FnOnce() -> Result<A>,
-    tasks: impl Fn() -> T + Sync,
+    tasks: impl FnOnce() -> T + Send + 'static,
 ) -> Result<(A, T)> {
     if !overlap {
         let apps = apps()?;
         return Ok((apps, tasks()));
     }
-    std::thread::scope(|scope| {
-        let thread = std::thread::Builder::new()
-            .name("fetch-tasks".into())
-            .spawn_scoped(scope, &tasks);
-        let apps = apps();
-        let tasks = match thread {
-            Ok(thread) => thread
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            Err(_) => {
-                let apps = apps?;
-                return Ok((apps, tasks()));
-            }
-        };
-        Ok((apps?, tasks))
-    })
+    // Shared, so that a thread that cannot be started leaves the work here.
+    let work = Arc::new(Mutex::new(Some(tasks)));
+    let on_thread = Arc::clone(&work);
+    let thread = std::thread::Builder::new()
+        .name("fetch-tasks".into())
+        .spawn(move || {
+            let tasks = on_thread
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            tasks.map(|tasks| tasks())
+        });
+    let apps = apps()?;
+    let done = match thread {
+        Ok(thread) => thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        Err(_) => None,
+    };
+    let tasks = match done {
+        Some(tasks) => tasks,
+        None => {
+            let tasks = work.lock().unwrap_or_else(PoisonError::into_inner).take();
+            tasks.expect("the tasks were read on no thread, so they are still here")()
+        }
+    };
+    Ok((apps, tasks))
 }
 
 /// An answer as it is read by a parse that never holds it whole: never read past `limit`

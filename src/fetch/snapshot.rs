@@ -23,7 +23,8 @@ pub(super) fn read(dir: &Path, config: &FetchConfig) -> Result<(AppList, TaskLis
         })
         .with_context(|| format!("parsing {}", path.display()))
     };
-    let tasks = || read_tasks(&dir.join("tasks.json"), config);
+    let (tasks_path, tasks_config) = (dir.join("tasks.json"), config.clone());
+    let tasks = move || read_tasks(&tasks_path, &tasks_config);
     let (apps, tasks) = apps_and_tasks(overlap, apps, tasks)?;
     Ok((apps, tasks?))
 }
