@@ -206,12 +206,16 @@ impl<'a> Inventory<'a> {
         }
     }
 
+    /// Where backend `name` is in `backends`.
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.backends.0.binary_search(&name).ok()
+    }
+
     /// Whether the backend `backend` has a server `server`.
     pub fn has_server(&self, backend: &str, server: &str) -> bool {
-        match self.backends.0.binary_search(&backend) {
-            Ok(index) => self.servers_at(Some(index)).binary_search(&server).is_ok(),
-            Err(_) => false,
-        }
+        self.servers_at(self.index_of(backend))
+            .binary_search(&server)
+            .is_ok()
     }
 
     /// Every (backend, server) pair, in order.
@@ -228,10 +232,7 @@ impl<'a> Inventory<'a> {
     /// The server addresses of the backend `name`, sorted (none when it has no such backend).
     #[cfg(test)]
     fn addresses_of(&self, name: &str) -> &[&'a str] {
-        match self.backends.0.binary_search(&name) {
-            Ok(index) => self.addresses_at(Some(index)),
-            Err(_) => &[],
-        }
+        self.addresses_at(self.index_of(name))
     }
 
     /// The server addresses of the backend at `index` in `backends`, sorted (none for `None`).
@@ -245,7 +246,7 @@ impl<'a> Inventory<'a> {
     /// How many servers backend `name` has (0 for one without); `None` when there is no such
     /// backend.
     pub fn server_count_of(&self, name: &str) -> Option<usize> {
-        let index = self.backends.0.binary_search(&name).ok()?;
+        let index = self.index_of(name)?;
         Some(self.ranges_at(index).0.len())
     }
 

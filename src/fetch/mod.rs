@@ -1,8 +1,8 @@
 //! The Marathon client: the only code that speaks HTTP. Fetches `/v2/apps` and `/v2/tasks` from
 //! the first source that answers (or reads a saved snapshot directory) and parses them: the apps
 //! read whole, the tasks as they are read (never held whole), on a second thread while a large
-//! apps answer is parsed. It knows
-//! nothing of labels or templates, and never prints: what happened is in the result.
+//! apps answer is parsed. It knows nothing of labels or templates, and never prints: what
+//! happened is in the result.
 
 mod dcos;
 pub mod events;

@@ -23,15 +23,19 @@ pub(super) fn read(dir: &Path, config: &FetchConfig) -> Result<(AppList, TaskLis
         })
         .with_context(|| format!("parsing {}", path.display()))
     };
-    let (tasks_path, tasks_config) = (dir.join("tasks.json"), config.clone());
-    let tasks = move || read_tasks(&tasks_path, &tasks_config);
+    // Owned, since the thread may outlive this read; only the limits, not the credentials.
+    let (tasks_path, limit, max_tasks) = (
+        dir.join("tasks.json"),
+        config.max_body_bytes,
+        config.max_tasks,
+    );
+    let tasks = move || read_tasks(&tasks_path, limit, max_tasks);
     let (apps, tasks) = apps_and_tasks(overlap, apps, tasks)?;
     Ok((apps, tasks?))
 }
 
 /// `tasks.json` parsed as it is read, under the same limits as `apps.json`.
-fn read_tasks(path: &Path, config: &FetchConfig) -> Result<TaskList> {
-    let limit = config.max_body_bytes;
+fn read_tasks(path: &Path, limit: u64, max_tasks: usize) -> Result<TaskList> {
     let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let size = file.metadata().map_or(0, |meta| meta.len());
     if size > limit {
@@ -39,7 +43,7 @@ fn read_tasks(path: &Path, config: &FetchConfig) -> Result<TaskList> {
     }
     let mut answer = Answer::new(file, limit);
     parse_streamed(&mut answer, None, |answer| {
-        marathon::read_task_list(answer, config.max_tasks, size)
+        marathon::read_task_list(answer, max_tasks, size)
     })
     .map_err(|failure| match failure {
         StreamFailure::Read(error) if error.get_ref().is_some_and(|e| e.is::<OverLimit>()) => {
