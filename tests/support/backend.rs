@@ -37,9 +37,7 @@ impl Backend {
                         break;
                     }
                     if let Ok(stream) = stream {
-                        if answer(stream, &name).is_ok() {
-                            served.fetch_add(1, Ordering::SeqCst);
-                        }
+                        let _ = answer(stream, &name, &served);
                     }
                 }
             })
@@ -58,7 +56,9 @@ impl Backend {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Requests answered so far.
+    /// Requests answered so far: counted once a request is read, before its answer is sent,
+    /// so a client that has its answer is already counted (counted after, the last one raced
+    /// the test reading the count).
     pub fn served(&self) -> usize {
         self.served.load(Ordering::SeqCst)
     }
@@ -77,7 +77,7 @@ impl Drop for Backend {
 }
 
 /// Reads one request head (bounded in size and time) and answers with `name`.
-fn answer(mut stream: TcpStream, name: &str) -> io::Result<()> {
+fn answer(mut stream: TcpStream, name: &str, served: &AtomicUsize) -> io::Result<()> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -90,6 +90,7 @@ fn answer(mut stream: TcpStream, name: &str) -> io::Result<()> {
         }
         head.extend_from_slice(&chunk[..read]);
     }
+    served.fetch_add(1, Ordering::SeqCst);
     write!(
         stream,
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
