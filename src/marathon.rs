@@ -370,40 +370,84 @@ pub fn parse_task_list(bytes: &[u8], max_tasks: usize) -> serde_json::Result<Tas
 /// of `size` bytes (a file's size, a `Content-Length`) and grows with every byte read past it, so
 /// an answer of unknown size (`0`) is held to what has arrived.
 ///
-/// The answer is parsed in windows of about [`WINDOW_BYTES`], each cut after a task (a `}` before
-/// a `,`) and parsed as a document of its own: `{"tasks":[null` standing for what came before
-/// (the `null` read as no task and not counted), then the window, then `]}`. A cut is taken only
-/// when that document parses with the list as its last key, which proves it fell between two
-/// tasks of the list. When one does not, or at the end of the answer, the rest is read whole and
-/// parsed from the last good cut; an error there is parsed once more behind a prefix of as many
-/// lines and columns as the text it stands for, so that serde_json places it where it would have
-/// in the whole answer.
+/// The answer is parsed in windows of about [`WINDOW_BYTES`], each cut after a task and parsed
+/// as a document of its own: `{"tasks":[null` standing for what came before (the `null` read as
+/// no task and not counted), then the window, then `]}`. A cut is taken only when that document
+/// parses with the list as its last key, which proves it fell between two tasks of the list.
+/// When one does not, the window grows and is cut later; after [`MAX_FAILED_CUTS`] cuts in a row
+/// fail (a broken answer), or at the end of the answer, the rest is read whole and parsed from
+/// the last good cut. An error there is parsed once more behind a prefix of as many lines and
+/// columns as the text it stands for, so that serde_json places it where it would have in the
+/// whole answer.
 pub fn read_task_list(
     reader: impl std::io::Read,
     max_tasks: usize,
     size: u64,
 ) -> serde_json::Result<TaskList> {
-    read_in_windows(reader, max_tasks, size, WINDOW_BYTES)
+    let (tasks, _) = read_in_windows(&TASKS, reader, max_tasks, size, WINDOW_BYTES);
+    tasks.map(|tasks| TaskList { tasks })
 }
 
-/// [`read_task_list`] with windows of about `window_bytes`.
-fn read_in_windows(
+/// [`parse_app_list`] for an answer parsed as it is read from `reader`, in windows as
+/// [`read_task_list`] reads tasks: the same apps, or the same error at the same place.
+pub fn read_app_list(
+    reader: impl std::io::Read,
+    max_apps: usize,
+    size: u64,
+) -> serde_json::Result<AppList> {
+    let (apps, _) = read_in_windows(&APPS, reader, max_apps, size, WINDOW_BYTES);
+    apps.map(|apps| AppList { apps })
+}
+
+/// Which list document a [`Windows`] reads.
+struct ListKind {
+    key: &'static str,
+    flag: &'static str,
+    /// What stands for the elements before a window: a `null`, which the list skips.
+    before: &'static [u8],
+    /// How an element's `id` begins (an app's is a path; a deployment's, listed in its app,
+    /// is not).
+    id_begins: &'static [u8],
+}
+
+const APPS: ListKind = ListKind {
+    key: "apps",
+    flag: "--max-apps",
+    before: br#"{"apps":[null"#,
+    id_begins: b"\"/",
+};
+
+const TASKS: ListKind = ListKind {
+    key: "tasks",
+    flag: "--max-tasks",
+    before: br#"{"tasks":[null"#,
+    id_begins: b"\"",
+};
+
+/// [`read_task_list`] or [`read_app_list`] with windows of about `window_bytes`, and how many
+/// cuts held.
+fn read_in_windows<T: for<'de> Deserialize<'de>>(
+    kind: &'static ListKind,
     mut reader: impl std::io::Read,
-    max_tasks: usize,
+    max: usize,
     size: u64,
     window_bytes: usize,
-) -> serde_json::Result<TaskList> {
+) -> (serde_json::Result<Vec<T>>, usize) {
     let size = usize::try_from(size).unwrap_or(usize::MAX);
     let budget = size.saturating_mul(MEMORY_PER_ANSWER_BYTE) + BUDGET_SLACK;
-    with_parse_state(budget, || {
+    let mut cuts = 0;
+    let read = with_parse_state(budget, || {
         let mut windows = Windows {
-            max: max_tasks,
+            kind,
+            max,
             unpaid: size,
             window: Vec::new(),
             start: 0,
             lines: 0,
             column: 0,
-            tasks: Vec::new(),
+            elements: Vec::new(),
+            failed_cuts: 0,
+            cuts: 0,
         };
         let mut cutting = true;
         while windows.fill(&mut reader, window_bytes)? {
@@ -411,33 +455,43 @@ fn read_in_windows(
                 cutting = windows.cut();
             }
         }
+        cuts = windows.cuts;
         windows.finish()
-    })
-    .map(|tasks| TaskList { tasks })
+    });
+    (read, cuts)
 }
 
 /// How much of a streamed answer is parsed at once.
 const WINDOW_BYTES: usize = 256 << 10;
 
-/// What stands for the tasks before a window: a `null`, which the list skips.
-const BEFORE_WINDOW: &[u8] = br#"{"tasks":[null"#;
+/// How many cuts in a row may fail before the rest of an answer is read whole: a cut that falls
+/// inside an element (an app's list of deployments) fails once and the next window is cut
+/// elsewhere, while an answer broken before its cut fails every time, and is parsed anew for
+/// each.
+const MAX_FAILED_CUTS: usize = 2;
 
-/// The state of [`read_task_list`] between windows.
-struct Windows {
+/// The state of [`read_in_windows`] between windows.
+struct Windows<T> {
+    kind: &'static ListKind,
     max: usize,
     /// Bytes still to read before the budget grows with each byte.
     unpaid: usize,
-    /// [`BEFORE_WINDOW`] (from the second window on) and the answer's text since the last cut.
+    /// The kind's `before` (from the second window on) and the answer's text since the last cut.
     window: Vec<u8>,
     /// Where the answer's text starts in `window`.
     start: usize,
     /// The lines before the last cut, and the bytes between the last of them and the cut.
     lines: usize,
     column: usize,
-    tasks: Vec<Task>,
+    elements: Vec<T>,
+    /// Cuts that failed since the last that held.
+    failed_cuts: usize,
+    /// Cuts that held.
+    cuts: usize,
 }
 
 /// The per-answer state a window's parse changes, to put back when the window is parsed again.
+/// (Label texts it shared stay shared: sharing changes no value and no charge.)
 struct Saved {
     budget: Option<usize>,
     recent: Option<RecentTexts>,
@@ -457,7 +511,7 @@ impl Saved {
     }
 }
 
-impl Windows {
+impl<T: for<'de> Deserialize<'de>> Windows<T> {
     /// Reads up to `bytes` more (fewer only at the end); whether anything was read.
     fn fill(&mut self, reader: &mut impl std::io::Read, bytes: usize) -> serde_json::Result<bool> {
         let old = self.window.len();
@@ -483,10 +537,11 @@ impl Windows {
     }
 
     /// Parses the window up to its last cut and keeps the rest for the next; whether to go on
-    /// cutting (not once a cut failed: the rest is then parsed whole).
+    /// cutting (not once [`MAX_FAILED_CUTS`] failed in a row: the rest is then parsed whole).
     fn cut(&mut self) -> bool {
+        let before = self.kind.before;
         let text = &self.window[self.start..];
-        let Some(cut) = last_cut(text) else {
+        let Some(cut) = last_cut(text, self.kind.id_begins) else {
             return true;
         };
         let newlines = newlines(&text[..cut]);
@@ -495,7 +550,7 @@ impl Windows {
             _ => cut - memchr::memrchr(b'\n', &text[..cut]).unwrap_or(0) - 1,
         };
         let lines = self.lines + newlines;
-        if lines == 0 && column < BEFORE_WINDOW.len() {
+        if lines == 0 && column < before.len() {
             return true; // No room yet for a prefix of the same width.
         }
         let cut = self.start + cut;
@@ -503,33 +558,37 @@ impl Windows {
         self.window.extend_from_slice(b"]}");
         let saved = Saved::now();
         match self.parse(&self.window, true) {
-            Ok(tasks) => {
-                self.tasks.extend(tasks);
+            Ok(elements) => {
+                self.elements.extend(elements);
                 self.lines = lines;
                 self.column = column;
                 self.window.clear();
-                self.window.extend_from_slice(BEFORE_WINDOW);
+                self.window.extend_from_slice(before);
                 self.window.extend_from_slice(&rest);
-                self.start = BEFORE_WINDOW.len();
+                self.start = before.len();
+                self.failed_cuts = 0;
+                self.cuts += 1;
                 true
             }
             Err(_) => {
                 saved.restore();
                 self.window.truncate(cut);
                 self.window.extend_from_slice(&rest);
-                false
+                self.failed_cuts += 1;
+                self.failed_cuts < MAX_FAILED_CUTS
             }
         }
     }
 
     /// Parses the rest of the answer, read whole, from the last cut.
-    fn finish(mut self) -> serde_json::Result<Vec<Task>> {
+    fn finish(mut self) -> serde_json::Result<Vec<T>> {
+        let before = self.kind.before;
         let saved = Saved::now();
         let error = match self.parse(&self.window, false) {
-            Ok(tasks) => {
-                self.tasks.extend(tasks);
-                self.tasks.shrink_to_fit();
-                return Ok(self.tasks);
+            Ok(elements) => {
+                self.elements.extend(elements);
+                self.elements.shrink_to_fit();
+                return Ok(self.elements);
             }
             Err(error) if self.start == 0 => return Err(error),
             Err(error) => error,
@@ -541,11 +600,11 @@ impl Windows {
         saved.restore();
         let mut placed = Vec::with_capacity(self.column + self.lines + self.window.len());
         if self.lines > 0 {
-            placed.extend_from_slice(BEFORE_WINDOW);
+            placed.extend_from_slice(before);
             placed.resize(placed.len() + self.lines, b'\n');
             placed.resize(placed.len() + self.column, b' ');
         } else {
-            placed.extend_from_slice(&BEFORE_WINDOW[..BEFORE_WINDOW.len() - 4]);
+            placed.extend_from_slice(&before[..before.len() - 4]);
             placed.resize(self.column - 4, b' ');
             placed.extend_from_slice(b"null");
         }
@@ -558,9 +617,9 @@ impl Windows {
 
     /// One window as a document of its own: with `cut`, it must end with the list as its last
     /// key.
-    fn parse(&self, bytes: &[u8], cut: bool) -> serde_json::Result<Vec<Task>> {
-        let mut seed = Document::<Task>::new("tasks", self.max, "--max-tasks");
-        seed.counted = self.tasks.len();
+    fn parse(&self, bytes: &[u8], cut: bool) -> serde_json::Result<Vec<T>> {
+        let mut seed = Document::<T>::new(self.kind.key, self.max, self.kind.flag);
+        seed.counted = self.elements.len();
         seed.after_cut = self.start > 0;
         seed.list_last = cut;
         match std::str::from_utf8(bytes) {
@@ -576,19 +635,48 @@ fn newlines(text: &[u8]) -> usize {
     memchr::memchr_iter(b'\n', text).count()
 }
 
-/// Where the last `}` followed by a `,` (whitespace between) ends in `text`.
-fn last_cut(text: &[u8]) -> Option<usize> {
+/// Where to cut `text`, a list's elements: after the last `}` that a `,` and `{"id":` follow,
+/// the id beginning with `id_begins` (whitespace between), else after the last `}` a `,`
+/// follows. Marathon writes every app and task with its `id` first, so the first is nearly
+/// always between two elements, where the second often falls inside one (after an app's
+/// labels); and those bytes are never inside a string, where every `"` is escaped. Either is
+/// checked by the parse of the window.
+fn last_cut(text: &[u8], id_begins: &[u8]) -> Option<usize> {
+    const ID: &[u8] = br#"{"id":"#;
+    let mut end = text.len();
+    while let Some(object) = memchr::memmem::rfind(&text[..end], ID) {
+        let id = &text[object + ID.len()..];
+        let id = &id[id
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(id.len())..];
+        if id.starts_with(id_begins) {
+            if let Some(cut) = closed_before_comma(&text[..object]) {
+                return Some(cut);
+            }
+        }
+        end = object;
+    }
     let mut end = text.len();
     loop {
         let comma = memchr::memrchr(b',', &text[..end])?;
-        let before = text[..comma]
-            .iter()
-            .rposition(|b| !b.is_ascii_whitespace())?;
-        if text[before] == b'}' {
-            return Some(before + 1);
+        if let Some(cut) = closed_before_comma(&text[..=comma]) {
+            return Some(cut);
         }
         end = comma;
     }
+}
+
+/// Where the `}` ends that `text` ends with, but for a `,` and whitespace.
+fn closed_before_comma(text: &[u8]) -> Option<usize> {
+    let comma = text.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if text[comma] != b',' {
+        return None;
+    }
+    let closed = text[..comma]
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())?;
+    (text[closed] == b'}').then_some(closed + 1)
 }
 
 /// How many bytes of parsed structure (charged as read: each list element's size, each
@@ -1466,8 +1554,8 @@ mod tests {
             let shown = String::from_utf8_lossy(&case[..case.len().min(80)]).into_owned();
             let size = case.len() as u64;
             for window in (1..24).chain([97, 256, 1000, 4096, WINDOW_BYTES]) {
-                let streamed = read_in_windows(&case[..], max, size, window);
-                let streamed = format!("{:?}", streamed.map(|list| list.tasks));
+                let (streamed, _) = read_in_windows::<Task>(&TASKS, &case[..], max, size, window);
+                let streamed = format!("{streamed:?}");
                 assert_eq!(
                     streamed, whole,
                     "{shown} (max {max}) in windows of {window}"
@@ -1481,6 +1569,94 @@ mod tests {
             error.to_string().contains("bytes of memory per byte"),
             "{error}"
         );
+    }
+
+    /// `/v2/apps` answers, good, broken and hostile, each with the `--max-apps` to read it. The
+    /// apps nest objects in lists (ports, deployments with ids of their own, as `{"id":`
+    /// starts every app) and after their labels, where a cut must not fall.
+    fn app_answers() -> Vec<(Vec<u8>, usize)> {
+        let app = |i: usize| {
+            format!(
+                r#"{{"id": "/a{i}", "labels": {{"HAPROXY_GROUP": "external", "V": "v{}"}},
+                "portDefinitions": [{{"port": {i}, "name": "http"}}, {{"port": 2, "labels": {{}}}}],
+                "deployments": [{{"id": "d{i}"}}, {{"id": "e{i}"}}],
+                "healthChecks": [{{"protocol": "HTTP", "portIndex": 0}}], "instances": {},
+                "cmd": "x }},{{\"id\": \"/fake\"}}"}}"#,
+                i % 3,
+                i % 4
+            )
+        };
+        let apps: Vec<String> = (0..60).map(app).collect();
+        let list =
+            |apps: &[String], between: &str| format!("{{\"apps\": [{}]}}", apps.join(between));
+        let mut broken = apps.clone();
+        broken[41] = broken[41].replace("\"instances\": 1", "\"instances\": \"x\"");
+        let crafted = format!(r#"{{"apps": [{}]}}"#, vec!["{}"; 200_000].join(","));
+        let mut cases: Vec<(String, usize)> = [
+            "",
+            "<html>",
+            "{}",
+            r#"{"apps": null}"#,
+            r#"{"apps": [{"id": "/a"}, {"id": "/b"}, {"id": "/c"}]}"#,
+            r#"{"apps": [{"id": "/a"},{"id": 7}]}"#,
+            r#"{"apps": [{"id": "/a"},]}"#,
+            r#"{"apps": [{"id": "/a"}]} x"#,
+            &crafted,
+        ]
+        .iter()
+        .map(|case| (case.to_string(), 2))
+        .collect();
+        for between in [",", ",\n  ", " , "] {
+            cases.push((list(&apps, between), 100));
+            cases.push((list(&apps, between), 59));
+            cases.push((list(&broken, between), 100));
+            let after = list(&apps, between).replacen("]}", "], \"x\": [{}, {}]}", 1);
+            cases.push((after, 100));
+            let cut_short = list(&apps, between);
+            cases.push((cut_short[..cut_short.len() - 300].to_string(), 100));
+        }
+        cases
+            .into_iter()
+            .map(|(case, max)| (case.into_bytes(), max))
+            .collect()
+    }
+
+    #[test]
+    fn an_app_answer_read_in_windows_reads_as_the_whole_answer_does() {
+        for (case, max) in app_answers() {
+            let whole = format!("{:?}", parse_app_list(&case, max).map(|list| list.apps));
+            let shown = String::from_utf8_lossy(&case[..case.len().min(80)]).into_owned();
+            let size = case.len() as u64;
+            for window in (1..24).chain([97, 256, 1000, 4096, WINDOW_BYTES]) {
+                let (streamed, cuts) = read_in_windows::<App>(&APPS, &case[..], max, size, window);
+                let good = streamed.is_ok();
+                let streamed = format!("{streamed:?}");
+                assert_eq!(
+                    streamed, whole,
+                    "{shown} (max {max}) in windows of {window}"
+                );
+                // Apps of ~400 bytes in windows of 1,000: about one cut per two or three apps,
+                // none lost to a cut inside an app.
+                if good && window == 1000 && case.len() > 20_000 {
+                    assert!(cuts * 1000 > case.len() * 3 / 4, "{cuts} cuts: {shown}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_window_is_cut_before_the_next_element_not_inside_one() {
+        let text = br#"{"id": "/a", "labels": {"x": "y"}, "p": [{"id": "d"}]}, {"id":"/b", "l": {}, "q": 1"#;
+        let cut = last_cut(text, APPS.id_begins).unwrap();
+        assert_eq!(&text[cut - 3..cut], b"}]}");
+        // A deployment's id is not an app's.
+        let text = br#"{"id": "/a", "d": [{"id": "x"}, {"id": "y"}]"#;
+        assert_eq!(last_cut(text, APPS.id_begins), Some(30));
+        assert_eq!(last_cut(text, TASKS.id_begins), Some(30));
+        // Without an `id` first, at the last `}` a `,` follows.
+        let text = br#"{"a": {}, "b": 1}, {"c": {}, "d""#;
+        assert_eq!(last_cut(text, TASKS.id_begins), Some(27));
+        assert_eq!(last_cut(br#"{"a": 1"#, TASKS.id_begins), None);
     }
 
     #[test]
