@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::marker::PhantomData;
+use std::io::Read;
 use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -353,15 +353,20 @@ pub struct HealthCheck {
 /// read as empty, it would take every backend away. Reading stops at the first app over the
 /// limit, so an oversized answer never reaches memory as apps (issue 9).
 pub fn parse_app_list(bytes: &[u8], max_apps: usize) -> serde_json::Result<AppList> {
-    let seed = Document::<App>::new("apps", max_apps, "--max-apps");
-    let apps = within_budget(bytes, seed, answer_budget(bytes))?;
+    let mut apps = Vec::new();
+    let seed = Document::new("apps", max_apps, "--max-apps", &mut apps);
+    within_budget(bytes, seed, answer_budget(bytes))?;
+    // Grown by doubling; the lists live for the whole run.
+    apps.shrink_to_fit();
     Ok(AppList { apps })
 }
 
 /// [`parse_app_list`] for `GET /v2/tasks`: a `tasks` array of at most `max_tasks` tasks.
 pub fn parse_task_list(bytes: &[u8], max_tasks: usize) -> serde_json::Result<TaskList> {
-    let seed = Document::<Task>::new("tasks", max_tasks, "--max-tasks");
-    let tasks = within_budget(bytes, seed, answer_budget(bytes))?;
+    let mut tasks = Vec::new();
+    let seed = Document::new("tasks", max_tasks, "--max-tasks", &mut tasks);
+    within_budget(bytes, seed, answer_budget(bytes))?;
+    tasks.shrink_to_fit();
     Ok(TaskList { tasks })
 }
 
@@ -514,19 +519,11 @@ impl Saved {
 impl<T: for<'de> Deserialize<'de>> Windows<T> {
     /// Reads up to `bytes` more (fewer only at the end); whether anything was read.
     fn fill(&mut self, reader: &mut impl std::io::Read, bytes: usize) -> serde_json::Result<bool> {
-        let old = self.window.len();
-        self.window.resize(old + bytes, 0);
-        let mut filled = old;
-        while filled < self.window.len() {
-            match reader.read(&mut self.window[filled..]) {
-                Ok(0) => break,
-                Ok(read) => filled += read,
-                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(serde_json::Error::io(error)),
-            }
-        }
-        self.window.truncate(filled);
-        let read = filled - old;
+        // Into the window's spare room as it is, not zeroed first (a 256 KiB memset per window).
+        self.window.reserve(bytes);
+        let read = (reader.by_ref().take(bytes as u64))
+            .read_to_end(&mut self.window)
+            .map_err(serde_json::Error::io)?;
         let paid = read.min(self.unpaid);
         self.unpaid -= paid;
         let credit = (read - paid).saturating_mul(MEMORY_PER_ANSWER_BYTE);
@@ -557,9 +554,8 @@ impl<T: for<'de> Deserialize<'de>> Windows<T> {
         let rest = self.window.split_off(cut);
         self.window.extend_from_slice(b"]}");
         let saved = Saved::now();
-        match self.parse(&self.window, true) {
-            Ok(elements) => {
-                self.elements.extend(elements);
+        match self.parse(None, true) {
+            Ok(()) => {
                 self.lines = lines;
                 self.column = column;
                 self.window.clear();
@@ -584,9 +580,9 @@ impl<T: for<'de> Deserialize<'de>> Windows<T> {
     fn finish(mut self) -> serde_json::Result<Vec<T>> {
         let before = self.kind.before;
         let saved = Saved::now();
-        let error = match self.parse(&self.window, false) {
-            Ok(elements) => {
-                self.elements.extend(elements);
+        let error = match self.parse(None, false) {
+            Ok(()) => {
+                // Grown by doubling; the lists live for the whole run.
                 self.elements.shrink_to_fit();
                 return Ok(self.elements);
             }
@@ -609,23 +605,29 @@ impl<T: for<'de> Deserialize<'de>> Windows<T> {
             placed.extend_from_slice(b"null");
         }
         placed.extend_from_slice(&self.window[self.start..]);
-        match self.parse(&placed, false) {
+        match self.parse(Some(&placed), false) {
             Err(placed) => Err(placed),
-            Ok(_) => Err(error),
+            Ok(()) => Err(error),
         }
     }
 
-    /// One window as a document of its own: with `cut`, it must end with the list as its last
-    /// key.
-    fn parse(&self, bytes: &[u8], cut: bool) -> serde_json::Result<Vec<T>> {
-        let mut seed = Document::<T>::new(self.kind.key, self.max, self.kind.flag);
-        seed.counted = self.elements.len();
+    /// The window (or `other`, standing for it) as a document of its own, its elements pushed
+    /// onto those before, or none of them when it fails: with `cut`, it must end with the list
+    /// as its last key.
+    fn parse(&mut self, other: Option<&[u8]>, cut: bool) -> serde_json::Result<()> {
+        let bytes = other.unwrap_or(&self.window);
+        let kept = self.elements.len();
+        let mut seed = Document::new(self.kind.key, self.max, self.kind.flag, &mut self.elements);
         seed.after_cut = self.start > 0;
         seed.list_last = cut;
-        match std::str::from_utf8(bytes) {
+        let parsed = match std::str::from_utf8(bytes) {
             Ok(text) => run_seed(seed, &mut serde_json::Deserializer::from_str(text)),
             Err(_) => run_seed(seed, &mut serde_json::Deserializer::from_slice(bytes)),
+        };
+        if parsed.is_err() {
+            self.elements.truncate(kept);
         }
+        parsed
     }
 }
 
@@ -950,51 +952,56 @@ where
 }
 
 /// A Marathon list document: an object whose `key` is an array of at most `max` elements
-/// (`null` elements dropped); every other key is skipped unread.
-struct Document<T> {
+/// (`null` elements dropped), pushed onto `elements`; every other key is skipped unread.
+struct Document<'v, T> {
     key: &'static str,
     max: usize,
     flag: &'static str,
-    /// Elements kept before this text (a window of a longer answer), counted towards `max`.
-    counted: usize,
     /// The list starts with a `null` standing for the elements before: skipped, not counted.
     after_cut: bool,
     /// No key may follow the list (a window is cut inside it).
     list_last: bool,
-    element: PhantomData<T>,
+    /// Where the elements go, after those of the windows before (counted towards `max`): one
+    /// list for the whole answer, not one per window copied into it.
+    elements: &'v mut Vec<T>,
 }
 
-impl<T> Document<T> {
-    fn new(key: &'static str, max: usize, flag: &'static str) -> Document<T> {
+impl<'v, T> Document<'v, T> {
+    fn new(
+        key: &'static str,
+        max: usize,
+        flag: &'static str,
+        elements: &'v mut Vec<T>,
+    ) -> Document<'v, T> {
         Document {
             key,
             max,
             flag,
-            counted: 0,
             after_cut: false,
             list_last: false,
-            element: PhantomData,
+            elements,
         }
     }
 }
 
-impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Document<T> {
-    type Value = Vec<T>;
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Document<'_, T> {
+    type Value = ();
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<T>, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de, T: Deserialize<'de>> Visitor<'de> for Document<T> {
-    type Value = Vec<T>;
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Document<'_, T> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "a JSON object with an \"{}\" array", self.key)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<T>, A::Error> {
-        let mut found: Option<Option<Vec<T>>> = None;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Whether the list was found, and was a list rather than `null`.
+        let mut found: Option<bool> = None;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if self.list_last && found.is_some() {
                 return Err(de::Error::custom("a key after the list of a window"));
@@ -1011,15 +1018,14 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for Document<T> {
                     what: self.key,
                     max: self.max,
                     flag: self.flag,
-                    counted: self.counted,
                     after_cut: self.after_cut,
-                    element: PhantomData,
+                    elements: &mut *self.elements,
                 })?);
             }
         }
         match found {
-            Some(Some(elements)) => Ok(elements),
-            Some(None) => Err(de::Error::custom(format!(
+            Some(true) => Ok(()),
+            Some(false) => Err(de::Error::custom(format!(
                 "\"{}\" is null, not a list: not Marathon's answer",
                 self.key
             ))),
@@ -1031,53 +1037,49 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for Document<T> {
     }
 }
 
-/// The array of a [`Document`]: `None` for `null`, an error past `max` elements.
-struct Elements<T> {
+/// The array of a [`Document`]: `false` for `null`, an error past `max` elements.
+struct Elements<'v, T> {
     what: &'static str,
     max: usize,
     flag: &'static str,
-    counted: usize,
     after_cut: bool,
-    element: PhantomData<T>,
+    elements: &'v mut Vec<T>,
 }
 
-impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Elements<T> {
-    type Value = Option<Vec<T>>;
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Elements<'_, T> {
+    type Value = bool;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de, T: Deserialize<'de>> Visitor<'de> for Elements<T> {
-    type Value = Option<Vec<T>>;
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Elements<'_, T> {
+    type Value = bool;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "a list of {}", self.what)
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut elements = Vec::new();
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
         if self.after_cut {
             seq.next_element::<IgnoredAny>()?;
         }
         while let Some(element) = seq.next_element::<Option<T>>()? {
-            if self.counted + elements.len() == self.max {
+            if self.elements.len() == self.max {
                 return Err(de::Error::custom(format!(
                     "more than {} {} (the limit set by {})",
                     self.max, self.what, self.flag
                 )));
             }
             charge(std::mem::size_of::<T>())?;
-            elements.extend(element);
+            self.elements.extend(element);
         }
-        // Grown by doubling; the lists live for the whole run.
-        elements.shrink_to_fit();
-        Ok(Some(elements))
+        Ok(true)
     }
 }
 
@@ -1830,14 +1832,16 @@ mod tests {
                     if value.get("apps").is_some() {
                         serde_json::from_value::<AppList>(value)
                             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-                        let seed = Document::<App>::new("apps", usize::MAX, "--max-apps");
+                        let mut apps = Vec::<App>::new();
+                        let seed = Document::new("apps", usize::MAX, "--max-apps", &mut apps);
                         within_budget(bytes, seed, real)
                             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
                         seen += 1;
                     } else if value.get("tasks").is_some() {
                         serde_json::from_value::<TaskList>(value)
                             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-                        let seed = Document::<Task>::new("tasks", usize::MAX, "--max-tasks");
+                        let mut tasks = Vec::<Task>::new();
+                        let seed = Document::new("tasks", usize::MAX, "--max-tasks", &mut tasks);
                         within_budget(bytes, seed, real)
                             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
                         seen += 1;
