@@ -761,48 +761,31 @@ fn charge<E: de::Error>(bytes: usize) -> Result<(), E> {
     })
 }
 
-/// A list whose every element is charged to the budget as it is read; `None` for `null`.
-/// Elements are read as `Read` and kept as `Kept` by `keep` (which drops `null` elements of object
-/// lists, and keeps those of port lists).
-struct ChargedList<Read, Kept> {
-    keep: fn(Read) -> Option<Kept>,
+/// Pushes `element` onto `list` unless it is `None`. Most lists hold one element: room for
+/// exactly one, not the four a first push makes, saves the shrink (a realloc per list) after.
+fn push_kept<T>(list: &mut Vec<T>, element: Option<T>) {
+    if let Some(element) = element {
+        if list.capacity() == 0 {
+            list.reserve_exact(1);
+        }
+        list.push(element);
+    }
 }
 
-impl<'de, Read: Deserialize<'de>, Kept> Visitor<'de> for ChargedList<Read, Kept> {
-    type Value = Option<Vec<Kept>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list")
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_seq(self)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut elements = Vec::new();
-        while let Some(element) = seq.next_element::<Read>()? {
-            charge(std::mem::size_of::<Read>())?;
-            if let Some(element) = (self.keep)(element) {
-                // Most lists hold one element: room for exactly one, not the four a first
-                // push makes, saves the shrink (a realloc per list) below.
-                if elements.capacity() == 0 {
-                    elements.reserve_exact(1);
-                }
-                elements.push(element);
-            }
-        }
-        elements.shrink_to_fit();
-        Ok(Some(elements))
-    }
+/// A list read with [`ChargedFold`] by `push`, then shrunk to its length (it lives for the run).
+fn charged_list<'de, D, Read, Kept>(
+    deserializer: D,
+    push: fn(&mut Vec<Kept>, Read),
+) -> Result<Option<Vec<Kept>>, D::Error>
+where
+    D: Deserializer<'de>,
+    Read: Deserialize<'de>,
+{
+    let list = deserializer.deserialize_option(ChargedFold { fold: push })?;
+    Ok(list.map(|mut list| {
+        list.shrink_to_fit();
+        list
+    }))
 }
 
 /// Port lists: `null` reads as empty, `null` elements are kept.
@@ -810,8 +793,8 @@ fn ports<'de, D>(deserializer: D) -> Result<Vec<Option<i64>>, D::Error>
 where
     D: Deserializer<'de>,
 {
-    let list = ChargedList::<Option<i64>, Option<i64>> { keep: Some };
-    Ok(deserializer.deserialize_option(list)?.unwrap_or_default())
+    let push = |list: &mut Vec<Option<i64>>, port| push_kept(list, Some(port));
+    Ok(charged_list(deserializer, push)?.unwrap_or_default())
 }
 
 /// A task's `appId`, shared with the task read before when equal: `/v2/tasks` lists an app's
@@ -886,8 +869,8 @@ fn share_recent(
     })
 }
 
-/// A list folded element by element into one value, each element charged to the budget as
-/// [`ChargedList`] charges it; `None` for `null`. For lists of which only a summary is read.
+/// A list folded element by element into one value, each element charged to the budget (its
+/// size as read) as it is read; `None` for `null`.
 struct ChargedFold<Read, Folded> {
     fold: fn(&mut Folded, Read),
 }
@@ -1107,10 +1090,7 @@ where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
 {
-    let list = ChargedList::<Option<T>, T> {
-        keep: std::convert::identity,
-    };
-    deserializer.deserialize_option(list)
+    charged_list(deserializer, push_kept::<T>)
 }
 
 /// The task states Mesos defines (mesos.proto `TaskState`).
