@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::marker::PhantomData;
+use std::io::Read;
 use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -353,15 +353,20 @@ pub struct HealthCheck {
 /// read as empty, it would take every backend away. Reading stops at the first app over the
 /// limit, so an oversized answer never reaches memory as apps (issue 9).
 pub fn parse_app_list(bytes: &[u8], max_apps: usize) -> serde_json::Result<AppList> {
-    let seed = Document::<App>::new("apps", max_apps, "--max-apps");
-    let apps = within_budget(bytes, seed, answer_budget(bytes))?;
+    let mut apps = Vec::new();
+    let seed = Document::new("apps", max_apps, "--max-apps", &mut apps);
+    within_budget(bytes, seed, answer_budget(bytes))?;
+    // Grown by doubling; the lists live for the whole run.
+    apps.shrink_to_fit();
     Ok(AppList { apps })
 }
 
 /// [`parse_app_list`] for `GET /v2/tasks`: a `tasks` array of at most `max_tasks` tasks.
 pub fn parse_task_list(bytes: &[u8], max_tasks: usize) -> serde_json::Result<TaskList> {
-    let seed = Document::<Task>::new("tasks", max_tasks, "--max-tasks");
-    let tasks = within_budget(bytes, seed, answer_budget(bytes))?;
+    let mut tasks = Vec::new();
+    let seed = Document::new("tasks", max_tasks, "--max-tasks", &mut tasks);
+    within_budget(bytes, seed, answer_budget(bytes))?;
+    tasks.shrink_to_fit();
     Ok(TaskList { tasks })
 }
 
@@ -370,40 +375,84 @@ pub fn parse_task_list(bytes: &[u8], max_tasks: usize) -> serde_json::Result<Tas
 /// of `size` bytes (a file's size, a `Content-Length`) and grows with every byte read past it, so
 /// an answer of unknown size (`0`) is held to what has arrived.
 ///
-/// The answer is parsed in windows of about [`WINDOW_BYTES`], each cut after a task (a `}` before
-/// a `,`) and parsed as a document of its own: `{"tasks":[null` standing for what came before
-/// (the `null` read as no task and not counted), then the window, then `]}`. A cut is taken only
-/// when that document parses with the list as its last key, which proves it fell between two
-/// tasks of the list. When one does not, or at the end of the answer, the rest is read whole and
-/// parsed from the last good cut; an error there is parsed once more behind a prefix of as many
-/// lines and columns as the text it stands for, so that serde_json places it where it would have
-/// in the whole answer.
+/// The answer is parsed in windows of about [`WINDOW_BYTES`], each cut after a task and parsed
+/// as a document of its own: `{"tasks":[null` standing for what came before (the `null` read as
+/// no task and not counted), then the window, then `]}`. A cut is taken only when that document
+/// parses with the list as its last key, which proves it fell between two tasks of the list.
+/// When one does not, the window grows and is cut later; after [`MAX_FAILED_CUTS`] cuts in a row
+/// fail (a broken answer), or at the end of the answer, the rest is read whole and parsed from
+/// the last good cut. An error there is parsed once more behind a prefix of as many lines and
+/// columns as the text it stands for, so that serde_json places it where it would have in the
+/// whole answer.
 pub fn read_task_list(
     reader: impl std::io::Read,
     max_tasks: usize,
     size: u64,
 ) -> serde_json::Result<TaskList> {
-    read_in_windows(reader, max_tasks, size, WINDOW_BYTES)
+    let (tasks, _) = read_in_windows(&TASKS, reader, max_tasks, size, WINDOW_BYTES);
+    tasks.map(|tasks| TaskList { tasks })
 }
 
-/// [`read_task_list`] with windows of about `window_bytes`.
-fn read_in_windows(
+/// [`parse_app_list`] for an answer parsed as it is read from `reader`, in windows as
+/// [`read_task_list`] reads tasks: the same apps, or the same error at the same place.
+pub fn read_app_list(
+    reader: impl std::io::Read,
+    max_apps: usize,
+    size: u64,
+) -> serde_json::Result<AppList> {
+    let (apps, _) = read_in_windows(&APPS, reader, max_apps, size, WINDOW_BYTES);
+    apps.map(|apps| AppList { apps })
+}
+
+/// Which list document a [`Windows`] reads.
+struct ListKind {
+    key: &'static str,
+    flag: &'static str,
+    /// What stands for the elements before a window: a `null`, which the list skips.
+    before: &'static [u8],
+    /// How an element's `id` begins (an app's is a path; a deployment's, listed in its app,
+    /// is not).
+    id_begins: &'static [u8],
+}
+
+const APPS: ListKind = ListKind {
+    key: "apps",
+    flag: "--max-apps",
+    before: br#"{"apps":[null"#,
+    id_begins: b"\"/",
+};
+
+const TASKS: ListKind = ListKind {
+    key: "tasks",
+    flag: "--max-tasks",
+    before: br#"{"tasks":[null"#,
+    id_begins: b"\"",
+};
+
+/// [`read_task_list`] or [`read_app_list`] with windows of about `window_bytes`, and how many
+/// cuts held.
+fn read_in_windows<T: for<'de> Deserialize<'de>>(
+    kind: &'static ListKind,
     mut reader: impl std::io::Read,
-    max_tasks: usize,
+    max: usize,
     size: u64,
     window_bytes: usize,
-) -> serde_json::Result<TaskList> {
+) -> (serde_json::Result<Vec<T>>, usize) {
     let size = usize::try_from(size).unwrap_or(usize::MAX);
     let budget = size.saturating_mul(MEMORY_PER_ANSWER_BYTE) + BUDGET_SLACK;
-    with_parse_state(budget, || {
+    let mut cuts = 0;
+    let read = with_parse_state(budget, || {
         let mut windows = Windows {
-            max: max_tasks,
+            kind,
+            max,
             unpaid: size,
             window: Vec::new(),
             start: 0,
             lines: 0,
             column: 0,
-            tasks: Vec::new(),
+            elements: Vec::new(),
+            failed_cuts: 0,
+            cuts: 0,
         };
         let mut cutting = true;
         while windows.fill(&mut reader, window_bytes)? {
@@ -411,33 +460,43 @@ fn read_in_windows(
                 cutting = windows.cut();
             }
         }
+        cuts = windows.cuts;
         windows.finish()
-    })
-    .map(|tasks| TaskList { tasks })
+    });
+    (read, cuts)
 }
 
 /// How much of a streamed answer is parsed at once.
 const WINDOW_BYTES: usize = 256 << 10;
 
-/// What stands for the tasks before a window: a `null`, which the list skips.
-const BEFORE_WINDOW: &[u8] = br#"{"tasks":[null"#;
+/// How many cuts in a row may fail before the rest of an answer is read whole: a cut that falls
+/// inside an element (an app's list of deployments) fails once and the next window is cut
+/// elsewhere, while an answer broken before its cut fails every time, and is parsed anew for
+/// each.
+const MAX_FAILED_CUTS: usize = 2;
 
-/// The state of [`read_task_list`] between windows.
-struct Windows {
+/// The state of [`read_in_windows`] between windows.
+struct Windows<T> {
+    kind: &'static ListKind,
     max: usize,
     /// Bytes still to read before the budget grows with each byte.
     unpaid: usize,
-    /// [`BEFORE_WINDOW`] (from the second window on) and the answer's text since the last cut.
+    /// The kind's `before` (from the second window on) and the answer's text since the last cut.
     window: Vec<u8>,
     /// Where the answer's text starts in `window`.
     start: usize,
     /// The lines before the last cut, and the bytes between the last of them and the cut.
     lines: usize,
     column: usize,
-    tasks: Vec<Task>,
+    elements: Vec<T>,
+    /// Cuts that failed since the last that held.
+    failed_cuts: usize,
+    /// Cuts that held.
+    cuts: usize,
 }
 
 /// The per-answer state a window's parse changes, to put back when the window is parsed again.
+/// (Label texts it shared stay shared: sharing changes no value and no charge.)
 struct Saved {
     budget: Option<usize>,
     recent: Option<RecentTexts>,
@@ -457,22 +516,14 @@ impl Saved {
     }
 }
 
-impl Windows {
+impl<T: for<'de> Deserialize<'de>> Windows<T> {
     /// Reads up to `bytes` more (fewer only at the end); whether anything was read.
     fn fill(&mut self, reader: &mut impl std::io::Read, bytes: usize) -> serde_json::Result<bool> {
-        let old = self.window.len();
-        self.window.resize(old + bytes, 0);
-        let mut filled = old;
-        while filled < self.window.len() {
-            match reader.read(&mut self.window[filled..]) {
-                Ok(0) => break,
-                Ok(read) => filled += read,
-                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(serde_json::Error::io(error)),
-            }
-        }
-        self.window.truncate(filled);
-        let read = filled - old;
+        // Into the window's spare room as it is, not zeroed first (a 256 KiB memset per window).
+        self.window.reserve(bytes);
+        let read = (reader.by_ref().take(bytes as u64))
+            .read_to_end(&mut self.window)
+            .map_err(serde_json::Error::io)?;
         let paid = read.min(self.unpaid);
         self.unpaid -= paid;
         let credit = (read - paid).saturating_mul(MEMORY_PER_ANSWER_BYTE);
@@ -483,10 +534,11 @@ impl Windows {
     }
 
     /// Parses the window up to its last cut and keeps the rest for the next; whether to go on
-    /// cutting (not once a cut failed: the rest is then parsed whole).
+    /// cutting (not once [`MAX_FAILED_CUTS`] failed in a row: the rest is then parsed whole).
     fn cut(&mut self) -> bool {
+        let before = self.kind.before;
         let text = &self.window[self.start..];
-        let Some(cut) = last_cut(text) else {
+        let Some(cut) = last_cut(text, self.kind.id_begins) else {
             return true;
         };
         let newlines = newlines(&text[..cut]);
@@ -495,41 +547,44 @@ impl Windows {
             _ => cut - memchr::memrchr(b'\n', &text[..cut]).unwrap_or(0) - 1,
         };
         let lines = self.lines + newlines;
-        if lines == 0 && column < BEFORE_WINDOW.len() {
+        if lines == 0 && column < before.len() {
             return true; // No room yet for a prefix of the same width.
         }
         let cut = self.start + cut;
         let rest = self.window.split_off(cut);
         self.window.extend_from_slice(b"]}");
         let saved = Saved::now();
-        match self.parse(&self.window, true) {
-            Ok(tasks) => {
-                self.tasks.extend(tasks);
+        match self.parse(None, true) {
+            Ok(()) => {
                 self.lines = lines;
                 self.column = column;
                 self.window.clear();
-                self.window.extend_from_slice(BEFORE_WINDOW);
+                self.window.extend_from_slice(before);
                 self.window.extend_from_slice(&rest);
-                self.start = BEFORE_WINDOW.len();
+                self.start = before.len();
+                self.failed_cuts = 0;
+                self.cuts += 1;
                 true
             }
             Err(_) => {
                 saved.restore();
                 self.window.truncate(cut);
                 self.window.extend_from_slice(&rest);
-                false
+                self.failed_cuts += 1;
+                self.failed_cuts < MAX_FAILED_CUTS
             }
         }
     }
 
     /// Parses the rest of the answer, read whole, from the last cut.
-    fn finish(mut self) -> serde_json::Result<Vec<Task>> {
+    fn finish(mut self) -> serde_json::Result<Vec<T>> {
+        let before = self.kind.before;
         let saved = Saved::now();
-        let error = match self.parse(&self.window, false) {
-            Ok(tasks) => {
-                self.tasks.extend(tasks);
-                self.tasks.shrink_to_fit();
-                return Ok(self.tasks);
+        let error = match self.parse(None, false) {
+            Ok(()) => {
+                // Grown by doubling; the lists live for the whole run.
+                self.elements.shrink_to_fit();
+                return Ok(self.elements);
             }
             Err(error) if self.start == 0 => return Err(error),
             Err(error) => error,
@@ -541,32 +596,38 @@ impl Windows {
         saved.restore();
         let mut placed = Vec::with_capacity(self.column + self.lines + self.window.len());
         if self.lines > 0 {
-            placed.extend_from_slice(BEFORE_WINDOW);
+            placed.extend_from_slice(before);
             placed.resize(placed.len() + self.lines, b'\n');
             placed.resize(placed.len() + self.column, b' ');
         } else {
-            placed.extend_from_slice(&BEFORE_WINDOW[..BEFORE_WINDOW.len() - 4]);
+            placed.extend_from_slice(&before[..before.len() - 4]);
             placed.resize(self.column - 4, b' ');
             placed.extend_from_slice(b"null");
         }
         placed.extend_from_slice(&self.window[self.start..]);
-        match self.parse(&placed, false) {
+        match self.parse(Some(&placed), false) {
             Err(placed) => Err(placed),
-            Ok(_) => Err(error),
+            Ok(()) => Err(error),
         }
     }
 
-    /// One window as a document of its own: with `cut`, it must end with the list as its last
-    /// key.
-    fn parse(&self, bytes: &[u8], cut: bool) -> serde_json::Result<Vec<Task>> {
-        let mut seed = Document::<Task>::new("tasks", self.max, "--max-tasks");
-        seed.counted = self.tasks.len();
+    /// The window (or `other`, standing for it) as a document of its own, its elements pushed
+    /// onto those before, or none of them when it fails: with `cut`, it must end with the list
+    /// as its last key.
+    fn parse(&mut self, other: Option<&[u8]>, cut: bool) -> serde_json::Result<()> {
+        let bytes = other.unwrap_or(&self.window);
+        let kept = self.elements.len();
+        let mut seed = Document::new(self.kind.key, self.max, self.kind.flag, &mut self.elements);
         seed.after_cut = self.start > 0;
         seed.list_last = cut;
-        match std::str::from_utf8(bytes) {
+        let parsed = match std::str::from_utf8(bytes) {
             Ok(text) => run_seed(seed, &mut serde_json::Deserializer::from_str(text)),
             Err(_) => run_seed(seed, &mut serde_json::Deserializer::from_slice(bytes)),
+        };
+        if parsed.is_err() {
+            self.elements.truncate(kept);
         }
+        parsed
     }
 }
 
@@ -576,19 +637,48 @@ fn newlines(text: &[u8]) -> usize {
     memchr::memchr_iter(b'\n', text).count()
 }
 
-/// Where the last `}` followed by a `,` (whitespace between) ends in `text`.
-fn last_cut(text: &[u8]) -> Option<usize> {
+/// Where to cut `text`, a list's elements: after the last `}` that a `,` and `{"id":` follow,
+/// the id beginning with `id_begins` (whitespace between), else after the last `}` a `,`
+/// follows. Marathon writes every app and task with its `id` first, so the first is nearly
+/// always between two elements, where the second often falls inside one (after an app's
+/// labels); and those bytes are never inside a string, where every `"` is escaped. Either is
+/// checked by the parse of the window.
+fn last_cut(text: &[u8], id_begins: &[u8]) -> Option<usize> {
+    const ID: &[u8] = br#"{"id":"#;
+    let mut end = text.len();
+    while let Some(object) = memchr::memmem::rfind(&text[..end], ID) {
+        let id = &text[object + ID.len()..];
+        let id = &id[id
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(id.len())..];
+        if id.starts_with(id_begins) {
+            if let Some(cut) = closed_before_comma(&text[..object]) {
+                return Some(cut);
+            }
+        }
+        end = object;
+    }
     let mut end = text.len();
     loop {
         let comma = memchr::memrchr(b',', &text[..end])?;
-        let before = text[..comma]
-            .iter()
-            .rposition(|b| !b.is_ascii_whitespace())?;
-        if text[before] == b'}' {
-            return Some(before + 1);
+        if let Some(cut) = closed_before_comma(&text[..=comma]) {
+            return Some(cut);
         }
         end = comma;
     }
+}
+
+/// Where the `}` ends that `text` ends with, but for a `,` and whitespace.
+fn closed_before_comma(text: &[u8]) -> Option<usize> {
+    let comma = text.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if text[comma] != b',' {
+        return None;
+    }
+    let closed = text[..comma]
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())?;
+    (text[closed] == b'}').then_some(closed + 1)
 }
 
 /// How many bytes of parsed structure (charged as read: each list element's size, each
@@ -671,48 +761,31 @@ fn charge<E: de::Error>(bytes: usize) -> Result<(), E> {
     })
 }
 
-/// A list whose every element is charged to the budget as it is read; `None` for `null`.
-/// Elements are read as `Read` and kept as `Kept` by `keep` (which drops `null` elements of object
-/// lists, and keeps those of port lists).
-struct ChargedList<Read, Kept> {
-    keep: fn(Read) -> Option<Kept>,
+/// Pushes `element` onto `list` unless it is `None`. Most lists hold one element: room for
+/// exactly one, not the four a first push makes, saves the shrink (a realloc per list) after.
+fn push_kept<T>(list: &mut Vec<T>, element: Option<T>) {
+    if let Some(element) = element {
+        if list.capacity() == 0 {
+            list.reserve_exact(1);
+        }
+        list.push(element);
+    }
 }
 
-impl<'de, Read: Deserialize<'de>, Kept> Visitor<'de> for ChargedList<Read, Kept> {
-    type Value = Option<Vec<Kept>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list")
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_seq(self)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut elements = Vec::new();
-        while let Some(element) = seq.next_element::<Read>()? {
-            charge(std::mem::size_of::<Read>())?;
-            if let Some(element) = (self.keep)(element) {
-                // Most lists hold one element: room for exactly one, not the four a first
-                // push makes, saves the shrink (a realloc per list) below.
-                if elements.capacity() == 0 {
-                    elements.reserve_exact(1);
-                }
-                elements.push(element);
-            }
-        }
-        elements.shrink_to_fit();
-        Ok(Some(elements))
-    }
+/// A list read with [`ChargedFold`] by `push`, then shrunk to its length (it lives for the run).
+fn charged_list<'de, D, Read, Kept>(
+    deserializer: D,
+    push: fn(&mut Vec<Kept>, Read),
+) -> Result<Option<Vec<Kept>>, D::Error>
+where
+    D: Deserializer<'de>,
+    Read: Deserialize<'de>,
+{
+    let list = deserializer.deserialize_option(ChargedFold { fold: push })?;
+    Ok(list.map(|mut list| {
+        list.shrink_to_fit();
+        list
+    }))
 }
 
 /// Port lists: `null` reads as empty, `null` elements are kept.
@@ -720,8 +793,8 @@ fn ports<'de, D>(deserializer: D) -> Result<Vec<Option<i64>>, D::Error>
 where
     D: Deserializer<'de>,
 {
-    let list = ChargedList::<Option<i64>, Option<i64>> { keep: Some };
-    Ok(deserializer.deserialize_option(list)?.unwrap_or_default())
+    let push = |list: &mut Vec<Option<i64>>, port| push_kept(list, Some(port));
+    Ok(charged_list(deserializer, push)?.unwrap_or_default())
 }
 
 /// A task's `appId`, shared with the task read before when equal: `/v2/tasks` lists an app's
@@ -796,8 +869,8 @@ fn share_recent(
     })
 }
 
-/// A list folded element by element into one value, each element charged to the budget as
-/// [`ChargedList`] charges it; `None` for `null`. For lists of which only a summary is read.
+/// A list folded element by element into one value, each element charged to the budget (its
+/// size as read) as it is read; `None` for `null`.
 struct ChargedFold<Read, Folded> {
     fold: fn(&mut Folded, Read),
 }
@@ -862,51 +935,56 @@ where
 }
 
 /// A Marathon list document: an object whose `key` is an array of at most `max` elements
-/// (`null` elements dropped); every other key is skipped unread.
-struct Document<T> {
+/// (`null` elements dropped), pushed onto `elements`; every other key is skipped unread.
+struct Document<'v, T> {
     key: &'static str,
     max: usize,
     flag: &'static str,
-    /// Elements kept before this text (a window of a longer answer), counted towards `max`.
-    counted: usize,
     /// The list starts with a `null` standing for the elements before: skipped, not counted.
     after_cut: bool,
     /// No key may follow the list (a window is cut inside it).
     list_last: bool,
-    element: PhantomData<T>,
+    /// Where the elements go, after those of the windows before (counted towards `max`): one
+    /// list for the whole answer, not one per window copied into it.
+    elements: &'v mut Vec<T>,
 }
 
-impl<T> Document<T> {
-    fn new(key: &'static str, max: usize, flag: &'static str) -> Document<T> {
+impl<'v, T> Document<'v, T> {
+    fn new(
+        key: &'static str,
+        max: usize,
+        flag: &'static str,
+        elements: &'v mut Vec<T>,
+    ) -> Document<'v, T> {
         Document {
             key,
             max,
             flag,
-            counted: 0,
             after_cut: false,
             list_last: false,
-            element: PhantomData,
+            elements,
         }
     }
 }
 
-impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Document<T> {
-    type Value = Vec<T>;
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Document<'_, T> {
+    type Value = ();
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<T>, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de, T: Deserialize<'de>> Visitor<'de> for Document<T> {
-    type Value = Vec<T>;
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Document<'_, T> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "a JSON object with an \"{}\" array", self.key)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<T>, A::Error> {
-        let mut found: Option<Option<Vec<T>>> = None;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Whether the list was found, and was a list rather than `null`.
+        let mut found: Option<bool> = None;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if self.list_last && found.is_some() {
                 return Err(de::Error::custom("a key after the list of a window"));
@@ -923,15 +1001,14 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for Document<T> {
                     what: self.key,
                     max: self.max,
                     flag: self.flag,
-                    counted: self.counted,
                     after_cut: self.after_cut,
-                    element: PhantomData,
+                    elements: &mut *self.elements,
                 })?);
             }
         }
         match found {
-            Some(Some(elements)) => Ok(elements),
-            Some(None) => Err(de::Error::custom(format!(
+            Some(true) => Ok(()),
+            Some(false) => Err(de::Error::custom(format!(
                 "\"{}\" is null, not a list: not Marathon's answer",
                 self.key
             ))),
@@ -943,53 +1020,49 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for Document<T> {
     }
 }
 
-/// The array of a [`Document`]: `None` for `null`, an error past `max` elements.
-struct Elements<T> {
+/// The array of a [`Document`]: `false` for `null`, an error past `max` elements.
+struct Elements<'v, T> {
     what: &'static str,
     max: usize,
     flag: &'static str,
-    counted: usize,
     after_cut: bool,
-    element: PhantomData<T>,
+    elements: &'v mut Vec<T>,
 }
 
-impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Elements<T> {
-    type Value = Option<Vec<T>>;
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Elements<'_, T> {
+    type Value = bool;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de, T: Deserialize<'de>> Visitor<'de> for Elements<T> {
-    type Value = Option<Vec<T>>;
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Elements<'_, T> {
+    type Value = bool;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "a list of {}", self.what)
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut elements = Vec::new();
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
         if self.after_cut {
             seq.next_element::<IgnoredAny>()?;
         }
         while let Some(element) = seq.next_element::<Option<T>>()? {
-            if self.counted + elements.len() == self.max {
+            if self.elements.len() == self.max {
                 return Err(de::Error::custom(format!(
                     "more than {} {} (the limit set by {})",
                     self.max, self.what, self.flag
                 )));
             }
             charge(std::mem::size_of::<T>())?;
-            elements.extend(element);
+            self.elements.extend(element);
         }
-        // Grown by doubling; the lists live for the whole run.
-        elements.shrink_to_fit();
-        Ok(Some(elements))
+        Ok(true)
     }
 }
 
@@ -1017,10 +1090,7 @@ where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
 {
-    let list = ChargedList::<Option<T>, T> {
-        keep: std::convert::identity,
-    };
-    deserializer.deserialize_option(list)
+    charged_list(deserializer, push_kept::<T>)
 }
 
 /// The task states Mesos defines (mesos.proto `TaskState`).
@@ -1466,8 +1536,8 @@ mod tests {
             let shown = String::from_utf8_lossy(&case[..case.len().min(80)]).into_owned();
             let size = case.len() as u64;
             for window in (1..24).chain([97, 256, 1000, 4096, WINDOW_BYTES]) {
-                let streamed = read_in_windows(&case[..], max, size, window);
-                let streamed = format!("{:?}", streamed.map(|list| list.tasks));
+                let (streamed, _) = read_in_windows::<Task>(&TASKS, &case[..], max, size, window);
+                let streamed = format!("{streamed:?}");
                 assert_eq!(
                     streamed, whole,
                     "{shown} (max {max}) in windows of {window}"
@@ -1481,6 +1551,94 @@ mod tests {
             error.to_string().contains("bytes of memory per byte"),
             "{error}"
         );
+    }
+
+    /// `/v2/apps` answers, good, broken and hostile, each with the `--max-apps` to read it. The
+    /// apps nest objects in lists (ports, deployments with ids of their own, as `{"id":`
+    /// starts every app) and after their labels, where a cut must not fall.
+    fn app_answers() -> Vec<(Vec<u8>, usize)> {
+        let app = |i: usize| {
+            format!(
+                r#"{{"id": "/a{i}", "labels": {{"HAPROXY_GROUP": "external", "V": "v{}"}},
+                "portDefinitions": [{{"port": {i}, "name": "http"}}, {{"port": 2, "labels": {{}}}}],
+                "deployments": [{{"id": "d{i}"}}, {{"id": "e{i}"}}],
+                "healthChecks": [{{"protocol": "HTTP", "portIndex": 0}}], "instances": {},
+                "cmd": "x }},{{\"id\": \"/fake\"}}"}}"#,
+                i % 3,
+                i % 4
+            )
+        };
+        let apps: Vec<String> = (0..60).map(app).collect();
+        let list =
+            |apps: &[String], between: &str| format!("{{\"apps\": [{}]}}", apps.join(between));
+        let mut broken = apps.clone();
+        broken[41] = broken[41].replace("\"instances\": 1", "\"instances\": \"x\"");
+        let crafted = format!(r#"{{"apps": [{}]}}"#, vec!["{}"; 200_000].join(","));
+        let mut cases: Vec<(String, usize)> = [
+            "",
+            "<html>",
+            "{}",
+            r#"{"apps": null}"#,
+            r#"{"apps": [{"id": "/a"}, {"id": "/b"}, {"id": "/c"}]}"#,
+            r#"{"apps": [{"id": "/a"},{"id": 7}]}"#,
+            r#"{"apps": [{"id": "/a"},]}"#,
+            r#"{"apps": [{"id": "/a"}]} x"#,
+            &crafted,
+        ]
+        .iter()
+        .map(|case| (case.to_string(), 2))
+        .collect();
+        for between in [",", ",\n  ", " , "] {
+            cases.push((list(&apps, between), 100));
+            cases.push((list(&apps, between), 59));
+            cases.push((list(&broken, between), 100));
+            let after = list(&apps, between).replacen("]}", "], \"x\": [{}, {}]}", 1);
+            cases.push((after, 100));
+            let cut_short = list(&apps, between);
+            cases.push((cut_short[..cut_short.len() - 300].to_string(), 100));
+        }
+        cases
+            .into_iter()
+            .map(|(case, max)| (case.into_bytes(), max))
+            .collect()
+    }
+
+    #[test]
+    fn an_app_answer_read_in_windows_reads_as_the_whole_answer_does() {
+        for (case, max) in app_answers() {
+            let whole = format!("{:?}", parse_app_list(&case, max).map(|list| list.apps));
+            let shown = String::from_utf8_lossy(&case[..case.len().min(80)]).into_owned();
+            let size = case.len() as u64;
+            for window in (1..24).chain([97, 256, 1000, 4096, WINDOW_BYTES]) {
+                let (streamed, cuts) = read_in_windows::<App>(&APPS, &case[..], max, size, window);
+                let good = streamed.is_ok();
+                let streamed = format!("{streamed:?}");
+                assert_eq!(
+                    streamed, whole,
+                    "{shown} (max {max}) in windows of {window}"
+                );
+                // Apps of ~400 bytes in windows of 1,000: about one cut per two or three apps,
+                // none lost to a cut inside an app.
+                if good && window == 1000 && case.len() > 20_000 {
+                    assert!(cuts * 1000 > case.len() * 3 / 4, "{cuts} cuts: {shown}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_window_is_cut_before_the_next_element_not_inside_one() {
+        let text = br#"{"id": "/a", "labels": {"x": "y"}, "p": [{"id": "d"}]}, {"id":"/b", "l": {}, "q": 1"#;
+        let cut = last_cut(text, APPS.id_begins).unwrap();
+        assert_eq!(&text[cut - 3..cut], b"}]}");
+        // A deployment's id is not an app's.
+        let text = br#"{"id": "/a", "d": [{"id": "x"}, {"id": "y"}]"#;
+        assert_eq!(last_cut(text, APPS.id_begins), Some(30));
+        assert_eq!(last_cut(text, TASKS.id_begins), Some(30));
+        // Without an `id` first, at the last `}` a `,` follows.
+        let text = br#"{"a": {}, "b": 1}, {"c": {}, "d""#;
+        assert_eq!(last_cut(text, TASKS.id_begins), Some(27));
+        assert_eq!(last_cut(br#"{"a": 1"#, TASKS.id_begins), None);
     }
 
     #[test]
@@ -1654,14 +1812,16 @@ mod tests {
                     if value.get("apps").is_some() {
                         serde_json::from_value::<AppList>(value)
                             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-                        let seed = Document::<App>::new("apps", usize::MAX, "--max-apps");
+                        let mut apps = Vec::<App>::new();
+                        let seed = Document::new("apps", usize::MAX, "--max-apps", &mut apps);
                         within_budget(bytes, seed, real)
                             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
                         seen += 1;
                     } else if value.get("tasks").is_some() {
                         serde_json::from_value::<TaskList>(value)
                             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-                        let seed = Document::<Task>::new("tasks", usize::MAX, "--max-tasks");
+                        let mut tasks = Vec::<Task>::new();
+                        let seed = Document::new("tasks", usize::MAX, "--max-tasks", &mut tasks);
                         within_budget(bytes, seed, real)
                             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
                         seen += 1;

@@ -833,3 +833,44 @@ fn a_large_cluster_whose_tasks_fail_fails_over_as_a_small_one_does() {
     let message = fetch_error(&fetch_config(vec![snapshot]));
     assert!(message.ends_with(&whole.to_string()), "{message} / {whole}");
 }
+
+/// 3,000 apps written as Marathon writes them (`id` first, deployments with ids of their own,
+/// labels and port lists): several windows of a streamed read.
+fn large_app_list() -> String {
+    let apps: Vec<String> = (0..3000)
+        .map(|i| {
+            format!(
+                r#"{{"id": "/team{}/app{i}", "labels": {{"HAPROXY_GROUP": "external",
+                "HAPROXY_0_VHOST": "app{i}.example.com"}}, "instances": 3,
+                "portDefinitions": [{{"port": {}, "name": "http"}}, {{"port": 0}}],
+                "deployments": [{{"id": "d{i}"}}, {{"id": "e{i}"}}]}}"#,
+                i % 7,
+                10000 + i
+            )
+        })
+        .collect();
+    format!("{{\"apps\": [{}]}}", apps.join(",\n"))
+}
+
+#[test]
+fn a_large_snapshot_reads_its_apps_as_parsed_whole_and_names_a_fault_where_it_is() {
+    let apps = large_app_list();
+    let whole = marathon::parse_app_list(apps.as_bytes(), usize::MAX).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_snapshot(dir.path(), &apps, TASKS);
+    let snapshot = MarathonSource::Snapshot(dir.path().to_path_buf());
+    let state = fetch(&fetch_config(vec![snapshot.clone()]));
+    assert_eq!(format!("{:?}", state.apps), format!("{:?}", whole.apps));
+    // The app's id begins a line the windows before it hold: the fault is in a later window.
+    let app = "app2500.example.com\"}, \"instances\": 3";
+    let broken = apps.replacen(app, "app2500.example.com\"}, \"instances\": \"3\"", 1);
+    let fault = marathon::parse_app_list(broken.as_bytes(), usize::MAX).unwrap_err();
+    assert!(
+        fault.to_string().contains("at line 10002 column 75"),
+        "{fault}"
+    );
+    write_snapshot(dir.path(), &broken, TASKS);
+    let message = fetch_error(&fetch_config(vec![snapshot]));
+    let expected = format!("apps.json: {fault}");
+    assert!(message.ends_with(&expected), "{message} / {expected}");
+}
