@@ -272,39 +272,33 @@ impl Served {
     /// From the inventory an apply made of the candidate already (issue 14: a third scan of an
     /// 8 MB config otherwise).
     pub fn of_inventory(inventory: &Inventory<'_>, apps: &BackendApps) -> Served {
-        Served::counted(
-            inventory.backends.len(),
-            inventory.servers.len(),
-            |backend| inventory.backends.contains(&backend),
-            apps,
-        )
+        // The map also names backends the candidate lacks: only its own count. Both are in
+        // name order, so one walk along them finds the candidate's, with no lookup per name.
+        let mut backends = inventory.backends.iter().peekable();
+        let mut served_apps: Vec<&str> = apps
+            .names
+            .iter()
+            .filter(|(backend, _)| {
+                while backends.next_if(|name| **name < backend.as_str()).is_some() {}
+                backends
+                    .peek()
+                    .is_some_and(|name| **name == backend.as_str())
+            })
+            .map(|(_, app)| app.as_str())
+            .collect();
+        served_apps.sort_unstable();
+        served_apps.dedup();
+        Served {
+            backends: inventory.backends.len(),
+            servers: inventory.servers.len(),
+            apps: served_apps.len(),
+        }
     }
 
     /// From the config's text, for a run whose apply made no inventory (unchanged, or stopped
     /// before counting).
     pub fn of_config(config: &str, apps: &BackendApps) -> Served {
         Served::of_inventory(&Inventory::of(config), apps)
-    }
-
-    fn counted(
-        backends: usize,
-        servers: usize,
-        has_backend: impl Fn(&str) -> bool,
-        apps: &BackendApps,
-    ) -> Served {
-        // The map also names backends the candidate lacks: only its own count.
-        let apps = apps
-            .names
-            .iter()
-            .filter(|(backend, _)| has_backend(backend))
-            .map(|(_, app)| app)
-            .collect::<BTreeSet<_>>()
-            .len();
-        Served {
-            backends,
-            servers,
-            apps,
-        }
     }
 }
 
