@@ -145,9 +145,17 @@ impl<'a> Inventory<'a> {
     /// inventory: where the backends and their server lines are, then, in name order, each
     /// backend's servers (issue 14: a run's peak RSS is reached here).
     pub fn of(config: &'a str) -> Inventory<'a> {
-        let (mut sections, server_lines) = scan(config);
+        match u32::try_from(config.len()) {
+            Ok(_) => Inventory::of_indexed::<u32>(config),
+            Err(_) => Inventory::of_indexed::<usize>(config),
+        }
+    }
+
+    /// [`Inventory::of`], the scan's lists indexed with `I`.
+    fn of_indexed<I: ScanIndex>(config: &'a str) -> Inventory<'a> {
+        let (mut sections, server_lines) = scan::<I>(config);
         // Stable: the sections of one name (a config may repeat one) keep their order.
-        sections.sort_by_key(|(name, _)| *name);
+        sections.sort_by_key(|(name, _, _)| *name);
         let mut backends = Vec::with_capacity(sections.len());
         let mut ends = Vec::with_capacity(sections.len());
         let mut names = Vec::with_capacity(server_lines.len());
@@ -155,9 +163,11 @@ impl<'a> Inventory<'a> {
         let (mut of_backend, mut addresses_of_backend) = (Vec::new(), Vec::new());
         for sections_of_name in sections.chunk_by(|a, b| a.0 == b.0) {
             of_backend.clear();
-            for (_, lines) in sections_of_name {
-                of_backend.extend(server_lines[lines.clone()].iter().filter_map(|line| {
-                    let mut words = Words(&config[line.clone()]);
+            for (_, first, end) in sections_of_name {
+                let lines = &server_lines[first.at()..end.at()];
+                of_backend.extend(lines.iter().filter_map(|start| {
+                    let start = start.at();
+                    let mut words = Words(&config[start..line_end(config.as_bytes(), start)]);
                     let name = words.next()?;
                     Some(Server {
                         name,
@@ -310,15 +320,47 @@ struct Server<'a> {
     address: Option<&'a str>,
 }
 
-/// A backend section: its name, and where its server lines are in [`scan`]'s list of them.
-type Section<'a> = (&'a str, Range<usize>);
+/// A backend section: its name, and where its server lines are in [`scan`]'s list of them
+/// (from the first, up to the second).
+type Section<'a, I> = (&'a str, I, I);
+
+/// How [`scan`] keeps a place in the config's text or in its list of server lines: `u32` for a
+/// config under 4 GiB, which halves its lists against `usize` (issue 14: they are held while
+/// the inventory is built, where a run's peak RSS is reached), `usize` beyond.
+trait ScanIndex: Copy {
+    /// `at`, which the caller knows fits.
+    fn of(at: usize) -> Self;
+    fn at(self) -> usize;
+}
+
+impl ScanIndex for u32 {
+    fn of(at: usize) -> u32 {
+        debug_assert!(u32::try_from(at).is_ok());
+        at as u32
+    }
+
+    fn at(self) -> usize {
+        self as usize
+    }
+}
+
+impl ScanIndex for usize {
+    fn of(at: usize) -> usize {
+        at
+    }
+
+    fn at(self) -> usize {
+        self
+    }
+}
 
 /// Each `backend NAME` section of `config`, in the config's order, with where its server lines
-/// are in the second list: the text after each `server` keyword, in the config's order. A
-/// line's words are split as `str::split_whitespace` splits them, but only the first ones are
-/// read, byte by byte while they are ASCII.
-fn scan(config: &str) -> (Vec<Section<'_>>, Vec<Range<usize>>) {
-    let mut sections: Vec<Section> = Vec::new();
+/// are in the second list: where the text after each `server` keyword starts (it ends with its
+/// line), in the config's order. A line's words are split as `str::split_whitespace` splits
+/// them, but only the first ones are read, byte by byte while they are ASCII. Every index fits
+/// an `I` when the config's length does (a server line is longer than one byte).
+fn scan<I: ScanIndex>(config: &str) -> (Vec<Section<'_, I>>, Vec<I>) {
+    let mut sections: Vec<Section<I>> = Vec::new();
     let mut server_lines = Vec::new();
     let mut in_backend = false;
     let mut start = 0;
@@ -329,15 +371,15 @@ fn scan(config: &str) -> (Vec<Section<'_>>, Vec<Range<usize>>) {
         match keyword_of(line) {
             Some(Keyword::Server) if in_backend => {
                 if let Some(section) = sections.last_mut() {
-                    server_lines.push(end - line.len() + "server".len()..end);
-                    section.1.end = server_lines.len();
+                    server_lines.push(I::of(end - line.len() + "server".len()));
+                    section.2 = I::of(server_lines.len());
                 }
             }
             Some(Keyword::Backend) => {
                 let name = Words(&line["backend".len()..]).next();
                 in_backend = name.is_some();
-                let at = server_lines.len();
-                sections.extend(name.map(|name| (name, at..at)));
+                let at = I::of(server_lines.len());
+                sections.extend(name.map(|name| (name, at, at)));
             }
             Some(Keyword::OtherSection) => in_backend = false,
             Some(Keyword::Server) | None => {}
@@ -793,6 +835,9 @@ mod tests {
         for config in &configs {
             let expected = inventory_by_words(config);
             assert_eq!(as_trees(&Inventory::of(config)), expected, "{config:?}");
+            // The scan of a config over 4 GiB keeps its places as `usize`: the same reading.
+            let wide = Inventory::of_indexed::<usize>(config);
+            assert_eq!(wide, Inventory::of(config), "{config:?}");
         }
         // Servers are counted per (backend, server) pair, as the sets of pairs differ.
         for old in &configs {
