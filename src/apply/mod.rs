@@ -455,7 +455,7 @@ fn preview(
 ) -> Result<Outcome> {
     let unchanged = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let reading = CandidateReading::start(scope, &candidate.config, &unchanged);
+        let reading = CandidateReading::start(scope, (&candidate.config, apps), &unchanged);
         preview_reading(candidate, apps, config, out, noted, (reading, &unchanged))
     })
 }
@@ -477,7 +477,7 @@ fn preview_reading(
         unchanged.store(true, Ordering::Relaxed);
         print_preview(&live, candidate, config, out)?;
         // The run record counts what the candidate serves: from the inventory read already.
-        noted.served = Some(Served::of_inventory(&reading.finish(false).0, apps));
+        noted.served = Some(reading.finish(false).served);
         noted.lines.push(match state::interrupted_run(path) {
             Some(why) => format!(
                 "would reload HAProxy: {} is unchanged, but {why}",
@@ -499,11 +499,15 @@ fn preview_reading(
     // side here, while the candidate's is read beside it.
     let before = Inventory::of(&old);
     let live_listeners = refusal::listeners(&old);
-    let (after, candidate_listeners) = reading.finish(true);
+    let CandidateSide {
+        inventory: after,
+        served,
+        listeners: candidate_listeners,
+    } = reading.finish(true);
     // Every listener the real run would try is tried from here, alongside the rest (trying a
     // bind writes nothing, so an answer this run turns out not to need is just discarded).
     refusal::while_trying_listeners_of(&live_listeners, candidate_listeners, |trying| {
-        noted.served = Some(Served::of_inventory(&after, apps));
+        noted.served = Some(served);
         let refusal = match config.force {
             true => None,
             false => guard::refusal_of(&before, &after, config.max_server_loss_percent),
@@ -596,42 +600,62 @@ fn preview_reading(
 /// and listeners on a thread of its own: below, that takes less time than starting one.
 const CANDIDATE_THREAD_FROM: usize = 128 * 1024;
 
-/// The candidate's inventory and listeners, read beside the live file and its own (the two
-/// sides are ~45% of a dry run's work after the render, and nothing else runs beside them in
-/// a steady state, where no listener is new): on a thread from [`CANDIDATE_THREAD_FROM`]
-/// bytes, else (or when no thread is to be had) on the caller's, when they are asked for.
+/// The candidate's inventory, what it serves and its listeners, read beside the live file and
+/// its own (the two sides are ~45% of a dry run's work after the render, and nothing else runs
+/// beside them in a steady state, where no listener is new): on a thread from
+/// [`CANDIDATE_THREAD_FROM`] bytes, else (or when no thread is to be had) on the caller's, when
+/// they are asked for.
 enum CandidateReading<'scope, 'a> {
     Thread(ScopedJoinHandle<'scope, CandidateSide<'a>>),
-    Here(&'a str),
+    Here(&'a str, &'a BackendApps),
 }
 
-/// The candidate's inventory, and its listeners unless the live config matched it.
-type CandidateSide<'a> = (Inventory<'a>, Vec<std::net::SocketAddr>);
+/// The candidate's inventory, what it serves (the run record's count), and its listeners
+/// unless the live config matched it.
+struct CandidateSide<'a> {
+    inventory: Inventory<'a>,
+    served: Served,
+    listeners: Vec<std::net::SocketAddr>,
+}
+
+impl<'a> CandidateSide<'a> {
+    /// Read from `text`, its listeners when `listeners` says so once the rest is read.
+    fn read(
+        text: &'a str,
+        apps: &BackendApps,
+        listeners: impl FnOnce() -> bool,
+    ) -> CandidateSide<'a> {
+        let inventory = Inventory::of(text);
+        let served = Served::of_inventory(&inventory, apps);
+        let listeners = match listeners() {
+            true => refusal::listeners(text),
+            false => Vec::new(),
+        };
+        CandidateSide {
+            inventory,
+            served,
+            listeners,
+        }
+    }
+}
 
 impl<'scope, 'a: 'scope> CandidateReading<'scope, 'a> {
     fn start(
         scope: &'scope std::thread::Scope<'scope, '_>,
-        text: &'a str,
+        (text, apps): (&'a str, &'a BackendApps),
         unchanged: &'scope AtomicBool,
     ) -> CandidateReading<'scope, 'a> {
         if text.len() < CANDIDATE_THREAD_FROM {
-            return CandidateReading::Here(text);
+            return CandidateReading::Here(text, apps);
         }
-        let read = move || {
-            let inventory = Inventory::of(text);
-            // An unchanged candidate needs only its inventory (the flag is set long before).
-            let listeners = match unchanged.load(Ordering::Relaxed) {
-                true => Vec::new(),
-                false => refusal::listeners(text),
-            };
-            (inventory, listeners)
-        };
+        // An unchanged candidate needs no listeners (the flag is set long before they are read).
+        let read = move || CandidateSide::read(text, apps, || !unchanged.load(Ordering::Relaxed));
         match std::thread::Builder::new()
             .name("candidate".into())
             .spawn_scoped(scope, read)
         {
             Ok(handle) => CandidateReading::Thread(handle),
-            Err(_) => CandidateReading::Here(text),
+            Err(_) => CandidateReading::Here(text, apps),
         }
     }
 
@@ -642,13 +666,7 @@ impl<'scope, 'a: 'scope> CandidateReading<'scope, 'a> {
             CandidateReading::Thread(handle) => handle
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            CandidateReading::Here(text) => {
-                let listeners = match listeners {
-                    true => refusal::listeners(text),
-                    false => Vec::new(),
-                };
-                (Inventory::of(text), listeners)
-            }
+            CandidateReading::Here(text, apps) => CandidateSide::read(text, apps, || listeners),
         }
     }
 }
@@ -1189,28 +1207,35 @@ mod tests {
         let text: String = (0..8000).map(|n| frontend(n) + &backend(n)).collect();
         assert!(text.len() >= CANDIDATE_THREAD_FROM);
         let unchanged = AtomicBool::new(false);
-        let (inventory, listeners) = std::thread::scope(|scope| {
-            let reading = CandidateReading::start(scope, &text, &unchanged);
+        let mut apps = BackendApps::default();
+        apps.names.insert("b1".to_string(), "/one".to_string());
+        apps.names.insert("b2".to_string(), "/one".to_string());
+        apps.names.insert("b3".to_string(), "/three".to_string());
+        let side = std::thread::scope(|scope| {
+            let reading = CandidateReading::start(scope, (&text, &apps), &unchanged);
             assert!(matches!(reading, CandidateReading::Thread(_)));
             reading.finish(true)
         });
-        assert_eq!(inventory, Inventory::of(&text));
-        assert_eq!(listeners, refusal::listeners(&text));
-        assert_eq!(listeners.len(), 8000);
+        assert_eq!(side.inventory, Inventory::of(&text));
+        assert_eq!(side.served, Served::of_config(&text, &apps));
+        assert_eq!(side.served.apps, 2);
+        assert_eq!(side.listeners, refusal::listeners(&text));
+        assert_eq!(side.listeners.len(), 8000);
         // Told the candidate is unchanged, the thread reads no listeners.
         unchanged.store(true, Ordering::Relaxed);
-        let (inventory, listeners) = std::thread::scope(|scope| {
-            CandidateReading::start(scope, &text, &unchanged).finish(false)
+        let side = std::thread::scope(|scope| {
+            CandidateReading::start(scope, (&text, &apps), &unchanged).finish(false)
         });
-        assert_eq!(inventory, Inventory::of(&text));
-        assert!(listeners.is_empty());
+        assert_eq!(side.inventory, Inventory::of(&text));
+        assert!(side.listeners.is_empty());
         let small = frontend(1) + &backend(1);
-        let (inventory, listeners) = std::thread::scope(|scope| {
-            let reading = CandidateReading::start(scope, &small, &unchanged);
-            assert!(matches!(reading, CandidateReading::Here(_)));
+        let side = std::thread::scope(|scope| {
+            let reading = CandidateReading::start(scope, (&small, &apps), &unchanged);
+            assert!(matches!(reading, CandidateReading::Here(..)));
             reading.finish(true)
         });
-        assert_eq!(inventory, Inventory::of(&small));
-        assert_eq!(listeners, refusal::listeners(&small));
+        assert_eq!(side.inventory, Inventory::of(&small));
+        assert_eq!(side.served, Served::of_config(&small, &apps));
+        assert_eq!(side.listeners, refusal::listeners(&small));
     }
 }

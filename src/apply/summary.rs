@@ -314,7 +314,10 @@ impl Served {
             })
             .map(|(_, app)| app.as_str())
             .collect();
-        served_apps.sort_unstable();
+        // An app's backends are mostly neighbours in name order, and its apps mostly in order:
+        // its neighbours dropped first, the rest is sorted as the runs it mostly is.
+        served_apps.dedup();
+        served_apps.sort();
         served_apps.dedup();
         Served {
             backends: inventory.backends.len(),
