@@ -47,12 +47,12 @@ pub fn refusal_of(before: &Inventory, after: &Inventory, max_loss_percent: u8) -
 
     let lost = live_servers.saturating_sub(after.servers.len());
     let too_many = lost * 100 > usize::from(max_loss_percent) * live_servers;
-    // Both walks go along the live backends, already sorted, and look each one up in the
-    // candidate's sorted list: no map of either side is built (issue 14).
+    // Both walks go along both sorted backend lists at once: no map of either side is built,
+    // and no name looked up (issue 14).
     let emptied: Vec<String> = before
-        .servers_per_backend()
-        .filter(|(name, count)| *count > 0 && after.server_count_of(name) == Some(0))
-        .map(|(name, _)| name.to_string())
+        .server_counts_against(after)
+        .filter(|(_, count, candidate)| *count > 0 && *candidate == Some(0))
+        .map(|(name, _, _)| name.to_string())
         .collect();
     if !too_many && emptied.is_empty() {
         return None;
@@ -75,9 +75,9 @@ pub fn refusal_of(before: &Inventory, after: &Inventory, max_loss_percent: u8) -
         );
     }
     let removed: Vec<String> = before
-        .servers_per_backend()
-        .filter(|(name, count)| *count > 0 && after.server_count_of(name).is_none())
-        .map(|(name, _)| name.to_string())
+        .server_counts_against(after)
+        .filter(|(_, count, candidate)| *count > 0 && candidate.is_none())
+        .map(|(name, _, _)| name.to_string())
         .collect();
     if !removed.is_empty() {
         let _ = write!(reason, "; backends removed: {}", listed(&removed));

@@ -78,11 +78,18 @@ fn unavailable_new_listeners(live: &str, candidate: &str) -> Vec<BusyListener> {
 
 /// The listeners `candidate` has and `live` does not, in address order.
 fn new_listeners(live: &str, candidate: &str) -> Vec<SocketAddr> {
-    let live = listeners(live);
-    listeners(candidate)
-        .into_iter()
-        .filter(|address| live.binary_search(address).is_err())
-        .collect()
+    new_of(&listeners(live), listeners(candidate))
+}
+
+/// Of the `candidate`'s listeners, those not in `live` (both sorted, as [`listeners`] reads
+/// them): one walk along both, where a search per address was 7 M instructions at 10,000 apps.
+fn new_of(live: &[SocketAddr], mut candidate: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let mut live = live.iter().peekable();
+    candidate.retain(|address| {
+        while live.next_if(|other| *other < address).is_some() {}
+        live.peek() != Some(&address)
+    });
+    candidate
 }
 
 /// Runs `work` while the new listeners of `candidate` are tried on other threads, when
@@ -101,14 +108,30 @@ pub fn while_trying_new_listeners<T>(
     candidate: &str,
     work: impl FnOnce(Trying<'_>) -> T,
 ) -> T {
-    let stop = AtomicBool::new(false);
     // Read on the caller's thread, and the binds started from it: only they overlap its work.
+    let new = match try_listeners {
+        true => new_listeners(live, candidate),
+        false => Vec::new(),
+    };
+    while_trying(new, work)
+}
+
+/// [`while_trying_new_listeners`] from the listeners of both sides, read already with
+/// [`listeners`] (the dry run reads them beside each side's inventory).
+pub fn while_trying_listeners_of<T>(
+    live: &[SocketAddr],
+    candidate: Vec<SocketAddr>,
+    work: impl FnOnce(Trying<'_>) -> T,
+) -> T {
+    while_trying(new_of(live, candidate), work)
+}
+
+/// Runs `work` while `new` is tried on other threads.
+fn while_trying<T>(new: Vec<SocketAddr>, work: impl FnOnce(Trying<'_>) -> T) -> T {
+    let stop = AtomicBool::new(false);
     // Shared with the threads (a chunk without a thread is tried from it later), and so freed
     // once the answer is taken rather than when `work` ends.
-    let new: Arc<[SocketAddr]> = match try_listeners {
-        true => worth_trying(new_listeners(live, candidate)).into(),
-        false => Arc::new([]),
-    };
+    let new: Arc<[SocketAddr]> = worth_trying(new).into();
     std::thread::scope(|scope| {
         let threads = bind_threads(new.len());
         let tries = start_tries(scope, new, threads, &stop);

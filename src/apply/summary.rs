@@ -145,9 +145,17 @@ impl<'a> Inventory<'a> {
     /// inventory: where the backends and their server lines are, then, in name order, each
     /// backend's servers (issue 14: a run's peak RSS is reached here).
     pub fn of(config: &'a str) -> Inventory<'a> {
-        let (mut sections, server_lines) = scan(config);
+        match u32::try_from(config.len()) {
+            Ok(_) => Inventory::of_indexed::<u32>(config),
+            Err(_) => Inventory::of_indexed::<usize>(config),
+        }
+    }
+
+    /// [`Inventory::of`], the scan's lists indexed with `I`.
+    fn of_indexed<I: ScanIndex>(config: &'a str) -> Inventory<'a> {
+        let (mut sections, server_lines) = scan::<I>(config);
         // Stable: the sections of one name (a config may repeat one) keep their order.
-        sections.sort_by_key(|(name, _)| *name);
+        sections.sort_by_key(|(name, _, _)| *name);
         let mut backends = Vec::with_capacity(sections.len());
         let mut ends = Vec::with_capacity(sections.len());
         let mut names = Vec::with_capacity(server_lines.len());
@@ -155,9 +163,13 @@ impl<'a> Inventory<'a> {
         let (mut of_backend, mut addresses_of_backend) = (Vec::new(), Vec::new());
         for sections_of_name in sections.chunk_by(|a, b| a.0 == b.0) {
             of_backend.clear();
-            for (_, lines) in sections_of_name {
-                of_backend.extend(server_lines[lines.clone()].iter().filter_map(|line| {
-                    let mut words = Words(&config[line.clone()]);
+            for (_, first, end) in sections_of_name {
+                let lines = &server_lines[first.at()..end.at()];
+                of_backend.extend(lines.iter().filter_map(|start| {
+                    // Its end found again, not kept: 4 bytes less per server line (the
+                    // search is ~5 M instructions per 10,000 apps).
+                    let start = start.at();
+                    let mut words = Words(&config[start..line_end(config.as_bytes(), start)]);
                     let name = words.next()?;
                     Some(Server {
                         name,
@@ -250,6 +262,22 @@ impl<'a> Inventory<'a> {
         Some(self.ranges_at(index).0.len())
     }
 
+    /// Each backend of `self` with how many servers it has (0 for one without) and how many
+    /// `other` gives it (`None`: no such backend there), in order: one walk along both lists.
+    pub fn server_counts_against<'s>(
+        &'s self,
+        other: &'s Inventory<'a>,
+    ) -> impl Iterator<Item = (&'a str, usize, Option<usize>)> + 's {
+        names_of_both(self, other).filter_map(|(name, here, there)| {
+            let count = self.ranges_at(here?).0.len();
+            Some((
+                name,
+                count,
+                there.map(|there| other.ranges_at(there).0.len()),
+            ))
+        })
+    }
+
     /// Each backend with how many servers it has (0 for one without), in order.
     pub fn servers_per_backend(&self) -> impl Iterator<Item = (&'a str, usize)> + '_ {
         self.backends
@@ -272,39 +300,36 @@ impl Served {
     /// From the inventory an apply made of the candidate already (issue 14: a third scan of an
     /// 8 MB config otherwise).
     pub fn of_inventory(inventory: &Inventory<'_>, apps: &BackendApps) -> Served {
-        Served::counted(
-            inventory.backends.len(),
-            inventory.servers.len(),
-            |backend| inventory.backends.contains(&backend),
-            apps,
-        )
+        // The map also names backends the candidate lacks: only its own count. Both are in
+        // name order, so one walk along them finds the candidate's, with no lookup per name.
+        let mut backends = inventory.backends.iter().peekable();
+        let mut served_apps: Vec<&str> = apps
+            .names
+            .iter()
+            .filter(|(backend, _)| {
+                while backends.next_if(|name| **name < backend.as_str()).is_some() {}
+                backends
+                    .peek()
+                    .is_some_and(|name| **name == backend.as_str())
+            })
+            .map(|(_, app)| app.as_str())
+            .collect();
+        // An app's backends are mostly neighbours in name order, and its apps mostly in order:
+        // its neighbours dropped first, the rest is sorted as the runs it mostly is.
+        served_apps.dedup();
+        served_apps.sort();
+        served_apps.dedup();
+        Served {
+            backends: inventory.backends.len(),
+            servers: inventory.servers.len(),
+            apps: served_apps.len(),
+        }
     }
 
     /// From the config's text, for a run whose apply made no inventory (unchanged, or stopped
     /// before counting).
     pub fn of_config(config: &str, apps: &BackendApps) -> Served {
         Served::of_inventory(&Inventory::of(config), apps)
-    }
-
-    fn counted(
-        backends: usize,
-        servers: usize,
-        has_backend: impl Fn(&str) -> bool,
-        apps: &BackendApps,
-    ) -> Served {
-        // The map also names backends the candidate lacks: only its own count.
-        let apps = apps
-            .names
-            .iter()
-            .filter(|(backend, _)| has_backend(backend))
-            .map(|(_, app)| app)
-            .collect::<BTreeSet<_>>()
-            .len();
-        Served {
-            backends,
-            servers,
-            apps,
-        }
     }
 }
 
@@ -316,15 +341,47 @@ struct Server<'a> {
     address: Option<&'a str>,
 }
 
-/// A backend section: its name, and where its server lines are in [`scan`]'s list of them.
-type Section<'a> = (&'a str, Range<usize>);
+/// A backend section: its name, and where its server lines are in [`scan`]'s list of them
+/// (from the first, up to the second).
+type Section<'a, I> = (&'a str, I, I);
+
+/// How [`scan`] keeps a place in the config's text or in its list of server lines: `u32` for a
+/// config under 4 GiB, which halves its lists against `usize` (issue 14: they are held while
+/// the inventory is built, where a run's peak RSS is reached), `usize` beyond.
+trait ScanIndex: Copy {
+    /// `at`, which the caller knows fits.
+    fn of(at: usize) -> Self;
+    fn at(self) -> usize;
+}
+
+impl ScanIndex for u32 {
+    fn of(at: usize) -> u32 {
+        debug_assert!(u32::try_from(at).is_ok());
+        at as u32
+    }
+
+    fn at(self) -> usize {
+        self as usize
+    }
+}
+
+impl ScanIndex for usize {
+    fn of(at: usize) -> usize {
+        at
+    }
+
+    fn at(self) -> usize {
+        self
+    }
+}
 
 /// Each `backend NAME` section of `config`, in the config's order, with where its server lines
-/// are in the second list: the text after each `server` keyword, in the config's order. A
-/// line's words are split as `str::split_whitespace` splits them, but only the first ones are
-/// read, byte by byte while they are ASCII.
-fn scan(config: &str) -> (Vec<Section<'_>>, Vec<Range<usize>>) {
-    let mut sections: Vec<Section> = Vec::new();
+/// are in the second list: where the text after each `server` keyword starts (it ends with its
+/// line), in the config's order. A line's words are split as `str::split_whitespace` splits
+/// them, but only the first ones are read, byte by byte while they are ASCII. Every index fits
+/// an `I` when the config's length does (a server line is longer than one byte).
+fn scan<I: ScanIndex>(config: &str) -> (Vec<Section<'_, I>>, Vec<I>) {
+    let mut sections: Vec<Section<I>> = Vec::new();
     let mut server_lines = Vec::new();
     let mut in_backend = false;
     let mut start = 0;
@@ -335,15 +392,15 @@ fn scan(config: &str) -> (Vec<Section<'_>>, Vec<Range<usize>>) {
         match keyword_of(line) {
             Some(Keyword::Server) if in_backend => {
                 if let Some(section) = sections.last_mut() {
-                    server_lines.push(end - line.len() + "server".len()..end);
-                    section.1.end = server_lines.len();
+                    server_lines.push(I::of(end - line.len() + "server".len()));
+                    section.2 = I::of(server_lines.len());
                 }
             }
             Some(Keyword::Backend) => {
                 let name = Words(&line["backend".len()..]).next();
                 in_backend = name.is_some();
-                let at = server_lines.len();
-                sections.extend(name.map(|name| (name, at..at)));
+                let at = I::of(server_lines.len());
+                sections.extend(name.map(|name| (name, at, at)));
             }
             Some(Keyword::OtherSection) => in_backend = false,
             Some(Keyword::Server) | None => {}
@@ -546,12 +603,22 @@ pub fn applied_line_of(
 
 /// `backends +1 -0, servers +3 -2`.
 pub fn counts_of(before: &Inventory, after: &Inventory) -> String {
+    // Each side's sets are sorted and hold each entry once, so what only one side has is its
+    // count less what both have: one walk along both counts both directions.
+    let (mut backends_in_both, mut servers_in_both) = (0, 0);
+    for (_, in_before, in_after) in names_of_both(before, after) {
+        if let (Some(_), Some(_)) = (in_before, in_after) {
+            backends_in_both += 1;
+            servers_in_both +=
+                sorted_common(before.servers_at(in_before), after.servers_at(in_after));
+        }
+    }
     format!(
         "backends +{} -{}, servers +{} -{}",
-        only_in(&after.backends, &before.backends),
-        only_in(&before.backends, &after.backends),
-        servers_only_in(after, before),
-        servers_only_in(before, after),
+        after.backends.len() - backends_in_both,
+        before.backends.len() - backends_in_both,
+        after.servers.len() - servers_in_both,
+        before.servers.len() - servers_in_both,
     )
 }
 
@@ -641,17 +708,19 @@ fn listed_servers<'a>(line: &mut String, sign: char, servers: impl Iterator<Item
     }
 }
 
-/// How many entries of `a` are not in `b`.
-fn only_in<T: Ord>(a: &SortedSet<T>, b: &SortedSet<T>) -> usize {
-    a.difference(b).count()
-}
-
-/// How many (backend, server) pairs of `a` are not in `b`: one walk along both backend lists,
-/// and along the server names of each backend both have.
-fn servers_only_in(a: &Inventory, b: &Inventory) -> usize {
-    names_of_both(a, b)
-        .map(|(_, in_a, in_b)| sorted_difference(a.servers_at(in_a), b.servers_at(in_b)).count())
-        .sum()
+/// How many entries sorted `a` and sorted `b` (each entry once) both have: one walk along both.
+fn sorted_common<T: Ord>(a: &[T], b: &[T]) -> usize {
+    let (mut at_a, mut at_b, mut common) = (0, 0, 0);
+    while let (Some(x), Some(y)) = (a.get(at_a), b.get(at_b)) {
+        match x.cmp(y) {
+            Ordering::Less => at_a += 1,
+            Ordering::Greater => at_b += 1,
+            Ordering::Equal => {
+                (at_a, at_b, common) = (at_a + 1, at_b + 1, common + 1);
+            }
+        }
+    }
+    common
 }
 
 /// Writes a unified diff `old` → `new` with the given header names; nothing when they are equal.
@@ -799,6 +868,9 @@ mod tests {
         for config in &configs {
             let expected = inventory_by_words(config);
             assert_eq!(as_trees(&Inventory::of(config)), expected, "{config:?}");
+            // The scan of a config over 4 GiB keeps its places as `usize`: the same reading.
+            let wide = Inventory::of_indexed::<usize>(config);
+            assert_eq!(wide, Inventory::of(config), "{config:?}");
         }
         // Servers are counted per (backend, server) pair, as the sets of pairs differ.
         for old in &configs {

@@ -85,8 +85,14 @@ impl LiveFile {
 
     /// The content as text for diffs and summaries (missing = empty).
     pub fn text(&self) -> std::borrow::Cow<'_, str> {
-        // Borrowed when the file is UTF-8, as a config is: not a second copy of it.
-        String::from_utf8_lossy(self.content.as_deref().unwrap_or_default())
+        // Borrowed when the file is UTF-8, as a config is: not a second copy of it. Checked
+        // with `from_utf8` first: `from_utf8_lossy` walks the text a character at a time
+        // without its ASCII fast path (60 M instructions for an 8.6 MB config against ~9 M).
+        let content = self.content.as_deref().unwrap_or_default();
+        match std::str::from_utf8(content) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(content),
+        }
     }
 
     /// Puts this previous state back: the old content atomically, or no file if there was none.
