@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashSet};
 use anyhow::Result;
 
 pub use format::{format as format_placeholders, FormatError, Value};
-pub use server_id::{cookie_value, server_id, server_name};
+pub use server_id::{cookie_value, server_id, server_name, TakenIds};
 pub use templates::{
     is_plain_file_name, reference_markdown, BadTemplateLabel, BadTemplateLabels, Name, Syntax,
     TemplateDef, Templates, Use, TEMPLATES,
@@ -279,6 +279,8 @@ struct Renderer<'a> {
     backend_apps: Vec<(String, String)>,
     /// [`PARALLEL_FROM`], except in tests comparing with the one-thread render.
     parallel_from: usize,
+    /// The server ids of the backend being rendered, cleared for each.
+    taken_ids: TakenIds,
 }
 
 fn s(text: &str) -> Value<'_> {
@@ -311,6 +313,7 @@ impl<'a> Renderer<'a> {
             backend_apps: Vec::new(),
             maps: MapState::default(),
             parallel_from: PARALLEL_FROM,
+            taken_ids: TakenIds::default(),
         }
     }
 
@@ -787,13 +790,13 @@ impl<'a> Renderer<'a> {
             }
         }
 
-        let mut taken_ids = HashSet::new();
+        self.taken_ids.clear();
         // Without a port index every server's check options are the same: they are rendered
         // at the first server, where they always were, and reused for the rest.
         let mut shared_check_options: Option<String> = None;
         for (index, server) in backends.iter().enumerate() {
             let name = server_name(&server.host, &server.ip, server.port);
-            let id = server_id(&name, &mut taken_ids).map_err(|full| {
+            let id = server_id(&name, &mut self.taken_ids).map_err(|full| {
                 anyhow::Error::new(BadTemplateLabel {
                     app_id: service.app_id.clone(),
                     service_port: service.service_port,
