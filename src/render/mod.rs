@@ -234,6 +234,46 @@ fn bind_address(address: &str) -> Option<(String, (u32, u32))> {
     Some((host.to_string(), ports))
 }
 
+/// `services` sorted by (app id, service port), equal keys in the model's order: a stable sort.
+///
+/// The model keeps an app's services together, so the apps are sorted as units (a run of one
+/// app's services at a time) and each app's services by port after: half as many comparisons
+/// as sorting the services, and most of them decided by the ids' first bytes held in the runs
+/// themselves, where comparing services read two services far apart in the model and then
+/// their ids (at 30,000 apps the sort was a tenth of the render, all of it before the second
+/// thread starts). An app id met in two runs still sorts as one stable sort would: its runs
+/// keep their order, and its services are then sorted together.
+fn in_output_order(services: &[Service]) -> Vec<&Service> {
+    let mut runs: Vec<((u128, &str), std::ops::Range<usize>)> = Vec::new();
+    for (at, service) in services.iter().enumerate() {
+        match runs.last_mut() {
+            Some(((_, app_id), run)) if *app_id == service.app_id => run.end = at + 1,
+            _ => runs.push(((sort_prefix(&service.app_id), &service.app_id), at..at + 1)),
+        }
+    }
+    runs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut sorted: Vec<&Service> = Vec::with_capacity(services.len());
+    for app in runs.chunk_by(|a, b| a.0 .1 == b.0 .1) {
+        let first = sorted.len();
+        for (_, run) in app {
+            sorted.extend(&services[run.clone()]);
+        }
+        sorted[first..].sort_by_key(|service| service.service_port);
+    }
+    sorted
+}
+
+/// The first 16 bytes of `text` as a big-endian number, zeros after a shorter text: two texts
+/// whose prefixes differ compare as their prefixes do (where a shorter text's zero meets a
+/// byte of the longer, that byte is not zero, or the prefixes would not differ there, and the
+/// shorter text comes first either way), so only equal prefixes need the texts themselves.
+fn sort_prefix(text: &str) -> u128 {
+    let mut prefix = [0; 16];
+    let len = text.len().min(16);
+    prefix[..len].copy_from_slice(&text.as_bytes()[..len]);
+    u128::from_be_bytes(prefix)
+}
+
 /// How many services are rendered before the output's size is estimated from them.
 const SIZE_SAMPLE: usize = 256;
 
@@ -324,8 +364,7 @@ impl<'a> Renderer<'a> {
             self.templates
                 .verbatim(Name::HttpFrontendAppidHead, None, &[])?;
 
-        let mut services: Vec<&Service> = self.model.services.iter().collect();
-        services.sort_by(|a, b| (&a.app_id, a.service_port).cmp(&(&b.app_id, b.service_port)));
+        let services = in_output_order(&self.model.services);
         let total = services.len();
         let bad_labels = match self.second_half_at(&services) {
             None => self.render_services(&services, 0, total)?,
