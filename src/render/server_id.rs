@@ -148,16 +148,23 @@ pub fn cookie_value(server_name: &str) -> String {
 /// with every character outside `[a-zA-Z0-9-]` replaced by `_`. Built in one string, since it
 /// is built once per server line.
 pub fn server_name(host: &str, ip: &str, port: u32) -> String {
-    use std::fmt::Write as _;
     let mut name = String::with_capacity(host.len() + ip.len() + 8);
+    server_name_into(&mut name, host, ip, port);
+    name
+}
+
+/// [`server_name`] in `name`, which is cleared first: the renderer reuses one string for every
+/// server line.
+pub fn server_name_into(name: &mut String, host: &str, ip: &str, port: u32) {
+    use std::fmt::Write as _;
+    name.clear();
     if host != ip {
-        sanitize_into(&mut name, host);
+        sanitize_into(name, host);
         name.push('_');
     }
-    sanitize_into(&mut name, ip);
+    sanitize_into(name, ip);
     // `_` and the digits of the port are kept by the sanitizing as they are.
     let _ = write!(name, "_{port}");
-    name
 }
 
 /// `re.sub(r'[^a-zA-Z0-9\-]', '_', text)`: one `_` per offending character.
