@@ -906,3 +906,50 @@ fn a_health_check_port_index_reads_the_named_sibling_of_the_same_app() {
     // Past the end: every server checks its own port.
     assert_eq!(check_ports(3), ["31000", "31001"]);
 }
+
+/// The order the render writes services in is a stable sort by (app id, service port), also
+/// when ids share their first 16 bytes, are shorter than that, hold a NUL byte, or one app's
+/// services are not side by side in the model.
+#[test]
+fn services_are_ordered_as_a_stable_sort_by_app_id_and_port() {
+    let ids = [
+        "/a",
+        "/a\0",
+        "/a\0x",
+        "/team12/svc12345",
+        "/team12/svc12345/x",
+        "/team12/svc123456",
+        "/team12/svc1234",
+        "/team1/svc9",
+        "/é/ü",
+        "",
+    ];
+    let mut services = Vec::new();
+    for round in 0..3u32 {
+        for (at, id) in ids.iter().enumerate() {
+            for port in [10002, 10000, 10001] {
+                let mut service = Service::new(*id, port);
+                // Which copy of an equal key this is, to check stability.
+                service.backend_weight = i64::from(round * 100) + at as i64;
+                services.push(service);
+                if (at + round as usize) % 4 == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    let mut expected: Vec<&Service> = services.iter().collect();
+    expected.sort_by(|a, b| (&a.app_id, a.service_port).cmp(&(&b.app_id, b.service_port)));
+    let key = |service: &&Service| {
+        (
+            service.app_id.clone(),
+            service.service_port,
+            service.backend_weight,
+        )
+    };
+    let sorted = in_output_order(&services);
+    assert_eq!(
+        sorted.iter().map(key).collect::<Vec<_>>(),
+        expected.iter().map(key).collect::<Vec<_>>()
+    );
+}
