@@ -588,7 +588,7 @@ impl<'c, 't> Pass<'c, 't> {
         if framework.is_some_and(|name| candidate.id.chars().skip(1).eq(name.chars())) {
             return;
         }
-        let groups = app.labels.get("HAPROXY_GROUP").map(labels::split_commas);
+        let mut groups = app.labels.get("HAPROXY_GROUP").map(labels::split_commas);
         let mode = networking::app_mode(app);
         let first_task = candidate.tasks.first().map(|t| t.task);
         let (service_ports, exhausted) =
@@ -619,7 +619,12 @@ impl<'c, 't> Pass<'c, 't> {
             else {
                 continue;
             };
-            service.groups = groups.clone().unwrap_or_default();
+            // The last port takes the list itself (most apps have one port): no copy.
+            service.groups = match index + 1 == service_ports.len() {
+                true => groups.take(),
+                false => groups.clone(),
+            }
+            .unwrap_or_default();
             for (spec, value) in port_labels.of_port(index) {
                 if let Err(error) = labels::apply(&mut service, spec, index, value) {
                     self.faults
