@@ -73,6 +73,11 @@ pub fn check_app_id(id: &str) -> Result<(), String> {
     let Some(path) = id.strip_prefix('/') else {
         return Err(format!("{} is not an absolute Marathon app id", shown(id)));
     };
+    // Segments split at `/` and names at `.` obey one rule: the names between any two of
+    // either are checked in one pass over the bytes.
+    if is_id_path(path.as_bytes()) {
+        return Ok(());
+    }
     for segment in path.split('/') {
         if !segment.split('.').all(is_id_name) {
             return Err(format!(
@@ -83,6 +88,23 @@ pub fn check_app_id(id: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether every name between `/`s and `.`s of `path` is an [`is_id_name`].
+fn is_id_path(path: &[u8]) -> bool {
+    // The byte before the one read; a separator stands before the first.
+    let mut previous = b'/';
+    for &byte in path {
+        let starts_name = matches!(previous, b'/' | b'.');
+        match byte {
+            b'/' | b'.' if starts_name || previous == b'-' => return false,
+            b'-' if starts_name => return false,
+            b'/' | b'.' | b'-' | b'a'..=b'z' | b'0'..=b'9' => {}
+            _ => return false,
+        }
+        previous = byte;
+    }
+    !matches!(previous, b'/' | b'.' | b'-')
 }
 
 fn is_id_name(name: &str) -> bool {
@@ -133,6 +155,11 @@ pub fn check_ip_address(ip: &str) -> Result<(), String> {
 /// read them as argument breaks or quoting), and nothing HAProxy expands (`$NAME`, `${`, `%[`).
 pub fn check_health_check_path(path: &str) -> Result<(), String> {
     let refused = |c: char| !c.is_ascii_graphic() || "\"'\\".contains(c);
+    // Byte by byte, as every refused character is or starts with a refused byte.
+    let refused_byte = |b: &u8| !b.is_ascii_graphic() || matches!(b, b'"' | b'\'' | b'\\');
+    if !path.as_bytes().iter().any(refused_byte) {
+        return super::safety::no_expansion(path).map_err(|why| format!("{}: {why}", shown(path)));
+    }
     if let Some(c) = path.chars().find(|&c| refused(c)) {
         return Err(format!(
             "{} holds {c:?}; a health-check path is one word of printable ASCII",
@@ -188,6 +215,35 @@ mod tests {
             "/a%[env(X)]",
         ] {
             assert!(check_app_id(id).is_err(), "{id:?}");
+        }
+    }
+
+    /// The one-pass reading of an id's names agrees with splitting it at `/` and then at `.`,
+    /// on every path of up to six bytes from the bytes that matter.
+    #[test]
+    fn id_paths_read_in_one_pass_as_split() {
+        let alphabet = [b'a', b'0', b'-', b'.', b'/', b'A', b'_'];
+        let mut paths: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..6 {
+            let longer: Vec<Vec<u8>> = paths
+                .iter()
+                .filter(|path| path.len() == paths.last().map_or(0, Vec::len))
+                .flat_map(|path| {
+                    alphabet.iter().map(move |&byte| {
+                        let mut path = path.clone();
+                        path.push(byte);
+                        path
+                    })
+                })
+                .collect();
+            paths.extend(longer);
+        }
+        for path in paths {
+            let text = std::str::from_utf8(&path).unwrap();
+            let split = text
+                .split('/')
+                .all(|segment| segment.split('.').all(is_id_name));
+            assert_eq!(is_id_path(&path), split, "{text:?}");
         }
     }
 

@@ -3,8 +3,6 @@
 //! template labels). Pure; a value that does not parse is returned as a [`LabelError`], never a
 //! panic.
 
-use std::collections::BTreeMap;
-
 use super::{Auth, Service};
 use crate::marathon::Labels;
 
@@ -345,17 +343,19 @@ pub struct LabelError {
     pub message: String,
 }
 
-/// The app's per-port labels grouped by port index, each list in table order.
+/// The app's per-port labels grouped by port index, each group in table order.
 #[derive(Debug, Default)]
 pub struct PortLabels<'a> {
-    by_index: BTreeMap<usize, Vec<(&'static LabelSpec, &'a str)>>,
+    /// Sorted by port index, then by name: one list (one allocation per app, none without
+    /// port labels), where a tree of lists per index cost a node and a list per app.
+    by_index: Vec<(usize, &'static LabelSpec, &'a str)>,
 }
 
 impl<'a> PortLabels<'a> {
     /// Picks the `HAPROXY_{n}_<NAME>` labels out of an app's labels. `{n}` must be written as
     /// Python formats an index (no sign, no leading zero), or marathon-lb would not see it.
     pub fn new(labels: &'a Labels) -> PortLabels<'a> {
-        let mut by_index: BTreeMap<usize, Vec<(&'static LabelSpec, &'a str)>> = BTreeMap::new();
+        let mut by_index = Vec::new();
         for (key, value) in labels.range("HAPROXY_0", "HAPROXY_:") {
             let Some((index, name)) = split_port_label(key) else {
                 continue;
@@ -363,20 +363,24 @@ impl<'a> PortLabels<'a> {
             let Ok(position) = LABELS.binary_search_by(|spec| spec.name.cmp(name)) else {
                 continue;
             };
-            by_index
-                .entry(index)
-                .or_default()
-                .push((&LABELS[position], value));
+            by_index.push((index, &LABELS[position], value));
         }
-        for entries in by_index.values_mut() {
-            entries.sort_by_key(|(spec, _)| spec.name);
-        }
+        // Stable: labels of one index and name (a JSON object may repeat a key) keep their
+        // order, as they did grouped by index and then sorted by name.
+        by_index.sort_by_key(|&(index, spec, _)| (index, spec.name));
         PortLabels { by_index }
     }
 
     /// The labels of port `index`, in the order marathon-lb applies them.
-    pub fn of_port(&self, index: usize) -> &[(&'static LabelSpec, &'a str)] {
-        self.by_index.get(&index).map(Vec::as_slice).unwrap_or(&[])
+    pub fn of_port(
+        &self,
+        index: usize,
+    ) -> impl Iterator<Item = (&'static LabelSpec, &'a str)> + '_ {
+        let start = self.by_index.partition_point(|&(at, _, _)| at < index);
+        self.by_index[start..]
+            .iter()
+            .take_while(move |&&(at, _, _)| at == index)
+            .map(|&(_, spec, value)| (spec, value))
     }
 }
 
@@ -480,7 +484,10 @@ fn not_an_integer(value: &str) -> String {
 
 /// Python's `str.split(',')`: an empty string is one empty group.
 pub fn split_commas(value: &str) -> Vec<String> {
-    value.split(',').map(str::to_string).collect()
+    // Sized to its groups: a service keeps the list for the run.
+    let mut groups = Vec::with_capacity(value.bytes().filter(|&b| b == b',').count() + 1);
+    groups.extend(value.split(',').map(str::to_string));
+    groups
 }
 
 /// marathon-lb's `string_to_bool`: true, t, yes, y in any case; anything else is false.
@@ -708,7 +715,6 @@ mod tests {
         let names = |index| -> Vec<&str> {
             port_labels
                 .of_port(index)
-                .iter()
                 .map(|(spec, _)| spec.name)
                 .collect()
         };

@@ -41,7 +41,7 @@ mod safety;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use crate::config::ModelConfig;
@@ -341,7 +341,6 @@ pub fn build_without(
 fn big_weight(port_labels: &PortLabels<'_>, index: usize) -> Option<labels::PyInt> {
     let (_, value) = port_labels
         .of_port(index)
-        .iter()
         .find(|(spec, _)| spec.kind == labels::LabelKind::BackendWeight)?;
     labels::python_integer(value).filter(|weight| weight.to_i64().is_none())
 }
@@ -589,7 +588,7 @@ impl<'c, 't> Pass<'c, 't> {
         if framework.is_some_and(|name| candidate.id.chars().skip(1).eq(name.chars())) {
             return;
         }
-        let groups = app.labels.get("HAPROXY_GROUP").map(labels::split_commas);
+        let mut groups = app.labels.get("HAPROXY_GROUP").map(labels::split_commas);
         let mode = networking::app_mode(app);
         let first_task = candidate.tasks.first().map(|t| t.task);
         let (service_ports, exhausted) =
@@ -620,7 +619,12 @@ impl<'c, 't> Pass<'c, 't> {
             else {
                 continue;
             };
-            service.groups = groups.clone().unwrap_or_default();
+            // The last port takes the list itself (most apps have one port): no copy.
+            service.groups = match index + 1 == service_ports.len() {
+                true => groups.take(),
+                false => groups.clone(),
+            }
+            .unwrap_or_default();
             for (spec, value) in port_labels.of_port(index) {
                 if let Err(error) = labels::apply(&mut service, spec, index, value) {
                     self.faults
@@ -783,7 +787,14 @@ impl<'c, 't> Pass<'c, 't> {
         if checked && !self.health_results.admits(task) {
             return;
         }
-        if let Err(why) = fields::check_host(&task.host) {
+        // Most agents are named by their IPv4 address: read once, a valid host and its own
+        // address.
+        let host_is_ipv4 = task.host.parse::<Ipv4Addr>().is_ok();
+        let host_check = match host_is_ipv4 {
+            true => Ok(()),
+            false => fields::check_host(&task.host),
+        };
+        if let Err(why) = host_check {
             let field = fields::Field::TaskHost {
                 task: task.id.clone(),
             };
@@ -794,7 +805,7 @@ impl<'c, 't> Pass<'c, 't> {
             self.warn(candidate, reason, format!("{why}; the task is skipped"));
             return;
         }
-        let ip = match networking::task_ip(task, mode, self.resolve) {
+        let ip = match networking::task_ip(task, mode, host_is_ipv4, self.resolve) {
             Ok(ip) => ip,
             Err(NoAddress::NotAllocated) => return,
             Err(NoAddress::Refused { value, why }) => {

@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use sha1::{Digest, Sha1};
@@ -137,10 +136,13 @@ pub enum NoAddress {
 }
 
 /// The address a task is reached at: its own IP for IP-per-task, else its agent's address. A
-/// dotted-quad agent is its own address; other names go through `resolve`.
+/// dotted-quad agent is its own address (`host_is_ipv4`: the host parses as an
+/// [`std::net::Ipv4Addr`], read once per task by the caller, which checks the host with it);
+/// other names go through `resolve`.
 pub fn task_ip(
     task: &Task,
     mode: &Mode,
+    host_is_ipv4: bool,
     resolve: &dyn Fn(&str) -> Option<std::net::IpAddr>,
 ) -> Result<Arc<str>, NoAddress> {
     // The task's own text is shared, not copied: every server of every port of a task holds
@@ -158,7 +160,7 @@ pub fn task_ip(
         };
     }
     let host = &*task.host;
-    if host.parse::<Ipv4Addr>().is_ok() {
+    if host_is_ipv4 {
         return Ok(Arc::clone(&task.host));
     }
     if host.is_empty() {
@@ -279,6 +281,16 @@ impl ServicePortAssigner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`super::task_ip`] with the host read as the model reads it.
+    fn task_ip(
+        task: &Task,
+        mode: &Mode,
+        resolve: &dyn Fn(&str) -> Option<std::net::IpAddr>,
+    ) -> Result<Arc<str>, NoAddress> {
+        let host_is_ipv4 = task.host.parse::<std::net::Ipv4Addr>().is_ok();
+        super::task_ip(task, mode, host_is_ipv4, resolve)
+    }
 
     fn app(json: &str) -> App {
         serde_json::from_str(json).unwrap()
