@@ -1531,19 +1531,8 @@ mod tests {
 
     #[test]
     fn a_task_answer_read_in_windows_reads_as_the_whole_answer_does() {
-        for (case, max) in task_answers() {
-            let whole = format!("{:?}", parse_task_list(&case, max).map(|list| list.tasks));
-            let shown = String::from_utf8_lossy(&case[..case.len().min(80)]).into_owned();
-            let size = case.len() as u64;
-            for window in (1..24).chain([97, 256, 1000, 4096, WINDOW_BYTES]) {
-                let (streamed, _) = read_in_windows::<Task>(&TASKS, &case[..], max, size, window);
-                let streamed = format!("{streamed:?}");
-                assert_eq!(
-                    streamed, whole,
-                    "{shown} (max {max}) in windows of {window}"
-                );
-            }
-        }
+        let whole = |case: &[u8], max| format!("{:?}", parse_task_list(case, max).map(|l| l.tasks));
+        read_in_windows_as_whole::<Task>(&TASKS, task_answers(), whole, |_, _| {});
         // Of unknown size, the budget is that of what has been read.
         let (crafted, _) = &task_answers()[17];
         let error = read_task_list(&crafted[..], 2, 0).unwrap_err();
@@ -1605,22 +1594,39 @@ mod tests {
 
     #[test]
     fn an_app_answer_read_in_windows_reads_as_the_whole_answer_does() {
-        for (case, max) in app_answers() {
-            let whole = format!("{:?}", parse_app_list(&case, max).map(|list| list.apps));
+        let whole = |case: &[u8], max| format!("{:?}", parse_app_list(case, max).map(|l| l.apps));
+        read_in_windows_as_whole::<App>(&APPS, app_answers(), whole, |case, cuts| {
+            // Apps of ~400 bytes in windows of 1,000: about one cut per two or three apps,
+            // none lost to a cut inside an app.
+            if case.len() > 20_000 {
+                assert!(cuts * 1000 > case.len() * 3 / 4, "{cuts} cuts");
+            }
+        });
+    }
+
+    /// Reads each of `answers` (with its limit) in windows of many sizes, as a `kind` list, and
+    /// checks that it reads as `whole` reads it whole; `cut_at_1000` sees each answer that read
+    /// well in windows of 1,000 bytes, with the cuts that held.
+    fn read_in_windows_as_whole<T: for<'de> Deserialize<'de> + fmt::Debug>(
+        kind: &'static ListKind,
+        answers: Vec<(Vec<u8>, usize)>,
+        whole: impl Fn(&[u8], usize) -> String,
+        mut cut_at_1000: impl FnMut(&[u8], usize),
+    ) {
+        for (case, max) in answers {
+            let expected = whole(&case, max);
             let shown = String::from_utf8_lossy(&case[..case.len().min(80)]).into_owned();
             let size = case.len() as u64;
             for window in (1..24).chain([97, 256, 1000, 4096, WINDOW_BYTES]) {
-                let (streamed, cuts) = read_in_windows::<App>(&APPS, &case[..], max, size, window);
+                let (streamed, cuts) = read_in_windows::<T>(kind, &case[..], max, size, window);
                 let good = streamed.is_ok();
-                let streamed = format!("{streamed:?}");
                 assert_eq!(
-                    streamed, whole,
+                    format!("{streamed:?}"),
+                    expected,
                     "{shown} (max {max}) in windows of {window}"
                 );
-                // Apps of ~400 bytes in windows of 1,000: about one cut per two or three apps,
-                // none lost to a cut inside an app.
-                if good && window == 1000 && case.len() > 20_000 {
-                    assert!(cuts * 1000 > case.len() * 3 / 4, "{cuts} cuts: {shown}");
+                if good && window == 1000 {
+                    cut_at_1000(&case, cuts);
                 }
             }
         }
