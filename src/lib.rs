@@ -16,6 +16,7 @@ pub mod render;
 pub mod report;
 pub mod schedule;
 pub mod status;
+pub mod threads;
 
 use std::io::Write;
 use std::time::Instant;
@@ -499,17 +500,5 @@ fn beside_conflicts<T>(
     if model.services.len() < CONFLICTS_THREAD_FROM {
         return (apply(), find());
     }
-    std::thread::scope(|scope| {
-        let finding = std::thread::Builder::new()
-            .name("conflicts".into())
-            .spawn_scoped(scope, find);
-        let applied = apply();
-        let found = match finding {
-            Ok(handle) => handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            Err(_) => find(),
-        };
-        (applied, found)
-    })
+    threads::beside("conflicts", find, apply)
 }

@@ -107,8 +107,6 @@ fn counted(count: usize, noun: &str) -> String {
     }
 }
 
-/// Servers per backend, every backend listed (0 for one without servers): counted by the
-/// inventory, in order, so the map is built in one pass.
 /// `a, b, c and 4 more`.
 fn listed(names: &[String]) -> String {
     let mut text = names[..names.len().min(LISTED_NAMES)].join(", ");

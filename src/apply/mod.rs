@@ -477,7 +477,7 @@ fn preview_reading(
         unchanged.store(true, Ordering::Relaxed);
         print_preview(&live, candidate, config, out)?;
         // The run record counts what the candidate serves: from the inventory read already.
-        noted.served = Some(reading.finish(false).served);
+        noted.served = Some(reading.finish().served);
         noted.lines.push(match state::interrupted_run(path) {
             Some(why) => format!(
                 "would reload HAProxy: {} is unchanged, but {why}",
@@ -503,7 +503,7 @@ fn preview_reading(
         inventory: after,
         served,
         listeners: candidate_listeners,
-    } = reading.finish(true);
+    } = reading.finish();
     // Every listener the real run would try is tried from here, alongside the rest (trying a
     // bind writes nothing, so an answer this run turns out not to need is just discarded).
     refusal::while_trying_listeners_of(&live_listeners, candidate_listeners, |trying| {
@@ -604,10 +604,11 @@ const CANDIDATE_THREAD_FROM: usize = 128 * 1024;
 /// its own (the two sides are ~45% of a dry run's work after the render, and nothing else runs
 /// beside them in a steady state, where no listener is new): on a thread from
 /// [`CANDIDATE_THREAD_FROM`] bytes, else (or when no thread is to be had) on the caller's, when
-/// they are asked for.
+/// they are asked for. Either way its listeners are read unless told (through `unchanged`, the
+/// flag given to [`CandidateReading::start`]) that the candidate is unchanged.
 enum CandidateReading<'scope, 'a> {
     Thread(ScopedJoinHandle<'scope, CandidateSide<'a>>),
-    Here(&'a str, &'a BackendApps),
+    Here(&'a str, &'a BackendApps, &'scope AtomicBool),
 }
 
 /// The candidate's inventory, what it serves (the run record's count), and its listeners
@@ -646,7 +647,7 @@ impl<'scope, 'a: 'scope> CandidateReading<'scope, 'a> {
         unchanged: &'scope AtomicBool,
     ) -> CandidateReading<'scope, 'a> {
         if text.len() < CANDIDATE_THREAD_FROM {
-            return CandidateReading::Here(text, apps);
+            return CandidateReading::Here(text, apps, unchanged);
         }
         // An unchanged candidate needs no listeners (the flag is set long before they are read).
         let read = move || CandidateSide::read(text, apps, || !unchanged.load(Ordering::Relaxed));
@@ -655,18 +656,19 @@ impl<'scope, 'a: 'scope> CandidateReading<'scope, 'a> {
             .spawn_scoped(scope, read)
         {
             Ok(handle) => CandidateReading::Thread(handle),
-            Err(_) => CandidateReading::Here(text, apps),
+            Err(_) => CandidateReading::Here(text, apps, unchanged),
         }
     }
 
-    /// The candidate's side, its listeners only when `listeners` (the thread reads them
-    /// unless told the candidate is unchanged).
-    fn finish(self, listeners: bool) -> CandidateSide<'a> {
+    /// The candidate's side, its listeners unless it was said to be unchanged.
+    fn finish(self) -> CandidateSide<'a> {
         match self {
             CandidateReading::Thread(handle) => handle
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            CandidateReading::Here(text, apps) => CandidateSide::read(text, apps, || listeners),
+            CandidateReading::Here(text, apps, unchanged) => {
+                CandidateSide::read(text, apps, || !unchanged.load(Ordering::Relaxed))
+            }
         }
     }
 }
@@ -1214,7 +1216,7 @@ mod tests {
         let side = std::thread::scope(|scope| {
             let reading = CandidateReading::start(scope, (&text, &apps), &unchanged);
             assert!(matches!(reading, CandidateReading::Thread(_)));
-            reading.finish(true)
+            reading.finish()
         });
         assert_eq!(side.inventory, Inventory::of(&text));
         assert_eq!(side.served, Served::of_config(&text, &apps));
@@ -1224,15 +1226,16 @@ mod tests {
         // Told the candidate is unchanged, the thread reads no listeners.
         unchanged.store(true, Ordering::Relaxed);
         let side = std::thread::scope(|scope| {
-            CandidateReading::start(scope, (&text, &apps), &unchanged).finish(false)
+            CandidateReading::start(scope, (&text, &apps), &unchanged).finish()
         });
         assert_eq!(side.inventory, Inventory::of(&text));
         assert!(side.listeners.is_empty());
         let small = frontend(1) + &backend(1);
+        unchanged.store(false, Ordering::Relaxed);
         let side = std::thread::scope(|scope| {
             let reading = CandidateReading::start(scope, (&small, &apps), &unchanged);
             assert!(matches!(reading, CandidateReading::Here(..)));
-            reading.finish(true)
+            reading.finish()
         });
         assert_eq!(side.inventory, Inventory::of(&small));
         assert_eq!(side.served, Served::of_config(&small, &apps));

@@ -76,10 +76,6 @@ impl<T: Ord> SortedSet<T> {
         SortedSet(items)
     }
 
-    pub fn contains(&self, item: &T) -> bool {
-        self.0.binary_search(item).is_ok()
-    }
-
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -90,11 +86,6 @@ impl<T: Ord> SortedSet<T> {
 
     pub fn iter(&self) -> std::slice::Iter<'_, T> {
         self.0.iter()
-    }
-
-    /// The entries not in `other`, in order.
-    pub fn difference<'s>(&'s self, other: &'s SortedSet<T>) -> impl Iterator<Item = &'s T> {
-        sorted_difference(&self.0, &other.0)
     }
 }
 
@@ -114,7 +105,10 @@ impl<'s, T> IntoIterator for &'s SortedSet<T> {
 }
 
 /// The entries of sorted `items` not in sorted `others`, in order: one walk along both.
-fn sorted_difference<'s, T: Ord>(items: &'s [T], others: &'s [T]) -> impl Iterator<Item = &'s T> {
+pub(super) fn sorted_difference<'s, T: Ord>(
+    items: &'s [T],
+    others: &'s [T],
+) -> impl Iterator<Item = &'s T> {
     let mut others = others.iter().peekable();
     items.iter().filter(move |item| {
         while others.next_if(|other| other < item).is_some() {}
@@ -253,13 +247,6 @@ impl<'a> Inventory<'a> {
             Some(index) => &self.addresses[self.ranges_at(index).1],
             None => &[],
         }
-    }
-
-    /// How many servers backend `name` has (0 for one without); `None` when there is no such
-    /// backend.
-    pub fn server_count_of(&self, name: &str) -> Option<usize> {
-        let index = self.index_of(name)?;
-        Some(self.ranges_at(index).0.len())
     }
 
     /// Each backend of `self` with how many servers it has (0 for one without) and how many

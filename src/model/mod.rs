@@ -605,7 +605,7 @@ impl<'c, 't> Pass<'c, 't> {
 
         let port_labels = PortLabels::new(&app.labels);
         // The app's services are built in place at the end of `services` (and their big weights
-        // beside them), each keyed in `service_keys` by its original service port; a later port
+        // beside them), each found in `service_slots` by its original service port; a later port
         // with the same key replaces the earlier one in place, as assigning to a Python dict does.
         let first = self.services.len();
         self.service_slots.clear();

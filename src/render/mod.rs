@@ -375,27 +375,15 @@ impl<'a> Renderer<'a> {
             Some(at) => {
                 let (first, second) = services.split_at(at);
                 let (model, templates) = (self.model, self.templates);
-                // Captures references alone, so it is `Copy`: run on this thread when no
-                // thread is to be had (a limit on threads), as the listener tries do.
                 let render_second = move || {
                     let mut other = Renderer::new(model, templates, config);
                     let outcome = other.render_services(second, at, second.len());
                     (other, outcome)
                 };
-                let (own, other) = std::thread::scope(|scope| {
-                    let other = std::thread::Builder::new()
-                        .name("render".into())
-                        .spawn_scoped(scope, render_second);
-                    // The first half's buffers are reserved for the whole output, so the
-                    // second half's text is appended to them and not the other way round.
-                    let own = self.render_services(first, 0, total);
-                    let other = match other {
-                        Ok(thread) => thread
-                            .join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                        Err(_) => render_second(),
-                    };
-                    (own, other)
+                // The first half's buffers are reserved for the whole output, so the second
+                // half's text is appended to them and not the other way round.
+                let (own, other) = crate::threads::beside("render", render_second, || {
+                    self.render_services(first, 0, total)
                 });
                 let (other, other_outcome) = other;
                 // The error the one-thread pass would have ended with: the first half's
