@@ -109,7 +109,12 @@ fn floor_process(dir: &Path) -> Duration {
             .stdin(Stdio::null())
             .stdout(Stdio::null()),
     );
-    assert_eq!(finished.code, Some(0), "the floor process failed: {}", finished.status);
+    assert_eq!(
+        finished.code,
+        Some(0),
+        "the floor process failed: {}",
+        finished.status
+    );
     finished.wall
 }
 
