@@ -35,7 +35,7 @@ pub mod runtime_plan;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -453,28 +453,28 @@ fn preview(
     out: &mut dyn Write,
     noted: &mut Noted,
 ) -> Result<Outcome> {
-    let unchanged = AtomicBool::new(false);
+    let listeners = ListenersJob::default();
     std::thread::scope(|scope| {
-        let reading = CandidateReading::start(scope, (&candidate.config, apps), &unchanged);
-        preview_reading(candidate, apps, config, out, noted, (reading, &unchanged))
+        let reading = CandidateReading::start(scope, (&candidate.config, apps), &listeners);
+        preview_reading(candidate, apps, config, out, noted, (reading, &listeners))
     })
 }
 
-/// [`preview`], with the candidate's inventory and listeners being read by `reading`; told
-/// through `unchanged` when its listeners are not wanted.
+/// [`preview`], with the candidate's inventory being read by `reading`, and its listeners by
+/// whichever side takes `listeners` first (by neither when the candidate is unchanged).
 fn preview_reading(
     candidate: &Candidate,
     apps: &BackendApps,
     config: &ApplyConfig,
     out: &mut dyn Write,
     noted: &mut Noted,
-    (reading, unchanged): (CandidateReading<'_, '_>, &AtomicBool),
+    (reading, listeners): (CandidateReading<'_, '_>, &ListenersJob),
 ) -> Result<Outcome> {
     let path = &config.haproxy_config;
     let live = Live::read(candidate, path)?;
     let old = live.config.text();
     if live.matches(candidate) {
-        unchanged.store(true, Ordering::Relaxed);
+        listeners.not_wanted();
         print_preview(&live, candidate, config, out)?;
         // The run record counts what the candidate serves: from the inventory read already.
         noted.served = Some(reading.finish().served);
@@ -499,11 +499,17 @@ fn preview_reading(
     // side here, while the candidate's is read beside it.
     let before = Inventory::of(&old);
     let live_listeners = refusal::listeners(&old);
+    // With a small live file (none in a first run) this side is done long before the
+    // candidate's inventory is: it reads the candidate's listeners meanwhile.
+    let listeners_here = listeners
+        .take()
+        .then(|| refusal::listeners(&candidate.config));
     let CandidateSide {
         inventory: after,
         served,
-        listeners: candidate_listeners,
+        listeners: listeners_there,
     } = reading.finish();
+    let candidate_listeners = listeners_here.or(listeners_there).unwrap_or_default();
     // Every listener the real run would try is tried from here, alongside the rest (trying a
     // bind writes nothing, so an answer this run turns out not to need is just discarded).
     refusal::while_trying_listeners_of(&live_listeners, candidate_listeners, |trying| {
@@ -600,38 +606,31 @@ fn preview_reading(
 /// and listeners on a thread of its own: below, that takes less time than starting one.
 const CANDIDATE_THREAD_FROM: usize = 128 * 1024;
 
-/// The candidate's inventory, what it serves and its listeners, read beside the live file and
-/// its own (the two sides are ~45% of a dry run's work after the render, and nothing else runs
-/// beside them in a steady state, where no listener is new): on a thread from
+/// The candidate's inventory, what it serves and maybe its listeners, read beside the live
+/// file and its own (the two sides are ~45% of a dry run's work after the render, and nothing
+/// else runs beside them in a steady state, where no listener is new): on a thread from
 /// [`CANDIDATE_THREAD_FROM`] bytes, else (or when no thread is to be had) on the caller's, when
-/// they are asked for. Either way its listeners are read unless told (through `unchanged`, the
-/// flag given to [`CandidateReading::start`]) that the candidate is unchanged.
+/// they are asked for. Its listeners are read after the rest when the [`ListenersJob`] given to
+/// [`CandidateReading::start`] is still to be taken.
 enum CandidateReading<'scope, 'a> {
     Thread(ScopedJoinHandle<'scope, CandidateSide<'a>>),
-    Here(&'a str, &'a BackendApps, &'scope AtomicBool),
+    Here(&'a str, &'a BackendApps, &'scope ListenersJob),
 }
 
-/// The candidate's inventory, what it serves (the run record's count), and its listeners
-/// unless the live config matched it.
+/// The candidate's inventory, what it serves (the run record's count), and its listeners if
+/// this side took their job.
 struct CandidateSide<'a> {
     inventory: Inventory<'a>,
     served: Served,
-    listeners: Vec<std::net::SocketAddr>,
+    listeners: Option<Vec<std::net::SocketAddr>>,
 }
 
 impl<'a> CandidateSide<'a> {
-    /// Read from `text`, its listeners when `listeners` says so once the rest is read.
-    fn read(
-        text: &'a str,
-        apps: &BackendApps,
-        listeners: impl FnOnce() -> bool,
-    ) -> CandidateSide<'a> {
+    /// Read from `text`, its listeners when `listeners` can still be taken once the rest is.
+    fn read(text: &'a str, apps: &BackendApps, listeners: &ListenersJob) -> CandidateSide<'a> {
         let inventory = Inventory::of(text);
         let served = Served::of_inventory(&inventory, apps);
-        let listeners = match listeners() {
-            true => refusal::listeners(text),
-            false => Vec::new(),
-        };
+        let listeners = listeners.take().then(|| refusal::listeners(text));
         CandidateSide {
             inventory,
             served,
@@ -640,34 +639,67 @@ impl<'a> CandidateSide<'a> {
     }
 }
 
+/// Reading the candidate's listeners: taken once, by the side free first (the one beside the
+/// candidate's inventory when the live file is small), or by neither when the candidate turns
+/// out unchanged and needs none.
+#[derive(Default)]
+struct ListenersJob(AtomicU8);
+
+impl ListenersJob {
+    const OPEN: u8 = 0;
+    const TAKEN: u8 = 1;
+    const NOT_WANTED: u8 = 2;
+
+    /// Whether the caller is the one to read them (then no one else is).
+    fn take(&self) -> bool {
+        self.0
+            .compare_exchange(
+                Self::OPEN,
+                Self::TAKEN,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    /// No one need read them; a side already reading them has its answer ignored.
+    fn not_wanted(&self) {
+        let _ = self.0.compare_exchange(
+            Self::OPEN,
+            Self::NOT_WANTED,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+}
+
 impl<'scope, 'a: 'scope> CandidateReading<'scope, 'a> {
     fn start(
         scope: &'scope std::thread::Scope<'scope, '_>,
         (text, apps): (&'a str, &'a BackendApps),
-        unchanged: &'scope AtomicBool,
+        listeners: &'scope ListenersJob,
     ) -> CandidateReading<'scope, 'a> {
         if text.len() < CANDIDATE_THREAD_FROM {
-            return CandidateReading::Here(text, apps, unchanged);
+            return CandidateReading::Here(text, apps, listeners);
         }
-        // An unchanged candidate needs no listeners (the flag is set long before they are read).
-        let read = move || CandidateSide::read(text, apps, || !unchanged.load(Ordering::Relaxed));
+        let read = move || CandidateSide::read(text, apps, listeners);
         match std::thread::Builder::new()
             .name("candidate".into())
             .spawn_scoped(scope, read)
         {
             Ok(handle) => CandidateReading::Thread(handle),
-            Err(_) => CandidateReading::Here(text, apps, unchanged),
+            Err(_) => CandidateReading::Here(text, apps, listeners),
         }
     }
 
-    /// The candidate's side, its listeners unless it was said to be unchanged.
+    /// The candidate's side, with its listeners if it took their job.
     fn finish(self) -> CandidateSide<'a> {
         match self {
             CandidateReading::Thread(handle) => handle
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            CandidateReading::Here(text, apps, unchanged) => {
-                CandidateSide::read(text, apps, || !unchanged.load(Ordering::Relaxed))
+            CandidateReading::Here(text, apps, listeners) => {
+                CandidateSide::read(text, apps, listeners)
             }
         }
     }
@@ -1208,37 +1240,43 @@ mod tests {
         let frontend = |n: usize| format!("frontend f{n}\n  bind *:{n}\n");
         let text: String = (0..8000).map(|n| frontend(n) + &backend(n)).collect();
         assert!(text.len() >= CANDIDATE_THREAD_FROM);
-        let unchanged = AtomicBool::new(false);
         let mut apps = BackendApps::default();
         apps.names.insert("b1".to_string(), "/one".to_string());
         apps.names.insert("b2".to_string(), "/one".to_string());
         apps.names.insert("b3".to_string(), "/three".to_string());
-        let side = std::thread::scope(|scope| {
-            let reading = CandidateReading::start(scope, (&text, &apps), &unchanged);
-            assert!(matches!(reading, CandidateReading::Thread(_)));
-            reading.finish()
-        });
+        let read_on_thread = |listeners: &ListenersJob| {
+            std::thread::scope(|scope| {
+                let reading = CandidateReading::start(scope, (&text, &apps), listeners);
+                assert!(matches!(reading, CandidateReading::Thread(_)));
+                reading.finish()
+            })
+        };
+        let side = read_on_thread(&ListenersJob::default());
         assert_eq!(side.inventory, Inventory::of(&text));
         assert_eq!(side.served, Served::of_config(&text, &apps));
         assert_eq!(side.served.apps, 2);
-        assert_eq!(side.listeners, refusal::listeners(&text));
-        assert_eq!(side.listeners.len(), 8000);
-        // Told the candidate is unchanged, the thread reads no listeners.
-        unchanged.store(true, Ordering::Relaxed);
-        let side = std::thread::scope(|scope| {
-            CandidateReading::start(scope, (&text, &apps), &unchanged).finish()
-        });
+        assert_eq!(side.listeners, Some(refusal::listeners(&text)));
+        assert_eq!(side.listeners.map(|listeners| listeners.len()), Some(8000));
+        // Told the candidate is unchanged, or with the job taken here, the thread reads none.
+        let unchanged = ListenersJob::default();
+        unchanged.not_wanted();
+        let side = read_on_thread(&unchanged);
         assert_eq!(side.inventory, Inventory::of(&text));
-        assert!(side.listeners.is_empty());
+        assert_eq!(side.listeners, None);
+        assert!(!unchanged.take(), "a job not wanted is not taken");
+        let taken_here = ListenersJob::default();
+        assert!(taken_here.take());
+        assert!(!taken_here.take(), "a job is taken once");
+        assert_eq!(read_on_thread(&taken_here).listeners, None);
         let small = frontend(1) + &backend(1);
-        unchanged.store(false, Ordering::Relaxed);
+        let listeners = ListenersJob::default();
         let side = std::thread::scope(|scope| {
-            let reading = CandidateReading::start(scope, (&small, &apps), &unchanged);
+            let reading = CandidateReading::start(scope, (&small, &apps), &listeners);
             assert!(matches!(reading, CandidateReading::Here(..)));
             reading.finish()
         });
         assert_eq!(side.inventory, Inventory::of(&small));
         assert_eq!(side.served, Served::of_config(&small, &apps));
-        assert_eq!(side.listeners, refusal::listeners(&small));
+        assert_eq!(side.listeners, Some(refusal::listeners(&small)));
     }
 }
