@@ -92,7 +92,7 @@ fn service(service_port: u16, backend_port: u16) -> Service {
         proxypath: Some("/api".to_string()),
         revproxypath: Some("/root".to_string()),
         use_hsts: true,
-        bind_addr: "127.0.0.1".to_string(),
+        bind_addr: "127.0.0.1".into(),
         groups: vec!["external".to_string()],
         ..Service::new("/shop", service_port.into())
     }

@@ -144,7 +144,7 @@ pub fn shared_ports_taken(
             Some(SharedPortTaken {
                 app_id: service.app_id.clone(),
                 service_port: service.service_port,
-                bind_addr: service.bind_addr.clone(),
+                bind_addr: service.bind_addr.to_string(),
                 listener: listener.clone(),
             })
         })
@@ -345,7 +345,7 @@ mod tests {
             ]
         );
         let apart = |addr: &str, id: &str| Service {
-            bind_addr: addr.into(),
+            bind_addr: addr.to_string().into(),
             ..service(id, 10000)
         };
         assert!(messages(
@@ -471,7 +471,7 @@ mod tests {
             ports,
         };
         let on = |addr: &str, id: &str, port: u32| Service {
-            bind_addr: addr.into(),
+            bind_addr: addr.to_string().into(),
             ..service(id, port)
         };
         let taken = |services: Vec<Service>, listeners: &[SharedListener]| -> Vec<String> {

@@ -439,7 +439,7 @@ pub fn apply(
         LabelKind::UseHsts => service.use_hsts = string_to_bool(value),
         LabelKind::SslCert => service.ssl_cert = Some(value.to_string()),
         LabelKind::BindOptions => service.bind_options = Some(value.to_string()),
-        LabelKind::BindAddr => service.bind_addr = value.to_string(),
+        LabelKind::BindAddr => service.bind_addr = value.to_string().into(),
         LabelKind::Port => {
             let port = python_integer(value).ok_or_else(|| error(not_an_integer(value)))?;
             service.service_port = port
@@ -452,8 +452,8 @@ pub fn apply(
                     ))
                 })?;
         }
-        LabelKind::Mode => service.mode = Some(value.to_lowercase()),
-        LabelKind::Balance => service.balance = value.to_string(),
+        LabelKind::Mode => service.mode = Some(value.to_lowercase().into()),
+        LabelKind::Balance => service.balance = value.to_string().into(),
         LabelKind::ProxyPath => service.proxypath = Some(value.to_string()),
         LabelKind::RevProxyPath => service.revproxypath = Some(value.to_string()),
         LabelKind::RedirPath => service.redirpath = Some(value.to_string()),

@@ -39,6 +39,7 @@ pub mod labels;
 mod networking;
 mod safety;
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -106,8 +107,8 @@ pub struct Service {
     pub use_hsts: bool,
     pub ssl_cert: Option<String>,
     pub bind_options: Option<String>,
-    /// `HAPROXY_{n}_BIND_ADDR`, default `*`.
-    pub bind_addr: String,
+    /// `HAPROXY_{n}_BIND_ADDR`, default `*` (not allocated per service).
+    pub bind_addr: Cow<'static, str>,
     /// App-level groups (`HAPROXY_GROUP` split at `,`; empty without the label).
     pub groups: Vec<String>,
     /// Per-port groups (`HAPROXY_{n}_GROUP` split at `,`); when non-empty they replace `groups`.
@@ -116,9 +117,9 @@ pub struct Service {
     /// no label says otherwise, or (overriding the label) when the check comes from
     /// `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX` and is `HTTP`, `HTTPS`, `MESOS_HTTP` or
     /// `MESOS_HTTPS`. `None` lets render choose (`http` with a vhost, else `tcp`).
-    pub mode: Option<String>,
-    /// `HAPROXY_{n}_BALANCE`, default `roundrobin`.
-    pub balance: String,
+    pub mode: Option<Cow<'static, str>>,
+    /// `HAPROXY_{n}_BALANCE`, default `roundrobin` (not allocated per service).
+    pub balance: Cow<'static, str>,
     /// The app's health check for this port: the first with a non-zero `port`, or with
     /// `portIndex` equal to the port's index (or to the health-check port index label).
     pub health_check: Option<ServiceCheck>,
@@ -176,11 +177,11 @@ impl Service {
             use_hsts: false,
             ssl_cert: None,
             bind_options: None,
-            bind_addr: "*".to_string(),
+            bind_addr: Cow::Borrowed("*"),
             groups: Vec::new(),
             haproxy_groups: Vec::new(),
             mode: None,
-            balance: "roundrobin".to_string(),
+            balance: Cow::Borrowed("roundrobin"),
             health_check: None,
             template_labels: BTreeMap::new(),
             backend_weight: 0,
@@ -717,7 +718,7 @@ impl<'c, 't> Pass<'c, 't> {
                 return None;
             }
             if check.protocol == "HTTP" {
-                mode = Some("http".to_string());
+                mode = Some(Cow::Borrowed("http"));
             }
         }
         Some(Service {
@@ -751,7 +752,7 @@ impl<'c, 't> Pass<'c, 't> {
             check.protocol.as_str(),
             "HTTP" | "HTTPS" | "MESOS_HTTP" | "MESOS_HTTPS"
         ) {
-            service.mode = Some("http".to_string());
+            service.mode = Some(Cow::Borrowed("http"));
         }
         service.health_check =
             usable(candidate.app, Some(check), refused_checks).map(ServiceCheck::of);

@@ -138,12 +138,12 @@ fn semantic_labels_set_their_fields() {
         (
             other.hostname.as_ref(),
             other.mode.as_ref(),
-            other.bind_addr.as_str()
+            &*other.bind_addr
         ),
         (None, None, "*")
     );
     assert_eq!(
-        (other.balance.as_str(), other.backend_weight, other.enabled),
+        (&*other.balance, other.backend_weight, other.enabled),
         ("roundrobin", 0, true)
     );
     assert_eq!(other.groups, ["external", "internal"]);

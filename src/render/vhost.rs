@@ -394,7 +394,7 @@ fn one_host(b: &mut Builder<'_>, map: &mut MapState) -> Result<()> {
     let acl_name = b.acl_name.clone();
     let realm = realm_of(service);
     let app_id = service.app_id.as_str();
-    let bind_addr = service.bind_addr.as_str();
+    let bind_addr = &*service.bind_addr;
     b.note_cert_and_bind_options(host);
 
     if let Some(path) = path_of(service) {
