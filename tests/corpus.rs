@@ -130,10 +130,11 @@ fn render_with_our_defaults(
         model::build(&apps.apps, &tasks.tasks, &case.model_config(), &resolve);
     // Certificate and CA files named by labels do not exist here: point them at the test PEM.
     for service in &mut model.services {
-        if service.ssl_cert.is_some() {
-            service.ssl_cert = Some(pem.display().to_string());
+        let extras = service.extras_mut();
+        if extras.ssl_cert.is_some() {
+            extras.ssl_cert = Some(pem.display().to_string());
         }
-        if let Some(options) = &mut service.bind_options {
+        if let Some(options) = &mut extras.bind_options {
             *options = options
                 .split(' ')
                 .map(|word| {

@@ -81,7 +81,7 @@ fn read_head(stream: &mut TcpStream) -> String {
 }
 
 fn service(service_port: u16, backend_port: u16) -> Service {
-    Service {
+    let mut service = Service {
         backends: vec![Backend {
             host: "127.0.0.1".into(),
             ip: "127.0.0.1".into(),
@@ -89,13 +89,15 @@ fn service(service_port: u16, backend_port: u16) -> Service {
             draining: false,
         }],
         hostname: Some("app.test".to_string()),
-        proxypath: Some("/api".to_string()),
-        revproxypath: Some("/root".to_string()),
         use_hsts: true,
         bind_addr: "127.0.0.1".into(),
         groups: vec!["external".to_string()],
         ..Service::new("/shop", service_port.into())
-    }
+    };
+    let extras = service.extras_mut();
+    extras.proxypath = Some("/api".to_string());
+    extras.revproxypath = Some("/root".to_string());
+    service
 }
 
 /// Renders the service with our shipped sections; only the head and the :9091 frontend are

@@ -200,6 +200,7 @@ fn vhost_conflicts(services: &[&Service], haproxy_map: bool) -> Vec<Warning> {
         haproxy_map
             && service.path.as_deref().unwrap_or("").is_empty()
             && service
+                .extras()
                 .auth
                 .as_ref()
                 .is_none_or(|auth| auth.realm.is_empty())
@@ -446,14 +447,12 @@ mod tests {
               requests for it go to /a (its line comes first in domain2backend.map)"
             ]
         );
-        let auth = Service {
-            auth: Some(crate::model::Auth {
-                realm: "r".into(),
-                user: "u".into(),
-                password: "p".into(),
-            }),
-            ..vhost("/z", 10002, "shop.example.com", 0)
-        };
+        let mut auth = vhost("/z", 10002, "shop.example.com", 0);
+        auth.extras_mut().auth = Some(crate::model::Auth {
+            realm: "r".into(),
+            user: "u".into(),
+            password: "p".into(),
+        });
         assert_eq!(
             messages(vec![vhost("/a", 10000, "shop.example.com", 0), auth], true),
             [

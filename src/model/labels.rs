@@ -419,7 +419,7 @@ pub fn apply(
                     fields.len()
                 )));
             };
-            service.auth = Some(Auth {
+            service.extras_mut().auth = Some(Auth {
                 realm: realm.to_string(),
                 user: user.to_string(),
                 password: password.to_string(),
@@ -437,8 +437,8 @@ pub fn apply(
         LabelKind::Enabled => service.enabled = string_to_bool(value),
         LabelKind::RedirectToHttps => service.redirect_http_to_https = string_to_bool(value),
         LabelKind::UseHsts => service.use_hsts = string_to_bool(value),
-        LabelKind::SslCert => service.ssl_cert = Some(value.to_string()),
-        LabelKind::BindOptions => service.bind_options = Some(value.to_string()),
+        LabelKind::SslCert => service.extras_mut().ssl_cert = Some(value.to_string()),
+        LabelKind::BindOptions => service.extras_mut().bind_options = Some(value.to_string()),
         LabelKind::BindAddr => service.bind_addr = value.to_string().into(),
         LabelKind::Port => {
             let port = python_integer(value).ok_or_else(|| error(not_an_integer(value)))?;
@@ -454,23 +454,24 @@ pub fn apply(
         }
         LabelKind::Mode => service.mode = Some(value.to_lowercase().into()),
         LabelKind::Balance => service.balance = value.to_string().into(),
-        LabelKind::ProxyPath => service.proxypath = Some(value.to_string()),
-        LabelKind::RevProxyPath => service.revproxypath = Some(value.to_string()),
-        LabelKind::RedirPath => service.redirpath = Some(value.to_string()),
+        LabelKind::ProxyPath => service.extras_mut().proxypath = Some(value.to_string()),
+        LabelKind::RevProxyPath => service.extras_mut().revproxypath = Some(value.to_string()),
+        LabelKind::RedirPath => service.extras_mut().redirpath = Some(value.to_string()),
         LabelKind::BackendWeight => {
             // Beyond i64 the model orders it exactly afterwards (`PyInt`, `build`).
             service.backend_weight = python_integer(value)
                 .ok_or_else(|| error(not_an_integer(value)))?
                 .saturating_i64();
         }
-        LabelKind::NetworkAllowed => service.network_allowed = Some(value.to_string()),
+        LabelKind::NetworkAllowed => service.extras_mut().network_allowed = Some(value.to_string()),
         LabelKind::HealthcheckPortIndex => {
             // Saturating is exact here: any index beyond the port count falls back alike.
             let index = python_integer(value).ok_or_else(|| error(not_an_integer(value)))?;
-            service.healthcheck_port_index = Some(index.saturating_i64());
+            service.extras_mut().healthcheck_port_index = Some(index.saturating_i64());
         }
         LabelKind::Template => {
             service
+                .extras_mut()
                 .template_labels
                 .insert(spec.name.to_string(), normalize_line_endings(value));
         }

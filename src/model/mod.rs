@@ -93,20 +93,11 @@ pub struct Service {
     pub hostname: Option<String>,
     /// `HAPROXY_{n}_PATH`.
     pub path: Option<String>,
-    /// `HAPROXY_{n}_HTTP_BACKEND_PROXYPASS_PATH`.
-    pub proxypath: Option<String>,
-    /// `HAPROXY_{n}_HTTP_BACKEND_REVPROXY_PATH`.
-    pub revproxypath: Option<String>,
-    /// `HAPROXY_{n}_HTTP_BACKEND_REDIR`.
-    pub redirpath: Option<String>,
-    pub auth: Option<Auth>,
     pub sticky: bool,
     /// `HAPROXY_{n}_ENABLED`; defaults to `!strict_mode`.
     pub enabled: bool,
     pub redirect_http_to_https: bool,
     pub use_hsts: bool,
-    pub ssl_cert: Option<String>,
-    pub bind_options: Option<String>,
     /// `HAPROXY_{n}_BIND_ADDR`, default `*` (not allocated per service).
     pub bind_addr: Cow<'static, str>,
     /// App-level groups (`HAPROXY_GROUP` split at `,`; empty without the label).
@@ -123,13 +114,33 @@ pub struct Service {
     /// The app's health check for this port: the first with a non-zero `port`, or with
     /// `portIndex` equal to the port's index (or to the health-check port index label).
     pub health_check: Option<ServiceCheck>,
-    /// Raw template labels of this port, keyed by template name without prefix
-    /// (`BACKEND_HEAD` for `HAPROXY_0_BACKEND_HEAD`), CRLF normalised to LF.
-    pub template_labels: BTreeMap<String, String>,
     /// `HAPROXY_{n}_BACKEND_WEIGHT`; 0 by default, 1 when a path is set and the weight is 0.
     /// Only its order counts: when some weight in the cluster is beyond `i64` (Python's have no
     /// bound), each is replaced by its place in the cluster's order, `-1` kept in its place.
     pub backend_weight: i64,
+    /// The labels few services set, apart (`None` while none is set): read through
+    /// [`Service::extras`], set through [`Service::extras_mut`]. Public only so that a
+    /// service can be written as `Service { .., ..Service::new(..) }`.
+    pub extras: Option<Box<Extras>>,
+}
+
+/// What few services set, one label each, kept out of [`Service`] so that the many services
+/// without any stay small (issue 14: 352 bytes a service instead of 600, the model's largest
+/// block at 10,000 apps).
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// `HAPROXY_{n}_HTTP_BACKEND_PROXYPASS_PATH`.
+    pub proxypath: Option<String>,
+    /// `HAPROXY_{n}_HTTP_BACKEND_REVPROXY_PATH`.
+    pub revproxypath: Option<String>,
+    /// `HAPROXY_{n}_HTTP_BACKEND_REDIR`.
+    pub redirpath: Option<String>,
+    pub auth: Option<Auth>,
+    pub ssl_cert: Option<String>,
+    pub bind_options: Option<String>,
+    /// Raw template labels of this port, keyed by template name without prefix
+    /// (`BACKEND_HEAD` for `HAPROXY_0_BACKEND_HEAD`), CRLF normalised to LF.
+    pub template_labels: BTreeMap<String, String>,
     /// `HAPROXY_{n}_BACKEND_NETWORK_ALLOWED_ACL`: space-separated networks.
     pub network_allowed: Option<String>,
     /// `HAPROXY_{n}_BACKEND_HEALTHCHECK_PORT_INDEX`, as given (may be negative or out of range;
@@ -137,7 +148,30 @@ pub struct Service {
     pub healthcheck_port_index: Option<i64>,
 }
 
+/// A service's extras before any is set.
+static NO_EXTRAS: Extras = Extras {
+    proxypath: None,
+    revproxypath: None,
+    redirpath: None,
+    auth: None,
+    ssl_cert: None,
+    bind_options: None,
+    template_labels: BTreeMap::new(),
+    network_allowed: None,
+    healthcheck_port_index: None,
+};
+
 impl Service {
+    /// The labels few services set (each `None`, and no template label, until one is).
+    pub fn extras(&self) -> &Extras {
+        self.extras.as_deref().unwrap_or(&NO_EXTRAS)
+    }
+
+    /// [`Service::extras`], to set one.
+    pub fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
     /// Whether render writes this service for `groups`: in one of them (per-port groups replace
     /// the app's; `*` takes every service), enabled, and with at least one server, as
     /// marathon-lb selects. One rule for render, the conflict warnings and the listener check.
@@ -167,26 +201,18 @@ impl Service {
             backends: Vec::new(),
             hostname: None,
             path: None,
-            proxypath: None,
-            revproxypath: None,
-            redirpath: None,
-            auth: None,
             sticky: false,
             enabled: true,
             redirect_http_to_https: false,
             use_hsts: false,
-            ssl_cert: None,
-            bind_options: None,
             bind_addr: Cow::Borrowed("*"),
             groups: Vec::new(),
             haproxy_groups: Vec::new(),
             mode: None,
             balance: Cow::Borrowed("roundrobin"),
             health_check: None,
-            template_labels: BTreeMap::new(),
             backend_weight: 0,
-            network_allowed: None,
-            healthcheck_port_index: None,
+            extras: None,
         }
     }
 }
@@ -737,8 +763,10 @@ impl<'c, 't> Pass<'c, 't> {
         service: &mut Service,
         refused_checks: &[bool],
     ) {
-        let (None, Some(port_index)) = (&service.health_check, service.healthcheck_port_index)
-        else {
+        let (None, Some(port_index)) = (
+            &service.health_check,
+            service.extras().healthcheck_port_index,
+        ) else {
             return;
         };
         let Some(check) = health::check_for_port(candidate.app, port_index) else {

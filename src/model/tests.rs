@@ -104,7 +104,7 @@ fn semantic_labels_set_their_fields() {
     );
     assert_eq!(service.path.as_deref(), Some("/api"));
     assert_eq!(service.backend_weight, 1);
-    let auth = service.auth.as_ref().unwrap();
+    let auth = service.extras().auth.as_ref().unwrap();
     assert_eq!(
         (
             auth.realm.as_str(),
@@ -116,19 +116,19 @@ fn semantic_labels_set_their_fields() {
     assert!(
         service.sticky && !service.enabled && service.redirect_http_to_https && service.use_hsts
     );
-    assert_eq!(service.ssl_cert.as_deref(), Some("/etc/ssl/a.pem"));
-    assert_eq!(service.bind_options.as_deref(), Some("ciphers X"));
+    assert_eq!(service.extras().ssl_cert.as_deref(), Some("/etc/ssl/a.pem"));
+    assert_eq!(service.extras().bind_options.as_deref(), Some("ciphers X"));
     assert_eq!(service.bind_addr, "10.0.0.42");
     assert_eq!(service.mode.as_deref(), Some("http"));
     assert_eq!(service.balance, "leastconn");
-    assert_eq!(service.proxypath.as_deref(), Some("/pp"));
-    assert_eq!(service.revproxypath.as_deref(), Some("/rp"));
-    assert_eq!(service.redirpath.as_deref(), Some("/home"));
+    assert_eq!(service.extras().proxypath.as_deref(), Some("/pp"));
+    assert_eq!(service.extras().revproxypath.as_deref(), Some("/rp"));
+    assert_eq!(service.extras().redirpath.as_deref(), Some("/home"));
     assert_eq!(
-        service.network_allowed.as_deref(),
+        service.extras().network_allowed.as_deref(),
         Some("10.0.0.0/8 192.168.0.1")
     );
-    assert_eq!(service.healthcheck_port_index, Some(1));
+    assert_eq!(service.extras().healthcheck_port_index, Some(1));
     assert_eq!(service.groups, ["external", "internal"]);
     assert_eq!(service.haproxy_groups, ["edge"]);
     // Port 1 has no labels of its own: every default.
@@ -148,6 +148,9 @@ fn semantic_labels_set_their_fields() {
     );
     assert_eq!(other.groups, ["external", "internal"]);
     assert!(other.haproxy_groups.is_empty());
+    // Nor any of the labels few services set: none of their room is taken.
+    assert!(other.extras.is_none());
+    assert!(service.extras.is_some());
 }
 
 #[test]
@@ -232,7 +235,7 @@ fn empty_labels_stay_present_but_empty() {
     let (model, _) = build_json(&format!("[{app}]"), "[]");
     let service = only_service(&model);
     assert_eq!(service.hostname.as_deref(), Some(""));
-    assert_eq!(service.ssl_cert.as_deref(), Some(""));
+    assert_eq!(service.extras().ssl_cert.as_deref(), Some(""));
     assert_eq!(service.groups, [""]);
 }
 
@@ -245,14 +248,17 @@ fn template_labels_are_keyed_by_template_name_with_lf_endings() {
             "HAPROXY_1_FRONTEND_HEAD": "a\rb", "HAPROXY_0_MAP_HTTP_FRONTEND_ACL": "m"}"#,
     );
     let (model, _) = build_json(&format!("[{app}]"), "[]");
-    let first = &model.services[0].template_labels;
+    let first = &model.services[0].extras().template_labels;
     assert_eq!(
         first["BACKEND_HEAD"],
         "backend {backend}\n  balance {balance}\n"
     );
     assert_eq!(first["MAP_HTTP_FRONTEND_ACL"], "m");
     assert_eq!(first.len(), 2);
-    assert_eq!(model.services[1].template_labels["FRONTEND_HEAD"], "a\rb");
+    assert_eq!(
+        model.services[1].extras().template_labels["FRONTEND_HEAD"],
+        "a\rb"
+    );
 }
 
 #[test]
@@ -1009,7 +1015,7 @@ fn other_integer_labels_beyond_64_bits_stay_integers() {
     );
     let (model, warnings) = build_json(&apps, "[]");
     assert_eq!(
-        model.services[0].healthcheck_port_index,
+        model.services[0].extras().healthcheck_port_index,
         Some(i64::MIN),
         "an index far out of range falls back like any out-of-range index"
     );

@@ -585,7 +585,12 @@ impl<'a> Renderer<'a> {
         let backend = prepared.backend.as_str();
         let mode = prepared.mode;
 
-        if let Some(auth) = service.auth.as_ref().filter(|auth| !auth.user.is_empty()) {
+        if let Some(auth) = service
+            .extras()
+            .auth
+            .as_ref()
+            .filter(|auth| !auth.user.is_empty())
+        {
             templates.format_into(
                 Name::UserlistHead,
                 Some(service),
@@ -608,11 +613,11 @@ impl<'a> Renderer<'a> {
                 ("mode", s(mode)),
                 (
                     "sslCert",
-                    s(&prefixed(" ssl crt ", service.ssl_cert.as_deref())),
+                    s(&prefixed(" ssl crt ", service.extras().ssl_cert.as_deref())),
                 ),
                 (
                     "bindOptions",
-                    s(&prefixed(" ", service.bind_options.as_deref())),
+                    s(&prefixed(" ", service.extras().bind_options.as_deref())),
                 ),
             ],
             &mut self.frontends,
@@ -722,7 +727,7 @@ impl<'a> Renderer<'a> {
             &backend_vars(prepared),
             &mut self.backends,
         )?;
-        if let Some(proxypath) = non_empty(&service.proxypath) {
+        if let Some(proxypath) = non_empty(&service.extras().proxypath) {
             templates.format_into(
                 Name::HttpBackendProxypassGlue,
                 Some(service),
@@ -730,7 +735,7 @@ impl<'a> Renderer<'a> {
                 &mut self.backends,
             )?;
         }
-        if let Some(rootpath) = non_empty(&service.revproxypath) {
+        if let Some(rootpath) = non_empty(&service.extras().revproxypath) {
             templates.format_into(
                 Name::HttpBackendRevproxyGlue,
                 Some(service),
@@ -738,7 +743,7 @@ impl<'a> Renderer<'a> {
                 &mut self.backends,
             )?;
         }
-        if let Some(redirpath) = non_empty(&service.redirpath) {
+        if let Some(redirpath) = non_empty(&service.extras().redirpath) {
             templates.format_into(
                 Name::HttpBackendRedir,
                 Some(service),
@@ -751,7 +756,7 @@ impl<'a> Renderer<'a> {
 
     fn network_allowed(&mut self, prepared: &Prepared<'_>) -> Result<()> {
         let service = prepared.service;
-        let Some(networks) = non_empty(&service.network_allowed) else {
+        let Some(networks) = non_empty(&service.extras().network_allowed) else {
             return Ok(());
         };
         let (acl, allow_deny) = match prepared.mode {
@@ -839,31 +844,33 @@ impl<'a> Renderer<'a> {
             })?;
             let own_check_options;
             let check_options = match (&check, check_kind) {
-                (Some(check), Some((_, server_section))) => match service.healthcheck_port_index {
-                    Some(_) => {
-                        let port = Some(Self::backend_port(
-                            &backends,
-                            index,
-                            sibling_ports.as_deref(),
-                        ));
-                        own_check_options = templates.server_check_options(
-                            server_section,
-                            service,
-                            &check.vars(port),
-                        )?;
-                        own_check_options.as_str()
-                    }
-                    None => {
-                        if shared_check_options.is_none() {
-                            shared_check_options = Some(templates.server_check_options(
+                (Some(check), Some((_, server_section))) => {
+                    match service.extras().healthcheck_port_index {
+                        Some(_) => {
+                            let port = Some(Self::backend_port(
+                                &backends,
+                                index,
+                                sibling_ports.as_deref(),
+                            ));
+                            own_check_options = templates.server_check_options(
                                 server_section,
                                 service,
-                                &check.vars(check.port),
-                            )?);
+                                &check.vars(port),
+                            )?;
+                            own_check_options.as_str()
                         }
-                        shared_check_options.as_deref().unwrap_or_default()
+                        None => {
+                            if shared_check_options.is_none() {
+                                shared_check_options = Some(templates.server_check_options(
+                                    server_section,
+                                    service,
+                                    &check.vars(check.port),
+                                )?);
+                            }
+                            shared_check_options.as_deref().unwrap_or_default()
+                        }
                     }
-                },
+                }
                 _ => "",
             };
             let cookie = if service.sticky {
@@ -918,7 +925,7 @@ impl<'a> Renderer<'a> {
     /// The ports of the sibling's backends sorted by (host, port), for [`Self::backend_port`];
     /// `None` without a port index or when it names no sibling.
     fn sibling_ports(&self, service: &Service) -> Option<Vec<u32>> {
-        let port_index = service.healthcheck_port_index?;
+        let port_index = service.extras().healthcheck_port_index?;
         let siblings = self.siblings.get_or_init(|| {
             let mut by_app: std::collections::HashMap<&str, Vec<&Service>> =
                 std::collections::HashMap::new();

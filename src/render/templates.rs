@@ -575,7 +575,7 @@ impl Templates {
     ) -> (&'a str, Syntax, &'a Origin) {
         let def = name.def();
         if let (Some(label), Some(service), true) = (def.label, service, self.label_templates) {
-            if let Some(text) = service.template_labels.get(label) {
+            if let Some(text) = service.extras().template_labels.get(label) {
                 return (text, Syntax::Format, &LABEL_ORIGIN);
             }
         }

@@ -77,6 +77,7 @@ fn label_beats_environment_beats_file_beats_default() {
     );
 
     service
+        .extras_mut()
         .template_labels
         .insert("BACKEND_HEAD".to_string(), "label {backend}\n".to_string());
     assert_eq!(backend_head(&templates, &service), "label shop_web_10000\n");
@@ -104,7 +105,7 @@ fn empty_environment_value_does_not_override() {
 fn map_sections_answer_to_the_plain_acl_label() {
     let templates = Templates::load(&render_config(None)).unwrap();
     let mut service = service();
-    service.template_labels.insert(
+    service.extras_mut().template_labels.insert(
         "HTTP_FRONTEND_ACL".to_string(),
         "  custom {haproxy_dir}\n".to_string(),
     );
@@ -216,7 +217,7 @@ fn jinja_includes_stay_inside_the_templates_directory() {
 fn label_format_error_names_app_and_label() {
     let templates = Templates::load(&render_config(None)).unwrap();
     let mut service = service();
-    service.template_labels.insert(
+    service.extras_mut().template_labels.insert(
         "BACKEND_HEAD".to_string(),
         "backend {backendd}\n".to_string(),
     );
@@ -234,7 +235,7 @@ fn server_check_options_are_stripped_and_prefixed() {
     let dir = tempfile::tempdir().unwrap();
     let templates = Templates::load(&render_config(Some(dir.path()))).unwrap();
     let mut service = service();
-    service.template_labels.insert(
+    service.extras_mut().template_labels.insert(
         "BACKEND_SERVER_TCP_HEALTHCHECK_OPTIONS".to_string(),
         "\n   check inter {healthCheckIntervalSeconds}s  \n".to_string(),
     );
@@ -243,7 +244,7 @@ fn server_check_options_are_stripped_and_prefixed() {
         .server_check_options(Name::BackendServerTcpHealthcheckOptions, &service, &vars)
         .unwrap();
     assert_eq!(out, " check inter 5s");
-    service.template_labels.insert(
+    service.extras_mut().template_labels.insert(
         "BACKEND_SERVER_TCP_HEALTHCHECK_OPTIONS".to_string(),
         "  \n".to_string(),
     );
@@ -412,12 +413,14 @@ fn unformattable_template_label_fails_with_the_app_named() {
     let mut broken = service();
     broken.app_id = "/broken".to_string();
     broken
+        .extras_mut()
         .template_labels
         .insert("BACKEND_HEAD".to_string(), "backend {nope}\n".to_string());
     let mut also_broken = broken.clone();
     also_broken.app_id = "/also".to_string();
-    also_broken.template_labels.clear();
+    also_broken.extras_mut().template_labels.clear();
     also_broken
+        .extras_mut()
         .template_labels
         .insert("FRONTEND_HEAD".to_string(), "{servicePort:s}".to_string());
     let model = Model {
@@ -453,7 +456,7 @@ fn map_section_failure_names_the_plain_label_it_answers_to() {
     let templates = Templates::load(&config).unwrap();
     let mut web = service();
     web.hostname = Some("shop.example.com".to_string());
-    web.template_labels.insert(
+    web.extras_mut().template_labels.insert(
         "HTTP_FRONTEND_ACL".to_string(),
         "  acl host_{cleanedUpHostname} hdr(host) -i {hostname}\n".to_string(),
     );
@@ -527,13 +530,13 @@ fn a_label_that_leaves_its_section_after_formatting_leaves_its_app_out() {
     let templates = Templates::load(&config).unwrap();
     let mut smuggler = service();
     smuggler.app_id = "/global".to_string();
-    smuggler.template_labels.insert(
+    smuggler.extras_mut().template_labels.insert(
         "BACKEND_HEAD".to_string(),
         "\nbackend {backend}\n{backend:.6}\n  master-worker\n".to_string(),
     );
     let mut other_kind = service();
     other_kind.app_id = "/other".to_string();
-    other_kind.template_labels.insert(
+    other_kind.extras_mut().template_labels.insert(
         "BACKEND_HEAD".to_string(),
         "\nfrontend {backend}\n  bind :22\n".to_string(),
     );
@@ -701,6 +704,7 @@ fn a_section_that_fails_appends_nothing() {
     assert_eq!(out, "kept\n");
     let mut service = service();
     service
+        .extras_mut()
         .template_labels
         .insert("BACKEND_HEAD".to_string(), "backend {nope}\n".to_string());
     let err = templates
@@ -756,13 +760,13 @@ fn large_model() -> Model {
             if app % 2 == 0 || ports > 1 {
                 service.hostname = Some(format!("app{}.example.com", app % 50));
                 service.backend_weight = i64::from(app % 5);
-                service.ssl_cert = (app % 8 == 0).then(|| format!("/certs/{app}.pem"));
+                service.extras_mut().ssl_cert = (app % 8 == 0).then(|| format!("/certs/{app}.pem"));
                 service.sticky = app % 4 == 0;
                 service.use_hsts = app % 6 == 0;
-                service.redirpath = (app % 10 == 0).then(|| "/old".to_string());
+                service.extras_mut().redirpath = (app % 10 == 0).then(|| "/old".to_string());
             }
             if app % 11 == 0 {
-                service.auth = Some(crate::model::Auth {
+                service.extras_mut().auth = Some(crate::model::Auth {
                     realm: "realm".to_string(),
                     user: format!("user{app}"),
                     password: "hash".to_string(),
@@ -771,7 +775,7 @@ fn large_model() -> Model {
             if app % 3 == 1 {
                 let protocol = if app % 2 == 0 { "HTTP" } else { "TCP" };
                 service.health_check = Some(check_on_port_index_0(protocol, Some("/health")));
-                service.healthcheck_port_index = (app % 9 == 1).then_some(-1);
+                service.extras_mut().healthcheck_port_index = (app % 9 == 1).then_some(-1);
             }
             services.push(service);
         }
@@ -803,6 +807,7 @@ fn two_threads_fail_as_one_does() {
     // Bad labels near both ends, so that each thread meets some.
     for at in [3, count / 2 - 5, count / 2 + 7, count - 2] {
         model.services[at]
+            .extras_mut()
             .template_labels
             .insert("BACKEND_HEAD".to_string(), "backend {nope}\n".to_string());
     }
@@ -874,7 +879,7 @@ fn a_health_check_port_index_reads_the_named_sibling_of_the_same_app() {
     );
     let model = |index: i64| {
         let mut checked = checked.clone();
-        checked.healthcheck_port_index = Some(index);
+        checked.extras_mut().healthcheck_port_index = Some(index);
         Model {
             services: vec![
                 with("/a", 10002, vec![backend("10.0.0.7", 33000)]),

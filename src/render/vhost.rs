@@ -157,12 +157,12 @@ impl Builder<'_> {
     /// only when there is one to note (an entry decides whether the vhost gets a frontend).
     fn note_cert_and_bind_options(&mut self, host: &str) {
         let service = self.input.service;
-        if let Some(cert) = &service.ssl_cert {
+        if let Some(cert) = &service.extras().ssl_cert {
             if let Some(vhost) = self.vhost(host) {
                 insert_unique(&mut vhost.certs, cert.clone());
             }
         }
-        if let Some(options) = &service.bind_options {
+        if let Some(options) = &service.extras().bind_options {
             if let Some(vhost) = self.vhost(host) {
                 insert_unique(&mut vhost.bind_options, options.clone());
             }
@@ -212,6 +212,7 @@ pub fn vhost_acls(input: &VhostInput<'_>, map: &mut MapState) -> Result<VhostAcl
 
 fn realm_of(service: &Service) -> Option<&str> {
     service
+        .extras()
         .auth
         .as_ref()
         .map(|auth| auth.realm.as_str())
