@@ -39,12 +39,59 @@ pub(super) const SECTION_KEYWORDS: &[&str] = &[
 pub struct Inventory<'a> {
     pub backends: SortedSet<&'a str>,
     pub servers: Servers<'a>,
-    /// Beside each of `backends`: where its server names end in `servers` and its addresses
-    /// in `addresses` (each starts where the backend before it ends).
+    /// Beside each of `backends`: where its server names end in `servers` and its server
+    /// lines in `lines` (each starts where the backend before it ends).
     ends: Vec<(usize, usize)>,
-    /// Each backend's server addresses in turn (`ADDR:PORT`, the word after the server's name),
-    /// sorted, each once per backend.
-    addresses: Vec<&'a str>,
+    /// Each backend's server lines in turn, in the config's order: where the text after each
+    /// `server` keyword starts. Their addresses are read from them only for a backend whose
+    /// lines changed (issue 14: a list of every address cost 16 bytes a server, 4 here).
+    lines: LineStarts,
+    text: &'a str,
+}
+
+/// Places in an inventory's text: `u32` for a text under 4 GiB, `usize` beyond (equal when
+/// they hold the same places, however kept).
+#[derive(Debug, Eq)]
+enum LineStarts {
+    Narrow(Vec<u32>),
+    Wide(Vec<usize>),
+}
+
+impl Default for LineStarts {
+    fn default() -> LineStarts {
+        LineStarts::Narrow(Vec::new())
+    }
+}
+
+impl PartialEq for LineStarts {
+    fn eq(&self, other: &LineStarts) -> bool {
+        self.len() == other.len() && self.at(0..self.len()).eq(other.at(0..other.len()))
+    }
+}
+
+impl LineStarts {
+    fn len(&self) -> usize {
+        match self {
+            LineStarts::Narrow(starts) => starts.len(),
+            LineStarts::Wide(starts) => starts.len(),
+        }
+    }
+
+    fn of<I: ScanIndex>(starts: Vec<I>) -> LineStarts {
+        I::line_starts(starts)
+    }
+
+    /// The places at `range`.
+    fn at(&self, range: Range<usize>) -> impl Iterator<Item = usize> + '_ {
+        let (narrow, wide) = match self {
+            LineStarts::Narrow(starts) => (&starts[range], &[][..]),
+            LineStarts::Wide(starts) => (&[][..], &starts[range]),
+        };
+        narrow
+            .iter()
+            .map(|&at| at as usize)
+            .chain(wide.iter().copied())
+    }
 }
 
 /// Each backend's server names in turn (the backends in [`Inventory::backends`]' order), sorted
@@ -153,44 +200,32 @@ impl<'a> Inventory<'a> {
         let mut backends = Vec::with_capacity(sections.len());
         let mut ends = Vec::with_capacity(sections.len());
         let mut names = Vec::with_capacity(server_lines.len());
-        let mut addresses = Vec::with_capacity(server_lines.len());
-        let (mut of_backend, mut addresses_of_backend) = (Vec::new(), Vec::new());
+        let mut lines = Vec::with_capacity(server_lines.len());
+        let mut of_backend = Vec::new();
         for sections_of_name in sections.chunk_by(|a, b| a.0 == b.0) {
             of_backend.clear();
             for (_, first, end) in sections_of_name {
-                let lines = &server_lines[first.at()..end.at()];
-                of_backend.extend(lines.iter().filter_map(|start| {
+                let lines_of_section = &server_lines[first.at()..end.at()];
+                lines.extend_from_slice(lines_of_section);
+                of_backend.extend(lines_of_section.iter().filter_map(|start| {
                     // Its end found again, not kept: 4 bytes less per server line (the
                     // search is ~5 M instructions per 10,000 apps).
-                    let start = start.at();
-                    let mut words = Words(&config[start..line_end(config.as_bytes(), start)]);
-                    let name = words.next()?;
-                    Some(Server {
-                        name,
-                        address: words.next(),
-                    })
+                    Server::at(config, start.at()).map(|server| server.name)
                 }));
             }
-            // Stable, in name order: a server named twice is next to itself.
-            of_backend.sort_by_key(|server: &Server| server.name);
-            for (index, server) in of_backend.iter().enumerate() {
-                if index == 0 || of_backend[index - 1].name != server.name {
-                    names.push(server.name);
-                }
-            }
-            addresses_of_backend.clear();
-            addresses_of_backend.extend(of_backend.iter().filter_map(|server| server.address));
-            addresses_of_backend.sort_unstable();
-            addresses_of_backend.dedup();
-            addresses.extend_from_slice(&addresses_of_backend);
+            // In name order: a server named twice is next to itself.
+            of_backend.sort_unstable();
+            of_backend.dedup();
+            names.extend_from_slice(&of_backend);
             backends.push(sections_of_name[0].0);
-            ends.push((names.len(), addresses.len()));
+            ends.push((names.len(), lines.len()));
         }
         Inventory {
             backends: SortedSet::from_sorted(backends),
             servers: Servers(names),
             ends,
-            addresses,
+            lines: LineStarts::of(lines),
+            text: config,
         }
     }
 
@@ -237,16 +272,47 @@ impl<'a> Inventory<'a> {
 
     /// The server addresses of the backend `name`, sorted (none when it has no such backend).
     #[cfg(test)]
-    fn addresses_of(&self, name: &str) -> &[&'a str] {
+    fn addresses_of(&self, name: &str) -> Vec<&'a str> {
         self.addresses_at(self.index_of(name))
     }
 
-    /// The server addresses of the backend at `index` in `backends`, sorted (none for `None`).
-    fn addresses_at(&self, index: Option<usize>) -> &[&'a str] {
-        match index {
-            Some(index) => &self.addresses[self.ranges_at(index).1],
-            None => &[],
-        }
+    /// The servers of the backend at `index` in `backends`, in the config's order (none for
+    /// `None`), with the lines that have no name.
+    fn server_lines_at(&self, index: Option<usize>) -> impl Iterator<Item = usize> + '_ {
+        let range = index.map_or(0..0, |index| self.ranges_at(index).1);
+        self.lines.at(range)
+    }
+
+    /// The server addresses of the backend at `index` in `backends`, sorted and each once
+    /// (none for `None`).
+    fn addresses_at(&self, index: Option<usize>) -> Vec<&'a str> {
+        let mut addresses: Vec<&str> = self
+            .server_lines_at(index)
+            .filter_map(|start| Server::at(self.text, start)?.address)
+            .collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        addresses
+    }
+
+    /// Whether the backend at `index` has the same server lines, in the same order, as the one
+    /// at `other_index` in `other`: then their addresses are the same too.
+    fn same_server_lines(
+        &self,
+        index: Option<usize>,
+        other: &Inventory<'_>,
+        other_index: Option<usize>,
+    ) -> bool {
+        let (here, there) = (self.text.as_bytes(), other.text.as_bytes());
+        let mut others = other.server_lines_at(other_index);
+        self.server_lines_at(index).all(|start| {
+            let Some(other_start) = others.next() else {
+                return false;
+            };
+            let line = &here[start..line_end(here, start)];
+            there[other_start..].starts_with(line)
+                && matches!(there.get(other_start + line.len()), None | Some(b'\n'))
+        }) && others.next().is_none()
     }
 
     /// Each backend of `self` with how many servers it has (0 for one without) and how many
@@ -328,6 +394,19 @@ struct Server<'a> {
     address: Option<&'a str>,
 }
 
+impl<'a> Server<'a> {
+    /// The server whose line's text after `server` starts at `start` in `config`; `None` for a
+    /// line without a name.
+    fn at(config: &'a str, start: usize) -> Option<Server<'a>> {
+        let mut words = Words(&config[start..line_end(config.as_bytes(), start)]);
+        let name = words.next()?;
+        Some(Server {
+            name,
+            address: words.next(),
+        })
+    }
+}
+
 /// A backend section: its name, and where its server lines are in [`scan`]'s list of them
 /// (from the first, up to the second).
 type Section<'a, I> = (&'a str, I, I);
@@ -339,6 +418,8 @@ trait ScanIndex: Copy {
     /// `at`, which the caller knows fits.
     fn of(at: usize) -> Self;
     fn at(self) -> usize;
+    /// A list of such places, kept.
+    fn line_starts(starts: Vec<Self>) -> LineStarts;
 }
 
 impl ScanIndex for u32 {
@@ -350,6 +431,10 @@ impl ScanIndex for u32 {
     fn at(self) -> usize {
         self as usize
     }
+
+    fn line_starts(starts: Vec<u32>) -> LineStarts {
+        LineStarts::Narrow(starts)
+    }
 }
 
 impl ScanIndex for usize {
@@ -359,6 +444,10 @@ impl ScanIndex for usize {
 
     fn at(self) -> usize {
         self
+    }
+
+    fn line_starts(starts: Vec<usize>) -> LineStarts {
+        LineStarts::Wide(starts)
     }
 }
 
@@ -626,16 +715,25 @@ pub fn backend_changes_of(
     let mut lines = Vec::new();
     let mut unlisted = 0;
     for (name, old, current) in names_of_both(before, after) {
-        let old_servers = before.addresses_at(old);
-        let new_servers = after.addresses_at(current);
         let (is_new, is_gone) = (old.is_none(), current.is_none());
-        if old_servers == new_servers && !is_new && !is_gone {
-            continue;
+        let mut servers = None;
+        if !is_new && !is_gone {
+            // Most backends of a steady cluster have the very same lines: nothing to read.
+            if before.same_server_lines(old, after, current) {
+                continue;
+            }
+            let both = (before.addresses_at(old), after.addresses_at(current));
+            if both.0 == both.1 {
+                continue;
+            }
+            servers = Some(both);
         }
         if lines.len() == LISTED_BACKENDS {
             unlisted += 1;
             continue;
         }
+        let (old_servers, new_servers) =
+            servers.unwrap_or_else(|| (before.addresses_at(old), after.addresses_at(current)));
         let mut line = match apps.names.get(name) {
             Some(app) => format!("{app} ({name}):"),
             None => format!("{name}:"),
@@ -647,8 +745,16 @@ pub fn backend_changes_of(
         } else if is_gone {
             line.push_str(" backend removed");
         }
-        listed_servers(&mut line, '+', sorted_difference(new_servers, old_servers));
-        listed_servers(&mut line, '-', sorted_difference(old_servers, new_servers));
+        listed_servers(
+            &mut line,
+            '+',
+            sorted_difference(&new_servers, &old_servers),
+        );
+        listed_servers(
+            &mut line,
+            '-',
+            sorted_difference(&old_servers, &new_servers),
+        );
         lines.push(line);
     }
     if unlisted > 0 {
@@ -1010,6 +1116,50 @@ backend db_10001
         assert_eq!(
             backend_changes(OLD, &new, &restarting)[1],
             "/db (db_10001): backend removed (no task of the app can be served) -10.0.0.3:31002"
+        );
+    }
+
+    #[test]
+    fn a_backend_is_changed_when_its_addresses_are_not_when_only_its_lines_are() {
+        let apps = BackendApps::default();
+        // Other options on the same servers, the servers reordered, a server line repeated,
+        // the last line without its newline, CRLF line ends: the same addresses, not listed.
+        let same_addresses = [
+            OLD.replace("10.0.0.1:31000", "10.0.0.1:31000 weight 5"),
+            OLD.replace(
+                "  server 10_0_0_1_31000 10.0.0.1:31000\n  server 10_0_0_2_31001 10.0.0.2:31001\n",
+                "  server 10_0_0_2_31001 10.0.0.2:31001\n  server 10_0_0_1_31000 10.0.0.1:31000\n",
+            ),
+            OLD.replace(
+                "  server 10_0_0_1_31000 10.0.0.1:31000\n",
+                "  server 10_0_0_1_31000 10.0.0.1:31000\n  server again 10.0.0.1:31000\n",
+            ),
+            OLD.trim_end().to_string(),
+            OLD.replace('\n', "\r\n"),
+        ];
+        for new in &same_addresses {
+            assert!(backend_changes(OLD, new, &apps).is_empty(), "{new}");
+            assert!(backend_changes(new, OLD, &apps).is_empty(), "{new}");
+        }
+        // A line that only begins like the old one is another line.
+        let longer = OLD.replace("10.0.0.3:31002", "10.0.0.3:310021");
+        assert_eq!(
+            backend_changes(OLD, &longer, &apps),
+            ["db_10001: +10.0.0.3:310021 -10.0.0.3:31002"]
+        );
+        assert_eq!(
+            backend_changes(&longer, OLD, &apps),
+            ["db_10001: +10.0.0.3:31002 -10.0.0.3:310021"]
+        );
+        // One server less or more, at the end of a backend's lines.
+        let fewer = OLD.replace("  server 10_0_0_2_31001 10.0.0.2:31001\n", "");
+        assert_eq!(
+            backend_changes(OLD, &fewer, &apps),
+            ["web_10000: -10.0.0.2:31001"]
+        );
+        assert_eq!(
+            backend_changes(&fewer, OLD, &apps),
+            ["web_10000: +10.0.0.2:31001"]
         );
     }
 
