@@ -96,17 +96,81 @@ impl LineStarts {
 
 /// Each backend's server names in turn (the backends in [`Inventory::backends`]' order), sorted
 /// and each once per backend: a name per server, not a (backend, server) pair, since a config
-/// of 10,000 apps has 40,000 of them.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Servers<'a>(Vec<&'a str>);
+/// of 10,000 apps has 40,000 of them. In a text under 4 GiB each is kept as its place and
+/// length there, 8 bytes where a `&str` takes 16 (issue 14: both configs' lists are held at a
+/// dry run's peak). Equal when they hold the same names, however kept.
+#[derive(Debug, Default, Eq)]
+pub struct Servers<'a> {
+    text: &'a str,
+    names: Names<'a>,
+}
 
-impl Servers<'_> {
+#[derive(Debug, Eq, PartialEq)]
+enum Names<'a> {
+    Narrow(Vec<[u32; 2]>),
+    Wide(Vec<&'a str>),
+}
+
+impl Default for Names<'_> {
+    fn default() -> Self {
+        Names::Narrow(Vec::new())
+    }
+}
+
+impl<'a> Servers<'a> {
+    /// Room for `capacity` names of `text`, kept as places in it unless `wide` (the text may
+    /// be 4 GiB or more).
+    fn of_text(text: &'a str, capacity: usize, wide: bool) -> Servers<'a> {
+        let names = match wide {
+            false => Names::Narrow(Vec::with_capacity(capacity)),
+            true => Names::Wide(Vec::with_capacity(capacity)),
+        };
+        Servers { text, names }
+    }
+
+    /// `name`, a part of the text.
+    fn push(&mut self, name: &'a str) {
+        match &mut self.names {
+            Names::Narrow(names) => {
+                let at = name.as_ptr() as usize - self.text.as_ptr() as usize;
+                debug_assert!(at + name.len() <= self.text.len());
+                names.push([at as u32, name.len() as u32]);
+            }
+            Names::Wide(names) => names.push(name),
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.0.len()
+        match &self.names {
+            Names::Narrow(names) => names.len(),
+            Names::Wide(names) => names.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
+    }
+
+    /// The name at `index`.
+    fn get(&self, index: usize) -> &'a str {
+        match &self.names {
+            Names::Narrow(names) => {
+                let [at, length] = names[index];
+                &self.text[at as usize..][..length as usize]
+            }
+            Names::Wide(names) => names[index],
+        }
+    }
+
+    /// The names at `range`, in order.
+    fn at(&self, range: Range<usize>) -> impl Iterator<Item = &'a str> + '_ {
+        range.map(|index| self.get(index))
+    }
+}
+
+impl PartialEq for Servers<'_> {
+    fn eq(&self, other: &Servers<'_>) -> bool {
+        self.len() == other.len() && self.at(0..self.len()).eq(other.at(0..other.len()))
     }
 }
 
@@ -199,7 +263,7 @@ impl<'a> Inventory<'a> {
         sections.sort_by_key(|(name, _, _)| *name);
         let mut backends = Vec::with_capacity(sections.len());
         let mut ends = Vec::with_capacity(sections.len());
-        let mut names = Vec::with_capacity(server_lines.len());
+        let mut names = Servers::of_text(config, server_lines.len(), I::WIDE);
         let mut lines = Vec::with_capacity(server_lines.len());
         let mut of_backend = Vec::new();
         for sections_of_name in sections.chunk_by(|a, b| a.0 == b.0) {
@@ -216,13 +280,15 @@ impl<'a> Inventory<'a> {
             // In name order: a server named twice is next to itself.
             of_backend.sort_unstable();
             of_backend.dedup();
-            names.extend_from_slice(&of_backend);
+            for &name in &of_backend {
+                names.push(name);
+            }
             backends.push(sections_of_name[0].0);
             ends.push((names.len(), lines.len()));
         }
         Inventory {
             backends: SortedSet::from_sorted(backends),
-            servers: Servers(names),
+            servers: names,
             ends,
             lines: LineStarts::of(lines),
             text: config,
@@ -239,12 +305,15 @@ impl<'a> Inventory<'a> {
         (names_start..names_end, addresses_start..addresses_end)
     }
 
+    /// Where the server names of the backend at `index` in `backends` are in `servers` (none
+    /// for `None`).
+    fn server_range(&self, index: Option<usize>) -> Range<usize> {
+        index.map_or(0..0, |index| self.ranges_at(index).0)
+    }
+
     /// The server names of the backend at `index` in `backends`, sorted (none for `None`).
-    fn servers_at(&self, index: Option<usize>) -> &[&'a str] {
-        match index {
-            Some(index) => &self.servers.0[self.ranges_at(index).0],
-            None => &[],
-        }
+    fn servers_at(&self, index: Option<usize>) -> impl Iterator<Item = &'a str> + '_ {
+        self.servers.at(self.server_range(index))
     }
 
     /// Where backend `name` is in `backends`.
@@ -254,9 +323,16 @@ impl<'a> Inventory<'a> {
 
     /// Whether the backend `backend` has a server `server`.
     pub fn has_server(&self, backend: &str, server: &str) -> bool {
-        self.servers_at(self.index_of(backend))
-            .binary_search(&server)
-            .is_ok()
+        let Range { mut start, mut end } = self.server_range(self.index_of(backend));
+        while start < end {
+            let middle = start + (end - start) / 2;
+            match self.servers.get(middle).cmp(server) {
+                Ordering::Less => start = middle + 1,
+                Ordering::Greater => end = middle,
+                Ordering::Equal => return true,
+            }
+        }
+        false
     }
 
     /// Every (backend, server) pair, in order.
@@ -265,8 +341,7 @@ impl<'a> Inventory<'a> {
         (0..self.backends.len()).flat_map(move |index| {
             let backend = self.backends.0[index];
             self.servers_at(Some(index))
-                .iter()
-                .map(move |server| (backend, *server))
+                .map(move |server| (backend, server))
         })
     }
 
@@ -415,6 +490,8 @@ type Section<'a, I> = (&'a str, I, I);
 /// config under 4 GiB, which halves its lists against `usize` (issue 14: they are held while
 /// the inventory is built, where a run's peak RSS is reached), `usize` beyond.
 trait ScanIndex: Copy {
+    /// Whether the text may be 4 GiB or more.
+    const WIDE: bool;
     /// `at`, which the caller knows fits.
     fn of(at: usize) -> Self;
     fn at(self) -> usize;
@@ -423,6 +500,8 @@ trait ScanIndex: Copy {
 }
 
 impl ScanIndex for u32 {
+    const WIDE: bool = false;
+
     fn of(at: usize) -> u32 {
         debug_assert!(u32::try_from(at).is_ok());
         at as u32
@@ -438,6 +517,8 @@ impl ScanIndex for u32 {
 }
 
 impl ScanIndex for usize {
+    const WIDE: bool = true;
+
     fn of(at: usize) -> usize {
         at
     }
@@ -802,14 +883,20 @@ fn listed_servers<'a>(line: &mut String, sign: char, servers: impl Iterator<Item
 }
 
 /// How many entries sorted `a` and sorted `b` (each entry once) both have: one walk along both.
-fn sorted_common<T: Ord>(a: &[T], b: &[T]) -> usize {
-    let (mut at_a, mut at_b, mut common) = (0, 0, 0);
-    while let (Some(x), Some(y)) = (a.get(at_a), b.get(at_b)) {
+fn sorted_common<T: Ord>(a: impl Iterator<Item = T>, b: impl Iterator<Item = T>) -> usize {
+    let (mut a, mut b, mut common) = (a.peekable(), b.peekable(), 0);
+    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
         match x.cmp(y) {
-            Ordering::Less => at_a += 1,
-            Ordering::Greater => at_b += 1,
+            Ordering::Less => {
+                a.next();
+            }
+            Ordering::Greater => {
+                b.next();
+            }
             Ordering::Equal => {
-                (at_a, at_b, common) = (at_a + 1, at_b + 1, common + 1);
+                a.next();
+                b.next();
+                common += 1;
             }
         }
     }
