@@ -1228,26 +1228,18 @@ backend db_10001
             assert!(backend_changes(OLD, new, &apps).is_empty(), "{new}");
             assert!(backend_changes(new, OLD, &apps).is_empty(), "{new}");
         }
-        // A line that only begins like the old one is another line.
+        // A line that only begins like the old one is another line; one server less or more
+        // at the end of a backend's lines.
         let longer = OLD.replace("10.0.0.3:31002", "10.0.0.3:310021");
-        assert_eq!(
-            backend_changes(OLD, &longer, &apps),
-            ["db_10001: +10.0.0.3:310021 -10.0.0.3:31002"]
-        );
-        assert_eq!(
-            backend_changes(&longer, OLD, &apps),
-            ["db_10001: +10.0.0.3:31002 -10.0.0.3:310021"]
-        );
-        // One server less or more, at the end of a backend's lines.
         let fewer = OLD.replace("  server 10_0_0_2_31001 10.0.0.2:31001\n", "");
-        assert_eq!(
-            backend_changes(OLD, &fewer, &apps),
-            ["web_10000: -10.0.0.2:31001"]
-        );
-        assert_eq!(
-            backend_changes(&fewer, OLD, &apps),
-            ["web_10000: +10.0.0.2:31001"]
-        );
+        for (old, new, change) in [
+            (OLD, &*longer, "db_10001: +10.0.0.3:310021 -10.0.0.3:31002"),
+            (&longer, OLD, "db_10001: +10.0.0.3:31002 -10.0.0.3:310021"),
+            (OLD, &fewer, "web_10000: -10.0.0.2:31001"),
+            (&fewer, OLD, "web_10000: +10.0.0.2:31001"),
+        ] {
+            assert_eq!(backend_changes(old, new, &apps), [change], "{old} -> {new}");
+        }
     }
 
     #[test]
