@@ -43,10 +43,10 @@ pub struct Inventory<'a> {
     /// lines in `lines` (each starts where the backend before it ends).
     ends: Vec<(usize, usize)>,
     /// Each backend's server lines in turn, in the config's order: where the text after each
-    /// `server` keyword starts. Their addresses are read from them only for a backend whose
-    /// lines changed (issue 14: a list of every address cost 16 bytes a server, 4 here).
+    /// `server` keyword starts (in the text `servers` keeps). Their addresses are read from them
+    /// only for a backend whose lines changed (issue 14: a list of every address cost 16 bytes
+    /// a server, 4 here).
     lines: LineStarts,
-    text: &'a str,
 }
 
 /// Places in an inventory's text: `u32` for a text under 4 GiB, `usize` beyond (equal when
@@ -101,6 +101,7 @@ impl LineStarts {
 /// dry run's peak). Equal when they hold the same names, however kept.
 #[derive(Debug, Default, Eq)]
 pub struct Servers<'a> {
+    /// The config's text, which the inventory's other places point into too.
     text: &'a str,
     names: Names<'a>,
 }
@@ -291,7 +292,6 @@ impl<'a> Inventory<'a> {
             servers: names,
             ends,
             lines: LineStarts::of(lines),
-            text: config,
         }
     }
 
@@ -363,7 +363,7 @@ impl<'a> Inventory<'a> {
     fn addresses_at(&self, index: Option<usize>) -> Vec<&'a str> {
         let mut addresses: Vec<&str> = self
             .server_lines_at(index)
-            .filter_map(|start| Server::at(self.text, start)?.address)
+            .filter_map(|start| Server::at(self.servers.text, start)?.address)
             .collect();
         addresses.sort_unstable();
         addresses.dedup();
@@ -378,7 +378,7 @@ impl<'a> Inventory<'a> {
         other: &Inventory<'_>,
         other_index: Option<usize>,
     ) -> bool {
-        let (here, there) = (self.text.as_bytes(), other.text.as_bytes());
+        let (here, there) = (self.servers.text.as_bytes(), other.servers.text.as_bytes());
         let mut others = other.server_lines_at(other_index);
         self.server_lines_at(index).all(|start| {
             let Some(other_start) = others.next() else {

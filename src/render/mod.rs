@@ -831,6 +831,7 @@ impl<'a> Renderer<'a> {
         // Without a port index every server's check options are the same: they are rendered
         // at the first server, where they always were, and reused for the rest.
         let mut shared_check_options: Option<String> = None;
+        let port_index = service.extras().healthcheck_port_index;
         for (index, server) in backends.iter().enumerate() {
             server_name_into(&mut name, &server.host, &server.ip, server.port);
             let id = server_id(&name, &mut self.taken_ids).map_err(|full| {
@@ -844,33 +845,31 @@ impl<'a> Renderer<'a> {
             })?;
             let own_check_options;
             let check_options = match (&check, check_kind) {
-                (Some(check), Some((_, server_section))) => {
-                    match service.extras().healthcheck_port_index {
-                        Some(_) => {
-                            let port = Some(Self::backend_port(
-                                &backends,
-                                index,
-                                sibling_ports.as_deref(),
-                            ));
-                            own_check_options = templates.server_check_options(
+                (Some(check), Some((_, server_section))) => match port_index {
+                    Some(_) => {
+                        let port = Some(Self::backend_port(
+                            &backends,
+                            index,
+                            sibling_ports.as_deref(),
+                        ));
+                        own_check_options = templates.server_check_options(
+                            server_section,
+                            service,
+                            &check.vars(port),
+                        )?;
+                        own_check_options.as_str()
+                    }
+                    None => {
+                        if shared_check_options.is_none() {
+                            shared_check_options = Some(templates.server_check_options(
                                 server_section,
                                 service,
-                                &check.vars(port),
-                            )?;
-                            own_check_options.as_str()
+                                &check.vars(check.port),
+                            )?);
                         }
-                        None => {
-                            if shared_check_options.is_none() {
-                                shared_check_options = Some(templates.server_check_options(
-                                    server_section,
-                                    service,
-                                    &check.vars(check.port),
-                                )?);
-                            }
-                            shared_check_options.as_deref().unwrap_or_default()
-                        }
+                        shared_check_options.as_deref().unwrap_or_default()
                     }
-                }
+                },
                 _ => "",
             };
             let cookie = if service.sticky {
