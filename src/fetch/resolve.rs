@@ -5,21 +5,23 @@
 //! `gethostbyname` fails on one), and the warning says so (issue 12): rendering `[addr]:port`
 //! would be a difference from marathon-lb's output that no user of it has relied on.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, ToSocketAddrs};
+use std::sync::{Mutex, PoisonError};
 
 /// Remembers each answer (including "unresolvable") for the life of one run, so a cluster of
 /// thousands of tasks on a few dozen agents costs a few dozen lookups.
 #[derive(Default)]
 pub struct CachingResolver {
-    answers: RefCell<HashMap<String, Option<IpAddr>>>,
+    /// Locked across a lookup, so that two threads building one model ask once between them.
+    answers: Mutex<HashMap<String, Option<IpAddr>>>,
 }
 
 impl CachingResolver {
     /// The first IPv4 address of `host`, or `None` when it does not resolve.
     pub fn resolve(&self, host: &str) -> Option<IpAddr> {
-        if let Some(answer) = self.answers.borrow().get(host) {
+        let mut answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(answer) = answers.get(host) {
             return *answer;
         }
         let answer = (host, 0)
@@ -27,7 +29,7 @@ impl CachingResolver {
             .ok()
             .and_then(|mut addrs| addrs.find(|addr| addr.is_ipv4()))
             .map(|addr| addr.ip());
-        self.answers.borrow_mut().insert(host.to_string(), answer);
+        answers.insert(host.to_string(), answer);
         answer
     }
 }
@@ -57,7 +59,7 @@ mod tests {
             Some(IpAddr::from([127, 0, 0, 1]))
         );
         assert_eq!(resolver.resolve("no-such-host.invalid"), None);
-        assert_eq!(resolver.answers.borrow().len(), 2);
+        assert_eq!(resolver.answers.lock().unwrap().len(), 2);
         assert_eq!(resolver.resolve("no-such-host.invalid"), None);
     }
 

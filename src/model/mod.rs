@@ -40,10 +40,9 @@ mod networking;
 mod safety;
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::config::ModelConfig;
 use crate::marathon::{App, HealthCheck, Task};
@@ -278,7 +277,7 @@ pub struct Model {
 
 /// Resolves an agent host name to an address; `None` when it cannot be resolved. For output
 /// identical to marathon-lb's, answer with the IPv4 address `gethostbyname` would give.
-pub type Resolver<'a> = &'a dyn Fn(&str) -> Option<IpAddr>;
+pub type Resolver<'a> = &'a (dyn Fn(&str) -> Option<IpAddr> + Sync);
 
 /// Mesos task states marathon-lb does not route to (everything else is, including `TASK_LOST`
 /// and `TASK_UNREACHABLE`, and a task without a state).
@@ -321,15 +320,30 @@ pub fn build_without(
     resolve: Resolver<'_>,
     left_out: &HashSet<String>,
 ) -> (Model, Vec<Warning>) {
+    build_in_parts(apps, tasks, config, resolve, left_out, PASS_THREAD_FROM)
+}
+
+/// [`build_without`], each pass split in two from `parts_from` candidates (tests compare the
+/// split build with the whole one).
+fn build_in_parts(
+    apps: &[App],
+    tasks: &[Task],
+    config: &ModelConfig,
+    resolve: Resolver<'_>,
+    left_out: &HashSet<String>,
+    parts_from: usize,
+) -> (Model, Vec<Warning>) {
     let tasks_by_app = join_tasks(apps, tasks);
-    // Each host is looked up once per build, however many passes and tasks name it.
-    let resolved: RefCell<HashMap<String, Option<IpAddr>>> = RefCell::new(HashMap::new());
+    // Each host is looked up once per build, however many passes and tasks name it, and by one
+    // part of a split pass at a time (the lock is held across the lookup).
+    let resolved: Mutex<HashMap<String, Option<IpAddr>>> = Mutex::new(HashMap::new());
     let cached_resolve = |host: &str| -> Option<IpAddr> {
-        if let Some(answer) = resolved.borrow().get(host) {
+        let mut resolved = resolved.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(answer) = resolved.get(host) {
             return *answer;
         }
         let answer = resolve(host);
-        resolved.borrow_mut().insert(host.to_string(), answer);
+        resolved.insert(host.to_string(), answer);
         answer
     };
     // Without apps to leave out (most runs), no app's deployment group need be read here.
@@ -344,7 +358,12 @@ pub fn build_without(
     let mut exclusion_warnings = Vec::new();
     // Every pass with faults excludes at least one more app, so this ends.
     loop {
-        let pass = Pass::run(apps, &tasks_by_app, &excluded, config, &cached_resolve);
+        let pass = Pass::run(
+            (apps, &tasks_by_app, &excluded),
+            config,
+            &cached_resolve,
+            parts_from,
+        );
         if pass.faults.is_empty() {
             exclusion_warnings.extend(pass.warnings);
             let mut services = pass.services;
@@ -466,12 +485,237 @@ impl From<MergeFault> for Fault {
     }
 }
 
-/// One run of marathon-lb's `get_apps` over the apps not excluded (`'t`: Marathon's apps and
-/// tasks, which the pass borrows from).
-struct Pass<'c, 't> {
+/// From this many candidates, a pass builds the later half of its apps on a thread of its own
+/// beside the earlier half: fewer take less time than starting one.
+const PASS_THREAD_FROM: usize = 512;
+
+/// One run of marathon-lb's `get_apps` over the apps not excluded: the services it built and
+/// what it warned about and blamed on apps.
+struct Pass {
+    services: Vec<Service>,
+    /// Beside each of `services`: its `HAPROXY_{n}_BACKEND_WEIGHT` when beyond `i64`.
+    big_weights: Vec<Option<labels::PyInt>>,
+    warnings: Vec<Warning>,
+    faults: Vec<Fault>,
+}
+
+/// What building one candidate's services takes from the candidates before it, worked out in
+/// their order before any is built, so that the building can be split: the service ports (the
+/// IP-per-task range hands them out in order) and, for `--health-check`, which of its tasks the
+/// health-result cache admits.
+struct Plan {
+    mode: Mode,
+    service_ports: Vec<Option<i64>>,
+    exhausted: bool,
+    /// Where the candidate's tasks' verdicts start in the pass's list of them (none without
+    /// `--health-check`: every task is admitted).
+    admitted_from: usize,
+}
+
+impl Pass {
+    fn run<'t>(
+        (apps, tasks_by_app, excluded): (&'t [App], &[Vec<&'t Task>], &[bool]),
+        config: &ModelConfig,
+        resolve: Resolver<'_>,
+        parts_from: usize,
+    ) -> Pass {
+        let mut faults = Vec::new();
+        let mut candidates = merge_deployment_groups(apps, tasks_by_app, excluded, &mut faults);
+        let framework = config.framework_name.as_deref();
+        candidates.retain(|candidate| {
+            !framework.is_some_and(|name| candidate.id.chars().skip(1).eq(name.chars()))
+        });
+        let (plans, admitted) = plan(&candidates, config);
+        let build = |range: std::ops::Range<usize>, room: usize| {
+            let mut builder = Builder::new(config, resolve, &admitted);
+            builder.services.reserve(room);
+            builder.big_weights.reserve(room);
+            for (candidate, plan) in candidates[range.clone()].iter().zip(&plans[range]) {
+                builder.add_app(candidate, plan);
+            }
+            builder
+        };
+        // A service per port at most: room for all of them in the list the other part joins.
+        let ports_of = |plans: &[Plan]| plans.iter().map(|plan| plan.service_ports.len()).sum();
+        let all = 0..candidates.len();
+        let (mut earlier, later) = match candidates.len() < parts_from.max(2) {
+            true => (build(all, ports_of(&plans)), None),
+            false => {
+                let split = half_the_work(&candidates, &plans);
+                let room = ports_of(&plans);
+                let later = || build(split..all.end, ports_of(&plans[split..]));
+                let (earlier, later) =
+                    crate::threads::beside("model", later, || build(0..split, room));
+                (earlier, Some(later))
+            }
+        };
+        if let Some(later) = later {
+            earlier.join(later);
+        }
+        // Room was kept for a service per port; ports that share one leave some unused.
+        earlier.services.shrink_to_fit();
+        faults.append(&mut earlier.faults);
+        Pass {
+            services: earlier.services,
+            big_weights: earlier.big_weights,
+            warnings: earlier.warnings,
+            faults,
+        }
+    }
+}
+
+/// The candidates' plans in their order, and the health-result cache's verdicts on their
+/// tasks (one per task of every candidate, `true` for those it is not asked about), given in
+/// the order marathon-lb asks.
+fn plan(candidates: &[Candidate<'_>], config: &ModelConfig) -> (Vec<Plan>, Vec<bool>) {
+    let mut assigner = ServicePortAssigner::new(
+        config.min_serv_port_ip_per_task,
+        config.max_serv_port_ip_per_task,
+    );
+    let mut health_results = health::ResultCache::default();
+    let mut admitted = Vec::new();
+    let plans = candidates
+        .iter()
+        .map(|candidate| {
+            let app = candidate.app;
+            let mode = networking::app_mode(app);
+            let first_task = candidate.tasks.first().map(|t| t.task);
+            let (service_ports, exhausted) =
+                assigner.service_ports(&candidate.id, app, first_task, &mode);
+            let admitted_from = admitted.len();
+            if config.health_check {
+                let checked = !app.health_checks.is_empty();
+                admitted.extend(candidate.tasks.iter().map(|candidate_task| {
+                    let task = candidate_task.task;
+                    !checked || !is_routed(task) || health_results.admits(task)
+                }));
+            }
+            Plan {
+                mode,
+                service_ports,
+                exhausted: exhausted.is_some(),
+                admitted_from,
+            }
+        })
+        .collect();
+    (plans, admitted)
+}
+
+/// Where to split the candidates so that each part builds about as many servers.
+fn half_the_work(candidates: &[Candidate<'_>], plans: &[Plan]) -> usize {
+    let work = |(candidate, plan): (&Candidate<'_>, &Plan)| {
+        1 + plan.service_ports.len() * (1 + candidate.tasks.len())
+    };
+    let total: usize = candidates.iter().zip(plans).map(work).sum();
+    let mut done = 0;
+    candidates
+        .iter()
+        .zip(plans)
+        .position(|part| {
+            done += work(part);
+            done * 2 >= total
+        })
+        .map_or(candidates.len(), |last| last + 1)
+}
+
+/// Whether a task is in a state and on a host marathon-lb routes to.
+fn is_routed(task: &Task) -> bool {
+    !task.host.is_empty()
+        && !task
+            .state
+            .as_deref()
+            .is_some_and(|state| EXCLUDED_TASK_STATES.contains(&state))
+}
+
+/// marathon-lb's first pass: apps without a deployment group in order, then one merged
+/// candidate per group, in order of the group's first app.
+fn merge_deployment_groups<'t>(
+    apps: &'t [App],
+    tasks_by_app: &[Vec<&'t Task>],
+    excluded: &[bool],
+    faults: &mut Vec<Fault>,
+) -> Vec<Candidate<'t>> {
+    let mut plain = Vec::new();
+    let mut groups: Vec<Candidate<'t>> = Vec::new();
+    let mut group_index: HashMap<String, usize> = HashMap::new();
+    for (source, app) in apps.iter().enumerate() {
+        if excluded[source] {
+            continue;
+        }
+        if let Err(message) = fields::check_app_id(&app.id) {
+            faults.push(Fault {
+                source,
+                label: None,
+                message,
+                reason: Reason::Field {
+                    field: fields::Field::AppId,
+                    value: app.id.clone(),
+                },
+            });
+            continue;
+        }
+        let tasks = tasks_by_app[source]
+            .iter()
+            .map(|&task| CandidateTask {
+                task,
+                draining: false,
+            })
+            .collect();
+        let group = match deployment::group_of(app) {
+            None => {
+                plain.push(Candidate {
+                    source,
+                    app,
+                    id: app.id.clone(),
+                    tasks,
+                });
+                continue;
+            }
+            Some(Err(message)) => {
+                faults.push(Fault::label(
+                    source,
+                    deployment::GROUP_LABEL.to_string(),
+                    message,
+                ));
+                continue;
+            }
+            Some(Ok(group)) => group,
+        };
+        let candidate = Candidate {
+            source,
+            app,
+            id: group.clone(),
+            tasks,
+        };
+        let Some(&index) = group_index.get(&group) else {
+            group_index.insert(group, groups.len());
+            groups.push(candidate);
+            continue;
+        };
+        let prev = groups[index].clone();
+        let cur_has_health_checks = !app.health_checks.is_empty();
+        match deployment::merge(prev, candidate.clone(), cur_has_health_checks) {
+            Ok(merged) => groups[index] = merged,
+            Err(fault) => {
+                // Keep whichever side is not at fault, so later merges still get checked.
+                if fault.source != source {
+                    groups[index] = candidate;
+                }
+                faults.push(fault.into());
+            }
+        }
+    }
+    plain.extend(groups);
+    plain
+}
+
+/// marathon-lb's second pass over a run of candidates in order: their services, then their
+/// tasks as backends.
+struct Builder<'c> {
     config: &'c ModelConfig,
-    resolve: &'c dyn Fn(&str) -> Option<IpAddr>,
-    assigner: ServicePortAssigner,
+    resolve: Resolver<'c>,
+    /// The pass's health-result verdicts, as [`plan`] gives them.
+    admitted: &'c [bool],
     services: Vec<Service>,
     /// Beside each of `services`: its `HAPROXY_{n}_BACKEND_WEIGHT` when beyond `i64`.
     big_weights: Vec<Option<labels::PyInt>>,
@@ -484,144 +728,56 @@ struct Pass<'c, 't> {
     slot_by_index: Vec<Option<usize>>,
     warnings: Vec<Warning>,
     faults: Vec<Fault>,
-    /// (app id, host) pairs already warned about, so a dead agent is named once per app.
-    unresolvable: HashSet<(String, String)>,
-    health_results: health::ResultCache<'t>,
+    /// (app id, host) pairs already warned about, so a dead agent is named once per app, each
+    /// with its warning's place in `warnings` (for [`Builder::join`]).
+    unresolvable: HashMap<(String, String), usize>,
 }
 
-impl<'c, 't> Pass<'c, 't> {
-    fn run(
-        apps: &'t [App],
-        tasks_by_app: &[Vec<&'t Task>],
-        excluded: &[bool],
-        config: &'c ModelConfig,
-        resolve: &'c dyn Fn(&str) -> Option<IpAddr>,
-    ) -> Pass<'c, 't> {
-        let mut pass = Pass {
+impl<'c> Builder<'c> {
+    fn new(config: &'c ModelConfig, resolve: Resolver<'c>, admitted: &'c [bool]) -> Builder<'c> {
+        Builder {
             config,
             resolve,
-            assigner: ServicePortAssigner::new(
-                config.min_serv_port_ip_per_task,
-                config.max_serv_port_ip_per_task,
-            ),
+            admitted,
             services: Vec::new(),
             big_weights: Vec::new(),
             service_slots: HashMap::new(),
             slot_by_index: Vec::new(),
             warnings: Vec::new(),
             faults: Vec::new(),
-            unresolvable: HashSet::new(),
-            health_results: health::ResultCache::default(),
-        };
-        let candidates = pass.merge_deployment_groups(apps, tasks_by_app, excluded);
-        // At least one service per app (most have one or two): fewer copies as the list grows.
-        pass.services.reserve(candidates.len());
-        pass.big_weights.reserve(candidates.len());
-        for candidate in &candidates {
-            pass.add_app(candidate);
+            unresolvable: HashMap::new(),
         }
-        // The list doubled past the app count (ports per app are not known ahead): its unused
-        // end, a third of it in a typical cluster, is given back before render runs.
-        pass.services.shrink_to_fit();
-        pass
     }
 
-    /// marathon-lb's first pass: apps without a deployment group in order, then one merged
-    /// candidate per group, in order of the group's first app.
-    fn merge_deployment_groups(
-        &mut self,
-        apps: &'t [App],
-        tasks_by_app: &[Vec<&'t Task>],
-        excluded: &[bool],
-    ) -> Vec<Candidate<'t>> {
-        let mut plain = Vec::new();
-        let mut groups: Vec<Candidate<'t>> = Vec::new();
-        let mut group_index: HashMap<String, usize> = HashMap::new();
-        for (source, app) in apps.iter().enumerate() {
-            if excluded[source] {
-                continue;
-            }
-            if let Err(message) = fields::check_app_id(&app.id) {
-                self.faults.push(Fault {
-                    source,
-                    label: None,
-                    message,
-                    reason: Reason::Field {
-                        field: fields::Field::AppId,
-                        value: app.id.clone(),
-                    },
-                });
-                continue;
-            }
-            let tasks = tasks_by_app[source]
-                .iter()
-                .map(|&task| CandidateTask {
-                    task,
-                    draining: false,
-                })
-                .collect();
-            let group = match deployment::group_of(app) {
-                None => {
-                    plain.push(Candidate {
-                        source,
-                        app,
-                        id: app.id.clone(),
-                        tasks,
-                    });
-                    continue;
-                }
-                Some(Err(message)) => {
-                    self.faults.push(Fault::label(
-                        source,
-                        deployment::GROUP_LABEL.to_string(),
-                        message,
-                    ));
-                    continue;
-                }
-                Some(Ok(group)) => group,
-            };
-            let candidate = Candidate {
-                source,
-                app,
-                id: group.clone(),
-                tasks,
-            };
-            let Some(&index) = group_index.get(&group) else {
-                group_index.insert(group, groups.len());
-                groups.push(candidate);
-                continue;
-            };
-            let prev = groups[index].clone();
-            let cur_has_health_checks = !app.health_checks.is_empty();
-            match deployment::merge(prev, candidate.clone(), cur_has_health_checks) {
-                Ok(merged) => groups[index] = merged,
-                Err(fault) => {
-                    // Keep whichever side is not at fault, so later merges still get checked.
-                    if fault.source != source {
-                        groups[index] = candidate;
-                    }
-                    self.faults.push(fault.into());
-                }
-            }
-        }
-        plain.extend(groups);
-        plain
+    /// Appends what `later` built from the candidates after these, as if this builder had gone
+    /// on to build them: an agent it already named unresolvable for an app is not named again.
+    fn join(&mut self, mut later: Builder<'_>) {
+        let mut named_before: Vec<usize> = later
+            .unresolvable
+            .iter()
+            .filter(|(key, _)| self.unresolvable.contains_key(*key))
+            .map(|(_, &place)| place)
+            .collect();
+        named_before.sort_unstable();
+        self.warnings.extend(
+            later
+                .warnings
+                .into_iter()
+                .enumerate()
+                .filter(|(place, _)| named_before.binary_search(place).is_err())
+                .map(|(_, warning)| warning),
+        );
+        self.services.append(&mut later.services);
+        self.big_weights.append(&mut later.big_weights);
+        self.faults.append(&mut later.faults);
     }
 
-    /// marathon-lb's second pass for one app: its services, then its tasks as backends.
-    fn add_app(&mut self, candidate: &Candidate<'t>) {
+    /// One app's services, then its tasks as backends.
+    fn add_app(&mut self, candidate: &Candidate<'_>, plan: &Plan) {
         let app = candidate.app;
-        let framework = self.config.framework_name.as_deref();
-        if framework.is_some_and(|name| candidate.id.chars().skip(1).eq(name.chars())) {
-            return;
-        }
         let mut groups = app.labels.get("HAPROXY_GROUP").map(labels::split_commas);
-        let mode = networking::app_mode(app);
-        let first_task = candidate.tasks.first().map(|t| t.task);
-        let (service_ports, exhausted) =
-            self.assigner
-                .service_ports(&candidate.id, app, first_task, &mode);
-        if exhausted.is_some() {
+        let service_ports = &plan.service_ports;
+        if plan.exhausted {
             self.warn(
                 candidate,
                 Reason::Unservable,
@@ -688,8 +844,10 @@ impl<'c, 't> Pass<'c, 't> {
             .extend(service_ports.iter().map(|service_port| {
                 service_port.and_then(|service_port| self.service_slots.get(&service_port).copied())
             }));
-        for candidate_task in &candidate.tasks {
-            self.add_task(candidate, &mode, candidate_task, &service_ports, first);
+        for (offset, candidate_task) in candidate.tasks.iter().enumerate() {
+            let admitted = self.admitted.get(plan.admitted_from + offset) != Some(&false);
+            let task = (candidate_task, admitted);
+            self.add_task(candidate, &plan.mode, task, service_ports, first);
         }
     }
 
@@ -793,27 +951,17 @@ impl<'c, 't> Pass<'c, 't> {
         ));
     }
 
+    /// A task's servers; `admitted` is the health-result cache's verdict on it.
     fn add_task(
         &mut self,
-        candidate: &Candidate<'t>,
+        candidate: &Candidate<'_>,
         mode: &Mode,
-        candidate_task: &CandidateTask<'t>,
+        (candidate_task, admitted): (&CandidateTask<'_>, bool),
         service_ports: &[Option<i64>],
         first_service: usize,
     ) {
         let task = candidate_task.task;
-        if task.host.is_empty() {
-            return;
-        }
-        if task
-            .state
-            .as_deref()
-            .is_some_and(|state| EXCLUDED_TASK_STATES.contains(&state))
-        {
-            return;
-        }
-        let checked = self.config.health_check && !candidate.app.health_checks.is_empty();
-        if checked && !self.health_results.admits(task) {
+        if !is_routed(task) || !admitted {
             return;
         }
         // Most agents are named by their IPv4 address: read once, a valid host and its own
@@ -846,10 +994,11 @@ impl<'c, 't> Pass<'c, 't> {
                 return;
             }
             Err(NoAddress::Unresolvable(host)) => {
-                if self
-                    .unresolvable
-                    .insert((candidate.id.clone(), host.clone()))
+                let key = (candidate.id.clone(), host.clone());
+                if let std::collections::hash_map::Entry::Vacant(entry) =
+                    self.unresolvable.entry(key)
                 {
+                    entry.insert(self.warnings.len());
                     let message = crate::fetch::resolve::unresolvable_message(&host);
                     self.warn(candidate, Reason::Unservable, message);
                 }

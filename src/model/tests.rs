@@ -628,9 +628,9 @@ fn agent_names_are_resolved_once_and_unresolvable_ones_skipped() {
         task("/a", "4", "10.9.9.9", &[31003])
     ))
     .unwrap();
-    let calls = RefCell::new(Vec::new());
+    let calls = std::sync::Mutex::new(Vec::new());
     let resolve = |host: &str| {
-        calls.borrow_mut().push(host.to_string());
+        calls.lock().unwrap().push(host.to_string());
         (host == "agent-1").then(|| "10.0.0.7".parse().unwrap())
     };
     let (model, warnings) = build(&apps.apps, &tasks.tasks, &config(), &resolve);
@@ -639,7 +639,7 @@ fn agent_names_are_resolved_once_and_unresolvable_ones_skipped() {
         ["10.0.0.7:31000", "10.0.0.7:31001", "10.9.9.9:31003"]
     );
     assert_eq!(model.services[0].backends[0].host.as_ref(), "agent-1");
-    assert_eq!(*calls.borrow(), ["agent-1", "gone"]);
+    assert_eq!(*calls.lock().unwrap(), ["agent-1", "gone"]);
     assert_eq!(warnings.len(), 1);
     assert!(warnings[0].message.contains("gone"), "{}", warnings[0]);
 }
@@ -1137,4 +1137,116 @@ fn a_repeated_service_port_replaces_the_earlier_ones_big_weight_too() {
         .collect();
     // No weight beyond 64 bits is left, so the labels' own values stand.
     assert_eq!(weights, [("/a", 7), ("/b", 9)]);
+}
+
+/// A cluster large enough to be built in two parts, with what crosses from one app to the
+/// next: auto-assigned service ports, the health-result cache (an id remembered and recalled,
+/// and one forgotten), an unresolvable agent named once for an id both parts build, and apps
+/// left out by a second pass.
+#[test]
+fn a_pass_built_in_two_parts_is_the_pass_built_whole() {
+    const APPS: usize = 600;
+    let mut apps = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..APPS {
+        let id = match i {
+            3 | 590 => "/dup".to_string(),
+            _ => format!("/app-{i}"),
+        };
+        let checks = match i % 3 {
+            0 => r#", "healthChecks": [{"protocol": "HTTP", "portIndex": 0, "path": "/"}]"#,
+            _ => "",
+        };
+        let labels = match i {
+            100 | 450 => r#"{"HAPROXY_0_PORT": "not a port"}"#,
+            _ => "{}",
+        };
+        let alive = match checks.is_empty() {
+            true => "",
+            false => r#", "healthCheckResults": [{"alive": true}]"#,
+        };
+        if i % 50 == 7 {
+            apps.push(format!(
+                r#"{{"id": "{id}", "labels": {labels}{checks},
+                    "ipAddress": {{"discovery": {{"ports": [{{"number": 8080}}]}}}}}}"#
+            ));
+            tasks.push(format!(
+                r#"{{"id": "t{i}", "appId": "{id}", "host": "10.2.0.1"{alive},
+                    "ipAddresses": [{{"ipAddress": "9.0.{}.{}"}}]}}"#,
+                i / 256,
+                i % 256
+            ));
+            continue;
+        }
+        apps.push(format!(
+            r#"{{"id": "{id}", "labels": {labels}{checks}, "portDefinitions": [{{"port": {}}}]}}"#,
+            10000 + i
+        ));
+        let host = format!("10.0.{}.{}", i / 256, i % 256);
+        let agent = format!("agent-{}", i % 4);
+        for (task, host) in [("a", host.as_str()), ("b", agent.as_str())] {
+            tasks.push(format!(
+                r#"{{"id": "t{i}-{task}", "appId": "{id}", "host": "{host}", "ports": [{}]{alive}}}"#,
+                31000 + i
+            ));
+        }
+    }
+    // Without results of its own, a task the cache remembers serves; one it forgot does not.
+    let recalled = |id: &str, app: usize| {
+        format!(r#"{{"id": "{id}", "appId": "/app-{app}", "host": "10.3.0.1", "ports": [1]}}"#)
+    };
+    tasks.push(recalled("t288-a", 312));
+    tasks.push(recalled("t6-a", 597));
+    let apps: AppList =
+        serde_json::from_str(&format!(r#"{{"apps": [{}]}}"#, apps.join(","))).unwrap();
+    let tasks: TaskList =
+        serde_json::from_str(&format!(r#"{{"tasks": [{}]}}"#, tasks.join(","))).unwrap();
+    let resolve = |host: &str| match host {
+        "agent-3" => None,
+        _ => Some(IpAddr::from([10, 9, 0, host.len() as u8])),
+    };
+    let flagged = ModelConfig {
+        health_check: true,
+        ..config()
+    };
+    let build = |parts_from| {
+        let left_out = HashSet::new();
+        build_in_parts(
+            &apps.apps,
+            &tasks.tasks,
+            &flagged,
+            &resolve,
+            &left_out,
+            parts_from,
+        )
+    };
+    let (whole, whole_warnings) = build(usize::MAX);
+    let (split, split_warnings) = build(1);
+    assert_eq!(
+        format!("{:?}", split.services),
+        format!("{:?}", whole.services)
+    );
+    assert_eq!(format!("{split_warnings:?}"), format!("{whole_warnings:?}"));
+    // The cases are there to be compared.
+    let service = |app_id: &str| {
+        let found = whole.services.iter().find(|s| s.app_id == app_id);
+        found.unwrap_or_else(|| panic!("no service for {app_id}"))
+    };
+    assert!(servers(service("/app-312")).contains(&"10.3.0.1:1".to_string()));
+    assert!(!servers(service("/app-597")).contains(&"10.3.0.1:1".to_string()));
+    assert!(service("/app-57").service_port >= 10050);
+    let named = |app_id: &str| {
+        let about_agent = |w: &&Warning| w.app_id == app_id && w.message.contains("agent-3");
+        whole_warnings.iter().filter(about_agent).count()
+    };
+    assert_eq!(
+        (named("/dup"), named("/app-7"), named("/app-11")),
+        (1, 0, 1)
+    );
+    let left_out: Vec<&str> = whole_warnings
+        .iter()
+        .filter(|w| w.app_left_out)
+        .map(|w| w.app_id.as_str())
+        .collect();
+    assert_eq!(left_out, ["/app-100", "/app-450"]);
 }
