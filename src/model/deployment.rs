@@ -3,6 +3,7 @@
 //! the new app's healthy instances allow are marked draining. Follows marathon-lb's `get_apps`
 //! to the letter, including its quirks (see the comments). Pure.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use crate::marathon::{App, Task};
@@ -24,8 +25,10 @@ pub struct Candidate<'a> {
     pub source: usize,
     pub app: &'a App,
     /// The app id, or the deployment group with a leading `/`.
-    pub id: String,
-    pub tasks: Vec<CandidateTask<'a>>,
+    pub id: Cow<'a, str>,
+    /// An app's own tasks are borrowed from the pass's list of them; a merged group's are its
+    /// own.
+    pub tasks: Cow<'a, [CandidateTask<'a>]>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -117,7 +120,7 @@ pub fn merge<'a>(
         .saturating_sub(target_instances)
         .max(0);
     // Sorted so that the same old tasks are drained run after run.
-    let mut old_tasks = std::mem::take(&mut old.tasks);
+    let mut old_tasks = std::mem::take(&mut old.tasks).into_owned();
     old_tasks.sort_by(|a, b| a.task.id.cmp(&b.task.id));
     let drain = (old_tasks.len() as i64)
         .min(healthy_new_instances)
@@ -126,9 +129,9 @@ pub fn merge<'a>(
     for task in old_tasks.iter_mut().take(drain as usize) {
         task.draining = true;
     }
-    old_tasks.extend(new.tasks);
+    old_tasks.extend_from_slice(&new.tasks);
     Ok(Candidate {
-        tasks: old_tasks,
+        tasks: Cow::Owned(old_tasks),
         ..old
     })
 }

@@ -40,6 +40,7 @@ mod networking;
 mod safety;
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -418,32 +419,84 @@ fn order_big_weights(services: &mut [Service], big_weights: &[Option<labels::PyI
     }
 }
 
-/// Each app's tasks, in `/v2/tasks` order. Tasks of unknown apps are dropped.
-fn join_tasks<'a>(apps: &[App], tasks: &'a [Task]) -> Vec<Vec<&'a Task>> {
-    let mut index_by_id: HashMap<&str, Vec<usize>> = HashMap::with_capacity(apps.len());
-    for (index, app) in apps.iter().enumerate() {
-        index_by_id.entry(app.id.as_str()).or_default().push(index);
+/// Each app's tasks, in `/v2/tasks` order, as candidate tasks (not draining): one list for
+/// all apps, so that an app's candidate borrows its part instead of copying it.
+struct TasksByApp<'t> {
+    tasks: Vec<CandidateTask<'t>>,
+    /// Where each app's tasks start in `tasks`, and (last) where the last app's end.
+    starts: Vec<usize>,
+}
+
+impl<'t> TasksByApp<'t> {
+    fn of(&self, app: usize) -> &[CandidateTask<'t>] {
+        &self.tasks[self.starts[app]..self.starts[app + 1]]
     }
-    let mut tasks_by_app = vec![Vec::new(); apps.len()];
-    // `/v2/tasks` lists an app's tasks together: the app of the task before is looked up once
-    // for all of them, sparing a hash and a random read into the table per task.
-    let mut previous: Option<(&str, &[usize])> = None;
-    for task in tasks {
-        let indices = match previous {
-            Some((app_id, indices)) if app_id == &*task.app_id => indices,
-            _ => {
-                let indices = index_by_id
-                    .get(&*task.app_id)
-                    .map_or(&[][..], Vec::as_slice);
-                previous = Some((&*task.app_id, indices));
-                indices
+}
+
+/// Joins tasks to apps by `appId`. Tasks of unknown apps are dropped; apps that share an id
+/// (Marathon's are unique) each get every task of it, as marathon-lb's join gives them.
+fn join_tasks<'t>(apps: &[App], tasks: &'t [Task]) -> TasksByApp<'t> {
+    const NONE: usize = usize::MAX;
+    let mut first_by_id: HashMap<&str, usize> = HashMap::with_capacity(apps.len());
+    // The next app with the same id, for each app; left empty while no id repeats.
+    let mut next_same_id: Vec<usize> = Vec::new();
+    for (index, app) in apps.iter().enumerate() {
+        match first_by_id.entry(app.id.as_str()) {
+            Entry::Vacant(entry) => {
+                entry.insert(index);
             }
-        };
-        for &index in indices {
-            tasks_by_app[index].push(task);
+            Entry::Occupied(entry) => {
+                if next_same_id.is_empty() {
+                    next_same_id = vec![NONE; apps.len()];
+                }
+                let mut last = *entry.get();
+                while next_same_id[last] != NONE {
+                    last = next_same_id[last];
+                }
+                next_same_id[last] = index;
+            }
         }
     }
-    tasks_by_app
+    // `/v2/tasks` lists an app's tasks together: each run of tasks with one `appId` is looked
+    // up once (its tasks share the id's text, so the run's end is found by pointer).
+    let mut runs: Vec<(usize, std::ops::Range<usize>)> = Vec::with_capacity(apps.len());
+    let mut start = 0;
+    while let Some(first) = tasks.get(start) {
+        let app_id = &first.app_id;
+        let length = tasks[start..]
+            .iter()
+            .position(|task| !Arc::ptr_eq(&task.app_id, app_id) && task.app_id != *app_id)
+            .unwrap_or(tasks.len() - start);
+        let run = start..start + length;
+        let mut app = first_by_id.get(&**app_id).copied().unwrap_or(NONE);
+        while app != NONE {
+            runs.push((app, run.clone()));
+            app = next_same_id.get(app).copied().unwrap_or(NONE);
+        }
+        start = run.end;
+    }
+    // Stable: an app's runs stay in `/v2/tasks` order.
+    if !runs.is_sorted_by_key(|(app, _)| *app) {
+        runs.sort_by_key(|(app, _)| *app);
+    }
+    let mut joined = TasksByApp {
+        tasks: Vec::with_capacity(runs.iter().map(|(_, run)| run.len()).sum()),
+        starts: Vec::with_capacity(apps.len() + 1),
+    };
+    let mut runs = runs.into_iter().peekable();
+    for app in 0..apps.len() {
+        joined.starts.push(joined.tasks.len());
+        while let Some((_, run)) = runs.next_if(|(of, _)| *of == app) {
+            joined
+                .tasks
+                .extend(tasks[run].iter().map(|task| CandidateTask {
+                    task,
+                    draining: false,
+                }));
+        }
+    }
+    joined.starts.push(joined.tasks.len());
+    joined
 }
 
 /// Something marathon-lb would have died on, or a value outside its grammar, blamed on one
@@ -514,7 +567,7 @@ struct Plan {
 
 impl Pass {
     fn run<'t>(
-        (apps, tasks_by_app, excluded): (&'t [App], &[Vec<&'t Task>], &[bool]),
+        (apps, tasks_by_app, excluded): (&'t [App], &'t TasksByApp<'t>, &[bool]),
         config: &ModelConfig,
         resolve: Resolver<'_>,
         parts_from: usize,
@@ -631,7 +684,7 @@ fn is_routed(task: &Task) -> bool {
 /// candidate per group, in order of the group's first app.
 fn merge_deployment_groups<'t>(
     apps: &'t [App],
-    tasks_by_app: &[Vec<&'t Task>],
+    tasks_by_app: &'t TasksByApp<'t>,
     excluded: &[bool],
     faults: &mut Vec<Fault>,
 ) -> Vec<Candidate<'t>> {
@@ -654,19 +707,13 @@ fn merge_deployment_groups<'t>(
             });
             continue;
         }
-        let tasks = tasks_by_app[source]
-            .iter()
-            .map(|&task| CandidateTask {
-                task,
-                draining: false,
-            })
-            .collect();
+        let tasks = Cow::Borrowed(tasks_by_app.of(source));
         let group = match deployment::group_of(app) {
             None => {
                 plain.push(Candidate {
                     source,
                     app,
-                    id: app.id.clone(),
+                    id: Cow::Borrowed(&app.id),
                     tasks,
                 });
                 continue;
@@ -684,7 +731,7 @@ fn merge_deployment_groups<'t>(
         let candidate = Candidate {
             source,
             app,
-            id: group.clone(),
+            id: Cow::Owned(group.clone()),
             tasks,
         };
         let Some(&index) = group_index.get(&group) else {
@@ -909,7 +956,7 @@ impl<'c> Builder<'c> {
             enabled: !self.config.strict_mode,
             mode,
             health_check: usable(candidate.app, health_check, refused_checks).map(ServiceCheck::of),
-            ..Service::new(candidate.id.clone(), port)
+            ..Service::new(&*candidate.id, port)
         })
     }
 
@@ -994,10 +1041,8 @@ impl<'c> Builder<'c> {
                 return;
             }
             Err(NoAddress::Unresolvable(host)) => {
-                let key = (candidate.id.clone(), host.clone());
-                if let std::collections::hash_map::Entry::Vacant(entry) =
-                    self.unresolvable.entry(key)
-                {
+                let key = (candidate.id.to_string(), host.clone());
+                if let Entry::Vacant(entry) = self.unresolvable.entry(key) {
                     entry.insert(self.warnings.len());
                     let message = crate::fetch::resolve::unresolvable_message(&host);
                     self.warn(candidate, Reason::Unservable, message);

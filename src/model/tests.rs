@@ -667,6 +667,33 @@ fn tasks_join_by_app_id_in_task_order_and_duplicates_stay() {
 }
 
 #[test]
+fn apps_sharing_an_id_each_get_every_task_of_it_in_task_order() {
+    let apps = format!(
+        "[{}, {}, {}]",
+        host_app("/b", &[1], "{}"),
+        host_app("/a", &[2], "{}"),
+        host_app("/b", &[3], "{}"),
+    );
+    // Listed out of app order, and /b's tasks in two runs.
+    let tasks = format!(
+        "[{}, {}, {}, {}]",
+        task("/b", "b1", "10.0.0.1", &[31001]),
+        task("/a", "a1", "10.0.0.2", &[31002]),
+        task("/b", "b2", "10.0.0.3", &[31003]),
+        task("/b", "b3", "10.0.0.4", &[31004]),
+    );
+    let (model, _) = build_json(&apps, &tasks);
+    let all: Vec<(u32, Vec<String>)> = model
+        .services
+        .iter()
+        .map(|service| (service.service_port, servers(service)))
+        .collect();
+    let b = ["10.0.0.1:31001", "10.0.0.3:31003", "10.0.0.4:31004"].map(String::from);
+    let a = vec!["10.0.0.2:31002".to_string()];
+    assert_eq!(all, [(1, b.to_vec()), (2, a), (3, b.to_vec())]);
+}
+
+#[test]
 fn legacy_ports_list_with_an_undefined_port() {
     let apps = r#"[{"id": "/old", "ports": [null, 10007]}]"#;
     let tasks = format!("[{}]", task("/old", "1", "10.0.0.1", &[31000, 31001]));
