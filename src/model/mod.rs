@@ -558,13 +558,12 @@ struct Pass {
 }
 
 /// What building one candidate's services takes from the candidates before it, worked out in
-/// their order before any is built, so that the building can be split: the service ports of an
-/// app the IP-per-task range may hand ports to (it hands them out in order) and, for
-/// `--health-check`, which of its tasks the health-result cache admits.
+/// their order before any is built, so that the building can be split: the service ports (the
+/// IP-per-task range hands them out in order) and, for `--health-check`, which of its tasks the
+/// health-result cache admits.
 struct Plan {
     mode: Mode,
-    /// `None`: the ports the app declares, found where it is built.
-    service_ports: Option<Vec<Option<i64>>>,
+    service_ports: Vec<Option<i64>>,
     exhausted: bool,
     /// Where the candidate's tasks' verdicts start in the pass's list of them (none without
     /// `--health-check`: every task is admitted).
@@ -591,9 +590,11 @@ impl Pass {
             }
         };
         let new_builder = |range: std::ops::Range<usize>| {
-            // Most apps have one or two ports: room never touched is only address space, given
-            // back below (a large list without copying it).
-            let room = 2 * range.len();
+            // A service per port at most.
+            let room = plans[range]
+                .iter()
+                .map(|plan| plan.service_ports.len())
+                .sum();
             let mut builder = Builder::new(config, resolve, &admitted);
             builder.services.reserve(room);
             builder.big_weights.reserve(room);
@@ -661,15 +662,9 @@ fn plan(candidates: &[Candidate<'_>], config: &ModelConfig) -> (Vec<Plan>, Vec<b
         .map(|candidate| {
             let app = candidate.app;
             let mode = networking::app_mode(app);
-            let (service_ports, exhausted) = match assigner.may_assign(&mode) {
-                true => {
-                    let first_task = candidate.tasks.first().map(|t| t.task);
-                    let (ports, exhausted) =
-                        assigner.service_ports(&candidate.id, app, first_task, &mode);
-                    (Some(ports), exhausted)
-                }
-                false => (None, None),
-            };
+            let first_task = candidate.tasks.first().map(|t| t.task);
+            let (service_ports, exhausted) =
+                assigner.service_ports(&candidate.id, app, first_task, &mode);
             let admitted_from = admitted.len();
             if config.health_check {
                 let checked = !app.health_checks.is_empty();
@@ -848,14 +843,7 @@ impl<'c> Builder<'c> {
     fn add_app(&mut self, candidate: &Candidate<'_>, plan: &Plan) {
         let app = candidate.app;
         let mut groups = app.labels.get("HAPROXY_GROUP").map(labels::split_commas);
-        let declared;
-        let service_ports = match &plan.service_ports {
-            Some(assigned) => assigned,
-            None => {
-                declared = networking::declared_service_ports(app, &plan.mode);
-                &declared
-            }
-        };
+        let service_ports = &plan.service_ports;
         if plan.exhausted {
             self.warn(
                 candidate,

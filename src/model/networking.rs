@@ -171,26 +171,6 @@ pub fn task_ip(
         .ok_or_else(|| NoAddress::Unresolvable(host.to_string()))
 }
 
-/// The service ports the app itself declares, in port-index order (`None` for a `null` in
-/// the legacy `ports` list): its container's port mappings' in container or bridge mode, when
-/// it has any, else its port definitions' or legacy ports.
-pub fn declared_service_ports(app: &App, mode: &Mode) -> Vec<Option<i64>> {
-    if matches!(mode, Mode::Container | Mode::Bridge) {
-        let ports: Vec<Option<i64>> = port_mappings(app)
-            .iter()
-            .filter_map(|m| m.service_port)
-            .map(Some)
-            .collect();
-        if !ports.is_empty() {
-            return ports;
-        }
-    }
-    match &app.port_definitions {
-        Some(_) => port_definition_ports(app),
-        None => app.ports.clone(),
-    }
-}
-
 /// marathon-lb gives up hashing after this many clashes and takes the first free port.
 const MAX_CLASHES: u32 = 50;
 
@@ -223,12 +203,6 @@ impl ServicePortAssigner {
         }
     }
 
-    /// Whether [`Self::service_ports`] may hand out ports to an app in `mode`: for any other
-    /// app it gives [`declared_service_ports`], whatever came before.
-    pub fn may_assign(&self, mode: &Mode) -> bool {
-        self.can_assign && *mode == Mode::Container
-    }
-
     /// The app's service ports in port-index order; `None` marks an undefined one (a `null` in
     /// the legacy `ports` list, or an auto-assignment that found the range used up).
     pub fn service_ports(
@@ -238,8 +212,21 @@ impl ServicePortAssigner {
         first_task: Option<&Task>,
         mode: &Mode,
     ) -> (Vec<Option<i64>>, Option<PortsExhausted>) {
-        let ports = declared_service_ports(app, mode);
-        if !ports.is_empty() || !self.may_assign(mode) {
+        if matches!(mode, Mode::Container | Mode::Bridge) {
+            let ports: Vec<Option<i64>> = port_mappings(app)
+                .iter()
+                .filter_map(|m| m.service_port)
+                .map(Some)
+                .collect();
+            if !ports.is_empty() {
+                return (ports, None);
+            }
+        }
+        let ports = match &app.port_definitions {
+            Some(_) => port_definition_ports(app),
+            None => app.ports.clone(),
+        };
+        if !ports.is_empty() || *mode != Mode::Container || !self.can_assign {
             return (ports, None);
         }
         // Legacy IP-per-task (Marathon ≤ 1.4): ports come from the first task's view.
