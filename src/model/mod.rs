@@ -538,14 +538,9 @@ impl From<MergeFault> for Fault {
     }
 }
 
-/// From this many candidates, a pass builds its apps on two threads: fewer take less time than
-/// starting one.
+/// From this many candidates, a pass builds the later half of its apps on a thread of its own
+/// beside the earlier half: fewer take less time than starting one.
 const PASS_THREAD_FROM: usize = 512;
-
-/// The candidates a thread of a split pass takes at a time: few enough that the thread done
-/// first soon helps the other (their speeds differ by a fifth and more), enough that taking
-/// them costs nothing.
-const CHUNK: usize = 128;
 
 /// One run of marathon-lb's `get_apps` over the apps not excluded: the services it built and
 /// what it warned about and blamed on apps.
@@ -584,56 +579,31 @@ impl Pass {
             !framework.is_some_and(|name| candidate.id.chars().skip(1).eq(name.chars()))
         });
         let (plans, admitted) = plan(&candidates, config);
-        let build = |builder: &mut Builder<'_>, range: std::ops::Range<usize>| {
-            for (candidate, plan) in candidates[range.clone()].iter().zip(&plans[range]) {
-                builder.add_app(candidate, plan);
-            }
-        };
-        let new_builder = |range: std::ops::Range<usize>| {
-            // A service per port at most.
-            let room = plans[range]
-                .iter()
-                .map(|plan| plan.service_ports.len())
-                .sum();
+        let build = |range: std::ops::Range<usize>, room: usize| {
             let mut builder = Builder::new(config, resolve, &admitted);
             builder.services.reserve(room);
             builder.big_weights.reserve(room);
+            for (candidate, plan) in candidates[range.clone()].iter().zip(&plans[range]) {
+                builder.add_app(candidate, plan);
+            }
             builder
         };
+        // A service per port at most: room for all of them in the list the other part joins.
+        let ports_of = |plans: &[Plan]| plans.iter().map(|plan| plan.service_ports.len()).sum();
         let all = 0..candidates.len();
-        let mut earlier = new_builder(all.clone());
-        if candidates.len() < parts_from.max(2) {
-            build(&mut earlier, all);
-        } else {
-            // This thread builds chunks from the front into the one list, the other thread
-            // from the back, each into a list of its own joined after, until they meet.
-            let chunk = |index: usize| index * CHUNK..all.end.min((index + 1) * CHUNK);
-            let left = Mutex::new(0..all.end.div_ceil(CHUNK));
-            let take = |from_back: bool| {
-                let mut left = left.lock().unwrap_or_else(PoisonError::into_inner);
-                match from_back {
-                    true => left.next_back(),
-                    false => left.next(),
-                }
-            };
-            let from_back = || {
-                let mut parts = Vec::new();
-                while let Some(index) = take(true) {
-                    let mut part = new_builder(chunk(index));
-                    build(&mut part, chunk(index));
-                    parts.push(part);
-                }
-                parts
-            };
-            let ((), mut later) = crate::threads::beside("model", from_back, || {
-                while let Some(index) = take(false) {
-                    build(&mut earlier, chunk(index));
-                }
-            });
-            later.reverse();
-            for part in later {
-                earlier.join(part);
+        let (mut earlier, later) = match candidates.len() < parts_from.max(2) {
+            true => (build(all, ports_of(&plans)), None),
+            false => {
+                let split = half_the_work(&candidates, &plans);
+                let room = ports_of(&plans);
+                let later = || build(split..all.end, ports_of(&plans[split..]));
+                let (earlier, later) =
+                    crate::threads::beside("model", later, || build(0..split, room));
+                (earlier, Some(later))
             }
+        };
+        if let Some(later) = later {
+            earlier.join(later);
         }
         // Room was kept for a service per port; ports that share one leave some unused.
         earlier.services.shrink_to_fit();
@@ -682,6 +652,23 @@ fn plan(candidates: &[Candidate<'_>], config: &ModelConfig) -> (Vec<Plan>, Vec<b
         })
         .collect();
     (plans, admitted)
+}
+
+/// Where to split the candidates so that each part builds about as many servers.
+fn half_the_work(candidates: &[Candidate<'_>], plans: &[Plan]) -> usize {
+    let work = |(candidate, plan): (&Candidate<'_>, &Plan)| {
+        1 + plan.service_ports.len() * (1 + candidate.tasks.len())
+    };
+    let total: usize = candidates.iter().zip(plans).map(work).sum();
+    let mut done = 0;
+    candidates
+        .iter()
+        .zip(plans)
+        .position(|part| {
+            done += work(part);
+            done * 2 >= total
+        })
+        .map_or(candidates.len(), |last| last + 1)
 }
 
 /// Whether a task is in a state and on a host marathon-lb routes to.
@@ -819,13 +806,6 @@ impl<'c> Builder<'c> {
             .map(|(_, &place)| place)
             .collect();
         named_before.sort_unstable();
-        let offset = self.warnings.len();
-        for (key, place) in later.unresolvable {
-            if let Entry::Vacant(entry) = self.unresolvable.entry(key) {
-                let dropped_before = named_before.partition_point(|&dropped| dropped < place);
-                entry.insert(offset + place - dropped_before);
-            }
-        }
         self.warnings.extend(
             later
                 .warnings
