@@ -574,10 +574,9 @@ impl Pass {
     ) -> Pass {
         let mut faults = Vec::new();
         let mut candidates = merge_deployment_groups(apps, tasks_by_app, excluded, &mut faults);
-        let framework = config.framework_name.as_deref();
-        candidates.retain(|candidate| {
-            !framework.is_some_and(|name| candidate.id.chars().skip(1).eq(name.chars()))
-        });
+        if let Some(framework) = config.framework_name.as_deref() {
+            candidates.retain(|candidate| !candidate.id.chars().skip(1).eq(framework.chars()));
+        }
         let (plans, admitted) = plan(&candidates, config);
         let build = |range: std::ops::Range<usize>, room: usize| {
             let mut builder = Builder::new(config, resolve, &admitted);
@@ -591,27 +590,25 @@ impl Pass {
         // A service per port at most: room for all of them in the list the other part joins.
         let ports_of = |plans: &[Plan]| plans.iter().map(|plan| plan.service_ports.len()).sum();
         let all = 0..candidates.len();
-        let (mut earlier, later) = match candidates.len() < parts_from.max(2) {
-            true => (build(all, ports_of(&plans)), None),
+        let mut built = match candidates.len() < parts_from.max(2) {
+            true => build(all, ports_of(&plans)),
             false => {
                 let split = half_the_work(&candidates, &plans);
                 let room = ports_of(&plans);
                 let later = || build(split..all.end, ports_of(&plans[split..]));
-                let (earlier, later) =
+                let (mut earlier, later) =
                     crate::threads::beside("model", later, || build(0..split, room));
-                (earlier, Some(later))
+                earlier.join(later);
+                earlier
             }
         };
-        if let Some(later) = later {
-            earlier.join(later);
-        }
         // Room was kept for a service per port; ports that share one leave some unused.
-        earlier.services.shrink_to_fit();
-        faults.append(&mut earlier.faults);
+        built.services.shrink_to_fit();
+        faults.append(&mut built.faults);
         Pass {
-            services: earlier.services,
-            big_weights: earlier.big_weights,
-            warnings: earlier.warnings,
+            services: built.services,
+            big_weights: built.big_weights,
+            warnings: built.warnings,
             faults,
         }
     }
