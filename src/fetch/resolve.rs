@@ -11,10 +11,20 @@ use std::sync::{Mutex, PoisonError};
 
 /// Remembers each answer (including "unresolvable") for the life of one run, so a cluster of
 /// thousands of tasks on a few dozen agents costs a few dozen lookups.
-#[derive(Default)]
 pub struct CachingResolver {
     /// Locked across a lookup, so that two threads building one model ask once between them.
     answers: Mutex<HashMap<String, Option<IpAddr>>>,
+    /// The system resolver, except in tests: a made-up name must never reach it.
+    lookup: fn(&str) -> Option<IpAddr>,
+}
+
+impl Default for CachingResolver {
+    fn default() -> CachingResolver {
+        CachingResolver {
+            answers: Mutex::default(),
+            lookup: system_lookup,
+        }
+    }
 }
 
 impl CachingResolver {
@@ -24,14 +34,19 @@ impl CachingResolver {
         if let Some(answer) = answers.get(host) {
             return *answer;
         }
-        let answer = (host, 0)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut addrs| addrs.find(|addr| addr.is_ipv4()))
-            .map(|addr| addr.ip());
+        let answer = (self.lookup)(host);
         answers.insert(host.to_string(), answer);
         answer
     }
+}
+
+/// The first IPv4 address the system resolver gives for `host`.
+fn system_lookup(host: &str) -> Option<IpAddr> {
+    (host, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.find(|addr| addr.is_ipv4()))
+        .map(|addr| addr.ip())
 }
 
 /// The warning for an agent whose tasks are skipped because it has no IPv4 address.
@@ -50,23 +65,45 @@ pub fn unresolvable_message(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// Address literals only: the system resolver answers them without asking any server.
     #[test]
-    fn addresses_resolve_to_themselves_and_answers_are_remembered() {
-        let resolver = CachingResolver::default();
+    fn the_system_lookup_gives_an_ipv4_literal_itself_and_no_ipv6_literal() {
         assert_eq!(
-            resolver.resolve("127.0.0.1"),
+            system_lookup("127.0.0.1"),
             Some(IpAddr::from([127, 0, 0, 1]))
         );
-        assert_eq!(resolver.resolve("no-such-host.invalid"), None);
+        assert_eq!(system_lookup("fd00::1"), None);
+    }
+
+    static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Knows one agent; counts every question.
+    fn one_agent_lookup(host: &str) -> Option<IpAddr> {
+        LOOKUPS.fetch_add(1, Ordering::SeqCst);
+        (host == "agent-1").then(|| IpAddr::from([10, 0, 0, 1]))
+    }
+
+    #[test]
+    fn each_host_is_asked_once_whether_or_not_it_resolves() {
+        let resolver = CachingResolver {
+            answers: Mutex::default(),
+            lookup: one_agent_lookup,
+        };
+        for _ in 0..3 {
+            assert_eq!(
+                resolver.resolve("agent-1"),
+                Some(IpAddr::from([10, 0, 0, 1]))
+            );
+            assert_eq!(resolver.resolve("agent-unknown"), None);
+        }
+        assert_eq!(LOOKUPS.load(Ordering::SeqCst), 2);
         assert_eq!(resolver.answers.lock().unwrap().len(), 2);
-        assert_eq!(resolver.resolve("no-such-host.invalid"), None);
     }
 
     #[test]
     fn an_ipv6_agent_is_said_to_be_ipv6_not_unresolvable() {
-        let resolver = CachingResolver::default();
-        assert_eq!(resolver.resolve("fd00::1"), None);
         assert_eq!(
             unresolvable_message("fd00::1"),
             "agent \"fd00::1\" is an IPv6 address; its tasks are skipped, as in marathon-lb, \
