@@ -795,6 +795,8 @@ impl<'c> Builder<'c> {
 
     /// Appends what `later` built from the candidates after these, as if this builder had gone
     /// on to build them: an agent it already named unresolvable for an app is not named again.
+    /// The one join of a split pass: `later`'s record of the agents it named is not carried
+    /// over, so a builder joined once is not joined again.
     fn join(&mut self, mut later: Builder<'_>) {
         let mut named_before: Vec<usize> = later
             .unresolvable
