@@ -179,13 +179,12 @@ fn run_measured(
     let time_left = deadline.saturating_duration_since(Instant::now());
     apply_config.lock_timeout = apply_config.lock_timeout.min(time_left);
     let mut noted = apply::Noted::default();
-    let mut conflicts = None;
     let applied = apply_passes(
         &mut room,
         &mut prepared,
         (&templates, config, &apply_config, &resolve),
         out,
-        (&mut noted, &mut conflicts),
+        &mut noted,
         report,
     );
     report
@@ -229,9 +228,7 @@ fn run_measured(
     };
     let exclusions_news = said_before.as_ref() != Some(&fingerprints);
     let mut warnings = std::mem::take(&mut prepared.warnings);
-    warnings.extend(
-        conflicts.unwrap_or_else(|| model::conflicts::find(&prepared.model, &config.render)),
-    );
+    warnings.extend(std::mem::take(&mut prepared.conflicts));
     // Warnings go with every run that did not end unchanged, a failed one included: an app
     // left out may be just what made it fail (its servers count as lost to the guard).
     let unchanged = matches!(&applied, Ok(applied) if applied.outcome == Outcome::Unchanged);
@@ -424,9 +421,7 @@ const MAX_APPLY_ROUNDS: usize = 3;
 
 /// Applies the prepared candidate; when `apply` refuses it for an app's fault, lets
 /// `exclusion` hold or leave out that app (the search timed as the `isolate` phase), prepares
-/// again and applies again. Each pass finds its model's conflicts beside its apply; they are
-/// left in `conflicts` while `prepared` still holds that model (`None` once a pass's `prepare`
-/// failed).
+/// again and applies again.
 fn apply_passes(
     room: &mut exclusion::Room<'_>,
     prepared: &mut exclusion::Prepared,
@@ -437,7 +432,7 @@ fn apply_passes(
         model::Resolver<'_>,
     ),
     out: &mut dyn Write,
-    (noted, conflicts): (&mut apply::Noted, &mut Option<Vec<model::Warning>>),
+    noted: &mut apply::Noted,
     report: &mut report::RunReport,
 ) -> Result<Applied> {
     for round in 0.. {
@@ -447,10 +442,7 @@ fn apply_passes(
         let backend_apps = prepared.backend_apps(backend_apps);
         // Each pass's validation adds to the phase: apply notes only its own.
         let validated_before = std::mem::take(&mut noted.timings.validate);
-        let (applied, found) = beside_conflicts(&prepared.model, &config.render, || {
-            apply::apply_noting(&candidate, &backend_apps, apply_config, out, noted)
-        });
-        *conflicts = Some(found);
+        let applied = apply::apply_noting(&candidate, &backend_apps, apply_config, out, noted);
         noted.timings.validate += validated_before;
         let error = match applied {
             Ok(outcome) => {
@@ -466,39 +458,15 @@ fn apply_passes(
         // The refused candidate is not needed again: freed before the next pass is built.
         drop((candidate, backend_apps));
         let phase = Instant::now();
-        let blamed = room.blame(error, prepared, templates, config, apply_config);
+        let blamed = room.blame(error, templates, config, apply_config, resolve);
         *report.phases.entry("isolate").or_default() += phase.elapsed().as_secs_f64();
         blamed?;
-        // The refused pass's model is freed before the next is built too (two models at once
-        // were the peak of a run that applies again). Should the next pass fail, the run still
-        // says the refused pass's warnings, its conflicts among them, as it always did.
+        // Should the next pass fail to prepare, the run still says the refused pass's
+        // warnings, its conflicts among them, as it always did.
         let refused = std::mem::take(prepared);
         prepared.warnings = refused.warnings;
-        prepared
-            .warnings
-            .extend(conflicts.take().unwrap_or_default());
-        drop(refused.model);
+        prepared.warnings.extend(refused.conflicts);
         *prepared = room.prepare(config, templates, resolve)?;
     }
     unreachable!("the loop returns by its last round")
-}
-
-/// From this many services, [`beside_conflicts`] finds the conflicts on a thread of their own:
-/// fewer take less time than starting one.
-const CONFLICTS_THREAD_FROM: usize = 512;
-
-/// Runs `apply` while the conflicts of `model` are found on another thread: they read only the
-/// model, and a dry run's apply (no bind to try in a steady state) leaves the second core
-/// idle, ~5 ms at 10,000 apps and ~17 ms at 30,000. On this thread, after `apply`, for a small
-/// model or when no thread is to be had.
-fn beside_conflicts<T>(
-    model: &model::Model,
-    render_config: &config::RenderConfig,
-    apply: impl FnOnce() -> T,
-) -> (T, Vec<model::Warning>) {
-    let find = || model::conflicts::find(model, render_config);
-    if model.services.len() < CONFLICTS_THREAD_FROM {
-        return (apply(), find());
-    }
-    threads::beside("conflicts", find, apply)
 }
